@@ -1,0 +1,64 @@
+# Kairos — the front door. `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+export DJANGO_SETTINGS_MODULE ?= config.settings
+
+.PHONY: run test stop services migrate demo bench bench-quick lint format up down chromium clean
+
+.venv/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --disable-pip-version-check -r requirements.lock
+	touch $@
+
+services: .venv/.installed
+	$(PY) -m config.embedded start
+
+migrate: services
+	$(PY) manage.py migrate --noinput -v 0
+
+demo: migrate
+	$(PY) manage.py demo_seed --if-empty
+
+run: demo
+	trap '$(PY) -m config.embedded stop' EXIT; $(PY) -m config.runner
+
+# Debian's chromium drives the browser tests (Playwright's own browser download does not work here).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: services chromium
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+
+stop:
+	-$(PY) -m config.embedded stop
+
+bench: migrate
+	$(PY) bench/ingest.py
+	$(PY) bench/decide.py
+	$(PY) bench/bandit_sim.py
+	$(PY) bench/lift.py
+
+bench-quick: migrate
+	$(PY) bench/ingest.py --quick
+	$(PY) bench/decide.py --quick
+	$(PY) bench/bandit_sim.py --quick
+	$(PY) bench/lift.py --quick
+
+lint: .venv/.installed
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: .venv/.installed
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+up:
+	docker compose up --build
+
+down:
+	docker compose down
+
+clean: stop
+	rm -rf var

@@ -1,0 +1,16 @@
+"""The public-key endpoints, served by both the web and the decide processes."""
+
+from django.http import JsonResponse
+from django.urls import path
+
+from personalization import public_api
+
+
+def healthz(request):
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("api/v1/events", public_api.events, name="api-events"),
+    path("healthz", healthz, name="healthz"),
+]

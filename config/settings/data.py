@@ -1,0 +1,38 @@
+"""PostgreSQL and Redis. Unset URLs mean the embedded services started by `python -m config.embedded`."""
+
+from urllib.parse import urlparse
+
+from config import embedded
+from config.env import ConfigError, env_int, env_str
+
+DATABASE_URL = env_str("DATABASE_URL", embedded.database_url())
+REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
+
+
+def _database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ConfigError(f"DATABASE_URL must start with postgres://, got {parsed.scheme}://")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/") or "kairos",
+        "USER": parsed.username or "postgres",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.hostname or "127.0.0.1",
+        "PORT": str(parsed.port or 5432),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": "test_kairos"},
+    }
+
+
+DATABASES = {"default": _database_from_url(DATABASE_URL)}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kr-cache",
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"

@@ -1,0 +1,31 @@
+"""Celery: broker and result backend are the same Redis; schedules for the learning loop."""
+
+from config.env import env_int, env_str
+from config.settings.data import REDIS_URL
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Drain: how many stream entries (each one accepted batch of events) one step moves, and how
+# long an entry may sit unacknowledged with a dead consumer before another one claims it.
+KAIROS_DRAIN_ENTRIES = env_int("KAIROS_DRAIN_ENTRIES", 50)
+KAIROS_DRAIN_CLAIM_IDLE_MS = env_int("KAIROS_DRAIN_CLAIM_IDLE_MS", 30_000)
+
+CELERY_BEAT_SCHEDULE = {
+    "events-drain": {
+        "task": "personalization.tasks.events_drain_task",
+        "schedule": 1.0,
+        # A drain already running covers the stream; a tick that waited longer than this is moot.
+        "options": {"expires": 5},
+    },
+    "api-keys-last-used": {
+        "task": "personalization.tasks.api_key_last_used_flush_task",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
+}

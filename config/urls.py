@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.public_urls import urlpatterns as public_urlpatterns
+from personalization.views import section_placeholder
+
+urlpatterns = [
+    *public_urlpatterns,
+    path("api/v1/", include("config.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("experiences/", section_placeholder("experiences", "Experiences", "placeholder.html"), name="experiences"),
+    path("segments/", section_placeholder("segments", "Segments", "placeholder.html"), name="segments"),
+    path("lift/", section_placeholder("lift", "Lift", "placeholder.html"), name="lift"),
+    path("privacy/", section_placeholder("privacy", "Privacy", "placeholder.html"), name="privacy"),
+    path("", include("personalization.urls")),
+]

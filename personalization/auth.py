@@ -1,0 +1,121 @@
+"""API key authentication for the public endpoints (decide, events) and the REST API.
+
+Keys are looked up by their SHA-256 hash. Lookups are cached in process for KEY_CACHE_SECONDS, so a
+revoked key stops working on every server within that time, and the hot path makes no SQL query.
+Last use is recorded in Redis and written to PostgreSQL by a periodic task.
+"""
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+
+import redis
+from rest_framework import authentication, exceptions, permissions
+
+from personalization import rkeys
+
+KEY_CACHE_SECONDS = 10.0
+_LAST_USED_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: int
+    project_id: int
+    kind: str
+
+
+_cache: dict[str, tuple[float, KeyInfo | None]] = {}
+_last_used_sent: dict[int, float] = {}
+
+
+def key_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def key_from_request(request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    # sendBeacon cannot set headers, so the site snippet puts its public key in the query string.
+    return request.GET.get("key") or None
+
+
+def api_key_lookup(raw: str) -> KeyInfo | None:
+    """The active key for a raw key string, or None. Cached in process."""
+    digest = key_hash(raw)
+    now = time.monotonic()
+    hit = _cache.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    from personalization.models import ApiKey
+
+    row = (
+        ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).values_list("id", "project_id", "kind").first()
+    )
+    info = KeyInfo(*row) if row else None
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[digest] = (now + KEY_CACHE_SECONDS, info)
+    return info
+
+
+def cache_clear() -> None:
+    _cache.clear()
+    _last_used_sent.clear()
+
+
+def last_used_note(pipe, info: KeyInfo) -> None:
+    """Queue a last-used update on a Redis pipeline the request sends anyway (at most once a minute)."""
+    now = time.monotonic()
+    if _last_used_sent.get(info.key_id, 0.0) > now:
+        return
+    _last_used_sent[info.key_id] = now + _LAST_USED_EVERY_SECONDS
+    pipe.hset(rkeys.KEY_LAST_USED, str(info.key_id), int(time.time()))
+
+
+class SecretKeyAuthentication(authentication.BaseAuthentication):
+    """REST API: `Authorization: Bearer ks_…`; the request is scoped to the key's project."""
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header.startswith("Bearer "):
+            return None
+        raw = header[7:].strip()
+        info = api_key_lookup(raw)
+        if info is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key; create one under Settings → API keys.")
+        if info.kind != "secret":
+            raise exceptions.AuthenticationFailed(
+                "This is a public key (kp_…); the REST API needs a secret key (ks_…)."
+            )
+        from personalization import redis_client
+
+        # last-used time is best effort, never a reason to fail a request
+        with contextlib.suppress(redis.RedisError):
+            pipe = redis_client.fast().pipeline(transaction=False)
+            last_used_note(pipe, info)
+            pipe.execute()
+        request.kairos_project_id = info.project_id
+        return (None, info)
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="kairos"'
+
+
+class HasProject(permissions.BasePermission):
+    """Secret key requests are scoped by their key; dashboard sessions by their current project."""
+
+    message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
+
+    def has_permission(self, request, view):
+        if isinstance(request.auth, KeyInfo):
+            return True
+        user = request.user
+        if user is not None and user.is_authenticated:
+            project_id = request.session.get("project_id")
+            if project_id and user.memberships.filter(project_id=project_id).exists():
+                request.kairos_project_id = project_id
+                return True
+        return False

@@ -1,0 +1,177 @@
+"""Validation and normalisation of incoming event batches. Pure Python: no Django, no I/O.
+
+A batch is `{"events": [...]}` with at most MAX_BATCH events. Envelope problems reject the whole
+batch; problems in one event reject only that event, reported with its index, field and fix.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+MAX_BATCH = 1000
+MAX_PROPERTIES_CHARS = 8000
+NOISE_CLICK_WINDOW_MS = 500
+MAX_FUTURE = timedelta(minutes=10)
+MAX_PAST = timedelta(days=30)
+
+STANDARD_TYPES = {"page_view", "click", "search", "scroll", "add_to_cart", "purchase", "exposure", "identify"}
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_CUSTOM_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+# type -> (property that must be present, expected python type(s), hint)
+_REQUIRED_PROPERTIES: dict[str, list[tuple[str, tuple[type, ...], str]]] = {
+    "page_view": [("url", (str,), 'the page URL, e.g. "/products/trail-shoe"')],
+    "click": [("target", (str,), "what was clicked, e.g. a CSS selector or element id")],
+    "search": [("query", (str,), "the search text")],
+    "scroll": [("depth", (int, float), "scroll depth in percent, 0 to 100")],
+    "add_to_cart": [("item", (str,), "the item id")],
+    "exposure": [("experience", (str,), "the experience key")],
+}
+
+
+class BatchError(ValueError):
+    """The envelope itself is unusable; nothing in it is accepted."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass
+class BatchResult:
+    accepted: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    dropped_noise: int = 0
+    duplicates: int = 0
+
+
+class _Invalid(Exception):
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        self.message = message
+
+
+def _parse_ts(raw: object, now: datetime) -> datetime:
+    if raw is None:
+        return now
+    if isinstance(raw, bool):
+        raise _Invalid("timestamp", "must be an ISO 8601 string or epoch milliseconds")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise _Invalid("timestamp", "must be a finite number of epoch milliseconds")
+        ts = datetime.fromtimestamp(raw / 1000.0, tz=UTC)
+    elif isinstance(raw, str):
+        try:
+            ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Invalid("timestamp", "is not ISO 8601; use e.g. 2026-11-25T13:31:40Z") from None
+        if ts.tzinfo is None:
+            raise _Invalid("timestamp", "has no time zone; add Z or +00:00")
+    else:
+        raise _Invalid("timestamp", "must be an ISO 8601 string or epoch milliseconds")
+    if ts > now + MAX_FUTURE:
+        raise _Invalid("timestamp", "is in the future; check the client clock")
+    if ts < now - MAX_PAST:
+        raise _Invalid("timestamp", "is more than 30 days old; old history cannot be backfilled here")
+    return ts
+
+
+def _check_id(raw: object, name: str) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not _ID_RE.match(raw):
+        raise _Invalid(name, "must be a string of 1–128 letters, digits or _.:@+-")
+    return raw
+
+
+def _normalise(raw: object, now: datetime) -> dict:
+    if not isinstance(raw, dict):
+        raise _Invalid("event", "must be a JSON object")
+    event_id = raw.get("event_id")
+    if not isinstance(event_id, str) or not _EVENT_ID_RE.match(event_id):
+        raise _Invalid("event_id", "is required: a unique string of 1–64 letters, digits or _.:- per event")
+    etype = raw.get("type")
+    if not isinstance(etype, str) or not (etype in STANDARD_TYPES or _CUSTOM_TYPE_RE.match(etype)):
+        raise _Invalid("type", 'is required: a standard type or a custom snake_case name, e.g. "signup"')
+    user_id = _check_id(raw.get("user_id"), "user_id")
+    anonymous_id = _check_id(raw.get("anonymous_id"), "anonymous_id")
+    if user_id is None and anonymous_id is None:
+        raise _Invalid("user_id", "is missing: give user_id or anonymous_id (or both)")
+    if etype == "identify" and (user_id is None or anonymous_id is None):
+        raise _Invalid("user_id" if user_id is None else "anonymous_id", "identify needs both user_id and anonymous_id")
+    session_id = raw.get("session_id") or ""
+    if not isinstance(session_id, str) or len(session_id) > 64:
+        raise _Invalid("session_id", "must be a string of at most 64 characters")
+    properties = raw.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise _Invalid("properties", "must be a JSON object")
+    if len(repr(properties)) > MAX_PROPERTIES_CHARS:
+        raise _Invalid("properties", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
+    for name, types, hint in _REQUIRED_PROPERTIES.get(etype, []):
+        value = properties.get(name)
+        if not isinstance(value, types) or isinstance(value, bool) or value == "":
+            raise _Invalid(f"properties.{name}", f"is required for {etype}: {hint}")
+    if etype == "scroll" and not 0 <= properties["depth"] <= 100:
+        raise _Invalid("properties.depth", "must be between 0 and 100 (percent)")
+    if etype == "exposure" and not (isinstance(properties.get("variant"), str) or properties.get("holdout") is True):
+        raise _Invalid("properties.variant", 'is required for exposure: the variant key, or "holdout": true')
+    value = raw.get("value")
+    if etype == "purchase" and value is None:
+        raise _Invalid("value", "is required for purchase: the order value, e.g. 59.90")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _Invalid("value", "must be a number, e.g. 59.90")
+        if value < 0 or value >= 1e12:
+            raise _Invalid("value", "must be between 0 and 999,999,999,999")
+    ts = _parse_ts(raw.get("timestamp"), now)
+    return {
+        "event_id": event_id,
+        "type": etype,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "ts": ts.isoformat(),
+        "session_id": session_id,
+        "value": value,
+        "properties": properties,
+    }
+
+
+def batch_validate(payload: object, *, now: datetime | None = None) -> BatchResult:
+    """Validate a decoded batch. Raises BatchError for an unusable envelope."""
+    now = now or datetime.now(UTC)
+    if not isinstance(payload, dict):
+        raise BatchError("body", 'must be a JSON object like {"events": [...]}')
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise BatchError("events", "is required: a list of event objects")
+    if not events:
+        raise BatchError("events", "is empty; send at least one event")
+    if len(events) > MAX_BATCH:
+        raise BatchError("events", f"has {len(events)} events; send at most {MAX_BATCH} per request")
+
+    result = BatchResult()
+    seen_ids: set[str] = set()
+    last_click: dict[tuple, datetime] = {}
+    for index, raw in enumerate(events):
+        try:
+            event = _normalise(raw, now)
+        except _Invalid as invalid:
+            result.rejected.append({"index": index, "field": invalid.field, "message": invalid.message})
+            continue
+        if event["event_id"] in seen_ids:
+            result.duplicates += 1
+            continue
+        seen_ids.add(event["event_id"])
+        if event["type"] == "click":
+            key = (event["user_id"] or event["anonymous_id"], event["properties"]["target"])
+            ts = datetime.fromisoformat(event["ts"])
+            previous = last_click.get(key)
+            last_click[key] = ts
+            if previous is not None and abs((ts - previous).total_seconds()) * 1000 < NOISE_CLICK_WINDOW_MS:
+                result.dropped_noise += 1
+                continue
+        result.accepted.append(event)
+    return result

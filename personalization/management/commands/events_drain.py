@@ -1,0 +1,30 @@
+"""Run the event drain in the foreground: `manage.py events_drain [--once]`.
+
+The Celery beat task does this in production; this command is for operations and the crash tests.
+"""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from personalization import services
+
+
+class Command(BaseCommand):
+    help = "Move accepted events from the Redis stream into PostgreSQL."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="stop when the stream is empty")
+        parser.add_argument("--entries", type=int, default=None, help="stream entries per step")
+        parser.add_argument("--claim-idle-ms", type=int, default=None, help="claim entries idle this long")
+
+    def handle(self, *args, once: bool, entries: int | None, claim_idle_ms: int | None, **options):
+        total = 0
+        while True:
+            moved = services.events_drain(max_entries=entries, claim_idle_ms=claim_idle_ms)
+            total += moved
+            if moved == 0:
+                if once:
+                    break
+                time.sleep(0.2)
+        self.stdout.write(f"drained {total} events")

@@ -1,0 +1,153 @@
+"""Projects, members and keys; profiles, their identities and their events."""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+from django.db.models import Q
+
+
+def _new_salt() -> str:
+    return secrets.token_hex(8)
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MARKETER = "marketer", "Marketer"
+    ANALYST = "analyst", "Analyst"
+    COMPLIANCE = "compliance", "Compliance"
+    DEVELOPER = "developer", "Developer"
+
+
+class Project(models.Model):
+    """A workspace: one customer site or app with its members, keys, profiles and experiences."""
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=60, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    global_holdout_share = models.FloatField(default=0.05)
+    # Salt of the global holdout hash; independent of every experience's salt.
+    holdout_salt = models.CharField(max_length=32, default=_new_salt)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A person's role in a project; the role decides which pages and actions they get."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MARKETER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.role} · {self.project}"
+
+
+class KeyKind(models.TextChoices):
+    PUBLIC = "public", "Public (decide and events, safe in a web page)"
+    SECRET = "secret", "Secret (REST API)"
+
+
+class ApiKey(models.Model):
+    """An API key, stored only as a SHA-256 hash; the raw key is shown once when created."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    kind = models.CharField(max_length=10, choices=KeyKind.choices)
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise the key.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Profile(models.Model):
+    """One end user of the customer's site: identities, zero-party attributes, consent, activity."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="profiles")
+    external_id = models.CharField(max_length=128, null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    consent = models.JSONField(default=dict, blank=True, help_text="Purpose → granted, e.g. {'personalization': true}")
+    do_not_personalize = models.BooleanField(default=False)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    # Demo only: the intent the demo generator planted, to measure how well segments recover it.
+    demo_intent = models.CharField(max_length=40, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="profile_unique_external_id",
+            )
+        ]
+        indexes = [models.Index(fields=["project", "last_seen"], name="profile_project_last_seen")]
+
+    def __str__(self) -> str:
+        return self.external_id or f"anonymous #{self.pk}"
+
+
+class IdentityKind(models.TextChoices):
+    USER = "user", "User id"
+    ANONYMOUS = "anon", "Anonymous id"
+
+
+class ProfileIdentity(models.Model):
+    """An id the site knows a profile by: its user id or one of its anonymous (device) ids."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities")
+    kind = models.CharField(max_length=4, choices=IdentityKind.choices)
+    value = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "kind", "value"], name="identity_unique_value")]
+        indexes = [models.Index(fields=["profile"], name="identity_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class Event(models.Model):
+    """A behavior event, stored once per (project, client event_id) by the stream drain."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE)
+    event_id = models.CharField(max_length=64)
+    type = models.CharField(max_length=64)
+    ts = models.DateTimeField()
+    session_id = models.CharField(max_length=64, blank=True, default="")
+    value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "event_id"], name="event_unique_client_id")]
+        indexes = [
+            # per-profile reads and erasure
+            models.Index(fields=["profile", "ts"], name="event_profile_ts"),
+            # time-range scans per project and per event type (conversions, charts, reports)
+            models.Index(fields=["project", "type", "ts"], name="event_project_type_ts"),
+            # whole-project time ranges (retention, charts); rows arrive roughly in time order
+            BrinIndex(fields=["ts"], name="event_ts_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -1,0 +1,23 @@
+"""Every Redis key Kairos writes, in one place.
+
+Keys holding data about a person are marked PERSONAL; the privacy registry walks them on export and
+erasure. Keep the two in step: a new personal key is added here and to `personal_key_patterns`.
+"""
+
+EVENTS_STREAM = "kr:events"  # accepted event batches waiting for the drain
+EVENTS_GROUP = "drain"
+KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
+
+
+def unit(project_id: int, unit_id: str) -> str:
+    """PERSONAL. Hash of one decide unit: flags, segment ids, sticky assignments."""
+    return f"kr:{project_id}:u:{unit_id}"
+
+
+def metric(project_id: int, name: str, minute: int) -> str:
+    """Per-minute counters for the live dashboard (no personal data)."""
+    return f"kr:{project_id}:m:{name}:{minute}"
+
+
+def personal_key_patterns(project_id: int, unit_id: str) -> list[str]:
+    return [unit(project_id, unit_id)]

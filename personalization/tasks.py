@@ -1,0 +1,31 @@
+"""Celery tasks of the personalization app: thin wrappers around services."""
+
+import time
+
+import redis
+from celery import shared_task
+from django.db import OperationalError
+
+from personalization import services
+
+_DRAIN_BUDGET_SECONDS = 20.0
+
+
+@shared_task(
+    autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, retry_jitter=True, acks_late=True
+)
+def events_drain_task() -> int:
+    """Drain the event stream until it is empty or the time budget is spent (beat starts another)."""
+    moved = 0
+    deadline = time.monotonic() + _DRAIN_BUDGET_SECONDS
+    while time.monotonic() < deadline:
+        step = services.events_drain()
+        if step == 0:
+            break
+        moved += step
+    return moved
+
+
+@shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
+def api_key_last_used_flush_task() -> int:
+    return services.api_key_last_used_flush()

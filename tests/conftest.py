@@ -1,0 +1,36 @@
+import pytest
+from django.conf import settings
+
+from personalization import auth, redis_client
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def clean_redis():
+    """Every test starts with an empty test Redis database (never the demo's: see config.settings.test)."""
+    assert settings.REDIS_URL.endswith("/15"), "tests must run on their own Redis database"
+    redis_client.reset()
+    redis_client.worker().flushdb()
+    auth.cache_clear()
+    yield
+    redis_client.reset()
+
+
+@pytest.fixture
+def project(db):
+    return factories.project_make(name="Shop A")
+
+
+@pytest.fixture
+def other_project(db):
+    return factories.project_make(name="Shop B")
+
+
+@pytest.fixture
+def public_key(project):
+    return factories.key_make(project=project, kind="public")
+
+
+@pytest.fixture
+def secret_key(project):
+    return factories.key_make(project=project, kind="secret")

@@ -1,0 +1,37 @@
+"""Small builders for test data; they go through the services like real callers do."""
+
+import itertools
+from datetime import UTC, datetime
+
+from django.contrib.auth import get_user_model
+
+from personalization import services
+from personalization.models import Project
+
+_seq = itertools.count(1)
+
+
+def user_make(*, username: str | None = None, password: str = "secret-pass-123"):
+    return get_user_model().objects.create_user(username=username or f"user{next(_seq)}", password=password)
+
+
+def project_make(*, name: str | None = None, owner=None) -> Project:
+    name = name or f"Project {next(_seq)}"
+    return services.project_create(name=name, owner=owner, slug=f"{name.lower().replace(' ', '-')}-{next(_seq)}")
+
+
+def key_make(*, project: Project, kind: str = "public") -> str:
+    _, raw = services.api_key_create(project=project, kind=kind, name=f"{kind} key")
+    return raw
+
+
+def event_make(n: int = 0, **overrides) -> dict:
+    event = {
+        "event_id": f"ev-{n}",
+        "type": "page_view",
+        "anonymous_id": f"anon-{n % 7}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "properties": {"url": f"/products/{n}"},
+    }
+    event.update(overrides)
+    return event
