@@ -12,5 +12,7 @@ def healthz(request):
 
 urlpatterns = [
     path("api/v1/events", public_api.events, name="api-events"),
+    path("api/v1/decide", public_api.decide, name="api-decide"),
+    path("api/v1/ping", public_api.ping, name="api-ping"),
     path("healthz", healthz, name="healthz"),
 ]

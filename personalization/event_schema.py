@@ -16,6 +16,7 @@ MAX_FUTURE = timedelta(minutes=10)
 MAX_PAST = timedelta(days=30)
 
 STANDARD_TYPES = {"page_view", "click", "search", "scroll", "add_to_cart", "purchase", "exposure", "identify"}
+EXPOSURE_ARMS = {"variant", "holdout_global", "holdout_experience"}
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _CUSTOM_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -118,6 +119,8 @@ def _normalise(raw: object, now: datetime) -> dict:
         raise _Invalid("properties.depth", "must be between 0 and 100 (percent)")
     if etype == "exposure" and not (isinstance(properties.get("variant"), str) or properties.get("holdout") is True):
         raise _Invalid("properties.variant", 'is required for exposure: the variant key, or "holdout": true')
+    if etype == "exposure" and properties.get("arm", "variant") not in EXPOSURE_ARMS:
+        raise _Invalid("properties.arm", f"must be one of {', '.join(sorted(EXPOSURE_ARMS))}")
     value = raw.get("value")
     if etype == "purchase" and value is None:
         raise _Invalid("value", "is required for purchase: the order value, e.g. 59.90")

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from personalization import auth, services
+from personalization import decide as decide_runtime
 from personalization.event_schema import MAX_BATCH, BatchError
 
 _CORS = {
@@ -82,3 +83,20 @@ def events(request: HttpRequest) -> HttpResponse:
     }
     status = 400 if result.rejected and not result.accepted else 200
     return json_response(body, status=status)
+
+
+@public_key_required
+def decide(request: HttpRequest) -> HttpResponse:
+    try:
+        body = body_json(request)
+        answer = decide_runtime.decide(request.key_info.project_id, body)
+    except BatchError as exc:
+        return error(400, exc.field, exc.message)
+    except decide_runtime.DecideInputError as exc:
+        return error(400, exc.field, exc.message)
+    return json_response(answer)
+
+
+def ping(request: HttpRequest) -> HttpResponse:
+    """A trivial endpoint on the same server and settings, the baseline of the decide benchmark."""
+    return json_response({"ok": True})

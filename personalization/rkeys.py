@@ -14,6 +14,20 @@ def unit(project_id: int, unit_id: str) -> str:
     return f"kr:{project_id}:u:{unit_id}"
 
 
+def snapshot(project_id: int) -> str:
+    """The compiled decide snapshot (JSON) of a project's running experiences."""
+    return f"kr:{project_id}:snapshot"
+
+
+def snapshot_version(project_id: int) -> str:
+    """The version of the published snapshot; decide processes poll it about once a second."""
+    return f"kr:{project_id}:snapshot:v"
+
+
+def snapshot_counter(project_id: int) -> str:
+    return f"kr:{project_id}:snapshot:n"
+
+
 def metric(project_id: int, name: str, minute: int) -> str:
     """Per-minute counters for the live dashboard (no personal data)."""
     return f"kr:{project_id}:m:{name}:{minute}"

@@ -29,3 +29,14 @@ def events_drain_task() -> int:
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def api_key_last_used_flush_task() -> int:
     return services.api_key_last_used_flush()
+
+
+@shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
+def bandits_update_task() -> int:
+    """Update every running bandit, then republish each touched project's snapshot once."""
+    running = services.bandit_experiences_running()
+    for experience_id, _ in running:
+        services.bandit_update(experience_id=experience_id)
+    for project_id in {project_id for _, project_id in running}:
+        services.snapshot_publish(project_id=project_id)
+    return len(running)

@@ -8,7 +8,7 @@ from tests import factories
 @pytest.fixture(autouse=True)
 def clean_redis():
     """Every test starts with an empty test Redis database (never the demo's: see config.settings.test)."""
-    assert settings.REDIS_URL.endswith("/15"), "tests must run on their own Redis database"
+    assert not settings.REDIS_URL.endswith("/0"), "tests must run on their own Redis database, not the demo's"
     redis_client.reset()
     redis_client.worker().flushdb()
     auth.cache_clear()

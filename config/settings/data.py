@@ -22,7 +22,8 @@ def _database_from_url(url: str) -> dict:
         "PORT": str(parsed.port or 5432),
         "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
         "CONN_HEALTH_CHECKS": True,
-        "TEST": {"NAME": "test_kairos"},
+        # Parallel test runs on one machine can each take their own database.
+        "TEST": {"NAME": env_str("KAIROS_TEST_DB", "test_kairos")},
     }
 
 

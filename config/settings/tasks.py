@@ -23,6 +23,11 @@ CELERY_BEAT_SCHEDULE = {
         # A drain already running covers the stream; a tick that waited longer than this is moot.
         "options": {"expires": 5},
     },
+    "bandits-update": {
+        "task": "personalization.tasks.bandits_update_task",
+        "schedule": float(env_int("KAIROS_BANDIT_EVERY_SECONDS", 5)),
+        "options": {"expires": 10},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,

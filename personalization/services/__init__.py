@@ -1,6 +1,19 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
+from personalization.services.bandits import bandit_counts, bandit_experiences_running, bandit_update
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
+from personalization.services.experiences import (
+    ExperienceError,
+    experience_complete,
+    experience_create,
+    experience_pause,
+    experience_start,
+    experience_update,
+    profiles_publish,
+    project_holdout_set,
+    snapshot_compile,
+    snapshot_publish,
+)
 from personalization.services.projects import (
     api_key_create,
     api_key_last_used_flush,
@@ -10,6 +23,19 @@ from personalization.services.projects import (
 )
 
 __all__ = [
+    "bandit_counts",
+    "bandit_experiences_running",
+    "bandit_update",
+    "ExperienceError",
+    "experience_complete",
+    "experience_create",
+    "experience_pause",
+    "experience_start",
+    "experience_update",
+    "profiles_publish",
+    "project_holdout_set",
+    "snapshot_compile",
+    "snapshot_publish",
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",

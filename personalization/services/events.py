@@ -115,6 +115,10 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
 
 def _write_project_events(project_id: int, events: list[dict]) -> None:
     profile_of = _profiles_resolve(project_id, events)
+    exposures = [e for e in events if e["type"] == "exposure"]
+    if exposures:
+        _exposures_write(project_id, exposures, profile_of)
+        events = [e for e in events if e["type"] != "exposure"]
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
@@ -243,4 +247,34 @@ def _attributes_merge(profile_id: int, attributes: dict) -> None:
         cursor.execute(
             "UPDATE personalization_profile SET attributes = attributes || %s::jsonb WHERE id = %s",
             [orjson.dumps(attributes).decode(), profile_id],
+        )
+
+
+def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[str, int]) -> None:
+    """Exposures (from decide or sent from outside) keep each person's first one per experience."""
+    rows = []
+    for event in exposures:
+        props = event["properties"]
+        holdout = props.get("holdout") is True or props.get("arm") in {"holdout_global", "holdout_experience"}
+        arm = props.get("arm") or ("holdout_experience" if holdout else "variant")
+        rows.append(
+            (
+                project_id,
+                profile_of[event["event_id"]],
+                str(props["experience"])[:64],
+                "" if props.get("holdout") is True else str(props.get("variant") or "")[:64],
+                arm,
+                str(props.get("reason") or "")[:24],
+                str(props.get("segment") or "")[:64],
+                event["ts"],
+                str(props.get("source") or "api")[:8],
+            )
+        )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO personalization_exposure"
+            " (project_id, profile_id, experience_key, variant_key, arm, reason, segment, exposed_at, source)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING",
+            rows,
         )

@@ -1,0 +1,231 @@
+"""The decide runtime around the pure engine: the in-process snapshot, the one Redis round trip per
+request, and the write-behind buffer for sticky assignments, exposures and counters.
+
+No ORM query happens here. What a crashed decide process can lose: the buffer is flushed every
+FLUSH_INTERVAL seconds (and at exit), so a process killed with SIGKILL loses at most that much of
+its sticky writes and exposure records; the users keep getting the same variant from the hash, and
+the exposure is recorded again on their next decide (the first exposure is what the analysis uses).
+"""
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import orjson
+import redis
+
+from personalization import engine, redis_client, rkeys
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_CHECK_SECONDS = 1.0
+FLUSH_INTERVAL = 0.05
+REDIS_RETRY_SECONDS = 1.0
+MAX_BUFFERED = 200_000
+UNIT_TTL_SECONDS = 180 * 24 * 3600
+
+
+class _Snapshots:
+    """Per project: the snapshot in use and when its version was last checked."""
+
+    def __init__(self):
+        self.by_project: dict[int, tuple[dict, float]] = {}
+
+    def due(self, project_id: int, now: float) -> bool:
+        hit = self.by_project.get(project_id)
+        return hit is None or now - hit[1] >= SNAPSHOT_CHECK_SECONDS
+
+    def get(self, project_id: int) -> dict | None:
+        hit = self.by_project.get(project_id)
+        return hit[0] if hit else None
+
+    def refresh(self, client, project_id: int, published_version, now: float) -> None:
+        current = self.get(project_id)
+        if published_version is None:
+            if current is not None:
+                self.by_project[project_id] = (current, now)
+            return
+        if current is None or str(current.get("version")) != published_version.decode():
+            raw = client.get(rkeys.snapshot(project_id))
+            if raw:
+                current = orjson.loads(raw)
+        if current is not None:
+            self.by_project[project_id] = (current, now)
+
+
+class _Buffer:
+    """Writes that may wait ~50 ms: sticky fields, exposure events, the decisions counter."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sticky: list[tuple[str, dict]] = []
+        self.exposures: dict[int, list[dict]] = defaultdict(list)
+        self.decisions: dict[int, int] = defaultdict(int)
+        self.size = 0
+        self.thread: threading.Thread | None = None
+
+    def add(self, project_id: int, unit_key: str, sticky: dict, exposures: list[dict]) -> None:
+        with self.lock:
+            self.decisions[project_id] += 1
+            if self.size >= MAX_BUFFERED:
+                return  # Redis has been away a long time; keep serving, drop the oldest news (counted in logs)
+            if sticky:
+                self.sticky.append((unit_key, sticky))
+            if exposures:
+                self.exposures[project_id].extend(exposures)
+            self.size += len(exposures) + bool(sticky)
+        if self.thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is not None:
+                return
+            self.thread = threading.Thread(target=self._run, name="decide-flush", daemon=True)
+            self.thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            try:
+                self.flush()
+            except redis.RedisError:
+                time.sleep(REDIS_RETRY_SECONDS)
+
+    def flush(self) -> None:
+        with self.lock:
+            sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
+            if not (sticky or exposures or decisions):
+                return
+            self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
+        try:
+            pipe = redis_client.worker().pipeline(transaction=False)
+            for unit_key, fields in sticky:
+                pipe.hset(unit_key, mapping=fields)
+                pipe.expire(unit_key, UNIT_TTL_SECONDS)
+            received = datetime.now(UTC).isoformat()
+            for project_id, events in exposures.items():
+                pipe.xadd(rkeys.EVENTS_STREAM, {"p": project_id, "d": orjson.dumps(events), "r": received})
+            minute = int(time.time() // 60)
+            for project_id, count in decisions.items():
+                metric = rkeys.metric(project_id, "decisions", minute)
+                pipe.incrby(metric, count)
+                pipe.expire(metric, 7200)
+            pipe.execute()
+        except redis.RedisError:
+            with self.lock:  # put it back in front, to be retried when Redis returns
+                self.sticky = sticky + self.sticky
+                for project_id, events in exposures.items():
+                    self.exposures[project_id] = events + self.exposures[project_id]
+                for project_id, count in decisions.items():
+                    self.decisions[project_id] += count
+                self.size += sum(len(e) for e in exposures.values()) + len(sticky)
+            raise
+
+
+snapshots = _Snapshots()
+buffer = _Buffer()
+_redis_down_until = 0.0
+
+
+class DecideInputError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _unit_of(body: dict) -> tuple[str, str]:
+    for name in ("user_id", "anonymous_id"):
+        value = body.get(name)
+        if value is not None and value != "":
+            if not isinstance(value, str) or len(value) > 128:
+                raise DecideInputError(name, "must be a string of at most 128 characters")
+            return name, value
+    raise DecideInputError("user_id", "is missing: give user_id or anonymous_id")
+
+
+def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
+    if not isinstance(body, dict):
+        raise DecideInputError("body", 'must be a JSON object like {"anonymous_id": "…", "context": {…}}')
+    kind, unit = _unit_of(body)
+    context = body.get("context") or {}
+    if not isinstance(context, dict):
+        raise DecideInputError("context", "must be an object like {\"url\": \"/\", \"device\": \"mobile\"}")
+    if context.get("attributes") is not None and not isinstance(context["attributes"], dict):
+        raise DecideInputError("context.attributes", "must be an object of attribute name → value")
+    requested = body.get("experiences")
+    if requested is not None and (
+        not isinstance(requested, list) or not all(isinstance(k, str) for k in requested) or len(requested) > 200
+    ):
+        raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
+    return kind, unit, context, requested
+
+
+def decide(project_id: int, body) -> dict:
+    """Answer one decide request. Raises DecideInputError for bad input; never for infrastructure."""
+    global _redis_down_until
+    kind, unit, context, requested = request_parse(body)
+    now = time.monotonic()
+    unit_key = rkeys.unit(project_id, unit)
+    user: dict = {}
+    fallback = now < _redis_down_until
+    if not fallback:
+        try:
+            client = redis_client.fast()
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(unit_key)
+            check = snapshots.due(project_id, now)
+            if check:
+                pipe.get(rkeys.snapshot_version(project_id))
+            results = pipe.execute()
+            user = {k.decode(): v.decode() for k, v in results[0].items()}
+            if check:
+                snapshots.refresh(client, project_id, results[1], now)
+        except redis.RedisError as exc:
+            log.warning("decide: Redis unavailable (%s); answering from the in-process snapshot", exc)
+            _redis_down_until = now + REDIS_RETRY_SECONDS
+            fallback = True
+    snapshot = snapshots.get(project_id)
+    decision_id = uuid.uuid4().hex
+    if snapshot is None:
+        keys = requested or []
+        return {
+            "decision_id": decision_id,
+            "version": None,
+            "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
+            "unknown_experiences": [],
+        }
+    decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback)
+    exposures = _exposure_events(decision, decision_id, kind, unit)
+    buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+    return {
+        "decision_id": decision_id,
+        "version": snapshot["version"],
+        "assignments": decision.assignments,
+        "unknown_experiences": decision.unknown,
+    }
+
+
+def _exposure_events(decision: engine.Decision, decision_id: str, kind: str, unit: str) -> list[dict]:
+    if not decision.exposures:
+        return []
+    ts = datetime.now(UTC).isoformat()
+    return [
+        {
+            "event_id": f"x{decision_id}{i}",
+            "type": "exposure",
+            "user_id": unit if kind == "user_id" else None,
+            "anonymous_id": unit if kind == "anonymous_id" else None,
+            "ts": ts,
+            "session_id": "",
+            "value": None,
+            "properties": {**exposure, "source": "decide", "decision_id": decision_id},
+        }
+        for i, exposure in enumerate(decision.exposures)
+    ]

@@ -1,0 +1,265 @@
+"""Experiences and variants: create, edit, lifecycle; compile and publish the decide snapshot;
+publish profiles' decide-relevant data (attributes, do-not-personalize) to their Redis hashes."""
+
+import orjson
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from personalization import redis_client, rkeys
+from personalization.models import (
+    AuditEntry,
+    BanditWeights,
+    Experience,
+    ExperienceStatus,
+    Policy,
+    Profile,
+    ProfileIdentity,
+    Project,
+    Variant,
+)
+
+EDITABLE_FIELDS = (
+    "name", "touchpoint", "policy", "bandit_floor", "bandit_burn_in", "segment_attribute", "targeting",
+    "goal_event", "attribution_hours", "holdout_share",
+)
+_TRANSITIONS = {
+    "start": ({ExperienceStatus.DRAFT, ExperienceStatus.PAUSED}, ExperienceStatus.RUNNING),
+    "pause": ({ExperienceStatus.RUNNING}, ExperienceStatus.PAUSED),
+    "complete": ({ExperienceStatus.RUNNING, ExperienceStatus.PAUSED}, ExperienceStatus.COMPLETED),
+}
+UNIT_TTL_SECONDS = 180 * 24 * 3600
+
+
+class ExperienceError(ValueError):
+    """A user-fixable problem with an experience; names the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _validate(fields: dict, variants: list[dict] | None) -> None:
+    if "policy" in fields and fields["policy"] not in Policy.values:
+        raise ExperienceError("policy", f"choose one of {', '.join(Policy.values)}")
+    if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
+        raise ExperienceError("segment_attribute", "a per-segment bandit needs the attribute that names the segment")
+    share = fields.get("holdout_share", 0.0)
+    if not 0 <= share < 1:
+        raise ExperienceError("holdout_share", "must be between 0 and 1 (e.g. 0.1 for 10 %)")
+    floor = fields.get("bandit_floor", 0.05)
+    if variants is not None and not 0 <= floor * len(variants) <= 1:
+        raise ExperienceError("bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}")
+    targeting = fields.get("targeting") or {}
+    if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments"}:
+        raise ExperienceError("targeting", 'use {"attributes": [{"attribute", "op", "values"}], "segments": [...]}')
+    for condition in targeting.get("attributes", []):
+        if not isinstance(condition, dict) or "attribute" not in condition:
+            raise ExperienceError("targeting.attributes", 'each condition needs "attribute", "op" and "values"')
+        if condition.get("op", "in") not in {"in", "not_in", "exists"}:
+            raise ExperienceError("targeting.attributes.op", "use in, not_in or exists")
+    if variants is None:
+        return
+    if len(variants) < 2:
+        raise ExperienceError("variants", "add at least two variants: a control and one alternative")
+    keys = [v.get("key") for v in variants]
+    if len(set(keys)) != len(keys) or not all(keys):
+        raise ExperienceError("variants.key", "every variant needs a unique key")
+    if sum(bool(v.get("is_control")) for v in variants) != 1:
+        raise ExperienceError("variants.is_control", "mark exactly one variant as the control (the default)")
+    if any(float(v.get("weight", 1.0)) < 0 for v in variants) or sum(float(v.get("weight", 1.0)) for v in variants) <= 0:
+        raise ExperienceError("variants.weight", "weights must be non-negative and not all zero")
+
+
+def _audit(experience: Experience, by, action: str, changes: dict) -> None:
+    AuditEntry.objects.create(
+        project_id=experience.project_id, actor=by, action=action, object_type="experience",
+        object_key=experience.key, changes=changes,
+    )
+
+
+def _variants_replace(experience: Experience, variants: list[dict]) -> None:
+    experience.variants.all().delete()
+    Variant.objects.bulk_create(
+        Variant(
+            experience=experience, key=v["key"], name=v.get("name") or v["key"], payload=v.get("payload") or {},
+            is_control=bool(v.get("is_control")), weight=float(v.get("weight", 1.0)), position=i,
+        )
+        for i, v in enumerate(variants)
+    )
+
+
+def experience_create(
+    *, project: Project, key: str, name: str, touchpoint: str, variants: list[dict], policy: str = Policy.FIXED,
+    by: AbstractBaseUser | None = None, **fields,
+) -> Experience:
+    fields = {"policy": policy, **fields}
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
+    _validate(fields, variants)
+    if Experience.objects.filter(project=project, key=key).exists():
+        raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
+    with transaction.atomic():
+        experience = Experience.objects.create(project=project, key=key, name=name, touchpoint=touchpoint, **fields)
+        _variants_replace(experience, variants)
+        _audit(experience, by, "create", {"fields": fields, "variants": variants})
+    return experience
+
+
+def experience_update(
+    *, experience: Experience, by: AbstractBaseUser | None = None, variants: list[dict] | None = None, **fields
+) -> Experience:
+    """Edit fields and/or replace the variants; bumps the version and republishes if running."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ExperienceError(sorted(unknown)[0], "is not an editable field")
+    current = {name: getattr(experience, name) for name in EDITABLE_FIELDS}
+    merged = {**current, **fields}
+    _validate(merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight")))
+    changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(experience, name, value)
+        experience.version = F("version") + 1
+        experience.save(update_fields=[*fields, "version", "updated_at"])
+        if variants is not None:
+            _variants_replace(experience, variants)
+            changes["variants"] = variants
+        _audit(experience, by, "update", changes)
+        transaction.on_commit(lambda: snapshot_publish(project_id=experience.project_id))
+    experience.refresh_from_db()
+    return experience
+
+
+def _transition(experience: Experience, action: str, by) -> Experience:
+    allowed, target = _TRANSITIONS[action]
+    if experience.status not in allowed:
+        raise ExperienceError("status", f"cannot {action} an experience that is {experience.status}")
+    with transaction.atomic():
+        before = experience.status
+        experience.status = target
+        experience.version = F("version") + 1
+        update = ["status", "version", "updated_at"]
+        if target == ExperienceStatus.RUNNING and experience.started_at is None:
+            experience.started_at = timezone.now()
+            update.append("started_at")
+        experience.save(update_fields=update)
+        _audit(experience, by, action, {"status": [before, target]})
+        transaction.on_commit(lambda: snapshot_publish(project_id=experience.project_id))
+    experience.refresh_from_db()
+    return experience
+
+
+def experience_start(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "start", by)
+
+
+def experience_pause(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "pause", by)
+
+
+def experience_complete(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "complete", by)
+
+
+def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser | None = None) -> Project:
+    if not 0 <= share < 0.5:
+        raise ExperienceError("global_holdout_share", "must be between 0 and 0.5 (e.g. 0.05 for 5 %)")
+    before = project.global_holdout_share
+    project.global_holdout_share = share
+    project.save(update_fields=["global_holdout_share"])
+    AuditEntry.objects.create(
+        project=project, actor=by, action="update", object_type="global_holdout", object_key=project.slug,
+        changes={"global_holdout_share": [before, share]},
+    )
+    transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
+    return project
+
+
+def _latest_weights(experience: Experience) -> dict[str, dict[str, float]]:
+    rows = (
+        BanditWeights.objects.filter(experience=experience)
+        .order_by("segment", "-computed_at")
+        .distinct("segment")
+        .values_list("segment", "weights")
+    )
+    return dict(rows)
+
+
+def snapshot_compile(*, project_id: int) -> dict:
+    """Everything decide needs about a project's running experiences, as plain data."""
+    project = Project.objects.get(pk=project_id)
+    experiences = {}
+    running = Experience.objects.filter(project_id=project_id, status=ExperienceStatus.RUNNING).prefetch_related(
+        "variants"
+    )
+    for exp in running:
+        variants = list(exp.variants.all())
+        order = [v.key for v in variants]
+        total = sum(v.weight for v in variants) or 1.0
+        latest = _latest_weights(exp) if exp.policy != Policy.FIXED else {}
+        experiences[exp.key] = {
+            "key": exp.key,
+            "version": exp.version,
+            "salt": exp.salt,
+            "policy": exp.policy,
+            "holdout_share": exp.holdout_share,
+            "segment_field": exp.segment_attribute if exp.policy == Policy.SEGMENT_BANDIT else "",
+            "targeting": exp.targeting or {},
+            "control": next(v.key for v in variants if v.is_control),
+            "order": order,
+            "payloads": {v.key: v.payload for v in variants},
+            "fixed": [v.weight / total for v in variants],
+            "weights": {
+                segment: [weights.get(key, 0.0) for key in order] for segment, weights in latest.items()
+            },
+        }
+    return {
+        "project_id": project_id,
+        "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
+        "experiences": experiences,
+    }
+
+
+def snapshot_publish(*, project_id: int) -> int:
+    """Compile and hand the snapshot to every decide process (they poll its version about once a second)."""
+    snapshot = snapshot_compile(project_id=project_id)
+    client = redis_client.worker()
+    version = client.incr(rkeys.snapshot_counter(project_id))
+    snapshot["version"] = version
+    pipe = client.pipeline(transaction=True)
+    pipe.set(rkeys.snapshot(project_id), orjson.dumps(snapshot))
+    pipe.set(rkeys.snapshot_version(project_id), version)
+    pipe.execute()
+    return version
+
+
+def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, chunk: int = 2000) -> int:
+    """Write profiles' attributes and do-not-personalize flag to the Redis hash of each of their ids."""
+    profiles = Profile.objects.filter(project_id=project_id)
+    if profile_ids is not None:
+        profiles = profiles.filter(pk__in=profile_ids)
+    identities = ProfileIdentity.objects.filter(profile__in=profiles).values_list("profile_id", "value")
+    units: dict[int, list[str]] = {}
+    for profile_id, value in identities.iterator(chunk_size=chunk):
+        units.setdefault(profile_id, []).append(value)
+    client = redis_client.worker()
+    written = 0
+    pipe = client.pipeline(transaction=False)
+    rows = profiles.values_list("pk", "attributes", "do_not_personalize", "consent")
+    for pk, attributes, dnp, consent in rows.iterator(chunk_size=chunk):
+        opted_out = dnp or (consent or {}).get("personalization") is False
+        mapping = {f"attr:{name}": str(value) for name, value in (attributes or {}).items()}
+        mapping["dnp"] = "1" if opted_out else "0"
+        for unit_id in units.get(pk, []):
+            key = rkeys.unit(project_id, unit_id)
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, UNIT_TTL_SECONDS)
+            written += 1
+        if len(pipe) >= chunk:
+            pipe.execute()
+    pipe.execute()
+    return written
