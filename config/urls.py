@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.public_urls import urlpatterns as public_urlpatterns
-from personalization.views import section_placeholder
+from personalization.views.dashboard import section_placeholder
 
 urlpatterns = [
     *public_urlpatterns,

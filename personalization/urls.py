@@ -1,6 +1,6 @@
 from django.urls import path
 
-from personalization import views
+from personalization.views import dashboard as views
 
 urlpatterns = [
     path("", views.overview, name="overview"),

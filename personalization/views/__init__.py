@@ -1,0 +1,1 @@
+"""Dashboard pages of the personalization app, one module per area."""
