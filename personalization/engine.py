@@ -5,6 +5,7 @@ Snapshot (compiled by personalization.services.snapshot_compile, JSON-able):
     {"project_id", "version", "holdout": {"salt", "share"},
      "experiences": {key: {"key", "version", "salt", "policy", "holdout_share", "segment_field",
                            "targeting", "control", "order": [variant keys], "payloads": {key: payload},
+                           "goal", "window_hours",
                            "fixed": [weights], "weights": {segment or "": [weights]}}}}
 
 Unit hash fields (written by the workers, read in one round trip): "dnp" ("1" = do not personalize),
@@ -129,5 +130,13 @@ def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, rea
     if not fallback:
         decision.sticky_updates[field_name] = mark
     decision.exposures.append(
-        {"experience": exp["key"], "variant": variant, "arm": arm, "reason": reason or arm, "segment": segment}
+        {
+            "experience": exp["key"],
+            "variant": variant,
+            "arm": arm,
+            "reason": reason or arm,
+            "segment": segment,
+            "goal": exp["goal"],
+            "window_hours": exp["window_hours"],
+        }
     )

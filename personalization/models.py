@@ -251,6 +251,15 @@ class Exposure(models.Model):
     segment = models.CharField(max_length=64, blank=True, default="")
     exposed_at = models.DateTimeField()
     source = models.CharField(max_length=8, default="decide")
+    # Outcomes, kept up to date by the drain as events arrive, so reports and bandits aggregate one
+    # table: the goal event within the attribution window after exposure, and purchase revenue in it.
+    goal = models.CharField(max_length=64, default="purchase")
+    window_hours = models.PositiveIntegerField(default=72)
+    converted = models.BooleanField(default=False)
+    conversions = models.PositiveIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    # CUPED covariate: the person's activity (events) in the 14 days before exposure.
+    pre_activity = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

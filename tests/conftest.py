@@ -2,6 +2,7 @@ import pytest
 from django.conf import settings
 
 from personalization import auth, redis_client
+from personalization import decide as decide_runtime
 from tests import factories
 
 
@@ -10,8 +11,11 @@ def clean_redis():
     """Every test starts with an empty test Redis database (never the demo's: see config.settings.test)."""
     assert not settings.REDIS_URL.endswith("/0"), "tests must run on their own Redis database, not the demo's"
     redis_client.reset()
+    decide_runtime.buffer.flush()  # writes left over by an earlier test land before the wipe, not after
     redis_client.worker().flushdb()
     auth.cache_clear()
+    decide_runtime.snapshots.by_project.clear()
+    decide_runtime._redis_down_until = 0.0
     yield
     redis_client.reset()
 

@@ -13,12 +13,7 @@ log = logging.getLogger(__name__)
 
 # Holdout arms never feed a bandit; opted-out users never produce an exposure at all.
 _COUNTS_SQL = """
-SELECT x.variant_key, x.segment, count(*) AS exposures,
-       count(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM personalization_event e
-           WHERE e.profile_id = x.profile_id AND e.type = %(goal)s
-             AND e.ts >= x.exposed_at AND e.ts < x.exposed_at + make_interval(hours => %(hours)s)
-       )) AS conversions
+SELECT x.variant_key, x.segment, count(*) AS exposures, count(*) FILTER (WHERE x.converted) AS conversions
 FROM personalization_exposure x
 WHERE x.project_id = %(project)s AND x.experience_key = %(key)s AND x.arm = 'variant'
 GROUP BY x.variant_key, x.segment
@@ -31,8 +26,7 @@ def bandit_counts(*, experience: Experience) -> dict[str, dict[str, bandit.ArmSt
     with connection.cursor() as cursor:
         cursor.execute(
             _COUNTS_SQL,
-            {"goal": experience.goal_event, "hours": experience.attribution_hours,
-             "project": experience.project_id, "key": experience.key},
+            {"project": experience.project_id, "key": experience.key},
         )
         rows = cursor.fetchall()
     counts: dict[str, dict[str, list[int]]] = {}
@@ -56,15 +50,21 @@ def bandit_update(*, experience_id: int) -> dict[str, list[float]] | None:
     order = list(experience.variants.values_list("key", flat=True))
     by_segment = bandit_counts(experience=experience)
     empty = {key: bandit.ArmStats(exposures=0, conversions=0) for key in order}
-    totals = {
-        key: bandit.ArmStats(
-            exposures=sum(s[key].exposures for s in by_segment.values()),
-            conversions=sum(s[key].conversions for s in by_segment.values()),
-        )
-        for key in order
-    } if by_segment else empty
+    totals = (
+        {
+            key: bandit.ArmStats(
+                exposures=sum(s[key].exposures for s in by_segment.values()),
+                conversions=sum(s[key].conversions for s in by_segment.values()),
+            )
+            for key in order
+        }
+        if by_segment
+        else empty
+    )
     global_arms = [totals[key] for key in order]
-    weights = {"": bandit.allocation_weights(global_arms, floor=experience.bandit_floor, burn_in=experience.bandit_burn_in)}
+    weights = {
+        "": bandit.allocation_weights(global_arms, floor=experience.bandit_floor, burn_in=experience.bandit_burn_in)
+    }
     stats = {"": totals}
     if experience.policy == Policy.SEGMENT_BANDIT:
         segments = {seg: [arms[key] for key in order] for seg, arms in by_segment.items() if seg}

@@ -21,8 +21,16 @@ from personalization.models import (
 )
 
 EDITABLE_FIELDS = (
-    "name", "touchpoint", "policy", "bandit_floor", "bandit_burn_in", "segment_attribute", "targeting",
-    "goal_event", "attribution_hours", "holdout_share",
+    "name",
+    "touchpoint",
+    "policy",
+    "bandit_floor",
+    "bandit_burn_in",
+    "segment_attribute",
+    "targeting",
+    "goal_event",
+    "attribution_hours",
+    "holdout_share",
 )
 _TRANSITIONS = {
     "start": ({ExperienceStatus.DRAFT, ExperienceStatus.PAUSED}, ExperienceStatus.RUNNING),
@@ -51,7 +59,9 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
         raise ExperienceError("holdout_share", "must be between 0 and 1 (e.g. 0.1 for 10 %)")
     floor = fields.get("bandit_floor", 0.05)
     if variants is not None and not 0 <= floor * len(variants) <= 1:
-        raise ExperienceError("bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}")
+        raise ExperienceError(
+            "bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}"
+        )
     targeting = fields.get("targeting") or {}
     if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments"}:
         raise ExperienceError("targeting", 'use {"attributes": [{"attribute", "op", "values"}], "segments": [...]}')
@@ -69,14 +79,21 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
         raise ExperienceError("variants.key", "every variant needs a unique key")
     if sum(bool(v.get("is_control")) for v in variants) != 1:
         raise ExperienceError("variants.is_control", "mark exactly one variant as the control (the default)")
-    if any(float(v.get("weight", 1.0)) < 0 for v in variants) or sum(float(v.get("weight", 1.0)) for v in variants) <= 0:
+    if (
+        any(float(v.get("weight", 1.0)) < 0 for v in variants)
+        or sum(float(v.get("weight", 1.0)) for v in variants) <= 0
+    ):
         raise ExperienceError("variants.weight", "weights must be non-negative and not all zero")
 
 
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:
     AuditEntry.objects.create(
-        project_id=experience.project_id, actor=by, action=action, object_type="experience",
-        object_key=experience.key, changes=changes,
+        project_id=experience.project_id,
+        actor=by,
+        action=action,
+        object_type="experience",
+        object_key=experience.key,
+        changes=changes,
     )
 
 
@@ -84,16 +101,28 @@ def _variants_replace(experience: Experience, variants: list[dict]) -> None:
     experience.variants.all().delete()
     Variant.objects.bulk_create(
         Variant(
-            experience=experience, key=v["key"], name=v.get("name") or v["key"], payload=v.get("payload") or {},
-            is_control=bool(v.get("is_control")), weight=float(v.get("weight", 1.0)), position=i,
+            experience=experience,
+            key=v["key"],
+            name=v.get("name") or v["key"],
+            payload=v.get("payload") or {},
+            is_control=bool(v.get("is_control")),
+            weight=float(v.get("weight", 1.0)),
+            position=i,
         )
         for i, v in enumerate(variants)
     )
 
 
 def experience_create(
-    *, project: Project, key: str, name: str, touchpoint: str, variants: list[dict], policy: str = Policy.FIXED,
-    by: AbstractBaseUser | None = None, **fields,
+    *,
+    project: Project,
+    key: str,
+    name: str,
+    touchpoint: str,
+    variants: list[dict],
+    policy: str = Policy.FIXED,
+    by: AbstractBaseUser | None = None,
+    **fields,
 ) -> Experience:
     fields = {"policy": policy, **fields}
     unknown = set(fields) - set(EDITABLE_FIELDS)
@@ -118,7 +147,9 @@ def experience_update(
         raise ExperienceError(sorted(unknown)[0], "is not an editable field")
     current = {name: getattr(experience, name) for name in EDITABLE_FIELDS}
     merged = {**current, **fields}
-    _validate(merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight")))
+    _validate(
+        merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
+    )
     changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
     with transaction.atomic():
         for name, value in fields.items():
@@ -172,7 +203,11 @@ def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser 
     project.global_holdout_share = share
     project.save(update_fields=["global_holdout_share"])
     AuditEntry.objects.create(
-        project=project, actor=by, action="update", object_type="global_holdout", object_key=project.slug,
+        project=project,
+        actor=by,
+        action="update",
+        object_type="global_holdout",
+        object_key=project.slug,
         changes={"global_holdout_share": [before, share]},
     )
     transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
@@ -209,13 +244,13 @@ def snapshot_compile(*, project_id: int) -> dict:
             "holdout_share": exp.holdout_share,
             "segment_field": exp.segment_attribute if exp.policy == Policy.SEGMENT_BANDIT else "",
             "targeting": exp.targeting or {},
+            "goal": exp.goal_event,
+            "window_hours": exp.attribution_hours,
             "control": next(v.key for v in variants if v.is_control),
             "order": order,
             "payloads": {v.key: v.payload for v in variants},
             "fixed": [v.weight / total for v in variants],
-            "weights": {
-                segment: [weights.get(key, 0.0) for key in order] for segment, weights in latest.items()
-            },
+            "weights": {segment: [weights.get(key, 0.0) for key in order] for segment, weights in latest.items()},
         }
     return {
         "project_id": project_id,

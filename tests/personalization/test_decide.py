@@ -52,15 +52,6 @@ def drain_all():
         pass
 
 
-@pytest.fixture(autouse=True)
-def fresh_runtime():
-    decide_runtime.snapshots.by_project.clear()
-    decide_runtime._redis_down_until = 0.0
-    decide_runtime.buffer.flush()
-    yield
-    decide_runtime.snapshots.by_project.clear()
-
-
 @pytest.mark.django_db
 def test_decide__same_user__same_variant_and_sticky_after_weights_change(client, project, public_key):
     make_experience(project, policy="bandit")
@@ -246,21 +237,8 @@ def test_bandit__burn_in_then_floor_respected(project):
     expose(profiles[150:400], "v0")
     expose(profiles[400:650], "v1")
     expose(profiles[650:900], "v2")
-    from personalization.models import Event
-
     # v2 converts a lot, v0 and v1 never: v2 takes all it can, the others keep exactly the floor
-    Event.objects.bulk_create(
-        Event(
-            project=project,
-            profile=p,
-            event_id=f"buy-{p.pk}",
-            type="purchase",
-            ts="2026-11-01T01:00Z",
-            received_at="2026-11-01T01:00Z",
-            value=10,
-        )
-        for p in profiles[650:900:3]
-    )
+    Exposure.objects.filter(profile__in=profiles[650:900:3], experience_key="hero").update(converted=True)
     weights = services.bandit_update(experience_id=experience.pk)[""]
     assert weights[0] == pytest.approx(0.1) and weights[1] == pytest.approx(0.1)
     assert weights[2] == pytest.approx(0.8)
