@@ -10,15 +10,17 @@ harmless. So every accepted event is stored exactly once.
 
 import logging
 import os
+import random
 import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 import redis
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from personalization import redis_client, rkeys
 from personalization.event_schema import BatchResult, batch_validate
@@ -27,6 +29,9 @@ from personalization.models import IdentityKind, Profile, ProfileIdentity
 log = logging.getLogger(__name__)
 
 _METRIC_TTL_SECONDS = 2 * 3600
+_WRITE_ATTEMPTS = 5
+_RETRY_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+_PROFILES_LOCK = 0x4B5250  # advisory lock class: profile creation in one project ("KRP")
 
 
 def events_ingest(*, project_id: int, payload: object, pipe_extra=None) -> BatchResult:
@@ -96,29 +101,39 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
         for event in orjson.loads(fields[b"d"]):
             event["received_at"] = received
             by_project[int(fields[b"p"])].append(event)
-    for attempt in range(3):
+    for attempt in range(_WRITE_ATTEMPTS):
         try:
+            profiles = {project_id: _profiles_resolve(project_id, events) for project_id, events in by_project.items()}
             with transaction.atomic():
                 for project_id, events in by_project.items():
-                    _write_project_events(project_id, events)
+                    _write_project_events(project_id, events, profiles[project_id])
             break
-        except IntegrityError:
-            # Another drain created one of the same new profiles at the same moment; the retry sees it.
-            if attempt == 2:
+        except (IntegrityError, OperationalError) as error:
+            # Drains running side by side can collide: a profile merged away under another drain's
+            # events, a deadlock on shared rows. The transaction rolled back whole; the retry starts
+            # from what the other drain committed.
+            sqlstate = getattr(error.__cause__, "sqlstate", "")
+            retryable = isinstance(error, IntegrityError) or sqlstate in _RETRY_SQLSTATES
+            if not retryable or attempt == _WRITE_ATTEMPTS - 1:
                 raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    _entries_ack(client, ids)
+    return sum(len(events) for events in by_project.values())
+
+
+def _entries_ack(client: redis.Redis, ids: list) -> None:
+    """Only after the events are committed: a drain that dies before this leaves the entries pending."""
     pipe = client.pipeline(transaction=True)
     pipe.xack(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, *ids)
     pipe.xdel(rkeys.EVENTS_STREAM, *ids)
     pipe.execute()
-    return sum(len(events) for events in by_project.values())
 
 
-def _write_project_events(project_id: int, events: list[dict]) -> None:
-    profile_of = _profiles_resolve(project_id, events)
+def _write_project_events(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    # Events first, then exposures: a new exposure's backfill then sees this batch's events, and
+    # the events' update sees the exposures already stored, so each pair is counted exactly once.
     exposures = [e for e in events if e["type"] == "exposure"]
-    if exposures:
-        _exposures_write(project_id, exposures, profile_of)
-        events = [e for e in events if e["type"] != "exposure"]
+    events = [e for e in events if e["type"] != "exposure"]
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
@@ -142,95 +157,161 @@ def _write_project_events(project_id: int, events: list[dict]) -> None:
                         event["received_at"],
                     )
                 )
-        cursor.execute(
-            "INSERT INTO personalization_event"
-            " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
-            " SELECT %s, profile_id, event_id, type, ts, session_id, value, properties, received_at"
-            " FROM drain_event ON CONFLICT (project_id, event_id) DO NOTHING",
-            [project_id],
-        )
+        cursor.execute(_EVENTS_INSERT_SQL, [project_id])
         cursor.execute(
             "UPDATE personalization_profile p SET last_seen = GREATEST(p.last_seen, d.ts)"
             " FROM (SELECT profile_id, max(ts) AS ts FROM drain_event GROUP BY profile_id) d"
             " WHERE p.id = d.profile_id"
         )
         cursor.execute("TRUNCATE drain_event")
+    if exposures:
+        _exposures_write(project_id, exposures, profile_of)
 
 
-class _Identities:
-    """Known ids of one project, loaded once per batch, updated as new profiles are created."""
-
-    def __init__(self, project_id: int, events: list[dict]):
-        self.project_id = project_id
-        users = {e["user_id"] for e in events if e["user_id"]}
-        anons = {e["anonymous_id"] for e in events if e["anonymous_id"]}
-        rows = (
-            ProfileIdentity.objects.filter(project_id=project_id, kind=IdentityKind.USER, value__in=users)
-            .values_list("kind", "value", "profile_id", "profile__external_id")
-            .union(
-                ProfileIdentity.objects.filter(
-                    project_id=project_id, kind=IdentityKind.ANONYMOUS, value__in=anons
-                ).values_list("kind", "value", "profile_id", "profile__external_id"),
-                all=True,
-            )
+def _identities_load(project_id: int, events: list[dict]) -> tuple[dict[tuple[str, str], int], dict[int, bool]]:
+    """The stored identities among a batch's ids: (kind, value) -> profile, and which profiles have a user id."""
+    users = list({e["user_id"] for e in events if e["user_id"]})
+    anons = list({e["anonymous_id"] for e in events if e["anonymous_id"]})
+    ids: dict[tuple[str, str], int] = {}
+    has_user: dict[int, bool] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.kind, i.value, i.profile_id, p.external_id IS NOT NULL"
+            " FROM personalization_profileidentity i JOIN personalization_profile p ON p.id = i.profile_id"
+            " WHERE i.project_id = %s AND ((i.kind = %s AND i.value = ANY(%s)) OR (i.kind = %s AND i.value = ANY(%s)))",
+            [project_id, IdentityKind.USER.value, users, IdentityKind.ANONYMOUS.value, anons],
         )
-        self.ids: dict[tuple[str, str], int] = {}
-        self.has_user: dict[int, bool] = {}
-        for kind, value, profile_id, external_id in rows:
-            self.ids[(kind, value)] = profile_id
-            self.has_user[profile_id] = external_id is not None
-
-    def get(self, kind: str, value: str | None) -> int | None:
-        return self.ids.get((kind, value)) if value else None
-
-    def add(self, kind: str, value: str, profile_id: int) -> None:
-        ProfileIdentity.objects.create(project_id=self.project_id, profile_id=profile_id, kind=kind, value=value)
-        self.ids[(kind, value)] = profile_id
+        for kind, value, profile_id, with_user in cursor.fetchall():
+            ids[(kind, value)] = profile_id
+            has_user[profile_id] = with_user
+    return ids, has_user
 
 
-def _profile_new(project_id: int, event: dict, external_id: str | None) -> int:
-    ts = datetime.fromisoformat(event["ts"])
-    profile = Profile.objects.create(project_id=project_id, external_id=external_id, first_seen=ts, last_seen=ts)
-    return profile.pk
+@dataclass
+class _ProfilePlan:
+    """What a batch needs written before its events can be stored, worked out in memory.
+
+    Profiles the batch creates are referred to by negative numbers (-1 is new_profiles[0]) until
+    they are inserted; stored profiles by their id.
+    """
+
+    profile_refs: list[int] = field(default_factory=list)  # per event
+    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, attributes, dropped
+    logins: dict[int, str] = field(default_factory=dict)  # stored anonymous profile -> its new user id
+    identities: dict[tuple[str, str], int] = field(default_factory=dict)  # new (kind, value) -> profile ref
+    merges: list[tuple[int, int]] = field(default_factory=list)  # (stored anonymous profile, user profile ref)
+    attributes: dict[int, dict] = field(default_factory=dict)  # stored profile -> attributes to merge in
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.new_profiles or self.logins or self.identities or self.merges or self.attributes)
+
+
+def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user: dict[int, bool]) -> _ProfilePlan:
+    """Profile for every event, creating and stitching profiles as the ids require.
+
+    A user id seen with an anonymous id stitches them: an anonymous profile that logs in becomes the
+    user's profile (or is merged into it when the user already had one). Events are taken in order,
+    so the outcome is the one writing them one by one would give.
+    """
+    plan = _ProfilePlan()
+    ids, has_user = dict(ids), dict(has_user)
+    merged_into: dict[int, int] = {}
+
+    def new(event: dict, external_id: str | None) -> int:
+        plan.new_profiles.append({"external_id": external_id, "first_seen": event["ts"], "attributes": {}})
+        return -len(plan.new_profiles)
+
+    for event in events:
+        user_id, anon_id = event["user_id"], event["anonymous_id"]
+        by_user = ids.get((IdentityKind.USER, user_id)) if user_id else None
+        by_anon = ids.get((IdentityKind.ANONYMOUS, anon_id)) if anon_id else None
+        if user_id and by_user is None:
+            if by_anon is not None and not has_user.get(by_anon):
+                if by_anon < 0:
+                    plan.new_profiles[-by_anon - 1]["external_id"] = user_id
+                else:
+                    plan.logins[by_anon] = user_id
+                by_user = by_anon
+            else:
+                by_user = new(event, user_id)
+            ids[(IdentityKind.USER, user_id)] = plan.identities[(IdentityKind.USER, user_id)] = by_user
+            has_user[by_user] = True
+        if anon_id and by_anon is None:
+            by_anon = by_user if by_user is not None else new(event, None)
+            ids[(IdentityKind.ANONYMOUS, anon_id)] = plan.identities[(IdentityKind.ANONYMOUS, anon_id)] = by_anon
+            has_user.setdefault(by_anon, False)
+        elif by_user is not None and by_anon is not None and by_anon != by_user and not has_user.get(by_anon):
+            if by_anon < 0:
+                plan.new_profiles[-by_anon - 1]["dropped"] = True
+            else:
+                plan.merges.append((by_anon, by_user))
+            merged_into[by_anon] = by_user
+            for known in (ids, plan.identities):
+                for key, value in known.items():
+                    if value == by_anon:
+                        known[key] = by_user
+        if event["type"] == "identify" and isinstance(event["properties"].get("attributes"), dict):
+            stored = by_user > 0
+            target = plan.attributes.setdefault(by_user, {}) if stored else plan.new_profiles[-by_user - 1]["attributes"]
+            target.update(event["properties"]["attributes"])
+        plan.profile_refs.append(by_user if by_user is not None else by_anon)
+    if merged_into:
+        plan.profile_refs = [merged_into.get(ref, ref) for ref in plan.profile_refs]
+    return plan
+
+
+def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
+    """Write a plan (bulk inserts; merges and logins are rare) and return the profile id of every event."""
+    specs = [(n, spec) for n, spec in enumerate(plan.new_profiles) if not spec.get("dropped")]
+    created = Profile.objects.bulk_create(
+        [
+            Profile(
+                project_id=project_id,
+                external_id=spec["external_id"],
+                attributes=spec["attributes"],
+                first_seen=datetime.fromisoformat(spec["first_seen"]),
+                last_seen=datetime.fromisoformat(spec["first_seen"]),
+            )
+            for _, spec in specs
+        ],
+        batch_size=2000,
+    )
+    real = {-n - 1: profile.pk for (n, _), profile in zip(specs, created, strict=True)}
+    for profile_id, user_id in plan.logins.items():
+        Profile.objects.filter(pk=profile_id).update(external_id=user_id)
+    for source, target in plan.merges:
+        _profile_merge(project_id, source=source, target=real.get(target, target))
+    ProfileIdentity.objects.bulk_create(
+        [
+            ProfileIdentity(project_id=project_id, profile_id=real.get(ref, ref), kind=kind, value=value)
+            for (kind, value), ref in plan.identities.items()
+        ],
+        batch_size=2000,
+    )
+    for profile_id, attributes in plan.attributes.items():
+        _attributes_merge(profile_id, attributes)
+    return [real.get(ref, ref) for ref in plan.profile_refs]
 
 
 def _profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
-    """Profile id for every event, creating and stitching profiles as the ids require.
+    """Profile id for every event (by event_id), committing the profiles and identities it creates.
 
-    A user id seen with an anonymous id stitches them: an anonymous profile that logs in becomes the
-    user's profile (or is merged into it when the user already had one).
+    Most batches only name known people: one query, nothing written. Otherwise the plan is made again
+    under a per-project lock, from identities read after any other drain's commit, and written in a
+    transaction of its own before the events are. A drain that dies between the two leaves profiles
+    whose events are stored when its entries are drained again; nothing is written twice.
     """
-    known = _Identities(project_id, events)
-    profile_of: dict[str, int] = {}
-    merged_into: dict[int, int] = {}
-    for event in events:
-        user_id, anon_id = event["user_id"], event["anonymous_id"]
-        by_user = known.get(IdentityKind.USER, user_id)
-        by_anon = known.get(IdentityKind.ANONYMOUS, anon_id)
-        if user_id and by_user is None:
-            if by_anon is not None and not known.has_user.get(by_anon):
-                Profile.objects.filter(pk=by_anon).update(external_id=user_id)
-                by_user = by_anon
-            else:
-                by_user = _profile_new(project_id, event, user_id)
-            known.add(IdentityKind.USER, user_id, by_user)
-            known.has_user[by_user] = True
-        if anon_id and by_anon is None:
-            by_anon = by_user if by_user is not None else _profile_new(project_id, event, None)
-            known.add(IdentityKind.ANONYMOUS, anon_id, by_anon)
-            known.has_user.setdefault(by_anon, False)
-        elif by_user is not None and by_anon is not None and by_anon != by_user and not known.has_user.get(by_anon):
-            _profile_merge(project_id, source=by_anon, target=by_user)
-            merged_into[by_anon] = by_user
-            for key, value in known.ids.items():
-                if value == by_anon:
-                    known.ids[key] = by_user
-        if event["type"] == "identify" and isinstance(event["properties"].get("attributes"), dict):
-            _attributes_merge(by_user, event["properties"]["attributes"])
-        profile_of[event["event_id"]] = by_user if by_user is not None else by_anon
-    if merged_into:
-        profile_of = {event_id: merged_into.get(pid, pid) for event_id, pid in profile_of.items()}
-    return profile_of
+    plan = _profiles_plan(events, *_identities_load(project_id, events))
+    if plan.writes:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PROFILES_LOCK, project_id % 2**31])
+            plan = _profiles_plan(events, *_identities_load(project_id, events))
+            refs = _profiles_plan_apply(project_id, plan)
+    else:
+        refs = plan.profile_refs
+    return {event["event_id"]: ref for event, ref in zip(events, refs, strict=True)}
 
 
 def _profile_merge(project_id: int, *, source: int, target: int) -> None:
@@ -250,31 +331,93 @@ def _attributes_merge(profile_id: int, attributes: dict) -> None:
         )
 
 
+_EVENTS_INSERT_SQL = """
+WITH inserted AS (
+    INSERT INTO personalization_event
+        (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)
+    SELECT %s, profile_id, event_id, type, ts, session_id, value, properties, received_at FROM drain_event
+    ON CONFLICT (project_id, event_id) DO NOTHING
+    RETURNING profile_id, type, ts, value
+), outcome AS (
+    SELECT x.id,
+           count(*) FILTER (WHERE i.type = x.goal) AS goals,
+           coalesce(sum(i.value) FILTER (WHERE i.type = 'purchase'), 0) AS revenue
+    FROM inserted i
+    JOIN personalization_exposure x ON x.profile_id = i.profile_id
+    WHERE (i.type = x.goal OR i.type = 'purchase')
+      AND i.ts >= x.exposed_at AND i.ts < x.exposed_at + x.window_hours * interval '1 hour'
+    GROUP BY x.id
+)
+UPDATE personalization_exposure x
+SET conversions = x.conversions + o.goals, converted = x.converted OR o.goals > 0, revenue = x.revenue + o.revenue
+FROM outcome o WHERE x.id = o.id
+"""
+# Only events inserted by this statement count (RETURNING skips duplicates), so re-draining a batch
+# after a crash never counts a conversion twice.
+
+_EXPOSURES_BACKFILL_SQL = """
+UPDATE personalization_exposure x
+SET conversions = o.goals, converted = o.goals > 0, revenue = o.revenue, pre_activity = o.pre
+FROM (
+    SELECT x2.id,
+        (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id AND e.type = x2.goal
+           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
+        (SELECT coalesce(sum(e.value), 0) FROM personalization_event e
+         WHERE e.profile_id = x2.profile_id AND e.type = 'purchase'
+           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
+        (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id
+           AND e.ts >= x2.exposed_at - interval '14 days' AND e.ts < x2.exposed_at) AS pre
+    FROM personalization_exposure x2 WHERE x2.id = ANY(%s)
+) o
+WHERE x.id = o.id
+"""
+
+
 def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[str, int]) -> None:
-    """Exposures (from decide or sent from outside) keep each person's first one per experience."""
+    """Exposures (from decide or sent from outside) keep each person's first one per experience.
+
+    A new exposure's outcomes are computed from the events already stored (an outside tool may send
+    its exposures after the conversions); later events update them as they are drained.
+    """
     rows = []
     for event in exposures:
         props = event["properties"]
-        holdout = props.get("holdout") is True or props.get("arm") in {"holdout_global", "holdout_experience"}
+        holdout = props.get("holdout") is True
         arm = props.get("arm") or ("holdout_experience" if holdout else "variant")
         rows.append(
             (
                 project_id,
                 profile_of[event["event_id"]],
                 str(props["experience"])[:64],
-                "" if props.get("holdout") is True else str(props.get("variant") or "")[:64],
+                "" if holdout else str(props.get("variant") or "")[:64],
                 arm,
                 str(props.get("reason") or "")[:24],
                 str(props.get("segment") or "")[:64],
                 event["ts"],
                 str(props.get("source") or "api")[:8],
+                str(props.get("goal") or "purchase")[:64],
+                _window_hours(props.get("window_hours")),
             )
         )
     with connection.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO personalization_exposure"
-            " (project_id, profile_id, experience_key, variant_key, arm, reason, segment, exposed_at, source)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING",
+        cursor.cursor.executemany(
+            "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
+            " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, 0, 0, 0)"
+            " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING RETURNING id",
             rows,
+            returning=True,
         )
+        new_ids = []
+        while True:
+            new_ids.extend(row[0] for row in cursor.cursor.fetchall())
+            if not cursor.cursor.nextset():
+                break
+        if new_ids:
+            cursor.execute(_EXPOSURES_BACKFILL_SQL, [new_ids])
+
+
+def _window_hours(raw) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 90:
+        return raw
+    return 72
