@@ -91,15 +91,20 @@ def decide_unit(snapshot: dict, unit: str, user: dict, context: dict, requested=
         if opted_out:
             decision.assignments[key] = _answer(exp, control, "not_personalized")
             continue
+        # Held-out people are exposed (as holdouts) only where they would have been targeted, so that
+        # holdout and treatment are drawn from the same population and the sample ratio holds.
+        targeted = not exp["targeting"] or targeting_matches(exp["targeting"], user, context)
         if in_global_holdout:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_global")
-            _expose_once(decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", "", fallback)
+            if targeted:
+                _expose_once(decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", "", fallback)
             continue
         if exp["holdout_share"] > 0 and unit_bucket(exp["salt"] + ":holdout", unit) < exp["holdout_share"]:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_experience")
-            _expose_once(decision, user, exp, HOLDOUT_EXPERIENCE_MARK, control, "holdout_experience", "", fallback)
+            if targeted:
+                _expose_once(decision, user, exp, HOLDOUT_EXPERIENCE_MARK, control, "holdout_experience", "", fallback)
             continue
-        if exp["targeting"] and not targeting_matches(exp["targeting"], user, context):
+        if not targeted:
             decision.assignments[key] = _answer(exp, control, "targeting_miss")
             continue
         sticky = user.get("a:" + key)

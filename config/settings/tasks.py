@@ -28,6 +28,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("KAIROS_BANDIT_EVERY_SECONDS", 5)),
         "options": {"expires": 10},
     },
+    "lift-reports-precompute": {
+        "task": "experiments.tasks.lift_reports_precompute_task",
+        "schedule": float(env_int("KAIROS_LIFT_EVERY_SECONDS", 900)),
+        "options": {"expires": 600},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,

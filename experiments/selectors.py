@@ -1,0 +1,112 @@
+"""Reads for lift reports: sufficient statistics per (segment, arm), aggregated in PostgreSQL.
+
+One GROUP BY over the exposure table (whose outcomes the drain keeps current) gives, per segment
+and arm: users, converted users, revenue sum and sum of squares, and the CUPED covariate sums.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection
+
+from experiments.segmentation import Segmentation
+from experiments.stats import ArmStats, SegmentStats
+
+_SUMS = """
+    count(*) AS n,
+    count(*) FILTER (WHERE x.converted) AS conversions,
+    coalesce(sum(x.revenue), 0)::float8 AS sum_y,
+    coalesce(sum(x.revenue * x.revenue), 0)::float8 AS sum_y2,
+    coalesce(sum(x.pre_activity), 0)::float8 AS sum_x,
+    coalesce(sum(x.pre_activity::float8 * x.pre_activity), 0) AS sum_x2,
+    coalesce(sum(x.pre_activity * x.revenue), 0)::float8 AS sum_xy
+"""
+
+
+@dataclass(frozen=True)
+class Population:
+    """Which exposures are compared, and which of them count as treated."""
+
+    source: str  # FROM clause producing rows aliased x
+    params: list  # parameters of source
+    treated: str  # boolean SQL expression over x
+    treated_params: tuple = ()
+
+
+def lift_population(
+    *,
+    project_id: int,
+    experience_key: str,
+    comparison: str,
+    start: datetime,
+    end: datetime,
+    control_key: str = "",
+) -> Population:
+    if not experience_key:
+        # Everyone's first exposure anywhere: personalized vs the global holdout.
+        source = (
+            "(SELECT DISTINCT ON (profile_id) * FROM personalization_exposure"
+            " WHERE project_id = %s AND arm IN ('variant', 'holdout_global') AND exposed_at >= %s AND exposed_at < %s"
+            " ORDER BY profile_id, exposed_at) x"
+        )
+        return Population(source, [project_id, start, end], "x.arm = 'variant'")
+    if comparison == "control":
+        source = (
+            "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
+            " AND arm = 'variant' AND exposed_at >= %s AND exposed_at < %s) x"
+        )
+        return Population(source, [project_id, experience_key, start, end], "x.variant_key <> %s", (control_key,))
+    source = (
+        "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
+        " AND arm IN ('variant', 'holdout_experience') AND exposed_at >= %s AND exposed_at < %s) x"
+    )
+    return Population(source, [project_id, experience_key, start, end], "x.arm = 'variant'")
+
+
+def _arm(row) -> ArmStats:
+    n, conversions, sum_y, sum_y2, sum_x, sum_x2, sum_xy = row
+    return ArmStats(n=n, conversions=conversions, sum_y=sum_y, sum_y2=sum_y2, sum_x=sum_x, sum_x2=sum_x2, sum_xy=sum_xy)
+
+
+_EMPTY = (0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def lift_segment_stats(*, population: Population, segmentation: Segmentation) -> list[SegmentStats]:
+    """One SegmentStats per segment, largest first."""
+    join, expr, expr_params = segmentation.sql()
+    sql = (
+        f"SELECT {expr} AS seg, {population.treated} AS treated, {_SUMS} FROM {population.source} {join} GROUP BY 1, 2"
+    )
+    params = [*expr_params, *population.treated_params, *population.params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    by_segment: dict[str, dict[bool, tuple]] = {}
+    for seg, treated, *sums in rows:
+        by_segment.setdefault(seg, {})[bool(treated)] = tuple(sums)
+    stats = [
+        SegmentStats(name=seg, treatment=_arm(arms.get(True, _EMPTY)), holdout=_arm(arms.get(False, _EMPTY)))
+        for seg, arms in by_segment.items()
+    ]
+    return sorted(stats, key=lambda s: -(s.treatment.n + s.holdout.n))
+
+
+def lift_daily_stats(*, population: Population) -> list[tuple[datetime, ArmStats, ArmStats]]:
+    """(day, treatment, holdout) per day of first exposure, oldest first."""
+    sql = (
+        f"SELECT date_trunc('day', x.exposed_at) AS day, {population.treated} AS treated, {_SUMS}"
+        f" FROM {population.source} GROUP BY 1, 2 ORDER BY 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*population.treated_params, *population.params])
+        rows = cursor.fetchall()
+    days: dict[datetime, dict[bool, tuple]] = {}
+    for day, treated, *sums in rows:
+        days.setdefault(day, {})[bool(treated)] = tuple(sums)
+    return [(day, _arm(arms.get(True, _EMPTY)), _arm(arms.get(False, _EMPTY))) for day, arms in days.items()]
+
+
+def lift_reports_latest(*, project_id: int, limit: int = 20):
+    from experiments.models import LiftReport
+
+    return LiftReport.objects.filter(project_id=project_id).order_by("-created_at")[:limit]

@@ -1,0 +1,22 @@
+"""Celery tasks of the experiments app."""
+
+from celery import shared_task
+from django.db import OperationalError
+
+from experiments import services
+from experiments.models import LiftReport, ReportStatus
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, retry_jitter=True, acks_late=True)
+def lift_report_task(report_id: int) -> str:
+    report = LiftReport.objects.filter(pk=report_id).select_related("project").first()
+    if report is None or report.status == ReportStatus.DONE:
+        return "gone or done"  # deleted, or a duplicate delivery after it finished: nothing to do
+    services.lift_report_run(report=report)
+    return "done"
+
+
+@shared_task(acks_late=True)
+def lift_reports_precompute_task() -> int:
+    """Keep a fresh report for the global holdout and every running experience of every project."""
+    return services.lift_reports_precompute()
