@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.public_urls import urlpatterns as public_urlpatterns
 from personalization.views.dashboard import section_placeholder
+from personalization.views.demo_shop import demo_shop
 
 urlpatterns = [
     *public_urlpatterns,
@@ -14,9 +15,9 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("experiences/", section_placeholder("experiences", "Experiences", "placeholder.html"), name="experiences"),
+    path("demo/shop/", demo_shop, name="demo-shop"),
     path("segments/", section_placeholder("segments", "Segments", "placeholder.html"), name="segments"),
-    path("lift/", section_placeholder("lift", "Lift", "placeholder.html"), name="lift"),
     path("privacy/", section_placeholder("privacy", "Privacy", "placeholder.html"), name="privacy"),
+    path("", include("experiments.urls")),
     path("", include("personalization.urls")),
 ]

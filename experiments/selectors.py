@@ -110,3 +110,56 @@ def lift_reports_latest(*, project_id: int, limit: int = 20):
     from experiments.models import LiftReport
 
     return LiftReport.objects.filter(project_id=project_id).order_by("-created_at")[:limit]
+
+
+def lift_report_latest(
+    *, project_id: int, experience_key: str, segment_by: str, comparison: str, correction: str, days: int
+):
+    """The newest report with these settings (done, or still being computed)."""
+    from datetime import timedelta
+
+    from experiments.models import LiftReport
+
+    candidates = LiftReport.objects.filter(
+        project_id=project_id,
+        experience_key=experience_key,
+        segment_by=segment_by,
+        comparison=comparison,
+        correction=correction,
+    ).order_by("-created_at")
+    for report in candidates[:10]:
+        if abs((report.end - report.start) - timedelta(days=days)) < timedelta(minutes=1):
+            return report
+    return None
+
+
+def lift_experience_keys(*, project_id: int) -> list[str]:
+    """Every experience with exposures, including campaigns assigned outside Kairos."""
+    from personalization.models import Experience
+
+    configured = set(Experience.objects.filter(project_id=project_id).values_list("key", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT experience_key FROM personalization_exposure WHERE project_id = %s", [project_id]
+        )
+        exposed = {row[0] for row in cursor.fetchall()}
+    return sorted(configured | exposed)
+
+
+def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, str]]:
+    """(value, label) of the segmentations that make sense for this project's data."""
+    choices = [("exposure:segment", "Segment at exposure (per-segment bandits)")]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT k FROM (SELECT jsonb_object_keys(attributes) AS k FROM personalization_profile"
+            " WHERE project_id = %s ORDER BY id DESC LIMIT 2000) s ORDER BY k",
+            [project_id],
+        )
+        choices += [(f"attribute:{key}", f"Profile attribute: {key}") for (key,) in cursor.fetchall()]
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM personalization_profile WHERE project_id = %s AND demo_intent <> '')",
+            [project_id],
+        )
+        if cursor.fetchone()[0]:
+            choices.append(("demo:intent", "Planted intent (demo data)"))
+    return choices

@@ -215,7 +215,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _format_p(p_value: float) -> str:
-    """ "= 0.003", or "< 1e-300" where the p-value underflows to 0."""
+    """The p-value as text: "= 0.003", or "< 1e-300" where it underflows to 0."""
     return f"= {p_value:.2g}" if p_value > 0 else "< 1e-300"
 
 
@@ -553,43 +553,65 @@ def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _points(value: float, *, signed: bool = False) -> str:
-    """A rate difference in percentage points."""
-    return f"{value * 100:+.2f}" if signed else f"{value * 100:.2f}"
+def _sample_ratio_sentences(report: LiftReport) -> list[str]:
+    sentences = [report.overall.sample_ratio.warning] if report.overall.sample_ratio.warning else []
+    broken = [r for r in report.segments if r.sample_ratio.warning]
+    if len(broken) == 1:
+        sentences.append(f"{broken[0].sample_ratio.warning}")
+    elif broken:
+        sentences.append(
+            f"Sample ratio mismatch in {len(broken)} segments ({_join([r.name for r in broken])}): their arm "
+            f"sizes do not fit the configured {report.holdout_share * 100:.1f} % holdout, so their lifts are "
+            f"unreliable."
+        )
+    return sentences
 
 
-def summary_sentences(report: LiftReport, *, metric_label: str = "conversion") -> list[str]:
+def summary_sentences(
+    report: LiftReport, *, metric_label: str, metric: Literal["conversion", "revenue"] = "conversion"
+) -> list[str]:
     """Plain-language findings for people who do not read p-values, most important first.
 
-    Sample ratio warnings come first because they invalidate everything after them. Segment
-    claims ("for X it is negative") are made only for segments significant after correction.
+    `metric` picks the goal ("conversion": rate differences in percentage points; "revenue":
+    differences per user, plus the CUPED result); `metric_label` is how the text names it.
+    Sample ratio warnings come first in both because they invalidate everything after them.
+    Segment claims ("for X it is negative") are made only for segments significant after
+    correction.
     """
+    if metric not in ("conversion", "revenue"):
+        raise ValueError(f'metric must be "conversion" or "revenue", got {metric!r}.')
     level = f"{round((1 - report.alpha) * 100, 6):g} % CI"
-    overall_srm = report.overall.sample_ratio
-    sentences = [overall_srm.warning] if overall_srm.warning else []
-    srm_segments = [r for r in report.segments if r.sample_ratio.mismatch]
-    if len(srm_segments) == 1:
-        sentences.append(srm_segments[0].sample_ratio.warning or "")
-    elif srm_segments:
-        sentences.append(
-            f"Sample ratio mismatch in {len(srm_segments)} segments "
-            f"({_join([r.name for r in srm_segments])}): their arm sizes do not fit the configured "
-            f"{report.holdout_share * 100:.1f} % holdout, so their lifts are unreliable."
-        )
-    conversion = report.overall.conversion
-    lift = conversion.absolute_lift
-    if not math.isfinite(lift.value):
-        sentences.append(f"There are not yet users in both arms, so the {metric_label} lift is unknown.")
+    sentences = _sample_ratio_sentences(report)
+    is_rate = metric == "conversion"
+
+    def number(value: float, *, signed: bool = False) -> str:
+        shown = value * 100 if is_rate else value  # rates in percentage points
+        return f"{shown:+.2f}" if signed else f"{shown:.2f}"
+
+    def amount(value: float, *, signed: bool = False) -> str:
+        return number(value, signed=signed) + (" points" if is_rate else "")
+
+    def lift_of(result: SegmentResult) -> Estimate:
+        return result.conversion.absolute_lift if is_rate else result.revenue.difference
+
+    def significant(result: SegmentResult) -> bool:
+        return result.conversion_significant if is_rate else result.revenue_significant
+
+    lift = lift_of(report.overall)
+    if not math.isfinite(lift.ci_low):
+        sentences.append(f"There is not enough data in both arms yet to measure the {metric_label} lift.")
         return sentences
 
     sign = 1 if lift.value >= 0 else -1
+    ci = f"{level} {number(lift.ci_low)} to {number(lift.ci_high)}"
     headline = (
-        f"Personalization {'added' if sign > 0 else 'removed'} {_points(abs(lift.value))} points "
-        f"of {metric_label} ({level} {_points(lift.ci_low)} to {_points(lift.ci_high)})"
+        f"Personalization {'added' if sign > 0 else 'removed'} {amount(abs(lift.value))} "
+        f"{'of' if is_rate else 'in'} {metric_label} ({ci})"
     )
     if not lift.excludes_zero:
         headline += ", which is not distinguishable from zero"
-    contributions = report.conversion_decomposition.contributions
+    decomposition = report.conversion_decomposition if is_rate else report.revenue_decomposition
+    contributions = decomposition.contributions
     top = max(contributions, key=lambda c: sign * c.contribution if math.isfinite(c.contribution) else -1)
     if len(contributions) > 1 and lift.value != 0 and sign * top.contribution > 0:
         share = top.contribution / lift.value
@@ -597,36 +619,30 @@ def summary_sentences(report: LiftReport, *, metric_label: str = "conversion") -
         headline += (
             f"; {share * 100:.0f} % of it came from {top.name}"
             if share <= 1
-            else f"; {top.name} alone accounts for {_points(top.contribution, signed=True)} points"
+            else f"; {top.name} alone accounts for {amount(top.contribution, signed=True)}"
         )
-    opposite = [
-        r.name for r in report.segments if r.conversion_significant and sign * r.conversion.absolute_lift.value < 0
-    ]
+    opposite = [r.name for r in report.segments if significant(r) and sign * lift_of(r).value < 0]
     if opposite:
         headline += f"; for {_join(opposite)} it is {'negative' if sign > 0 else 'positive'}"
     sentences.append(headline + ".")
-    if math.isfinite(conversion.relative_lift.value):
-        sentences.append(
-            f"That is {conversion.relative_lift.value * 100:+.1f} % relative to the holdout's "
-            f"{_points(conversion.rate_holdout)} %."
-        )
+    baseline = report.overall.conversion.rate_holdout if is_rate else report.overall.revenue.mean_holdout
+    if baseline > 0:
+        shown = f"{baseline * 100:.2f} %" if is_rate else f"{baseline:.2f}"
+        sentences.append(f"That is {lift.value / baseline * 100:+.1f} % relative to the holdout's {shown}.")
 
     if len(report.segments) > 1:
         method = "Benjamini-Hochberg" if report.correction == "bh" else "Holm"
-        tested = sum(math.isfinite(r.conversion_q_value) for r in report.segments)
-        clear = [
-            f"{r.name} ({_points(r.conversion.absolute_lift.value, signed=True)} points)"
-            for r in report.segments
-            if r.conversion_significant
-        ]
+        q_values = [r.conversion_q_value if is_rate else r.revenue_q_value for r in report.segments]
+        clear = [f"{r.name} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)]
         verb = "shows" if len(clear) == 1 else "show"
         found = (
             f"{len(clear)} {verb} a clear change in {metric_label}: {_join(clear)}"
             if clear
-            else (f"no single segment shows a clear change in {metric_label}")
+            else f"no single segment shows a clear change in {metric_label}"
         )
+        tested = sum(math.isfinite(q) for q in q_values)
         sentences.append(f"After correcting for {tested} segments ({method}), {found}.")
-    heterogeneity = report.conversion_heterogeneity
+    heterogeneity = report.conversion_heterogeneity if is_rate else report.revenue_heterogeneity
     if math.isfinite(heterogeneity.p_value):
         if heterogeneity.p_value < report.alpha:
             sentences.append(
@@ -638,24 +654,18 @@ def summary_sentences(report: LiftReport, *, metric_label: str = "conversion") -
                 f"Differences in lift between segments are consistent with chance (Cochran's Q "
                 f"p {_format_p(heterogeneity.p_value)})."
             )
-    mix = report.conversion_decomposition.mix
-    if abs(mix) > 0.1 * abs(lift.value) and abs(mix) >= 5e-5:
+    if abs(decomposition.mix) > 0.1 * abs(lift.value) and number(abs(decomposition.mix)) != number(0.0):
         sentences.append(
-            f"{_points(mix, signed=True)} points of it come from the arms having different segment mixes, "
-            f"not from personalization."
+            f"{amount(decomposition.mix, signed=True)} of it come from the arms having different segment "
+            f"mixes, not from personalization."
         )
 
-    revenue = report.overall.revenue.difference
-    if math.isfinite(revenue.ci_low):
-        interval = f"{level} {revenue.ci_low:.2f} to {revenue.ci_high:.2f}"
-        text = f"Revenue per user changed by {revenue.value:+.2f} ({interval})"
-        cuped = report.overall.cuped
-        if cuped and math.isfinite(cuped.difference.ci_low) and cuped.variance_reduction >= 0.01:
-            adjusted = cuped.difference
-            text += (
-                f"; adjusting for pre-period behaviour (CUPED) gives {adjusted.value:+.2f} ({level} "
-                f"{adjusted.ci_low:.2f} to {adjusted.ci_high:.2f}) with "
-                f"{cuped.variance_reduction * 100:.0f} % less variance"
-            )
-        sentences.append(text + ".")
+    cuped = report.overall.cuped
+    if not is_rate and cuped and math.isfinite(cuped.difference.ci_low) and cuped.variance_reduction >= 0.01:
+        adjusted = cuped.difference
+        sentences.append(
+            f"Adjusting for pre-period behaviour (CUPED) gives {adjusted.value:+.2f} ({level} "
+            f"{adjusted.ci_low:.2f} to {adjusted.ci_high:.2f}) with {cuped.variance_reduction * 100:.0f} % "
+            f"less variance."
+        )
     return sentences

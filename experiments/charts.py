@@ -1,0 +1,181 @@
+"""Plotly figures of a lift report (from its JSON form). No Django: figures in, JSON out."""
+
+import plotly.graph_objects as go
+
+GOOD, BAD, NEUTRAL, INK = "#059669", "#dc2626", "#9ca3af", "#111827"
+_LAYOUT = {"template": "plotly_white", "margin": {"l": 10, "r": 10, "t": 30, "b": 40}, "font": {"size": 12}}
+
+
+def _pts(value):
+    return None if value is None else value * 100
+
+
+def waterfall(result: dict, metric: str = "conversion") -> str:
+    """Each segment's contribution to the total lift, the mix term, and the total (percentage points)."""
+    decomposition = result["report"][f"{metric}_decomposition"]
+    scale = _pts if metric == "conversion" else (lambda v: v)
+    contributions = sorted(decomposition["contributions"], key=lambda c: -(c["contribution"] or 0))
+    names = [c["name"] for c in contributions] + ["Mix", "Total"]
+    values = [scale(c["contribution"]) for c in contributions] + [scale(decomposition["mix"]), None]
+    measures = ["relative"] * (len(contributions) + 1) + ["total"]
+    fig = go.Figure(
+        go.Waterfall(
+            orientation="v",
+            x=names,
+            y=values,
+            measure=measures,
+            increasing={"marker": {"color": GOOD}},
+            decreasing={"marker": {"color": BAD}},
+            totals={"marker": {"color": "#4f46e5"}},
+            connector={"line": {"color": "#d1d5db"}},
+            texttemplate="%{delta:+.2f}",
+            textposition="outside",
+        )
+    )
+    unit = "points of conversion" if metric == "conversion" else "revenue per user"
+    fig.update_layout(**_LAYOUT, height=360, yaxis_title=unit, showlegend=False)
+    return fig.to_json()
+
+
+def forest(result: dict, metric: str = "conversion") -> str:
+    """Per-segment lift with its interval; filled markers are significant after correction."""
+    report = result["report"]
+    rows = list(report["segments"]) + [report["overall"]]
+    names, values, low, high, colors, symbols = [], [], [], [], [], []
+    for index, row in enumerate(rows):
+        estimate = row["conversion"]["absolute_lift"] if metric == "conversion" else row["revenue"]["difference"]
+        scale = 100 if metric == "conversion" else 1
+        significant = row[f"{metric}_significant"]
+        value = estimate["value"]
+        names.append("All users" if index == len(rows) - 1 else row["name"])
+        values.append(None if value is None else value * scale)
+        low.append(None if estimate["ci_low"] is None or value is None else (value - estimate["ci_low"]) * scale)
+        high.append(None if estimate["ci_high"] is None or value is None else (estimate["ci_high"] - value) * scale)
+        colors.append(
+            INK if index == len(rows) - 1 else (GOOD if significant and value > 0 else BAD if significant else NEUTRAL)
+        )
+        symbols.append("diamond" if index == len(rows) - 1 else ("circle" if significant else "circle-open"))
+    fig = go.Figure(
+        go.Scatter(
+            x=values,
+            y=names,
+            mode="markers",
+            marker={"color": colors, "symbol": symbols, "size": 11, "line": {"width": 2, "color": colors}},
+            error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": "#6b7280"},
+            hovertemplate="%{y}: %{x:.2f}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0, line_dash="dot", line_color="#6b7280")
+    fig.update_layout(
+        **_LAYOUT,
+        height=80 + 34 * len(rows),
+        showlegend=False,
+        xaxis_title="lift, points of conversion" if metric == "conversion" else "lift, revenue per user",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig.to_json()
+
+
+def over_time(result: dict) -> str:
+    """Cumulative lift by day of first exposure, with its confidence band."""
+    daily = result["daily"]
+    days = [d["day"] for d in daily]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=days,
+        y=[_pts(d["ci_high"]) for d in daily],
+        mode="lines",
+        line={"width": 0},
+        showlegend=False,
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=days,
+        y=[_pts(d["ci_low"]) for d in daily],
+        mode="lines",
+        line={"width": 0},
+        fill="tonexty",
+        fillcolor="rgba(79,70,229,0.15)",
+        name="95 % interval",
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=days,
+        y=[_pts(d["lift"]) for d in daily],
+        mode="lines+markers",
+        line={"color": "#4f46e5"},
+        name="cumulative lift",
+    )
+    fig.add_hline(y=0, line_dash="dot", line_color="#6b7280")
+    fig.update_layout(**_LAYOUT, height=300, yaxis_title="points of conversion", legend={"orientation": "h", "y": 1.15})
+    return fig.to_json()
+
+
+CSV_HEADER = [
+    "segment",
+    "users_treatment",
+    "users_holdout",
+    "conversions_treatment",
+    "conversions_holdout",
+    "rate_treatment",
+    "rate_holdout",
+    "absolute_lift",
+    "absolute_ci_low",
+    "absolute_ci_high",
+    "relative_lift",
+    "relative_ci_low",
+    "relative_ci_high",
+    "p_value",
+    "q_value",
+    "significant",
+    "prob_treatment_better",
+    "revenue_diff",
+    "revenue_ci_low",
+    "revenue_ci_high",
+    "revenue_p_value",
+    "contribution",
+    "contribution_ci_low",
+    "contribution_ci_high",
+    "srm_p_value",
+]
+
+
+def table_rows(result: dict) -> list[list]:
+    """One row per segment and one for all users, in CSV_HEADER order."""
+    report = result["report"]
+    contributions = {c["name"]: c for c in report["conversion_decomposition"]["contributions"]}
+    rows = []
+    for row in [*report["segments"], report["overall"]]:
+        conversion, revenue = row["conversion"], row["revenue"]
+        part = contributions.get(row["name"], {})
+        is_overall = row is report["overall"]
+        rows.append(
+            [
+                "All users" if is_overall else row["name"],
+                conversion["users_treatment"],
+                conversion["users_holdout"],
+                conversion["conversions_treatment"],
+                conversion["conversions_holdout"],
+                conversion["rate_treatment"],
+                conversion["rate_holdout"],
+                conversion["absolute_lift"]["value"],
+                conversion["absolute_lift"]["ci_low"],
+                conversion["absolute_lift"]["ci_high"],
+                conversion["relative_lift"]["value"],
+                conversion["relative_lift"]["ci_low"],
+                conversion["relative_lift"]["ci_high"],
+                conversion["p_value"],
+                row["conversion_q_value"],
+                row["conversion_significant"],
+                conversion["prob_treatment_better"],
+                revenue["difference"]["value"],
+                revenue["difference"]["ci_low"],
+                revenue["difference"]["ci_high"],
+                revenue["p_value"],
+                report["conversion_decomposition"]["total"] if is_overall else part.get("contribution"),
+                report["conversion_decomposition"]["total_ci_low"] if is_overall else part.get("ci_low"),
+                report["conversion_decomposition"]["total_ci_high"] if is_overall else part.get("ci_high"),
+                row["sample_ratio"]["p_value"],
+            ]
+        )
+    return rows

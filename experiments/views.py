@@ -1,0 +1,111 @@
+"""The Lift page: per-segment lift decomposition with charts, computed by a worker on demand."""
+
+import csv
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from experiments import charts, selectors, services
+from experiments.models import LiftReport, ReportStatus
+from personalization.web import workspace_view
+
+_DEFAULTS = {
+    "experience": "",
+    "segment_by": "exposure:segment",
+    "days": "14",
+    "comparison": "holdout",
+    "correction": "bh",
+}
+
+
+def _params(source) -> dict:
+    params = {name: (source.get(name) or default) for name, default in _DEFAULTS.items()}
+    params["days"] = int(params["days"]) if str(params["days"]).isdigit() else 14
+    return params
+
+
+def _report_context(report: LiftReport | None) -> dict:
+    if report is None or report.status != ReportStatus.DONE or not report.result or report.result.get("empty"):
+        return {}
+    result = report.result
+    return {
+        "waterfall_json": charts.waterfall(result),
+        "forest_json": charts.forest(result),
+        "over_time_json": charts.over_time(result),
+        "rows": charts.table_rows(result),
+        "overall": result["report"]["overall"],
+        "heterogeneity": result["report"]["conversion_heterogeneity"],
+        "decomposition": result["report"]["conversion_decomposition"],
+        "warnings": result["report"]["warnings"],
+        "srm_failed": [
+            s for s in [result["report"]["overall"], *result["report"]["segments"]] if s["sample_ratio"]["mismatch"]
+        ],
+    }
+
+
+@workspace_view("lift")
+def lift_page(request):
+    project = request.workspace.project
+    params = _params(request.GET)
+    report = selectors.lift_report_latest(
+        project_id=project.pk,
+        experience_key=params["experience"],
+        segment_by=params["segment_by"],
+        comparison=params["comparison"],
+        correction=params["correction"],
+        days=params["days"],
+    )
+    context = {
+        "params": params,
+        "report": report,
+        "experiences": selectors.lift_experience_keys(project_id=project.pk),
+        "segmentations": selectors.lift_segmentation_choices(project_id=project.pk),
+        **_report_context(report),
+    }
+    return render(request, "experiments/lift.html", context)
+
+
+@require_POST
+@workspace_view("lift")
+def lift_compute(request):
+    params = _params(request.POST)
+    try:
+        services.lift_report_request(
+            project=request.workspace.project,
+            experience_key=params["experience"],
+            segment_by=params["segment_by"],
+            comparison=params["comparison"],
+            correction=params["correction"],
+            days=params["days"],
+            by=request.user,
+        )
+    except services.LiftInputError as exc:
+        from django.contrib import messages
+
+        messages.error(request, f"{exc.field}: {exc.message}")
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return redirect(f"{reverse('lift')}?{query}")
+
+
+@workspace_view("lift")
+def lift_progress(request, report_id: int):
+    report = get_object_or_404(LiftReport, pk=report_id, project=request.workspace.project)
+    response = render(request, "experiments/partials/lift_progress.html", {"report": report})
+    if report.status in (ReportStatus.DONE, ReportStatus.FAILED):
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@workspace_view("lift")
+def lift_csv(request, report_id: int):
+    report = get_object_or_404(LiftReport, pk=report_id, project=request.workspace.project, status=ReportStatus.DONE)
+    response = HttpResponse(content_type="text/csv")
+    name = report.experience_key or "global-holdout"
+    response["Content-Disposition"] = f'attachment; filename="lift-{name}-{report.segment_by.replace(":", "-")}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(charts.CSV_HEADER)
+    if report.result and not report.result.get("empty"):
+        writer.writerows(charts.table_rows(report.result))
+    return response

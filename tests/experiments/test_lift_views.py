@@ -1,0 +1,78 @@
+import pytest
+
+from experiments import services
+from experiments.models import LiftReport, ReportStatus
+from personalization import services as p_services
+from tests import factories
+from tests.experiments.test_lift_report import _population
+
+
+@pytest.fixture
+def marketer(client, project):
+    user = factories.user_make()
+    p_services.membership_set(project=project, user=user, role="marketer")
+    client.force_login(user)
+    return user
+
+
+@pytest.mark.django_db
+def test_lift_page__no_report__explains_and_offers_compute(client, marketer):
+    response = client.get("/lift/")
+    assert response.status_code == 200
+    assert b"No report with these settings yet" in response.content
+
+
+@pytest.mark.django_db
+def test_lift_page__done_report__shows_charts_table_and_csv(client, project, marketer):
+    _population(project, n=3000)
+    report = LiftReport.objects.create(
+        project=project,
+        experience_key="hero",
+        segment_by="demo:intent",
+        start="2020-01-01T00:00Z",
+        end="2030-01-01T00:00Z",
+    )
+    services.lift_report_run(report=report)
+    report.refresh_from_db()
+    assert report.status == ReportStatus.DONE and report.progress == 100
+    # the page looks up a report over the chosen range; make this one match 14 days
+    from datetime import timedelta
+
+    LiftReport.objects.filter(pk=report.pk).update(end=report.start + timedelta(days=14))
+    response = client.get("/lift/?experience=hero&segment_by=demo:intent&days=14")
+    body = response.content.decode()
+    assert 'id="waterfall"' in body and 'id="forest"' in body and "Download CSV" in body
+    assert "runners" in body and "bargain" in body
+    csv_response = client.get(f"/lift/reports/{report.pk}.csv")
+    lines = csv_response.content.decode().strip().splitlines()
+    assert lines[0].startswith("segment,users_treatment") and len(lines) == 4  # header, 2 segments, all users
+
+
+@pytest.mark.django_db
+def test_lift_report__other_projects_report__404(client, marketer, other_project):
+    report = LiftReport.objects.create(project=other_project, start="2020-01-01T00:00Z", end="2030-01-01T00:00Z")
+    assert client.get(f"/lift/reports/{report.pk}/progress").status_code == 404
+
+
+@pytest.mark.django_db
+def test_lift_api__secret_key__json_report(client, project, secret_key):
+    _population(project, n=3000)
+    response = client.get(
+        "/api/v1/lift/?experience=hero&segment_by=demo:intent&days=30", HTTP_AUTHORIZATION=f"Bearer {secret_key}"
+    )
+    assert response.status_code == 200
+    names = {s["name"] for s in response.json()["report"]["segments"]}
+    assert names == {"runners", "bargain"}
+
+
+@pytest.mark.django_db
+def test_lift_api__bad_segment_by__400_naming_the_field(client, project, secret_key):
+    response = client.get("/api/v1/lift/?segment_by=intent", HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "segment_by"
+
+
+@pytest.mark.django_db
+def test_lift_api__public_key__rejected(client, project, public_key):
+    response = client.get("/api/v1/lift/", HTTP_AUTHORIZATION=f"Bearer {public_key}")
+    assert response.status_code in (401, 403)
