@@ -75,14 +75,15 @@ def lift_compute(
         end=end,
         control_key=control_key,
     )
-    progress(10, "Aggregating exposures and outcomes by segment")
-    segments = selectors.lift_segment_stats(population=population, segmentation=segmentation)
-    progress(55, "Aggregating by day")
-    daily = selectors.lift_daily_stats(population=population)
+    progress(10, "Aggregating exposures and outcomes in PostgreSQL")
+    cells = selectors.lift_cells(population=population, segmentation=segmentation)
+    segments = selectors.lift_segment_stats(cells=cells)
+    daily = selectors.lift_daily_stats(cells=cells)
     progress(80, "Computing statistics")
     users_t = sum(s.treatment.n for s in segments)
     users_h = sum(s.holdout.n for s in segments)
-    if share < 0:
+    if not 0 < share < 1:
+        # No configured split to check against (outside campaign, or a 0/100 % control weight).
         share = users_h / (users_t + users_h) if users_t + users_h else 0.5
     if not segments or users_t == 0 or users_h == 0:
         return {
@@ -113,8 +114,8 @@ def lift_compute(
         "empty": False,
         "report": report.to_dict(),
         "sentences": stats.summary_sentences(report, metric_label="conversion"),
-        "revenue_sentences": stats.summary_sentences(report, metric_label="revenue per user"),
-        "daily": stats._jsonable(cumulative),
+        "revenue_sentences": stats.summary_sentences(report, metric_label="revenue per user", metric="revenue"),
+        "daily": stats.jsonable(cumulative),
         "holdout_share": share,
         "segment_label": segmentation.label,
     }

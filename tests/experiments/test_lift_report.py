@@ -61,10 +61,8 @@ def test_lift_segment_stats__sql_sums__match_per_user_python(project):
         start=NOW - timedelta(days=30),
         end=NOW + timedelta(days=1),
     )
-    stats = {
-        s.name: s
-        for s in selectors.lift_segment_stats(population=population, segmentation=Segmentation.parse("demo:intent"))
-    }
+    cells = selectors.lift_cells(population=population, segmentation=Segmentation.parse("demo:intent"))
+    stats = {s.name: s for s in selectors.lift_segment_stats(cells=cells)}
     assert set(stats) == {"runners", "bargain"}
     intent_of = dict(Profile.objects.filter(project=project).values_list("pk", "demo_intent"))
     for name, seg in stats.items():

@@ -811,6 +811,47 @@ def test_summary_sentences__all_segments_gain__gives_top_segments_share():
     )
 
 
+def test_summary_sentences__revenue__reports_revenue_lift_and_cuped():
+    x_t, y_t, x_c, y_c = cuped_users()
+    segments = [
+        SegmentStats(
+            name, arm_from_users(y_t[t] > 20, y_t[t], x_t[t]), arm_from_users(y_c[c] > 20, y_c[c], x_c[c])
+        )
+        for name, t, c in [
+            ("First", slice(0, 200), slice(0, 150)),
+            ("Second", slice(200, None), slice(150, None)),
+        ]
+    ]
+    report = lift_report(segments=segments, holdout_share=300 / 700)
+    revenue, cuped = report.overall.revenue.difference, report.overall.cuped
+    sentences = summary_sentences(report, metric_label="revenue per user", metric="revenue")
+    conversion_sentences = summary_sentences(report, metric_label="conversion")
+
+    assert sentences[0].startswith(
+        f"Personalization added {revenue.value:.2f} in revenue per user "
+        f"(95 % CI {revenue.ci_low:.2f} to {revenue.ci_high:.2f})"
+    )
+    assert sentences[-1] == (
+        f"Adjusting for pre-period behaviour (CUPED) gives {cuped.difference.value:+.2f} "
+        f"(95 % CI {cuped.difference.ci_low:.2f} to {cuped.difference.ci_high:.2f}) with "
+        f"{cuped.variance_reduction * 100:.0f} % less variance."
+    )
+    assert (
+        conversion_sentences[0].startswith("Personalization added")
+        and "points of conversion" in (conversion_sentences[0])
+    )
+    assert not any("CUPED" in s or "revenue" in s for s in conversion_sentences)
+
+
+def test_summary_sentences__unknown_metric__raises():
+    with pytest.raises(ValueError, match="metric"):
+        summary_sentences(
+            lift_report(segments=persona_segments(1), holdout_share=0.1),
+            metric_label="x",
+            metric="clicks",  # type: ignore[arg-type]
+        )
+
+
 def test_summary_sentences__sample_ratio_mismatch__comes_first():
     segments = [
         *persona_segments(scale=1),

@@ -1,0 +1,136 @@
+"""Lift report benchmark: time a full per-segment report over millions of exposures.
+
+    python bench/lift.py [--quick]
+
+Builds (once, then reuses) a bench project in the bench database with 10,000,000 exposures over 20
+segments (--quick: 1,000,000) with planted per-segment effects, then times the full report (the
+PostgreSQL aggregation by segment and by day, and the statistics) the way the Lift page computes
+it. The baseline, measured in the same run, is one plain count(*) over the same exposures: the
+ratio says how much the report costs beyond reading the rows once.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common  # noqa: E402
+
+EXPERIENCE = "lift_bench"
+SEGMENTS = 20
+
+
+def build(project, n: int) -> None:
+    from django.db import connection
+
+    from personalization.models import Exposure, Profile
+
+    Exposure.objects.filter(project=project).delete()
+    Profile.objects.filter(project=project).delete()
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            "INSERT INTO personalization_profile"
+            " (project_id, external_id, attributes, consent, do_not_personalize, first_seen, last_seen, demo_intent)"
+            " SELECT %s, NULL, jsonb_build_object('seg', 's' || lpad((g %% %s)::text, 2, '0')), '{}', false,"
+            " now(), now(), '' FROM generate_series(1, %s) g",
+            [project.pk, SEGMENTS, n],
+        )
+        print(f"  {n:,} profiles in {time.perf_counter() - started:.0f} s", flush=True)
+        # Segment k's planted lift is (k mod 5 - 2) × 0.3 points: some help, some hurt, some nothing.
+        cursor.execute(
+            "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
+            " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
+            " SELECT %(project)s, p.id, %(key)s, CASE WHEN p.held THEN '' ELSE 'b' END,"
+            " CASE WHEN p.held THEN 'holdout_experience' ELSE 'variant' END, '', p.seg,"
+            " now() - random() * interval '13 days', 'api', 'purchase', 72, c.conv, c.conv::int,"
+            " CASE WHEN c.conv THEN round((20 + random() * 80)::numeric, 2) ELSE 0 END, (random() * 10)::int"
+            " FROM (SELECT id, random() < 0.1 AS held, attributes ->> 'seg' AS seg,"
+            "       (id %% %(segments)s) AS k FROM personalization_profile WHERE project_id = %(project)s) p,"
+            " LATERAL (SELECT random() < 0.03 + CASE WHEN p.held THEN 0 ELSE ((p.k %% 5) - 2) * 0.003 END AS conv) c",
+            {"project": project.pk, "key": EXPERIENCE, "segments": SEGMENTS},
+        )
+        cursor.execute("ANALYZE personalization_exposure")
+        cursor.execute("ANALYZE personalization_profile")
+    print(f"  {n:,} exposures built in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000,000 exposures and 2 timed runs")
+    args = parser.parse_args()
+    n = 1_000_000 if args.quick else 10_000_000
+    runs = 2 if args.quick else 3
+
+    database_url, _ = _common.bench_environment()
+    _common.database_ensure(database_url)
+    _common.django_setup(migrate=True)
+
+    from django.db import connection, transaction
+
+    from experiments import services
+    from experiments.segmentation import Segmentation
+    from personalization.models import Exposure, Project
+
+    project, _ = Project.objects.get_or_create(slug="lift-bench", defaults={"name": "Lift bench"})
+    have = Exposure.objects.filter(project=project, experience_key=EXPERIENCE).count()
+    if have != n:
+        print(f"building {n:,} exposures over {SEGMENTS} segments (once; later runs reuse them)…", flush=True)
+        with transaction.atomic():
+            build(project, n)
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    start = end - timedelta(days=14)
+
+    def baseline() -> float:
+        began = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
+                " AND exposed_at >= %s AND exposed_at < %s",
+                [project.pk, EXPERIENCE, start, end],
+            )
+            cursor.fetchone()
+        return time.perf_counter() - began
+
+    def report(segment_by: str) -> tuple[float, dict]:
+        began = time.perf_counter()
+        result = services.lift_compute(
+            project=project, experience_key=EXPERIENCE, segmentation=Segmentation.parse(segment_by),
+            start=start, end=end,
+        )
+        return time.perf_counter() - began, result
+
+    baseline()  # warm the cache the same way for both
+    report("exposure:segment")
+    scan = statistics.median(baseline() for _ in range(runs))
+    by_exposure = [report("exposure:segment") for _ in range(runs)]
+    by_attribute = [report("attribute:seg") for _ in range(runs)]
+    t_exposure = statistics.median(t for t, _ in by_exposure)
+    t_attribute = statistics.median(t for t, _ in by_attribute)
+    result = by_exposure[0][1]
+    segments = result["report"]["segments"]
+    lifts = sorted((s["name"], s["conversion"]["absolute_lift"]["value"] * 100) for s in segments)
+
+    print(f"\nexposures: {n:,} over {len(segments)} segments; median of {runs} runs")
+    print(f"  baseline count(*) scan:              {scan:6.2f} s")
+    print(f"  full report, segment at exposure:    {t_exposure:6.2f} s  ({t_exposure / scan:.1f}× the scan)")
+    print(f"  full report, profile attribute join: {t_attribute:6.2f} s  ({t_attribute / scan:.1f}× the scan)")
+    print("  planted lift by segment (points): " + ", ".join(f"{name} {lift:+.2f}" for name, lift in lifts[:6]) + " …")
+    print(json.dumps({
+        "exposures": n,
+        "segments": len(segments),
+        "lift_report_s": round(t_exposure, 3),
+        "lift_report_attribute_join_s": round(t_attribute, 3),
+        "baseline_scan_s": round(scan, 3),
+        "report_vs_scan_ratio": round(t_exposure / scan, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
