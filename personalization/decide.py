@@ -65,8 +65,13 @@ class _Buffer:
         self.sticky: list[tuple[str, dict]] = []
         self.exposures: dict[int, list[dict]] = defaultdict(list)
         self.decisions: dict[int, int] = defaultdict(int)
+        self.keys_used: set[int] = set()
         self.size = 0
         self.thread: threading.Thread | None = None
+
+    def note_key(self, key_id: int) -> None:
+        """The API key's last-used time, written with the next flush."""
+        self.keys_used.add(key_id)
 
     def add(self, project_id: int, unit_key: str, sticky: dict, exposures: list[dict]) -> None:
         with self.lock:
@@ -96,11 +101,16 @@ class _Buffer:
                 self.flush()
             except redis.RedisError:
                 time.sleep(REDIS_RETRY_SECONDS)
+            except Exception:
+                # The flusher must outlive any surprise, or decide would silently stop recording.
+                log.exception("decide: flushing the write-behind buffer failed; retrying")
+                time.sleep(REDIS_RETRY_SECONDS)
 
     def flush(self) -> None:
         with self.lock:
             sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
-            if not (sticky or exposures or decisions):
+            keys_used, self.keys_used = self.keys_used, set()
+            if not (sticky or exposures or decisions or keys_used):
                 return
             self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
         try:
@@ -111,6 +121,9 @@ class _Buffer:
             received = datetime.now(UTC).isoformat()
             for project_id, events in exposures.items():
                 pipe.xadd(rkeys.EVENTS_STREAM, {"p": project_id, "d": orjson.dumps(events), "r": received})
+            if keys_used:
+                now = int(time.time())
+                pipe.hset(rkeys.KEY_LAST_USED, mapping={str(key_id): now for key_id in keys_used})
             minute = int(time.time() // 60)
             for project_id, count in decisions.items():
                 metric = rkeys.metric(project_id, "decisions", minute)
@@ -156,7 +169,7 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     kind, unit = _unit_of(body)
     context = body.get("context") or {}
     if not isinstance(context, dict):
-        raise DecideInputError("context", "must be an object like {\"url\": \"/\", \"device\": \"mobile\"}")
+        raise DecideInputError("context", 'must be an object like {"url": "/", "device": "mobile"}')
     if context.get("attributes") is not None and not isinstance(context["attributes"], dict):
         raise DecideInputError("context.attributes", "must be an object of attribute name → value")
     requested = body.get("experiences")

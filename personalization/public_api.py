@@ -90,6 +90,7 @@ def decide(request: HttpRequest) -> HttpResponse:
     try:
         body = body_json(request)
         answer = decide_runtime.decide(request.key_info.project_id, body)
+        decide_runtime.buffer.note_key(request.key_info.key_id)
     except BatchError as exc:
         return error(400, exc.field, exc.message)
     except decide_runtime.DecideInputError as exc:

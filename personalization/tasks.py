@@ -40,3 +40,14 @@ def bandits_update_task() -> int:
     for project_id in {project_id for _, project_id in running}:
         services.snapshot_publish(project_id=project_id)
     return len(running)
+
+
+@shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
+def snapshots_publish_task() -> int:
+    """Republish every project's snapshot now and then, so a Redis that lost its data heals itself."""
+    from personalization.models import Project
+
+    project_ids = list(Project.objects.values_list("pk", flat=True))
+    for project_id in project_ids:
+        services.snapshot_publish(project_id=project_id)
+    return len(project_ids)

@@ -33,6 +33,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("KAIROS_LIFT_EVERY_SECONDS", 900)),
         "options": {"expires": 600},
     },
+    "snapshots-publish": {
+        "task": "personalization.tasks.snapshots_publish_task",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,
