@@ -1,0 +1,128 @@
+"""Browser tests: Debian's Chromium driven by Playwright against pytest-django's live server.
+
+Every test gets a fresh browser context whose `BrowserLog` records console errors, uncaught page
+errors and any request that tries to leave the machine (those are aborted): the dashboard must work
+offline, with htmx and plotly.js served from /static/vendor/.
+"""
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+# Playwright's sync API runs an asyncio event loop in a greenlet of this same thread, so from the
+# first browser call to the end of the session `asyncio.get_running_loop()` finds a running loop and
+# Django refuses ORM calls here (SynchronousOnlyOperation) — in fixtures and in every later test of
+# the session, not only the e2e ones. Nothing runs concurrently on that loop while the test thread
+# uses the database, so the check is a false alarm for these tests and we switch it off.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SCREENSHOTS = settings.BASE_DIR / "var" / "screenshots"
+PASSWORD = "secret-pass-123"  # tests.factories.user_make's default
+# Generous waits: a passing test never waits for them, and on a busy two-core machine the live
+# server can take several seconds to send plotly.min.js (4.8 MB).
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@dataclass
+class BrowserLog:
+    """What went wrong in the browser during one test; tests assert the lists are empty."""
+
+    console_errors: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
+    static_responses: dict[str, int] = field(default_factory=dict)  # path -> HTTP status
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make chromium`)")
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def browser_log() -> BrowserLog:
+    return BrowserLog()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server, browser_log: BrowserLog) -> Iterator[Page]:
+    # Depends on live_server so the page closes before pytest-django flushes the database: an htmx
+    # poll still in flight must not race the flush.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+    context.set_default_timeout(TIMEOUT_MS)
+
+    def only_local(route):
+        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            browser_log.external_requests.append(route.request.url)
+            route.abort()
+
+    def on_response(response):
+        path = urlsplit(response.url).path
+        if path.startswith(settings.STATIC_URL):
+            browser_log.static_responses[path] = response.status
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.on("console", lambda msg: msg.type == "error" and browser_log.console_errors.append(msg.text))
+    page.on("pageerror", lambda exc: browser_log.console_errors.append(f"uncaught: {exc}"))
+    page.on("response", on_response)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def log_in(page: Page) -> Callable[..., None]:
+    """Log in through the real login form, starting from the Overview (so the `next` redirect is used too)."""
+
+    def log_in(username: str, password: str = PASSWORD, *, succeed: bool = True) -> None:
+        page.goto("/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        with page.expect_response(lambda r: r.request.method == "POST" and "/accounts/login/" in r.url):
+            page.get_by_role("button", name="Log in").click()
+        if succeed:
+            # A goto right after the click would cancel the redirect that carries the session.
+            page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+    return log_in
+
+
+@pytest.fixture
+def screenshot(page: Page) -> Callable[[str], Path]:
+    """Full-page screenshot to var/screenshots/<name>.png, to look at after the run."""
+
+    def screenshot(name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return screenshot
