@@ -6,6 +6,9 @@ NOTHING on (project, event_id)), and only then acknowledges and deletes the entr
 between reading and acknowledging leaves its entries pending; the next drain claims them once they
 have been idle for KAIROS_DRAIN_CLAIM_IDLE_MS and writes them again, which the unique key makes
 harmless. So every accepted event is stored exactly once.
+
+The profiles and identities those events need are resolved in bulk and committed just before, in a
+transaction of their own under a per-project lock, so several drains can run side by side.
 """
 
 import logging
@@ -101,6 +104,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
         for event in orjson.loads(fields[b"d"]):
             event["received_at"] = received
             by_project[int(fields[b"p"])].append(event)
+    _drop_deleted_projects(by_project)
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             profiles = {project_id: _profiles_resolve(project_id, events) for project_id, events in by_project.items()}
@@ -119,6 +123,17 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     _entries_ack(client, ids)
     return sum(len(events) for events in by_project.values())
+
+
+def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:
+    """Events of a project deleted after they were accepted have nowhere to go; keeping them would
+    block the stream forever, so they are dropped (and logged)."""
+    from personalization.models import Project
+
+    existing = set(Project.objects.filter(pk__in=list(by_project)).values_list("pk", flat=True))
+    for project_id in set(by_project) - existing:
+        log.warning("drain: dropping %d events of deleted project %s", len(by_project[project_id]), project_id)
+        del by_project[project_id]
 
 
 def _entries_ack(client: redis.Redis, ids: list) -> None:
@@ -158,14 +173,25 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
                     )
                 )
         cursor.execute(_EVENTS_INSERT_SQL, [project_id])
-        cursor.execute(
-            "UPDATE personalization_profile p SET last_seen = GREATEST(p.last_seen, d.ts)"
-            " FROM (SELECT profile_id, max(ts) AS ts FROM drain_event GROUP BY profile_id) d"
-            " WHERE p.id = d.profile_id"
-        )
+        cursor.execute(_LAST_SEEN_SQL)
         cursor.execute("TRUNCATE drain_event")
     if exposures:
         _exposures_write(project_id, exposures, profile_of)
+
+
+# Only rows that move forward are written. They are locked in id order, so drains running side by
+# side wait for each other instead of deadlocking on the profiles they share.
+_LAST_SEEN_SQL = """
+WITH seen AS (
+    SELECT p.id, d.ts
+    FROM personalization_profile p
+    JOIN (SELECT profile_id, max(ts) AS ts FROM drain_event GROUP BY profile_id) d ON d.profile_id = p.id
+    WHERE p.last_seen < d.ts
+    ORDER BY p.id
+    FOR NO KEY UPDATE OF p
+)
+UPDATE personalization_profile p SET last_seen = GREATEST(p.last_seen, seen.ts) FROM seen WHERE p.id = seen.id
+"""
 
 
 def _identities_load(project_id: int, events: list[dict]) -> tuple[dict[tuple[str, str], int], dict[int, bool]]:
@@ -252,8 +278,10 @@ def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user
                     if value == by_anon:
                         known[key] = by_user
         if event["type"] == "identify" and isinstance(event["properties"].get("attributes"), dict):
-            stored = by_user > 0
-            target = plan.attributes.setdefault(by_user, {}) if stored else plan.new_profiles[-by_user - 1]["attributes"]
+            if by_user > 0:
+                target = plan.attributes.setdefault(by_user, {})
+            else:
+                target = plan.new_profiles[-by_user - 1]["attributes"]
             target.update(event["properties"]["attributes"])
         plan.profile_refs.append(by_user if by_user is not None else by_anon)
     if merged_into:

@@ -152,3 +152,18 @@ def test_events__redis_down__503_and_client_told_to_retry(client, project, publi
     status, body = post_events(client, public_key, {"events": [event_make(1)]})
     assert status == 503
     assert "retry" in body["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_drain__events_of_a_deleted_project__dropped_not_blocking(client, project, other_project, public_key):
+    from tests.factories import key_make
+
+    other_key = key_make(project=other_project)
+    post_events(client, other_key, {"events": [event_make(1)]})
+    post_events(client, public_key, {"events": [event_make(2)]})
+    other_project.delete()
+    assert drain_all() == 1
+    assert Event.objects.filter(project=project).count() == 1
+    from personalization import redis_client
+
+    assert redis_client.worker().xlen(rkeys.EVENTS_STREAM) == 0
