@@ -269,15 +269,28 @@ EXPERIENCES: tuple[DemoExperience, ...] = (
             DemoVariant("off", "No pop-up", {"show": False}, is_control=True),
             DemoVariant("ten-off", "10 % off pop-up",
                         {"show": True, "headline": "Take 10 % off your first order", "cta": "Get my code"},
-                        response={"bargain_hunter": 1.3, "casual_walker": 1.05, "gear_researcher": 0.75,
-                                  "marathon_trainer": 0.85, "trail_runner": 0.9, "new_parent": 0.9,
-                                  "yoga_fan": 0.95}),
+                        # The demo's planted heterogeneity, strong enough to show on the Lift page
+                        # ("signup-popup" against its control, by planted intent): deal seekers love
+                        # it, focused runners and researchers are put off.
+                        response={"bargain_hunter": 2.2, "casual_walker": 1.6, "gift_buyer": 1.5,
+                                  "new_parent": 1.4, "gear_researcher": 0.4, "marathon_trainer": 0.5,
+                                  "trail_runner": 0.55}),
         ),
         started_days_ago=7,
     ),
 )  # fmt: skip
 EXPERIENCE_BY_KEY = {e.key: e for e in EXPERIENCES}
 _REASON = {"fixed": "fixed_split", "bandit": "bandit", "segment_bandit": "segment_bandit"}
+
+
+def planted_direction(experience_key: str, variant_key: str, *, at_least: float = 1.4) -> dict[str, int]:
+    """Intents a variant was built to help (+1) or hurt (-1) by at least the factor `at_least`."""
+    response = _RESPONSES[(experience_key, variant_key)]
+    return {
+        intent: 1 if factor > 1 else -1
+        for intent, factor in response.items()
+        if factor >= at_least or factor <= 1 / at_least
+    }
 
 
 # (experience, variant) -> intent -> multiplier on the visit's conversion chance
