@@ -1,6 +1,7 @@
 from django.urls import path
 
 from personalization.views import dashboard as views
+from personalization.views import experiences
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -11,4 +12,11 @@ urlpatterns = [
     path("settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
     path("settings/members", views.member_set, name="member-set"),
     path("project/switch", views.project_switch, name="project-switch"),
+    path("experiences/", experiences.experience_list, name="experiences"),
+    path("experiences/new", experiences.experience_new, name="experience-new"),
+    path("experiences/holdout", experiences.global_holdout_set, name="experience-holdout"),
+    path("experiences/<slug:key>/", experiences.experience_detail, name="experience-detail"),
+    path("experiences/<slug:key>/edit", experiences.experience_edit, name="experience-edit"),
+    path("experiences/<slug:key>/live", experiences.experience_live, name="experience-live"),
+    path("experiences/<slug:key>/<slug:action>", experiences.experience_transition, name="experience-transition"),
 ]
