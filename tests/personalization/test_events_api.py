@@ -167,3 +167,28 @@ def test_drain__events_of_a_deleted_project__dropped_not_blocking(client, projec
     from personalization import redis_client
 
     assert redis_client.worker().xlen(rkeys.EVENTS_STREAM) == 0
+
+
+@pytest.mark.django_db
+def test_identify__merge__keeps_each_experience_first_exposure(client, project, public_key):
+    from personalization.models import Exposure
+
+    def exposure(event_id, who, experience, variant, minutes_ago):
+        from datetime import UTC, datetime, timedelta
+
+        ts = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
+        return {"event_id": event_id, "type": "exposure", **who, "timestamp": ts,
+                "properties": {"experience": experience, "variant": variant}}
+
+    post_events(client, public_key, {"events": [
+        exposure("x1", {"user_id": "u-9"}, "hero", "a", 10),
+        exposure("x2", {"anonymous_id": "tab-9"}, "hero", "b", 20),  # earlier: kept
+        exposure("x3", {"anonymous_id": "tab-9"}, "banner", "on", 5),
+    ]})
+    drain_all()
+    post_events(client, public_key, {"events": [{"event_id": "id-9", "type": "identify", "anonymous_id": "tab-9",
+                                                 "user_id": "u-9"}]})
+    drain_all()
+    profile = Profile.objects.get(project=project)
+    kept = dict(Exposure.objects.filter(profile=profile).values_list("experience_key", "variant_key"))
+    assert kept == {"hero": "b", "banner": "on"}
