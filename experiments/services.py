@@ -196,6 +196,8 @@ def lift_reports_precompute(*, days: int = 14) -> int:
     """Queue the default report of every project's global holdout and running experiences."""
     from personalization.models import Experience, ExperienceStatus, Project
 
+    # Keep a week of history; older reports are superseded by the ones queued below.
+    LiftReport.objects.filter(created_at__lt=timezone.now() - timedelta(days=7)).delete()
     count = 0
     for project in Project.objects.all():
         keys = [""] + list(
