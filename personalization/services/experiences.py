@@ -8,6 +8,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from personalization import redis_client, rkeys
+from personalization.bandit import DEFAULT_FLOOR
 from personalization.models import (
     AuditEntry,
     BanditWeights,
@@ -57,7 +58,7 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     share = fields.get("holdout_share", 0.0)
     if not 0 <= share < 1:
         raise ExperienceError("holdout_share", "must be between 0 and 1 (e.g. 0.1 for 10 %)")
-    floor = fields.get("bandit_floor", 0.05)
+    floor = fields.get("bandit_floor", DEFAULT_FLOOR)
     if variants is not None and not 0 <= floor * len(variants) <= 1:
         raise ExperienceError(
             "bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}"

@@ -205,3 +205,9 @@ def test_estimate_prior_strength__simulated_segments__recovers_true_strength():
     ]
 
     assert 0.7 * true_strength < estimate_prior_strength(segments) < 1.4 * true_strength
+
+
+@pytest.mark.parametrize("probabilities", [[0.0, 0.0], [1.2, -0.2]])
+def test_apply_floor__no_positive_mass_or_negative__raises(probabilities):
+    with pytest.raises(ValueError, match="non-negative"):
+        apply_floor(probabilities, 0.1)
