@@ -50,7 +50,7 @@ def form_data(**overrides) -> dict:
         "name": "Homepage hero",
         "touchpoint": "homepage hero",
         "policy": "fixed",
-        "bandit_floor": "0.05",
+        "bandit_floor": "0.005",
         "bandit_burn_in": "100",
         "segment_attribute": "",
         "goal_event": "purchase",
