@@ -49,6 +49,14 @@ class Command(BaseCommand):
             profiles=profiles, days=days, seed=seed, keys_path=keys_file, progress=self.stdout.write
         )
         elapsed = time.monotonic() - started
+        # Queue the first lift reports, so the Lift page has them as soon as a worker runs: the
+        # usual ones, and the demo's planted heterogeneity (the pop-up against its control, by intent).
+        from experiments import services as experiments_services
+
+        experiments_services.lift_reports_precompute()
+        experiments_services.lift_report_request(
+            project=project, experience_key="signup-popup", comparison="control", segment_by="demo:intent"
+        )
         counts = {
             "profiles": Profile.objects.filter(project=project).count(),
             "events": Event.objects.filter(project=project).count(),
