@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _common  # noqa: E402
+from bench import _common
 
 EXPERIENCE = "lift_bench"
 SEGMENTS = 20
@@ -101,8 +101,11 @@ def main() -> None:
     def report(segment_by: str) -> tuple[float, dict]:
         began = time.perf_counter()
         result = services.lift_compute(
-            project=project, experience_key=EXPERIENCE, segmentation=Segmentation.parse(segment_by),
-            start=start, end=end,
+            project=project,
+            experience_key=EXPERIENCE,
+            segmentation=Segmentation.parse(segment_by),
+            start=start,
+            end=end,
         )
         return time.perf_counter() - began, result
 
@@ -122,14 +125,18 @@ def main() -> None:
     print(f"  full report, segment at exposure:    {t_exposure:6.2f} s  ({t_exposure / scan:.1f}× the scan)")
     print(f"  full report, profile attribute join: {t_attribute:6.2f} s  ({t_attribute / scan:.1f}× the scan)")
     print("  planted lift by segment (points): " + ", ".join(f"{name} {lift:+.2f}" for name, lift in lifts[:6]) + " …")
-    print(json.dumps({
-        "exposures": n,
-        "segments": len(segments),
-        "lift_report_s": round(t_exposure, 3),
-        "lift_report_attribute_join_s": round(t_attribute, 3),
-        "baseline_scan_s": round(scan, 3),
-        "report_vs_scan_ratio": round(t_exposure / scan, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "exposures": n,
+                "segments": len(segments),
+                "lift_report_s": round(t_exposure, 3),
+                "lift_report_attribute_join_s": round(t_attribute, 3),
+                "baseline_scan_s": round(scan, 3),
+                "report_vs_scan_ratio": round(t_exposure / scan, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

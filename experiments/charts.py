@@ -40,7 +40,7 @@ def waterfall(result: dict, metric: str = "conversion") -> str:
 def forest(result: dict, metric: str = "conversion") -> str:
     """Per-segment lift with its interval; filled markers are significant after correction."""
     report = result["report"]
-    rows = list(report["segments"]) + [report["overall"]]
+    rows = [*report["segments"], report["overall"]]
     names, values, low, high, colors, symbols = [], [], [], [], [], []
     for index, row in enumerate(rows):
         estimate = row["conversion"]["absolute_lift"] if metric == "conversion" else row["revenue"]["difference"]

@@ -200,9 +200,8 @@ def lift_reports_precompute(*, days: int = 14) -> int:
     LiftReport.objects.filter(created_at__lt=timezone.now() - timedelta(days=7)).delete()
     count = 0
     for project in Project.objects.all():
-        keys = [""] + list(
-            Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING).values_list("key", flat=True)
-        )
+        running = Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING)
+        keys = ["", *running.values_list("key", flat=True)]
         for key in keys:
             lift_report_request(project=project, experience_key=key, days=days)
             count += 1

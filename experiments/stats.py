@@ -54,9 +54,7 @@ class ArmStats:
             if value is not None:
                 object.__setattr__(self, field, float(value))
         if self.n < 0 or not 0 <= self.conversions <= self.n:
-            raise ValueError(
-                f"ArmStats needs 0 <= conversions <= n, got n={self.n}, conversions={self.conversions}."
-            )
+            raise ValueError(f"ArmStats needs 0 <= conversions <= n, got n={self.n}, conversions={self.conversions}.")
         if self.sum_y2 < 0 or (self.sum_x2 is not None and self.sum_x2 < 0):
             raise ValueError("ArmStats sum_y2 and sum_x2 are sums of squares and cannot be negative.")
         if len({self.sum_x is None, self.sum_x2 is None, self.sum_xy is None}) > 1:
@@ -237,9 +235,7 @@ def _mean_var(n: int, total: float, sumsq: float) -> tuple[float, float]:
     return mean, max(sumsq - total * mean, 0.0) / (n - 1)
 
 
-def _welch(
-    diff: float, var_t: float, n_t: int, var_c: float, n_c: int, alpha: float
-) -> tuple[Estimate, float, float]:
+def _welch(diff: float, var_t: float, n_t: int, var_c: float, n_c: int, alpha: float) -> tuple[Estimate, float, float]:
     """Welch estimate, two-sided p-value and Welch-Satterthwaite df; nan when undefined."""
     if not (n_t >= 2 and n_c >= 2 and math.isfinite(diff)):
         return Estimate(diff), NAN, NAN
@@ -638,9 +634,7 @@ def summary_sentences(
     if len(report.segments) > 1:
         method = "Benjamini-Hochberg" if report.correction == "bh" else "Holm"
         q_values = [r.conversion_q_value if is_rate else r.revenue_q_value for r in report.segments]
-        clear = [
-            f"{r.name} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)
-        ]
+        clear = [f"{r.name} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)]
         verb = "shows" if len(clear) == 1 else "show"
         found = (
             f"{len(clear)} {verb} a clear change in {metric_label}: {_join(clear)}"

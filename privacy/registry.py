@@ -32,9 +32,7 @@ TABLES = (
     TableLocation("personalization.Exposure", "profile", "experiences shown and their outcomes"),
 )
 
-REDIS_KEYS = (
-    RedisLocation("kr:{project_id}:u:{unit_id}", "decide hash: attributes, flags, sticky assignments"),
-)
+REDIS_KEYS = (RedisLocation("kr:{project_id}:u:{unit_id}", "decide hash: attributes, flags, sticky assignments"),)
 
 
 def personal_data_locations() -> tuple[tuple[TableLocation, ...], tuple[RedisLocation, ...]]:

@@ -18,8 +18,12 @@ def test_lift__demo_by_planted_intent__finds_planted_signs(tmp_path):
     project = demo_services.demo_seed(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json")
     end = timezone.now() + timedelta(minutes=1)
     result = services.lift_compute(
-        project=project, experience_key="signup-popup", segmentation=Segmentation.parse("demo:intent"),
-        start=end - timedelta(days=30), end=end, comparison="control",
+        project=project,
+        experience_key="signup-popup",
+        segmentation=Segmentation.parse("demo:intent"),
+        start=end - timedelta(days=30),
+        end=end,
+        comparison="control",
     )
     assert not result["empty"], result.get("message")
     lift = {s["name"]: s["conversion"]["absolute_lift"]["value"] for s in result["report"]["segments"]}

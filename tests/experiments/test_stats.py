@@ -69,9 +69,7 @@ def binary_arm(n: int, conversions: int, revenue_per_conversion: float = 40.0) -
 def exact_prob_greater(a1: int, b1: int, a2: int, b2: int) -> float:
     """P(X1 > X2) by Evan Miller's exact finite sum (integer a1), an independent reference."""
     i = np.arange(a1)
-    log_terms = (
-        special.betaln(a2 + i, b1 + b2) - np.log(b1 + i) - special.betaln(1 + i, b1) - special.betaln(a2, b2)
-    )
+    log_terms = special.betaln(a2 + i, b1 + b2) - np.log(b1 + i) - special.betaln(1 + i, b1) - special.betaln(a2, b2)
     return float(np.exp(log_terms).sum())
 
 
@@ -122,9 +120,7 @@ def test_p_value__pooled_two_proportion_z_test__matches_proportions_ztest():
         (ArmStats(n=500, conversions=3), ArmStats(n=90, conversions=4)),
     ]:
         result = compare_rates(treatment=treatment, holdout=holdout)
-        _, expected = proportions_ztest(
-            [treatment.conversions, holdout.conversions], [treatment.n, holdout.n]
-        )
+        _, expected = proportions_ztest([treatment.conversions, holdout.conversions], [treatment.n, holdout.n])
 
         assert close(result.p_value, expected)
 
@@ -142,13 +138,9 @@ def test_p_value__pooled_two_proportion_z_test__matches_proportions_ztest():
 )
 def test_prob_treatment_better__matches_exact_beta_sum(treatment, holdout):
     (c_t, n_t), (c_c, n_c) = treatment, holdout
-    result = compare_rates(
-        treatment=ArmStats(n=n_t, conversions=c_t), holdout=ArmStats(n=n_c, conversions=c_c)
-    )
+    result = compare_rates(treatment=ArmStats(n=n_t, conversions=c_t), holdout=ArmStats(n=n_c, conversions=c_c))
 
-    assert close(
-        result.prob_treatment_better, exact_prob_greater(1 + c_t, 1 + n_t - c_t, 1 + c_c, 1 + n_c - c_c)
-    )
+    assert close(result.prob_treatment_better, exact_prob_greater(1 + c_t, 1 + n_t - c_t, 1 + c_c, 1 + n_c - c_c))
 
 
 def test_prob_beta_greater__huge_counts__matches_adaptive_quadrature_and_is_symmetric():
@@ -196,9 +188,7 @@ def test_compare_means__welch__matches_ttest_ind_from_stats():
 
 
 def test_compare_means__one_user_in_an_arm__is_nan_not_an_error():
-    result = compare_means(
-        treatment=ArmStats(n=1, conversions=1, sum_y=5, sum_y2=25), holdout=binary_arm(10, 2)
-    )
+    result = compare_means(treatment=ArmStats(n=1, conversions=1, sum_y=5, sum_y2=25), holdout=binary_arm(10, 2))
 
     assert result.mean_treatment == 5
     assert math.isnan(result.p_value) and math.isnan(result.difference.ci_low)
@@ -236,9 +226,7 @@ def test_adjust_p_values__unknown_method__raises_naming_the_option():
 
 
 def test_check_sample_ratio__matches_chisquare_and_flags_below_threshold():
-    check = check_sample_ratio(
-        name="Trail runners", users_treatment=9_100, users_holdout=900, holdout_share=0.1
-    )
+    check = check_sample_ratio(name="Trail runners", users_treatment=9_100, users_holdout=900, holdout_share=0.1)
     expected = sps.chisquare([9_100, 900], f_exp=[9_000, 1_000])
 
     assert close(check.chi2, expected.statistic) and close(check.p_value, expected.pvalue)
@@ -247,9 +235,7 @@ def test_check_sample_ratio__matches_chisquare_and_flags_below_threshold():
 
 
 def test_check_sample_ratio__threshold_is_configurable_and_balanced_split_passes():
-    balanced = check_sample_ratio(
-        name="All users", users_treatment=9_010, users_holdout=990, holdout_share=0.1
-    )
+    balanced = check_sample_ratio(name="All users", users_treatment=9_010, users_holdout=990, holdout_share=0.1)
     lax = check_sample_ratio(
         name="All users", users_treatment=9_100, users_holdout=900, holdout_share=0.1, threshold=1e-6
     )
@@ -304,9 +290,7 @@ def cuped_users(seed: int = 11):
 
 def test_cuped__point_estimate__matches_ols_with_centred_covariate():
     x_t, y_t, x_c, y_c = cuped_users()
-    result = compare_cuped(
-        treatment=arm_from_users(y_t > 0, y_t, x_t), holdout=arm_from_users(y_c > 0, y_c, x_c)
-    )
+    result = compare_cuped(treatment=arm_from_users(y_t > 0, y_t, x_t), holdout=arm_from_users(y_c > 0, y_c, x_c))
     x, y = np.concatenate([x_t, x_c]), np.concatenate([y_t, y_c])
     treat = np.r_[np.ones(len(x_t)), np.zeros(len(x_c))]
     fit = sm.OLS(y, np.column_stack([np.ones_like(x), treat, x - x.mean()])).fit()
@@ -318,9 +302,7 @@ def test_cuped__point_estimate__matches_ols_with_centred_covariate():
 
 def test_cuped__variances__match_per_user_computation():
     x_t, y_t, x_c, y_c = cuped_users()
-    result = compare_cuped(
-        treatment=arm_from_users(y_t > 0, y_t, x_t), holdout=arm_from_users(y_c > 0, y_c, x_c)
-    )
+    result = compare_cuped(treatment=arm_from_users(y_t > 0, y_t, x_t), holdout=arm_from_users(y_c > 0, y_c, x_c))
     within = [(x_t - x_t.mean(), y_t - y_t.mean()), (x_c - x_c.mean(), y_c - y_c.mean())]
     theta = sum(dx @ dy for dx, dy in within) / sum(dx @ dx for dx, _ in within)
     x_mean = np.concatenate([x_t, x_c]).mean()
@@ -333,9 +315,7 @@ def test_cuped__variances__match_per_user_computation():
     )
 
     assert close(result.theta, theta)
-    assert close(result.adjusted_mean_treatment, adj_t.mean()) and close(
-        result.adjusted_mean_holdout, adj_c.mean()
-    )
+    assert close(result.adjusted_mean_treatment, adj_t.mean()) and close(result.adjusted_mean_holdout, adj_c.mean())
     assert close(result.variance_raw, raw_variance) and close(result.variance_adjusted, adjusted_variance)
     assert close(result.variance_reduction, 1 - adjusted_variance / raw_variance)
     assert abs(result.variance_reduction - rho**2) < 0.02
@@ -407,9 +387,7 @@ def test_decomposition__revenue_segment_effects__match_ols_interaction_model():
     frames, segments = [], []
     for name, mean_t, mean_c in [("A", 30.0, 25.0), ("B", 12.0, 14.0), ("C", 50.0, 41.0)]:
         y_t, y_c = rng.gamma(2.0, mean_t / 2, 60), rng.gamma(2.0, mean_c / 2, 45)
-        frames.append(
-            pd.DataFrame({"segment": name, "treat": np.r_[np.ones(60), np.zeros(45)], "y": np.r_[y_t, y_c]})
-        )
+        frames.append(pd.DataFrame({"segment": name, "treat": np.r_[np.ones(60), np.zeros(45)], "y": np.r_[y_t, y_c]}))
         segments.append(SegmentStats(name, arm_from_users(y_t > 0, y_t), arm_from_users(y_c > 0, y_c)))
     effects = interaction_effects(pd.concat(frames))
     report = lift_report(segments=segments, holdout_share=45 / 105)
@@ -435,14 +413,8 @@ def test_decomposition__contribution_ci__is_delta_method_with_fixed_shares():
 
     for (_, (n_t, c_t), (n_c, c_c)), row in zip(SMALL, decomposition.contributions, strict=True):
         p_t, p_c = c_t / n_t, c_c / n_c
-        se = (
-            (row.share_treatment + row.share_holdout)
-            / 2
-            * math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
-        )
-        assert close(row.ci_low, row.contribution - Z95 * se) and close(
-            row.ci_high, row.contribution + Z95 * se
-        )
+        se = (row.share_treatment + row.share_holdout) / 2 * math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+        assert close(row.ci_low, row.contribution - Z95 * se) and close(row.ci_high, row.contribution + Z95 * se)
 
 
 def test_decomposition__total_ci__matches_overall_wald_and_welch_intervals():
@@ -480,10 +452,7 @@ def test_decomposition__empty_arm_in_a_segment__puts_its_weight_into_mix():
     assert math.isnan(empty.effect) and math.isnan(empty.ci_low)
     assert empty.contribution == 0.0 and close(empty.mix, 50 / 150 * 0.1)
     assert (
-        abs(
-            sum(c.contribution for c in decomposition.contributions) + decomposition.mix - (15 / 150 - 1 / 20)
-        )
-        < 1e-12
+        abs(sum(c.contribution for c in decomposition.contributions) + decomposition.mix - (15 / 150 - 1 / 20)) < 1e-12
     )
 
 
@@ -552,10 +521,7 @@ def test_decomposition__revenue__contributions_plus_mix_always_equal_total(rows)
     scale = max(1.0, *(arm[1] for row in rows for arm in row))
 
     assert abs(decomposition.total - total) <= 1e-12 * scale
-    assert (
-        abs(sum(c.contribution for c in decomposition.contributions) + decomposition.mix - total)
-        <= 1e-12 * scale
-    )
+    assert abs(sum(c.contribution for c in decomposition.contributions) + decomposition.mix - total) <= 1e-12 * scale
 
 
 @given(binary_segments.filter(lambda rows: len(rows) <= 6))
@@ -567,10 +533,7 @@ def test_lift_report__any_valid_counts__decomposition_adds_up_and_is_json_safe(r
 
     assert close(decomposition.total, report.overall.conversion.absolute_lift.value, 1e-12)
     assert (
-        abs(
-            sum(c.contribution for c in decomposition.contributions) + decomposition.mix - decomposition.total
-        )
-        < 1e-12
+        abs(sum(c.contribution for c in decomposition.contributions) + decomposition.mix - decomposition.total) < 1e-12
     )
     json.dumps(report.to_dict(), allow_nan=False)
 
@@ -624,12 +587,8 @@ def persona_segments(scale: int = 10) -> list[SegmentStats]:
         SegmentStats(
             "Trail runners", binary_arm(20_000 * scale, 1_400 * scale), binary_arm(2_200 * scale, 110 * scale)
         ),
-        SegmentStats(
-            "Bargain hunters", binary_arm(18_000 * scale, 540 * scale), binary_arm(2_000 * scale, 90 * scale)
-        ),
-        SegmentStats(
-            "Casual", binary_arm(25_000 * scale, 1_000 * scale), binary_arm(2_800 * scale, 110 * scale)
-        ),
+        SegmentStats("Bargain hunters", binary_arm(18_000 * scale, 540 * scale), binary_arm(2_000 * scale, 90 * scale)),
+        SegmentStats("Casual", binary_arm(25_000 * scale, 1_000 * scale), binary_arm(2_800 * scale, 110 * scale)),
     ]
 
 
@@ -705,9 +664,7 @@ def test_lift_report__covariates_present__reports_cuped_overall_and_per_segment(
         ),
     ]
     report = lift_report(segments=segments, holdout_share=300 / 700)
-    whole = compare_cuped(
-        treatment=arm_from_users(y_t > 20, y_t, x_t), holdout=arm_from_users(y_c > 20, y_c, x_c)
-    )
+    whole = compare_cuped(treatment=arm_from_users(y_t > 20, y_t, x_t), holdout=arm_from_users(y_c > 20, y_c, x_c))
 
     assert report.overall.cuped is not None and all(r.cuped is not None for r in report.segments)
     assert close(report.overall.cuped.difference.value, whole.difference.value)
@@ -789,9 +746,7 @@ def test_summary_sentences__headline_names_biggest_contributor_and_negative_segm
     )
     assert trail.contribution > lift.value  # Bargain hunters pull the other way
     assert lift.excludes_zero
-    assert any(
-        s.startswith("After correcting for 3 segments (Benjamini-Hochberg), 2 show") for s in sentences
-    )
+    assert any(s.startswith("After correcting for 3 segments (Benjamini-Hochberg), 2 show") for s in sentences)
     assert any("differs between segments" in s for s in sentences)
 
 
@@ -814,9 +769,7 @@ def test_summary_sentences__all_segments_gain__gives_top_segments_share():
 def test_summary_sentences__revenue__reports_revenue_lift_and_cuped():
     x_t, y_t, x_c, y_c = cuped_users()
     segments = [
-        SegmentStats(
-            name, arm_from_users(y_t[t] > 20, y_t[t], x_t[t]), arm_from_users(y_c[c] > 20, y_c[c], x_c[c])
-        )
+        SegmentStats(name, arm_from_users(y_t[t] > 20, y_t[t], x_t[t]), arm_from_users(y_c[c] > 20, y_c[c], x_c[c]))
         for name, t, c in [
             ("First", slice(0, 200), slice(0, 150)),
             ("Second", slice(200, None), slice(150, None)),
@@ -865,9 +818,7 @@ def test_summary_sentences__sample_ratio_mismatch__comes_first():
 
 def test_summary_sentences__lift_within_noise__says_so_and_claims_no_segment():
     segments = [SegmentStats("Only", binary_arm(9_000, 450), binary_arm(1_000, 49))]
-    sentences = summary_sentences(
-        lift_report(segments=segments, holdout_share=0.1), metric_label="conversion"
-    )
+    sentences = summary_sentences(lift_report(segments=segments, holdout_share=0.1), metric_label="conversion")
 
     assert "not distinguishable from zero" in sentences[0]
     assert "came from" not in sentences[0]  # one segment: "100 % of it came from Only" says nothing

@@ -17,16 +17,25 @@ def at(hours: float) -> str:
 
 
 def send(client, key, events):
-    response = client.post("/api/v1/events", data=orjson.dumps({"events": events}), content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = client.post(
+        "/api/v1/events",
+        data=orjson.dumps({"events": events}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
     assert response.status_code == 200, response.content
     while services.events_drain(claim_idle_ms=0):
         pass
 
 
 def exposure(event_id, user, hours, **props):
-    return {"event_id": event_id, "type": "exposure", "anonymous_id": user, "timestamp": at(hours),
-            "properties": {"experience": "spring_email", "variant": "b", "window_hours": 24, **props}}
+    return {
+        "event_id": event_id,
+        "type": "exposure",
+        "anonymous_id": user,
+        "timestamp": at(hours),
+        "properties": {"experience": "spring_email", "variant": "b", "window_hours": 24, **props},
+    }
 
 
 def purchase(event_id, user, hours, value):
@@ -35,11 +44,21 @@ def purchase(event_id, user, hours, value):
 
 @pytest.mark.django_db
 def test_outcomes__purchase_inside_window_counts__before_or_after_does_not(client, project, public_key):
-    send(client, public_key, [
-        {"event_id": "pv", "type": "page_view", "anonymous_id": "ann", "timestamp": at(-5), "properties": {"url": "/"}},
-        purchase("early", "ann", -1, 5),
-        exposure("x1", "ann", 0),
-    ])
+    send(
+        client,
+        public_key,
+        [
+            {
+                "event_id": "pv",
+                "type": "page_view",
+                "anonymous_id": "ann",
+                "timestamp": at(-5),
+                "properties": {"url": "/"},
+            },
+            purchase("early", "ann", -1, 5),
+            exposure("x1", "ann", 0),
+        ],
+    )
     send(client, public_key, [purchase("p1", "ann", 2, 30), purchase("p2", "ann", 30, 70)])
     row = Exposure.objects.get(project=project)
     assert row.converted and row.conversions == 1

@@ -177,17 +177,31 @@ def test_identify__merge__keeps_each_experience_first_exposure(client, project, 
         from datetime import UTC, datetime, timedelta
 
         ts = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
-        return {"event_id": event_id, "type": "exposure", **who, "timestamp": ts,
-                "properties": {"experience": experience, "variant": variant}}
+        return {
+            "event_id": event_id,
+            "type": "exposure",
+            **who,
+            "timestamp": ts,
+            "properties": {"experience": experience, "variant": variant},
+        }
 
-    post_events(client, public_key, {"events": [
-        exposure("x1", {"user_id": "u-9"}, "hero", "a", 10),
-        exposure("x2", {"anonymous_id": "tab-9"}, "hero", "b", 20),  # earlier: kept
-        exposure("x3", {"anonymous_id": "tab-9"}, "banner", "on", 5),
-    ]})
+    post_events(
+        client,
+        public_key,
+        {
+            "events": [
+                exposure("x1", {"user_id": "u-9"}, "hero", "a", 10),
+                exposure("x2", {"anonymous_id": "tab-9"}, "hero", "b", 20),  # earlier: kept
+                exposure("x3", {"anonymous_id": "tab-9"}, "banner", "on", 5),
+            ]
+        },
+    )
     drain_all()
-    post_events(client, public_key, {"events": [{"event_id": "id-9", "type": "identify", "anonymous_id": "tab-9",
-                                                 "user_id": "u-9"}]})
+    post_events(
+        client,
+        public_key,
+        {"events": [{"event_id": "id-9", "type": "identify", "anonymous_id": "tab-9", "user_id": "u-9"}]},
+    )
     drain_all()
     profile = Profile.objects.get(project=project)
     kept = dict(Exposure.objects.filter(profile=profile).values_list("experience_key", "variant_key"))
