@@ -122,7 +122,21 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
                 raise
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     _entries_ack(client, ids)
+    for project_id, events in by_project.items():
+        _identities_publish(project_id, events, profiles[project_id])
     return sum(len(events) for events in by_project.values())
+
+
+def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    """After an identify: decide must see the profile's attributes under every id, and the user id
+    keeps the variants the visitor was shown while anonymous."""
+    from personalization.services.experiences import profiles_publish, units_stitch
+
+    identifies = [e for e in events if e["type"] == "identify"]
+    if not identifies:
+        return
+    units_stitch(project_id=project_id, pairs=[(e["anonymous_id"], e["user_id"]) for e in identifies])
+    profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
 
 
 def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:

@@ -299,3 +299,20 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
             pipe.execute()
     pipe.execute()
     return written
+
+
+def units_stitch(*, project_id: int, pairs: list[tuple[str, str]]) -> None:
+    """Copy sticky assignments from an anonymous id's decide hash to its user id's, where the user
+    has none yet, so a visitor who logs in keeps seeing what they saw."""
+    client = redis_client.worker()
+    pipe = client.pipeline(transaction=False)
+    for anonymous_id, _ in pairs:
+        pipe.hgetall(rkeys.unit(project_id, anonymous_id))
+    hashes = pipe.execute()
+    for (_, user_id), fields in zip(pairs, hashes, strict=True):
+        key = rkeys.unit(project_id, user_id)
+        for name, value in fields.items():
+            if name.startswith(b"a:"):
+                pipe.hsetnx(key, name, value)
+        pipe.expire(key, UNIT_TTL_SECONDS)
+    pipe.execute()

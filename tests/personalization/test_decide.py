@@ -299,3 +299,34 @@ def test_decide__redis_stops__fallback__then_recovers(client, project, public_ke
     status, answer = post_decide(client, public_key, {"anonymous_id": "r3"})
     assert status == 200
     assert answer["assignments"]["hero"]["reason"] in {"bandit", "holdout_global"}
+
+
+@pytest.mark.django_db
+def test_identify__user_keeps_anonymous_variant_and_attributes_reach_decide(client, project, public_key):
+    make_experience(project, key="by_plan", policy="segment_bandit", segment_attribute="plan")
+    make_experience(
+        project, key="gold_only", targeting={"attributes": [{"attribute": "plan", "op": "in", "values": ["gold"]}]}
+    )
+    project.global_holdout_share = 0.0
+    project.save(update_fields=["global_holdout_share"])
+    services.snapshot_publish(project_id=project.pk)
+    _, before = post_decide(client, public_key, {"anonymous_id": "tab-1"})
+    assert before["assignments"]["gold_only"]["reason"] == "targeting_miss"
+    drain_all()
+    identify = {
+        "event_id": "id-1",
+        "type": "identify",
+        "anonymous_id": "tab-1",
+        "user_id": "u-1",
+        "properties": {"attributes": {"plan": "gold"}},
+    }
+    client.post(
+        "/api/v1/events",
+        data=orjson.dumps({"events": [identify]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {public_key}",
+    )
+    drain_all()
+    _, after = post_decide(client, public_key, {"user_id": "u-1"})
+    assert after["assignments"]["by_plan"] == {**before["assignments"]["by_plan"], "reason": "sticky"}
+    assert after["assignments"]["gold_only"]["reason"] in {"fixed_split", "sticky"}
