@@ -28,7 +28,10 @@ def waterfall(result: dict, metric: str = "conversion") -> str:
             decreasing={"marker": {"color": BAD}},
             totals={"marker": {"color": "#4f46e5"}},
             connector={"line": {"color": "#d1d5db"}},
-            texttemplate="%{delta:+.2f}",
+            # Labels set per bar: plotly's %{delta} shows the running total on a bar of exactly 0.
+            text=[f"{v:+.2f}" if v is not None else "" for v in values[:-1]]
+            + [f"{scale(decomposition['total']):+.2f}"],
+            texttemplate="%{text}",
             textposition="outside",
         )
     )

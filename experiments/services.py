@@ -93,6 +93,11 @@ def lift_compute(
             "message": _empty_message(experience_key, comparison, users_t, users_h),
         }
     report = stats.lift_report(segments=segments, holdout_share=share, correction=correction)
+    labels = (
+        {"treatment_label": "The variants", "holdout_label": "the control"}
+        if comparison == "control" and experience_key
+        else {}
+    )
     cumulative = []
     running_t = running_h = None
     for day, treatment, holdout in daily:
@@ -113,8 +118,10 @@ def lift_compute(
     return {
         "empty": False,
         "report": report.to_dict(),
-        "sentences": stats.summary_sentences(report, metric_label="conversion"),
-        "revenue_sentences": stats.summary_sentences(report, metric_label="revenue per user", metric="revenue"),
+        "sentences": stats.summary_sentences(report, metric_label="conversion", **labels),
+        "revenue_sentences": stats.summary_sentences(
+            report, metric_label="revenue per user", metric="revenue", **labels
+        ),
         "daily": stats.jsonable(cumulative),
         "holdout_share": share,
         "segment_label": segmentation.label,

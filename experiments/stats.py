@@ -569,7 +569,12 @@ def _sample_ratio_sentences(report: LiftReport) -> list[str]:
 
 
 def summary_sentences(
-    report: LiftReport, *, metric_label: str, metric: Literal["conversion", "revenue"] = "conversion"
+    report: LiftReport,
+    *,
+    metric_label: str,
+    metric: Literal["conversion", "revenue"] = "conversion",
+    treatment_label: str = "Personalization",
+    holdout_label: str = "the holdout",
 ) -> list[str]:
     """Plain-language findings for people who do not read p-values, most important first.
 
@@ -606,7 +611,7 @@ def summary_sentences(
     sign = 1 if lift.value >= 0 else -1
     ci = f"{level} {number(lift.ci_low)} to {number(lift.ci_high)}"
     headline = (
-        f"Personalization {'added' if sign > 0 else 'removed'} {amount(abs(lift.value))} "
+        f"{treatment_label} {'added' if sign > 0 else 'removed'} {amount(abs(lift.value))} "
         f"{'of' if is_rate else 'in'} {metric_label} ({ci})"
     )
     if not lift.excludes_zero:
@@ -629,7 +634,7 @@ def summary_sentences(
     baseline = report.overall.conversion.rate_holdout if is_rate else report.overall.revenue.mean_holdout
     if baseline > 0:
         shown = f"{baseline * 100:.2f} %" if is_rate else f"{baseline:.2f}"
-        sentences.append(f"That is {lift.value / baseline * 100:+.1f} % relative to the holdout's {shown}.")
+        sentences.append(f"That is {lift.value / baseline * 100:+.1f} % relative to {holdout_label}'s {shown}.")
 
     if len(report.segments) > 1:
         method = "Benjamini-Hochberg" if report.correction == "bh" else "Holm"

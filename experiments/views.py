@@ -1,6 +1,7 @@
 """The Lift page: per-segment lift decomposition with charts, computed by a worker on demand."""
 
 import csv
+from urllib.parse import urlencode
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -85,8 +86,7 @@ def lift_compute(request):
         from django.contrib import messages
 
         messages.error(request, f"{exc.field}: {exc.message}")
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return redirect(f"{reverse('lift')}?{query}")
+    return redirect(f"{reverse('lift')}?{urlencode(params)}")
 
 
 @workspace_view("lift")

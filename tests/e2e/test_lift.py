@@ -1,0 +1,130 @@
+"""The Lift page in a real browser, on the demo data, with the report computed by a real Celery worker.
+
+Acceptance: a browser test opens the lift page of the demo and sees the waterfall and forest plot.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import Page, expect
+
+from experiments import charts
+from experiments.models import LiftReport, ReportStatus
+from personalization.services import demo as demo_services
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+LIFT_URL = "/lift/?experience=signup-popup&comparison=control&segment_by=demo:intent&days=14"
+
+
+def _database_url() -> str:
+    """The test database (pytest-django has renamed NAME by now), as the worker's DATABASE_URL."""
+    db = settings.DATABASES["default"]
+    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@contextmanager
+def celery_worker(log_path: Path) -> Iterator[subprocess.Popen]:
+    """A real worker on the test database and the test Redis (its broker), stopped on the way out.
+
+    It runs the ordinary settings, not the test ones: the point is the production configuration, told
+    where the data lives through the environment only.
+    """
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
+    }
+    command = [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "--pool", "solo", "-l", "warning"]
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield worker
+        finally:
+            # Its own session: the signal reaches the worker and nothing else.
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+
+def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
+    page: Page, browser_log, log_in, screenshot, tmp_path
+):
+    worker_log = tmp_path / "worker.log"
+    with celery_worker(worker_log) as worker:
+        project = demo_services.demo_seed(profiles=3000, days=5, seed=11, keys_path=tmp_path / "keys.json")
+        log_in("demo", demo_services.DEMO_PASSWORD)
+
+        page.goto(LIFT_URL)
+        expect(page.get_by_role("heading", name="No report with these settings yet")).to_be_visible()
+        expect(page.locator("#lift-filters select[name=experience]")).to_have_value("signup-popup")
+        expect(page.locator("#lift-filters select[name=segment_by]")).to_have_value("demo:intent")
+        navigations = []  # after the click: the redirect back here, then HX-Refresh's reload
+        page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
+        page.get_by_role("button", name="Compute report").click()
+
+        # The worker may finish before the redirect lands; otherwise the progress bar polls until then.
+        progress, done = page.get_by_role("progressbar"), page.locator("#waterfall")
+        expect(progress.or_(done)).to_be_visible()
+        report = LiftReport.objects.get(project=project)
+        assert (report.experience_key, report.segment_by, report.comparison) == (
+            "signup-popup",
+            "demo:intent",
+            "control",
+        )
+        if progress.is_visible():
+            expect(done).to_be_visible()
+            assert len(navigations) >= 2, navigations
+
+        report.refresh_from_db()
+        assert report.status == ReportStatus.DONE, f"{report.status}: {report.error}\n{worker_log.read_text()}"
+        assert worker.poll() is None, worker_log.read_text()
+        expect(page.locator("#waterfall .main-svg").first).to_be_visible()
+        expect(page.locator("#forest .main-svg").first).to_be_visible()
+        expect(page.locator("#over-time .main-svg").first).to_be_visible()
+        # The waterfall has a bar per intent plus Mix and Total; the forest a row per intent plus All users.
+        intents = [s["name"] for s in report.result["report"]["segments"]]
+        assert len(intents) >= 2
+        for name in [*intents, "Mix", "Total"]:
+            expect(page.locator("#waterfall .xtick text").filter(has_text=re.compile(f"^{name}$"))).to_have_count(1)
+        for name in [*intents, "All users"]:
+            expect(page.locator("#forest .ytick text").filter(has_text=re.compile(f"^{name}$"))).to_have_count(1)
+
+        rows = page.locator("#lift-table tbody tr")
+        expect(rows).to_have_count(len(intents) + 1)
+        expect(rows.last.locator("td").first).to_have_text("All users")
+        sentences = page.locator("#lift-sentences li")
+        expect(sentences).to_have_count(len(report.result["sentences"]))
+        expect(sentences.first).to_have_text(report.result["sentences"][0])
+        screenshot("lift")
+
+        href = page.get_by_role("link", name="Download CSV").get_attribute("href")
+        response = page.request.get(href)
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/csv")
+        lines = response.text().splitlines()
+        assert lines[0] == ",".join(charts.CSV_HEADER)
+        assert len(lines) == 1 + len(intents) + 1
+        assert lines[-1].startswith("All users,")
+
+    assert browser_log.static_responses.get("/static/vendor/plotly.min.js") == 200
+    assert browser_log.external_requests == []
+    assert browser_log.console_errors == []
