@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
-from personalization.models import ApiKey, KeyKind, Membership, Role
+from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
 from personalization.web import render_page, workspace_view
 
 
@@ -43,6 +43,23 @@ def _chart_json(series) -> str:
     return fig.to_json()
 
 
+def _lift_headline(project_id: int) -> str:
+    """The first sentence of the newest finished global-holdout lift report, if there is one."""
+    from experiments.selectors import lift_report_latest
+
+    report = lift_report_latest(
+        project_id=project_id,
+        experience_key="",
+        segment_by="exposure:segment",
+        comparison="holdout",
+        correction="bh",
+        days=14,
+    )
+    if report is None or not report.result or report.result.get("empty"):
+        return ""
+    return (report.result.get("sentences") or [""])[0]
+
+
 @workspace_view("overview")
 def overview(request):
     project = request.workspace.project
@@ -51,6 +68,8 @@ def overview(request):
         "live": live,
         "chart_json": _chart_json(live["series"]),
         "counts": selectors.project_counts(project=project),
+        "running_experiences": Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING).count(),
+        "lift_headline": _lift_headline(project.pk),
         "public_key": ApiKey.objects.filter(project=project, kind=KeyKind.PUBLIC, revoked_at__isnull=True).first(),
     }
     return render(request, "personalization/overview.html", context)
