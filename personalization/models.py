@@ -130,8 +130,10 @@ class Event(models.Model):
     """A behavior event, stored once per (project, client event_id) by the stream drain."""
 
     id = models.BigAutoField(primary_key=True)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE)
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE)
+    # No single-column indexes: the composite ones below lead with these columns, and at tens of
+    # millions of rows every extra index slows the drain (bench/events_scale.py).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, db_index=False)
     event_id = models.CharField(max_length=64)
     type = models.CharField(max_length=64)
     ts = models.DateTimeField()

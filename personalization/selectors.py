@@ -40,7 +40,6 @@ def project_members(*, project: Project) -> list[Membership]:
 def project_counts(*, project: Project) -> dict:
     return {
         "profiles": Profile.objects.filter(project=project).count(),
-        "events": Event.objects.filter(project=project).count(),
     }
 
 
