@@ -262,7 +262,9 @@ class Exposure(models.Model):
     window_hours = models.PositiveIntegerField(default=72)
     converted = models.BooleanField(default=False)
     conversions = models.PositiveIntegerField(default=0)
-    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    # float8, not numeric: reports sum it (and its square) over millions of rows, and casting numeric
+    # to float8 per row was the largest cost of a lift report (bench/lift.py).
+    revenue = models.FloatField(default=0)
     # CUPED covariate: the person's activity (events) in the 14 days before exposure.
     pre_activity = models.PositiveIntegerField(default=0)
 
