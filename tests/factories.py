@@ -35,3 +35,10 @@ def event_make(n: int = 0, **overrides) -> dict:
     }
     event.update(overrides)
     return event
+
+
+def member_make(*, project: Project, role: str):
+    """A user with `role` in `project`."""
+    user = user_make()
+    services.membership_set(project=project, user=user, role=role)
+    return user

@@ -2,15 +2,13 @@ import pytest
 
 from experiments import services
 from experiments.models import LiftReport, ReportStatus
-from personalization import services as p_services
 from tests import factories
 from tests.experiments.test_lift_report import _population
 
 
 @pytest.fixture
 def marketer(client, project):
-    user = factories.user_make()
-    p_services.membership_set(project=project, user=user, role="marketer")
+    user = factories.member_make(project=project, role="marketer")
     client.force_login(user)
     return user
 

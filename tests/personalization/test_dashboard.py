@@ -4,15 +4,12 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import LiftReport, ReportStatus
-from personalization import services
 from tests import factories
 
 
 @pytest.fixture
 def admin_client(client, project):
-    user = factories.user_make()
-    services.membership_set(project=project, user=user, role="admin")
-    client.force_login(user)
+    client.force_login(factories.member_make(project=project, role="admin"))
     return client
 
 

@@ -25,9 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def admin(project):
-    user = factories.user_make()
-    services.membership_set(project=project, user=user, role=Role.ADMIN)
-    return user
+    return factories.member_make(project=project, role=Role.ADMIN)
 
 
 @pytest.fixture
@@ -38,9 +36,7 @@ def admin_client(client, admin):
 
 @pytest.fixture
 def analyst_client(client, project):
-    user = factories.user_make()
-    services.membership_set(project=project, user=user, role=Role.ANALYST)
-    client.force_login(user)
+    client.force_login(factories.member_make(project=project, role=Role.ANALYST))
     return client
 
 
