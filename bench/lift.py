@@ -84,6 +84,9 @@ def main() -> None:
         print(f"building {n:,} exposures over {SEGMENTS} segments (once; later runs reuse them)…", flush=True)
         with transaction.atomic():
             build(project, n)
+    else:
+        with connection.cursor() as cursor:  # as autovacuum would have by now (statistics added since)
+            cursor.execute("ANALYZE personalization_exposure")
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(days=14)
 

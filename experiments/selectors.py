@@ -72,17 +72,27 @@ def _arm(row) -> ArmStats:
 
 _EMPTY = (0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
+# The UTC day number of an exposure. Written exactly as in the exposure_day_stats statistics object
+# (personalization migration 0007), which tells the planner it has a handful of values; float8
+# arithmetic, because extract() returns numeric and costs twice as much per row.
+EXPOSURE_DAY = "floor(date_part('epoch', x.exposed_at) / 86400)"
+
+
+def lift_cells_sql(*, population: Population, segmentation: Segmentation) -> tuple[str, list]:
+    join, expr, expr_params = segmentation.sql()
+    sql = (
+        f"SELECT {expr} AS seg, {EXPOSURE_DAY} AS day,"
+        f" {population.treated} AS treated, {_SUMS} FROM {population.source} {join} GROUP BY 1, 2, 3"
+    )
+    return sql, [*expr_params, *population.treated_params, *population.params]
+
 
 def lift_cells(*, population: Population, segmentation: Segmentation) -> list[tuple[str, int, bool, ArmStats]]:
     """(segment, day number, treated, sums) cells from ONE parallel scan; segments and days are
     roll-ups of these cells (sufficient statistics add up), done in Python on a few hundred rows."""
-    join, expr, expr_params = segmentation.sql()
-    sql = (
-        f"SELECT {expr} AS seg, (extract(epoch FROM x.exposed_at)::bigint / 86400) AS day,"
-        f" {population.treated} AS treated, {_SUMS} FROM {population.source} {join} GROUP BY 1, 2, 3"
-    )
+    sql, params = lift_cells_sql(population=population, segmentation=segmentation)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*expr_params, *population.treated_params, *population.params])
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [(seg, int(day), bool(treated), _arm(sums)) for seg, day, treated, *sums in rows]
 

@@ -246,8 +246,9 @@ class Arm(models.TextChoices):
 class Exposure(models.Model):
     """A person's first exposure to an experience: from decide, or an `exposure` event sent from outside."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE)
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE)
+    # No single-column indexes: exposure_unique_first leads with project, exposure_profile covers profile.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, db_index=False)
     # A key, not a foreign key: campaigns assigned outside Kairos are analysed the same way.
     experience_key = models.CharField(max_length=64)
     variant_key = models.CharField(max_length=64, blank=True, default="")
