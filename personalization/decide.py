@@ -15,11 +15,12 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import chain
 
 import orjson
 import redis
 
-from personalization import engine, redis_client, rkeys
+from personalization import engine, redis_client, redis_wire, rkeys
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class _Buffer:
         self.keys_used: set[int] = set()
         self.size = 0
         self.thread: threading.Thread | None = None
+        self.flushing = threading.Lock()
+        self.held: tuple | None = None  # (client, pid, redis_wire.Connection)
 
     def note_key(self, key_id: int) -> None:
         """The API key's last-used time, written with the next flush."""
@@ -108,29 +111,35 @@ class _Buffer:
                 time.sleep(REDIS_RETRY_SECONDS)
 
     def flush(self) -> None:
+        with self.flushing:  # the flusher thread, atexit and tests may flush at once; one socket
+            self._flush()
+
+    def _flush(self) -> None:
         with self.lock:
             sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
             keys_used, self.keys_used = self.keys_used, set()
             if not (sticky or exposures or decisions or keys_used):
                 return
             self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
+        commands: list[tuple] = []
+        for unit_key, fields in sticky:
+            commands.append(("HSET", unit_key, *chain.from_iterable(fields.items())))
+            commands.append(("EXPIRE", unit_key, UNIT_TTL_SECONDS))
+        received = datetime.now(UTC).isoformat()
+        for project_id, events in exposures.items():
+            commands.append(
+                ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
+            )
+        if keys_used:
+            now = int(time.time())
+            commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
+        minute = int(time.time() // 60)
+        for project_id, count in decisions.items():
+            metric = rkeys.metric(project_id, "decisions", minute)
+            commands.append(("INCRBY", metric, count))
+            commands.append(("EXPIRE", metric, 7200))
         try:
-            pipe = redis_client.worker().pipeline(transaction=False)
-            for unit_key, fields in sticky:
-                pipe.hset(unit_key, mapping=fields)
-                pipe.expire(unit_key, UNIT_TTL_SECONDS)
-            received = datetime.now(UTC).isoformat()
-            for project_id, events in exposures.items():
-                pipe.xadd(rkeys.EVENTS_STREAM, {"p": project_id, "d": orjson.dumps(events), "r": received})
-            if keys_used:
-                now = int(time.time())
-                pipe.hset(rkeys.KEY_LAST_USED, mapping={str(key_id): now for key_id in keys_used})
-            minute = int(time.time() // 60)
-            for project_id, count in decisions.items():
-                metric = rkeys.metric(project_id, "decisions", minute)
-                pipe.incrby(metric, count)
-                pipe.expire(metric, 7200)
-            pipe.execute()
+            self._connection().execute(*commands)
         except redis.RedisError:
             with self.lock:  # put it back in front, to be retried when Redis returns
                 self.sticky = sticky + self.sticky
@@ -138,41 +147,39 @@ class _Buffer:
                     self.exposures[project_id] = events + self.exposures[project_id]
                 for project_id, count in decisions.items():
                     self.decisions[project_id] += count
+                self.keys_used |= keys_used
                 self.size += sum(len(e) for e in exposures.values()) + len(sticky)
             raise
 
+    def _connection(self) -> redis_wire.Connection:
+        """The patient worker client's settings (a flush may wait for Redis; requests never do)."""
+        client = redis_client.worker()
+        if self.held is None or self.held[0] is not client or self.held[1] != os.getpid():
+            self.held = (client, os.getpid(), redis_wire.Connection.like(client))
+        return self.held[2]
+
 
 class _UnitReads:
-    """The request's one round trip, on a connection each request thread keeps to itself.
-
-    redis-py's pooled command path (checkout, retry wrapper, response callbacks, release) costs
-    several times the round trip itself in CPU, and decide's throughput is CPU-bound.
-    """
+    """The request's one round trip, on a bare connection (redis_wire) each request thread keeps to
+    itself: redis-py's pooled path costs several times the round trip's own CPU, and decide's
+    throughput is CPU-bound."""
 
     def __init__(self):
         self.local = threading.local()
 
-    def _connection(self):
+    def _connection(self) -> redis_wire.Connection:
         client = redis_client.fast()
         held = getattr(self.local, "held", None)
         if held is None or held[0] is not client or held[1] != os.getpid():  # new client (tests) or forked
-            held = self.local.held = (client, os.getpid(), client.connection_pool.make_connection())
+            held = self.local.held = (client, os.getpid(), redis_wire.Connection.like(client))
         return held[2]
 
     def execute(self, *commands: tuple) -> list:
-        try:
-            return self._round_trip(commands)
-        except redis.ConnectionError:
-            return self._round_trip(commands)  # a stale socket (Redis restarted): once more on a fresh one
-
-    def _round_trip(self, commands: tuple) -> list:
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
-            return [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()  # never leave a dead socket or a half-read reply for the next request
-            raise
+            return conn.execute(*commands)
+        except redis.ConnectionError:
+            return conn.execute(*commands)  # a stale socket (Redis restarted): once more on a fresh one
 
 
 def _as_dict(reply) -> dict:

@@ -10,8 +10,9 @@ from personalization import auth, services
 from personalization import decide as decide_runtime
 from personalization.event_schema import MAX_BATCH, BatchError
 
-_CORS = {
-    "Access-Control-Allow-Origin": "*",
+# Browsers need only Allow-Origin on the answer itself; the rest is for the preflight. Each header
+# costs a few µs of Django's header validation, on every decide.
+_PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
@@ -21,7 +22,13 @@ MAX_BODY_BYTES = 2_000_000
 
 def json_response(data: dict, status: int = 200) -> HttpResponse:
     response = HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
-    for name, value in _CORS.items():
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _preflight() -> HttpResponse:
+    response = json_response({}, status=204)
+    for name, value in _PREFLIGHT.items():
         response[name] = value
     return response
 
@@ -35,7 +42,7 @@ def public_key_required(view):
 
     def wrapper(request: HttpRequest) -> HttpResponse:
         if request.method == "OPTIONS":
-            return json_response({}, status=204)
+            return _preflight()
         if request.method != "POST":
             return error(405, "method", "use POST")
         raw = auth.key_from_request(request)
