@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import selectors, stats
+from experiments import selectors, sentences, stats
 from experiments.models import LiftReport, ReportStatus
 from experiments.segmentation import Segmentation
 
@@ -118,8 +118,8 @@ def lift_compute(
     return {
         "empty": False,
         "report": report.to_dict(),
-        "sentences": stats.summary_sentences(report, metric_label="conversion", **labels),
-        "revenue_sentences": stats.summary_sentences(
+        "sentences": sentences.summary_sentences(report, metric_label="conversion", **labels),
+        "revenue_sentences": sentences.summary_sentences(
             report, metric_label="revenue per user", metric="revenue", **labels
         ),
         "daily": stats.jsonable(cumulative),

@@ -9,6 +9,9 @@ Undefined quantities (a rate with no users, a variance with one user, a relative
 holdout rate is 0, a p-value when the standard error is 0) are nan in the dataclasses and None
 in `LiftReport.to_dict()`. Nothing raises for empty or zero-conversion segments; only invalid
 input (negative counts, conversions > users, a bad option) raises ValueError.
+
+The result dataclasses live in `experiments.stats_types` (re-exported here) and the plain-language
+summary of a report in `experiments.sentences`.
 """
 
 from __future__ import annotations
@@ -16,16 +19,50 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 from scipy import special
 
-from experiments.decomposition import Decomposition, decompose_lift
+from experiments.decomposition import decompose_lift
+from experiments.stats_types import (
+    NAN,
+    ArmStats,
+    Correction,
+    CupedComparison,
+    Estimate,
+    Heterogeneity,
+    LiftReport,
+    MeanComparison,
+    RateComparison,
+    SampleRatioCheck,
+    SegmentResult,
+    SegmentStats,
+    jsonable,
+)
 
-NAN = math.nan
-Correction = Literal["bh", "holm"]
+__all__ = [
+    "NAN",
+    "ArmStats",
+    "Correction",
+    "CupedComparison",
+    "Estimate",
+    "Heterogeneity",
+    "LiftReport",
+    "MeanComparison",
+    "RateComparison",
+    "SampleRatioCheck",
+    "SegmentResult",
+    "SegmentStats",
+    "adjust_p_values",
+    "check_sample_ratio",
+    "cochran_q",
+    "compare_cuped",
+    "compare_means",
+    "compare_rates",
+    "jsonable",
+    "lift_report",
+    "prob_beta_greater",
+]
 
 # Quadrature for prob_beta_greater: tail mass ignored on each side, and Gauss-Legendre rule.
 _TAIL = 1e-16
@@ -33,188 +70,7 @@ _BELOW_ONE = float(np.nextafter(1.0, 0.0))
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(40)
 
 
-@dataclass(frozen=True)
-class ArmStats:
-    """One GROUP BY row: one arm of one segment (y = revenue per user, x = pre-period covariate)."""
-
-    n: int
-    conversions: int
-    sum_y: float = 0.0
-    sum_y2: float = 0.0
-    sum_x: float | None = None
-    sum_x2: float | None = None
-    sum_xy: float | None = None
-
-    def __post_init__(self) -> None:
-        # PostgreSQL returns Decimal for SUM(numeric); store plain numbers so the arithmetic works.
-        for field in ("n", "conversions"):
-            object.__setattr__(self, field, int(getattr(self, field)))
-        for field in ("sum_y", "sum_y2", "sum_x", "sum_x2", "sum_xy"):
-            value = getattr(self, field)
-            if value is not None:
-                object.__setattr__(self, field, float(value))
-        if self.n < 0 or not 0 <= self.conversions <= self.n:
-            raise ValueError(f"ArmStats needs 0 <= conversions <= n, got n={self.n}, conversions={self.conversions}.")
-        if self.sum_y2 < 0 or (self.sum_x2 is not None and self.sum_x2 < 0):
-            raise ValueError("ArmStats sum_y2 and sum_x2 are sums of squares and cannot be negative.")
-        if len({self.sum_x is None, self.sum_x2 is None, self.sum_xy is None}) > 1:
-            raise ValueError("ArmStats needs sum_x, sum_x2 and sum_xy together (or none of them).")
-
-    @property
-    def has_covariate(self) -> bool:
-        return self.sum_x is not None
-
-    def __add__(self, other: ArmStats) -> ArmStats:
-        both = self.has_covariate and other.has_covariate
-        return ArmStats(
-            n=self.n + other.n,
-            conversions=self.conversions + other.conversions,
-            sum_y=self.sum_y + other.sum_y,
-            sum_y2=self.sum_y2 + other.sum_y2,
-            sum_x=self.sum_x + other.sum_x if both else None,  # type: ignore[operator]
-            sum_x2=self.sum_x2 + other.sum_x2 if both else None,  # type: ignore[operator]
-            sum_xy=self.sum_xy + other.sum_xy if both else None,  # type: ignore[operator]
-        )
-
-
-@dataclass(frozen=True)
-class SegmentStats:
-    """Both arms of one segment."""
-
-    name: str
-    treatment: ArmStats
-    holdout: ArmStats
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its standard error and two-sided confidence interval."""
-
-    value: float
-    ci_low: float = NAN
-    ci_high: float = NAN
-    std_error: float = NAN
-
-    @property
-    def excludes_zero(self) -> bool:
-        return self.ci_low > 0 or self.ci_high < 0
-
-
-@dataclass(frozen=True)
-class RateComparison:
-    """Binary goal: treatment vs holdout conversion rates."""
-
-    users_treatment: int
-    users_holdout: int
-    conversions_treatment: int
-    conversions_holdout: int
-    rate_treatment: float
-    rate_holdout: float
-    absolute_lift: Estimate
-    relative_lift: Estimate
-    p_value: float
-    prob_treatment_better: float
-
-
-@dataclass(frozen=True)
-class MeanComparison:
-    """Continuous goal (revenue per user): Welch comparison of means."""
-
-    mean_treatment: float
-    mean_holdout: float
-    difference: Estimate
-    p_value: float
-    df: float
-
-
-@dataclass(frozen=True)
-class CupedComparison:
-    """Revenue difference adjusted for the pre-exposure covariate (CUPED / ANCOVA)."""
-
-    theta: float
-    adjusted_mean_treatment: float
-    adjusted_mean_holdout: float
-    difference: Estimate
-    p_value: float
-    variance_raw: float
-    variance_adjusted: float
-    variance_reduction: float
-
-
-@dataclass(frozen=True)
-class SampleRatioCheck:
-    """Chi-square goodness of fit of the arm sizes against the configured holdout share."""
-
-    name: str
-    users_treatment: int
-    users_holdout: int
-    expected_holdout_share: float
-    observed_holdout_share: float
-    chi2: float
-    p_value: float
-    mismatch: bool
-    warning: str | None
-
-
-@dataclass(frozen=True)
-class Heterogeneity:
-    """Cochran's Q test that all segments share one lift, with I² (share of spread beyond chance)."""
-
-    segments_used: int
-    pooled_effect: float
-    q: float
-    df: int
-    p_value: float
-    i_squared: float
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """Everything about one segment (or, for `LiftReport.overall`, all users; its q = p)."""
-
-    name: str
-    conversion: RateComparison
-    revenue: MeanComparison
-    cuped: CupedComparison | None
-    conversion_q_value: float
-    conversion_significant: bool
-    revenue_q_value: float
-    revenue_significant: bool
-    sample_ratio: SampleRatioCheck
-
-
-@dataclass(frozen=True)
-class LiftReport:
-    """The full per-segment lift analysis; `to_dict()` gives a JSON-able dict."""
-
-    alpha: float
-    correction: Correction
-    holdout_share: float
-    overall: SegmentResult
-    segments: tuple[SegmentResult, ...]
-    conversion_decomposition: Decomposition
-    revenue_decomposition: Decomposition
-    conversion_heterogeneity: Heterogeneity
-    revenue_heterogeneity: Heterogeneity
-    warnings: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable(dataclasses.asdict(self))
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _format_p(p_value: float) -> str:
+def p_value_text(p_value: float) -> str:
     """The p-value as text: "= 0.003", or "< 1e-300" where it underflows to 0."""
     return f"= {p_value:.2g}" if p_value > 0 else "< 1e-300"
 
@@ -409,7 +265,7 @@ def check_sample_ratio(
         warning = (
             f"Sample ratio mismatch ({name}): {users_treatment:,} personalized vs {users_holdout:,} "
             f"holdout users is a {observed * 100:.1f} % holdout, but {holdout_share * 100:.1f} % was "
-            f"configured (p {_format_p(p_value)}). Assignment or tracking is likely broken; do not "
+            f"configured (p {p_value_text(p_value)}). Assignment or tracking is likely broken; do not "
             f"trust these lifts until it is explained."
         )
     return SampleRatioCheck(
@@ -548,130 +404,3 @@ def lift_report(
         ),
         warnings=warnings,
     )
-
-
-def _join(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _sample_ratio_sentences(report: LiftReport) -> list[str]:
-    sentences = [report.overall.sample_ratio.warning] if report.overall.sample_ratio.warning else []
-    broken = [r for r in report.segments if r.sample_ratio.warning]
-    if len(broken) == 1:
-        sentences.append(f"{broken[0].sample_ratio.warning}")
-    elif broken:
-        sentences.append(
-            f"Sample ratio mismatch in {len(broken)} segments ({_join([r.name for r in broken])}): their arm "
-            f"sizes do not fit the configured {report.holdout_share * 100:.1f} % holdout, so their lifts are "
-            f"unreliable."
-        )
-    return sentences
-
-
-def summary_sentences(
-    report: LiftReport,
-    *,
-    metric_label: str,
-    metric: Literal["conversion", "revenue"] = "conversion",
-    treatment_label: str = "Personalization",
-    holdout_label: str = "the holdout",
-) -> list[str]:
-    """Plain-language findings for people who do not read p-values, most important first.
-
-    `metric` picks the goal ("conversion": rate differences in percentage points; "revenue":
-    differences per user, plus the CUPED result); `metric_label` is how the text names it.
-    Sample ratio warnings come first in both because they invalidate everything after them.
-    Segment claims ("for X it is negative") are made only for segments significant after
-    correction.
-    """
-    if metric not in ("conversion", "revenue"):
-        raise ValueError(f'metric must be "conversion" or "revenue", got {metric!r}.')
-    level = f"{round((1 - report.alpha) * 100, 6):g} % CI"
-    sentences = _sample_ratio_sentences(report)
-    is_rate = metric == "conversion"
-
-    def number(value: float, *, signed: bool = False) -> str:
-        shown = value * 100 if is_rate else value  # rates in percentage points
-        return f"{shown:+.2f}" if signed else f"{shown:.2f}"
-
-    def amount(value: float, *, signed: bool = False) -> str:
-        return number(value, signed=signed) + (" points" if is_rate else "")
-
-    def lift_of(result: SegmentResult) -> Estimate:
-        return result.conversion.absolute_lift if is_rate else result.revenue.difference
-
-    def significant(result: SegmentResult) -> bool:
-        return result.conversion_significant if is_rate else result.revenue_significant
-
-    lift = lift_of(report.overall)
-    if not math.isfinite(lift.ci_low):
-        sentences.append(f"There is not enough data in both arms yet to measure the {metric_label} lift.")
-        return sentences
-
-    sign = 1 if lift.value >= 0 else -1
-    ci = f"{level} {number(lift.ci_low)} to {number(lift.ci_high)}"
-    headline = (
-        f"{treatment_label} {'added' if sign > 0 else 'removed'} {amount(abs(lift.value))} "
-        f"{'of' if is_rate else 'in'} {metric_label} ({ci})"
-    )
-    if not lift.excludes_zero:
-        headline += ", which is not distinguishable from zero"
-    decomposition = report.conversion_decomposition if is_rate else report.revenue_decomposition
-    contributions = decomposition.contributions
-    top = max(contributions, key=lambda c: sign * c.contribution if math.isfinite(c.contribution) else -1)
-    if len(contributions) > 1 and lift.value != 0 and sign * top.contribution > 0:
-        share = top.contribution / lift.value
-        # Past 100 % a share reads as an error; other segments pulled the other way, so say so.
-        headline += (
-            f"; {share * 100:.0f} % of it came from {top.name}"
-            if share <= 1
-            else f"; {top.name} alone accounts for {amount(top.contribution, signed=True)}"
-        )
-    opposite = [r.name for r in report.segments if significant(r) and sign * lift_of(r).value < 0]
-    if opposite:
-        headline += f"; for {_join(opposite)} it is {'negative' if sign > 0 else 'positive'}"
-    sentences.append(headline + ".")
-    baseline = report.overall.conversion.rate_holdout if is_rate else report.overall.revenue.mean_holdout
-    if baseline > 0:
-        shown = f"{baseline * 100:.2f} %" if is_rate else f"{baseline:.2f}"
-        sentences.append(f"That is {lift.value / baseline * 100:+.1f} % relative to {holdout_label}'s {shown}.")
-
-    if len(report.segments) > 1:
-        method = "Benjamini-Hochberg" if report.correction == "bh" else "Holm"
-        q_values = [r.conversion_q_value if is_rate else r.revenue_q_value for r in report.segments]
-        clear = [f"{r.name} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)]
-        verb = "shows" if len(clear) == 1 else "show"
-        found = (
-            f"{len(clear)} {verb} a clear change in {metric_label}: {_join(clear)}"
-            if clear
-            else f"no single segment shows a clear change in {metric_label}"
-        )
-        tested = sum(math.isfinite(q) for q in q_values)
-        sentences.append(f"After correcting for {tested} segments ({method}), {found}.")
-    heterogeneity = report.conversion_heterogeneity if is_rate else report.revenue_heterogeneity
-    if math.isfinite(heterogeneity.p_value):
-        if heterogeneity.p_value < report.alpha:
-            sentences.append(
-                f"The lift differs between segments more than chance explains (Cochran's Q "
-                f"p {_format_p(heterogeneity.p_value)}, I² = {heterogeneity.i_squared * 100:.0f} %)."
-            )
-        else:
-            sentences.append(
-                f"Differences in lift between segments are consistent with chance (Cochran's Q "
-                f"p {_format_p(heterogeneity.p_value)})."
-            )
-    if abs(decomposition.mix) > 0.1 * abs(lift.value) and number(abs(decomposition.mix)) != number(0.0):
-        sentences.append(
-            f"{amount(decomposition.mix, signed=True)} of it come from the arms having different segment "
-            f"mixes, not from personalization."
-        )
-
-    cuped = report.overall.cuped
-    if not is_rate and cuped and math.isfinite(cuped.difference.ci_low) and cuped.variance_reduction >= 0.01:
-        adjusted = cuped.difference
-        sentences.append(
-            f"Adjusting for pre-period behaviour (CUPED) gives {adjusted.value:+.2f} ({level} "
-            f"{adjusted.ci_low:.2f} to {adjusted.ci_high:.2f}) with {cuped.variance_reduction * 100:.0f} % "
-            f"less variance."
-        )
-    return sentences

@@ -1,4 +1,4 @@
-"""experiments.stats and experiments.decomposition against scipy / statsmodels references.
+"""experiments.stats, experiments.decomposition and experiments.sentences against scipy / statsmodels references.
 
 Pure arithmetic on aggregates: no database. Reference values come from independent code paths
 (per-user arrays, statsmodels, scipy) on fixed data, compared to 1e-9 unless noted.
@@ -25,6 +25,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from experiments.decomposition import decompose_lift
+from experiments.sentences import summary_sentences
 from experiments.stats import (
     ArmStats,
     SegmentStats,
@@ -36,7 +37,6 @@ from experiments.stats import (
     compare_rates,
     lift_report,
     prob_beta_greater,
-    summary_sentences,
 )
 
 TOL = 1e-9

@@ -1,0 +1,200 @@
+"""Which profile each drained event belongs to.
+
+Resolves a batch's user and anonymous ids to profiles, creating the profiles and identities it needs.
+A user id seen with an anonymous id stitches them: the anonymous profile becomes the user's, or is
+merged into the user's existing profile, moving every table the privacy registry lists. Attributes
+sent with identify events are merged into the profile.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from django.db import connection, transaction
+
+from personalization.models import IdentityKind, Profile, ProfileIdentity
+
+_PROFILES_LOCK = 0x4B5250  # advisory lock class: profile creation in one project ("KRP")
+
+
+def _identities_load(project_id: int, events: list[dict]) -> tuple[dict[tuple[str, str], int], dict[int, bool]]:
+    """The stored identities among a batch's ids: (kind, value) -> profile, and which profiles have a user id."""
+    users = list({e["user_id"] for e in events if e["user_id"]})
+    anons = list({e["anonymous_id"] for e in events if e["anonymous_id"]})
+    ids: dict[tuple[str, str], int] = {}
+    has_user: dict[int, bool] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.kind, i.value, i.profile_id, p.external_id IS NOT NULL"
+            " FROM personalization_profileidentity i JOIN personalization_profile p ON p.id = i.profile_id"
+            " WHERE i.project_id = %s AND ((i.kind = %s AND i.value = ANY(%s)) OR (i.kind = %s AND i.value = ANY(%s)))",
+            [project_id, IdentityKind.USER.value, users, IdentityKind.ANONYMOUS.value, anons],
+        )
+        for kind, value, profile_id, with_user in cursor.fetchall():
+            ids[(kind, value)] = profile_id
+            has_user[profile_id] = with_user
+    return ids, has_user
+
+
+@dataclass
+class _ProfilePlan:
+    """What a batch needs written before its events can be stored, worked out in memory.
+
+    Profiles the batch creates are referred to by negative numbers (-1 is new_profiles[0]) until
+    they are inserted; stored profiles by their id.
+    """
+
+    profile_refs: list[int] = field(default_factory=list)  # per event
+    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, attributes, dropped
+    logins: dict[int, str] = field(default_factory=dict)  # stored anonymous profile -> its new user id
+    identities: dict[tuple[str, str], int] = field(default_factory=dict)  # new (kind, value) -> profile ref
+    merges: list[tuple[int, int]] = field(default_factory=list)  # (stored anonymous profile, user profile ref)
+    attributes: dict[int, dict] = field(default_factory=dict)  # stored profile -> attributes to merge in
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.new_profiles or self.logins or self.identities or self.merges or self.attributes)
+
+
+def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user: dict[int, bool]) -> _ProfilePlan:
+    """Profile for every event, creating and stitching profiles as the ids require.
+
+    A user id seen with an anonymous id stitches them: an anonymous profile that logs in becomes the
+    user's profile (or is merged into it when the user already had one). Events are taken in order,
+    so the outcome is the one writing them one by one would give.
+    """
+    plan = _ProfilePlan()
+    ids, has_user = dict(ids), dict(has_user)
+    merged_into: dict[int, int] = {}
+
+    def new(event: dict, external_id: str | None) -> int:
+        plan.new_profiles.append({"external_id": external_id, "first_seen": event["ts"], "attributes": {}})
+        return -len(plan.new_profiles)
+
+    for event in events:
+        user_id, anon_id = event["user_id"], event["anonymous_id"]
+        by_user = ids.get((IdentityKind.USER, user_id)) if user_id else None
+        by_anon = ids.get((IdentityKind.ANONYMOUS, anon_id)) if anon_id else None
+        if user_id and by_user is None:
+            if by_anon is not None and not has_user.get(by_anon):
+                if by_anon < 0:
+                    plan.new_profiles[-by_anon - 1]["external_id"] = user_id
+                else:
+                    plan.logins[by_anon] = user_id
+                by_user = by_anon
+            else:
+                by_user = new(event, user_id)
+            ids[(IdentityKind.USER, user_id)] = plan.identities[(IdentityKind.USER, user_id)] = by_user
+            has_user[by_user] = True
+        if anon_id and by_anon is None:
+            by_anon = by_user if by_user is not None else new(event, None)
+            ids[(IdentityKind.ANONYMOUS, anon_id)] = plan.identities[(IdentityKind.ANONYMOUS, anon_id)] = by_anon
+            has_user.setdefault(by_anon, False)
+        elif by_user is not None and by_anon is not None and by_anon != by_user and not has_user.get(by_anon):
+            if by_anon < 0:
+                plan.new_profiles[-by_anon - 1]["dropped"] = True
+            else:
+                plan.merges.append((by_anon, by_user))
+            merged_into[by_anon] = by_user
+            for known in (ids, plan.identities):
+                for key, value in known.items():
+                    if value == by_anon:
+                        known[key] = by_user
+        if event["type"] == "identify" and isinstance(event["properties"].get("attributes"), dict):
+            if by_user > 0:
+                target = plan.attributes.setdefault(by_user, {})
+            else:
+                target = plan.new_profiles[-by_user - 1]["attributes"]
+            target.update(event["properties"]["attributes"])
+        plan.profile_refs.append(by_user if by_user is not None else by_anon)
+    if merged_into:
+        plan.profile_refs = [merged_into.get(ref, ref) for ref in plan.profile_refs]
+    return plan
+
+
+def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
+    """Write a plan (bulk inserts; merges and logins are rare) and return the profile id of every event."""
+    specs = [(n, spec) for n, spec in enumerate(plan.new_profiles) if not spec.get("dropped")]
+    created = Profile.objects.bulk_create(
+        [
+            Profile(
+                project_id=project_id,
+                external_id=spec["external_id"],
+                attributes=spec["attributes"],
+                first_seen=datetime.fromisoformat(spec["first_seen"]),
+                last_seen=datetime.fromisoformat(spec["first_seen"]),
+            )
+            for _, spec in specs
+        ],
+        batch_size=2000,
+    )
+    real = {-n - 1: profile.pk for (n, _), profile in zip(specs, created, strict=True)}
+    for profile_id, user_id in plan.logins.items():
+        Profile.objects.filter(pk=profile_id).update(external_id=user_id)
+    for source, target in plan.merges:
+        _profile_merge(project_id, source=source, target=real.get(target, target))
+    ProfileIdentity.objects.bulk_create(
+        [
+            ProfileIdentity(project_id=project_id, profile_id=real.get(ref, ref), kind=kind, value=value)
+            for (kind, value), ref in plan.identities.items()
+        ],
+        batch_size=2000,
+    )
+    for profile_id, attributes in plan.attributes.items():
+        _attributes_merge(profile_id, attributes)
+    return [real.get(ref, ref) for ref in plan.profile_refs]
+
+
+def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
+    """Profile id for every event (by event_id), committing the profiles and identities it creates.
+
+    Most batches only name known people: one query, nothing written. Otherwise the plan is made again
+    under a per-project lock, from identities read after any other drain's commit, and written in a
+    transaction of its own before the events are. A drain that dies between the two leaves profiles
+    whose events are stored when its entries are drained again; nothing is written twice.
+    """
+    plan = _profiles_plan(events, *_identities_load(project_id, events))
+    if plan.writes:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PROFILES_LOCK, project_id % 2**31])
+            plan = _profiles_plan(events, *_identities_load(project_id, events))
+            refs = _profiles_plan_apply(project_id, plan)
+    else:
+        refs = plan.profile_refs
+    return {event["event_id"]: ref for event, ref in zip(events, refs, strict=True)}
+
+
+def _profile_merge(project_id: int, *, source: int, target: int) -> None:
+    """Fold an anonymous profile into the user profile it turned out to be.
+
+    Every table about a person (the privacy registry) moves to the target. Exposures keep one row
+    per experience: the earlier of the two, since analysis counts from a person's first exposure.
+    """
+    from django.apps import apps
+
+    from privacy.registry import personal_data_locations
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM personalization_exposure later USING personalization_exposure earlier"
+            " WHERE later.profile_id IN (%s, %s) AND earlier.profile_id IN (%s, %s)"
+            " AND later.profile_id <> earlier.profile_id AND later.experience_key = earlier.experience_key"
+            " AND (later.exposed_at, later.id) > (earlier.exposed_at, earlier.id)",
+            [source, target, source, target],
+        )
+    tables, _ = personal_data_locations()
+    for location in tables:
+        if location.profile_field != "pk":
+            apps.get_model(location.model).objects.filter(**{f"{location.profile_field}_id": source}).update(
+                **{f"{location.profile_field}_id": target}
+            )
+    Profile.objects.filter(pk=source, project_id=project_id).delete()
+
+
+def _attributes_merge(profile_id: int, attributes: dict) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE personalization_profile SET attributes = attributes || %s::jsonb WHERE id = %s",
+            [orjson.dumps(attributes).decode(), profile_id],
+        )

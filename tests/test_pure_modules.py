@@ -1,0 +1,25 @@
+"""The house rule: computation lives in modules that import no Django, so it is fast to test and to reuse."""
+
+import subprocess
+import sys
+
+import pytest
+
+PURE = [
+    "experiments.stats",
+    "experiments.stats_types",
+    "experiments.sentences",
+    "experiments.decomposition",
+    "personalization.engine",
+    "personalization.hashing",
+    "personalization.bandit",
+    "personalization.redis_wire",
+]
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module__imported_alone__loads_no_django(module):
+    # A fresh interpreter: this test process has Django loaded already.
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"{module} pulls in Django: {out.stdout}"
