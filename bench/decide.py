@@ -697,6 +697,8 @@ def http_phase(args, project_id: int, key: str, wrk: str, workdir: Path, setting
 
 
 SWEEP = [
+    {"workers": 1, "blocking_threads": 2},
+    {"workers": 1, "blocking_threads": 4},
     {"workers": 2, "blocking_threads": 1},
     {"workers": 2, "blocking_threads": 2},
     {"workers": 2, "blocking_threads": 4},

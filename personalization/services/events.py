@@ -107,7 +107,8 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
         try:
             profiles = {project_id: profiles_resolve(project_id, events) for project_id, events in by_project.items()}
             with transaction.atomic():
-                for project_id, events in by_project.items():
+                # In project order: the profile locks below are then always taken in one global order.
+                for project_id, events in sorted(by_project.items()):
                     _write_project_events(project_id, events, profiles[project_id])
             break
         except (IntegrityError, OperationalError) as error:
@@ -162,12 +163,8 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
     exposures = [e for e in events if e["type"] == "exposure"]
     events = [e for e in events if e["type"] != "exposure"]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
-            " profile_id bigint, event_id varchar(64), type varchar(64), ts timestamptz,"
-            " session_id varchar(64), value numeric(14,2), properties jsonb, received_at timestamptz"
-            ") ON COMMIT DELETE ROWS"
-        )
+        for ddl in _DRAIN_TABLES:
+            cursor.execute(ddl)
         with cursor.cursor.copy(
             "COPY drain_event (profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
         ) as copy:
@@ -185,10 +182,30 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
                     )
                 )
         cursor.execute(_EVENTS_INSERT_SQL, [project_id])
+        # From here to commit, drains sharing a person take turns. Without this, one drain storing a
+        # person's exposure and another storing their purchase at the same moment each see only the
+        # other's committed rows: the backfill misses the purchase, the update misses the exposure,
+        # and the conversion is never attributed. Locked in id order: drains wait, never deadlock.
+        cursor.execute(
+            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            [sorted(set(profile_of.values()))],
+        )
+        cursor.execute(_OUTCOMES_SQL)
         cursor.execute(_LAST_SEEN_SQL)
-        cursor.execute("TRUNCATE drain_event")
+        cursor.execute("TRUNCATE drain_event, drain_inserted")
     if exposures:
         _exposures_write(project_id, exposures, profile_of)
+
+
+_DRAIN_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
+    " profile_id bigint, event_id varchar(64), type varchar(64), ts timestamptz,"
+    " session_id varchar(64), value numeric(14,2), properties jsonb, received_at timestamptz"
+    ") ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS drain_inserted ("
+    " profile_id bigint, type varchar(64), ts timestamptz, value numeric(14,2)"
+    ") ON COMMIT DELETE ROWS",
+)
 
 
 # Only rows that move forward are written. They are locked in id order, so drains running side by
@@ -213,11 +230,16 @@ WITH inserted AS (
     SELECT %s, profile_id, event_id, type, ts, session_id, value, properties, received_at FROM drain_event
     ON CONFLICT (project_id, event_id) DO NOTHING
     RETURNING profile_id, type, ts, value
-), outcome AS (
+)
+INSERT INTO drain_inserted SELECT profile_id, type, ts, value FROM inserted
+"""
+
+_OUTCOMES_SQL = """
+WITH outcome AS (
     SELECT x.id,
            count(*) FILTER (WHERE i.type = x.goal) AS goals,
            coalesce(sum(i.value) FILTER (WHERE i.type = 'purchase'), 0) AS revenue
-    FROM inserted i
+    FROM drain_inserted i
     JOIN personalization_exposure x ON x.profile_id = i.profile_id
     WHERE (i.type = x.goal OR i.type = 'purchase')
       AND i.ts >= x.exposed_at AND i.ts < x.exposed_at + x.window_hours * interval '1 hour'
@@ -227,7 +249,7 @@ UPDATE personalization_exposure x
 SET conversions = x.conversions + o.goals, converted = x.converted OR o.goals > 0, revenue = x.revenue + o.revenue
 FROM outcome o WHERE x.id = o.id
 """
-# Only events inserted by this statement count (RETURNING skips duplicates), so re-draining a batch
+# Only events inserted by this batch count (RETURNING skips duplicates), so re-draining a batch
 # after a crash never counts a conversion twice.
 
 _EXPOSURES_BACKFILL_SQL = """

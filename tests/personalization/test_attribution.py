@@ -91,3 +91,54 @@ def test_outcomes__second_exposure_ignored__first_one_kept(client, project, publ
     send(client, public_key, [exposure("x1", "di", 0), exposure("x2", "di", 5, variant="c")])
     rows = list(Exposure.objects.filter(project=project).values_list("variant_key", flat=True))
     assert rows == ["b"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes__two_drains_at_once__purchase_still_attributed(client, project, public_key, monkeypatch):
+    # Drain A stores the exposure and, before it commits, drain B stores the purchase. Each sees only
+    # committed rows, so without the profile lock neither attributes the purchase to the exposure.
+    import threading
+
+    from django.db import connection
+
+    from personalization.services import events as events_service
+
+    paused, release = threading.Event(), threading.Event()
+    original = events_service._exposures_write
+
+    def exposures_write_then_wait(*args, **kwargs):
+        original(*args, **kwargs)
+        paused.set()
+        release.wait(10)
+
+    def drain(consumer):
+        try:
+            events_service.events_drain(consumer=consumer, claim_idle_ms=600_000)
+        finally:
+            connection.close()
+
+    def post(events):
+        response = client.post(
+            "/api/v1/events",
+            data=orjson.dumps({"events": events}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {public_key}",
+        )
+        assert response.status_code == 200, response.content
+
+    monkeypatch.setattr(events_service, "_exposures_write", exposures_write_then_wait)
+    post([exposure("xa", "racer", 0)])
+    first = threading.Thread(target=drain, args=("drain-a",))
+    first.start()
+    assert paused.wait(10), "drain A never reached its exposure write"
+
+    post([purchase("pa", "racer", 2, 30)])
+    second = threading.Thread(target=drain, args=("drain-b",))
+    second.start()
+    second.join(1.5)  # with the lock it waits for drain A; without it, it finishes here unseen
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    row = Exposure.objects.get(project=project, experience_key="spring_email")
+    assert (row.converted, row.conversions, float(row.revenue)) == (True, 1, 30.0)
