@@ -34,12 +34,15 @@ against GrowthBook's Python SDK.
     units never seen before.
 
 wrk and Redis share the two cores with the server, so both HTTP rates are lower than on separate
-machines. The last line of output is one JSON object.
+machines. Before the peaks and before the paced run Redis rewrites its append-only file (each run
+appends ~80 MB), so its automatic rewrite does not land inside one timed run and not another. The last
+line of output is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -351,6 +354,27 @@ def redis_publish(project_id: int) -> None:
     )
 
 
+def redis_settle() -> None:
+    """Have Redis rewrite its append-only file now, and wait for it. Each full run appends ~80 MB
+    (sticky writes, exposure batches, then their clean-up), so Redis's automatic rewrite (a fork
+    and a copy of the whole dataset: a second or two of CPU on these two cores) would otherwise
+    land inside some timed run and not others."""
+    import redis
+
+    from personalization import redis_client
+
+    client = redis_client.worker()
+    if not client.info("persistence").get("aof_enabled"):
+        return
+    with contextlib.suppress(redis.ResponseError):  # one is already running: wait for it the same way
+        client.bgrewriteaof()
+    for _ in range(600):
+        info = client.info("persistence")
+        if not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")):
+            return
+        time.sleep(0.1)
+
+
 def new_visitors_forget(project_id: int) -> int:
     """Delete the hashes decide created for new visitors (ids `n<tag>-<n>`); returns how many."""
     from personalization import redis_client, rkeys
@@ -636,6 +660,7 @@ def http_phase(args, project_id: int, key: str, wrk: str, workdir: Path, setting
         print(f"decide service: granian wsgi, {_settings_text(settings)}, KAIROS_ROLE=decide, port {port}", flush=True)
         load.peak("/api/v1/decide", 3)  # warm-up: imports, Redis connections, snapshot
         load.peak("/api/v1/ping", 2)
+        redis_settle()
         peaks = load.alternating_peaks(["/api/v1/decide", "/api/v1/ping"], rounds, slice_s)
         decide, ping = peaks["/api/v1/decide"], peaks["/api/v1/ping"]
         cold = None if args.quick else load.alternating_peaks(["/api/v1/decide"], 1, rounds * slice_s)
@@ -657,6 +682,7 @@ def http_phase(args, project_id: int, key: str, wrk: str, workdir: Path, setting
             flush=True,
         )
         target = 0.7 * decide["rps"]
+        redis_settle()
         paced = load.paced_run("/api/v1/decide", paced_s, target)
         sched = paced["PACED"]
         print(
@@ -719,8 +745,10 @@ def sweep_phase(args, project_id: int, key: str, wrk: str, workdir: Path) -> Non
         try:
             load = Load(wrk, f"http://127.0.0.1:{port}", key, project_id, server.pid, workdir)
             load.peak("/api/v1/decide", 2)
+            redis_settle()
             peaks = load.alternating_peaks(["/api/v1/decide", "/api/v1/ping"], rounds, slice_s)
             decide, ping = peaks["/api/v1/decide"], peaks["/api/v1/ping"]
+            redis_settle()
             paced = load.paced_run("/api/v1/decide", paced_s, 0.7 * decide["rps"])
         finally:
             _common.process_stop(server)
