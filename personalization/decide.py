@@ -59,6 +59,13 @@ class _Snapshots:
             self.by_project[project_id] = (current, now)
 
 
+def _held_connection(held: tuple | None, client) -> tuple:
+    """(client, pid, redis_wire.Connection like client): made again for a new client (tests) or after a fork."""
+    if held is None or held[0] is not client or held[1] != os.getpid():
+        held = (client, os.getpid(), redis_wire.Connection.like(client))
+    return held
+
+
 class _Buffer:
     """Writes that may wait ~50 ms: sticky fields, exposure events, the decisions counter."""
 
@@ -154,8 +161,7 @@ class _Buffer:
     def _connection(self) -> redis_wire.Connection:
         """The patient worker client's settings (a flush may wait for Redis; requests never do)."""
         client = redis_client.worker()
-        if self.held is None or self.held[0] is not client or self.held[1] != os.getpid():
-            self.held = (client, os.getpid(), redis_wire.Connection.like(client))
+        self.held = _held_connection(self.held, client)
         return self.held[2]
 
 
@@ -169,10 +175,8 @@ class _UnitReads:
 
     def _connection(self) -> redis_wire.Connection:
         client = redis_client.fast()
-        held = getattr(self.local, "held", None)
-        if held is None or held[0] is not client or held[1] != os.getpid():  # new client (tests) or forked
-            held = self.local.held = (client, os.getpid(), redis_wire.Connection.like(client))
-        return held[2]
+        self.local.held = _held_connection(getattr(self.local, "held", None), client)
+        return self.local.held[2]
 
     def execute(self, *commands: tuple) -> list:
         conn = self._connection()

@@ -3,6 +3,7 @@
 import itertools
 from datetime import UTC, datetime
 
+import orjson
 from django.contrib.auth import get_user_model
 
 from personalization import services
@@ -42,3 +43,13 @@ def member_make(*, project: Project, role: str):
     user = user_make()
     services.membership_set(project=project, user=user, role=role)
     return user
+
+
+def events_post(client, key: str, events: list[dict]):
+    """POST a batch to the events API with `key`, as a site would; returns the response."""
+    return client.post(
+        "/api/v1/events",
+        data=orjson.dumps({"events": events}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )

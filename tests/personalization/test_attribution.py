@@ -3,11 +3,11 @@ pre-exposure activity; exactly once, whatever order exposures and events arrive 
 
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from personalization import services
 from personalization.models import Exposure
+from tests.factories import events_post
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -17,12 +17,7 @@ def at(hours: float) -> str:
 
 
 def send(client, key, events):
-    response = client.post(
-        "/api/v1/events",
-        data=orjson.dumps({"events": events}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    response = events_post(client, key, events)
     assert response.status_code == 200, response.content
     while services.events_drain(claim_idle_ms=0):
         pass
@@ -118,12 +113,7 @@ def test_outcomes__two_drains_at_once__purchase_still_attributed(client, project
             connection.close()
 
     def post(events):
-        response = client.post(
-            "/api/v1/events",
-            data=orjson.dumps({"events": events}),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {public_key}",
-        )
+        response = events_post(client, public_key, events)
         assert response.status_code == 200, response.content
 
     monkeypatch.setattr(events_service, "_exposures_write", exposures_write_then_wait)

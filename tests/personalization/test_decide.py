@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from personalization import decide as decide_runtime
 from personalization import engine, rkeys, services
 from personalization.models import BanditWeights, Exposure, Profile
-from tests.factories import event_make
+from tests.factories import event_make, events_post
 
 
 def variants(n=3, **extra):
@@ -130,12 +130,7 @@ def test_holdout__global_share_within_bounds_inside_every_experience(project):
 @pytest.mark.django_db
 def test_decide__do_not_personalize__defaults_and_never_feeds_bandit(client, project, public_key):
     experience = make_experience(project, policy="bandit", bandit_burn_in=1)
-    client.post(
-        "/api/v1/events",
-        data=orjson.dumps({"events": [event_make(1, anonymous_id="optout-1")]}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {public_key}",
-    )
+    events_post(client, public_key, [event_make(1, anonymous_id="optout-1")])
     drain_all()
     Profile.objects.filter(project=project).update(do_not_personalize=True)
     services.profiles_publish(project_id=project.pk)
@@ -320,12 +315,7 @@ def test_identify__user_keeps_anonymous_variant_and_attributes_reach_decide(clie
         "user_id": "u-1",
         "properties": {"attributes": {"plan": "gold"}},
     }
-    client.post(
-        "/api/v1/events",
-        data=orjson.dumps({"events": [identify]}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {public_key}",
-    )
+    events_post(client, public_key, [identify])
     drain_all()
     _, after = post_decide(client, public_key, {"user_id": "u-1"})
     assert after["assignments"]["by_plan"] == {**before["assignments"]["by_plan"], "reason": "sticky"}

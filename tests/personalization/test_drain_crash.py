@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import orjson
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -24,7 +23,7 @@ from django.test import Client
 from personalization import redis_client, rkeys, services
 from personalization.models import Event, Profile
 from personalization.services import events as events_service
-from tests.factories import event_make
+from tests.factories import event_make, events_post
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine may be small and busy. No assertion depends on how fast anything is.
@@ -40,12 +39,7 @@ def post_batches(client: Client, key: str, *, batches: int, size: int, people: i
             event_make(b * size + i, event_id=f"{tag}-{b}-{i}", anonymous_id=f"anon-{(b * size + i) % people}")
             for i in range(size)
         ]
-        response = client.post(
-            "/api/v1/events",
-            data=orjson.dumps({"events": events}),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {key}",
-        )
+        response = events_post(client, key, events)
         assert response.status_code == 200, response.content
         assert response.json()["accepted"] == size
         accepted.update(e["event_id"] for e in events)
@@ -163,12 +157,7 @@ def test_drain__two_drains_side_by_side__every_event_stored_once(project, public
             {"event_id": f"id-{b}-{n}", "type": "identify", "anonymous_id": f"anon-{n}", "user_id": f"user-{n}"}
             for n in people[::25]
         ]
-        response = client.post(
-            "/api/v1/events",
-            data=orjson.dumps({"events": events}),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {public_key}",
-        )
+        response = events_post(client, public_key, events)
         assert response.json()["accepted"] == len(events)
         accepted.update(e["event_id"] for e in events)
         identified.update(people[::25])
@@ -225,12 +214,7 @@ def test_drain__crash_after_commit_before_ack__redrain_stores_once(client, proje
         "user_id": "u-3",
         "properties": {"attributes": {"plan": "pro"}},
     }
-    client.post(
-        "/api/v1/events",
-        data=orjson.dumps({"events": [identify]}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {public_key}",
-    )
+    events_post(client, public_key, [identify])
     accepted.add("id-1")
 
     def crash(client, ids):
