@@ -8,6 +8,7 @@ same variant the history recorded.
 """
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -191,8 +192,11 @@ def demo_seed(
     seed: int = 7,
     keys_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    end: datetime | None = None,
 ) -> Project:
-    """Create the demo from scratch (the caller deletes an old one first: see demo_delete)."""
+    """Create the demo from scratch (the caller deletes an old one first: see demo_delete). The same
+    seed and `end` (default: a minute ago) give the same data: visit times are drawn inside the window
+    before `end`, so another `end` draws other visits."""
     say = progress or log.info
     started = time.monotonic()
 
@@ -201,17 +205,19 @@ def demo_seed(
 
     if demo_project_get() is not None:
         raise ValueError(f"the demo project “{DEMO_SLUG}” exists; delete it first (demo_seed --reset)")
-    end = datetime.now(UTC) - timedelta(minutes=1)
+    end = end or datetime.now(UTC) - timedelta(minutes=1)
     with transaction.atomic():
         users = {name: _user_ensure(name) for name, _ in DEMO_USERS}
         owner = users["demo"]
         project = project_create(name=DEMO_NAME, owner=owner, slug=DEMO_SLUG)
+        project.holdout_salt = _salt(seed, "global-holdout")
+        project.save(update_fields=["holdout_salt"])
         project = project_holdout_set(project=project, share=DEMO_GLOBAL_HOLDOUT, by=owner)
         for name, role in DEMO_USERS[1:]:
             membership_set(project=project, user=users[name], role=role)
         _, public_key = api_key_create(project=project, kind="public", name="Demo site (public)", by=owner)
         _, secret_key = api_key_create(project=project, kind="secret", name="Demo backend (secret)", by=owner)
-        experiences = _experiences_create(project, owner, end)
+        experiences = _experiences_create(project, owner, end, seed)
         step(f"users, project, keys and {len(experiences)} experiences")
 
         population = demo.profiles_generate(profiles, seed=seed)
@@ -247,12 +253,19 @@ def demo_seed(
     return project
 
 
-def _experiences_create(project: Project, owner, end: datetime) -> dict[str, Experience]:
+def _salt(seed: int, name: str) -> str:
+    """A hash salt that follows from the seed, so one seed gives the same assignments every time."""
+    return hashlib.sha256(f"kairos-demo:{seed}:{name}".encode()).hexdigest()[:16]
+
+
+def _experiences_create(project: Project, owner, end: datetime, seed: int) -> dict[str, Experience]:
     """The demo experiences through the experience services, started, then dated back to their history."""
     created = {}
     for spec in demo.EXPERIENCES:
         fields = spec.service_fields()
         experience = experience_create(project=project, by=owner, **fields)
+        experience.salt = _salt(seed, spec.key)
+        experience.save(update_fields=["salt"])
         experience = experience_start(experience=experience, by=owner)
         started_at = end - timedelta(days=spec.started_days_ago)
         Experience.objects.filter(pk=experience.pk).update(started_at=started_at)
