@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
-from config import embedded
+from config import embedded, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "kairos_bench"
@@ -120,9 +120,10 @@ def granian_command(port: int, workers: int = 2, blocking_threads: int = 2, extr
 def server_start(
     port: int, workers: int = 2, blocking_threads: int = 2, extra: tuple[str, ...] = (), env: dict | None = None
 ) -> subprocess.Popen:
-    """Start the decide service (KAIROS_ROLE=decide) in its own process group; returns once it answers."""
+    """Start the decide service in its own process group, with the environment config.runner gives
+    it (KAIROS_ROLE=decide, CPU pinning); returns once it answers."""
     command = granian_command(port, workers, blocking_threads, extra)
-    server_env = {**os.environ, "KAIROS_ROLE": "decide", **(env or {})}
+    server_env = {**os.environ, **runner.DECIDE_ENV, **(env or {})}
     server = subprocess.Popen(command, cwd=ROOT, env=server_env, start_new_session=True)
     try:
         wait_healthy(port, server)

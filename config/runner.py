@@ -39,8 +39,11 @@ def _granian(app: str, port: int, workers: int) -> list[str]:
     ]
 
 
+DECIDE_ENV = {"KAIROS_ROLE": "decide", "KAIROS_DECIDE_CPU_PINNING": "1"}  # see config.cpu_pinning
+
+
 def processes() -> dict[str, tuple[list[str], dict]]:
-    decide_env = {"KAIROS_ROLE": "decide"}
+    decide_env = DECIDE_ENV
     return {
         "web": (_granian("config.wsgi:application", WEB_PORT, 1), {}),
         "decide": (_granian("config.wsgi:application", DECIDE_PORT, 2), decide_env),
