@@ -646,13 +646,13 @@ def production_settings() -> dict:
 
 def _server(settings: dict, port: int):
     extra = ("--backpressure", str(settings["backpressure"])) if settings.get("backpressure") else ()
-    env = {"KAIROS_DECIDE_CPU_PINNING": "1" if settings.get("cpu_pinning", True) else "0"}
+    env = {"KAIROS_DECIDE_CPU_PINNING": "1" if settings["cpu_pinning"] else "0"}
     return _common.server_start(port, settings["workers"], settings["blocking_threads"], extra, env=env)
 
 
 def _settings_text(settings: dict) -> str:
     text = f"{settings['workers']} workers × {settings['blocking_threads']} blocking threads"
-    text += ", pinned to CPUs" if settings.get("cpu_pinning", True) else ", not pinned"
+    text += ", pinned to CPUs" if settings["cpu_pinning"] else ", not pinned"
     return text + (f", backpressure {settings['backpressure']}" if settings.get("backpressure") else "")
 
 
@@ -745,7 +745,9 @@ def sweep_phase(args, project_id: int, key: str, wrk: str, workdir: Path) -> Non
     """Peak decide and ping, and decide's p99 at 70 % of its peak, for several granian settings."""
     rounds, slice_s, paced_s = (2, 3, 5) if args.quick else (3, 4, 10)
     print("granian settings (peaks with the endpoints taking turns; p99 at 70 % of decide's peak):", flush=True)
-    for settings in SWEEP:
+    production = production_settings()
+    for sweep_settings in SWEEP:
+        settings = {"cpu_pinning": production["cpu_pinning"], **sweep_settings}
         port = _common.free_port()
         server = _server(settings, port)
         try:

@@ -43,10 +43,9 @@ DECIDE_ENV = {"KAIROS_ROLE": "decide", "KAIROS_DECIDE_CPU_PINNING": "1"}  # see 
 
 
 def processes() -> dict[str, tuple[list[str], dict]]:
-    decide_env = DECIDE_ENV
     return {
         "web": (_granian("config.wsgi:application", WEB_PORT, 1), {}),
-        "decide": (_granian("config.wsgi:application", DECIDE_PORT, 2), decide_env),
+        "decide": (_granian("config.wsgi:application", DECIDE_PORT, 2), DECIDE_ENV),
         "worker": ([f"{BIN}/celery", "-A", "config", "worker", "-l", "warning", "--concurrency", "2"], {}),
         "beat": ([f"{BIN}/celery", "-A", "config", "beat", "-l", "warning", "-s", "var/celerybeat-schedule"], {}),
         "traffic": ([PY, "manage.py", "demo_traffic", "--url", f"http://{HOST}:{DECIDE_PORT}"], {}),

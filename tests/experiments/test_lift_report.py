@@ -52,16 +52,21 @@ def _population(project, n=2000, seed=3):
     return rows
 
 
-@pytest.mark.django_db
-def test_lift_segment_stats__sql_sums__match_per_user_python(project):
-    rows = _population(project)
-    population = selectors.lift_population(
+def _hero_vs_holdout(project):
+    """The "hero" experience's variant against its holdout, over a window holding every test exposure."""
+    return selectors.lift_population(
         project_id=project.pk,
         experience_key="hero",
         comparison="holdout",
         start=NOW - timedelta(days=30),
         end=NOW + timedelta(days=1),
     )
+
+
+@pytest.mark.django_db
+def test_lift_segment_stats__sql_sums__match_per_user_python(project):
+    rows = _population(project)
+    population = _hero_vs_holdout(project)
     cells = selectors.lift_cells(population=population, segmentation=Segmentation.parse("demo:intent"))
     stats = {s.name: s for s in selectors.lift_segment_stats(cells=cells)}
     assert set(stats) == {"runners", "bargain"}
@@ -131,13 +136,7 @@ def test_lift_cells__planner__expects_a_few_groups_not_one_per_timestamp(project
         )
         for i, p in enumerate(profiles)
     )
-    population = selectors.lift_population(
-        project_id=project.pk,
-        experience_key="hero",
-        comparison="holdout",
-        start=NOW - timedelta(days=30),
-        end=NOW + timedelta(days=1),
-    )
+    population = _hero_vs_holdout(project)
     sql, params = selectors.lift_cells_sql(population=population, segmentation=Segmentation.parse("exposure:segment"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE personalization_exposure")
