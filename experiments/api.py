@@ -14,6 +14,8 @@ from personalization.models import Project
 class LiftReportView(viewsets.ViewSet):
     """Per-segment lift of all personalization (global holdout) or one experience, computed now."""
 
+    required_action = "lift"
+
     @extend_schema(
         parameters=[
             OpenApiParameter("experience", str, description="experience key; empty for the global holdout"),

@@ -69,7 +69,7 @@ def lift_page(request):
 
 
 @require_POST
-@workspace_view("lift")
+@workspace_view("lift.compute")
 def lift_compute(request):
     params = _params(request.POST)
     try:

@@ -38,6 +38,7 @@ class EventSerializer(serializers.ModelSerializer):
 class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Profiles of your project. Another project's profiles answer 404."""
 
+    required_action = "profiles"
     serializer_class = ProfileSerializer
 
     def get_queryset(self):
@@ -55,6 +56,8 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 class ProjectView(viewsets.ViewSet):
     """The project your key belongs to."""
+
+    required_action = "project"
 
     @extend_schema(responses={200: dict})
     def list(self, request):

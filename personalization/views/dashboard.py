@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
-from personalization.web import render_page, workspace_view
+from personalization.web import back, render_page, workspace_view
 
 
 def _live_numbers(project_id: int) -> dict:
@@ -96,12 +96,13 @@ def settings_page(request):
         "roles": Role.choices,
         "key_kinds": KeyKind.choices,
         "new_key": request.session.pop("new_key", None),
+        "can_manage_members": request.workspace.can("members.manage"),
     }
     return render_page(request, "personalization/settings.html", "personalization/partials/keys.html", context)
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("keys.manage")
 def key_create(request):
     kind = request.POST.get("kind", "")
     if kind not in KeyKind.values:
@@ -115,7 +116,7 @@ def key_create(request):
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("keys.manage")
 def key_revoke(request, key_id: int):
     key = get_object_or_404(ApiKey, pk=key_id, project=request.workspace.project)
     services.api_key_revoke(key=key)
@@ -124,11 +125,8 @@ def key_revoke(request, key_id: int):
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("members.manage")
 def member_set(request):
-    if request.workspace.role != Role.ADMIN:
-        messages.error(request, "Only an admin can change members.")
-        return redirect("settings")
     username = request.POST.get("username", "").strip()
     role = request.POST.get("role", "")
     user = get_user_model().objects.filter(username=username).first()
@@ -150,7 +148,7 @@ def project_switch(request):
     wanted = request.POST.get("project_id", "")
     if wanted.isdigit() and Membership.objects.filter(user=request.user, project_id=int(wanted)).exists():
         request.session["project_id"] = int(wanted)
-    return redirect(request.POST.get("next") or "overview")
+    return back(request, "overview")
 
 
 def section_placeholder(section: str, title: str, template: str):
