@@ -39,9 +39,12 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     """Profiles of your project. Another project's profiles answer 404."""
 
     required_action = "profiles"
+    lookup_value_regex = "[0-9]+"
     serializer_class = ProfileSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model for the schema
+            return Profile.objects.none()
         return selectors.profiles_for_project(project_id=self.request.kairos_project_id).prefetch_related("identities")
 
     @extend_schema(responses=EventSerializer(many=True))

@@ -7,6 +7,7 @@ erasure. Keep the two in step: a new personal key is added here and to `personal
 EVENTS_STREAM = "kr:events"  # accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
+WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
 
 
 def unit(project_id: int, unit_id: str) -> str:

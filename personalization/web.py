@@ -1,5 +1,6 @@
 """Shared helpers of the dashboard pages: the current workspace, role checks, partial-or-page."""
 
+import json
 from dataclasses import dataclass
 from functools import wraps
 
@@ -88,6 +89,14 @@ def workspace_view(action: str):
         return wrapper
 
     return decorator
+
+
+def figures_json(figures: dict[str, str]) -> str:
+    """Plotly figures (JSON text) by chart element id, as one JSON object safe inside a
+    `<script type="application/json" class="kairos-charts">` block that static/js/dashboard.js draws.
+    Names and labels are user text, so `<`, `>` and `&` are escaped."""
+    text = "{" + ",".join(f"{json.dumps(name)}:{figure}" for name, figure in figures.items()) + "}"
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def is_partial(request) -> bool:

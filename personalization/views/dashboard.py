@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
-from personalization.web import back, render_page, workspace_view
+from personalization.web import back, figures_json, render_page, workspace_view
 
 
 def _live_numbers(project_id: int) -> dict:
@@ -40,7 +40,7 @@ def _chart_json(series) -> str:
         yaxis_title="per minute",
         template="plotly_white",
     )
-    return fig.to_json()
+    return figures_json({"events-chart": fig.to_json()})
 
 
 def _lift_headline(project_id: int) -> str:

@@ -14,7 +14,7 @@ from personalization import selectors, services
 from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
-from personalization.web import back, is_partial, workspace_view
+from personalization.web import back, figures_json, is_partial, workspace_view
 
 _TRANSITIONS = {
     "start": services.experience_start,
@@ -299,15 +299,9 @@ def _live(experience: Experience, segment: str) -> dict:
         "held_global": held[Arm.HOLDOUT_GLOBAL],
         "held_experience": held[Arm.HOLDOUT_EXPERIENCE],
         "table": table,
-        "figures_json": _figures_json(figures),
+        "figures_json": figures_json(figures),
         "figures": set(figures),
     }
-
-
-def _figures_json(figures: dict[str, str]) -> str:
-    """One JSON object of figures, safe inside <script>: variant names are user text."""
-    text = "{" + ",".join(f"{json.dumps(name)}:{figure}" for name, figure in figures.items()) + "}"
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _value_text(value) -> str:
