@@ -14,7 +14,6 @@ just before, in a transaction of their own under a per-project lock, so several 
 import logging
 import os
 import random
-import reprlib
 import socket
 import time
 from collections import defaultdict
@@ -24,21 +23,34 @@ import orjson
 import psycopg
 import redis
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
 from personalization import redis_client, rkeys, throttle
 from personalization.event_schema import BatchResult, batch_validate
+from personalization.services.dead_letters import dead_letters_write, text_storable
 from personalization.services.profiles import profiles_resolve
 
 log = logging.getLogger(__name__)
 
 _METRIC_TTL_SECONDS = 2 * 3600
 _WRITE_ATTEMPTS = 5
-_RETRY_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+# deadlock detected, serialization failure; a unique or foreign key violation is a collision with
+# another drain (a NOT NULL violation, say, is a bad event: no retry helps it)
+_RETRY_SQLSTATES = {"40P01", "40001", "23505", "23503"}
 # Failures caused by what an event holds, not by the database being away: the drain narrows the
 # batch down to the events at fault and dead-letters them (OperationalError and Redis errors are
 # infrastructure: the batch waits in the stream and is retried whole).
-_DATA_ERRORS = (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError, KeyError)
+_DATA_ERRORS = (
+    DataError,
+    IntegrityError,
+    ValidationError,  # a field Django cannot convert, e.g. a timestamp that is no time
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
 # One script, so a batch is counted against the limits, checked against the project's cap and
@@ -188,7 +200,7 @@ def _events_store(by_project: dict[int, list[dict]]) -> tuple[dict, dict, list[t
     try:
         return by_project, _events_write(by_project), []
     except _DATA_ERRORS as error:
-        log.warning("drain: a batch failed for a data reason (%s); narrowing it down", _storable(str(error))[:200])
+        log.warning("drain: a batch failed for a data reason (%s); narrowing it down", text_storable(str(error))[:200])
     stored: dict[int, list[dict]] = defaultdict(list)
     profiles: dict[int, dict[str, int]] = defaultdict(dict)
     dead: list[tuple] = []
@@ -226,53 +238,11 @@ def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]
             # events, a deadlock on shared rows. The transaction rolled back whole; the retry starts
             # from what the other drain committed.
             sqlstate = getattr(error.__cause__, "sqlstate", "")
-            retryable = isinstance(error, IntegrityError) or sqlstate in _RETRY_SQLSTATES
+            retryable = sqlstate in _RETRY_SQLSTATES
             if not retryable or attempt == _WRITE_ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _storable(text: str) -> str:
-    """Text PostgreSQL can hold: NUL written as \\u0000, lone surrogates as backslash escapes."""
-    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _text_of(event: dict, name: str, limit: int) -> str:
-    value = event.get(name)
-    return _storable(value if isinstance(value, str) else "")[:limit]
-
-
-_DEAD_REPR = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
-_DEAD_REPR.maxlevel, _DEAD_REPR.maxstring, _DEAD_REPR.maxother = 10, 4000, 4000
-_DEAD_REPR.maxdict = _DEAD_REPR.maxlist = 200
-
-
-def dead_letters_write(*, dead: list[tuple]) -> int:
-    """Store (project id or None, event, error) as dead letters; one already stored is skipped."""
-    from personalization.models import DeadLetter
-
-    rows = []
-    for project_id, event, error in dead:
-        try:
-            payload = orjson.dumps({k: v for k, v in event.items() if k != "received_at"}).decode()
-        except TypeError:  # lone surrogates, nesting orjson refuses, bytes from an unreadable entry
-            payload = _DEAD_REPR.repr(event)
-        received = event.get("received_at")
-        rows.append(
-            DeadLetter(
-                project_id=project_id,
-                event_id=_text_of(event, "event_id", 64),
-                user_id=_text_of(event, "user_id", 128),
-                anonymous_id=_text_of(event, "anonymous_id", 128),
-                payload=_storable(payload),
-                error=_storable(error)[:2000],
-                received_at=received if isinstance(received, str) else None,
-            )
-        )
-    DeadLetter.objects.bulk_create(rows, ignore_conflicts=True)
-    log.warning("drain: %d events dead-lettered (see Settings → Dead letters)", len(rows))
-    return len(rows)
 
 
 def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
