@@ -24,6 +24,7 @@ from django.db import DatabaseError, connection, transaction
 
 from config.embedded import VAR
 from personalization import demo, engine, redis_client, rkeys
+from personalization.demo import PLANTED_ATTRIBUTE
 from personalization.models import Event, Experience, Exposure, IdentityKind, Project, Role
 from personalization.services.experiences import (
     experience_create,
@@ -146,9 +147,9 @@ class _Arms:
                 weights=weights,
             )
             variant = spec.control.key if index is None else spec.variants[index].key
-            segment = ""
-            if arm == "variant" and spec.policy == "segment_bandit":
-                segment = str(profile.attributes.get(spec.segment_attribute, ""))
+            # Every arm records the segment, as decide does (one function for both).
+            segment_field = spec.segment_attribute if spec.policy == "segment_bandit" else ""
+            segment = engine.unit_segment({"segment_field": segment_field}, {}, {"attributes": profile.attributes})
             shown[spec.key] = variant
             record[spec.key] = (variant, arm, demo.reason_for(arm, spec.policy), segment)
         self.by_profile[profile.n] = record
@@ -341,7 +342,7 @@ class _HistoryWriter:
             pre_start = exposed_at - _PRE_PERIOD
             goals, revenue, pre = 0, 0.0, 0
             for ts, etype, value in timeline:
-                if exposed_at <= ts < window_end:
+                if exposed_at <= ts <= window_end:  # the window includes its end, as the drain's
                     goals += etype == goal
                     revenue += value if etype == "purchase" else 0.0
                 elif pre_start <= ts < exposed_at:
@@ -387,7 +388,7 @@ def _profiles_copy(project, population, ids, seen) -> int:
     with connection.cursor() as cursor:
         with cursor.cursor.copy(
             "COPY personalization_profile (id, project_id, external_id, attributes, consent, do_not_personalize,"
-            " first_seen, last_seen, demo_intent) FROM STDIN"
+            " first_seen, last_seen) FROM STDIN"
         ) as copy:
             for profile in population:
                 first, last = seen[profile.n]
@@ -396,12 +397,12 @@ def _profiles_copy(project, population, ids, seen) -> int:
                         ids[profile.n],
                         project.pk,
                         profile.user_id,
-                        orjson.dumps(profile.attributes).decode(),
+                        # The planted truth is an ordinary attribute: a breakdown by it is the check.
+                        orjson.dumps({**profile.attributes, PLANTED_ATTRIBUTE: profile.intent}).decode(),
                         '{"personalization": true}',
                         False,
                         first,
                         last,
-                        profile.intent,
                     )
                 )
         with cursor.cursor.copy(
