@@ -5,8 +5,8 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from personalization import selectors
-from personalization.models import Event, Profile
+from personalization import selectors, services
+from personalization.models import Event, Experience, ExperienceStatus, Profile, Role
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -69,3 +69,101 @@ class ProjectView(viewsets.ViewSet):
                 "global_holdout_share": project.global_holdout_share,
             }
         )
+
+
+class VariantInSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120, required=False, default="")
+    weight = serializers.FloatField(min_value=0, default=1.0, help_text="share of the split (normalised)")
+    is_control = serializers.BooleanField(default=False)
+    payload = serializers.JSONField(required=False, default=dict)
+
+
+class ExperienceInSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120)
+    touchpoint = serializers.CharField(max_length=120, required=False, default="")
+    external = serializers.BooleanField(
+        default=False, help_text="assigned by another tool: analysis only, never served by decide"
+    )
+    variants = VariantInSerializer(many=True)
+    goal_event = serializers.CharField(max_length=64, default="purchase")
+    attribution_hours = serializers.IntegerField(default=72, help_text="the window after exposure, end included")
+    holdout_share = serializers.FloatField(default=0.0, help_text="share sent as holdout (exposure holdout: true)")
+
+
+def _experience_out(experience: Experience) -> dict:
+    variants = list(experience.variants.all())
+    total = sum(v.weight for v in variants) or 1.0
+    return {
+        "key": experience.key,
+        "name": experience.name,
+        "status": experience.status,
+        "external": experience.status == ExperienceStatus.EXTERNAL,
+        "goal_event": experience.goal_event,
+        "attribution_hours": experience.attribution_hours,
+        "holdout_share": experience.holdout_share,
+        "variants": [
+            {"key": v.key, "name": v.name, "is_control": v.is_control, "share": v.weight / total} for v in variants
+        ],
+    }
+
+
+def _first_error(errors, prefix: str = "") -> tuple[str, str]:
+    """("variants.0.key", "This field is required.") from DRF's nested error structure."""
+    if isinstance(errors, dict):
+        name, inner = next((k, v) for k, v in errors.items() if v)
+        return _first_error(inner, f"{prefix}.{name}" if prefix else str(name))
+    if isinstance(errors, list):
+        for i, inner in enumerate(errors):
+            if inner and isinstance(inner, dict | list):
+                return _first_error(inner, f"{prefix}.{i}")
+            if inner:
+                return prefix, str(inner)
+    return prefix, str(errors)
+
+
+def _may_edit_experiences(request) -> bool:
+    """A secret key may; a dashboard session only with a role that edits experiences."""
+    from personalization.auth import KeyInfo
+
+    if isinstance(request.auth, KeyInfo):
+        return True
+    return request.user.memberships.filter(
+        project_id=request.kairos_project_id, role__in=[Role.ADMIN, Role.MARKETER]
+    ).exists()
+
+
+class ExperienceViewSet(viewsets.ViewSet):
+    """Experiences of your project. Register one run by another tool with `"external": true`."""
+
+    @extend_schema(responses={200: dict})
+    def list(self, request):
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        rows = selectors.experiences_for_project(project=project)
+        return Response([_experience_out(selectors.experience_for_project(project=project, key=e.key)) for e in rows])
+
+    @extend_schema(request=ExperienceInSerializer, responses={201: dict, 400: dict})
+    def create(self, request):
+        if not _may_edit_experiences(request):
+            denied = {"field": "role", "message": "only admins and marketers create experiences"}
+            return Response({"error": denied}, status=403)
+        incoming = ExperienceInSerializer(data=request.data)
+        if not incoming.is_valid():
+            field_name, message = _first_error(incoming.errors)
+            return Response({"error": {"field": field_name, "message": message}}, status=400)
+        data = dict(incoming.validated_data)
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        try:
+            experience = services.experience_create(
+                project=project,
+                key=data.pop("key"),
+                name=data.pop("name"),
+                touchpoint=data.pop("touchpoint") or "outside Kairos",
+                variants=[dict(v) for v in data.pop("variants")],
+                external=data.pop("external"),
+                **data,
+            )
+        except services.ExperienceError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_experience_out(selectors.experience_for_project(project=project, key=experience.key)), 201)

@@ -278,3 +278,10 @@ def projects_all() -> list[Project]:
 
 def project_by_id(*, project_id: int) -> Project:
     return Project.objects.get(pk=project_id)
+
+
+def project_by_slug_or_id(*, value: str) -> Project | None:
+    project = Project.objects.filter(slug=value).first()
+    if project is None and value.isdigit():
+        project = Project.objects.filter(pk=int(value)).first()
+    return project
