@@ -11,6 +11,7 @@ router = DefaultRouter(trailing_slash=True)
 router.register("profiles", personalization_api.ProfileViewSet, basename="profile")
 router.register("project", personalization_api.ProjectView, basename="project")
 router.register("experiences", personalization_api.ExperienceViewSet, basename="experience")
+router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
 router.register("lift", experiments_api.LiftReportView, basename="lift")
 

@@ -1,12 +1,12 @@
 """REST API (secret keys): profiles and their events, scoped to the key's project."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from personalization import selectors, services
-from personalization.models import Event, Experience, ExperienceStatus, Profile, Role
+from personalization.models import Event, Experience, ExperienceStatus, Profile, Project, Role
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -58,8 +58,6 @@ class ProjectView(viewsets.ViewSet):
 
     @extend_schema(responses={200: dict})
     def list(self, request):
-        from personalization.models import Project
-
         project = Project.objects.get(pk=request.kairos_project_id)
         return Response(
             {
@@ -167,3 +165,95 @@ class ExperienceViewSet(viewsets.ViewSet):
         except services.ExperienceError as exc:
             return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
         return Response(_experience_out(selectors.experience_for_project(project=project, key=experience.key)), 201)
+
+
+def _project_out(project) -> dict:
+    return {
+        "id": project.pk,
+        "name": project.name,
+        "slug": project.slug,
+        "global_holdout_share": project.global_holdout_share,
+        "created_at": project.created_at,
+    }
+
+
+class KeyOrLogin(permissions.BasePermission):
+    """A secret key, or any dashboard login (a new user has no project yet and may create one)."""
+
+    message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
+
+    def has_permission(self, request, view):
+        from personalization.auth import KeyInfo
+
+        return isinstance(request.auth, KeyInfo) or bool(getattr(request.user, "is_authenticated", False))
+
+
+class ProjectsViewSet(viewsets.ViewSet):
+    """Projects (admin). A dashboard session sees its projects and may create one (it becomes its
+    admin); renaming and deleting need the admin role, or the project's own secret key."""
+
+    lookup_value_regex = r"\d+"
+    permission_classes = [KeyOrLogin]
+
+    def _project(self, request, pk) -> Project | None:
+        from personalization.auth import KeyInfo
+
+        if not str(pk).isdigit():
+            return None
+        if isinstance(request.auth, KeyInfo):
+            return selectors.project_by_id_or_none(project_id=int(pk)) if int(pk) == request.auth.project_id else None
+        return selectors.project_for_member(user=request.user, project_id=int(pk), roles=[Role.ADMIN])
+
+    @extend_schema(responses={200: dict})
+    def list(self, request):
+        from personalization.auth import KeyInfo
+
+        if isinstance(request.auth, KeyInfo):
+            projects = [selectors.project_by_id(project_id=request.auth.project_id)]
+        else:
+            projects = selectors.projects_of_user(user=request.user)
+        return Response([_project_out(p) for p in projects])
+
+    @extend_schema(request=dict, responses={201: dict, 400: dict, 403: dict})
+    def create(self, request):
+        """Create a project: {"name": "Acme shop"}. Needs a dashboard login (its user becomes admin)."""
+        from personalization.auth import KeyInfo
+
+        if isinstance(request.auth, KeyInfo):
+            message = "a secret key belongs to one project; log in to the dashboard to create another"
+            return Response({"error": {"field": "Authorization", "message": message}}, status=403)
+        try:
+            project = services.project_create(name=str(request.data.get("name", "")), owner=request.user)
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_project_out(project), status=201)
+
+    @extend_schema(request=dict, responses={200: dict, 400: dict, 404: dict})
+    def partial_update(self, request, pk=None):
+        """Rename: {"name": "New name"}."""
+        project = self._project(request, pk)
+        if project is None:
+            return Response({"error": {"field": "id", "message": "no project of yours with this id"}}, status=404)
+        try:
+            project = services.project_rename(
+                project=project, name=str(request.data.get("name", "")), by=_user(request)
+            )
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_project_out(project))
+
+    @extend_schema(responses={204: None, 400: dict, 404: dict})
+    def destroy(self, request, pk=None):
+        """Delete with everything in it; `?confirm=<slug>` is required."""
+        project = self._project(request, pk)
+        if project is None:
+            return Response({"error": {"field": "id", "message": "no project of yours with this id"}}, status=404)
+        try:
+            services.project_delete(project=project, confirm=request.query_params.get("confirm", ""), by=_user(request))
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(status=204)
+
+
+def _user(request):
+    return request.user if getattr(request.user, "is_authenticated", False) else None

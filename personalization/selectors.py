@@ -285,3 +285,16 @@ def project_by_slug_or_id(*, value: str) -> Project | None:
     if project is None and value.isdigit():
         project = Project.objects.filter(pk=int(value)).first()
     return project
+
+
+def project_by_id_or_none(*, project_id: int) -> Project | None:
+    return Project.objects.filter(pk=project_id).first()
+
+
+def projects_of_user(*, user) -> list[Project]:
+    return list(Project.objects.filter(memberships__user=user).order_by("name"))
+
+
+def project_for_member(*, user, project_id: int, roles: list[str]) -> Project | None:
+    """The project if `user` has one of `roles` in it."""
+    return Project.objects.filter(pk=project_id, memberships__user=user, memberships__role__in=roles).first()

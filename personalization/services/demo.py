@@ -25,14 +25,14 @@ from django.db import DatabaseError, connection, transaction
 from config.embedded import VAR
 from personalization import demo, engine, redis_client, rkeys
 from personalization.demo import PLANTED_ATTRIBUTE
-from personalization.models import Event, Experience, Exposure, IdentityKind, Project, Role
+from personalization.models import Experience, IdentityKind, Project, Role
 from personalization.services.experiences import (
     experience_create,
     experience_start,
     profiles_publish,
     project_holdout_set,
 )
-from personalization.services.projects import api_key_create, membership_set, project_create
+from personalization.services.projects import api_key_create, membership_set, project_create, project_delete
 
 log = logging.getLogger(__name__)
 
@@ -67,35 +67,8 @@ def demo_delete() -> bool:
     project = demo_project_get()
     if project is None:
         return False
-    client = redis_client.worker()
-    batch = []
-    for key in client.scan_iter(match=f"kr:{project.pk}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            client.delete(*batch)
-            batch = []
-    if batch:
-        client.delete(*batch)
-    _stream_forget(client, project.pk)
-    with transaction.atomic():
-        # The bulk tables first, each in one statement; the cascade then has little left to collect.
-        Event.objects.filter(project=project).delete()
-        Exposure.objects.filter(project=project).delete()
-        project.delete()
+    project_delete(project=project, confirm=project.slug)
     return True
-
-
-def _stream_forget(client, project_id: int) -> None:
-    """Remove the project's not yet drained batches from the event stream: their project is going."""
-    start, mine = "-", []
-    while True:
-        entries = client.xrange(rkeys.EVENTS_STREAM, min=start, max="+", count=1000)
-        mine.extend(entry_id for entry_id, fields in entries if fields.get(b"p") == str(project_id).encode())
-        if len(entries) < 1000:
-            break
-        start = "(" + entries[-1][0].decode()
-    if mine:
-        client.xdel(rkeys.EVENTS_STREAM, *mine)
 
 
 def _user_ensure(username: str) -> AbstractBaseUser:
