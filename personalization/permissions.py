@@ -30,8 +30,8 @@ _ADMIN, _MARKETER, _ANALYST, _COMPLIANCE, _DEVELOPER = (
 ACTIONS: dict[str, frozenset[str]] = {
     "overview": _ALL_ROLES,
     "project": frozenset({*_ALL_ROLES, SECRET_KEY}),
-    "experiences": frozenset({_ADMIN, _MARKETER, _ANALYST, _DEVELOPER}),
-    "experiences.edit": frozenset({_ADMIN, _MARKETER}),
+    "experiences": frozenset({_ADMIN, _MARKETER, _ANALYST, _DEVELOPER, SECRET_KEY}),
+    "experiences.edit": frozenset({_ADMIN, _MARKETER, SECRET_KEY}),
     "segments": frozenset({_ADMIN, _MARKETER, _ANALYST}),
     "lift": frozenset({_ADMIN, _MARKETER, _ANALYST, SECRET_KEY}),
     "lift.compute": frozenset({_ADMIN, _MARKETER, _ANALYST}),
@@ -41,6 +41,12 @@ ACTIONS: dict[str, frozenset[str]] = {
     "settings": frozenset({_ADMIN, _DEVELOPER}),
     "keys.manage": frozenset({_ADMIN, _DEVELOPER}),
     "members.manage": frozenset({_ADMIN}),
+    # Projects: anyone logged in may start one (even with no project yet); a secret key belongs to one.
+    "projects": frozenset({*_ALL_ROLES, SECRET_KEY}),
+    "projects.create": _ALL_ROLES,
+    "projects.manage": frozenset({_ADMIN, SECRET_KEY}),
+    # Dead letters hold the personal data of events that could not be stored.
+    "dead_letters": frozenset({_ADMIN}),
 }
 
 

@@ -75,7 +75,7 @@ def workspace_view(action: str):
         def wrapper(request, *args, **kwargs):
             workspace = workspace_for(request)
             if workspace is None:
-                return render(request, "no_project.html", status=403)
+                return render(request, "no_project.html")  # the first-run page: create a project
             if not workspace.can(action):
                 raise PermissionDenied(
                     f"Your role ({workspace.role}) cannot {_ACTION_VERBS.get(action, f'open {section}')}; "

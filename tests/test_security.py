@@ -123,7 +123,7 @@ def test_lift_csv__formula_like_segment_names__neutralised(client, admin, projec
     report = LiftReport.objects.create(
         project=project,
         experience_key="hero",
-        segment_by="demo:intent",
+        segment_by="attribute:intent",
         start="2020-01-01T00:00Z",
         end="2030-01-01T00:00Z",
     )
