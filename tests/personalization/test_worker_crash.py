@@ -20,13 +20,12 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from experiments import services as lift_services
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
 from personalization import redis_client, rkeys
 from personalization.models import BanditWeights, Exposure, Profile
 from personalization.tasks import bandits_update_task
-from tests.experiments.test_lift_report import _population
+from tests.experiments.test_lift_report import _population, hero_report_done
 from tests.personalization.test_experience_views import experience_make
 from tests.workers import celery_worker
 
@@ -154,9 +153,5 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
 
     assert report.status == ReportStatus.DONE, f"{report.error}\n{log_path.read_text()[-4000:]}"
     assert report.progress == 100
-    reference = lift_services.lift_report_run(
-        report=LiftReport.objects.create(
-            project=project, experience_key="hero", segment_by="attribute:intent", start=report.start, end=report.end
-        )
-    )
+    reference = hero_report_done(project, start=report.start, end=report.end)
     assert report.result["report"] == reference.result["report"]
