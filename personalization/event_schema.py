@@ -2,10 +2,12 @@
 
 A batch is `{"events": [...]}` with at most MAX_BATCH events. Envelope problems reject the whole
 batch; problems in one event reject only that event, reported with its index, field and fix.
+Fields Kairos does not use are dropped and reported as warnings (index, field, why), never silently.
 """
 
 import math
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +20,10 @@ MAX_FUTURE = timedelta(minutes=10)
 MAX_PAST = timedelta(days=30)
 
 STANDARD_TYPES = {"page_view", "click", "search", "scroll", "add_to_cart", "purchase", "exposure", "identify"}
-EXPOSURE_ARMS = {"variant", "holdout_global", "holdout_experience"}
+EVENT_FIELDS = {"event_id", "type", "user_id", "anonymous_id", "session_id", "timestamp", "value", "properties"}
+# What an exposure sent from outside may say; its goal, window and expected split come from the
+# experience registered in Kairos, so one report never mixes windows.
+EXPOSURE_PROPERTIES = {"experience", "variant", "holdout", "segment"}
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _CUSTOM_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -49,6 +54,7 @@ class BatchResult:
     rejected: list[dict] = field(default_factory=list)
     dropped_noise: int = 0
     duplicates: int = 0
+    warnings: list[dict] = field(default_factory=list)
 
 
 class FieldError(ValueError):
@@ -92,7 +98,7 @@ def json_check(value: object, name: str, depth: int = 0) -> None:
             json_check(item, f"{name}[{index}]", depth + 1)
 
 
-def _parse_ts(raw: object, now: datetime) -> datetime:
+def _parse_ts(raw: object, now: datetime, max_past: timedelta | None) -> datetime:
     if raw is None:
         return now
     if isinstance(raw, bool):
@@ -104,9 +110,10 @@ def _parse_ts(raw: object, now: datetime) -> datetime:
         now_ms = now.timestamp() * 1000
         if raw > now_ms + MAX_FUTURE.total_seconds() * 1000:
             raise FieldError("timestamp", "is in the future; check the client clock (epoch milliseconds, not µs)")
-        if raw < now_ms - MAX_PAST.total_seconds() * 1000:
-            raise FieldError("timestamp", "is more than 30 days old; old history cannot be backfilled here")
-        ts = datetime.fromtimestamp(raw / 1000.0, tz=UTC)
+        try:
+            ts = datetime.fromtimestamp(raw / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise FieldError("timestamp", "is out of range; use epoch milliseconds of a real date") from None
     elif isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -117,13 +124,18 @@ def _parse_ts(raw: object, now: datetime) -> datetime:
     else:
         raise FieldError("timestamp", "must be an ISO 8601 string or epoch milliseconds")
     try:
-        future, past = ts > now + MAX_FUTURE, ts < now - MAX_PAST
+        future = ts > now + MAX_FUTURE
+        past = max_past is not None and ts < now - max_past
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-        raise FieldError("timestamp", "is out of range; use a date within the last 30 days") from None
+        raise FieldError("timestamp", "is out of range; use a real date, e.g. 2026-11-25T13:31:40Z") from None
     if future:
         raise FieldError("timestamp", "is in the future; check the client clock")
     if past:
-        raise FieldError("timestamp", "is more than 30 days old; old history cannot be backfilled here")
+        raise FieldError(
+            "timestamp",
+            f"is more than {max_past.days} days old; import history with a secret key"
+            " (POST /api/v1/events/import or manage.py events_import)",
+        )
     return ts
 
 
@@ -135,7 +147,25 @@ def _check_id(raw: object, name: str) -> str | None:
     return raw
 
 
-def _normalise(raw: object, now: datetime) -> dict:
+def _ignored(raw: dict, etype: str, properties: dict) -> list[tuple[str, str]]:
+    """(field, why) of what this event carries that Kairos does not use."""
+    ignored = [(name, "is not an event field; it was ignored") for name in raw if name not in EVENT_FIELDS]
+    if etype == "exposure":
+        ignored += [
+            (
+                f"properties.{name}",
+                "was ignored: an exposure says only experience, variant (or holdout) and segment;"
+                " the goal, window and split come from the registered experience",
+            )
+            for name in properties
+            if name not in EXPOSURE_PROPERTIES
+        ]
+    elif "attributes" in properties and etype != "identify":
+        ignored.append(("properties.attributes", "was ignored: set profile attributes with an identify event"))
+    return sorted(ignored)
+
+
+def _normalise(raw: object, now: datetime, max_past: timedelta | None) -> dict:
     if not isinstance(raw, dict):
         raise FieldError("event", "must be a JSON object")
     event_id = raw.get("event_id")
@@ -148,9 +178,8 @@ def _normalise(raw: object, now: datetime) -> dict:
     anonymous_id = _check_id(raw.get("anonymous_id"), "anonymous_id")
     if user_id is None and anonymous_id is None:
         raise FieldError("user_id", "is missing: give user_id or anonymous_id (or both)")
-    if etype == "identify" and (user_id is None or anonymous_id is None):
-        missing = "user_id" if user_id is None else "anonymous_id"
-        raise FieldError(missing, "identify needs both user_id and anonymous_id")
+    if etype == "identify" and user_id is None:
+        raise FieldError("user_id", "identify needs the user_id (and the anonymous_id, to join the visitor's history)")
     session_id = raw.get("session_id") or ""
     if not isinstance(session_id, str) or len(session_id) > 64:
         raise FieldError("session_id", "must be a string of at most 64 characters")
@@ -169,8 +198,10 @@ def _normalise(raw: object, now: datetime) -> dict:
         raise FieldError("properties.depth", "must be between 0 and 100 (percent)")
     if etype == "exposure" and not (isinstance(properties.get("variant"), str) or properties.get("holdout") is True):
         raise FieldError("properties.variant", 'is required for exposure: the variant key, or "holdout": true')
-    if etype == "exposure" and properties.get("arm", "variant") not in EXPOSURE_ARMS:
-        raise FieldError("properties.arm", f"must be one of {', '.join(sorted(EXPOSURE_ARMS))}")
+    if etype == "exposure" and not isinstance(properties.get("segment", ""), str):
+        raise FieldError("properties.segment", 'must be a string, e.g. "mobile"')
+    if etype == "identify" and not isinstance(properties.get("attributes", {}), dict):
+        raise FieldError("properties.attributes", 'must be a JSON object, e.g. {"plan": "gold"}')
     value = raw.get("value")
     if etype == "purchase" and value is None:
         raise FieldError("value", "is required for purchase: the order value, e.g. 59.90")
@@ -179,7 +210,12 @@ def _normalise(raw: object, now: datetime) -> dict:
             raise FieldError("value", "must be a number, e.g. 59.90")
         if value < 0 or value >= 1e12:
             raise FieldError("value", "must be between 0 and 999,999,999,999")
-    ts = _parse_ts(raw.get("timestamp"), now)
+    ts = _parse_ts(raw.get("timestamp"), now, max_past)
+    ignored = _ignored(raw, etype, properties)
+    if etype == "exposure":
+        properties = {k: v for k, v in properties.items() if k in EXPOSURE_PROPERTIES}
+    elif etype != "identify":
+        properties = {k: v for k, v in properties.items() if k != "attributes"}
     return {
         "event_id": event_id,
         "type": etype,
@@ -189,11 +225,33 @@ def _normalise(raw: object, now: datetime) -> dict:
         "session_id": session_id,
         "value": value,
         "properties": properties,
+        "ignored": ignored,
     }
 
 
-def batch_validate(payload: object, *, now: datetime | None = None) -> BatchResult:
-    """Validate a decoded batch. Raises BatchError for an unusable envelope."""
+def _check_registered(key: str, experiences: Container[str]) -> None:
+    if key not in experiences:
+        raise FieldError(
+            "properties.experience",
+            f'"{key[:64]}" is not an experience of this project; register it first (with its variants, control,'
+            ' split, goal and window): Experiences → New experience → "Assigned outside Kairos", or'
+            ' POST /api/v1/experiences/ with "external": true',
+        )
+
+
+def batch_validate(
+    payload: object,
+    *,
+    now: datetime | None = None,
+    max_past: timedelta | None = MAX_PAST,
+    experiences: Container[str] | None = None,
+) -> BatchResult:
+    """Validate a decoded batch. Raises BatchError for an unusable envelope.
+
+    `max_past`: the oldest timestamp taken (None: any age, for history imports with a secret key).
+    `experiences`: the project's registered experience keys; an exposure of any other key is
+    refused (None: not checked).
+    """
     now = now or datetime.now(UTC)
     if not isinstance(payload, dict):
         raise BatchError("body", 'must be a JSON object like {"events": [...]}')
@@ -210,10 +268,14 @@ def batch_validate(payload: object, *, now: datetime | None = None) -> BatchResu
     last_click: dict[tuple, datetime] = {}
     for index, raw in enumerate(events):
         try:
-            event = _normalise(raw, now)
+            event = _normalise(raw, now, max_past)
+            if event["type"] == "exposure" and experiences is not None:
+                _check_registered(event["properties"]["experience"], experiences)
         except FieldError as invalid:
             result.rejected.append({"index": index, "field": invalid.field, "message": invalid.message})
             continue
+        for name, why in event.pop("ignored"):
+            result.warnings.append({"index": index, "field": name, "message": why})
         if event["event_id"] in seen_ids:
             result.duplicates += 1
             continue

@@ -87,8 +87,6 @@ class Profile(models.Model):
     do_not_personalize = models.BooleanField(default=False)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
-    # Demo only: the intent the demo generator planted, to measure how well segments recover it.
-    demo_intent = models.CharField(max_length=40, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -162,6 +160,8 @@ class ExperienceStatus(models.TextChoices):
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
     COMPLETED = "completed", "Completed"
+    # Analysis only: assigned by another tool, which sends the exposures. Decide never serves it.
+    EXTERNAL = "external", "External (analysis only)"
 
 
 class Policy(models.TextChoices):

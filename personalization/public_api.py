@@ -195,6 +195,7 @@ def events(request: HttpRequest) -> HttpResponse:
         "rejected": result.rejected,
         "dropped_noise": result.dropped_noise,
         "duplicates": result.duplicates,
+        "warnings": result.warnings,
     }
     status = 400 if result.rejected and not result.accepted else 200
     return json_response(body, status=status)

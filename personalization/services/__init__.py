@@ -16,15 +16,19 @@ from personalization.services.experiences import (
     snapshot_publish,
 )
 from personalization.services.projects import (
+    ProjectError,
     api_key_create,
     api_key_last_used_flush,
     api_key_revoke,
     membership_set,
     project_create,
+    project_delete,
+    project_rename,
 )
 
 __all__ = [
     "ExperienceError",
+    "ProjectError",
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
@@ -43,7 +47,9 @@ __all__ = [
     "membership_set",
     "profiles_publish",
     "project_create",
+    "project_delete",
     "project_holdout_set",
+    "project_rename",
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",

@@ -17,17 +17,17 @@ import random
 import socket
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import psycopg
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 
 from personalization import redis_client, rkeys, throttle
-from personalization.event_schema import BatchResult, batch_validate
+from personalization.event_schema import MAX_PAST, BatchResult, batch_validate
 from personalization.services.dead_letters import dead_letters_write, text_storable
 from personalization.services.profiles import profiles_resolve
 
@@ -80,7 +80,13 @@ return {0, queued}
 
 
 def events_ingest(
-    *, project_id: int, payload: object, key_id: int | None = None, ip: str = "", pipe_extra=None
+    *,
+    project_id: int,
+    payload: object,
+    key_id: int | None = None,
+    ip: str = "",
+    pipe_extra=None,
+    max_past: timedelta | None = MAX_PAST,
 ) -> BatchResult:
     """Validate a batch and append the accepted events to the stream, in the request.
 
@@ -88,8 +94,9 @@ def events_ingest(
     the IP's rate (counted when key_id is given) or at the project's cap of waiting events, and
     redis.RedisError when the stream cannot take the batch (the caller answers 503 so the client
     retries). In every case nothing is half written: the script appends all or nothing.
+    `max_past=None` takes events of any age (history import, secret key only).
     """
-    result = batch_validate(payload)
+    result = batch_validate(payload, max_past=max_past, experiences=experience_keys_known(project_id=project_id))
     if not result.accepted:
         return result
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
@@ -121,6 +128,31 @@ def events_ingest(
     if verdict == 3:
         raise throttle.queue_full(cap)
     return result
+
+
+_KNOWN_SECONDS = 5.0
+_known: dict[int, tuple[float, frozenset[str]]] = {}
+
+
+def experience_keys_known(*, project_id: int) -> frozenset[str] | None:
+    """The project's registered experience keys (any status), cached in process for a few seconds:
+    an experience registered just now is known to every server within _KNOWN_SECONDS. None when
+    PostgreSQL cannot say: exposures are then taken unchecked rather than lost."""
+    from personalization.models import Experience
+
+    now = time.monotonic()
+    hit = _known.get(project_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    try:
+        keys = frozenset(Experience.objects.filter(project_id=project_id).values_list("key", flat=True))
+    except DatabaseError:
+        log.warning("events: experience keys unavailable; exposures accepted unchecked", exc_info=True)
+        return None
+    if len(_known) > 10_000:
+        _known.clear()
+    _known[project_id] = (now + _KNOWN_SECONDS, keys)
+    return keys
 
 
 def stream_ensure_group(client: redis.Redis) -> None:
@@ -253,7 +285,9 @@ def _identities_publish(project_id: int, events: list[dict], profile_of: dict[st
     identifies = [e for e in events if e["type"] == "identify"]
     if not identifies:
         return
-    units_stitch(project_id=project_id, pairs=[(e["anonymous_id"], e["user_id"]) for e in identifies])
+    pairs = [(e["anonymous_id"], e["user_id"]) for e in identifies if e["anonymous_id"]]  # a user id alone is fine
+    if pairs:
+        units_stitch(project_id=project_id, pairs=pairs)
     profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
 
 
@@ -370,7 +404,7 @@ WITH outcome AS (
     FROM drain_inserted i
     JOIN personalization_exposure x ON x.profile_id = i.profile_id
     WHERE (i.type = x.goal OR i.type = 'purchase')
-      AND i.ts >= x.exposed_at AND i.ts < x.exposed_at + x.window_hours * interval '1 hour'
+      AND i.ts >= x.exposed_at AND i.ts <= x.exposed_at + x.window_hours * interval '1 hour'
     GROUP BY x.id
 )
 UPDATE personalization_exposure x
@@ -378,7 +412,8 @@ SET conversions = x.conversions + o.goals, converted = x.converted OR o.goals > 
 FROM outcome o WHERE x.id = o.id
 """
 # Only events inserted by this batch count (RETURNING skips duplicates), so re-draining a batch
-# after a crash never counts a conversion twice.
+# after a crash never counts a conversion twice. The window includes its end: a conversion exactly
+# window_hours after the exposure counts.
 
 _EXPOSURES_BACKFILL_SQL = """
 UPDATE personalization_exposure x
@@ -386,10 +421,10 @@ SET conversions = o.goals, converted = o.goals > 0, revenue = o.revenue, pre_act
 FROM (
     SELECT x2.id,
         (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id AND e.type = x2.goal
-           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
         (SELECT coalesce(sum(e.value), 0) FROM personalization_event e
          WHERE e.profile_id = x2.profile_id AND e.type = 'purchase'
-           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
         (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id
            AND e.ts >= x2.exposed_at - interval '14 days' AND e.ts < x2.exposed_at) AS pre
     FROM personalization_exposure x2 WHERE x2.id = ANY(%s)
@@ -402,13 +437,25 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     """Exposures (from decide or sent from outside) keep each person's first one per experience.
 
     A new exposure's outcomes are computed from the events already stored (an outside tool may send
-    its exposures after the conversions); later events update them as they are drained.
+    its exposures after the conversions); later events update them as they are drained. Goal and
+    window are the registered experience's; decide's own exposures carry the same values, which
+    serve only for an experience deleted in between.
     """
+    from personalization.models import Experience
+
+    keys = {str(e["properties"]["experience"]) for e in exposures}
+    configured = {
+        key: (goal, hours)
+        for key, goal, hours in Experience.objects.filter(project_id=project_id, key__in=keys).values_list(
+            "key", "goal_event", "attribution_hours"
+        )
+    }
     rows = []
     for event in exposures:
         props = event["properties"]
         holdout = props.get("holdout") is True
         arm = props.get("arm") or ("holdout_experience" if holdout else "variant")
+        goal, hours = configured.get(str(props["experience"]), (props.get("goal"), props.get("window_hours")))
         rows.append(
             (
                 project_id,
@@ -420,8 +467,8 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 str(props.get("segment") or "")[:64],
                 event["ts"],
                 str(props.get("source") or "api")[:8],
-                str(props.get("goal") or "purchase")[:64],
-                _window_hours(props.get("window_hours")),
+                str(goal or "purchase")[:64],
+                _window_hours(hours),
             )
         )
     with connection.cursor() as cursor:
@@ -443,6 +490,6 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
 
 
 def _window_hours(raw) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 90:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 365:
         return raw
     return 72
