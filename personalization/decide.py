@@ -22,7 +22,7 @@ import redis
 from django.conf import settings
 
 from personalization import engine, redis_client, redis_wire, rkeys, throttle
-from personalization.event_schema import MAX_PROPERTIES_CHARS, FieldError, json_check, text_check
+from personalization.event_schema import FieldError, json_check, text_check
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,8 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     ):
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
     try:
-        # The unit id goes into exposure events and Redis keys: it must be storable text.
+        # The unit id goes into exposure events and Redis keys: it must be storable text. The context
+        # is only read (targeting), never stored; its size is bounded by the body's.
         text_check(unit, kind)
         if context:
             json_check(context, "context")
@@ -295,8 +296,6 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
             json_check(requested, "experiences")
     except FieldError as exc:
         raise DecideInputError(exc.field, exc.message) from None
-    if context and len(repr(context)) > MAX_PROPERTIES_CHARS:
-        raise DecideInputError("context", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     return kind, unit, context, requested
 
 
