@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 MAX_BATCH = 1000
 MAX_PROPERTIES_CHARS = 8000
+MAX_DEPTH = 8  # objects and lists inside properties, attributes or a decide context
+MAX_KEY_CHARS = 128
 NOISE_CLICK_WINDOW_MS = 500
 MAX_FUTURE = timedelta(minutes=10)
 MAX_PAST = timedelta(days=30)
@@ -55,34 +57,81 @@ class BatchResult:
     warnings: list[dict] = field(default_factory=list)
 
 
-class _Invalid(Exception):
+class FieldError(ValueError):
+    """One field of one event (or of a decide request) is unusable."""
+
     def __init__(self, field_name: str, message: str):
         self.field = field_name
         self.message = message
+
+
+# What PostgreSQL text and jsonb cannot hold (NUL) and what is not valid UTF-8 (a lone surrogate).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_STORE_HINT = "contains a character that cannot be stored (NUL U+0000 or a lone surrogate); remove it"
+
+
+def text_check(value: str, name: str) -> None:
+    """A string PostgreSQL text/jsonb and UTF-8 JSON can store, or FieldError naming the field."""
+    if _UNSTORABLE.search(value):
+        raise FieldError(name, _STORE_HINT)
+
+
+def json_check(value: object, name: str, depth: int = 0) -> None:
+    """Every key and string inside a JSON value is storable, and it nests at most MAX_DEPTH deep.
+
+    Walks at most MAX_DEPTH levels, so a body nested a thousand deep costs no more than one nested
+    nine deep (and never reaches a recursion limit in orjson or repr)."""
+    if isinstance(value, str):
+        text_check(value, name)
+    elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise FieldError(name, f"is nested too deep; keep objects and lists at most {MAX_DEPTH} levels deep")
+        for key, item in value.items():
+            if len(key) > MAX_KEY_CHARS:
+                raise FieldError(f"{name}.{key[:20]}…", f"key is longer than {MAX_KEY_CHARS} characters; shorten it")
+            text_check(key, f"{name} (a key)")
+            json_check(item, f"{name}.{key}", depth + 1)
+    elif isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise FieldError(name, f"is nested too deep; keep objects and lists at most {MAX_DEPTH} levels deep")
+        for index, item in enumerate(value):
+            json_check(item, f"{name}[{index}]", depth + 1)
 
 
 def _parse_ts(raw: object, now: datetime, max_past: timedelta | None) -> datetime:
     if raw is None:
         return now
     if isinstance(raw, bool):
-        raise _Invalid("timestamp", "must be an ISO 8601 string or epoch milliseconds")
+        raise FieldError("timestamp", "must be an ISO 8601 string or epoch milliseconds")
     if isinstance(raw, int | float):
         if not math.isfinite(raw):
-            raise _Invalid("timestamp", "must be a finite number of epoch milliseconds")
-        ts = datetime.fromtimestamp(raw / 1000.0, tz=UTC)
+            raise FieldError("timestamp", "must be a finite number of epoch milliseconds")
+        # Compared as numbers first: 1e20 or -1e15 ms is no datetime at all.
+        now_ms = now.timestamp() * 1000
+        if raw > now_ms + MAX_FUTURE.total_seconds() * 1000:
+            raise FieldError("timestamp", "is in the future; check the client clock (epoch milliseconds, not µs)")
+        try:
+            ts = datetime.fromtimestamp(raw / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise FieldError("timestamp", "is out of range; use epoch milliseconds of a real date") from None
     elif isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise _Invalid("timestamp", "is not ISO 8601; use e.g. 2026-11-25T13:31:40Z") from None
+            raise FieldError("timestamp", "is not ISO 8601; use e.g. 2026-11-25T13:31:40Z") from None
         if ts.tzinfo is None:
-            raise _Invalid("timestamp", "has no time zone; add Z or +00:00")
+            raise FieldError("timestamp", "has no time zone; add Z or +00:00")
     else:
-        raise _Invalid("timestamp", "must be an ISO 8601 string or epoch milliseconds")
-    if ts > now + MAX_FUTURE:
-        raise _Invalid("timestamp", "is in the future; check the client clock")
-    if max_past is not None and ts < now - max_past:
-        raise _Invalid(
+        raise FieldError("timestamp", "must be an ISO 8601 string or epoch milliseconds")
+    try:
+        future = ts > now + MAX_FUTURE
+        past = max_past is not None and ts < now - max_past
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise FieldError("timestamp", "is out of range; use a real date, e.g. 2026-11-25T13:31:40Z") from None
+    if future:
+        raise FieldError("timestamp", "is in the future; check the client clock")
+    if past:
+        raise FieldError(
             "timestamp",
             f"is more than {max_past.days} days old; import history with a secret key"
             " (POST /api/v1/events/import or manage.py events_import)",
@@ -93,8 +142,8 @@ def _parse_ts(raw: object, now: datetime, max_past: timedelta | None) -> datetim
 def _check_id(raw: object, name: str) -> str | None:
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or not _ID_RE.match(raw):
-        raise _Invalid(name, "must be a string of 1–128 letters, digits or _.:@+-")
+    if not isinstance(raw, str) or not _ID_RE.fullmatch(raw):
+        raise FieldError(name, "must be a string of 1–128 letters, digits or _.:@+-")
     return raw
 
 
@@ -118,47 +167,49 @@ def _ignored(raw: dict, etype: str, properties: dict) -> list[tuple[str, str]]:
 
 def _normalise(raw: object, now: datetime, max_past: timedelta | None) -> dict:
     if not isinstance(raw, dict):
-        raise _Invalid("event", "must be a JSON object")
+        raise FieldError("event", "must be a JSON object")
     event_id = raw.get("event_id")
-    if not isinstance(event_id, str) or not _EVENT_ID_RE.match(event_id):
-        raise _Invalid("event_id", "is required: a unique string of 1–64 letters, digits or _.:- per event")
+    if not isinstance(event_id, str) or not _EVENT_ID_RE.fullmatch(event_id):
+        raise FieldError("event_id", "is required: a unique string of 1–64 letters, digits or _.:- per event")
     etype = raw.get("type")
-    if not isinstance(etype, str) or not (etype in STANDARD_TYPES or _CUSTOM_TYPE_RE.match(etype)):
-        raise _Invalid("type", 'is required: a standard type or a custom snake_case name, e.g. "signup"')
+    if not isinstance(etype, str) or not (etype in STANDARD_TYPES or _CUSTOM_TYPE_RE.fullmatch(etype)):
+        raise FieldError("type", 'is required: a standard type or a custom snake_case name, e.g. "signup"')
     user_id = _check_id(raw.get("user_id"), "user_id")
     anonymous_id = _check_id(raw.get("anonymous_id"), "anonymous_id")
     if user_id is None and anonymous_id is None:
-        raise _Invalid("user_id", "is missing: give user_id or anonymous_id (or both)")
+        raise FieldError("user_id", "is missing: give user_id or anonymous_id (or both)")
     if etype == "identify" and user_id is None:
-        raise _Invalid("user_id", "identify needs the user_id (and the anonymous_id, to join the visitor's history)")
+        raise FieldError("user_id", "identify needs the user_id (and the anonymous_id, to join the visitor's history)")
     session_id = raw.get("session_id") or ""
     if not isinstance(session_id, str) or len(session_id) > 64:
-        raise _Invalid("session_id", "must be a string of at most 64 characters")
+        raise FieldError("session_id", "must be a string of at most 64 characters")
+    text_check(session_id, "session_id")
     properties = raw.get("properties") or {}
     if not isinstance(properties, dict):
-        raise _Invalid("properties", "must be a JSON object")
+        raise FieldError("properties", "must be a JSON object")
+    json_check(properties, "properties")
     if len(repr(properties)) > MAX_PROPERTIES_CHARS:
-        raise _Invalid("properties", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
+        raise FieldError("properties", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     for name, types, hint in _REQUIRED_PROPERTIES.get(etype, []):
         value = properties.get(name)
         if not isinstance(value, types) or isinstance(value, bool) or value == "":
-            raise _Invalid(f"properties.{name}", f"is required for {etype}: {hint}")
+            raise FieldError(f"properties.{name}", f"is required for {etype}: {hint}")
     if etype == "scroll" and not 0 <= properties["depth"] <= 100:
-        raise _Invalid("properties.depth", "must be between 0 and 100 (percent)")
+        raise FieldError("properties.depth", "must be between 0 and 100 (percent)")
     if etype == "exposure" and not (isinstance(properties.get("variant"), str) or properties.get("holdout") is True):
-        raise _Invalid("properties.variant", 'is required for exposure: the variant key, or "holdout": true')
+        raise FieldError("properties.variant", 'is required for exposure: the variant key, or "holdout": true')
     if etype == "exposure" and not isinstance(properties.get("segment", ""), str):
-        raise _Invalid("properties.segment", 'must be a string, e.g. "mobile"')
+        raise FieldError("properties.segment", 'must be a string, e.g. "mobile"')
     if etype == "identify" and not isinstance(properties.get("attributes", {}), dict):
-        raise _Invalid("properties.attributes", 'must be a JSON object, e.g. {"plan": "gold"}')
+        raise FieldError("properties.attributes", 'must be a JSON object, e.g. {"plan": "gold"}')
     value = raw.get("value")
     if etype == "purchase" and value is None:
-        raise _Invalid("value", "is required for purchase: the order value, e.g. 59.90")
+        raise FieldError("value", "is required for purchase: the order value, e.g. 59.90")
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise _Invalid("value", "must be a number, e.g. 59.90")
+            raise FieldError("value", "must be a number, e.g. 59.90")
         if value < 0 or value >= 1e12:
-            raise _Invalid("value", "must be between 0 and 999,999,999,999")
+            raise FieldError("value", "must be between 0 and 999,999,999,999")
     ts = _parse_ts(raw.get("timestamp"), now, max_past)
     ignored = _ignored(raw, etype, properties)
     if etype == "exposure":
@@ -180,7 +231,7 @@ def _normalise(raw: object, now: datetime, max_past: timedelta | None) -> dict:
 
 def _check_registered(key: str, experiences: Container[str]) -> None:
     if key not in experiences:
-        raise _Invalid(
+        raise FieldError(
             "properties.experience",
             f'"{key[:64]}" is not an experience of this project; register it first (with its variants, control,'
             ' split, goal and window): Experiences → New experience → "Assigned outside Kairos", or'
@@ -220,7 +271,7 @@ def batch_validate(
             event = _normalise(raw, now, max_past)
             if event["type"] == "exposure" and experiences is not None:
                 _check_registered(event["properties"]["experience"], experiences)
-        except _Invalid as invalid:
+        except FieldError as invalid:
             result.rejected.append({"index": index, "field": invalid.field, "message": invalid.message})
             continue
         for name, why in event.pop("ignored"):

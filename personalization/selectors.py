@@ -12,6 +12,7 @@ from personalization.models import (
     Arm,
     AuditEntry,
     BanditWeights,
+    DeadLetter,
     Event,
     Experience,
     ExperienceStatus,
@@ -161,6 +162,12 @@ def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEn
         .select_related("actor")
         .order_by("-at")[:limit]
     )
+
+
+def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
+    """How many dead letters a project has, and the newest few."""
+    rows = DeadLetter.objects.filter(project_id=project_id)
+    return {"count": rows.count(), "samples": list(rows.order_by("-created_at", "-id")[:samples])}
 
 
 # Exposures as lift reports read them (the experiments app names no table of this one).

@@ -1,6 +1,7 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
 from personalization.services.bandits import bandit_counts, bandit_experiences_running, bandit_update
+from personalization.services.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
 from personalization.services.experiences import (
     ExperienceError,
@@ -34,6 +35,8 @@ __all__ = [
     "bandit_counts",
     "bandit_experiences_running",
     "bandit_update",
+    "dead_letters_delete",
+    "dead_letters_retry",
     "events_drain",
     "events_ingest",
     "experience_complete",

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('personalization', '0007_exposure_lift_statistics'),
+        ('personalization', '0008_dead_letters'),
     ]
 
     operations = [
