@@ -185,7 +185,8 @@ def _profile_merge(project_id: int, *, source: int, target: int) -> None:
         )
     tables, _ = personal_data_locations()
     for location in tables:
-        if location.profile_field != "pk":
+        # Rows found by the profile itself (pk) or by ids alone (dead letters) have no link to move.
+        if location.profile_field not in ("pk", ""):
             apps.get_model(location.model).objects.filter(**{f"{location.profile_field}_id": source}).update(
                 **{f"{location.profile_field}_id": target}
             )
