@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from personalization import engine, redis_client, redis_wire, rkeys
+from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
 
@@ -233,22 +234,41 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
-def decide(project_id: int, body) -> dict:
-    """Answer one decide request. Raises DecideInputError for bad input; never for infrastructure."""
+def _suppression_check(project_id: int, unit: str) -> tuple | None:
+    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one."""
+    snapshot = snapshots.get(project_id)
+    if snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed"):
+        return None
+    from django.conf import settings
+
+    return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
+
+
+def decide(project_id: int, body, gpc: bool = False) -> dict:
+    """Answer one decide request. Raises DecideInputError for bad input; never for infrastructure.
+
+    `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
+    suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
+    """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
+    erased = False
     fallback = now < _redis_down_until
     if not fallback:
         try:
             check = snapshots.due(project_id, now)
+            suppression = _suppression_check(project_id, unit)
+            commands = [("HGETALL", unit_key)]
             if check:
-                results = unit_reads.execute(("HGETALL", unit_key), ("GET", rkeys.snapshot_version(project_id)))
-            else:
-                results = unit_reads.execute(("HGETALL", unit_key))
+                commands.append(("GET", rkeys.snapshot_version(project_id)))
+            if suppression is not None:
+                commands.append(suppression)
+            results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
+            erased = suppression is not None and results[-1] == 1
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
         except redis.RedisError as exc:
@@ -265,9 +285,13 @@ def decide(project_id: int, body) -> dict:
             "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
             "unknown_experiences": [],
         }
-    decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback)
-    exposures = _exposure_events(decision, decision_id, kind, unit)
-    buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+    if erased:
+        decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
+        buffer.add(project_id, unit_key, {}, [])
+    else:
+        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc)
+        exposures = _exposure_events(decision, decision_id, kind, unit)
+        buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
     return {
         "decision_id": decision_id,
         "version": snapshot["version"],

@@ -14,7 +14,7 @@ from personalization.event_schema import MAX_BATCH, BatchError
 # costs a few µs of Django's header validation, on every decide.
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Sec-GPC",
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
@@ -96,7 +96,8 @@ def events(request: HttpRequest) -> HttpResponse:
 def decide(request: HttpRequest) -> HttpResponse:
     try:
         body = body_json(request)
-        answer = decide_runtime.decide(request.key_info.project_id, body)
+        gpc = request.META.get("HTTP_SEC_GPC") == "1"
+        answer = decide_runtime.decide(request.key_info.project_id, body, gpc=gpc)
         decide_runtime.buffer.note_key(request.key_info.key_id)
     except BatchError as exc:
         return error(400, exc.field, exc.message)

@@ -160,3 +160,12 @@ def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEn
         .select_related("actor")
         .order_by("-at")[:limit]
     )
+
+
+def audit_entries(*, project_id: int, object_type: str, object_key: str) -> list[AuditEntry]:
+    """One object's audit trail, oldest first."""
+    return list(
+        AuditEntry.objects.filter(project_id=project_id, object_type=object_type, object_key=object_key)
+        .select_related("actor")
+        .order_by("at", "pk")
+    )

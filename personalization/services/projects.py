@@ -10,6 +10,7 @@ from django.utils.text import slugify
 
 from personalization import auth, redis_client, rkeys
 from personalization.models import ApiKey, KeyKind, Membership, Project, Role
+from personalization.services.audit import audit_record
 
 _KEY_PREFIX = {KeyKind.PUBLIC: "kp_", KeyKind.SECRET: "ks_"}
 
@@ -23,10 +24,23 @@ def project_create(*, name: str, owner: AbstractBaseUser | None = None, slug: st
     return project
 
 
-def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(
+    *, project: Project, user: AbstractBaseUser, role: str, by: AbstractBaseUser | None = None
+) -> Membership:
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
-    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    with transaction.atomic():
+        before = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+        membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+        if before != role:
+            audit_record(
+                project_id=project.pk,
+                actor=by,
+                action="role_set",
+                object_type="member",
+                object_key=user.get_username(),
+                changes={"role": [before, role]},
+            )
     return membership
 
 
@@ -35,17 +49,32 @@ def api_key_create(*, project: Project, kind: str, name: str, by: AbstractBaseUs
     if kind not in KeyKind.values:
         raise ValueError(f"kind must be one of {', '.join(KeyKind.values)}")
     raw = _KEY_PREFIX[KeyKind(kind)] + secrets.token_urlsafe(24)  # 192 random bits
-    key = ApiKey.objects.create(
-        project=project, kind=kind, name=name or kind, prefix=raw[:10], key_hash=auth.key_hash(raw), created_by=by
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            project=project, kind=kind, name=name or kind, prefix=raw[:10], key_hash=auth.key_hash(raw), created_by=by
+        )
+        _key_audit(key, by, "create")
     return key, raw
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, by: AbstractBaseUser | None = None) -> ApiKey:
     if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            _key_audit(key, by, "revoke")
     return key
+
+
+def _key_audit(key: ApiKey, by: AbstractBaseUser | None, action: str) -> None:
+    audit_record(
+        project_id=key.project_id,
+        actor=by,
+        action=action,
+        object_type="api_key",
+        object_key=f"{key.name} ({key.prefix}…)",
+        changes={"kind": key.kind},
+    )
 
 
 def api_key_last_used_flush() -> int:
