@@ -234,10 +234,11 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
-def _suppression_check(project_id: int, unit: str) -> tuple | None:
-    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one."""
+def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
+    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
+    (or when the snapshot is about to be refreshed, since the new one may say it has)."""
     snapshot = snapshots.get(project_id)
-    if snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed"):
+    if not check and (snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed")):
         return None
     from django.conf import settings
 
@@ -260,7 +261,7 @@ def decide(project_id: int, body, gpc: bool = False) -> dict:
     if not fallback:
         try:
             check = snapshots.due(project_id, now)
-            suppression = _suppression_check(project_id, unit)
+            suppression = _suppression_check(project_id, unit, check)
             commands = [("HGETALL", unit_key)]
             if check:
                 commands.append(("GET", rkeys.snapshot_version(project_id)))

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from personalization import decide
 from personalization import services as personalization_services
 from personalization.services import subjects as subject_data
 from privacy import registry
@@ -73,12 +74,17 @@ def _suppress(request: DataSubjectRequest, subject: registry.Subject) -> int:
     if request.identifiers.get("email"):
         identifiers.append("email:" + request.identifiers["email"])
     digests = sorted({digest_of(project_id=request.project_id, identifier=i) for i in identifiers})
+    first = not Suppression.objects.filter(project_id=request.project_id).exists()
     Suppression.objects.bulk_create(
         [Suppression(project_id=request.project_id, digest=d, request=request) for d in digests],
         ignore_conflicts=True,
     )
     subject_data.suppression_publish(project_id=request.project_id, digests=digests)
     personalization_services.snapshot_publish(project_id=request.project_id)
+    if first:
+        # Decide processes learn that the project has erased subjects with their next snapshot
+        # check; until then a decide call could still write the subject's sticky assignments.
+        time.sleep(decide.SNAPSHOT_CHECK_SECONDS + 10 * decide.FLUSH_INTERVAL)
     return len(digests)
 
 

@@ -13,14 +13,19 @@ from privacy import registry
 PERSON_ID_COLUMNS = {"user_id", "anonymous_id", "unit_id", "external_id", "profile_id"}
 
 
+def _refers_to_a_person(field) -> bool:
+    if getattr(field, "related_model", None) is Profile:
+        return field.many_to_one or field.one_to_one
+    return getattr(field, "column", None) in PERSON_ID_COLUMNS and not field.is_relation
+
+
 def test_registry__every_model_pointing_at_a_person__is_listed():
-    pointing = set()
-    for model in apps.get_models():
-        for field in model._meta.get_fields():
-            if getattr(field, "related_model", None) is Profile and (field.many_to_one or field.one_to_one):
-                pointing.add(model._meta.label)
-            elif getattr(field, "column", None) in PERSON_ID_COLUMNS and not field.is_relation:
-                pointing.add(model._meta.label)
+    pointing = {
+        model._meta.label
+        for model in apps.get_models()
+        for field in model._meta.get_fields()
+        if _refers_to_a_person(field)
+    }
     assert {"personalization.Event", "personalization.Exposure"} <= pointing, "the check must see the known tables"
     missing = pointing - registry.personal_models()
     assert not missing, f"declare these in privacy/registry.py with table(...): {sorted(missing)}"
