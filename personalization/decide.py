@@ -19,8 +19,10 @@ from itertools import chain
 
 import orjson
 import redis
+from django.conf import settings
 
-from personalization import engine, redis_client, redis_wire, rkeys
+from personalization import engine, redis_client, redis_wire, rkeys, throttle
+from personalization.event_schema import MAX_PROPERTIES_CHARS, FieldError, json_check, text_check
 from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class _Buffer:
             commands.append(
                 ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
             )
+            commands.append(("HINCRBY", rkeys.EVENTS_QUEUED, project_id, len(events)))
         if keys_used:
             now = int(time.time())
             commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
@@ -224,13 +227,27 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     context = body.get("context") or {}
     if not isinstance(context, dict):
         raise DecideInputError("context", 'must be an object like {"url": "/", "device": "mobile"}')
-    if context.get("attributes") is not None and not isinstance(context["attributes"], dict):
-        raise DecideInputError("context.attributes", "must be an object of attribute name → value")
+    for name in ("attributes", "consent"):
+        if context.get(name) is not None and not isinstance(context[name], dict):
+            raise DecideInputError(f"context.{name}", "must be an object of name → value")
     requested = body.get("experiences")
     if requested is not None and (
-        not isinstance(requested, list) or not all(isinstance(k, str) for k in requested) or len(requested) > 200
+        not isinstance(requested, list)
+        or not all(isinstance(k, str) and len(k) <= 64 for k in requested)
+        or len(requested) > 200
     ):
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
+    try:
+        # The unit id goes into exposure events and Redis keys: it must be storable text.
+        text_check(unit, kind)
+        if context:
+            json_check(context, "context")
+        if requested:
+            json_check(requested, "experiences")
+    except FieldError as exc:
+        raise DecideInputError(exc.field, exc.message) from None
+    if context and len(repr(context)) > MAX_PROPERTIES_CHARS:
+        raise DecideInputError("context", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     return kind, unit, context, requested
 
 
@@ -240,13 +257,12 @@ def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
     snapshot = snapshots.get(project_id)
     if not check and (snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed")):
         return None
-    from django.conf import settings
-
     return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
 
 
-def decide(project_id: int, body, gpc: bool = False) -> dict:
-    """Answer one decide request. Raises DecideInputError for bad input; never for infrastructure.
+def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False) -> dict:
+    """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
+    limit (counted for `key_id` and `ip` when given); never for infrastructure.
 
     `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
     suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
@@ -259,6 +275,9 @@ def decide(project_id: int, body, gpc: bool = False) -> dict:
     erased = False
     fallback = now < _redis_down_until
     if not fallback:
+        per_key, per_ip = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND, settings.KAIROS_DECIDE_PER_IP_PER_SECOND
+        # The limits cost one EVAL more in the same round trip; with Redis away nothing is limited.
+        counting = key_id is not None and (per_key or per_ip)
         try:
             check = snapshots.due(project_id, now)
             suppression = _suppression_check(project_id, unit, check)
@@ -267,15 +286,21 @@ def decide(project_id: int, body, gpc: bool = False) -> dict:
                 commands.append(("GET", rkeys.snapshot_version(project_id)))
             if suppression is not None:
                 commands.append(suppression)
+                suppressed_at = len(commands) - 1
+            if counting:
+                commands.append(("EVAL", throttle.RATE_LUA, 2, *throttle.rate_keys("d", key_id, ip)))
             results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
-            erased = suppression is not None and results[-1] == 1
+            erased = suppression is not None and results[suppressed_at] == 1
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
         except redis.RedisError as exc:
             log.warning("decide: Redis unavailable (%s); answering from the in-process snapshot", exc)
             _redis_down_until = now + REDIS_RETRY_SECONDS
             fallback = True
+        else:
+            if counting:
+                throttle.rate_verdict(results[-1], per_key, per_ip)
     snapshot = snapshots.get(project_id)
     decision_id = uuid.uuid4().hex
     if snapshot is None:

@@ -7,6 +7,7 @@ tests/privacy/test_registry.py fails while a PERSONAL key has no location there.
 
 EVENTS_STREAM = "kr:events"  # PERSONAL. accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
+EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.db import connection, transaction
+from django.db.models import Q
 
 from personalization.services import subjects as subject_data
 
@@ -80,64 +81,47 @@ def table(
     purpose: str,
     retention: str,
     profile_field: str = "profile",
-    identifier_field: str = "",
+    id_fields: tuple[str, ...] = (),
     profiling: bool = False,
     merge: Callable[[int, int], None] | None = None,
 ) -> Location:
     """A table whose rows belong to the profile named by `profile_field` ("pk" for the profile
-    itself). `identifier_field`, when given, holds a raw id and is scanned too on verification.
-    Rows move to the surviving profile on a merge unless `merge` says otherwise."""
+    itself, "" for rows without one), or hold one of the person's raw ids in an `id_fields` column
+    (dead letters; and a second way to find identities and profiles, so verification scans for the
+    identifiers themselves). Rows move to the surviving profile on a merge unless `merge` says otherwise."""
 
-    def model_class():
-        return apps.get_model(model)
-
-    def by_profile() -> str:
-        return "pk__in" if profile_field == "pk" else f"{profile_field}_id__in"
+    def rows(subject: Subject):
+        cls = apps.get_model(model)
+        query = Q(pk__in=[])
+        if profile_field:
+            field = "pk" if profile_field == "pk" else f"{profile_field}_id"
+            query |= Q(**{f"{field}__in": subject.profile_ids})
+        for id_field in id_fields:
+            query |= Q(project_id=subject.project_id, **{f"{id_field}__in": subject.unit_ids})
+        return cls.objects.filter(query)
 
     def export(subject: Subject) -> Iterator[dict]:
-        rows = (
-            model_class()
-            .objects.filter(**{by_profile(): subject.profile_ids})
-            .order_by("pk")
-            .values_list(*columns)
-            .iterator(chunk_size=EXPORT_CHUNK)
-        )
-        for row in rows:
+        for row in rows(subject).order_by("pk").values_list(*columns).iterator(chunk_size=EXPORT_CHUNK):
             yield dict(zip(columns, row, strict=True))
 
     def erase(subject: Subject, progress: Callable[[int], None]) -> int:
-        cls = model_class()
-        meta = cls._meta
-        column = meta.pk.column if profile_field == "pk" else meta.get_field(profile_field).column
         removed = 0
         # One transaction per chunk: a job killed midway keeps what it deleted and starts again
         # from what is left, and no lock is held over a whole subject's history.
         while True:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    f'DELETE FROM "{meta.db_table}" WHERE "{meta.pk.column}" IN ('
-                    f' SELECT "{meta.pk.column}" FROM "{meta.db_table}" WHERE "{column}" = ANY(%s) LIMIT %s)',
-                    [list(subject.profile_ids), ERASE_CHUNK],
-                )
-                deleted = cursor.rowcount
+            with transaction.atomic():
+                chunk = list(rows(subject).values_list("pk", flat=True)[:ERASE_CHUNK])
+                cls = apps.get_model(model)
+                deleted = cls.objects.filter(pk__in=chunk).delete()[1].get(cls._meta.label, 0)
             removed += deleted
             progress(deleted)
-            if deleted < ERASE_CHUNK:
+            if len(chunk) < ERASE_CHUNK:
                 return removed
 
-    def verify(subject: Subject) -> int:
-        rows = model_class().objects.filter(**{by_profile(): subject.profile_ids})
-        count = rows.count()
-        if identifier_field:
-            count += (
-                model_class()
-                .objects.filter(**{f"{identifier_field}__in": subject.unit_ids, "project_id": subject.project_id})
-                .count()
-            )
-        return count
-
     def move(source: int, target: int) -> None:
-        model_class().objects.filter(**{f"{profile_field}_id": source}).update(**{f"{profile_field}_id": target})
+        apps.get_model(model).objects.filter(**{f"{profile_field}_id": source}).update(
+            **{f"{profile_field}_id": target}
+        )
 
     return Location(
         name=name,
@@ -149,8 +133,8 @@ def table(
         columns=columns,
         export=export,
         erase=erase,
-        verify=verify,
-        merge=merge if merge is not None else (None if profile_field == "pk" else move),
+        verify=lambda subject: rows(subject).count(),
+        merge=merge if merge is not None else (None if profile_field in ("", "pk") else move),
         profiling=profiling,
         model=model,
     )
@@ -237,13 +221,25 @@ register(
 )
 register(
     table(
+        name="dead_letters",
+        model="personalization.DeadLetter",
+        profile_field="",
+        id_fields=("user_id", "anonymous_id"),
+        columns=("event_id", "user_id", "anonymous_id", "payload", "error", "received_at"),
+        category="events the drain could not store, with the error",
+        purpose="letting an admin repair and retry events instead of losing them",
+        retention="until an admin retries or deletes them",
+    )
+)
+register(
+    table(
         name="identities",
         model="personalization.ProfileIdentity",
         columns=("kind", "value", "created_at"),
         category="identifiers: user id and anonymous (device) ids",
         purpose="recognising the same person across visits and devices",
         retention="as long as the profile",
-        identifier_field="value",
+        id_fields=("value",),
     )
 )
 register(
@@ -251,7 +247,7 @@ register(
         name="profiles",
         model="personalization.Profile",
         profile_field="pk",
-        identifier_field="external_id",
+        id_fields=("external_id",),
         columns=("external_id", "attributes", "consent", "do_not_personalize", "first_seen", "last_seen"),
         category="profile: user id, attributes sent by the site, consent, first and last activity",
         purpose="personalization and targeting",

@@ -2,6 +2,7 @@
 
 from personalization.services.audit import audit_record
 from personalization.services.bandits import bandit_counts, bandit_experiences_running, bandit_update
+from personalization.services.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
 from personalization.services.experiences import (
     ExperienceError,
@@ -16,15 +17,19 @@ from personalization.services.experiences import (
     snapshot_publish,
 )
 from personalization.services.projects import (
+    ProjectError,
     api_key_create,
     api_key_last_used_flush,
     api_key_revoke,
     membership_set,
     project_create,
+    project_delete,
+    project_rename,
 )
 
 __all__ = [
     "ExperienceError",
+    "ProjectError",
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
@@ -32,6 +37,8 @@ __all__ = [
     "bandit_counts",
     "bandit_experiences_running",
     "bandit_update",
+    "dead_letters_delete",
+    "dead_letters_retry",
     "events_drain",
     "events_ingest",
     "experience_complete",
@@ -42,7 +49,9 @@ __all__ = [
     "membership_set",
     "profiles_publish",
     "project_create",
+    "project_delete",
     "project_holdout_set",
+    "project_rename",
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",

@@ -104,6 +104,7 @@ def stream_events_purge(*, project_id: int, unit_ids: list[str]) -> int:
         if kept:
             pipe.xadd(rkeys.EVENTS_STREAM, {"p": project_id, "d": orjson.dumps(kept), "r": fields[b"r"]})
         pipe.xdel(rkeys.EVENTS_STREAM, entry_id)
+        pipe.hincrby(rkeys.EVENTS_QUEUED, str(project_id), -(len(events) - len(kept)))
         pipe.execute()
         removed += len(events) - len(kept)
     return removed

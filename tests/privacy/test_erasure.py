@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from personalization import redis_client, rkeys
-from personalization.models import AuditEntry, Event, Exposure, Profile, ProfileIdentity
+from personalization.models import AuditEntry, DeadLetter, Event, Exposure, Profile, ProfileIdentity
+from personalization.services.dead_letters import dead_letters_write
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus, Suppression
@@ -71,6 +72,8 @@ def subject_rows(project, user: str, anon: str) -> dict[str, int]:
         "exposures": Exposure.objects.filter(profile_id__in=profiles).count(),
         "decide_hashes": client.exists(rkeys.unit(project.pk, user), rkeys.unit(project.pk, anon)),
         "stream": len(stream),
+        "dead_letters": DeadLetter.objects.filter(project=project, user_id=user).count()
+        + DeadLetter.objects.filter(project=project, anonymous_id=anon).count(),
     }
 
 
@@ -81,6 +84,12 @@ def subject_everywhere(client, project, public_key, user: str, anon: str, tag: s
     status, answer = post_decide(client, public_key, {"user_id": user})
     assert status == 200 and answer["assignments"]["hero"]["variant"]
     drain_all()  # the exposure
+
+
+def dead_letter_make(project, user: str, anon: str, tag: str) -> None:
+    """An event of the person that PostgreSQL refused, kept as a dead letter by the drain's service."""
+    event = event_make(0, event_id=f"{tag}-dead", user_id=user, anonymous_id=anon)
+    dead_letters_write(dead=[(project.pk, event, "DataError: value too long")])
 
 
 def pending_post(client, public_key, user: str, tag: str) -> None:
@@ -96,6 +105,8 @@ def test_erase__subject_everywhere__nothing_left_and_others_untouched(client, pr
     subject_everywhere(client, project, public_key, "bob", "anon-bob", "b")
     pending_post(client, public_key, "alice", "a")
     pending_post(client, public_key, "bob", "b")
+    dead_letter_make(project, "alice", "anon-alice", "a")
+    dead_letter_make(project, "bob", "anon-bob", "b")
     before = subject_rows(project, "alice", "anon-alice")
     assert all(before.values()), before
     bob_before = subject_rows(project, "bob", "anon-bob")
@@ -110,7 +121,7 @@ def test_erase__subject_everywhere__nothing_left_and_others_untouched(client, pr
     )
     removed = {loc["name"]: loc["removed"] for loc in certificate["locations"]}
     assert removed["events"] == before["events"] and removed["pending_events"] == 3
-    assert removed["exposures"] == 1 and removed["decide_hash"] == 2
+    assert removed["exposures"] == 1 and removed["decide_hash"] == 2 and removed["dead_letters"] == 1
     assert subject_rows(project, "alice", "anon-alice") == dict.fromkeys(before, 0)
     assert subject_rows(project, "bob", "anon-bob") == bob_before
     request.refresh_from_db()

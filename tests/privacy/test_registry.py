@@ -66,3 +66,12 @@ def test_registry__every_redis_key_builder__says_whether_it_is_personal():
         if fn.__module__ == rkeys.__name__ and not fn.__doc__
     ]
     assert undocumented == []
+
+
+def test_registry__dead_letters__found_by_the_ids_they_hold():
+    from personalization.models import DeadLetter
+
+    location = registry.location("dead_letters")
+    assert location.model == "personalization.DeadLetter"
+    fields = {f.name for f in DeadLetter._meta.get_fields()}
+    assert {"user_id", "anonymous_id"} <= fields and "user_id" in location.columns
