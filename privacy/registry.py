@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.apps import apps
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q
 
@@ -49,6 +50,9 @@ class Location:
     erase: Callable[[Subject, Callable[[int], None]], int]  # (subject, progress(n)) -> rows removed
     verify: Callable[[Subject], int]  # rows or keys still there (0 once erased)
     merge: Callable[[int, int], None] | None = None  # (source profile, target profile)
+    # For tables: the SELECT of `columns` for a subject, composed (no parameters left), so exports
+    # can let PostgreSQL write the JSON and CSV instead of converting rows in Python.
+    sql: Callable[[Subject], str] | None = None
     profiling: bool = False  # derived by profiling: deleted on objection (Art. 21)
     model: str = ""  # app_label.Model of a table location
     redis_key: str = ""  # name in personalization/rkeys.py of a Redis location
@@ -104,18 +108,26 @@ def table(
         for row in rows(subject).order_by("pk").values_list(*columns).iterator(chunk_size=EXPORT_CHUNK):
             yield dict(zip(columns, row, strict=True))
 
+    def sql(subject: Subject) -> str:
+        try:
+            query, params = rows(subject).order_by("pk").values(*columns).query.sql_with_params()
+        except EmptyResultSet:  # nothing to find the subject by: a query of no rows, same columns
+            none = apps.get_model(model).objects.filter(pk__isnull=True).values(*columns)
+            query, params = none.query.sql_with_params()
+        return connection.ops.compose_sql(query, params)
+
     def erase(subject: Subject, progress: Callable[[int], None]) -> int:
         removed = 0
         # One transaction per chunk: a job killed midway keeps what it deleted and starts again
         # from what is left, and no lock is held over a whole subject's history.
         while True:
             with transaction.atomic():
-                chunk = list(rows(subject).values_list("pk", flat=True)[:ERASE_CHUNK])
                 cls = apps.get_model(model)
+                chunk = rows(subject).values("pk")[:ERASE_CHUNK]  # a subquery: no ids held in Python
                 deleted = cls.objects.filter(pk__in=chunk).delete()[1].get(cls._meta.label, 0)
             removed += deleted
             progress(deleted)
-            if len(chunk) < ERASE_CHUNK:
+            if deleted < ERASE_CHUNK:
                 return removed
 
     def move(source: int, target: int) -> None:
@@ -132,6 +144,7 @@ def table(
         mechanism=f"DELETE in chunks of {ERASE_CHUNK:,} rows, one transaction each",
         columns=columns,
         export=export,
+        sql=sql,
         erase=erase,
         verify=lambda subject: rows(subject).count(),
         merge=merge if merge is not None else (None if profile_field in ("", "pk") else move),
