@@ -61,6 +61,12 @@ class RequestCreateSerializer(serializers.Serializer):
     start = serializers.BooleanField(default=False, help_text="start the job at once (needs verification)")
 
 
+def _invalid(incoming: serializers.Serializer) -> Response:
+    """DRF's first validation problem, in the API's error shape (field and message)."""
+    field, problems = next(iter(incoming.errors.items()))
+    return _error(field, str(problems[0]) if isinstance(problems, list) else str(problems))
+
+
 def _error(field: str, message: str) -> Response:
     return Response({"error": {"field": field, "message": message}}, status=status.HTTP_400_BAD_REQUEST)
 
@@ -81,8 +87,7 @@ class PrivacyRequestViewSet(
     def create(self, request):
         incoming = RequestCreateSerializer(data=request.data)
         if not incoming.is_valid():
-            field, problems = next(iter(incoming.errors.items()))
-            return _error(field, str(problems[0]) if isinstance(problems, list) else str(problems))
+            return _invalid(incoming)
         data = incoming.validated_data
         try:
             created = services.dsr_create(
@@ -118,8 +123,7 @@ class ConsentView(viewsets.ViewSet):
     def create(self, request):
         incoming = ConsentSerializer(data=request.data)
         if not incoming.is_valid():
-            field, problems = next(iter(incoming.errors.items()))
-            return _error(field, str(problems[0]) if isinstance(problems, list) else str(problems))
+            return _invalid(incoming)
         data = incoming.validated_data
         if not data.get("user_id") and not data.get("anonymous_id"):
             return _error("user_id", "give user_id or anonymous_id")

@@ -15,7 +15,7 @@ from personalization.services.dead_letters import dead_letters_write
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus, Suppression
-from tests.factories import event_make, events_post
+from tests.factories import event_make, events_post, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 from tests.personalization.test_drain_crash import ROOT, drain_env, process_kill
 
@@ -42,12 +42,7 @@ def person_events(user: str, anon: str, n: int, tag: str) -> list[dict]:
 
 
 def erasure_request(project, **identifiers) -> DataSubjectRequest:
-    request = privacy_services.dsr_create(
-        project_id=project.pk, kind="erasure", identifiers=identifiers, verification="signed-in session"
-    )
-    request.status = RequestStatus.PROCESSING
-    request.save(update_fields=["status"])
-    return request
+    return privacy_request_make(project=project, kind="erasure", **identifiers)
 
 
 def subject_rows(project, user: str, anon: str) -> dict[str, int]:

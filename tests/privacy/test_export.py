@@ -11,18 +11,13 @@ from personalization.models import Event, Exposure, Profile
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import RequestStatus
-from tests.factories import events_post
+from tests.factories import events_post, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 from tests.privacy.test_erasure import pending_post, person_events, subject_everywhere
 
 
 def access_request(project, **identifiers):
-    request = privacy_services.dsr_create(
-        project_id=project.pk, kind="access", identifiers=identifiers, verification="account email"
-    )
-    request.status = RequestStatus.PROCESSING
-    request.save(update_fields=["status"])
-    return request
+    return privacy_request_make(project=project, kind="access", **identifiers)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -71,11 +66,7 @@ def test_export__then_erasure__export_file_deleted_too(client, project, public_k
     drain_all()
     path = privacy_services.subject_export(request=access_request(project, user_id="gina"))
     assert path.exists()
-    erase = privacy_services.dsr_create(
-        project_id=project.pk, kind="erasure", identifiers={"user_id": "gina"}, verification="email"
-    )
-    erase.status = RequestStatus.PROCESSING
-    erase.save(update_fields=["status"])
+    erase = privacy_request_make(project=project, kind="erasure", user_id="gina")
     certificate = privacy_services.subject_erase(request=erase)
     assert not path.exists()
     assert next(loc for loc in certificate["locations"] if loc["name"] == "export_files")["removed"] == 1
@@ -85,11 +76,7 @@ def test_export__then_erasure__export_file_deleted_too(client, project, public_k
 def test_objection__not_personalized_and_profiling_data_gone(client, project, public_key):
     make_experience(project)
     subject_everywhere(client, project, public_key, "hank", "anon-hank", "h")
-    request = privacy_services.dsr_create(
-        project_id=project.pk, kind="objection", identifiers={"user_id": "hank"}, verification="email"
-    )
-    request.status = RequestStatus.PROCESSING
-    request.save(update_fields=["status"])
+    request = privacy_request_make(project=project, kind="objection", user_id="hank")
     privacy_services.subject_object(request=request)
     assert Profile.objects.get(project=project, external_id="hank").do_not_personalize is True
     _, answer = post_decide(client, public_key, {"user_id": "hank"})
@@ -101,11 +88,7 @@ def test_objection__not_personalized_and_profiling_data_gone(client, project, pu
 def test_restriction__then_lift_only_after_subject_told(client, project, public_key):
     make_experience(project)
     subject_everywhere(client, project, public_key, "iris", "anon-iris", "i")
-    request = privacy_services.dsr_create(
-        project_id=project.pk, kind="restriction", identifiers={"user_id": "iris"}, verification="email"
-    )
-    request.status = RequestStatus.PROCESSING
-    request.save(update_fields=["status"])
+    request = privacy_request_make(project=project, kind="restriction", user_id="iris")
     privacy_services.subject_restrict(request=request)
     _, answer = post_decide(client, public_key, {"user_id": "iris"})
     assert answer["assignments"]["hero"]["reason"] == "not_personalized"

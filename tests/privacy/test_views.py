@@ -10,7 +10,7 @@ from personalization.models import AuditEntry, Project
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus
 from privacy.services.requests import add_months, due_dates
-from tests.factories import member_make
+from tests.factories import member_make, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 
 
@@ -21,11 +21,7 @@ def logged_in(client, project, role):
 
 
 def processed_export(project):
-    request = privacy_services.dsr_create(
-        project_id=project.pk, kind="access", identifiers={"user_id": "nobody"}, verification="email"
-    )
-    request.status = RequestStatus.PROCESSING
-    request.save(update_fields=["status"])
+    request = privacy_request_make(project=project, kind="access", user_id="nobody")
     privacy_services.subject_export(request=request)
     return request
 
