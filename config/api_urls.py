@@ -6,6 +6,7 @@ from rest_framework.routers import APIRootView, DefaultRouter
 from experiments import api as experiments_api
 from personalization import api as personalization_api
 from personalization.history_api import events_import_view
+from privacy import api as privacy_api
 
 
 class ApiRootView(APIRootView):
@@ -22,5 +23,7 @@ router.register("experiences", personalization_api.ExperienceViewSet, basename="
 router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
 router.register("lift", experiments_api.LiftReportView, basename="lift")
+router.register("privacy/requests", privacy_api.PrivacyRequestViewSet, basename="privacy-request")
+router.register("privacy/consent", privacy_api.ConsentView, basename="privacy-consent")
 
 urlpatterns = [path("events/import", events_import_view, name="api-events-import"), *router.urls]

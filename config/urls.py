@@ -21,7 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("demo/shop/", demo_shop, name="demo-shop"),
     path("segments/", section_placeholder("segments", "Segments", "placeholder.html"), name="segments"),
-    path("privacy/", section_placeholder("privacy", "Privacy", "placeholder.html"), name="privacy"),
+    path("", include("privacy.urls")),
     path("", include("experiments.urls")),
     path("", include("personalization.urls")),
 ]

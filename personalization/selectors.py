@@ -164,6 +164,15 @@ def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEn
     )
 
 
+def audit_entries(*, project_id: int, object_type: str, object_key: str) -> list[AuditEntry]:
+    """One object's audit trail, oldest first."""
+    return list(
+        AuditEntry.objects.filter(project_id=project_id, object_type=object_type, object_key=object_key)
+        .select_related("actor")
+        .order_by("at", "pk")
+    )
+
+
 def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
     """How many dead letters a project has, and the newest few."""
     rows = DeadLetter.objects.filter(project_id=project_id)

@@ -56,4 +56,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 30},
     },
+    "privacy-housekeeping": {
+        "task": "privacy.tasks.privacy_housekeeping_task",
+        "schedule": float(env_int("KAIROS_PRIVACY_HOUSEKEEPING_SECONDS", 3600)),
+        "options": {"expires": 3600},
+    },
 }

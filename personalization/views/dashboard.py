@@ -122,7 +122,7 @@ def key_create(request):
 @workspace_view("keys.manage")
 def key_revoke(request, key_id: int):
     key = get_object_or_404(ApiKey, pk=key_id, project=request.workspace.project)
-    services.api_key_revoke(key=key)
+    services.api_key_revoke(key=key, by=request.user)
     messages.success(request, f"Key {key.name} ({key.prefix}…) revoked; it stops working within 10 seconds.")
     return redirect("settings")
 
@@ -170,7 +170,7 @@ def member_set(request):
     elif user == request.user and role != Role.ADMIN:
         messages.error(request, "role: you cannot remove your own admin role; ask another admin.")
     else:
-        services.membership_set(project=request.workspace.project, user=user, role=role)
+        services.membership_set(project=request.workspace.project, user=user, role=role, by=request.user)
         messages.success(request, f"{username} is now {role}.")
     return redirect("settings")
 

@@ -153,12 +153,16 @@ def experience_new(request):
                 key=parsed.values["key"],
                 variants=parsed.variants,
                 by=request.user,
+                external=request.POST.get("external") == "1",
                 **parsed.fields,
             )
         except services.ExperienceError as exc:
             forms.service_error_place(parsed, exc)
         else:
-            messages.success(request, f"{experience.name} created as a draft: start it when you are ready.")
+            if experience.status == "external":
+                messages.success(request, f"{experience.name} registered: send its exposures to the events API.")
+            else:
+                messages.success(request, f"{experience.name} created as a draft: start it when you are ready.")
             return redirect("experience-detail", key=experience.key)
     return _render_form(request, parsed, None)
 
