@@ -39,6 +39,11 @@ class Workspace:
     def nav(self) -> list[tuple[str, str]]:
         return [(name, label) for name, label in NAV if self.can(name)]
 
+    @property
+    def allowed(self) -> set[str]:
+        """The actions the role may use, for templates: `{% if "lift" in workspace.allowed %}`."""
+        return permissions.role_actions(role=self.role)
+
     def can(self, action: str) -> bool:
         return permissions.principal_allows(principal=self.role, action=action)
 
