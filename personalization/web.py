@@ -81,13 +81,13 @@ def workspace_view(action: str):
             workspace = workspace_for(request)
             if workspace is None:
                 return render(request, "no_project.html")  # the first-run page: create a project
+            request.workspace = workspace  # also for the 403 page's navigation
+            request.section = section
             if not workspace.can(action):
                 raise PermissionDenied(
                     f"Your role ({workspace.role}) cannot {_ACTION_VERBS.get(action, f'open {section}')}; "
                     "ask an admin of this project."
                 )
-            request.workspace = workspace
-            request.section = section
             return view(request, *args, **kwargs)
 
         wrapper.kairos_action = action
