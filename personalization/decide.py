@@ -23,6 +23,7 @@ from django.conf import settings
 
 from personalization import engine, redis_client, redis_wire, rkeys, throttle
 from personalization.event_schema import FieldError, json_check, text_check
+from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +300,28 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
-def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") -> dict:
+def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
+    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
+    (or when the snapshot is about to be refreshed, since the new one may say it has)."""
+    snapshot = snapshots.get(project_id)
+    if not check and (snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed")):
+        return None
+    return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
+
+
+def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False) -> dict:
     """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
-    limit (counted for `key_id` and `ip` when given); never for infrastructure."""
+    limit (counted for `key_id` and `ip` when given); never for infrastructure.
+
+    `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
+    suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
+    """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
+    erased = False
     fallback = now < _redis_down_until
     if not fallback:
         per_key = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND if key_id is not None else 0
@@ -317,13 +332,18 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") ->
         ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
         try:
             check = snapshots.due(project_id, now)
+            suppression = _suppression_check(project_id, unit, check)
             commands = [("HGETALL", unit_key)]
             if check:
                 commands.append(("GET", rkeys.snapshot_version(project_id)))
+            if suppression is not None:
+                commands.append(suppression)
+                suppressed_at = len(commands) - 1
             if per_ip:
                 commands.append(("INCR", ip_counter))
             results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
+            erased = suppression is not None and results[suppressed_at] == 1
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
         except redis.RedisError as exc:
@@ -346,9 +366,13 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") ->
             "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
             "unknown_experiences": [],
         }
-    decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback)
-    exposures = _exposure_events(decision, decision_id, kind, unit)
-    buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+    if erased:
+        decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
+        buffer.add(project_id, unit_key, {}, [])
+    else:
+        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc)
+        exposures = _exposure_events(decision, decision_id, kind, unit)
+        buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
     return {
         "decision_id": decision_id,
         "version": snapshot["version"],

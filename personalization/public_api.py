@@ -18,7 +18,7 @@ from personalization.event_schema import MAX_BATCH, BatchError
 # costs a few µs of Django's header validation, on every decide.
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Sec-GPC",
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
@@ -205,7 +205,10 @@ def events(request: HttpRequest) -> HttpResponse:
 def decide(request: HttpRequest) -> HttpResponse:
     info = request.key_info
     try:
-        answer = decide_runtime.decide(info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request))
+        gpc = request.META.get("HTTP_SEC_GPC") == "1"
+        answer = decide_runtime.decide(
+            info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request), gpc=gpc
+        )
         decide_runtime.buffer.note_key(info.key_id)
     except decide_runtime.DecideInputError as exc:
         return error(400, exc.field, exc.message)
