@@ -5,7 +5,15 @@ from config.settings.data import REDIS_URL
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+# A task is acknowledged when it finishes, not when it starts: a worker killed mid-task (SIGKILL, OOM,
+# a lost machine) leaves its message to be delivered again, and every task is idempotent. A pool
+# process that dies mid-task puts its message straight back (reject_on_worker_lost); a whole worker
+# that dies leaves it unacknowledged in Redis, which hands it to another worker after the visibility
+# timeout. That timeout must exceed the longest task (a lift report on a large project takes minutes;
+# bench/lift.py), or a slow task would run twice at once: harmless, as they are idempotent, but wasted.
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KAIROS_CELERY_VISIBILITY_TIMEOUT", 900)}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
