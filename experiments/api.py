@@ -51,6 +51,8 @@ class LiftReportView(viewsets.ViewSet):
 
     lookup_value_regex = r"\d+"
 
+    required_action = "lift"
+
     @extend_schema(
         parameters=[
             OpenApiParameter("experience", str, description="experience key; empty for the global holdout"),

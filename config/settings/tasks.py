@@ -38,9 +38,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
+    "worker-heartbeat": {
+        "task": "personalization.tasks.worker_heartbeat_task",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,
         "options": {"expires": 30},
+    },
+    "privacy-housekeeping": {
+        "task": "privacy.tasks.privacy_housekeeping_task",
+        "schedule": float(env_int("KAIROS_PRIVACY_HOUSEKEEPING_SECONDS", 3600)),
+        "options": {"expires": 3600},
     },
 }
