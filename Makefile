@@ -39,6 +39,7 @@ bench: migrate
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
 	$(PY) bench/privacy.py
+	$(PY) bench/soak.py
 
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
@@ -46,6 +47,7 @@ bench-quick: migrate
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
 	$(PY) bench/privacy.py --quick
+	$(PY) bench/soak.py --quick
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

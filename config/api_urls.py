@@ -1,14 +1,22 @@
 """REST API routes (secret keys) of every app."""
 
 from django.urls import path
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from experiments import api as experiments_api
 from personalization import api as personalization_api
 from personalization.history_api import events_import_view
 from privacy import api as privacy_api
 
+
+class ApiRootView(APIRootView):
+    """The list of REST endpoints: open to anyone who may read the project."""
+
+    required_action = "project"
+
+
 router = DefaultRouter(trailing_slash=True)
+router.APIRootView = ApiRootView
 router.register("profiles", personalization_api.ProfileViewSet, basename="profile")
 router.register("project", personalization_api.ProjectView, basename="project")
 router.register("experiences", personalization_api.ExperienceViewSet, basename="experience")

@@ -22,7 +22,7 @@ import redis
 from django.conf import settings
 
 from personalization import engine, redis_client, redis_wire, rkeys, throttle
-from personalization.event_schema import MAX_PROPERTIES_CHARS, FieldError, json_check, text_check
+from personalization.event_schema import FieldError, json_check, text_check
 from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,11 @@ class _Buffer:
             self._flush()
 
     def _flush(self) -> None:
+        rate_commands, rate_learn = key_rates.take()
         with self.lock:
             sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
             keys_used, self.keys_used = self.keys_used, set()
-            if not (sticky or exposures or decisions or keys_used):
+            if not (sticky or exposures or decisions or keys_used or rate_commands):
                 return
             self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
         commands: list[tuple] = []
@@ -149,8 +150,10 @@ class _Buffer:
             metric = rkeys.metric(project_id, "decisions", minute)
             commands.append(("INCRBY", metric, count))
             commands.append(("EXPIRE", metric, 7200))
+        commands += rate_commands
         try:
-            self._connection().execute(*commands)
+            replies = self._connection().execute(*commands)
+            rate_learn(replies[len(commands) - len(rate_commands) :])
         except redis.RedisError:
             with self.lock:  # put it back in front, to be retried when Redis returns
                 self.sticky = sticky + self.sticky
@@ -167,6 +170,52 @@ class _Buffer:
         client = redis_client.worker()
         self.held = _held_connection(self.held, client)
         return self.held[2]
+
+
+class _KeyRates:
+    """Decide's per-key limit, counted without a command in the request. Each process counts its
+    requests per key and window; the write-behind flush adds them to Redis (INCRBY) and learns every
+    process's total from the reply, so the limit holds across processes to within one flush (~50 ms).
+    Per-IP counts need no such care: they are one INCR inside the request's round trip."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending: dict[tuple[int, int], int] = defaultdict(int)  # (key id, window) -> not yet sent
+        self.known: dict[tuple[int, int], int] = {}  # (key id, window) -> every process's total when last sent
+        self.created: set[str] = set()  # per-IP counters this process created: they get their expiry
+
+    def count(self, key_id: int, window: int) -> int:
+        """Count one request; returns the key's requests in the window, as far as this process knows."""
+        slot = (key_id, window)
+        with self.lock:
+            self.pending[slot] += 1
+            return self.known.get(slot, 0) + self.pending[slot]
+
+    def ip_counter_created(self, name: str) -> None:
+        with self.lock:
+            self.created.add(name)
+
+    def take(self) -> tuple[list[tuple], object]:
+        """The commands for the next flush, and the function that learns the totals from their replies."""
+        with self.lock:
+            pending, self.pending = self.pending, defaultdict(int)
+            created, self.created = self.created, set()
+            oldest = throttle.window_of() - 1
+            self.known = {slot: n for slot, n in self.known.items() if slot[1] >= oldest}
+            # Keys seen this window are asked again (INCRBY 0) even when idle here: other processes count on.
+            slots = list(pending) + [slot for slot in self.known if slot not in pending and slot[1] > oldest]
+        commands: list[tuple] = []
+        for slot in slots:
+            name = throttle.key_counter("d", *slot)
+            commands += [("INCRBY", name, pending.get(slot, 0)), ("EXPIRE", name, 2 * throttle.WINDOW_SECONDS)]
+        commands += [("EXPIRE", name, 2 * throttle.WINDOW_SECONDS) for name in created]
+
+        def learn(replies: list) -> None:
+            with self.lock:
+                for index, slot in enumerate(slots):
+                    self.known[slot] = int(replies[2 * index])
+
+        return commands, learn
 
 
 class _UnitReads:
@@ -198,6 +247,7 @@ def _as_dict(reply) -> dict:
 
 
 snapshots = _Snapshots()
+key_rates = _KeyRates()
 buffer = _Buffer()
 unit_reads = _UnitReads()
 _redis_down_until = 0.0
@@ -238,7 +288,8 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     ):
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
     try:
-        # The unit id goes into exposure events and Redis keys: it must be storable text.
+        # The unit id goes into exposure events and Redis keys: it must be storable text. The context
+        # is only read (targeting), never stored; its size is bounded by the body's.
         text_check(unit, kind)
         if context:
             json_check(context, "context")
@@ -246,8 +297,6 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
             json_check(requested, "experiences")
     except FieldError as exc:
         raise DecideInputError(exc.field, exc.message) from None
-    if context and len(repr(context)) > MAX_PROPERTIES_CHARS:
-        raise DecideInputError("context", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     return kind, unit, context, requested
 
 
@@ -275,9 +324,12 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gp
     erased = False
     fallback = now < _redis_down_until
     if not fallback:
-        per_key, per_ip = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND, settings.KAIROS_DECIDE_PER_IP_PER_SECOND
-        # The limits cost one EVAL more in the same round trip; with Redis away nothing is limited.
-        counting = key_id is not None and (per_key or per_ip)
+        per_key = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND if key_id is not None else 0
+        per_ip = settings.KAIROS_DECIDE_PER_IP_PER_SECOND if key_id is not None else 0
+        window = throttle.window_of()
+        # The per-IP limit costs one INCR in the same round trip, the per-key limit none (_KeyRates);
+        # with Redis away nothing is limited.
+        ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
         try:
             check = snapshots.due(project_id, now)
             suppression = _suppression_check(project_id, unit, check)
@@ -287,8 +339,8 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gp
             if suppression is not None:
                 commands.append(suppression)
                 suppressed_at = len(commands) - 1
-            if counting:
-                commands.append(("EVAL", throttle.RATE_LUA, 2, *throttle.rate_keys("d", key_id, ip)))
+            if per_ip:
+                commands.append(("INCR", ip_counter))
             results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
             erased = suppression is not None and results[suppressed_at] == 1
@@ -299,8 +351,11 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gp
             _redis_down_until = now + REDIS_RETRY_SECONDS
             fallback = True
         else:
-            if counting:
-                throttle.rate_verdict(results[-1], per_key, per_ip)
+            ip_count = results[-1] if per_ip else 0
+            if ip_count == 1:
+                key_rates.ip_counter_created(ip_counter)
+            key_count = key_rates.count(key_id, window) if per_key else 0
+            throttle.rate_verdict([key_count, ip_count], per_key, per_ip)
     snapshot = snapshots.get(project_id)
     decision_id = uuid.uuid4().hex
     if snapshot is None:

@@ -22,6 +22,7 @@ _PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
+MAX_DISCARD_BYTES = 64_000_000  # read past the limit only to answer 413 cleanly; see _discard
 _READ_CHUNK = 65536
 
 
@@ -69,6 +70,7 @@ def body_read(request: HttpRequest) -> bytes:
         except ValueError:
             raise BodyError(400, "Content-Length", "is not a number of bytes") from None
         if length > MAX_BODY_BYTES:
+            _discard(meta["wsgi.input"], length)
             raise _too_large()
         return request.body
     if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -77,9 +79,19 @@ def body_read(request: HttpRequest) -> bytes:
     while chunk := stream.read(_READ_CHUNK):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
+            _discard(stream, MAX_DISCARD_BYTES)
             raise _too_large()
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _discard(stream, length: int) -> None:
+    """Read and drop what the client is still sending, so it gets to read the 413: a server that
+    closes with unread bytes resets the connection and the answer is lost (the client sees a broken
+    pipe). Past MAX_DISCARD_BYTES the connection is closed anyway."""
+    left = min(length, MAX_DISCARD_BYTES)
+    while left > 0 and (chunk := stream.read(min(_READ_CHUNK, left))):
+        left -= len(chunk)
 
 
 def body_json(request: HttpRequest):

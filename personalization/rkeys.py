@@ -9,6 +9,7 @@ EVENTS_STREAM = "kr:events"  # PERSONAL. accepted event batches waiting for the 
 EVENTS_GROUP = "drain"
 EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
+WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
 
 
 def unit(project_id: int, unit_id: str) -> str:

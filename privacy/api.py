@@ -3,29 +3,13 @@
 import uuid
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from personalization import services as personalization_services
-from personalization.auth import HasProject, KeyInfo
 from personalization.event_schema import BatchError
-from personalization.web import SECTION_ROLES
 from privacy import services
 from privacy.models import DataSubjectRequest, Regime, RequestKind, RequestStatus
-
-
-class CanHandlePrivacy(permissions.BasePermission):
-    """A secret key of the project, or a dashboard user whose role may open Privacy (admin, compliance)."""
-
-    message = "Privacy requests need a secret key, or a dashboard login with the admin or compliance role."
-
-    def has_permission(self, request, view):
-        if not HasProject().has_permission(request, view):
-            return False
-        if isinstance(request.auth, KeyInfo):
-            return True
-        role = request.user.memberships.filter(project_id=request.kairos_project_id).values_list("role", flat=True)
-        return bool(role) and role[0] in SECTION_ROLES["privacy"]
 
 
 class RequestSerializer(serializers.ModelSerializer):
@@ -78,7 +62,7 @@ class PrivacyRequestViewSet(
     and follow its status. Another project's requests answer 404."""
 
     serializer_class = RequestSerializer
-    permission_classes = [CanHandlePrivacy]
+    required_action = "privacy.requests"
 
     def get_queryset(self):
         return DataSubjectRequest.objects.filter(project_id=self.request.kairos_project_id).order_by("-received_at")
@@ -117,7 +101,7 @@ class ConsentSerializer(serializers.Serializer):
 class ConsentView(viewsets.ViewSet):
     """Record a person's consent (purpose → granted), as the snippet's Kairos.consent does."""
 
-    permission_classes = [CanHandlePrivacy]
+    required_action = "privacy.consent"
 
     @extend_schema(request=ConsentSerializer, responses={202: dict})
     def create(self, request):

@@ -38,6 +38,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
+    "worker-heartbeat": {
+        "task": "personalization.tasks.worker_heartbeat_task",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,

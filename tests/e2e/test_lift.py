@@ -128,3 +128,38 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
     assert browser_log.static_responses.get("/static/vendor/plotly.min.js") == 200
     assert browser_log.external_requests == []
     assert browser_log.console_errors == []
+
+
+def test_lift__fresh_demo__default_view_and_overview_have_no_srm_alarm(
+    page: Page, browser_log, log_in, screenshot, tmp_path
+):
+    """Holdouts record their segment like everyone else, so the first Lift view a new user opens
+    (all personalization vs the global holdout, by segment at exposure) fits the configured split."""
+    from experiments import services as experiments_services
+
+    worker_log = tmp_path / "worker.log"
+    with celery_worker(worker_log) as worker:
+        project = demo_services.demo_seed(profiles=4000, days=5, seed=11, keys_path=tmp_path / "keys.json")
+        experiments_services.lift_reports_precompute()  # what `make run` queues after seeding
+        log_in("demo", demo_services.DEMO_PASSWORD)
+
+        page.goto("/lift/")
+        done = page.locator("#waterfall")
+        expect(done).to_be_visible()
+        report = LiftReport.objects.filter(project=project, experience_key="").latest("created_at")
+        assert report.status == ReportStatus.DONE, f"{report.status}: {report.error}\n{worker_log.read_text()}"
+        segments = {s["name"] for s in report.result["report"]["segments"]}
+        assert len(segments) >= 3, segments  # the stated intents (and "(none)" for the fixed-split experiences)
+        expect(page.locator(".badge", has_text="Sample ratio OK")).to_be_visible()
+        expect(page.get_by_text(re.compile("Sample ratio mismatch"))).to_have_count(0)
+        screenshot("lift-default")
+
+        page.goto("/")
+        headline = report.result["sentences"][0]
+        assert "mismatch" not in headline.lower(), headline
+        expect(page.get_by_text(headline)).to_be_visible()
+        screenshot("overview-headline")
+        assert worker.poll() is None, worker_log.read_text()
+
+    assert browser_log.external_requests == []
+    assert browser_log.console_errors == []
