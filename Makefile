@@ -38,16 +38,16 @@ bench: migrate
 	$(PY) bench/decide.py
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
-	$(PY) bench/privacy.py
 	$(PY) bench/soak.py
+	$(PY) bench/privacy.py
 
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
 	$(PY) bench/decide.py --quick
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
-	$(PY) bench/privacy.py --quick
 	$(PY) bench/soak.py --quick
+	$(PY) bench/privacy.py --quick
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -38,9 +38,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     # Profiles are personal data; reading them over REST is for admins, marketers and integrations.
     "profiles": frozenset({_ADMIN, _MARKETER, SECRET_KEY}),
     "privacy": frozenset({_ADMIN, _COMPLIANCE}),
-    # Data subject requests: compliance staff in the dashboard, the customer's own systems over REST.
-    "privacy.requests": frozenset({_ADMIN, _COMPLIANCE, SECRET_KEY}),
-    "privacy.consent": frozenset({_ADMIN, _COMPLIANCE, SECRET_KEY}),
+    # Data subject requests and consent over REST: compliance staff and the customer's own systems.
+    "privacy.api": frozenset({_ADMIN, _COMPLIANCE, SECRET_KEY}),
     "privacy.settings": frozenset({_ADMIN, _COMPLIANCE}),
     "settings": frozenset({_ADMIN, _DEVELOPER}),
     "keys.manage": frozenset({_ADMIN, _DEVELOPER}),

@@ -62,7 +62,7 @@ class PrivacyRequestViewSet(
     and follow its status. Another project's requests answer 404."""
 
     serializer_class = RequestSerializer
-    required_action = "privacy.requests"
+    required_action = "privacy.api"
 
     def get_queryset(self):
         return DataSubjectRequest.objects.filter(project_id=self.request.kairos_project_id).order_by("-received_at")
@@ -101,7 +101,7 @@ class ConsentSerializer(serializers.Serializer):
 class ConsentView(viewsets.ViewSet):
     """Record a person's consent (purpose → granted), as the snippet's Kairos.consent does."""
 
-    required_action = "privacy.consent"
+    required_action = "privacy.api"
 
     @extend_schema(request=ConsentSerializer, responses={202: dict})
     def create(self, request):
