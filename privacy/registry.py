@@ -218,7 +218,7 @@ register(
         columns=("event_id", "type", "ts", "session_id", "value", "properties", "received_at"),
         category="behavior events: pages viewed, clicks, searches, purchases, identify and consent calls",
         purpose="personalization, behavior segments and measuring experiences",
-        retention="the project's event retention (Privacy → Settings), then deleted nightly",
+        retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
     )
 )
 register(
