@@ -30,6 +30,8 @@ TABLES = (
     TableLocation("personalization.ProfileIdentity", "profile", "user and anonymous ids"),
     TableLocation("personalization.Event", "profile", "behavior events"),
     TableLocation("personalization.Exposure", "profile", "experiences shown and their outcomes"),
+    TableLocation("segments.ProfileEmbedding", "profile", "behavior vector derived from the person's events"),
+    TableLocation("segments.SegmentMembership", "profile", "behavior, lookalike and rule segments the person is in"),
 )
 
 REDIS_KEYS = (RedisLocation("kr:{project_id}:u:{unit_id}", "decide hash: attributes, flags, sticky assignments"),)

@@ -21,6 +21,7 @@ from personalization.services.projects import (
     membership_set,
     project_create,
 )
+from personalization.services.units import unit_segments_publish
 
 __all__ = [
     "ExperienceError",
@@ -44,4 +45,5 @@ __all__ = [
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",
+    "unit_segments_publish",
 ]

@@ -27,6 +27,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from personalization import redis_client, rkeys
 from personalization.event_schema import BatchResult, batch_validate
 from personalization.services.profiles import profiles_resolve
+from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     _entries_ack(client, ids)
     for project_id, events in by_project.items():
         _identities_publish(project_id, events, profiles[project_id])
+        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
     return sum(len(events) for events in by_project.values())
 
 
