@@ -111,8 +111,8 @@ def build(project, n: int, chunk: int, rebuild: bool) -> float:
             project.created_at = end
             cursor.execute(
                 "INSERT INTO personalization_profile"
-                " (project_id, external_id, attributes, consent, do_not_personalize, first_seen, last_seen,"
-                " demo_intent) SELECT %s, NULL, '{}', '{}', false, %s, %s, '' FROM generate_series(1, %s)",
+                " (project_id, external_id, attributes, consent, do_not_personalize, first_seen, last_seen)"
+                " SELECT %s, NULL, '{}', '{}', false, %s, %s FROM generate_series(1, %s)",
                 [project.pk, end - SPAN, end, profiles],
             )
             print(f"  {profiles:,} profiles in {time.perf_counter() - started:.0f} s", flush=True)

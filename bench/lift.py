@@ -37,9 +37,9 @@ def build(project, n: int) -> None:
         cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(
             "INSERT INTO personalization_profile"
-            " (project_id, external_id, attributes, consent, do_not_personalize, first_seen, last_seen, demo_intent)"
+            " (project_id, external_id, attributes, consent, do_not_personalize, first_seen, last_seen)"
             " SELECT %s, NULL, jsonb_build_object('seg', 's' || lpad((g %% %s)::text, 2, '0')), '{}', false,"
-            " now(), now(), '' FROM generate_series(1, %s) g",
+            " now(), now() FROM generate_series(1, %s) g",
             [project.pk, SEGMENTS, n],
         )
         print(f"  {n:,} profiles in {time.perf_counter() - started:.0f} s", flush=True)
@@ -75,7 +75,7 @@ def main() -> None:
     from django.db import connection, transaction
 
     from experiments import services
-    from experiments.segmentation import Segmentation
+    from experiments.breakdown import Breakdown
     from personalization.models import Exposure, Project
 
     project, _ = Project.objects.get_or_create(slug="lift-bench", defaults={"name": "Lift bench"})
@@ -106,7 +106,7 @@ def main() -> None:
         result = services.lift_compute(
             project=project,
             experience_key=EXPERIENCE,
-            segmentation=Segmentation.parse(segment_by),
+            breakdown=Breakdown.parse(segment_by),
             start=start,
             end=end,
         )

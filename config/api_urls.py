@@ -1,14 +1,18 @@
 """REST API routes (secret keys) of every app."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from experiments import api as experiments_api
 from personalization import api as personalization_api
+from personalization.history_api import events_import_view
 
 router = DefaultRouter(trailing_slash=True)
 router.register("profiles", personalization_api.ProfileViewSet, basename="profile")
 router.register("project", personalization_api.ProjectView, basename="project")
+router.register("experiences", personalization_api.ExperienceViewSet, basename="experience")
+router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
 router.register("lift", experiments_api.LiftReportView, basename="lift")
 
-urlpatterns = router.urls
+urlpatterns = [path("events/import", events_import_view, name="api-events-import"), *router.urls]

@@ -20,6 +20,8 @@ class LiftReport(models.Model):
     segment_by = models.CharField(max_length=80, default="exposure:segment")
     comparison = models.CharField(max_length=10, default="holdout")
     correction = models.CharField(max_length=4, default="bh")
+    # Leave out people with no value for the breakdown ("(none)"): from the totals and the test family.
+    exclude_missing = models.BooleanField(default=False)
     start = models.DateTimeField()
     end = models.DateTimeField()
     status = models.CharField(max_length=8, choices=ReportStatus.choices, default=ReportStatus.QUEUED)

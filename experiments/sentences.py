@@ -17,14 +17,14 @@ def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _sample_ratio_sentences(report: LiftReport) -> list[str]:
+def _sample_ratio_sentences(report: LiftReport, named) -> list[str]:
     sentences = [report.overall.sample_ratio.warning] if report.overall.sample_ratio.warning else []
     broken = [r for r in report.segments if r.sample_ratio.warning]
     if len(broken) == 1:
-        sentences.append(f"{broken[0].sample_ratio.warning}")
+        sentences.append(broken[0].sample_ratio.warning.replace(f"({broken[0].name})", f"({named(broken[0].name)})", 1))
     elif broken:
         sentences.append(
-            f"Sample ratio mismatch in {len(broken)} segments ({_join([r.name for r in broken])}): their arm "
+            f"Sample ratio mismatch in {len(broken)} segments ({_join([named(r.name) for r in broken])}): their arm "
             f"sizes do not fit the configured {report.holdout_share * 100:.1f} % holdout, so their lifts are "
             f"unreliable."
         )
@@ -38,6 +38,7 @@ def summary_sentences(
     metric: Literal["conversion", "revenue"] = "conversion",
     treatment_label: str = "Personalization",
     holdout_label: str = "the holdout",
+    breakdown_label: str = "",
 ) -> list[str]:
     """Plain-language findings for people who do not read p-values, most important first.
 
@@ -45,12 +46,17 @@ def summary_sentences(
     differences per user, plus the CUPED result); `metric_label` is how the text names it.
     Sample ratio warnings come first in both because they invalidate everything after them.
     Segment claims ("for X it is negative") are made only for segments significant after
-    correction.
+    correction. With `breakdown_label` (e.g. "literacy"), segments are named "literacy = 0": a bare
+    value says nothing in a sentence.
     """
     if metric not in ("conversion", "revenue"):
         raise ValueError(f'metric must be "conversion" or "revenue", got {metric!r}.')
     level = f"{round((1 - report.alpha) * 100, 6):g} % CI"
-    sentences = _sample_ratio_sentences(report)
+
+    def named(name: str) -> str:
+        return f"{breakdown_label} = {name}" if breakdown_label else name
+
+    sentences = _sample_ratio_sentences(report, named)
     is_rate = metric == "conversion"
 
     def number(value: float, *, signed: bool = False) -> str:
@@ -86,11 +92,11 @@ def summary_sentences(
         share = top.contribution / lift.value
         # Past 100 % a share reads as an error; other segments pulled the other way, so say so.
         headline += (
-            f"; {share * 100:.0f} % of it came from {top.name}"
+            f"; {share * 100:.0f} % of it came from {named(top.name)}"
             if share <= 1
-            else f"; {top.name} alone accounts for {amount(top.contribution, signed=True)}"
+            else f"; {named(top.name)} alone accounts for {amount(top.contribution, signed=True)}"
         )
-    opposite = [r.name for r in report.segments if significant(r) and sign * lift_of(r).value < 0]
+    opposite = [named(r.name) for r in report.segments if significant(r) and sign * lift_of(r).value < 0]
     if opposite:
         headline += f"; for {_join(opposite)} it is {'negative' if sign > 0 else 'positive'}"
     sentences.append(headline + ".")
@@ -102,10 +108,12 @@ def summary_sentences(
     if len(report.segments) > 1:
         method = "Benjamini-Hochberg" if report.correction == "bh" else "Holm"
         q_values = [r.conversion_q_value if is_rate else r.revenue_q_value for r in report.segments]
-        clear = [f"{r.name} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)]
-        verb = "shows" if len(clear) == 1 else "show"
+        clear = [
+            f"{named(r.name)} ({amount(lift_of(r).value, signed=True)})" for r in report.segments if significant(r)
+        ]
+        counted = "1 segment shows" if len(clear) == 1 else f"{len(clear)} segments show"
         found = (
-            f"{len(clear)} {verb} a clear change in {metric_label}: {_join(clear)}"
+            f"{counted} a clear change in {metric_label}: {_join(clear)}"
             if clear
             else f"no single segment shows a clear change in {metric_label}"
         )

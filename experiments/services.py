@@ -1,4 +1,8 @@
-"""Lift reports: request (queued for a worker), compute (aggregate in PostgreSQL, then statistics)."""
+"""Lift reports: request (queued for a worker), compute (aggregate in PostgreSQL, then statistics).
+
+The page and the REST API share one path: `lift_report_get_or_request` returns the newest report
+with the settings asked for, queueing one when there is none fresh; a worker computes it.
+"""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -8,8 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments import selectors, sentences, stats
+from experiments.breakdown import Breakdown
 from experiments.models import LiftReport, ReportStatus
-from experiments.segmentation import Segmentation
+from personalization import selectors as personalization_selectors
 
 CORRECTIONS = ("bh", "holm")
 COMPARISONS = ("holdout", "control")
@@ -22,26 +27,40 @@ class LiftInputError(ValueError):
         self.message = message
 
 
-def _holdout_share(*, project, experience_key: str, comparison: str) -> tuple[float, str]:
-    """(expected holdout share for the SRM check, control variant key)."""
-    from personalization.models import Experience
-
+def _expected_split(*, project, experience_key: str, comparison: str) -> tuple[float | None, str]:
+    """(configured holdout share the sample ratio is checked against, or None; control variant key)."""
     if not experience_key:
-        return project.global_holdout_share, ""
-    experience = Experience.objects.filter(project=project, key=experience_key).prefetch_related("variants").first()
+        share = project.global_holdout_share
+        return (share if 0 < share < 1 else None), ""
+    experience = personalization_selectors.experience_for_project(project=project, key=experience_key)
     if experience is None:
-        # Assigned outside Kairos: no configured share is known; compare against the observed split.
-        return -1.0, ""
-    control = next((v for v in experience.variants.all() if v.is_control), None)
+        return None, ""  # exposures of a key that was never registered: nothing to check against
+    variants = list(experience.variants.all())
+    control = next((v for v in variants if v.is_control), None)
+    control_key = control.key if control else ""
     if comparison == "control":
-        total = sum(v.weight for v in experience.variants.all()) or 1.0
-        return (control.weight / total if control else 0.5), (control.key if control else "")
-    return experience.holdout_share, (control.key if control else "")
+        total = sum(v.weight for v in variants)
+        share = control.weight / total if control and total > 0 else 0.0
+    else:
+        share = experience.holdout_share
+    return (share if 0 < share < 1 else None), control_key
 
 
-def lift_params_validate(*, segment_by: str, comparison: str, correction: str, days: int) -> Segmentation:
+def _no_split_sentence(experience_key: str, comparison: str) -> str:
+    if not experience_key:
+        return "No global holdout share is configured, so the sample ratio is not checked."
+    where = "a control weight" if comparison == "control" else "a holdout share"
+    return (
+        f"No expected split is configured for {experience_key} ({where}), so the sample ratio is not checked: "
+        "register the experience with its split to have assignment checked."
+    )
+
+
+def lift_params_validate(
+    *, segment_by: str, comparison: str, correction: str, days: int, exclude_missing: bool = False
+) -> Breakdown:
     try:
-        segmentation = Segmentation.parse(segment_by)
+        breakdown = Breakdown.parse(segment_by, exclude_missing=exclude_missing)
     except ValueError as exc:
         raise LiftInputError("segment_by", str(exc)) from None
     if comparison not in COMPARISONS:
@@ -50,14 +69,14 @@ def lift_params_validate(*, segment_by: str, comparison: str, correction: str, d
         raise LiftInputError("correction", "use bh (Benjamini–Hochberg) or holm")
     if not 1 <= days <= 365:
         raise LiftInputError("days", "choose a range between 1 and 365 days")
-    return segmentation
+    return breakdown
 
 
 def lift_compute(
     *,
     project,
     experience_key: str,
-    segmentation: Segmentation,
+    breakdown: Breakdown,
     start: datetime,
     end: datetime,
     comparison: str = "holdout",
@@ -66,7 +85,7 @@ def lift_compute(
 ) -> dict:
     """The whole report as JSON-able data: statistics, daily lift, plain sentences."""
     progress = progress or (lambda pct, label: None)
-    share, control_key = _holdout_share(project=project, experience_key=experience_key, comparison=comparison)
+    share, control_key = _expected_split(project=project, experience_key=experience_key, comparison=comparison)
     population = selectors.lift_population(
         project_id=project.pk,
         experience_key=experience_key,
@@ -76,15 +95,12 @@ def lift_compute(
         control_key=control_key,
     )
     progress(10, "Aggregating exposures and outcomes in PostgreSQL")
-    cells = selectors.lift_cells(population=population, segmentation=segmentation)
+    cells = selectors.lift_cells(population=population, breakdown=breakdown)
     segments = selectors.lift_segment_stats(cells=cells)
     daily = selectors.lift_daily_stats(cells=cells)
     progress(80, "Computing statistics")
     users_t = sum(s.treatment.n for s in segments)
     users_h = sum(s.holdout.n for s in segments)
-    if not 0 < share < 1:
-        # No configured split to check against (outside campaign, or a 0/100 % control weight).
-        share = users_h / (users_t + users_h) if users_t + users_h else 0.5
     if not segments or users_t == 0 or users_h == 0:
         return {
             "empty": True,
@@ -115,16 +131,19 @@ def lift_compute(
                 }
             )
     progress(95, "Writing the report")
+    labels["breakdown_label"] = "" if breakdown.kind == "exposure" else breakdown.label
+    unchecked = [] if share is not None else [_no_split_sentence(experience_key, comparison)]
     return {
         "empty": False,
         "report": report.to_dict(),
-        "sentences": sentences.summary_sentences(report, metric_label="conversion", **labels),
+        "sentences": unchecked + sentences.summary_sentences(report, metric_label="conversion", **labels),
         "revenue_sentences": sentences.summary_sentences(
             report, metric_label="revenue per user", metric="revenue", **labels
         ),
         "daily": stats.jsonable(cumulative),
         "holdout_share": share,
-        "segment_label": segmentation.label,
+        "segment_label": breakdown.label,
+        "exclude_missing": breakdown.exclude_missing,
     }
 
 
@@ -148,10 +167,13 @@ def lift_report_request(
     comparison: str = "holdout",
     correction: str = "bh",
     days: int = 14,
+    exclude_missing: bool = False,
     by: AbstractBaseUser | None = None,
 ) -> LiftReport:
-    """Queue a report for a worker; the page polls its progress."""
-    lift_params_validate(segment_by=segment_by, comparison=comparison, correction=correction, days=days)
+    """Queue a report for a worker; the page and the API poll its progress."""
+    lift_params_validate(
+        segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
+    )
     end = timezone.now()
     report = LiftReport.objects.create(
         project=project,
@@ -159,6 +181,7 @@ def lift_report_request(
         segment_by=segment_by,
         comparison=comparison,
         correction=correction,
+        exclude_missing=exclude_missing,
         start=end - timedelta(days=days),
         end=end,
         requested_by=by,
@@ -180,7 +203,7 @@ def lift_report_run(*, report: LiftReport) -> LiftReport:
         result = lift_compute(
             project=report.project,
             experience_key=report.experience_key,
-            segmentation=Segmentation.parse(report.segment_by),
+            breakdown=Breakdown.parse(report.segment_by, exclude_missing=report.exclude_missing),
             start=report.start,
             end=report.end,
             comparison=report.comparison,
@@ -199,16 +222,48 @@ def lift_report_run(*, report: LiftReport) -> LiftReport:
     return report
 
 
-def lift_reports_precompute(*, days: int = 14) -> int:
-    """Queue the default report of every project's global holdout and running experiences."""
-    from personalization.models import Experience, ExperienceStatus, Project
+def lift_report_get_or_request(
+    *,
+    project,
+    experience_key: str = "",
+    segment_by: str = "exposure:segment",
+    comparison: str = "holdout",
+    correction: str = "bh",
+    days: int = 14,
+    exclude_missing: bool = False,
+    max_age: timedelta = timedelta(minutes=15),
+    by: AbstractBaseUser | None = None,
+) -> LiftReport:
+    """The newest report with these settings if it is being computed or younger than `max_age`;
+    otherwise a new one, queued. The one way both the page and the REST API get a report."""
+    lift_params_validate(
+        segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
+    )
+    settings = {
+        "experience_key": experience_key,
+        "segment_by": segment_by,
+        "comparison": comparison,
+        "correction": correction,
+        "exclude_missing": exclude_missing,
+    }
+    report = selectors.lift_report_latest(project_id=project.pk, days=days, **settings)
+    fresh = report is not None and (
+        report.status in (ReportStatus.QUEUED, ReportStatus.RUNNING) or report.created_at > timezone.now() - max_age
+    )
+    if fresh and report.status != ReportStatus.FAILED:
+        return report
+    return lift_report_request(project=project, days=days, by=by, **settings)
 
+
+def lift_reports_precompute(*, days: int = 14) -> int:
+    """Queue the default report of every project's global holdout, running and external experiences."""
     # Keep a week of history; older reports are superseded by the ones queued below.
     LiftReport.objects.filter(created_at__lt=timezone.now() - timedelta(days=7)).delete()
     count = 0
-    for project in Project.objects.all():
-        running = Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING)
-        keys = ["", *running.values_list("key", flat=True)]
+    analysed = {"running", "external"}  # ExperienceStatus values (that app's models are not imported here)
+    for project in personalization_selectors.projects_all():
+        experiences = personalization_selectors.experiences_for_project(project=project)
+        keys = ["", *(e.key for e in experiences if e.status in analysed)]
         for key in keys:
             lift_report_request(project=project, experience_key=key, days=days)
             count += 1

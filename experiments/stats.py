@@ -245,15 +245,17 @@ def adjust_p_values(*, p_values: Sequence[float], method: Correction = "bh") -> 
 
 
 def check_sample_ratio(
-    *, name: str, users_treatment: int, users_holdout: int, holdout_share: float, threshold: float = 0.001
+    *, name: str, users_treatment: int, users_holdout: int, holdout_share: float | None, threshold: float = 0.001
 ) -> SampleRatioCheck:
     """Sample ratio mismatch: chi-square (1 df) of the observed split against `holdout_share`.
 
-    Matches scipy.stats.chisquare; flags a mismatch when p < threshold. nan with no users.
+    Matches scipy.stats.chisquare; flags a mismatch when p < threshold. nan with no users, and with
+    no expected split (None): the observed split cannot be its own expectation, so nothing is tested.
     """
     total = users_treatment + users_holdout
-    if total == 0:
-        return SampleRatioCheck(name, 0, 0, holdout_share, NAN, NAN, NAN, False, None)
+    if total == 0 or holdout_share is None:
+        observed = users_holdout / total if total else NAN
+        return SampleRatioCheck(name, users_treatment, users_holdout, holdout_share, observed, NAN, NAN, False, None)
     expected_h = total * holdout_share
     expected_t = total - expected_h
     chi2 = (users_treatment - expected_t) ** 2 / expected_t + (users_holdout - expected_h) ** 2 / expected_h
@@ -291,7 +293,7 @@ def cochran_q(*, estimates: Sequence[float], std_errors: Sequence[float]) -> Het
 
 
 def _segment_result(
-    segment: SegmentStats, *, alpha: float, holdout_share: float, srm_threshold: float
+    segment: SegmentStats, *, alpha: float, holdout_share: float | None, srm_threshold: float
 ) -> SegmentResult:
     """One segment's tests with unadjusted q-values (= p-values); lift_report swaps in adjusted ones."""
     conversion = compare_rates(treatment=segment.treatment, holdout=segment.holdout, alpha=alpha)
@@ -318,7 +320,7 @@ def _segment_result(
 def lift_report(
     *,
     segments: Sequence[SegmentStats],
-    holdout_share: float,
+    holdout_share: float | None,
     alpha: float = 0.05,
     correction: Correction = "bh",
     srm_threshold: float = 0.001,
@@ -327,13 +329,14 @@ def lift_report(
 
     Conversion and revenue are corrected as two separate families across segments. `overall`
     pools all segments (one test, so its q-value is its p-value). CUPED is reported where both
-    arms carry covariate sums (overall only when every segment does).
+    arms carry covariate sums (overall only when every segment does). With `holdout_share` None
+    (no expected split known) the sample ratio is not checked.
     """
     if not segments:
         raise ValueError("segments must contain at least one segment.")
     if len({s.name for s in segments}) != len(segments):
         raise ValueError("segments must have unique names.")
-    if not 0 < holdout_share < 1:
+    if holdout_share is not None and not 0 < holdout_share < 1:
         raise ValueError(f"holdout_share must be between 0 and 1 (e.g. 0.1), got {holdout_share}.")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1 (e.g. 0.05), got {alpha}.")

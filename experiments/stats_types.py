@@ -134,7 +134,7 @@ class SampleRatioCheck:
     name: str
     users_treatment: int
     users_holdout: int
-    expected_holdout_share: float
+    expected_holdout_share: float | None  # None: no expected split configured, not checked
     observed_holdout_share: float
     chi2: float
     p_value: float
@@ -175,7 +175,7 @@ class LiftReport:
 
     alpha: float
     correction: Correction
-    holdout_share: float
+    holdout_share: float | None
     overall: SegmentResult
     segments: tuple[SegmentResult, ...]
     conversion_decomposition: Decomposition

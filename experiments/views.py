@@ -24,6 +24,8 @@ _DEFAULTS = {
 def _params(source) -> dict:
     params = {name: (source.get(name) or default) for name, default in _DEFAULTS.items()}
     params["days"] = int(params["days"]) if str(params["days"]).isdigit() else 14
+    # A checkbox: absent when off. Kept as "" / "1" so the hidden fields and the URL carry it as is.
+    params["exclude_missing"] = "1" if source.get("exclude_missing") in ("1", "true", "on") else ""
     return params
 
 
@@ -57,6 +59,7 @@ def lift_page(request):
         comparison=params["comparison"],
         correction=params["correction"],
         days=params["days"],
+        exclude_missing=bool(params["exclude_missing"]),
     )
     context = {
         "params": params,
@@ -80,6 +83,7 @@ def lift_compute(request):
             comparison=params["comparison"],
             correction=params["correction"],
             days=params["days"],
+            exclude_missing=bool(params["exclude_missing"]),
             by=request.user,
         )
     except services.LiftInputError as exc:

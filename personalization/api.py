@@ -1,12 +1,12 @@
 """REST API (secret keys): profiles and their events, scoped to the key's project."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from personalization import selectors
-from personalization.models import Event, Profile
+from personalization import selectors, services
+from personalization.models import Event, Experience, ExperienceStatus, Profile, Project, Role
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -58,8 +58,6 @@ class ProjectView(viewsets.ViewSet):
 
     @extend_schema(responses={200: dict})
     def list(self, request):
-        from personalization.models import Project
-
         project = Project.objects.get(pk=request.kairos_project_id)
         return Response(
             {
@@ -69,3 +67,193 @@ class ProjectView(viewsets.ViewSet):
                 "global_holdout_share": project.global_holdout_share,
             }
         )
+
+
+class VariantInSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120, required=False, default="")
+    weight = serializers.FloatField(min_value=0, default=1.0, help_text="share of the split (normalised)")
+    is_control = serializers.BooleanField(default=False)
+    payload = serializers.JSONField(required=False, default=dict)
+
+
+class ExperienceInSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120)
+    touchpoint = serializers.CharField(max_length=120, required=False, default="")
+    external = serializers.BooleanField(
+        default=False, help_text="assigned by another tool: analysis only, never served by decide"
+    )
+    variants = VariantInSerializer(many=True)
+    goal_event = serializers.CharField(max_length=64, default="purchase")
+    attribution_hours = serializers.IntegerField(default=72, help_text="the window after exposure, end included")
+    holdout_share = serializers.FloatField(default=0.0, help_text="share sent as holdout (exposure holdout: true)")
+
+
+def _experience_out(experience: Experience) -> dict:
+    variants = list(experience.variants.all())
+    total = sum(v.weight for v in variants) or 1.0
+    return {
+        "key": experience.key,
+        "name": experience.name,
+        "status": experience.status,
+        "external": experience.status == ExperienceStatus.EXTERNAL,
+        "goal_event": experience.goal_event,
+        "attribution_hours": experience.attribution_hours,
+        "holdout_share": experience.holdout_share,
+        "variants": [
+            {"key": v.key, "name": v.name, "is_control": v.is_control, "share": v.weight / total} for v in variants
+        ],
+    }
+
+
+def _first_error(errors, prefix: str = "") -> tuple[str, str]:
+    """("variants.0.key", "This field is required.") from DRF's nested error structure."""
+    if isinstance(errors, dict):
+        name, inner = next((k, v) for k, v in errors.items() if v)
+        return _first_error(inner, f"{prefix}.{name}" if prefix else str(name))
+    if isinstance(errors, list):
+        for i, inner in enumerate(errors):
+            if inner and isinstance(inner, dict | list):
+                return _first_error(inner, f"{prefix}.{i}")
+            if inner:
+                return prefix, str(inner)
+    return prefix, str(errors)
+
+
+def _may_edit_experiences(request) -> bool:
+    """A secret key may; a dashboard session only with a role that edits experiences."""
+    from personalization.auth import KeyInfo
+
+    if isinstance(request.auth, KeyInfo):
+        return True
+    return request.user.memberships.filter(
+        project_id=request.kairos_project_id, role__in=[Role.ADMIN, Role.MARKETER]
+    ).exists()
+
+
+class ExperienceViewSet(viewsets.ViewSet):
+    """Experiences of your project. Register one run by another tool with `"external": true`."""
+
+    @extend_schema(responses={200: dict})
+    def list(self, request):
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        rows = selectors.experiences_for_project(project=project)
+        return Response([_experience_out(selectors.experience_for_project(project=project, key=e.key)) for e in rows])
+
+    @extend_schema(request=ExperienceInSerializer, responses={201: dict, 400: dict})
+    def create(self, request):
+        if not _may_edit_experiences(request):
+            denied = {"field": "role", "message": "only admins and marketers create experiences"}
+            return Response({"error": denied}, status=403)
+        incoming = ExperienceInSerializer(data=request.data)
+        if not incoming.is_valid():
+            field_name, message = _first_error(incoming.errors)
+            return Response({"error": {"field": field_name, "message": message}}, status=400)
+        data = dict(incoming.validated_data)
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        try:
+            experience = services.experience_create(
+                project=project,
+                key=data.pop("key"),
+                name=data.pop("name"),
+                touchpoint=data.pop("touchpoint") or "outside Kairos",
+                variants=[dict(v) for v in data.pop("variants")],
+                external=data.pop("external"),
+                **data,
+            )
+        except services.ExperienceError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_experience_out(selectors.experience_for_project(project=project, key=experience.key)), 201)
+
+
+def _project_out(project) -> dict:
+    return {
+        "id": project.pk,
+        "name": project.name,
+        "slug": project.slug,
+        "global_holdout_share": project.global_holdout_share,
+        "created_at": project.created_at,
+    }
+
+
+class KeyOrLogin(permissions.BasePermission):
+    """A secret key, or any dashboard login (a new user has no project yet and may create one)."""
+
+    message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
+
+    def has_permission(self, request, view):
+        from personalization.auth import KeyInfo
+
+        return isinstance(request.auth, KeyInfo) or bool(getattr(request.user, "is_authenticated", False))
+
+
+class ProjectsViewSet(viewsets.ViewSet):
+    """Projects (admin). A dashboard session sees its projects and may create one (it becomes its
+    admin); renaming and deleting need the admin role, or the project's own secret key."""
+
+    lookup_value_regex = r"\d+"
+    permission_classes = [KeyOrLogin]
+
+    def _project(self, request, pk) -> Project | None:
+        from personalization.auth import KeyInfo
+
+        if not str(pk).isdigit():
+            return None
+        if isinstance(request.auth, KeyInfo):
+            return selectors.project_by_id_or_none(project_id=int(pk)) if int(pk) == request.auth.project_id else None
+        return selectors.project_for_member(user=request.user, project_id=int(pk), roles=[Role.ADMIN])
+
+    @extend_schema(responses={200: dict})
+    def list(self, request):
+        from personalization.auth import KeyInfo
+
+        if isinstance(request.auth, KeyInfo):
+            projects = [selectors.project_by_id(project_id=request.auth.project_id)]
+        else:
+            projects = selectors.projects_of_user(user=request.user)
+        return Response([_project_out(p) for p in projects])
+
+    @extend_schema(request=dict, responses={201: dict, 400: dict, 403: dict})
+    def create(self, request):
+        """Create a project: {"name": "Acme shop"}. Needs a dashboard login (its user becomes admin)."""
+        from personalization.auth import KeyInfo
+
+        if isinstance(request.auth, KeyInfo):
+            message = "a secret key belongs to one project; log in to the dashboard to create another"
+            return Response({"error": {"field": "Authorization", "message": message}}, status=403)
+        try:
+            project = services.project_create(name=str(request.data.get("name", "")), owner=request.user)
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_project_out(project), status=201)
+
+    @extend_schema(request=dict, responses={200: dict, 400: dict, 404: dict})
+    def partial_update(self, request, pk=None):
+        """Rename: {"name": "New name"}."""
+        project = self._project(request, pk)
+        if project is None:
+            return Response({"error": {"field": "id", "message": "no project of yours with this id"}}, status=404)
+        try:
+            project = services.project_rename(
+                project=project, name=str(request.data.get("name", "")), by=_user(request)
+            )
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(_project_out(project))
+
+    @extend_schema(responses={204: None, 400: dict, 404: dict})
+    def destroy(self, request, pk=None):
+        """Delete with everything in it; `?confirm=<slug>` is required."""
+        project = self._project(request, pk)
+        if project is None:
+            return Response({"error": {"field": "id", "message": "no project of yours with this id"}}, status=404)
+        try:
+            services.project_delete(project=project, confirm=request.query_params.get("confirm", ""), by=_user(request))
+        except services.ProjectError as exc:
+            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+        return Response(status=204)
+
+
+def _user(request):
+    return request.user if getattr(request.user, "is_authenticated", False) else None

@@ -34,26 +34,35 @@ def key_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def key_from_request(request) -> str | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header.startswith("Bearer "):
-        return header[7:].strip()
-    # sendBeacon cannot set headers, so the site snippet puts its public key in the query string.
-    return request.GET.get("key") or None
+class KeysUnavailable(Exception):
+    """PostgreSQL cannot be asked about a key this process has never seen."""
 
 
 def api_key_lookup(raw: str) -> KeyInfo | None:
-    """The active key for a raw key string, or None. Cached in process."""
+    """The active key for a raw key string, or None. Cached in process.
+
+    With PostgreSQL away, a key seen before keeps its last answer (decide keeps serving; events wait
+    in the stream); a key never seen raises KeysUnavailable."""
     digest = key_hash(raw)
     now = time.monotonic()
     hit = _cache.get(digest)
     if hit is not None and hit[0] > now:
         return hit[1]
+    from django.db import DatabaseError
+
     from personalization.models import ApiKey
 
-    row = (
-        ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).values_list("id", "project_id", "kind").first()
-    )
+    try:
+        row = (
+            ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+            .values_list("id", "project_id", "kind")
+            .first()
+        )
+    except DatabaseError as exc:
+        if hit is None:
+            raise KeysUnavailable(str(exc)) from exc
+        _cache[digest] = (now + KEY_CACHE_SECONDS, hit[1])  # ask again in a while, not on every request
+        return hit[1]
     info = KeyInfo(*row) if row else None
     if len(_cache) > 10_000:
         _cache.clear()

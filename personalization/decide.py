@@ -19,8 +19,10 @@ from itertools import chain
 
 import orjson
 import redis
+from django.conf import settings
 
-from personalization import engine, redis_client, redis_wire, rkeys
+from personalization import engine, redis_client, redis_wire, rkeys, throttle
+from personalization.event_schema import MAX_PROPERTIES_CHARS, FieldError, json_check, text_check
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ class _Buffer:
             commands.append(
                 ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
             )
+            commands.append(("HINCRBY", rkeys.EVENTS_QUEUED, project_id, len(events)))
         if keys_used:
             now = int(time.time())
             commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
@@ -223,18 +226,33 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     context = body.get("context") or {}
     if not isinstance(context, dict):
         raise DecideInputError("context", 'must be an object like {"url": "/", "device": "mobile"}')
-    if context.get("attributes") is not None and not isinstance(context["attributes"], dict):
-        raise DecideInputError("context.attributes", "must be an object of attribute name → value")
+    for name in ("attributes", "consent"):
+        if context.get(name) is not None and not isinstance(context[name], dict):
+            raise DecideInputError(f"context.{name}", "must be an object of name → value")
     requested = body.get("experiences")
     if requested is not None and (
-        not isinstance(requested, list) or not all(isinstance(k, str) for k in requested) or len(requested) > 200
+        not isinstance(requested, list)
+        or not all(isinstance(k, str) and len(k) <= 64 for k in requested)
+        or len(requested) > 200
     ):
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
+    try:
+        # The unit id goes into exposure events and Redis keys: it must be storable text.
+        text_check(unit, kind)
+        if context:
+            json_check(context, "context")
+        if requested:
+            json_check(requested, "experiences")
+    except FieldError as exc:
+        raise DecideInputError(exc.field, exc.message) from None
+    if context and len(repr(context)) > MAX_PROPERTIES_CHARS:
+        raise DecideInputError("context", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     return kind, unit, context, requested
 
 
-def decide(project_id: int, body) -> dict:
-    """Answer one decide request. Raises DecideInputError for bad input; never for infrastructure."""
+def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") -> dict:
+    """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
+    limit (counted for `key_id` and `ip` when given); never for infrastructure."""
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
     now = time.monotonic()
@@ -242,12 +260,17 @@ def decide(project_id: int, body) -> dict:
     user: dict = {}
     fallback = now < _redis_down_until
     if not fallback:
+        per_key, per_ip = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND, settings.KAIROS_DECIDE_PER_IP_PER_SECOND
+        # The limits cost one EVAL more in the same round trip; with Redis away nothing is limited.
+        counting = key_id is not None and (per_key or per_ip)
         try:
             check = snapshots.due(project_id, now)
+            commands = [("HGETALL", unit_key)]
             if check:
-                results = unit_reads.execute(("HGETALL", unit_key), ("GET", rkeys.snapshot_version(project_id)))
-            else:
-                results = unit_reads.execute(("HGETALL", unit_key))
+                commands.append(("GET", rkeys.snapshot_version(project_id)))
+            if counting:
+                commands.append(("EVAL", throttle.RATE_LUA, 2, *throttle.rate_keys("d", key_id, ip)))
+            results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
@@ -255,6 +278,9 @@ def decide(project_id: int, body) -> dict:
             log.warning("decide: Redis unavailable (%s); answering from the in-process snapshot", exc)
             _redis_down_until = now + REDIS_RETRY_SECONDS
             fallback = True
+        else:
+            if counting:
+                throttle.rate_verdict(results[-1], per_key, per_ip)
     snapshot = snapshots.get(project_id)
     decision_id = uuid.uuid4().hex
     if snapshot is None:

@@ -3,8 +3,9 @@
 Pure numpy with no Django import, so `demo_seed` (history written straight to PostgreSQL) and
 `demo_traffic` (live requests to the HTTP endpoints) draw from one model, and tests check it fast.
 
-Every profile has one planted intent (kept in Profile.demo_intent, to measure how well behavior
-segments recover it). The intent sets what the visitor browses and searches, how long they dwell,
+Every profile has one planted intent (kept as the ordinary profile attribute PLANTED_ATTRIBUTE, to
+measure how well behavior segments recover it). The intent sets what the visitor browses and
+searches, how long they dwell,
 how deep they scroll, their devices and channel, and how often and how much they buy. Each intent
 also answers differently to the variants of the demo experiences: `conversion_probability` is the
 intent's base rate times one multiplier per variant shown (1.0 for the control). Some variants help
@@ -30,6 +31,8 @@ import numpy as np
 from personalization import hashing
 
 STATED_INTENT_ACCURACY = 0.9
+# The profile attribute holding each demo visitor's planted intent (the truth segments are checked against).
+PLANTED_ATTRIBUTE = "planted_intent"
 MAX_VISIT_CONVERSION = 0.5
 USER_ID_SHARE = 1 / 3
 # Share of page views outside the visitor's own taste: keeps intents overlapping, as on a real site.

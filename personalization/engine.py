@@ -94,15 +94,18 @@ def decide_unit(snapshot: dict, unit: str, user: dict, context: dict, requested=
         # Held-out people are exposed (as holdouts) only where they would have been targeted, so that
         # holdout and treatment are drawn from the same population and the sample ratio holds.
         targeted = not exp["targeting"] or targeting_matches(exp["targeting"], user, context)
+        segment = unit_segment(exp, user, context)
         if in_global_holdout:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_global")
             if targeted:
-                _expose_once(decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", "", fallback)
+                _expose_once(decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", segment, fallback)
             continue
         if exp["holdout_share"] > 0 and unit_bucket(exp["salt"] + ":holdout", unit) < exp["holdout_share"]:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_experience")
             if targeted:
-                _expose_once(decision, user, exp, HOLDOUT_EXPERIENCE_MARK, control, "holdout_experience", "", fallback)
+                _expose_once(
+                    decision, user, exp, HOLDOUT_EXPERIENCE_MARK, control, "holdout_experience", segment, fallback
+                )
             continue
         if not targeted:
             decision.assignments[key] = _answer(exp, control, "targeting_miss")
@@ -111,13 +114,10 @@ def decide_unit(snapshot: dict, unit: str, user: dict, context: dict, requested=
         if sticky in exp["payloads"]:
             decision.assignments[key] = _answer(exp, sticky, "sticky")
             continue
-        segment = ""
         policy = exp["policy"]
         if policy == "fixed":
             weights, reason = exp["fixed"], "fixed_split"
         else:
-            if policy == "segment_bandit" and exp["segment_field"]:
-                segment = str(_attribute(exp["segment_field"], user, context) or "")
             segment_weights = exp["weights"].get(segment) if segment else None
             weights = segment_weights or exp["weights"].get("") or exp["fixed"]
             reason = "segment_bandit" if segment_weights else "bandit"
@@ -125,6 +125,20 @@ def decide_unit(snapshot: dict, unit: str, user: dict, context: dict, requested=
         decision.assignments[key] = _answer(exp, variant, "fallback" if fallback else reason)
         _expose_once(decision, user, exp, variant, variant, "variant", segment, fallback, reason)
     return decision
+
+
+def unit_segment(exp: dict, user: dict, context: dict) -> str:
+    """The unit's segment for this experience: the one value every arm's exposure records (so a
+    breakdown by segment at exposure compares like with like) and the per-segment bandit keys on.
+
+    Today the segment is a profile attribute the experience names (`segment_field`). A behavior
+    segment source (the unit hash's "segs") plugs in here, and only here.
+    """
+    name = exp["segment_field"]
+    if not name:
+        return ""
+    value = _attribute(name, user, context)
+    return "" if value is None else str(value)
 
 
 def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, reason=None) -> None:

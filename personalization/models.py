@@ -87,8 +87,6 @@ class Profile(models.Model):
     do_not_personalize = models.BooleanField(default=False)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
-    # Demo only: the intent the demo generator planted, to measure how well segments recover it.
-    demo_intent = models.CharField(max_length=40, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -162,6 +160,8 @@ class ExperienceStatus(models.TextChoices):
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
     COMPLETED = "completed", "Completed"
+    # Analysis only: assigned by another tool, which sends the exposures. Decide never serves it.
+    EXTERNAL = "external", "External (analysis only)"
 
 
 class Policy(models.TextChoices):
@@ -298,3 +298,32 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_key}"
+
+
+class DeadLetter(models.Model):
+    """An accepted event the drain could not store, kept with the error until an admin retries or deletes it.
+
+    Personal data (ids and properties of a visitor): listed in privacy.registry, found by user_id or
+    anonymous_id. Text is stored escaped (NUL as \\u0000), since what PostgreSQL refused is the point."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="dead_letters")
+    event_id = models.CharField(max_length=64, blank=True, default="")
+    user_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    anonymous_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    # The event as the stream held it (JSON, NUL escaped), or its repr when it is not even JSON.
+    payload = models.TextField()
+    error = models.TextField()
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A drain that dies after writing dead letters but before acknowledging writes them again.
+            models.UniqueConstraint(
+                fields=["project", "event_id"], condition=~Q(event_id=""), name="deadletter_unique_event"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id or '?'}: {self.error[:60]}"

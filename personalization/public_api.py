@@ -1,12 +1,16 @@
 """The public-key endpoints a site calls: events (and decide). Plain Django views, not DRF: they
-are the hot path and need none of DRF's machinery. Any origin may call them (the key is public)."""
+are the hot path and need none of DRF's machinery. Any origin may call them (the key is public).
+
+Every answer, errors included, is JSON with the CORS header, so a browser script can read it.
+"""
 
 import orjson
 import redis
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from personalization import auth, services
+from personalization import auth, services, throttle
 from personalization import decide as decide_runtime
 from personalization.event_schema import MAX_BATCH, BatchError
 
@@ -18,6 +22,15 @@ _PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
+_READ_CHUNK = 65536
+
+
+class BodyError(Exception):
+    """The request body cannot be used: 400, or 413 when it is too large."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
 
 
 def json_response(data: dict, status: int = 200) -> HttpResponse:
@@ -33,38 +46,119 @@ def _preflight() -> HttpResponse:
     return response
 
 
-def error(status: int, field: str, message: str) -> HttpResponse:
-    return json_response({"error": {"field": field, "message": message}}, status=status)
+def error(status: int, field: str, message: str, retry_after: int | None = None) -> HttpResponse:
+    response = json_response({"error": {"field": field, "message": message}}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _too_large() -> BodyError:
+    return BodyError(413, "body", f"is larger than {MAX_BODY_BYTES:,} bytes; send at most {MAX_BATCH} events a batch")
+
+
+def body_read(request: HttpRequest) -> bytes:
+    """The raw body, at most MAX_BODY_BYTES. A declared length over it is refused before reading
+    (Django would answer its own HTML 400 past DATA_UPLOAD_MAX_MEMORY_SIZE); a chunked body, which
+    has no length and which Django reads as empty, is read from the server's stream up to the limit."""
+    meta = request.META
+    declared = meta.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BodyError(400, "Content-Length", "is not a number of bytes") from None
+        if length > MAX_BODY_BYTES:
+            raise _too_large()
+        return request.body
+    if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b""
+    stream, parts, size = meta["wsgi.input"], [], 0
+    while chunk := stream.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def body_json(request: HttpRequest):
+    """The request body as JSON, whatever the content type (sendBeacon sends text/plain)."""
+    raw = body_read(request)
+    if not raw:
+        raise BodyError(400, "body", 'is empty; send a JSON object like {"events": [...]}')
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "body", f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+
+
+def _key_check(raw: str) -> HttpResponse | auth.KeyInfo:
+    """The key's info, or the answer refusing it."""
+    if raw.startswith("ks_"):  # refused without a lookup
+        return _key_refused(raw, None)
+    try:
+        info = auth.api_key_lookup(raw)
+    except auth.KeysUnavailable:
+        return error(503, "service", "keys cannot be checked right now; retry shortly", retry_after=2)
+    return _key_refused(raw, info) or info
+
+
+def _key_refused(raw: str, info: auth.KeyInfo | None) -> HttpResponse | None:
+    if raw.startswith("ks_") or (info is not None and info.kind == "secret"):
+        return error(
+            403,
+            "Authorization",
+            "this is a secret key (ks_…), which must never leave your servers; send the project's public key"
+            " (kp_…) here, and revoke this secret key under Settings → API keys if it was in a page",
+        )
+    if info is None:
+        return error(401, "Authorization", "unknown or revoked key; create one under Settings → API keys")
+    return None
 
 
 def public_key_required(view):
-    """Resolves the public (or secret) key into request.key_info, answering CORS preflights."""
+    """Answers CORS preflights, reads the body (request.json), and resolves the public key — from the
+    Authorization header, or from a "key" field in the body (sendBeacon cannot set headers) — into
+    request.key_info. Keys in the URL are refused: URLs end up in logs and browser history."""
 
     def wrapper(request: HttpRequest) -> HttpResponse:
         if request.method == "OPTIONS":
             return _preflight()
         if request.method != "POST":
             return error(405, "method", "use POST")
-        raw = auth.key_from_request(request)
+        if request.META.get("QUERY_STRING") and "key" in request.GET:
+            return error(
+                400,
+                "key",
+                "keys are not accepted in the URL (URLs end up in logs); send `Authorization: Bearer kp_…`,"
+                ' or a "key" field in the JSON body where headers cannot be set (sendBeacon)',
+            )
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        raw = header[7:].strip() if header.startswith("Bearer ") else ""
+        try:
+            if raw:  # the key first: an unknown caller gets no body parsing
+                info = _key_check(raw)
+                if isinstance(info, HttpResponse):
+                    return info
+            request.json = body_json(request)
+        except BodyError as exc:
+            return error(exc.status, exc.field, exc.message)
         if not raw:
-            return error(401, "Authorization", "send your public key as `Authorization: Bearer kp_…`")
-        info = auth.api_key_lookup(raw)
-        if info is None:
-            return error(401, "Authorization", "unknown or revoked key; create one under Settings → API keys")
+            in_body = request.json.get("key") if isinstance(request.json, dict) else None
+            if not isinstance(in_body, str) or not in_body:
+                return error(401, "Authorization", "send your public key as `Authorization: Bearer kp_…`")
+            info = _key_check(in_body)
+            if isinstance(info, HttpResponse):
+                return info
         request.key_info = info
         return view(request)
 
     return csrf_exempt(wrapper)
 
 
-def body_json(request: HttpRequest):
-    """The request body as JSON, whatever the content type (sendBeacon sends text/plain)."""
-    if len(request.body) > MAX_BODY_BYTES:
-        raise BatchError("body", f"is larger than {MAX_BODY_BYTES} bytes; send at most {MAX_BATCH} events")
-    try:
-        return orjson.loads(request.body)
-    except orjson.JSONDecodeError as exc:
-        raise BatchError("body", f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+def _client_ip(request: HttpRequest) -> str:
+    return throttle.client_ip(request.META, settings.KAIROS_TRUSTED_PROXIES)
 
 
 @public_key_required
@@ -73,20 +167,23 @@ def events(request: HttpRequest) -> HttpResponse:
     try:
         result = services.events_ingest(
             project_id=info.project_id,
-            payload=body_json(request),
+            payload=request.json,
+            key_id=info.key_id,
+            ip=_client_ip(request),
             pipe_extra=lambda pipe: auth.last_used_note(pipe, info),
         )
     except BatchError as exc:
         return error(400, exc.field, exc.message)
+    except throttle.Throttled as exc:
+        return error(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
     except redis.RedisError:
-        response = error(503, "service", "events cannot be stored right now; retry the same batch shortly")
-        response["Retry-After"] = "2"
-        return response
+        return error(503, "service", "events cannot be stored right now; retry the same batch shortly", retry_after=2)
     body = {
         "accepted": len(result.accepted),
         "rejected": result.rejected,
         "dropped_noise": result.dropped_noise,
         "duplicates": result.duplicates,
+        "warnings": result.warnings,
     }
     status = 400 if result.rejected and not result.accepted else 200
     return json_response(body, status=status)
@@ -94,14 +191,14 @@ def events(request: HttpRequest) -> HttpResponse:
 
 @public_key_required
 def decide(request: HttpRequest) -> HttpResponse:
+    info = request.key_info
     try:
-        body = body_json(request)
-        answer = decide_runtime.decide(request.key_info.project_id, body)
-        decide_runtime.buffer.note_key(request.key_info.key_id)
-    except BatchError as exc:
-        return error(400, exc.field, exc.message)
+        answer = decide_runtime.decide(info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request))
+        decide_runtime.buffer.note_key(info.key_id)
     except decide_runtime.DecideInputError as exc:
         return error(400, exc.field, exc.message)
+    except throttle.Throttled as exc:
+        return error(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
     return json_response(answer)
 
 

@@ -6,6 +6,7 @@ erasure. Keep the two in step: a new personal key is added here and to `personal
 
 EVENTS_STREAM = "kr:events"  # accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
+EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
 
 

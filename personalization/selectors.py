@@ -2,6 +2,7 @@
 
 import time
 
+from django.db import connection
 from django.db.models import Case, Count, Max, Min, Q, When
 from django.db.models.functions import Trunc
 
@@ -11,6 +12,7 @@ from personalization.models import (
     Arm,
     AuditEntry,
     BanditWeights,
+    DeadLetter,
     Event,
     Experience,
     ExperienceStatus,
@@ -160,3 +162,146 @@ def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEn
         .select_related("actor")
         .order_by("-at")[:limit]
     )
+
+
+def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
+    """How many dead letters a project has, and the newest few."""
+    rows = DeadLetter.objects.filter(project_id=project_id)
+    return {"count": rows.count(), "samples": list(rows.order_by("-created_at", "-id")[:samples])}
+
+
+# Exposures as lift reports read them (the experiments app names no table of this one).
+
+MISSING_SEGMENT = "(none)"
+
+_LIFT_SUMS = """
+    count(*) AS n,
+    count(*) FILTER (WHERE x.converted) AS conversions,
+    coalesce(sum(x.revenue::float8), 0) AS sum_y,
+    coalesce(sum(x.revenue::float8 * x.revenue::float8), 0) AS sum_y2,
+    coalesce(sum(x.pre_activity::float8), 0) AS sum_x,
+    coalesce(sum(x.pre_activity::float8 * x.pre_activity), 0) AS sum_x2,
+    coalesce(sum(x.pre_activity * x.revenue::float8), 0) AS sum_xy
+"""
+# float8 arithmetic: summing numeric is several times slower, and cents survive float8 exactly
+# far beyond any realistic revenue total.
+
+# What the report reads of an exposure: the global population sorts every row by person, and
+# carrying only these through the sort instead of whole rows takes a third off its time.
+_LIFT_COLUMNS = "profile_id, experience_key, variant_key, arm, segment, exposed_at, converted, revenue, pre_activity"
+
+# The UTC day number of an exposure. Written exactly as in the exposure_day_stats statistics object
+# (migration 0007), which tells the planner it has a handful of values; float8 arithmetic, because
+# extract() returns numeric and costs twice as much per row.
+_EXPOSURE_DAY = "floor(date_part('epoch', x.exposed_at) / 86400)"
+
+
+def _lift_population(*, project_id, experience_key, comparison, control_key, start, end) -> tuple[str, list, str, list]:
+    """(FROM clause of rows aliased x, its parameters, the SQL "treated" test, its parameters)."""
+    if not experience_key:
+        # Everyone's first exposure anywhere: personalized vs the global holdout. Ties (one decide
+        # exposing several experiences at once) go to the first key, the same rule in every arm.
+        source = (
+            f"(SELECT DISTINCT ON (profile_id) {_LIFT_COLUMNS} FROM personalization_exposure"
+            " WHERE project_id = %s AND arm IN ('variant', 'holdout_global') AND exposed_at >= %s AND exposed_at < %s"
+            " ORDER BY profile_id, exposed_at, experience_key) x"
+        )
+        return source, [project_id, start, end], "x.arm = 'variant'", []
+    if comparison == "control":
+        source = (
+            "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
+            " AND arm = 'variant' AND exposed_at >= %s AND exposed_at < %s) x"
+        )
+        return source, [project_id, experience_key, start, end], "x.variant_key <> %s", [control_key]
+    source = (
+        "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
+        " AND arm IN ('variant', 'holdout_experience') AND exposed_at >= %s AND exposed_at < %s) x"
+    )
+    return source, [project_id, experience_key, start, end], "x.arm = 'variant'", []
+
+
+def exposure_lift_cells_sql(
+    *,
+    project_id: int,
+    experience_key: str,
+    comparison: str,
+    start,
+    end,
+    control_key: str = "",
+    breakdown_kind: str = "exposure",
+    breakdown_name: str = "segment",
+) -> tuple[str, list]:
+    """The one GROUP BY a lift report runs: sums per (segment, UTC day, treated)."""
+    source, params, treated, treated_params = _lift_population(
+        project_id=project_id,
+        experience_key=experience_key,
+        comparison=comparison,
+        control_key=control_key,
+        start=start,
+        end=end,
+    )
+    if breakdown_kind == "exposure":
+        join, expr, expr_params = "", f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
+    elif breakdown_kind == "attribute":
+        join = "JOIN personalization_profile p ON p.id = x.profile_id"
+        expr, expr_params = f"coalesce(nullif(p.attributes ->> %s, ''), '{MISSING_SEGMENT}')", [breakdown_name]
+    else:
+        raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
+    sql = (
+        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
+        f" FROM {source} {join} GROUP BY 1, 2, 3"
+    )
+    return sql, [*expr_params, *treated_params, *params]
+
+
+def exposure_lift_cells(**kwargs) -> list[tuple]:
+    """Rows (segment, day number, treated, n, conversions, sum_y, sum_y2, sum_x, sum_x2, sum_xy) from
+    ONE parallel scan; the keyword arguments are exposure_lift_cells_sql's."""
+    sql, params = exposure_lift_cells_sql(**kwargs)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def exposure_experience_keys(*, project_id: int) -> set[str]:
+    """Every experience key with exposures, configured in Kairos or not."""
+    return set(Exposure.objects.filter(project_id=project_id).values_list("experience_key", flat=True).distinct())
+
+
+def profile_attribute_names(*, project_id: int, sample: int = 2000) -> list[str]:
+    """Attribute names found on the project's newest `sample` profiles, sorted."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT k FROM (SELECT jsonb_object_keys(attributes) AS k FROM personalization_profile"
+            " WHERE project_id = %s ORDER BY id DESC LIMIT %s) s ORDER BY k",
+            [project_id, sample],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def projects_all() -> list[Project]:
+    return list(Project.objects.order_by("pk"))
+
+
+def project_by_id(*, project_id: int) -> Project:
+    return Project.objects.get(pk=project_id)
+
+
+def project_by_slug_or_id(*, value: str) -> Project | None:
+    project = Project.objects.filter(slug=value).first()
+    if project is None and value.isdigit():
+        project = Project.objects.filter(pk=int(value)).first()
+    return project
+
+
+def project_by_id_or_none(*, project_id: int) -> Project | None:
+    return Project.objects.filter(pk=project_id).first()
+
+
+def projects_of_user(*, user) -> list[Project]:
+    return list(Project.objects.filter(memberships__user=user).order_by("name"))
+
+
+def project_for_member(*, user, project_id: int, roles: list[str]) -> Project | None:
+    """The project if `user` has one of `roles` in it."""
+    return Project.objects.filter(pk=project_id, memberships__user=user, memberships__role__in=roles).first()

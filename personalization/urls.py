@@ -1,7 +1,7 @@
 from django.urls import path
 
 from personalization.views import dashboard as views
-from personalization.views import experiences
+from personalization.views import experiences, projects
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -11,7 +11,12 @@ urlpatterns = [
     path("settings/keys", views.key_create, name="key-create"),
     path("settings/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
     path("settings/members", views.member_set, name="member-set"),
+    path("settings/dead-letters", views.dead_letters_panel, name="dead-letters"),
+    path("settings/dead-letters/<slug:action>", views.dead_letters_act, name="dead-letters-act"),
     path("project/switch", views.project_switch, name="project-switch"),
+    path("projects/new", projects.project_new, name="project-new"),
+    path("settings/project/rename", projects.project_rename, name="project-rename"),
+    path("settings/project/delete", projects.project_delete, name="project-delete"),
     path("experiences/", experiences.experience_list, name="experiences"),
     path("experiences/new", experiences.experience_new, name="experience-new"),
     path("experiences/holdout", experiences.global_holdout_set, name="experience-holdout"),

@@ -57,7 +57,7 @@ def workspace_view(section: str):
         def wrapper(request, *args, **kwargs):
             workspace = workspace_for(request)
             if workspace is None:
-                return render(request, "no_project.html", status=403)
+                return render(request, "no_project.html")  # the first-run page: create a project
             if workspace.role not in SECTION_ROLES[section]:
                 raise PermissionDenied(f"Your role ({workspace.role}) cannot open {section}.")
             request.workspace = workspace

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TableLocation:
-    """Rows of `model` (app_label.Model) that belong to a person, found through `profile_field`."""
+    """Rows of `model` (app_label.Model) that belong to a person, found through `profile_field`, or
+    (when the rows have no profile, like dead letters) by the person's ids in `id_fields`."""
 
     model: str
     profile_field: str
     description: str
+    id_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,12 @@ TABLES = (
     TableLocation("personalization.Exposure", "profile", "experiences shown and their outcomes"),
     TableLocation("segments.ProfileEmbedding", "profile", "behavior vector derived from the person's events"),
     TableLocation("segments.SegmentMembership", "profile", "behavior, lookalike and rule segments the person is in"),
+    TableLocation(
+        "personalization.DeadLetter",
+        "",
+        "events the drain could not store: ids, properties and the error",
+        id_fields=("user_id", "anonymous_id"),
+    ),
 )
 
 REDIS_KEYS = (RedisLocation("kr:{project_id}:u:{unit_id}", "decide hash: attributes, flags, sticky assignments"),)

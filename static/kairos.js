@@ -103,15 +103,16 @@
   }
 
   // The page may be gone before a fetch finishes: sendBeacon survives it. It cannot set headers, so
-  // the key goes in the query string, and a text/plain body keeps it a CORS-simple request.
+  // the key goes in the body (never the URL, which ends up in logs), and a text/plain body keeps it
+  // a CORS-simple request.
   function beacon() {
     clearTimeout(timer);
     timer = null;
     while (queue.length) {
       var batch = queue.slice(0, CHUNK), sent = false;
       try {
-        sent = navigator.sendBeacon(url("events?key=" + encodeURIComponent(cfg.key)),
-          new Blob([JSON.stringify({ events: batch })], { type: "text/plain" }));
+        sent = navigator.sendBeacon(url("events"),
+          new Blob([JSON.stringify({ key: cfg.key, events: batch })], { type: "text/plain" }));
       } catch (e) { /* not supported */ }
       if (!sent) break;
       queue.splice(0, batch.length);

@@ -53,3 +53,16 @@ def events_post(client, key: str, events: list[dict]):
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
+
+
+def external_experience_make(*, project: Project, key: str, variants=("a", "b"), **fields):
+    """An experience assigned outside Kairos (analysis only), registered so its exposures are taken."""
+    return services.experience_create(
+        project=project,
+        key=key,
+        name=key.replace("-", " ").title(),
+        touchpoint="outside Kairos",
+        variants=[{"key": v, "is_control": i == 0} for i, v in enumerate(variants)],
+        external=True,
+        **fields,
+    )

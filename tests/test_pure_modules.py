@@ -14,6 +14,7 @@ PURE = [
     "personalization.hashing",
     "personalization.bandit",
     "personalization.redis_wire",
+    "personalization.throttle",
 ]
 
 

@@ -1,4 +1,6 @@
-"""Django REST Framework and the OpenAPI schema."""
+"""Django REST Framework, the OpenAPI schema, and the limits of the public endpoints."""
+
+from config.env import env_int
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -23,3 +25,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Public endpoints (decide, events): requests per second per API key and per client IP, counted
+# in Redis across every process (0 turns a limit off). Over a limit: 429 with Retry-After.
+KAIROS_DECIDE_PER_KEY_PER_SECOND = env_int("KAIROS_DECIDE_PER_KEY_PER_SECOND", 5000)
+KAIROS_DECIDE_PER_IP_PER_SECOND = env_int("KAIROS_DECIDE_PER_IP_PER_SECOND", 500)
+KAIROS_EVENTS_PER_KEY_PER_SECOND = env_int("KAIROS_EVENTS_PER_KEY_PER_SECOND", 1000)
+KAIROS_EVENTS_PER_IP_PER_SECOND = env_int("KAIROS_EVENTS_PER_IP_PER_SECOND", 100)
+# Events of one project waiting in the Redis stream for the drain; at the cap events answer 503
+# with Retry-After, so one project cannot fill Redis's memory (0: no cap).
+KAIROS_STREAM_CAP_PER_PROJECT = env_int("KAIROS_STREAM_CAP_PER_PROJECT", 1_000_000)
+# How many proxies in front of Kairos append to X-Forwarded-For (0: use the socket's address).
+KAIROS_TRUSTED_PROXIES = env_int("KAIROS_TRUSTED_PROXIES", 0)

@@ -1,6 +1,7 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
 from personalization.services.bandits import bandit_counts, bandit_experiences_running, bandit_update
+from personalization.services.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
 from personalization.services.experiences import (
     ExperienceError,
@@ -15,22 +16,28 @@ from personalization.services.experiences import (
     snapshot_publish,
 )
 from personalization.services.projects import (
+    ProjectError,
     api_key_create,
     api_key_last_used_flush,
     api_key_revoke,
     membership_set,
     project_create,
+    project_delete,
+    project_rename,
 )
 from personalization.services.units import unit_segments_publish
 
 __all__ = [
     "ExperienceError",
+    "ProjectError",
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
     "bandit_counts",
     "bandit_experiences_running",
     "bandit_update",
+    "dead_letters_delete",
+    "dead_letters_retry",
     "events_drain",
     "events_ingest",
     "experience_complete",
@@ -41,7 +48,9 @@ __all__ = [
     "membership_set",
     "profiles_publish",
     "project_create",
+    "project_delete",
     "project_holdout_set",
+    "project_rename",
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",

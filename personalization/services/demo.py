@@ -24,14 +24,15 @@ from django.db import DatabaseError, connection, transaction
 
 from config.embedded import VAR
 from personalization import demo, engine, redis_client, rkeys
-from personalization.models import Event, Experience, Exposure, IdentityKind, Project, Role
+from personalization.demo import PLANTED_ATTRIBUTE
+from personalization.models import Experience, IdentityKind, Project, Role
 from personalization.services.experiences import (
     experience_create,
     experience_start,
     profiles_publish,
     project_holdout_set,
 )
-from personalization.services.projects import api_key_create, membership_set, project_create
+from personalization.services.projects import api_key_create, membership_set, project_create, project_delete
 
 log = logging.getLogger(__name__)
 
@@ -66,35 +67,8 @@ def demo_delete() -> bool:
     project = demo_project_get()
     if project is None:
         return False
-    client = redis_client.worker()
-    batch = []
-    for key in client.scan_iter(match=f"kr:{project.pk}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            client.delete(*batch)
-            batch = []
-    if batch:
-        client.delete(*batch)
-    _stream_forget(client, project.pk)
-    with transaction.atomic():
-        # The bulk tables first, each in one statement; the cascade then has little left to collect.
-        Event.objects.filter(project=project).delete()
-        Exposure.objects.filter(project=project).delete()
-        project.delete()
+    project_delete(project=project, confirm=project.slug)
     return True
-
-
-def _stream_forget(client, project_id: int) -> None:
-    """Remove the project's not yet drained batches from the event stream: their project is going."""
-    start, mine = "-", []
-    while True:
-        entries = client.xrange(rkeys.EVENTS_STREAM, min=start, max="+", count=1000)
-        mine.extend(entry_id for entry_id, fields in entries if fields.get(b"p") == str(project_id).encode())
-        if len(entries) < 1000:
-            break
-        start = "(" + entries[-1][0].decode()
-    if mine:
-        client.xdel(rkeys.EVENTS_STREAM, *mine)
 
 
 def _user_ensure(username: str) -> AbstractBaseUser:
@@ -146,9 +120,9 @@ class _Arms:
                 weights=weights,
             )
             variant = spec.control.key if index is None else spec.variants[index].key
-            segment = ""
-            if arm == "variant" and spec.policy == "segment_bandit":
-                segment = str(profile.attributes.get(spec.segment_attribute, ""))
+            # Every arm records the segment, as decide does (one function for both).
+            segment_field = spec.segment_attribute if spec.policy == "segment_bandit" else ""
+            segment = engine.unit_segment({"segment_field": segment_field}, {}, {"attributes": profile.attributes})
             shown[spec.key] = variant
             record[spec.key] = (variant, arm, demo.reason_for(arm, spec.policy), segment)
         self.by_profile[profile.n] = record
@@ -341,7 +315,7 @@ class _HistoryWriter:
             pre_start = exposed_at - _PRE_PERIOD
             goals, revenue, pre = 0, 0.0, 0
             for ts, etype, value in timeline:
-                if exposed_at <= ts < window_end:
+                if exposed_at <= ts <= window_end:  # the window includes its end, as the drain's
                     goals += etype == goal
                     revenue += value if etype == "purchase" else 0.0
                 elif pre_start <= ts < exposed_at:
@@ -387,7 +361,7 @@ def _profiles_copy(project, population, ids, seen) -> int:
     with connection.cursor() as cursor:
         with cursor.cursor.copy(
             "COPY personalization_profile (id, project_id, external_id, attributes, consent, do_not_personalize,"
-            " first_seen, last_seen, demo_intent) FROM STDIN"
+            " first_seen, last_seen) FROM STDIN"
         ) as copy:
             for profile in population:
                 first, last = seen[profile.n]
@@ -396,12 +370,12 @@ def _profiles_copy(project, population, ids, seen) -> int:
                         ids[profile.n],
                         project.pk,
                         profile.user_id,
-                        orjson.dumps(profile.attributes).decode(),
+                        # The planted truth is an ordinary attribute: a breakdown by it is the check.
+                        orjson.dumps({**profile.attributes, PLANTED_ATTRIBUTE: profile.intent}).decode(),
                         '{"personalization": true}',
                         False,
                         first,
                         last,
-                        profile.intent,
                     )
                 )
         with cursor.cursor.copy(

@@ -17,15 +17,18 @@ import random
 import socket
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+import psycopg
 import redis
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 
-from personalization import redis_client, rkeys
-from personalization.event_schema import BatchResult, batch_validate
+from personalization import redis_client, rkeys, throttle
+from personalization.event_schema import MAX_PAST, BatchResult, batch_validate
+from personalization.services.dead_letters import dead_letters_write, text_storable
 from personalization.services.profiles import profiles_resolve
 from personalization.signals import events_drained
 
@@ -33,30 +36,124 @@ log = logging.getLogger(__name__)
 
 _METRIC_TTL_SECONDS = 2 * 3600
 _WRITE_ATTEMPTS = 5
-_RETRY_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+# deadlock detected, serialization failure; a unique or foreign key violation is a collision with
+# another drain (a NOT NULL violation, say, is a bad event: no retry helps it)
+_RETRY_SQLSTATES = {"40P01", "40001", "23505", "23503"}
+# Failures caused by what an event holds, not by the database being away: the drain narrows the
+# batch down to the events at fault and dead-letters them (OperationalError and Redis errors are
+# infrastructure: the batch waits in the stream and is retried whole).
+_DATA_ERRORS = (
+    DataError,
+    IntegrityError,
+    ValidationError,  # a field Django cannot convert, e.g. a timestamp that is no time
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
-def events_ingest(*, project_id: int, payload: object, pipe_extra=None) -> BatchResult:
+# One script, so a batch is counted against the limits, checked against the project's cap and
+# appended with its counters all at once or not at all.
+# KEYS: stream, queued hash, metric[, key counter, IP counter]
+# ARGV: project, events JSON, received, event count, metric ttl, cap, per-key limit, per-IP limit
+# Returns {0, queued} when appended, {1|2, count} over the key|IP limit, {3, queued} at the cap.
+_INGEST_LUA = """
+local count = tonumber(ARGV[4])
+if #KEYS == 5 then
+  local limits = {tonumber(ARGV[7]), tonumber(ARGV[8])}
+  for i = 1, 2 do
+    local n = redis.call('INCR', KEYS[3 + i])
+    if n == 1 then redis.call('EXPIRE', KEYS[3 + i], 2) end
+    if limits[i] > 0 and n > limits[i] then return {i, n} end
+  end
+end
+local cap = tonumber(ARGV[6])
+local queued = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if cap > 0 and queued >= cap then return {3, queued} end
+redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 'd', ARGV[2], 'r', ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[1], count)
+redis.call('INCRBY', KEYS[3], count)
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return {0, queued}
+"""
+
+
+def events_ingest(
+    *,
+    project_id: int,
+    payload: object,
+    key_id: int | None = None,
+    ip: str = "",
+    pipe_extra=None,
+    max_past: timedelta | None = MAX_PAST,
+) -> BatchResult:
     """Validate a batch and append the accepted events to the stream, in the request.
 
-    Raises event_schema.BatchError for an unusable envelope and redis.RedisError when the stream
-    cannot take the batch (the caller answers 503 so the client retries; nothing is half written).
+    Raises event_schema.BatchError for an unusable envelope, throttle.Throttled over the key's or
+    the IP's rate (counted when key_id is given) or at the project's cap of waiting events, and
+    redis.RedisError when the stream cannot take the batch (the caller answers 503 so the client
+    retries). In every case nothing is half written: the script appends all or nothing.
+    `max_past=None` takes events of any age (history import, secret key only).
     """
-    result = batch_validate(payload)
+    result = batch_validate(payload, max_past=max_past, experiences=experience_keys_known(project_id=project_id))
     if not result.accepted:
         return result
+    per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
+    cap = settings.KAIROS_STREAM_CAP_PER_PROJECT
+    keys = [rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED, rkeys.metric(project_id, "events", int(time.time() // 60))]
+    if key_id is not None and (per_key or per_ip):
+        keys += throttle.rate_keys("e", key_id, ip)
     pipe = redis_client.fast().pipeline(transaction=False)
-    pipe.xadd(
-        rkeys.EVENTS_STREAM,
-        {"p": project_id, "d": orjson.dumps(result.accepted), "r": datetime.now(UTC).isoformat()},
+    pipe.eval(
+        _INGEST_LUA,
+        len(keys),
+        *keys,
+        project_id,
+        orjson.dumps(result.accepted),
+        datetime.now(UTC).isoformat(),
+        len(result.accepted),
+        _METRIC_TTL_SECONDS,
+        cap,
+        per_key,
+        per_ip,
     )
-    metric = rkeys.metric(project_id, "events", int(time.time() // 60))
-    pipe.incrby(metric, len(result.accepted))
-    pipe.expire(metric, _METRIC_TTL_SECONDS)
     if pipe_extra is not None:
         pipe_extra(pipe)
-    pipe.execute()
+    verdict, _ = pipe.execute()[0]
+    if verdict == 1:
+        raise throttle.key_over(per_key)
+    if verdict == 2:
+        raise throttle.ip_over(per_ip)
+    if verdict == 3:
+        raise throttle.queue_full(cap)
     return result
+
+
+_KNOWN_SECONDS = 5.0
+_known: dict[int, tuple[float, frozenset[str]]] = {}
+
+
+def experience_keys_known(*, project_id: int) -> frozenset[str] | None:
+    """The project's registered experience keys (any status), cached in process for a few seconds:
+    an experience registered just now is known to every server within _KNOWN_SECONDS. None when
+    PostgreSQL cannot say: exposures are then taken unchecked rather than lost."""
+    from personalization.models import Experience
+
+    now = time.monotonic()
+    hit = _known.get(project_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    try:
+        keys = frozenset(Experience.objects.filter(project_id=project_id).values_list("key", flat=True))
+    except DatabaseError:
+        log.warning("events: experience keys unavailable; exposures accepted unchecked", exc_info=True)
+        return None
+    if len(_known) > 10_000:
+        _known.clear()
+    _known[project_id] = (now + _KNOWN_SECONDS, keys)
+    return keys
 
 
 def stream_ensure_group(client: redis.Redis) -> None:
@@ -84,7 +181,8 @@ def _read_entries(client: redis.Redis, consumer: str, count: int, claim_idle_ms:
 
 
 def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = None, consumer: str = "") -> int:
-    """Move one step of the stream into PostgreSQL; returns how many events were written or skipped."""
+    """Move one step of the stream into PostgreSQL; returns how many events were stored, skipped as
+    duplicates or dead-lettered."""
     client = redis_client.worker()
     stream_ensure_group(client)
     consumer = consumer or _consumer_name()
@@ -93,17 +191,74 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     entries = _read_entries(client, consumer, count, idle)
     if not entries:
         return 0
+    by_project, counts, dead = _entries_parse(entries)
+    _drop_deleted_projects(by_project)
+    stored, profiles, refused = _events_store(by_project)
+    dead += refused
+    if dead:
+        dead_letters_write(dead=dead)
+    _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
+    for project_id, events in stored.items():
+        _identities_publish(project_id, events, profiles[project_id])
+        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
+    return sum(len(events) for events in stored.values()) + len(dead)
+
+
+def _entries_parse(entries: list) -> tuple[dict[int, list[dict]], dict[int, int], list[tuple]]:
+    """Events per project, events per project (to take off the waiting counts), and dead letters
+    for entries that are not even readable."""
     by_project: dict[int, list[dict]] = defaultdict(list)
-    ids = []
+    counts: dict[int, int] = defaultdict(int)
+    dead: list[tuple] = []
     for entry_id, fields in entries:
-        ids.append(entry_id)
         if not fields:  # deleted while pending: nothing left to write
             continue
-        received = fields[b"r"].decode()
-        for event in orjson.loads(fields[b"d"]):
-            event["received_at"] = received
-            by_project[int(fields[b"p"])].append(event)
-    _drop_deleted_projects(by_project)
+        try:
+            project_id = int(fields[b"p"])
+            received = fields[b"r"].decode()
+            events = orjson.loads(fields[b"d"])
+            for event in events:
+                event["received_at"] = received
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            dead.append((None, {"stream_entry": entry_id.decode(), "fields": fields}, f"unreadable entry: {error}"))
+            continue
+        by_project[project_id].extend(events)
+        counts[project_id] += len(events)
+    return by_project, counts, dead
+
+
+def _events_store(by_project: dict[int, list[dict]]) -> tuple[dict, dict, list[tuple]]:
+    """Write every project's events; when that fails for a reason in the data, narrow it down to the
+    events at fault (halving), store the rest and return those as dead letters. Returns the events
+    stored per project, their profiles, and the dead letters (project, event, error)."""
+    try:
+        return by_project, _events_write(by_project), []
+    except _DATA_ERRORS as error:
+        log.warning("drain: a batch failed for a data reason (%s); narrowing it down", text_storable(str(error))[:200])
+    stored: dict[int, list[dict]] = defaultdict(list)
+    profiles: dict[int, dict[str, int]] = defaultdict(dict)
+    dead: list[tuple] = []
+
+    def narrow(project_id: int, events: list[dict]) -> None:
+        try:
+            profiles[project_id].update(_events_write({project_id: events})[project_id])
+            stored[project_id].extend(events)
+        except _DATA_ERRORS as error:
+            if len(events) == 1:
+                dead.append((project_id, events[0], f"{type(error).__name__}: {error}"))
+                return
+            middle = len(events) // 2  # in order, so identifies stitch as they would have
+            narrow(project_id, events[:middle])
+            narrow(project_id, events[middle:])
+
+    for project_id, events in sorted(by_project.items()):
+        narrow(project_id, events)
+    return stored, profiles, dead
+
+
+def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]]:
+    """Profiles, then events and exposures of every project in one transaction; retried when drains
+    running side by side collide. Returns each project's event id -> profile id."""
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             profiles = {project_id: profiles_resolve(project_id, events) for project_id, events in by_project.items()}
@@ -111,21 +266,17 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
                 # In project order: the profile locks below are then always taken in one global order.
                 for project_id, events in sorted(by_project.items()):
                     _write_project_events(project_id, events, profiles[project_id])
-            break
+            return profiles
         except (IntegrityError, OperationalError) as error:
             # Drains running side by side can collide: a profile merged away under another drain's
             # events, a deadlock on shared rows. The transaction rolled back whole; the retry starts
             # from what the other drain committed.
             sqlstate = getattr(error.__cause__, "sqlstate", "")
-            retryable = isinstance(error, IntegrityError) or sqlstate in _RETRY_SQLSTATES
+            retryable = sqlstate in _RETRY_SQLSTATES
             if not retryable or attempt == _WRITE_ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-    _entries_ack(client, ids)
-    for project_id, events in by_project.items():
-        _identities_publish(project_id, events, profiles[project_id])
-        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
-    return sum(len(events) for events in by_project.values())
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
@@ -136,7 +287,9 @@ def _identities_publish(project_id: int, events: list[dict], profile_of: dict[st
     identifies = [e for e in events if e["type"] == "identify"]
     if not identifies:
         return
-    units_stitch(project_id=project_id, pairs=[(e["anonymous_id"], e["user_id"]) for e in identifies])
+    pairs = [(e["anonymous_id"], e["user_id"]) for e in identifies if e["anonymous_id"]]  # a user id alone is fine
+    if pairs:
+        units_stitch(project_id=project_id, pairs=pairs)
     profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
 
 
@@ -151,11 +304,20 @@ def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:
         del by_project[project_id]
 
 
-def _entries_ack(client: redis.Redis, ids: list) -> None:
-    """Only after the events are committed: a drain that dies before this leaves the entries pending."""
+# An empty stream holds nothing for anyone: the per-project counts start again from zero, so
+# counts that drifted (entries removed by hand, a Redis restored from an older file) heal by themselves.
+_QUEUED_RESET_LUA = "if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end"
+
+
+def _entries_ack(client: redis.Redis, ids: list, counts: dict[int, int] | None = None) -> None:
+    """Only after the events are committed: a drain that dies before this leaves the entries pending.
+    `counts` (project -> events) come off the projects' waiting counts in the same transaction."""
     pipe = client.pipeline(transaction=True)
     pipe.xack(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, *ids)
     pipe.xdel(rkeys.EVENTS_STREAM, *ids)
+    for project_id, count in (counts or {}).items():
+        pipe.hincrby(rkeys.EVENTS_QUEUED, str(project_id), -count)
+    pipe.eval(_QUEUED_RESET_LUA, 2, rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED)
     pipe.execute()
 
 
@@ -244,7 +406,7 @@ WITH outcome AS (
     FROM drain_inserted i
     JOIN personalization_exposure x ON x.profile_id = i.profile_id
     WHERE (i.type = x.goal OR i.type = 'purchase')
-      AND i.ts >= x.exposed_at AND i.ts < x.exposed_at + x.window_hours * interval '1 hour'
+      AND i.ts >= x.exposed_at AND i.ts <= x.exposed_at + x.window_hours * interval '1 hour'
     GROUP BY x.id
 )
 UPDATE personalization_exposure x
@@ -252,7 +414,8 @@ SET conversions = x.conversions + o.goals, converted = x.converted OR o.goals > 
 FROM outcome o WHERE x.id = o.id
 """
 # Only events inserted by this batch count (RETURNING skips duplicates), so re-draining a batch
-# after a crash never counts a conversion twice.
+# after a crash never counts a conversion twice. The window includes its end: a conversion exactly
+# window_hours after the exposure counts.
 
 _EXPOSURES_BACKFILL_SQL = """
 UPDATE personalization_exposure x
@@ -260,10 +423,10 @@ SET conversions = o.goals, converted = o.goals > 0, revenue = o.revenue, pre_act
 FROM (
     SELECT x2.id,
         (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id AND e.type = x2.goal
-           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
         (SELECT coalesce(sum(e.value), 0) FROM personalization_event e
          WHERE e.profile_id = x2.profile_id AND e.type = 'purchase'
-           AND e.ts >= x2.exposed_at AND e.ts < x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
         (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id
            AND e.ts >= x2.exposed_at - interval '14 days' AND e.ts < x2.exposed_at) AS pre
     FROM personalization_exposure x2 WHERE x2.id = ANY(%s)
@@ -276,13 +439,25 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     """Exposures (from decide or sent from outside) keep each person's first one per experience.
 
     A new exposure's outcomes are computed from the events already stored (an outside tool may send
-    its exposures after the conversions); later events update them as they are drained.
+    its exposures after the conversions); later events update them as they are drained. Goal and
+    window are the registered experience's; decide's own exposures carry the same values, which
+    serve only for an experience deleted in between.
     """
+    from personalization.models import Experience
+
+    keys = {str(e["properties"]["experience"]) for e in exposures}
+    configured = {
+        key: (goal, hours)
+        for key, goal, hours in Experience.objects.filter(project_id=project_id, key__in=keys).values_list(
+            "key", "goal_event", "attribution_hours"
+        )
+    }
     rows = []
     for event in exposures:
         props = event["properties"]
         holdout = props.get("holdout") is True
         arm = props.get("arm") or ("holdout_experience" if holdout else "variant")
+        goal, hours = configured.get(str(props["experience"]), (props.get("goal"), props.get("window_hours")))
         rows.append(
             (
                 project_id,
@@ -294,8 +469,8 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 str(props.get("segment") or "")[:64],
                 event["ts"],
                 str(props.get("source") or "api")[:8],
-                str(props.get("goal") or "purchase")[:64],
-                _window_hours(props.get("window_hours")),
+                str(goal or "purchase")[:64],
+                _window_hours(hours),
             )
         )
     with connection.cursor() as cursor:
@@ -317,6 +492,6 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
 
 
 def _window_hours(raw) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 90:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 365:
         return raw
     return 72

@@ -39,6 +39,7 @@ _TRANSITIONS = {
     "complete": ({ExperienceStatus.RUNNING, ExperienceStatus.PAUSED}, ExperienceStatus.COMPLETED),
 }
 UNIT_TTL_SECONDS = 180 * 24 * 3600
+MAX_WINDOW_HOURS = 24 * 365
 
 
 class ExperienceError(ValueError):
@@ -55,6 +56,9 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
         raise ExperienceError("policy", f"choose one of {', '.join(Policy.values)}")
     if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
         raise ExperienceError("segment_attribute", "a per-segment bandit needs the attribute that names the segment")
+    hours = fields.get("attribution_hours", 72)
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_WINDOW_HOURS:
+        raise ExperienceError("attribution_hours", f"must be a whole number of hours from 1 to {MAX_WINDOW_HOURS}")
     share = fields.get("holdout_share", 0.0)
     if not 0 <= share < 1:
         raise ExperienceError("holdout_share", "must be between 0 and 1 (e.g. 0.1 for 10 %)")
@@ -123,8 +127,11 @@ def experience_create(
     variants: list[dict],
     policy: str = Policy.FIXED,
     by: AbstractBaseUser | None = None,
+    external: bool = False,
     **fields,
 ) -> Experience:
+    """A new experience (a draft), or with `external` one assigned by another tool: analysis only,
+    never served by decide, its exposures sent through the events API."""
     fields = {"policy": policy, **fields}
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
@@ -133,9 +140,12 @@ def experience_create(
     if Experience.objects.filter(project=project, key=key).exists():
         raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
     with transaction.atomic():
-        experience = Experience.objects.create(project=project, key=key, name=name, touchpoint=touchpoint, **fields)
+        status = ExperienceStatus.EXTERNAL if external else ExperienceStatus.DRAFT
+        experience = Experience.objects.create(
+            project=project, key=key, name=name, touchpoint=touchpoint, status=status, **fields
+        )
         _variants_replace(experience, variants)
-        _audit(experience, by, "create", {"fields": fields, "variants": variants})
+        _audit(experience, by, "create", {"fields": fields, "variants": variants, "status": status})
     return experience
 
 

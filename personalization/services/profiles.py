@@ -185,7 +185,7 @@ def _profile_merge(project_id: int, *, source: int, target: int) -> None:
         )
     tables, _ = personal_data_locations()
     for location in tables:
-        if location.profile_field != "pk":
+        if location.profile_field not in ("pk", ""):  # "": rows found by ids, not by profile
             apps.get_model(location.model).objects.filter(**{f"{location.profile_field}_id": source}).update(
                 **{f"{location.profile_field}_id": target}
             )

@@ -1,5 +1,6 @@
 """Projects, memberships and API keys."""
 
+import logging
 import secrets
 from datetime import UTC, datetime
 
@@ -9,18 +10,104 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from personalization import auth, redis_client, rkeys
-from personalization.models import ApiKey, KeyKind, Membership, Project, Role
+from personalization.models import ApiKey, AuditEntry, KeyKind, Membership, Project, Role
+
+log = logging.getLogger(__name__)
 
 _KEY_PREFIX = {KeyKind.PUBLIC: "kp_", KeyKind.SECRET: "ks_"}
 
 
+class ProjectError(ValueError):
+    """A user-fixable problem with a project; names the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _clean_name(name: str) -> str:
+    name = " ".join((name or "").split())
+    if not name:
+        raise ProjectError("name", "is required, e.g. “Acme shop”")
+    if len(name) > 120:
+        raise ProjectError("name", "is too long; use at most 120 characters")
+    return name
+
+
+def _free_slug(name: str) -> str:
+    base = slugify(name)[:50] or "project"
+    slug, n = base, 2
+    while Project.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _audit(project: Project, by, action: str, changes: dict) -> None:
+    AuditEntry.objects.create(
+        project=project, actor=by, action=action, object_type="project", object_key=project.slug, changes=changes
+    )
+
+
 def project_create(*, name: str, owner: AbstractBaseUser | None = None, slug: str | None = None) -> Project:
-    """A new project; its creator becomes its admin."""
+    """A new project; its creator becomes its admin. The slug is made from the name when not given."""
+    name = _clean_name(name)
+    if slug is not None and Project.objects.filter(slug=slug).exists():
+        raise ProjectError("slug", f"“{slug}” is taken; choose another")
     with transaction.atomic():
-        project = Project.objects.create(name=name, slug=slug or slugify(name)[:60] or secrets.token_hex(4))
+        project = Project.objects.create(name=name, slug=slug or _free_slug(name))
         if owner is not None:
             Membership.objects.create(project=project, user=owner, role=Role.ADMIN)
+        _audit(project, owner, "create", {"name": name})
     return project
+
+
+def project_rename(*, project: Project, name: str, by: AbstractBaseUser | None = None) -> Project:
+    name = _clean_name(name)
+    before = project.name
+    with transaction.atomic():
+        project.name = name
+        project.save(update_fields=["name"])
+        _audit(project, by, "rename", {"name": [before, name]})
+    return project
+
+
+def project_delete(*, project: Project, confirm: str, by: AbstractBaseUser | None = None) -> None:
+    """Delete a project with everything in it (profiles, events, experiences, keys, reports) and its
+    Redis data. `confirm` must be the project's name or slug: this cannot be undone."""
+    if confirm.strip() not in (project.name, project.slug):
+        raise ProjectError("confirm", f"type the project's name (“{project.name}”) to delete it")
+    from personalization.models import Event, Exposure
+
+    log.warning("project %s (%s) deleted by %s", project.slug, project.pk, by)
+    client = redis_client.worker()
+    batch = []
+    for key in client.scan_iter(match=f"kr:{project.pk}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+    _stream_forget(client, project.pk)
+    with transaction.atomic():
+        # The bulk tables first, each in one statement; the cascade then has little left to collect.
+        Event.objects.filter(project=project).delete()
+        Exposure.objects.filter(project=project).delete()
+        project.delete()
+
+
+def _stream_forget(client, project_id: int) -> None:
+    """Remove the project's not yet drained batches from the event stream: their project is going."""
+    start, mine = "-", []
+    while True:
+        entries = client.xrange(rkeys.EVENTS_STREAM, min=start, max="+", count=1000)
+        mine.extend(entry_id for entry_id, fields in entries if fields.get(b"p") == str(project_id).encode())
+        if len(entries) < 1000:
+            break
+        start = "(" + entries[-1][0].decode()
+    if mine:
+        client.xdel(rkeys.EVENTS_STREAM, *mine)
 
 
 def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:

@@ -5,13 +5,14 @@ from datetime import UTC, datetime
 import plotly.graph_objects as go
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
-from personalization.web import render_page, workspace_view
+from personalization.web import is_partial, render_page, workspace_view
 
 
 def _live_numbers(project_id: int) -> dict:
@@ -97,6 +98,8 @@ def settings_page(request):
         "key_kinds": KeyKind.choices,
         "new_key": request.session.pop("new_key", None),
     }
+    if request.workspace.role == Role.ADMIN:
+        context["dead"] = selectors.dead_letters_summary(project_id=project.pk)
     return render_page(request, "personalization/settings.html", "personalization/partials/keys.html", context)
 
 
@@ -121,6 +124,43 @@ def key_revoke(request, key_id: int):
     services.api_key_revoke(key=key)
     messages.success(request, f"Key {key.name} ({key.prefix}…) revoked; it stops working within 10 seconds.")
     return redirect("settings")
+
+
+def _admin_only(request) -> None:
+    if request.workspace.role != Role.ADMIN:
+        raise PermissionDenied("Only an admin can see and handle dead letters.")
+
+
+@workspace_view("settings")
+def dead_letters_panel(request):
+    """Settings → Dead letters: the count and the newest few (admin only; they hold personal data)."""
+    _admin_only(request)
+    dead = selectors.dead_letters_summary(project_id=request.workspace.project.pk)
+    return render(request, "personalization/partials/dead_letters.html", {"dead": dead})
+
+
+@require_POST
+@workspace_view("settings")
+def dead_letters_act(request, action: str):
+    """Retry (back into the stream) or delete one dead letter (`id`) or all of the project's."""
+    _admin_only(request)
+    project_id = request.workspace.project.pk
+    raw_id = request.POST.get("id", "")
+    if raw_id and not raw_id.isdigit():
+        return HttpResponseBadRequest("id: give the number of a dead letter, or leave it out for all")
+    ids = [int(raw_id)] if raw_id else None
+    if action == "retry":
+        retried, kept = services.dead_letters_retry(project_id=project_id, ids=ids)
+        note = f"{retried} sent back to the drain" + (f"; {kept} are not valid JSON and stay" if kept else "")
+    elif action == "delete":
+        note = f"{services.dead_letters_delete(project_id=project_id, ids=ids)} deleted"
+    else:
+        return HttpResponseBadRequest("action: use retry or delete")
+    if not is_partial(request):
+        messages.success(request, f"Dead letters: {note}.")
+        return redirect("settings")
+    dead = selectors.dead_letters_summary(project_id=project_id)
+    return render(request, "personalization/partials/dead_letters.html", {"dead": dead, "note": note})
 
 
 @require_POST

@@ -23,7 +23,7 @@ from personalization.services import demo as demo_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-LIFT_URL = "/lift/?experience=signup-popup&comparison=control&segment_by=demo:intent&days=14"
+LIFT_URL = "/lift/?experience=signup-popup&comparison=control&segment_by=attribute:planted_intent&days=14"
 
 
 def _database_url() -> str:
@@ -76,7 +76,7 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
         page.goto(LIFT_URL)
         expect(page.get_by_role("heading", name="No report with these settings yet")).to_be_visible()
         expect(page.locator("#lift-filters select[name=experience]")).to_have_value("signup-popup")
-        expect(page.locator("#lift-filters select[name=segment_by]")).to_have_value("demo:intent")
+        expect(page.locator("#lift-filters select[name=segment_by]")).to_have_value("attribute:planted_intent")
         navigations = []  # after the click: the redirect back here, then HX-Refresh's reload
         page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
         page.get_by_role("button", name="Compute report").click()
@@ -87,7 +87,7 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
         report = LiftReport.objects.get(project=project)
         assert (report.experience_key, report.segment_by, report.comparison) == (
             "signup-popup",
-            "demo:intent",
+            "attribute:planted_intent",
             "control",
         )
         if progress.is_visible():

@@ -43,3 +43,39 @@ def test_settings__create_public_key__raw_key_shown_once_then_revoked(page: Page
 
     assert browser_log.external_requests == []
     assert browser_log.console_errors == []
+
+
+def test_settings__dead_letters__admin_sees_count_retries_one_and_deletes_the_rest(
+    page: Page, browser_log, log_in, screenshot
+):
+    from personalization import services
+    from personalization.services.dead_letters import dead_letters_write
+
+    user = factories.user_make()
+    project = factories.project_make(owner=user)
+    services.membership_set(project=project, user=user, role="admin")
+    dead_letters_write(
+        dead=[
+            (project.pk, {"event_id": f"ev-{i}", "anonymous_id": f"visitor\x00{i}", "type": "page_view"}, err)
+            for i, err in enumerate(
+                ["DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes"] * 3
+                + ["NumericValueOutOfRange: numeric field overflow"]
+            )
+        ]
+    )
+    log_in(user.username)
+    page.get_by_role("navigation").get_by_role("link", name="Settings").click()
+    panel = page.locator("#dead-letters")
+    expect(panel.locator("#dead-letter-count")).to_have_text("4")
+    expect(panel).to_contain_text("numeric field overflow")
+    screenshot("settings_dead_letters")
+
+    panel.locator("tbody tr", has_text="ev-3").get_by_role("button", name="Retry").click()
+    expect(panel).to_contain_text("1 sent back to the drain")
+    expect(panel.locator("#dead-letter-count")).to_have_text("3")
+    page.once("dialog", lambda dialog: dialog.accept())
+    panel.get_by_role("button", name="Delete all").click()
+    expect(panel.get_by_role("heading", name="No dead letters")).to_be_visible()
+    screenshot("settings_dead_letters_empty")
+    assert browser_log.external_requests == []
+    assert browser_log.console_errors == []

@@ -3,7 +3,7 @@ real browser, called cross-origin.
 
 The shop is opened on http://127.0.0.1:<port> and the snippet talks to http://localhost:<port>, so
 every decide and events request crosses origins as on a customer's site: fetch with an
-Authorization header while the page lives, a CORS-simple text/plain sendBeacon when it goes away.
+Authorization header while the page lives, a CORS-simple text/plain sendBeacon (key in the body) when it goes away.
 """
 
 import time
@@ -166,9 +166,10 @@ def test_snippet__demo_shop__hero_from_decide_and_behavior_events_stored(
     assert (exposure.profile_id, exposure.variant_key, exposure.arm) == (profile.pk, variant, "variant")
 
     assert ("POST", f"{shop.api}/api/v1/decide") in api_calls
-    # Playwright does not report beacons; the server saw them: text/plain, the key in the query string.
-    beacons = [r for r in server_requests if r[:2] == ("POST", "/api/v1/events") and r[2].startswith("key=")]
-    assert beacons and all(r[3].startswith("text/plain") for r in beacons), server_requests
+    # Playwright does not report beacons; the server saw them: text/plain, the key in the body, never the URL.
+    sends = [r for r in server_requests if r[:2] == ("POST", "/api/v1/events")]
+    assert [r for r in sends if r[3].startswith("text/plain")], server_requests
+    assert all(r[2] == "" for r in sends), server_requests
     assert browser_log.external_requests == []
     assert browser_log.console_errors == []
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from experiments import services
-from experiments.segmentation import Segmentation
+from experiments.breakdown import Breakdown
 from personalization import demo
 from personalization.services import demo as demo_services
 
@@ -25,7 +25,7 @@ def test_lift__demo_by_planted_intent__finds_planted_signs(tmp_path):
     result = services.lift_compute(
         project=project,
         experience_key="signup-popup",
-        segmentation=Segmentation.parse("demo:intent"),
+        breakdown=Breakdown.parse(f"attribute:{demo.PLANTED_ATTRIBUTE}"),
         start=end - timedelta(days=30),
         end=end,
         comparison="control",

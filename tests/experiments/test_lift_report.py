@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from experiments import selectors, services
-from experiments.segmentation import Segmentation, SegmentationError
+from experiments.breakdown import Breakdown, BreakdownError
 from personalization.models import Exposure, Profile
 
 NOW = datetime.now(UTC)
@@ -22,16 +22,15 @@ def _population(project, n=2000, seed=3):
             project=project,
             first_seen=NOW,
             last_seen=NOW,
-            attributes={"device": str(rng.choice(["mobile", "desktop"]))},
-            demo_intent="runners" if i % 2 else "bargain",
+            attributes={"device": str(rng.choice(["mobile", "desktop"])), "intent": "runners" if i % 2 else "bargain"},
         )
         for i in range(n)
     )
     rows = []
     for p in profiles:
         held = rng.random() < 0.2
-        base = 0.05 if p.demo_intent == "runners" else 0.08
-        effect = 0.04 if p.demo_intent == "runners" else -0.02
+        base = 0.05 if p.attributes["intent"] == "runners" else 0.08
+        effect = 0.04 if p.attributes["intent"] == "runners" else -0.02
         converted = rng.random() < base + (0 if held else effect)
         revenue = Decimal(str(round(rng.gamma(2, 30), 2))) if converted else Decimal("0")
         rows.append(
@@ -67,10 +66,10 @@ def _hero_vs_holdout(project):
 def test_lift_segment_stats__sql_sums__match_per_user_python(project):
     rows = _population(project)
     population = _hero_vs_holdout(project)
-    cells = selectors.lift_cells(population=population, segmentation=Segmentation.parse("demo:intent"))
+    cells = selectors.lift_cells(population=population, breakdown=Breakdown.parse("attribute:intent"))
     stats = {s.name: s for s in selectors.lift_segment_stats(cells=cells)}
     assert set(stats) == {"runners", "bargain"}
-    intent_of = dict(Profile.objects.filter(project=project).values_list("pk", "demo_intent"))
+    intent_of = dict(Profile.objects.filter(project=project).values_list("pk", "attributes__intent"))
     for name, seg in stats.items():
         for treated, arm in ((True, seg.treatment), (False, seg.holdout)):
             mine = [r for r in rows if intent_of[r.profile_id] == name and (r.arm == "variant") == treated]
@@ -88,7 +87,7 @@ def test_lift_compute__planted_effects__found_with_the_right_signs(project):
     result = services.lift_compute(
         project=project,
         experience_key="hero",
-        segmentation=Segmentation.parse("demo:intent"),
+        breakdown=Breakdown.parse("attribute:intent"),
         start=NOW - timedelta(days=30),
         end=NOW + timedelta(days=1),
     )
@@ -107,16 +106,16 @@ def test_lift_compute__no_holdout__explains_what_to_do(project):
     result = services.lift_compute(
         project=project,
         experience_key="hero",
-        segmentation=Segmentation.parse("exposure:segment"),
+        breakdown=Breakdown.parse("exposure:segment"),
         start=NOW - timedelta(days=30),
         end=NOW,
     )
     assert result["empty"] and "No exposures" in result["message"]
 
 
-def test_segmentation__bad_value__names_the_accepted_forms():
-    with pytest.raises(SegmentationError, match="attribute:<name>"):
-        Segmentation.parse("attribute:bad name; drop table")
+def test_breakdown__bad_value__names_the_accepted_forms():
+    with pytest.raises(BreakdownError, match="attribute:<name>"):
+        Breakdown.parse("attribute:bad name; drop table")
 
 
 @pytest.mark.django_db
@@ -137,11 +136,11 @@ def test_lift_cells__planner__expects_a_few_groups_not_one_per_timestamp(project
         for i, p in enumerate(profiles)
     )
     population = _hero_vs_holdout(project)
-    sql, params = selectors.lift_cells_sql(population=population, segmentation=Segmentation.parse("exposure:segment"))
+    sql, params = selectors.lift_cells_sql(population=population, breakdown=Breakdown.parse("exposure:segment"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE personalization_exposure")
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0][0]["Plan"]
-    cells = selectors.lift_cells(population=population, segmentation=Segmentation.parse("exposure:segment"))
+    cells = selectors.lift_cells(population=population, breakdown=Breakdown.parse("exposure:segment"))
     assert 20 <= len(cells) <= 40  # 4 segments × 3–4 days × 2 arms
     assert plan["Plan Rows"] < 200, plan["Plan Rows"]

@@ -2,6 +2,7 @@ import pytest
 
 from experiments import services
 from experiments.models import LiftReport, ReportStatus
+from experiments.tasks import lift_report_task
 from tests import factories
 from tests.experiments.test_lift_report import _population
 
@@ -26,7 +27,7 @@ def test_lift_page__done_report__shows_charts_table_and_csv(client, project, mar
     report = LiftReport.objects.create(
         project=project,
         experience_key="hero",
-        segment_by="demo:intent",
+        segment_by="attribute:intent",
         start="2020-01-01T00:00Z",
         end="2030-01-01T00:00Z",
     )
@@ -37,7 +38,7 @@ def test_lift_page__done_report__shows_charts_table_and_csv(client, project, mar
     from datetime import timedelta
 
     LiftReport.objects.filter(pk=report.pk).update(end=report.start + timedelta(days=14))
-    response = client.get("/lift/?experience=hero&segment_by=demo:intent&days=14")
+    response = client.get("/lift/?experience=hero&segment_by=attribute:intent&days=14")
     body = response.content.decode()
     assert 'id="waterfall"' in body and 'id="forest"' in body and "Download CSV" in body
     assert "runners" in body and "bargain" in body
@@ -53,14 +54,22 @@ def test_lift_report__other_projects_report__404(client, marketer, other_project
 
 
 @pytest.mark.django_db
-def test_lift_api__secret_key__json_report(client, project, secret_key):
+def test_lift_api__secret_key__queues_then_polls_the_pages_report(client, project, secret_key, marketer):
     _population(project, n=3000)
-    response = client.get(
-        "/api/v1/lift/?experience=hero&segment_by=demo:intent&days=30", HTTP_AUTHORIZATION=f"Bearer {secret_key}"
-    )
-    assert response.status_code == 200
-    names = {s["name"] for s in response.json()["report"]["segments"]}
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+    url = "/api/v1/lift/?experience=hero&segment_by=attribute:intent&days=30"
+    queued = client.get(url, **auth)
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    poll = queued.json()["poll"]
+    assert client.get(url, **auth).json()["id"] == queued.json()["id"]  # asked again: the same report, not a second
+    lift_report_task(queued.json()["id"])  # what the worker runs
+    done = client.get(poll, **auth)
+    assert done.status_code == 200 and done.json()["status"] == "done"
+    names = {s["name"] for s in done.json()["result"]["report"]["segments"]}
     assert names == {"runners", "bargain"}
+    # the Lift page shows that very report: one computation path for both
+    page = client.get("/lift/?experience=hero&segment_by=attribute:intent&days=30").content.decode()
+    assert f"/lift/reports/{queued.json()['id']}.csv" in page
 
 
 @pytest.mark.django_db

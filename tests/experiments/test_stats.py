@@ -746,7 +746,7 @@ def test_summary_sentences__headline_names_biggest_contributor_and_negative_segm
     )
     assert trail.contribution > lift.value  # Bargain hunters pull the other way
     assert lift.excludes_zero
-    assert any(s.startswith("After correcting for 3 segments (Benjamini-Hochberg), 2 show") for s in sentences)
+    assert any(s.startswith("After correcting for 3 segments (Benjamini-Hochberg), 2 segments show") for s in sentences)
     assert any("differs between segments" in s for s in sentences)
 
 

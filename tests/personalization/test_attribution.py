@@ -23,13 +23,32 @@ def send(client, key, events):
         pass
 
 
+@pytest.fixture(autouse=True)
+def spring_email(request):
+    """The campaign these exposures belong to, registered as assigned outside Kairos, 24 h window."""
+    if "project" not in request.fixturenames:
+        return None
+    project = request.getfixturevalue("project")
+    return services.experience_create(
+        project=project,
+        key="spring_email",
+        name="Spring email",
+        touchpoint="email",
+        variants=[{"key": "a", "is_control": True}, {"key": "b"}, {"key": "c"}],
+        attribution_hours=24,
+        holdout_share=0.5,
+        external=True,
+    )
+
+
 def exposure(event_id, user, hours, **props):
+    properties = {"experience": "spring_email", "variant": "b", **props}
     return {
         "event_id": event_id,
         "type": "exposure",
         "anonymous_id": user,
         "timestamp": at(hours),
-        "properties": {"experience": "spring_email", "variant": "b", "window_hours": 24, **props},
+        "properties": {k: v for k, v in properties.items() if v is not None},
     }
 
 
@@ -132,3 +151,42 @@ def test_outcomes__two_drains_at_once__purchase_still_attributed(client, project
 
     row = Exposure.objects.get(project=project, experience_key="spring_email")
     assert (row.converted, row.conversions, float(row.revenue)) == (True, 1, 30.0)
+
+
+@pytest.mark.django_db
+def test_outcomes__conversion_exactly_at_window_end__counts(client, project, public_key):
+    send(client, public_key, [exposure("x1", "edge", 0), exposure("x2", "late", 0)])
+    send(client, public_key, [purchase("p1", "edge", 24, 40), purchase("p2", "late", 24.001, 40)])
+    rows = dict(Exposure.objects.filter(project=project).values_list("profile__identities__value", "converted"))
+    assert rows == {"edge": True, "late": False}
+    # …and the same when the exposure arrives after the purchase (the backfill path)
+    send(client, public_key, [purchase("p3", "back", 24, 10)])
+    send(client, public_key, [exposure("x3", "back", 0)])
+    assert Exposure.objects.get(project=project, profile__identities__value="back").converted
+
+
+@pytest.mark.django_db
+def test_outcomes__goal_and_window_come_from_the_registered_experience(client, project, public_key, spring_email):
+    services.experience_update(experience=spring_email, goal_event="signup", attribution_hours=2)
+    response = events_post(
+        client, public_key, [exposure("x1", "fay", 0, goal="purchase", window_hours=500, arm="holdout_global")]
+    )
+    assert response.status_code == 200
+    warned = {w["field"] for w in response.json()["warnings"]}
+    assert warned == {"properties.goal", "properties.window_hours", "properties.arm"}
+    send(client, public_key, [{**purchase("p1", "fay", 1, 9), "type": "signup"}, purchase("p2", "fay", 1, 20)])
+    send(client, public_key, [{**purchase("p3", "fay", 3, 9), "type": "signup"}])
+    row = Exposure.objects.get(project=project)
+    assert (row.goal, row.window_hours, row.arm) == ("signup", 2, "variant")
+    assert row.conversions == 1  # the signup inside 2 h; the purchase is not the goal, the later signup is outside
+
+
+@pytest.mark.django_db
+def test_exposure__unregistered_experience__refused_saying_how_to_register(client, project, public_key):
+    response = events_post(
+        client, public_key, [{**exposure("x1", "gus", 0), "properties": {"experience": "nope", "variant": "b"}}]
+    )
+    assert response.status_code == 400
+    (problem,) = response.json()["rejected"]
+    assert problem["field"] == "properties.experience"
+    assert "register it" in problem["message"] and "/api/v1/experiences/" in problem["message"]

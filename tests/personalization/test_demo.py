@@ -173,8 +173,8 @@ def test_demo_seed__small_demo__everything_in_place(tmp_path, django_capture_on_
 
     profiles = Profile.objects.filter(project=project)
     assert profiles.count() == 500
-    assert not profiles.filter(demo_intent="").exists()
-    assert set(profiles.values_list("demo_intent", flat=True)) <= set(demo.INTENTS)
+    planted = list(profiles.values_list(f"attributes__{demo.PLANTED_ATTRIBUTE}", flat=True))
+    assert planted and set(planted) <= set(demo.INTENTS)  # every profile has one, and only planted ones
     with_user = profiles.exclude(external_id=None).count()
     assert 0.2 < with_user / 500 < 0.47
     assert ProfileIdentity.objects.filter(project=project).count() == 500 + with_user

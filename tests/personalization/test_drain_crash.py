@@ -217,7 +217,7 @@ def test_drain__crash_after_commit_before_ack__redrain_stores_once(client, proje
     events_post(client, public_key, [identify])
     accepted.add("id-1")
 
-    def crash(client, ids):
+    def crash(*args):
         raise _Crash
 
     monkeypatch.setattr(events_service, "_entries_ack", crash)

@@ -172,6 +172,10 @@ def test_drain__events_of_a_deleted_project__dropped_not_blocking(client, projec
 @pytest.mark.django_db
 def test_identify__merge__keeps_each_experience_first_exposure(client, project, public_key):
     from personalization.models import Exposure
+    from tests.factories import external_experience_make
+
+    external_experience_make(project=project, key="hero")
+    external_experience_make(project=project, key="banner", variants=("off", "on"))
 
     def exposure(event_id, who, experience, variant, minutes_ago):
         from datetime import UTC, datetime, timedelta

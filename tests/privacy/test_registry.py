@@ -23,3 +23,12 @@ def test_registry__redis_personal_keys__match_the_key_builders():
     built = set(rkeys.personal_key_patterns(7, "u-1"))
     registered = {location.pattern.format(project_id=7, unit_id="u-1") for location in redis_keys}
     assert built == registered
+
+
+def test_registry__dead_letters__listed_with_the_ids_that_find_them():
+    tables, _ = personal_data_locations()
+    (location,) = [t for t in tables if t.model == "personalization.DeadLetter"]
+    from personalization.models import DeadLetter
+
+    fields = {f.name for f in DeadLetter._meta.get_fields()}
+    assert location.id_fields and set(location.id_fields) <= fields

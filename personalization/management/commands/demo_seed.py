@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from personalization.demo import PLANTED_ATTRIBUTE
 from personalization.models import Event, Exposure, Profile
 from personalization.services import demo as demo_services
 
@@ -55,7 +56,10 @@ class Command(BaseCommand):
 
         experiments_services.lift_reports_precompute()
         experiments_services.lift_report_request(
-            project=project, experience_key="signup-popup", comparison="control", segment_by="demo:intent"
+            project=project,
+            experience_key="signup-popup",
+            comparison="control",
+            segment_by=f"attribute:{PLANTED_ATTRIBUTE}",
         )
         counts = {
             "profiles": Profile.objects.filter(project=project).count(),

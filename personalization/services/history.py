@@ -1,0 +1,169 @@
+"""History import: events of any age from a JSONL or CSV stream, with a secret key.
+
+Read line by line and sent on in batches through the same validation and stream as live events
+(`events_ingest` without the age limit), so memory stays flat whatever the file size, a re-run is
+harmless (events are stored once per event_id) and the report of an imported experiment is the
+report of the same events sent live. When the drain falls behind, the import waits for it instead
+of filling Redis.
+"""
+
+import csv
+import io
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from personalization import redis_client, rkeys
+from personalization.event_schema import MAX_BATCH, BatchError
+from personalization.services.events import events_ingest
+
+CSV_COLUMNS = ("event_id", "type", "user_id", "anonymous_id", "session_id", "timestamp", "value", "properties")
+STREAM_HIGH_WATER = 500  # batches waiting in the event stream before the import waits for the drain
+_MAX_REPORTED = 100  # rejected lines listed in the answer; the rest are counted
+
+
+@dataclass
+class ImportProgress:
+    lines: int = 0
+    bytes_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dropped_noise: int = 0
+    rejected_count: int = 0
+    rejected: list[dict] = field(default_factory=list)  # {"line", "field", "message"}, the first _MAX_REPORTED
+    warnings_count: int = 0
+    warnings: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "lines": self.lines,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "dropped_noise": self.dropped_noise,
+            "rejected_count": self.rejected_count,
+            "rejected": self.rejected,
+            "warnings_count": self.warnings_count,
+            "warnings": self.warnings,
+        }
+
+
+class ImportFormatError(ValueError):
+    """The file cannot be read as the format named; says how to fix it."""
+
+
+def _csv_event(row: dict) -> dict:
+    """A CSV row as an event: the CSV_COLUMNS header; `properties` is a JSON object, `value` a number."""
+    event: dict = {k: v for k, v in row.items() if k in CSV_COLUMNS and k not in ("value", "properties") and v != ""}
+    if row.get("value"):
+        try:
+            event["value"] = float(row["value"])
+        except ValueError:
+            event["value"] = row["value"]  # validation names the field
+    if row.get("properties"):
+        try:
+            event["properties"] = orjson.loads(row["properties"])
+        except orjson.JSONDecodeError:
+            event["properties"] = row["properties"]
+    return event
+
+
+def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iterator[tuple[int, object]]:
+    """(line number, decoded event or the reason it could not be decoded) for each non-empty line."""
+    if fmt == "jsonl":
+        for number, raw in enumerate(lines, start=1):
+            progress.bytes_read += len(raw)
+            if not raw.strip():
+                continue
+            try:
+                yield number, orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield number, BatchError("line", f"is not valid JSON ({exc.msg}); one event object per line")
+        return
+    if fmt != "csv":
+        raise ImportFormatError(f"format must be jsonl or csv, not {fmt!r}")
+
+    def text() -> Iterator[str]:
+        for raw in lines:
+            progress.bytes_read += len(raw)
+            yield raw.decode("utf-8", errors="replace")
+
+    reader = csv.DictReader(text())
+    header = reader.fieldnames or []
+    missing = {"event_id", "type"} - set(header)
+    if missing:
+        raise ImportFormatError(
+            f"the CSV header lacks {', '.join(sorted(missing))}; use the columns {', '.join(CSV_COLUMNS)}"
+        )
+    for row in reader:
+        yield reader.line_num, _csv_event(row)
+
+
+def _wait_for_drain(stop_waiting_after: float = 600.0) -> None:
+    client = redis_client.worker()
+    deadline = time.monotonic() + stop_waiting_after
+    while client.xlen(rkeys.EVENTS_STREAM) > STREAM_HIGH_WATER and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def events_import_steps(
+    *, project_id: int, lines: Iterable[bytes], fmt: str = "jsonl", batch_size: int = MAX_BATCH
+) -> Iterator[ImportProgress]:
+    """Import events of any age a batch at a time, yielding the running totals after every batch
+    (the last yield is the final result). Progress bars and streamed answers follow it.
+
+    A line that is not an event is reported with its line number and the fix; the others are
+    taken. Raises ImportFormatError for an unreadable file (nothing taken), redis.RedisError when
+    the event stream is down (the batches sent so far are kept: re-run the same file).
+    """
+    progress = ImportProgress()
+    batch: list[tuple[int, object]] = []
+
+    def send() -> None:
+        good = [(n, e) for n, e in batch if not isinstance(e, BatchError)]
+        for n, bad in batch:
+            if isinstance(bad, BatchError):
+                _reject(progress, n, bad.field, bad.message)
+        if good:
+            _wait_for_drain()
+            result = events_ingest(project_id=project_id, payload={"events": [e for _, e in good]}, max_past=None)
+            progress.accepted += len(result.accepted)
+            progress.duplicates += result.duplicates
+            progress.dropped_noise += result.dropped_noise
+            for item in result.rejected:
+                _reject(progress, good[item["index"]][0], item["field"], item["message"])
+            progress.warnings_count += len(result.warnings)
+            for item in result.warnings[: max(0, _MAX_REPORTED - len(progress.warnings))]:
+                line = good[item["index"]][0]
+                progress.warnings.append({"line": line, "field": item["field"], "message": item["message"]})
+        batch.clear()
+
+    for number, record in _records(lines, fmt, progress):
+        progress.lines = number
+        batch.append((number, record))
+        if len(batch) >= batch_size:
+            send()
+            yield progress
+    send()
+    yield progress
+
+
+def events_import(*, project_id: int, lines: Iterable[bytes], fmt: str = "jsonl", on_progress=None) -> ImportProgress:
+    """events_import_steps run to the end; `on_progress(progress)` after every batch."""
+    progress = ImportProgress()
+    for progress in events_import_steps(project_id=project_id, lines=lines, fmt=fmt):
+        if on_progress is not None:
+            on_progress(progress)
+    return progress
+
+
+def _reject(progress: ImportProgress, line: int, field_name: str, message: str) -> None:
+    progress.rejected_count += 1
+    if len(progress.rejected) < _MAX_REPORTED:
+        progress.rejected.append({"line": line, "field": field_name, "message": message})
+
+
+def lines_of(stream: io.RawIOBase | io.BufferedIOBase) -> Iterator[bytes]:
+    """Lines of a binary stream, read a line at a time (never the whole file)."""
+    yield from iter(stream.readline, b"")

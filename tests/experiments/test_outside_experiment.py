@@ -1,0 +1,162 @@
+"""Acceptance: an experiment run by another tool, registered and sent exactly as the README shows
+(secret key: POST /api/v1/experiences/; public key: exposure and goal events to /api/v1/events),
+with conversions exactly at the window's end and two segments with opposite effects. The report's
+per-segment lifts, intervals, p and BH q equal statsmodels on the same per-user data; imported as
+90-day-old history from a JSONL file, the same experiment gives the same report."""
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from django.core.management import call_command
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
+from experiments.tasks import lift_report_task
+from personalization import services
+from tests import factories
+
+WINDOW_HOURS = 48
+# segment -> (control rate, variant rate): the variant helps on mobile and hurts on desktop
+RATES = {"mobile": (0.10, 0.17), "desktop": (0.17, 0.10)}
+REGISTRATION = {
+    "key": "spring-email",
+    "name": "Spring email",
+    "external": True,
+    "variants": [{"key": "plain", "is_control": True, "weight": 1}, {"key": "promo", "weight": 1}],
+    "goal_event": "signup",
+    "attribution_hours": WINDOW_HOURS,
+}
+
+
+def _experiment(n: int, end: datetime, seed: int = 11) -> tuple[list[dict], dict]:
+    """Events of n people, and the truth: segment -> variant -> [people, converted within the window]."""
+    rng = random.Random(seed)
+    events, truth = [], {s: {"plain": [0, 0], "promo": [0, 0]} for s in RATES}
+    for i in range(n):
+        segment = "mobile" if i % 2 else "desktop"
+        variant = "promo" if rng.random() < 0.5 else "plain"
+        exposed = end - timedelta(days=12) + timedelta(seconds=rng.randrange(8 * 86400))
+        person = f"p{i}"
+        events.append(
+            {
+                "event_id": f"x-{i}",
+                "type": "exposure",
+                "user_id": person,
+                "timestamp": exposed.isoformat(),
+                "properties": {"experience": "spring-email", "variant": variant, "segment": segment},
+            }
+        )
+        truth[segment][variant][0] += 1
+        rate = RATES[segment][variant == "promo"]
+        draw = rng.random()
+        if draw < rate:
+            # a tenth of the conversions land exactly at the end of the window: they count
+            at_end = rng.random() < 0.1
+            after = (
+                timedelta(hours=WINDOW_HOURS) if at_end else timedelta(seconds=rng.randrange(1, WINDOW_HOURS * 3600))
+            )
+            truth[segment][variant][1] += 1
+        elif draw < rate + 0.05:
+            after = timedelta(hours=WINDOW_HOURS, seconds=1)  # one second late: does not count
+        else:
+            continue
+        events.append(
+            {"event_id": f"s-{i}", "type": "signup", "user_id": person, "timestamp": (exposed + after).isoformat()}
+        )
+    return events, truth
+
+
+def _register(client, secret_key):
+    response = client.post(
+        "/api/v1/experiences/",
+        data=orjson.dumps(REGISTRATION),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret_key}",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["external"] is True
+
+
+def _drain():
+    while services.events_drain(claim_idle_ms=0):
+        pass
+
+
+def _report(client, secret_key, days: int) -> dict:
+    url = f"/api/v1/lift/?experience=spring-email&comparison=control&segment_by=exposure:segment&days={days}"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+    queued = client.get(url, **auth)
+    assert queued.status_code == 202, queued.content
+    lift_report_task(queued.json()["id"])
+    done = client.get(queued.json()["poll"], **auth)
+    assert done.status_code == 200 and done.json()["status"] == "done", done.content
+    return done.json()["result"]
+
+
+@pytest.mark.django_db
+def test_outside_experiment__sent_as_documented__matches_statsmodels(client, project, secret_key, public_key):
+    _register(client, secret_key)
+    events, truth = _experiment(4000, end=datetime.now(UTC) - timedelta(hours=1))
+    for start in range(0, len(events), 1000):
+        response = factories.events_post(client, public_key, events[start : start + 1000])
+        assert response.status_code == 200 and response.json()["rejected"] == [], response.content
+        assert response.json()["warnings"] == []
+    _drain()
+    result = _report(client, secret_key, days=30)
+
+    segments = {s["name"]: s for s in result["report"]["segments"]}
+    assert set(segments) == set(RATES)
+    names = sorted(RATES)
+    p_values = []
+    for name in names:
+        (n_c, c_c), (n_t, c_t) = truth[name]["plain"], truth[name]["promo"]
+        conversion = segments[name]["conversion"]
+        assert (conversion["users_treatment"], conversion["conversions_treatment"]) == (n_t, c_t)
+        assert (conversion["users_holdout"], conversion["conversions_holdout"]) == (n_c, c_c)
+        low, high = confint_proportions_2indep(c_t, n_t, c_c, n_c, method="wald", compare="diff")
+        _, p_value = proportions_ztest([c_t, c_c], [n_t, n_c])
+        lift = conversion["absolute_lift"]
+        assert lift["value"] == pytest.approx(c_t / n_t - c_c / n_c, abs=1e-9)
+        assert lift["ci_low"] == pytest.approx(low, abs=1e-9) and lift["ci_high"] == pytest.approx(high, abs=1e-9)
+        assert conversion["p_value"] == pytest.approx(p_value, abs=1e-9)
+        p_values.append(p_value)
+    _, q_values, _, _ = multipletests(p_values, method="fdr_bh")
+    for name, q in zip(names, q_values, strict=True):
+        assert segments[name]["conversion_q_value"] == pytest.approx(q, abs=1e-9)
+    # opposite, clear effects; the split is checked against the registered 50/50
+    assert segments["mobile"]["conversion"]["absolute_lift"]["ci_low"] > 0
+    assert segments["desktop"]["conversion"]["absolute_lift"]["ci_high"] < 0
+    assert result["report"]["overall"]["sample_ratio"]["expected_holdout_share"] == pytest.approx(0.5)
+    assert any("mobile" in s and "desktop" in s for s in result["sentences"])
+
+
+@pytest.mark.django_db
+def test_outside_experiment__imported_90_days_old__same_report_as_live(
+    client, project, secret_key, public_key, other_project, tmp_path
+):
+    end = datetime.now(UTC) - timedelta(hours=1)
+    live_events, _ = _experiment(1500, end=end)
+    _register(client, secret_key)
+    for start in range(0, len(live_events), 1000):
+        assert factories.events_post(client, public_key, live_events[start : start + 1000]).status_code == 200
+    _drain()
+    live = _report(client, secret_key, days=30)
+
+    old_events, _ = _experiment(1500, end=end - timedelta(days=90))
+    old_secret = factories.key_make(project=other_project, kind="secret")
+    _register(client, old_secret)
+    refused = factories.events_post(client, factories.key_make(project=other_project), old_events[:1])
+    assert refused.status_code == 400 and "import history" in refused.json()["rejected"][0]["message"]
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(e) + "\n" for e in old_events))
+    call_command("events_import", str(history), project=other_project.slug)
+    call_command("events_import", str(history), project=other_project.slug)  # again: nothing twice
+    _drain()
+    imported = _report(client, old_secret, days=120)
+
+    assert imported["report"] == live["report"]
+    assert imported["sentences"] == live["sentences"]
+    assert len(imported["daily"]) == len(live["daily"])
