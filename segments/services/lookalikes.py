@@ -6,11 +6,14 @@ seed person may weigh by value (revenue). A varied seed is summarised by several
 
 Quality, before saving: a fifth of the seed is held out; the rest builds the sub-centroids and the
 curve says how much of the held-out part ranks within the top k % of the population (recall@k, and
-its lift over random, recall@k ÷ k). Precision at a size N is estimated as recall(N) × the estimated
-number of people like the seed ÷ N, where that number is 4 × the people scoring above the held-out
-seeds' upper quartile (positive-unlabelled estimate: people unlike the seed rarely score that high).
+its lift over random, recall@k ÷ k). The estimated precision at a size N is a positive-unlabelled
+estimate (Elkan & Noto, 2008): a logistic curve g(score) = P(held out | score) is fitted over the
+non-seed population, c = mean g over the held-out seed is the share of "people like the seed" that
+were held out, and P(like the seed | score) = g / c; precision(N) is its mean over the top N.
+(tests/segments/test_lookalikes.py compares it with the precision measured on the demo's intents.)
 """
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -129,14 +132,13 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
     held_mask[held_rows] = True
     held_ranked = np.cumsum(held_mask[candidates][order])
     curve = []
-    estimated_like = 0
-    if len(held_rows):
-        upper = float(np.quantile(scores[held_rows], 0.75))
-        estimated_like = int(min(population, 4 * int((scores[candidates] > upper).sum())))
+    ranked_scores = scores[candidates][order]
+    like_seed = _like_seed_cumulative(ranked_scores, held_mask[candidates][order])
+    estimated_like = round(float(like_seed[-1])) if len(like_seed) else 0
     for share in CURVE_SHARES:
         size = max(1, round(population * share))
         recall = float(held_ranked[size - 1] / len(held_rows)) if len(held_rows) else None
-        precision = min(1.0, recall * estimated_like / size) if recall is not None else None
+        precision = float(like_seed[size - 1] / size) if len(held_rows) else None
         curve.append(
             {
                 "share": share,
@@ -144,7 +146,7 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
                 "recall": recall,
                 "lift": (recall / share) if recall is not None else None,
                 "precision": precision,
-                "similarity": float(scores[candidates][order[size - 1]]),
+                "similarity": float(ranked_scores[size - 1]),
             }
         )
     return {
@@ -160,6 +162,18 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
     }
 
 
+def _like_seed_cumulative(ranked_scores: np.ndarray, ranked_held: np.ndarray) -> np.ndarray:
+    """Expected number of people like the seed among the top n, for every n (see the module doc)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if ranked_held.sum() < 3 or ranked_held.all():
+        return np.zeros(len(ranked_scores))
+    features = np.column_stack([ranked_scores, ranked_scores**2])
+    g = LogisticRegression(C=10.0, max_iter=500).fit(features, ranked_held).predict_proba(features)[:, 1]
+    c = float(g[ranked_held].mean())
+    return np.cumsum(np.minimum(1.0, g / max(c, 1e-9)))
+
+
 def _influential(project_id: int, x: np.ndarray, seed_x: np.ndarray, weights: np.ndarray, top: int = 6) -> list:
     """Behaviors that most set the seed apart, signed: + done more by the seed, − done less."""
     latest = embeddings_service.embedder_latest(project_id=project_id)
@@ -170,8 +184,9 @@ def _influential(project_id: int, x: np.ndarray, seed_x: np.ndarray, weights: np
     seed_mean = (weights[:, None] * seed_x).sum(axis=0) / weights.sum()
     diff = (seed_mean[:rank] - x.mean(axis=0)[:rank]) @ embedder.components
     names = embedder.feature_names()
-    order = np.argsort(-np.abs(diff))[:top]
-    return [{"feature": embedding.token_label(names[c]), "weight": round(float(diff[c]), 4)} for c in order]
+    order = np.argsort(-diff)
+    chosen = [c for c in order[:top] if diff[c] > 0] + [c for c in order[::-1][: top // 2] if diff[c] < 0]
+    return [{"feature": embedding.token_label(names[c]), "weight": round(float(diff[c]), 4)} for c in chosen]
 
 
 def lookalike_query(*, project_id: int, centers: np.ndarray, exclude: list[int], limit: int) -> dict[int, float]:
@@ -223,7 +238,7 @@ def lookalike_build(
     found = lookalike_query(project_id=project.pk, centers=centers, exclude=exclude, limit=size)
     blocked = people.profiles_not_profilable(project_id=project.pk, profile_ids=found)
     ranked = sorted(((s, pid) for pid, s in found.items() if pid not in blocked), reverse=True)[:size]
-    key = key or f"ll-{timezone.now():%y%m%d%H%M%S}"
+    key = key or f"ll-{secrets.token_hex(4)}"
     with transaction.atomic():
         if Segment.objects.filter(project=project, key=key).exists():
             raise SegmentsError("key", f"“{key}” is taken; choose another key")
