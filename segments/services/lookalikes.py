@@ -142,6 +142,7 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
         curve.append(
             {
                 "share": share,
+                "percent": share * 100,
                 "size": size,
                 "recall": recall,
                 "lift": (recall / share) if recall is not None else None,
