@@ -20,7 +20,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/shop/", demo_shop, name="demo-shop"),
-    path("segments/", section_placeholder("segments", "Segments", "placeholder.html"), name="segments"),
+    path("", include("segments.urls")),
     path("", include("privacy.urls")),
     path("", include("experiments.urls")),
     path("", include("personalization.urls")),

@@ -246,6 +246,28 @@ register(
 )
 register(
     table(
+        name="segment_memberships",
+        model="segments.SegmentMembership",
+        columns=("segment__key", "segment__name", "segment__kind", "score"),
+        category="segments the person is in: behavior clusters, lookalike audiences, rule segments",
+        purpose="targeting experiences and per-segment measurement (profiling)",
+        retention="until the next clustering run, lookalike rebuild or rule refresh",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="embeddings",
+        model="segments.ProfileEmbedding",
+        columns=("embedder_version", "events", "updated_at"),
+        category="behavior vector derived from the person's events",
+        purpose="behavior segments and lookalike audiences (profiling)",
+        retention="replaced at each refit; deleted with the profile",
+        profiling=True,
+    )
+)
+register(
+    table(
         name="identities",
         model="personalization.ProfileIdentity",
         columns=("kind", "value", "created_at"),
