@@ -7,7 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from config.health import readyz
 from config.public_urls import urlpatterns as public_urlpatterns
-from personalization.views.dashboard import section_placeholder
 from personalization.views.demo_shop import demo_shop
 
 urlpatterns = [
