@@ -1,5 +1,7 @@
 """Celery: broker and result backend are the same Redis; schedules for the learning loop."""
 
+from celery.schedules import crontab
+
 from config.env import env_int, env_str
 from config.settings.data import REDIS_URL
 
@@ -50,6 +52,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "personalization.tasks.worker_heartbeat_task",
         "schedule": 15.0,
         "options": {"expires": 15},
+    },
+    "embeddings-refit-nightly": {
+        "task": "segments.tasks.embeddings_refit_nightly_task",
+        "schedule": crontab(hour=3, minute=0),
+        "options": {"expires": 3600},
+    },
+    "clustering-runs-resume": {
+        "task": "segments.tasks.clustering_runs_resume_task",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
+    "rule-segments-refresh": {
+        "task": "segments.tasks.rule_segments_refresh_task",
+        "schedule": 600.0,
+        "options": {"expires": 600},
     },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
