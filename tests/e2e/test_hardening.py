@@ -55,5 +55,7 @@ def test_forbidden_page__names_the_role_and_what_to_do(page: Page, log_in, scree
     response = page.goto("/lift/")
     assert response.status == 403
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
-    expect(page.locator("main")).to_contain_text("Your role (compliance) cannot open lift; ask an admin of this project.")
+    expect(page.locator("main")).to_contain_text(
+        "Your role (compliance) cannot open lift; ask an admin of this project."
+    )
     screenshot("forbidden")
