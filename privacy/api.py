@@ -67,7 +67,7 @@ class PrivacyRequestViewSet(
     def get_queryset(self):
         return DataSubjectRequest.objects.filter(project_id=self.request.kairos_project_id).order_by("-received_at")
 
-    @extend_schema(request=RequestCreateSerializer, responses={201: RequestSerializer})
+    @extend_schema(request=RequestCreateSerializer, responses={201: RequestSerializer, 400: dict})
     def create(self, request):
         incoming = RequestCreateSerializer(data=request.data)
         if not incoming.is_valid():
@@ -103,7 +103,7 @@ class ConsentView(viewsets.ViewSet):
 
     required_action = "privacy.api"
 
-    @extend_schema(request=ConsentSerializer, responses={202: dict})
+    @extend_schema(request=ConsentSerializer, responses={202: dict, 400: dict})
     def create(self, request):
         incoming = ConsentSerializer(data=request.data)
         if not incoming.is_valid():

@@ -9,6 +9,7 @@ from django.db import connection
 
 from experiments import selectors, services
 from experiments.breakdown import Breakdown, BreakdownError
+from experiments.models import LiftReport
 from personalization.models import Exposure, Profile
 from tests import factories
 
@@ -50,6 +51,14 @@ def _population(project, n=2000, seed=3):
         )
     Exposure.objects.bulk_create(rows)
     return rows
+
+
+def hero_report_done(project, *, start="2020-01-01T00:00Z", end="2030-01-01T00:00Z") -> LiftReport:
+    """A finished report of "hero" by attribute:intent, computed as a worker would."""
+    report = LiftReport.objects.create(
+        project=project, experience_key="hero", segment_by="attribute:intent", start=start, end=end
+    )
+    return services.lift_report_run(report=report)
 
 
 def _hero_vs_holdout(project):
