@@ -7,7 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from config.health import readyz
 from config.public_urls import urlpatterns as public_urlpatterns
-from personalization.views.dashboard import section_placeholder
 from personalization.views.demo_shop import demo_shop
 
 urlpatterns = [
@@ -20,7 +19,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/shop/", demo_shop, name="demo-shop"),
-    path("segments/", section_placeholder("segments", "Segments", "placeholder.html"), name="segments"),
+    path("", include("segments.urls")),
     path("", include("privacy.urls")),
     path("", include("experiments.urls")),
     path("", include("personalization.urls")),

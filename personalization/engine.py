@@ -149,12 +149,16 @@ def unit_segment(exp: dict, user: dict, context: dict) -> str:
     """The unit's segment for this experience: the one value every arm's exposure records (so a
     breakdown by segment at exposure compares like with like) and the per-segment bandit keys on.
 
-    Today the segment is a profile attribute the experience names (`segment_field`). A behavior
-    segment source (the unit hash's "segs") plugs in here, and only here.
+    The segment is a profile attribute the experience names (`segment_field`), or, for
+    "segs:<prefix>" (a clustering run as segment source), the unit's segment key in the hash's
+    "segs" that starts with the run's prefix.
     """
     name = exp["segment_field"]
     if not name:
         return ""
+    if name.startswith("segs:"):
+        prefix = name[5:]
+        return next((key for key in (user.get("segs") or "").split() if key.startswith(prefix)), "")
     value = _attribute(name, user, context)
     return "" if value is None else str(value)
 

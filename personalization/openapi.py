@@ -147,15 +147,19 @@ def _public_operation(*, operation_id: str, summary: str, request: dict, answer:
     }
 
 
-def _rest_errors(path: str) -> dict:
+def _rest_errors(path: str, operation: dict) -> dict:
     errors = {
         "401": _json(_DETAIL, "No credentials, or an unknown, revoked or public key."),
         "403": _json(_DETAIL, "Your role may not use this endpoint (see README: Permissions)."),
     }
     if "{" in path:
         errors["404"] = _json(_DETAIL, "Not found in your project.")
-    if path.endswith("/api/v1/lift/"):
-        errors["400"] = _json(_ERROR, "A bad parameter; `error.field` names it.")
+    takes_input = "requestBody" in operation or any(p.get("in") == "query" for p in operation.get("parameters", []))
+    if takes_input:
+        errors["400"] = _json(
+            {"anyOf": [_ERROR, {"type": "object"}]},
+            "Bad input; `error.field` names the field, `error.message` the fix.",
+        )
     return errors
 
 
@@ -170,7 +174,7 @@ def schema_complete(result: dict, generator, request, public) -> dict:
     for path, operations in result.get("paths", {}).items():
         for operation in operations.values():
             if isinstance(operation, dict) and "responses" in operation:
-                for status, response in _rest_errors(path).items():
+                for status, response in _rest_errors(path, operation).items():
                     operation["responses"].setdefault(status, response)
     paths = result.setdefault("paths", {})
     paths["/api/v1/events"] = _public_operation(

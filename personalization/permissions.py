@@ -40,6 +40,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "privacy": frozenset({_ADMIN, _COMPLIANCE}),
     # Data subject requests and consent over REST: compliance staff and the customer's own systems.
     "privacy.api": frozenset({_ADMIN, _COMPLIANCE, SECRET_KEY}),
+    "privacy.settings": frozenset({_ADMIN, _COMPLIANCE}),
     "settings": frozenset({_ADMIN, _DEVELOPER}),
     "keys.manage": frozenset({_ADMIN, _DEVELOPER}),
     "members.manage": frozenset({_ADMIN}),

@@ -218,7 +218,7 @@ register(
         columns=("event_id", "type", "ts", "session_id", "value", "properties", "received_at"),
         category="behavior events: pages viewed, clicks, searches, purchases, identify and consent calls",
         purpose="personalization, behavior segments and measuring experiences",
-        retention="the project's event retention (Privacy → Settings), then deleted nightly",
+        retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
     )
 )
 register(
@@ -242,6 +242,28 @@ register(
         category="events the drain could not store, with the error",
         purpose="letting an admin repair and retry events instead of losing them",
         retention="until an admin retries or deletes them",
+    )
+)
+register(
+    table(
+        name="segment_memberships",
+        model="segments.SegmentMembership",
+        columns=("segment__key", "segment__name", "segment__kind", "score"),
+        category="segments the person is in: behavior clusters, lookalike audiences, rule segments",
+        purpose="targeting experiences and per-segment measurement (profiling)",
+        retention="until the next clustering run, lookalike rebuild or rule refresh",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="embeddings",
+        model="segments.ProfileEmbedding",
+        columns=("embedder_version", "events", "updated_at"),
+        category="behavior vector derived from the person's events",
+        purpose="behavior segments and lookalike audiences (profiling)",
+        retention="replaced at each refit; deleted with the profile",
+        profiling=True,
     )
 )
 register(

@@ -159,7 +159,7 @@ def record(request):
 
 
 @require_POST
-@workspace_view("privacy")
+@workspace_view("privacy.settings")
 def settings_save(request):
     try:
         services.privacy_settings_set(

@@ -14,10 +14,9 @@ import pytest
 import yaml
 from django.conf import settings
 
-from experiments import services as lift_services
 from experiments.models import LiftReport
 from tests import factories
-from tests.experiments.test_lift_report import _population
+from tests.experiments.test_lift_report import _population, hero_report_done
 
 TEMPLATES = settings.BASE_DIR / "templates"
 STATIC_PAGES = [settings.BASE_DIR / "static" / "demo" / "shop.html"]
@@ -120,15 +119,7 @@ def test_login__next_on_other_site__ignored(client, project):
 @pytest.mark.django_db
 def test_lift_csv__formula_like_segment_names__neutralised(client, admin, project):
     _population(project, n=600)
-    report = LiftReport.objects.create(
-        project=project,
-        experience_key="hero",
-        segment_by="attribute:intent",
-        start="2020-01-01T00:00Z",
-        end="2030-01-01T00:00Z",
-    )
-    lift_services.lift_report_run(report=report)
-    report.refresh_from_db()
+    report = hero_report_done(project)
     hostile = ['=HYPERLINK("https://x.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"]
     segments = report.result["report"]["segments"]
     for segment, name in zip(segments, hostile, strict=False):

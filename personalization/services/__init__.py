@@ -26,6 +26,7 @@ from personalization.services.projects import (
     project_delete,
     project_rename,
 )
+from personalization.services.units import unit_segments_publish
 
 __all__ = [
     "ExperienceError",
@@ -55,4 +56,5 @@ __all__ = [
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",
+    "unit_segments_publish",
 ]

@@ -30,6 +30,7 @@ from personalization import redis_client, rkeys, throttle
 from personalization.event_schema import MAX_PAST, BatchResult, batch_validate
 from personalization.services.dead_letters import dead_letters_write, text_storable
 from personalization.services.profiles import profiles_resolve
+from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     for project_id, events in stored.items():
         _identities_publish(project_id, events, profiles[project_id])
         _consents_apply(project_id, events, profiles[project_id])
+        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
     return sum(len(events) for events in stored.values()) + len(dead)
 
 

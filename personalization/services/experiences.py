@@ -55,7 +55,10 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     if "policy" in fields and fields["policy"] not in Policy.values:
         raise ExperienceError("policy", f"choose one of {', '.join(Policy.values)}")
     if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
-        raise ExperienceError("segment_attribute", "a per-segment bandit needs the attribute that names the segment")
+        raise ExperienceError(
+            "segment_attribute",
+            "a per-segment bandit needs the attribute that names the segment, or run:<id> for a clustering run",
+        )
     hours = fields.get("attribution_hours", 72)
     if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_WINDOW_HOURS:
         raise ExperienceError("attribution_hours", f"must be a whole number of hours from 1 to {MAX_WINDOW_HOURS}")
@@ -235,6 +238,14 @@ def _latest_weights(experience: Experience) -> dict[str, dict[str, float]]:
     return dict(rows)
 
 
+def segment_field(segment_attribute: str) -> str:
+    """What the engine keys segments on: "run:12" (a clustering run as segment source) becomes the
+    prefix its segment keys share in the unit hash's "segs" (segments.ClusteringRun.key_prefix)."""
+    if segment_attribute.startswith("run:") and segment_attribute[4:].isdigit():
+        return f"segs:b{int(segment_attribute[4:])}-"
+    return segment_attribute
+
+
 def snapshot_compile(*, project_id: int) -> dict:
     """Everything decide needs about a project's running experiences, as plain data."""
     project = Project.objects.get(pk=project_id)
@@ -253,7 +264,7 @@ def snapshot_compile(*, project_id: int) -> dict:
             "salt": exp.salt,
             "policy": exp.policy,
             "holdout_share": exp.holdout_share,
-            "segment_field": exp.segment_attribute if exp.policy == Policy.SEGMENT_BANDIT else "",
+            "segment_field": segment_field(exp.segment_attribute) if exp.policy == Policy.SEGMENT_BANDIT else "",
             "targeting": exp.targeting or {},
             "goal": exp.goal_event,
             "window_hours": exp.attribution_hours,

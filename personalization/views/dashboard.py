@@ -182,13 +182,3 @@ def project_switch(request):
     if wanted.isdigit() and Membership.objects.filter(user=request.user, project_id=int(wanted)).exists():
         request.session["project_id"] = int(wanted)
     return back(request, "overview")
-
-
-def section_placeholder(section: str, title: str, template: str):
-    """Sections whose pages arrive with later features show an explanatory empty state."""
-
-    @workspace_view(section)
-    def view(request):
-        return render(request, template, {"title": title})
-
-    return view

@@ -10,7 +10,7 @@ from django.utils import timezone
 from personalization.services import subjects as subject_data
 from personalization.services.audit import audit_record
 from privacy import registry
-from privacy.models import DataSubjectRequest, PrivacySettings
+from privacy.models import DataSubjectRequest, PrivacySettings, Suppression
 from privacy.selectors import privacy_settings_get, suppression_digests
 from privacy.services.requests import RequestError
 
@@ -77,10 +77,8 @@ def exports_expire(*, now=None) -> int:
 
 def suppression_republish() -> int:
     """Copy the suppression list to Redis again, so a Redis that lost its data heals itself."""
-    from personalization.models import Project
-
     total = 0
-    for project_id in Project.objects.values_list("pk", flat=True):
+    for project_id in Suppression.objects.values_list("project_id", flat=True).distinct().order_by("project_id"):
         digests = suppression_digests(project_id=project_id)
         subject_data.suppression_publish(project_id=project_id, digests=digests)
         total += len(digests)

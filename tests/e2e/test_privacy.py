@@ -71,6 +71,7 @@ def test_privacy__compliance_files_erasure__sees_it_complete_with_certificate(
     assert certificate["complete"] is True and "zoe" not in orjson.dumps(certificate).decode()
 
     page.get_by_role("link", name="Privacy requests").click()
+    page.wait_for_load_state("load")  # htmx must be listening before the filter changes
     page.locator("#status-filter").select_option("all")
     expect(page.locator("#requests")).to_contain_text("Completed")
     screenshot("privacy_queue")

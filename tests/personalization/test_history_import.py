@@ -104,3 +104,37 @@ def test_identify__user_id_alone__sets_attributes(client, project, public_key):
     assert response.status_code == 200 and response.json()["warnings"] == []
     _drain()
     assert Profile.objects.get(project=project, external_id="u7").attributes == {"plan": "gold"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(project, settings):
+    import threading
+
+    from django.db import connection
+
+    from personalization.services.history import events_import
+
+    settings.KAIROS_STREAM_CAP_PER_PROJECT = 1500  # the import waits above 750 queued events
+    stop = threading.Event()
+    waits = []
+
+    def drain_slowly():
+        try:
+            while not stop.is_set():
+                stop.wait(0.5)
+                waits.append(services.events_drain(claim_idle_ms=0))
+        finally:
+            connection.close()
+
+    drainer = threading.Thread(target=drain_slowly)
+    drainer.start()
+    try:
+        lines = (orjson.dumps(factories.event_make(n, timestamp=OLD)) + b"\n" for n in range(4000))
+        result = events_import(project_id=project.pk, lines=lines)
+    finally:
+        stop.set()
+        drainer.join(10)
+    _drain()
+    assert result.accepted == 4000 and result.rejected_count == 0
+    assert Event.objects.filter(project=project).count() == 4000
+    assert sum(1 for moved in waits if moved) >= 3  # the drain ran between the import's batches

@@ -223,3 +223,17 @@ def test_retention__old_events_deleted_recent_kept(client, project, public_key):
     assert privacy_services.retention_apply() == {project.pk: 1}
     assert not Event.objects.filter(event_id="old").exists()
     assert Event.objects.filter(project=project).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consent__snippet_consent_event__recorded_on_the_profile_and_published(client, project, public_key):
+    from personalization import redis_client, rkeys
+    from personalization.models import Profile
+    from tests.factories import event_make, events_post
+
+    consent = event_make(1, event_id="c-1", type="consent", anonymous_id="snip-1", properties={"personalization": True})
+    assert events_post(client, public_key, [consent]).status_code == 200
+    drain_all()
+    profile = Profile.objects.get(project=project, identities__value="snip-1")
+    assert profile.consent == {"personalization": True}
+    assert redis_client.worker().hget(rkeys.unit(project.pk, "snip-1"), "consent") == b"1"

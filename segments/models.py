@@ -1,0 +1,147 @@
+"""Behavior embeddings, clustering runs, segments (behavior, lookalike, rule) and their memberships."""
+
+from django.conf import settings
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+from segments.embedding import DIMS
+
+
+class EmbedderVersion(models.Model):
+    """One fitted embedder (its basis), kept so vectors can be traced to the basis that made them."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=40)
+    version = models.PositiveIntegerField()
+    state = models.BinaryField()
+    dims = models.PositiveSmallIntegerField(default=DIMS)
+    profiles = models.PositiveIntegerField(default=0)
+    features = models.PositiveIntegerField(default=0)
+    fitted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="embedder_unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.version}"
+
+
+class ProfileEmbedding(models.Model):
+    """A profile's behavior vector (unit length), from the embedder version it names.
+
+    Not unique per profile on purpose: when identities stitch two profiles, the privacy registry moves
+    rows to the surviving profile, and the next fold-in replaces both with one.
+    """
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    embedder_version = models.PositiveIntegerField()
+    vector = VectorField(dimensions=DIMS)
+    events = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "profile"], name="embedding_project_profile"),
+            # cosine HNSW: lookalike queries. m/ef_construction as measured in bench/segments.py.
+            HnswIndex(
+                name="embedding_vector_hnsw",
+                fields=["vector"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"embedding of profile {self.profile_id}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ClusteringRun(models.Model):
+    """One k-means clustering of a project's embeddings; its segments appear only when it is done."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    k_requested = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: chosen automatically.")
+    k = models.PositiveSmallIntegerField(null=True, blank=True)
+    k_scores = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_label = models.CharField(max_length=120, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    embedder_version = models.PositiveIntegerField(null=True, blank=True)
+    profiles = models.PositiveIntegerField(default=0)
+    inertia = models.FloatField(null=True, blank=True)
+    silhouette = models.FloatField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    map_points = models.JSONField(default=list, blank=True, help_text="2-D map sample: [x, y, segment index]")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run #{self.pk} ({self.status})"
+
+    @property
+    def key_prefix(self) -> str:
+        """Segment keys of this run start with it; decide's per-segment bandit finds the run by it."""
+        return f"b{self.pk}."
+
+
+class SegmentKind(models.TextChoices):
+    BEHAVIOR = "behavior", "Behavior (clustering)"
+    LOOKALIKE = "lookalike", "Lookalike"
+    RULE = "rule", "Rule"
+
+
+class Segment(models.Model):
+    """A named audience decide can target: a behavior cluster, a lookalike or a rule."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    key = models.SlugField(max_length=64)
+    kind = models.CharField(max_length=10, choices=SegmentKind.choices)
+    run = models.ForeignKey(ClusteringRun, null=True, blank=True, on_delete=models.CASCADE, related_name="segments")
+    index = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=120)
+    suggested_name = models.CharField(max_length=120, blank=True, default="")
+    size = models.PositiveIntegerField(default=0)
+    conversion_rate = models.FloatField(default=0)
+    value_per_profile = models.FloatField(default=0)
+    card = models.JSONField(default=dict, blank=True, help_text="over-indexing features, behaviors more/less")
+    definition = models.JSONField(default=dict, blank=True, help_text="rule conditions or lookalike parameters")
+    centroid = VectorField(dimensions=DIMS, null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="segment_unique_key")]
+        ordering = ["run_id", "index", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMembership(models.Model):
+    """A profile in a segment (score: similarity for lookalikes, 1 otherwise). Not unique per
+    (segment, profile): see ProfileEmbedding on stitched profiles."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField(default=1.0)
+
+    class Meta:
+        indexes = [models.Index(fields=["segment", "profile"], name="membership_segment_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} in {self.segment_id}"

@@ -1,0 +1,44 @@
+"""Reads of the segments app worth naming (pages, other apps)."""
+
+from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+
+
+def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
+    return list(ClusteringRun.objects.filter(project_id=project_id).order_by("-created_at")[:limit])
+
+
+def run_latest_done(*, project_id: int) -> ClusteringRun | None:
+    return ClusteringRun.objects.filter(project_id=project_id, status=RunStatus.DONE).order_by("-created_at").first()
+
+
+def run_segments(*, run: ClusteringRun) -> list[Segment]:
+    return list(Segment.objects.filter(run=run).order_by("index"))
+
+
+def segments_of_kind(*, project_id: int, kind: str) -> list[Segment]:
+    return list(Segment.objects.filter(project_id=project_id, kind=kind).order_by("-created_at"))
+
+
+def segment_by_key(*, project_id: int, key: str) -> Segment | None:
+    return Segment.objects.filter(project_id=project_id, key=key).select_related("run").first()
+
+
+def segment_members_sample(*, segment: Segment, limit: int = 8) -> list[int]:
+    """Profiles in the segment, most typical first (highest score, then lowest id)."""
+    rows = SegmentMembership.objects.filter(segment=segment).order_by("-score", "profile_id")
+    return list(rows.values_list("profile_id", flat=True)[:limit])
+
+
+def segment_names(*, project_id: int) -> dict[str, str]:
+    """segment key → name, for labels elsewhere (targeting, lift)."""
+    return dict(Segment.objects.filter(project_id=project_id).values_list("key", "name"))
+
+
+def segment_choices(*, project_id: int) -> list[tuple[str, str]]:
+    """(key, label) of every segment decide can target: behavior segments of finished runs, lookalikes, rules."""
+    rows = (
+        Segment.objects.filter(project_id=project_id)
+        .exclude(kind=SegmentKind.BEHAVIOR, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED])
+        .order_by("kind", "-run_id", "index")
+    )
+    return [(s.key, f"{s.name} ({s.key}, {s.size:,} people)") for s in rows]

@@ -1,0 +1,40 @@
+"""Every write of the segments app. Import from here: `from segments import services`."""
+
+from segments.services.clustering import (
+    SegmentsError,
+    clustering_run_delete,
+    clustering_run_execute,
+    clustering_run_request,
+    clustering_runs_resume,
+    segment_rename,
+)
+from segments.services.embeddings import embeddings_fold_in, embeddings_refit
+from segments.services.lookalikes import (
+    lookalike_build,
+    lookalike_preview,
+    seed_from_converters,
+    seed_from_ids,
+    seed_from_segment,
+)
+from segments.services.memberships import memberships_publish
+from segments.services.rules import rule_segment_refresh, rule_segment_save, rule_segments_refresh_all
+
+__all__ = [
+    "SegmentsError",
+    "clustering_run_delete",
+    "clustering_run_execute",
+    "clustering_run_request",
+    "clustering_runs_resume",
+    "embeddings_fold_in",
+    "embeddings_refit",
+    "lookalike_build",
+    "lookalike_preview",
+    "memberships_publish",
+    "rule_segment_refresh",
+    "rule_segment_save",
+    "rule_segments_refresh_all",
+    "seed_from_converters",
+    "seed_from_ids",
+    "seed_from_segment",
+    "segment_rename",
+]

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from segments import views
+
+urlpatterns = [
+    path("segments/", views.explorer, name="segments"),
+    path("segments/runs/start", views.run_start, name="segments-run-start"),
+    path("segments/runs/<int:run_id>/progress", views.run_progress, name="segments-run-progress"),
+    path("segments/lookalikes/new", views.lookalike_builder, name="segments-lookalike"),
+    path("segments/rules/new", views.rule_editor, name="segments-rule"),
+    path("segments/s/<str:key>/", views.segment_detail, name="segments-detail"),
+    path("segments/s/<str:key>/rename", views.segment_rename, name="segments-rename"),
+]

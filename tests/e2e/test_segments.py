@@ -1,0 +1,83 @@
+"""Segments in a real browser, with a real Celery worker: run a clustering from the UI, watch the
+progress bar finish, see the map, build a lookalike and target an experience with it."""
+
+import re
+
+import orjson
+import pytest
+from playwright.sync_api import Page, expect
+
+from personalization.models import ProfileIdentity
+from personalization.services import demo as demo_services
+from segments.models import Segment, SegmentKind, SegmentMembership
+from tests.e2e.test_lift import celery_worker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _decide(client, key: str, unit: str) -> dict:
+    response = client.post(
+        "/api/v1/decide",
+        data=orjson.dumps({"anonymous_id": unit, "experiences": ["signup-popup"]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()["assignments"]["signup-popup"]
+
+
+def test_segments__cluster_from_ui__map__lookalike__targets_experience(
+    page: Page, browser_log, log_in, screenshot, tmp_path, client
+):
+    with celery_worker(tmp_path / "worker.log"):
+        demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json")
+        keys = orjson.loads((tmp_path / "keys.json").read_bytes())
+        log_in("demo", demo_services.DEMO_PASSWORD)
+
+        page.goto("/segments/")
+        expect(page.get_by_role("heading", name="No behavior segments yet")).to_be_visible()
+        page.get_by_label("Number of segments").fill("8")
+        page.get_by_role("button", name="Run clustering").click()
+        bar = page.get_by_role("progressbar", name="Clustering progress")
+        expect(bar).to_be_visible()
+        screenshot("segments-progress")
+        # htmx polls every second; HX-Refresh reloads the page with the finished run.
+        expect(page.get_by_role("heading", name=re.compile(r"Run #\d+ · 8 segments"))).to_be_visible(timeout=120_000)
+        expect(page.locator("#segment-map .main-svg").first).to_be_visible()
+        expect(page.locator(".segment-card")).to_have_count(8)
+        expect(page.locator("#segment-cards")).to_contain_text("Over-indexes on")
+        screenshot("segments-explorer")
+
+        page.get_by_role("link", name="Build a lookalike").click()
+        trail = Segment.objects.filter(kind=SegmentKind.BEHAVIOR, name__icontains="trail").order_by("index").first()
+        assert trail is not None, list(Segment.objects.values_list("name", flat=True))
+        page.get_by_label("Seed segment").select_option(trail.key)
+        page.get_by_role("button", name="Estimate quality").click()
+        expect(page.locator("#lookalike-curve .main-svg").first).to_be_visible()
+        expect(page.locator("#curve-table tbody tr")).to_have_count(11)
+        screenshot("segments-lookalike")
+        page.get_by_label("Name").fill("Trail lookalike")
+        page.get_by_role("button", name="Save lookalike").click()
+        expect(page.locator(".messages")).to_contain_text("Lookalike “Trail lookalike” saved")
+        lookalike = Segment.objects.get(kind=SegmentKind.LOOKALIKE, name="Trail lookalike")
+        assert lookalike.size > 0
+
+        page.goto("/experiences/signup-popup/edit")
+        page.get_by_label("Only in segments").fill(lookalike.key)
+        page.get_by_role("button", name=re.compile("Save")).click()
+        expect(page.get_by_text(lookalike.key).first).to_be_visible()
+
+        member = SegmentMembership.objects.filter(segment=lookalike).values_list("profile_id", flat=True).first()
+        inside = ProfileIdentity.objects.filter(profile_id=member, kind="anon").values_list("value", flat=True).first()
+        outside = (
+            ProfileIdentity.objects.exclude(
+                profile_id__in=SegmentMembership.objects.filter(segment=lookalike).values("profile_id")
+            )
+            .filter(kind="anon")
+            .values_list("value", flat=True)
+            .first()
+        )
+        page.wait_for_timeout(1500)
+        assert _decide(client, keys["public_key"], outside)["reason"] in {"targeting_miss", "holdout_global"}
+        assert _decide(client, keys["public_key"], inside)["reason"] != "targeting_miss"
+    assert browser_log.console_errors == [] and browser_log.external_requests == []
