@@ -38,12 +38,14 @@ bench: migrate
 	$(PY) bench/decide.py
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
+	$(PY) bench/segments.py
 
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
 	$(PY) bench/decide.py --quick
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
+	$(PY) bench/segments.py --quick
 
 lint: .venv/.installed
 	.venv/bin/ruff check .
