@@ -8,9 +8,9 @@ COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
 COPY . .
-RUN DJANGO_SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
+RUN DJANGO_SECRET_KEY=build-only KAIROS_PRIVACY_KEY=build-only DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput -v 0 \
- && useradd --system --uid 1000 kairos && chown -R kairos /app/var
+ && mkdir -p /app/var/exports && useradd --system --uid 1000 kairos && chown -R kairos /app/var
 USER kairos
 
 EXPOSE 8000

@@ -39,6 +39,8 @@ bench: migrate
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
 	$(PY) bench/segments.py
+	$(PY) bench/soak.py
+	$(PY) bench/privacy.py
 
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
@@ -46,6 +48,8 @@ bench-quick: migrate
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
 	$(PY) bench/segments.py --quick
+	$(PY) bench/soak.py --quick
+	$(PY) bench/privacy.py --quick
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -24,6 +24,28 @@ from config import embedded, runner
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "kairos_bench"
 BENCH_REDIS_DB = 14
+# Throttling stays on in every bench, as in production: each request pays its count in Redis. Only
+# the limits are raised above what one bench machine sends from one address with one key.
+THROTTLE_ENV = {
+    name: "1000000"
+    for name in (
+        "KAIROS_DECIDE_PER_KEY_PER_SECOND",
+        "KAIROS_DECIDE_PER_IP_PER_SECOND",
+        "KAIROS_EVENTS_PER_KEY_PER_SECOND",
+        "KAIROS_EVENTS_PER_IP_PER_SECOND",
+    )
+}
+
+# Prepended to wrk scripts that need each thread's number (`tid`) or all threads (`threads`, for done()).
+WRK_THREADS_LUA = r"""
+local threads, next_id = {}, 1
+
+function setup(thread)
+  thread:set("tid", next_id)
+  threads[#threads + 1] = thread
+  next_id = next_id + 1
+end
+"""
 
 # Appended to every wrk script: one machine-readable line with the figures the benches print.
 WRK_DONE_LUA = r"""
@@ -44,9 +66,9 @@ def with_path(url: str, path: str) -> str:
     return urlunparse(urlparse(url)._replace(path=path))
 
 
-def bench_environment(redis_db: int = BENCH_REDIS_DB) -> tuple[str, str]:
+def bench_environment(redis_db: int = BENCH_REDIS_DB, database: str = BENCH_DB) -> tuple[str, str]:
     """The bench's own database and Redis db, next to whatever DATABASE_URL / REDIS_URL name."""
-    database_url = with_path(os.environ.get("DATABASE_URL") or embedded.database_url(), f"/{BENCH_DB}")
+    database_url = with_path(os.environ.get("DATABASE_URL") or embedded.database_url(), f"/{database}")
     redis_url = with_path(os.environ.get("REDIS_URL") or embedded.redis_url(0), f"/{redis_db}")
     os.environ.update(
         {"DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url, "REDIS_URL": redis_url}
@@ -55,12 +77,13 @@ def bench_environment(redis_db: int = BENCH_REDIS_DB) -> tuple[str, str]:
 
 
 def database_ensure(database_url: str) -> None:
-    """Create the bench database on the same server when it is missing."""
+    """Create the bench database (the one database_url names) on the same server when it is missing."""
     import psycopg
 
+    name = urlparse(database_url).path.lstrip("/")
     with psycopg.connect(with_path(database_url, "/postgres"), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def django_setup(migrate: bool = False) -> None:
@@ -121,9 +144,9 @@ def server_start(
     port: int, workers: int = 2, blocking_threads: int = 2, extra: tuple[str, ...] = (), env: dict | None = None
 ) -> subprocess.Popen:
     """Start the decide service in its own process group, with the environment config.runner gives
-    it (KAIROS_ROLE=decide, CPU pinning); returns once it answers."""
+    it (KAIROS_ROLE=decide, CPU pinning) and throttling on (THROTTLE_ENV); returns once it answers."""
     command = granian_command(port, workers, blocking_threads, extra)
-    server_env = {**os.environ, **runner.DECIDE_ENV, **(env or {})}
+    server_env = {**os.environ, **runner.DECIDE_ENV, **THROTTLE_ENV, **(env or {})}
     server = subprocess.Popen(command, cwd=ROOT, env=server_env, start_new_session=True)
     try:
         wait_healthy(port, server)
@@ -179,6 +202,30 @@ def wrk_ensure() -> str:
     return found
 
 
+def wrk_command(
+    wrk: str, url: str, script: Path, seconds: int, connections: int, args: list[str] | None = None, threads: int = 2
+) -> list[str]:
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    return [*command, "--", *args] if args else command
+
+
+def wrk_parse(stdout: str, stderr: str = "") -> dict:
+    """The figures of a script ending in WRK_DONE_LUA, plus `rps` and wrk's stdout; lines the script
+    prints as `NAME {json}` (other than WRK_RESULT) are returned under their name."""
+    result: dict = {}
+    for line in stdout.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.isupper() and rest.startswith("{"):
+            result[name] = json.loads(rest)
+    if "WRK_RESULT" not in result:
+        raise SystemExit(f"wrk printed no result:\n{stdout}\n{stderr}")
+    figures = result.pop("WRK_RESULT")
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    figures.update(result)
+    figures["stdout"] = stdout
+    return figures
+
+
 def wrk_run(
     wrk: str,
     url: str,
@@ -189,23 +236,7 @@ def wrk_run(
     env: dict | None = None,
     threads: int = 2,
 ) -> dict:
-    """Run wrk with a script ending in WRK_DONE_LUA; returns its figures plus `rps` and wrk's stdout.
-
-    Lines the script prints as `NAME {json}` (other than WRK_RESULT) are returned under their name.
-    """
-    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
-    if args:
-        command += ["--", *args]
+    """Run wrk with a script ending in WRK_DONE_LUA; returns wrk_parse's figures."""
+    command = wrk_command(wrk, url, script, seconds, connections, args, threads)
     out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True)
-    result: dict = {}
-    for line in out.stdout.splitlines():
-        name, _, rest = line.partition(" ")
-        if name.isupper() and rest.startswith("{"):
-            result[name] = json.loads(rest)
-    if "WRK_RESULT" not in result:
-        raise SystemExit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
-    figures = result.pop("WRK_RESULT")
-    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
-    figures.update(result)
-    figures["stdout"] = out.stdout
-    return figures
+    return wrk_parse(out.stdout, out.stderr)

@@ -423,7 +423,9 @@ def stream_last_id() -> str:
 
 # --- HTTP load ------------------------------------------------------------------------------------
 
-WRK_DECIDE_LUA = r"""
+WRK_DECIDE_LUA = (
+    _common.WRK_THREADS_LUA
+    + r"""
 -- One request per call for a random unit: a known user id, a known anonymous id, or a new visitor
 -- (a fresh id every time, share BENCH_NEW_SHARE).
 local path = os.getenv("BENCH_PATH")
@@ -432,13 +434,7 @@ local new_share = tonumber(os.getenv("BENCH_NEW_SHARE"))
 local tag = os.getenv("BENCH_TAG")
 local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")}
 local pages = {"/", "/products/", "/search?q=tent", "/cart", "/blog/"}
-local threads, next_id, counter = {}, 1, 0
-
-function setup(thread)
-  thread:set("tid", next_id)
-  threads[#threads + 1] = thread
-  next_id = next_id + 1
-end
+local counter = 0
 
 function init(args)
   math.randomseed(tid * 7919 + os.time())
@@ -464,6 +460,7 @@ function request()
   return wrk.format("POST", path, headers, body())
 end
 """
+)
 
 # Open loop: each wrk thread has one connection that sends on a Poisson schedule of BENCH_RATE
 # requests/s. wrk calls delay() once the connection's response is complete (and before its first
@@ -646,7 +643,7 @@ def production_settings() -> dict:
 
 def _server(settings: dict, port: int):
     extra = ("--backpressure", str(settings["backpressure"])) if settings.get("backpressure") else ()
-    env = {"KAIROS_DECIDE_CPU_PINNING": "1" if settings["cpu_pinning"] else "0"}
+    env = {"KAIROS_DECIDE_CPU_PINNING": "1" if settings["cpu_pinning"] else "0"}  # throttling on: _common
     return _common.server_start(port, settings["workers"], settings["blocking_threads"], extra, env=env)
 
 
@@ -662,7 +659,11 @@ def http_phase(args, project_id: int, key: str, wrk: str, workdir: Path, setting
     server = _server(settings, port)
     try:
         load = Load(wrk, f"http://127.0.0.1:{port}", key, project_id, server.pid, workdir)
-        print(f"decide service: granian wsgi, {_settings_text(settings)}, KAIROS_ROLE=decide, port {port}", flush=True)
+        print(
+            f"decide service: granian wsgi, {_settings_text(settings)}, KAIROS_ROLE=decide, port {port};"
+            " throttling on (per key and per IP, limits above the bench's rate)",
+            flush=True,
+        )
         load.peak("/api/v1/decide", 3)  # warm-up: imports, Redis connections, snapshot
         load.peak("/api/v1/ping", 2)
         redis_settle()
@@ -719,6 +720,7 @@ def http_phase(args, project_id: int, key: str, wrk: str, workdir: Path, setting
         "decide_p99_at_70pct_ms": _ms(paced["p99_us"]),
         "decide_p99_at_70pct_from_schedule_ms": _ms(sched["p99_us"]),
         "http_errors": errors,
+        "throttling_on": True,
     }
     if cold is not None:
         figures["decide_first_visits_rps"] = round(cold["rps"], 1)

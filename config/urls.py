@@ -1,23 +1,36 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from config.health import readyz
 from config.public_urls import urlpatterns as public_urlpatterns
-from personalization.views.dashboard import section_placeholder
 from personalization.views.demo_shop import demo_shop
 
 urlpatterns = [
     *public_urlpatterns,
+    path("readyz", readyz, name="readyz"),
     path("api/v1/", include("config.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/shop/", demo_shop, name="demo-shop"),
     path("", include("segments.urls")),
-    path("privacy/", section_placeholder("privacy", "Privacy", "placeholder.html"), name="privacy"),
+    path("", include("privacy.urls")),
     path("", include("experiments.urls")),
     path("", include("personalization.urls")),
 ]
+
+
+def not_found(request, exception):
+    """API clients get JSON, as from every other API answer; people get the page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found: check the URL (see /api/docs/)."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = not_found

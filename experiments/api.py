@@ -4,6 +4,8 @@ The same path as the Lift page: asking for a report returns the newest one with 
 queueing one for a worker when none is fresh; poll it by id until its status is "done".
 """
 
+from datetime import timedelta
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -12,6 +14,8 @@ from rest_framework.response import Response
 from experiments import services
 from experiments.models import LiftReport, ReportStatus
 from personalization import selectors as personalization_selectors
+
+REUSE_YOUNGER_THAN = timedelta(minutes=15)  # as often as the worker precomputes the usual reports
 
 
 def _report_body(report: LiftReport) -> dict:
@@ -47,6 +51,8 @@ class LiftReportView(viewsets.ViewSet):
 
     lookup_value_regex = r"\d+"
 
+    required_action = "lift"
+
     @extend_schema(
         parameters=[
             OpenApiParameter("experience", str, description="experience key; empty for the global holdout"),
@@ -74,7 +80,7 @@ class LiftReportView(viewsets.ViewSet):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         try:
-            report = services.lift_report_get_or_request(
+            report = services.lift_report_request(
                 project=personalization_selectors.project_by_id(project_id=request.kairos_project_id),
                 experience_key=query.get("experience", ""),
                 segment_by=query.get("segment_by", "exposure:segment"),
@@ -82,6 +88,7 @@ class LiftReportView(viewsets.ViewSet):
                 correction=query.get("correction", "bh"),
                 days=int(raw_days),
                 exclude_missing=exclude in ("true", "1"),
+                reuse_younger_than=REUSE_YOUNGER_THAN,
             )
         except services.LiftInputError as exc:
             return Response({"error": {"field": exc.field, "message": exc.message}}, status=status.HTTP_400_BAD_REQUEST)

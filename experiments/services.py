@@ -1,7 +1,7 @@
 """Lift reports: request (queued for a worker), compute (aggregate in PostgreSQL, then statistics).
 
-The page and the REST API share one path: `lift_report_get_or_request` returns the newest report
-with the settings asked for, queueing one when there is none fresh; a worker computes it.
+The page and the REST API share one path: `lift_report_request` queues a report for a worker (the
+API first reuses the newest one with the same settings while it is fresh); both poll its progress.
 """
 
 from collections.abc import Callable
@@ -168,20 +168,33 @@ def lift_report_request(
     correction: str = "bh",
     days: int = 14,
     exclude_missing: bool = False,
+    reuse_younger_than: timedelta | None = None,
     by: AbstractBaseUser | None = None,
 ) -> LiftReport:
-    """Queue a report for a worker; the page and the API poll its progress."""
+    """Queue a report for a worker; the page and the API poll its progress. The one way both get a
+    report. With `reuse_younger_than`, the newest report with these settings is returned instead
+    when it is still being computed or younger than that."""
     lift_params_validate(
         segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
     )
+    settings = {
+        "experience_key": experience_key,
+        "segment_by": segment_by,
+        "comparison": comparison,
+        "correction": correction,
+        "exclude_missing": exclude_missing,
+    }
+    if reuse_younger_than is not None:
+        latest = selectors.lift_report_latest(project_id=project.pk, days=days, **settings)
+        if latest is not None and (
+            latest.status in (ReportStatus.QUEUED, ReportStatus.RUNNING)
+            or (latest.status == ReportStatus.DONE and latest.created_at > timezone.now() - reuse_younger_than)
+        ):
+            return latest
     end = timezone.now()
     report = LiftReport.objects.create(
         project=project,
-        experience_key=experience_key,
-        segment_by=segment_by,
-        comparison=comparison,
-        correction=correction,
-        exclude_missing=exclude_missing,
+        **settings,
         start=end - timedelta(days=days),
         end=end,
         requested_by=by,
@@ -220,39 +233,6 @@ def lift_report_run(*, report: LiftReport) -> LiftReport:
     )
     report.refresh_from_db()
     return report
-
-
-def lift_report_get_or_request(
-    *,
-    project,
-    experience_key: str = "",
-    segment_by: str = "exposure:segment",
-    comparison: str = "holdout",
-    correction: str = "bh",
-    days: int = 14,
-    exclude_missing: bool = False,
-    max_age: timedelta = timedelta(minutes=15),
-    by: AbstractBaseUser | None = None,
-) -> LiftReport:
-    """The newest report with these settings if it is being computed or younger than `max_age`;
-    otherwise a new one, queued. The one way both the page and the REST API get a report."""
-    lift_params_validate(
-        segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
-    )
-    settings = {
-        "experience_key": experience_key,
-        "segment_by": segment_by,
-        "comparison": comparison,
-        "correction": correction,
-        "exclude_missing": exclude_missing,
-    }
-    report = selectors.lift_report_latest(project_id=project.pk, days=days, **settings)
-    fresh = report is not None and (
-        report.status in (ReportStatus.QUEUED, ReportStatus.RUNNING) or report.created_at > timezone.now() - max_age
-    )
-    if fresh and report.status != ReportStatus.FAILED:
-        return report
-    return lift_report_request(project=project, days=days, by=by, **settings)
 
 
 def lift_reports_precompute(*, days: int = 14) -> int:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from experiments import charts, selectors, services
 from experiments.models import LiftReport, ReportStatus
-from personalization.web import workspace_view
+from personalization.web import figures_json, workspace_view
 
 _DEFAULTS = {
     "experience": "",
@@ -34,9 +34,13 @@ def _report_context(report: LiftReport | None) -> dict:
         return {}
     result = report.result
     return {
-        "waterfall_json": charts.waterfall(result),
-        "forest_json": charts.forest(result),
-        "over_time_json": charts.over_time(result),
+        "charts_json": figures_json(
+            {
+                "waterfall": charts.waterfall(result),
+                "forest": charts.forest(result),
+                "over-time": charts.over_time(result),
+            }
+        ),
         "rows": charts.table_rows(result),
         "overall": result["report"]["overall"],
         "heterogeneity": result["report"]["conversion_heterogeneity"],
@@ -72,7 +76,7 @@ def lift_page(request):
 
 
 @require_POST
-@workspace_view("lift")
+@workspace_view("lift.compute")
 def lift_compute(request):
     params = _params(request.POST)
     try:
@@ -111,5 +115,17 @@ def lift_csv(request, report_id: int):
     writer = csv.writer(response)
     writer.writerow(charts.CSV_HEADER)
     if report.result and not report.result.get("empty"):
-        writer.writerows(charts.table_rows(report.result))
+        writer.writerows([csv_cell(value) for value in row] for row in charts.table_rows(report.result))
     return response
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR (segment names are
+    attribute values anyone with the public key can set) gets a leading ', as OWASP recommends.
+    Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

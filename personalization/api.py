@@ -1,12 +1,36 @@
 """REST API (secret keys): profiles and their events, scoped to the key's project."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, permissions, serializers, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from personalization import permissions as role_map
 from personalization import selectors, services
-from personalization.models import Event, Experience, ExperienceStatus, Profile, Project, Role
+from personalization.models import Event, Experience, ExperienceStatus, Profile, Project
+
+
+class ExperienceOutSerializer(serializers.Serializer):
+    """The shape of an experience answer (built as a dict by `_experience_out`), for the schema."""
+
+    key = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    external = serializers.BooleanField()
+    goal_event = serializers.CharField()
+    attribution_hours = serializers.IntegerField()
+    holdout_share = serializers.FloatField()
+    variants = serializers.ListField(child=serializers.DictField())
+
+
+class ProjectOutSerializer(serializers.Serializer):
+    """The shape of a project answer (built as a dict by `_project_out`), for the schema."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    global_holdout_share = serializers.FloatField()
+    created_at = serializers.DateTimeField()
 
 
 class ProfileSerializer(serializers.ModelSerializer):
@@ -38,9 +62,13 @@ class EventSerializer(serializers.ModelSerializer):
 class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Profiles of your project. Another project's profiles answer 404."""
 
+    required_action = "profiles"
+    lookup_value_regex = "[0-9]+"
     serializer_class = ProfileSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model for the schema
+            return Profile.objects.none()
         return selectors.profiles_for_project(project_id=self.request.kairos_project_id).prefetch_related("identities")
 
     @extend_schema(responses=EventSerializer(many=True))
@@ -55,6 +83,8 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 class ProjectView(viewsets.ViewSet):
     """The project your key belongs to."""
+
+    required_action = "project"
 
     @extend_schema(responses={200: dict})
     def list(self, request):
@@ -121,31 +151,19 @@ def _first_error(errors, prefix: str = "") -> tuple[str, str]:
     return prefix, str(errors)
 
 
-def _may_edit_experiences(request) -> bool:
-    """A secret key may; a dashboard session only with a role that edits experiences."""
-    from personalization.auth import KeyInfo
-
-    if isinstance(request.auth, KeyInfo):
-        return True
-    return request.user.memberships.filter(
-        project_id=request.kairos_project_id, role__in=[Role.ADMIN, Role.MARKETER]
-    ).exists()
-
-
 class ExperienceViewSet(viewsets.ViewSet):
     """Experiences of your project. Register one run by another tool with `"external": true`."""
 
-    @extend_schema(responses={200: dict})
+    required_action = {"list": "experiences", "create": "experiences.edit"}
+
+    @extend_schema(responses={200: ExperienceOutSerializer(many=True)})
     def list(self, request):
         project = selectors.project_by_id(project_id=request.kairos_project_id)
         rows = selectors.experiences_for_project(project=project)
         return Response([_experience_out(selectors.experience_for_project(project=project, key=e.key)) for e in rows])
 
-    @extend_schema(request=ExperienceInSerializer, responses={201: dict, 400: dict})
+    @extend_schema(request=ExperienceInSerializer, responses={201: ExperienceOutSerializer, 400: dict})
     def create(self, request):
-        if not _may_edit_experiences(request):
-            denied = {"field": "role", "message": "only admins and marketers create experiences"}
-            return Response({"error": denied}, status=403)
         incoming = ExperienceInSerializer(data=request.data)
         if not incoming.is_valid():
             field_name, message = _first_error(incoming.errors)
@@ -193,18 +211,37 @@ class ProjectsViewSet(viewsets.ViewSet):
     admin); renaming and deleting need the admin role, or the project's own secret key."""
 
     lookup_value_regex = r"\d+"
+    # Not HasProject: a newcomer with no project yet may list (none) and create one. The roles still
+    # come from permissions.ACTIONS, checked against the project named in the URL.
     permission_classes = [KeyOrLogin]
+    required_action = {
+        "list": "projects",
+        "create": "projects.create",
+        "partial_update": "projects.manage",
+        "destroy": "projects.manage",
+    }
 
     def _project(self, request, pk) -> Project | None:
+        """The project `pk` if the caller may manage it; None if it is not theirs (404).
+        Raises PermissionDenied (403) for a member whose role may not."""
         from personalization.auth import KeyInfo
 
         if not str(pk).isdigit():
             return None
         if isinstance(request.auth, KeyInfo):
-            return selectors.project_by_id_or_none(project_id=int(pk)) if int(pk) == request.auth.project_id else None
-        return selectors.project_for_member(user=request.user, project_id=int(pk), roles=[Role.ADMIN])
+            if int(pk) != request.auth.project_id:
+                return None
+            return selectors.project_by_id_or_none(project_id=int(pk))
+        role = selectors.member_role(user=request.user, project_id=int(pk))
+        if role is None:
+            return None
+        if not role_map.principal_allows(principal=role, action="projects.manage"):
+            raise exceptions.PermissionDenied(
+                f"Your role ({role}) may not use projects.manage; ask an admin of this project."
+            )
+        return selectors.project_by_id_or_none(project_id=int(pk))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: ProjectOutSerializer(many=True)})
     def list(self, request):
         from personalization.auth import KeyInfo
 
@@ -214,12 +251,14 @@ class ProjectsViewSet(viewsets.ViewSet):
             projects = selectors.projects_of_user(user=request.user)
         return Response([_project_out(p) for p in projects])
 
-    @extend_schema(request=dict, responses={201: dict, 400: dict, 403: dict})
+    @extend_schema(request=dict, responses={201: ProjectOutSerializer, 400: dict, 403: dict})
     def create(self, request):
         """Create a project: {"name": "Acme shop"}. Needs a dashboard login (its user becomes admin)."""
         from personalization.auth import KeyInfo
 
-        if isinstance(request.auth, KeyInfo):
+        if isinstance(request.auth, KeyInfo) and not role_map.principal_allows(
+            principal=role_map.SECRET_KEY, action="projects.create"
+        ):
             message = "a secret key belongs to one project; log in to the dashboard to create another"
             return Response({"error": {"field": "Authorization", "message": message}}, status=403)
         try:
@@ -228,7 +267,7 @@ class ProjectsViewSet(viewsets.ViewSet):
             return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
         return Response(_project_out(project), status=201)
 
-    @extend_schema(request=dict, responses={200: dict, 400: dict, 404: dict})
+    @extend_schema(request=dict, responses={200: ProjectOutSerializer, 400: dict, 404: dict})
     def partial_update(self, request, pk=None):
         """Rename: {"name": "New name"}."""
         project = self._project(request, pk)

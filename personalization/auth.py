@@ -114,17 +114,53 @@ class SecretKeyAuthentication(authentication.BaseAuthentication):
 
 
 class HasProject(permissions.BasePermission):
-    """Secret key requests are scoped by their key; dashboard sessions by their current project."""
+    """The caller's project and principal, checked against `permissions.ACTIONS` for the view's action.
+
+    A secret key is scoped to its project and acts as the `secret_key` principal; a dashboard session
+    to its current project (the one chosen in the dashboard, else its first) with the member's role.
+    A DRF view names its action in `required_action` (a string, or a dict by viewset action).
+    """
 
     message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
 
     def has_permission(self, request, view):
+        from personalization import permissions as role_map
+
+        principal = self._principal(request)
+        if principal is None:
+            return False
+        action = view_action(view)
+        if not role_map.principal_allows(principal=principal, action=action):
+            self.message = f"Your role ({principal}) may not use {action}; ask an admin of this project."
+            return False
+        return True
+
+    @staticmethod
+    def _principal(request) -> str | None:
+        from personalization import permissions as role_map
+
         if isinstance(request.auth, KeyInfo):
-            return True
+            return role_map.SECRET_KEY
         user = request.user
-        if user is not None and user.is_authenticated:
-            project_id = request.session.get("project_id")
-            if project_id and user.memberships.filter(project_id=project_id).exists():
-                request.kairos_project_id = project_id
-                return True
-        return False
+        if user is None or not user.is_authenticated:
+            return None
+        memberships = dict(user.memberships.values_list("project_id", "role"))
+        project_id = request.session.get("project_id")
+        if project_id not in memberships:
+            project_id = min(memberships, default=None)
+        if project_id is None:
+            return None
+        request.kairos_project_id = project_id
+        return memberships[project_id]
+
+
+def view_action(view) -> str:
+    """The permission action a DRF view declares (`required_action`); undeclared views are refused."""
+    from personalization import permissions as role_map
+
+    declared = getattr(view, "required_action", None)
+    if isinstance(declared, dict):
+        declared = declared.get(getattr(view, "action", None))
+    if not declared:
+        raise exceptions.PermissionDenied(f"{type(view).__name__} declares no required_action")
+    return role_map.action_check(declared)

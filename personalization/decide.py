@@ -22,7 +22,8 @@ import redis
 from django.conf import settings
 
 from personalization import engine, redis_client, redis_wire, rkeys, throttle
-from personalization.event_schema import MAX_PROPERTIES_CHARS, FieldError, json_check, text_check
+from personalization.event_schema import FieldError, json_check, text_check
+from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,11 @@ class _Buffer:
             self._flush()
 
     def _flush(self) -> None:
+        rate_commands, rate_learn = key_rates.take()
         with self.lock:
             sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
             keys_used, self.keys_used = self.keys_used, set()
-            if not (sticky or exposures or decisions or keys_used):
+            if not (sticky or exposures or decisions or keys_used or rate_commands):
                 return
             self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
         commands: list[tuple] = []
@@ -148,8 +150,10 @@ class _Buffer:
             metric = rkeys.metric(project_id, "decisions", minute)
             commands.append(("INCRBY", metric, count))
             commands.append(("EXPIRE", metric, 7200))
+        commands += rate_commands
         try:
-            self._connection().execute(*commands)
+            replies = self._connection().execute(*commands)
+            rate_learn(replies[len(commands) - len(rate_commands) :])
         except redis.RedisError:
             with self.lock:  # put it back in front, to be retried when Redis returns
                 self.sticky = sticky + self.sticky
@@ -166,6 +170,52 @@ class _Buffer:
         client = redis_client.worker()
         self.held = _held_connection(self.held, client)
         return self.held[2]
+
+
+class _KeyRates:
+    """Decide's per-key limit, counted without a command in the request. Each process counts its
+    requests per key and window; the write-behind flush adds them to Redis (INCRBY) and learns every
+    process's total from the reply, so the limit holds across processes to within one flush (~50 ms).
+    Per-IP counts need no such care: they are one INCR inside the request's round trip."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending: dict[tuple[int, int], int] = defaultdict(int)  # (key id, window) -> not yet sent
+        self.known: dict[tuple[int, int], int] = {}  # (key id, window) -> every process's total when last sent
+        self.created: set[str] = set()  # per-IP counters this process created: they get their expiry
+
+    def count(self, key_id: int, window: int) -> int:
+        """Count one request; returns the key's requests in the window, as far as this process knows."""
+        slot = (key_id, window)
+        with self.lock:
+            self.pending[slot] += 1
+            return self.known.get(slot, 0) + self.pending[slot]
+
+    def ip_counter_created(self, name: str) -> None:
+        with self.lock:
+            self.created.add(name)
+
+    def take(self) -> tuple[list[tuple], object]:
+        """The commands for the next flush, and the function that learns the totals from their replies."""
+        with self.lock:
+            pending, self.pending = self.pending, defaultdict(int)
+            created, self.created = self.created, set()
+            oldest = throttle.window_of() - 1
+            self.known = {slot: n for slot, n in self.known.items() if slot[1] >= oldest}
+            # Keys seen this window are asked again (INCRBY 0) even when idle here: other processes count on.
+            slots = list(pending) + [slot for slot in self.known if slot not in pending and slot[1] > oldest]
+        commands: list[tuple] = []
+        for slot in slots:
+            name = throttle.key_counter("d", *slot)
+            commands += [("INCRBY", name, pending.get(slot, 0)), ("EXPIRE", name, 2 * throttle.WINDOW_SECONDS)]
+        commands += [("EXPIRE", name, 2 * throttle.WINDOW_SECONDS) for name in created]
+
+        def learn(replies: list) -> None:
+            with self.lock:
+                for index, slot in enumerate(slots):
+                    self.known[slot] = int(replies[2 * index])
+
+        return commands, learn
 
 
 class _UnitReads:
@@ -197,6 +247,7 @@ def _as_dict(reply) -> dict:
 
 
 snapshots = _Snapshots()
+key_rates = _KeyRates()
 buffer = _Buffer()
 unit_reads = _UnitReads()
 _redis_down_until = 0.0
@@ -237,7 +288,8 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     ):
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
     try:
-        # The unit id goes into exposure events and Redis keys: it must be storable text.
+        # The unit id goes into exposure events and Redis keys: it must be storable text. The context
+        # is only read (targeting), never stored; its size is bounded by the body's.
         text_check(unit, kind)
         if context:
             json_check(context, "context")
@@ -245,33 +297,53 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
             json_check(requested, "experiences")
     except FieldError as exc:
         raise DecideInputError(exc.field, exc.message) from None
-    if context and len(repr(context)) > MAX_PROPERTIES_CHARS:
-        raise DecideInputError("context", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
     return kind, unit, context, requested
 
 
-def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") -> dict:
+def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
+    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
+    (or when the snapshot is about to be refreshed, since the new one may say it has)."""
+    snapshot = snapshots.get(project_id)
+    if not check and (snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed")):
+        return None
+    return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
+
+
+def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False) -> dict:
     """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
-    limit (counted for `key_id` and `ip` when given); never for infrastructure."""
+    limit (counted for `key_id` and `ip` when given); never for infrastructure.
+
+    `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
+    suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
+    """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
+    erased = False
     fallback = now < _redis_down_until
     if not fallback:
-        per_key, per_ip = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND, settings.KAIROS_DECIDE_PER_IP_PER_SECOND
-        # The limits cost one EVAL more in the same round trip; with Redis away nothing is limited.
-        counting = key_id is not None and (per_key or per_ip)
+        per_key = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND if key_id is not None else 0
+        per_ip = settings.KAIROS_DECIDE_PER_IP_PER_SECOND if key_id is not None else 0
+        window = throttle.window_of()
+        # The per-IP limit costs one INCR in the same round trip, the per-key limit none (_KeyRates);
+        # with Redis away nothing is limited.
+        ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
         try:
             check = snapshots.due(project_id, now)
+            suppression = _suppression_check(project_id, unit, check)
             commands = [("HGETALL", unit_key)]
             if check:
                 commands.append(("GET", rkeys.snapshot_version(project_id)))
-            if counting:
-                commands.append(("EVAL", throttle.RATE_LUA, 2, *throttle.rate_keys("d", key_id, ip)))
+            if suppression is not None:
+                commands.append(suppression)
+                suppressed_at = len(commands) - 1
+            if per_ip:
+                commands.append(("INCR", ip_counter))
             results = unit_reads.execute(*commands)
             user = _as_dict(results[0])
+            erased = suppression is not None and results[suppressed_at] == 1
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
         except redis.RedisError as exc:
@@ -279,8 +351,11 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") ->
             _redis_down_until = now + REDIS_RETRY_SECONDS
             fallback = True
         else:
-            if counting:
-                throttle.rate_verdict(results[-1], per_key, per_ip)
+            ip_count = results[-1] if per_ip else 0
+            if ip_count == 1:
+                key_rates.ip_counter_created(ip_counter)
+            key_count = key_rates.count(key_id, window) if per_key else 0
+            throttle.rate_verdict([key_count, ip_count], per_key, per_ip)
     snapshot = snapshots.get(project_id)
     decision_id = uuid.uuid4().hex
     if snapshot is None:
@@ -291,9 +366,13 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "") ->
             "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
             "unknown_experiences": [],
         }
-    decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback)
-    exposures = _exposure_events(decision, decision_id, kind, unit)
-    buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+    if erased:
+        decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
+        buffer.add(project_id, unit_key, {}, [])
+    else:
+        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc)
+        exposures = _exposure_events(decision, decision_id, kind, unit)
+        buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
     return {
         "decision_id": decision_id,
         "version": snapshot["version"],

@@ -8,7 +8,10 @@ Snapshot (compiled by personalization.services.snapshot_compile, JSON-able):
                            "goal", "window_hours",
                            "fixed": [weights], "weights": {segment or "": [weights]}}}}
 
+Snapshot "privacy": {"require_consent", "honor_gpc", "suppressed" (the project has erased subjects)}.
+
 Unit hash fields (written by the workers, read in one round trip): "dnp" ("1" = do not personalize),
+"consent" ("1" = consented to personalization),
 "attr:<name>" (profile attributes), "segs" (space-separated segment keys), "a:<experience>" (the
 sticky variant key, or "~hg" / "~he" for the holdouts, to record each exposure once).
 """
@@ -68,17 +71,32 @@ def _answer(exp: dict, variant: str | None, reason: str) -> dict:
     }
 
 
-def decide_unit(snapshot: dict, unit: str, user: dict, context: dict, requested=None, fallback=False) -> Decision:
+def _opted_out(privacy: dict, user: dict, consent: dict, gpc: bool) -> bool:
+    """Not personalized: do-not-personalize (objection, restriction) or consent withdrawn; without
+    consent given when the project requires it; with the browser's Global Privacy Control signal
+    when the project honours it, unless the person explicitly consented."""
+    if user.get("dnp") == "1" or consent.get("personalization") is False:
+        return True
+    consented = consent.get("personalization") is True or user.get("consent") == "1"
+    if privacy.get("require_consent") and not consented:
+        return True
+    return bool(gpc and privacy.get("honor_gpc", True) and not consented)
+
+
+def decide_unit(
+    snapshot: dict, unit: str, user: dict, context: dict, requested=None, fallback=False, gpc=False
+) -> Decision:
     """Assign `unit` in every requested (default: every running) experience of the snapshot.
 
     `user` is the unit's Redis hash (str → str), empty when unknown or when Redis is down
-    (`fallback=True`: hash-based assignment only, nothing sticky is read or written).
+    (`fallback=True`: hash-based assignment only, nothing sticky is read or written). `gpc` is the
+    request's Global Privacy Control signal (Sec-GPC: 1).
     """
     decision = Decision()
     experiences = snapshot["experiences"]
     keys = experiences.keys() if requested is None else requested
     consent = context.get("consent") or {}
-    opted_out = user.get("dnp") == "1" or consent.get("personalization") is False
+    opted_out = _opted_out(snapshot.get("privacy") or {}, user, consent, gpc)
     holdout = snapshot["holdout"]
     in_global_holdout = holdout["share"] > 0 and unit_bucket(holdout["salt"], unit) < holdout["share"]
 

@@ -7,6 +7,7 @@ cheap (about a microsecond) and be testable without a database.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 
 # 53 bits is a float's full mantissa: more bits would round 2**64 - 1 up to exactly 1.0.
@@ -48,3 +49,9 @@ def pick_index(weights: Sequence[float], u: float) -> int:
         if weights[index] > 0:
             return index
     raise ValueError("weights are all zero: at least one arm needs a positive weight.")
+
+
+def subject_digest(key: bytes, project_id: int, identifier: str) -> str:
+    """HMAC-SHA256 of one of a person's identifiers, keyed with the privacy secret (never stored in
+    the database): what the suppression list and audit entries keep instead of the identifier."""
+    return hmac.new(key, f"{project_id}:{identifier}".encode(), hashlib.sha256).hexdigest()

@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from personalization import auth
 from personalization.public_api import error
 from personalization.services.history import ImportFormatError, events_import_steps
+from personalization.throttle import Throttled
 
 
 def _line(data: dict) -> bytes:
@@ -22,7 +23,8 @@ def _line(data: dict) -> bytes:
 def events_import_view(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error(405, "method", "use POST with the file as the body")
-    raw = auth.key_from_request(request)
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    raw = header[7:].strip() if header.startswith("Bearer ") else ""
     info = auth.api_key_lookup(raw) if raw else None
     if info is None:
         return error(401, "Authorization", "send a secret key as `Authorization: Bearer ks_…` (Settings → API keys)")
@@ -42,7 +44,7 @@ def events_import_view(request: HttpRequest) -> HttpResponse:
         except ImportFormatError as exc:
             yield _line({"done": True, "error": {"field": "body", "message": str(exc)}})
             return
-        except redis.RedisError:
+        except (redis.RedisError, Throttled):
             message = "the event stream is unavailable; send the same file again shortly (nothing is stored twice)"
             yield _line({"done": True, "error": {"field": "service", "message": message}})
             return

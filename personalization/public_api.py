@@ -18,10 +18,11 @@ from personalization.event_schema import MAX_BATCH, BatchError
 # costs a few µs of Django's header validation, on every decide.
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Sec-GPC",
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
+MAX_DISCARD_BYTES = 64_000_000  # read past the limit only to answer 413 cleanly; see _discard
 _READ_CHUNK = 65536
 
 
@@ -69,6 +70,7 @@ def body_read(request: HttpRequest) -> bytes:
         except ValueError:
             raise BodyError(400, "Content-Length", "is not a number of bytes") from None
         if length > MAX_BODY_BYTES:
+            _discard(meta["wsgi.input"], length)
             raise _too_large()
         return request.body
     if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -77,9 +79,19 @@ def body_read(request: HttpRequest) -> bytes:
     while chunk := stream.read(_READ_CHUNK):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
+            _discard(stream, MAX_DISCARD_BYTES)
             raise _too_large()
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _discard(stream, length: int) -> None:
+    """Read and drop what the client is still sending, so it gets to read the 413: a server that
+    closes with unread bytes resets the connection and the answer is lost (the client sees a broken
+    pipe). Past MAX_DISCARD_BYTES the connection is closed anyway."""
+    left = min(length, MAX_DISCARD_BYTES)
+    while left > 0 and (chunk := stream.read(min(_READ_CHUNK, left))):
+        left -= len(chunk)
 
 
 def body_json(request: HttpRequest):
@@ -193,7 +205,10 @@ def events(request: HttpRequest) -> HttpResponse:
 def decide(request: HttpRequest) -> HttpResponse:
     info = request.key_info
     try:
-        answer = decide_runtime.decide(info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request))
+        gpc = request.META.get("HTTP_SEC_GPC") == "1"
+        answer = decide_runtime.decide(
+            info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request), gpc=gpc
+        )
         decide_runtime.buffer.note_key(info.key_id)
     except decide_runtime.DecideInputError as exc:
         return error(400, exc.field, exc.message)

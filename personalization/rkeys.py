@@ -1,13 +1,15 @@
 """Every Redis key Kairos writes, in one place.
 
-Keys holding data about a person are marked PERSONAL; the privacy registry walks them on export and
-erasure. Keep the two in step: a new personal key is added here and to `personal_key_patterns`.
+Keys holding data about a person are marked PERSONAL (in the docstring of their builder, or in the
+comment of a constant); the privacy registry walks them on export and erasure, and
+tests/privacy/test_registry.py fails while a PERSONAL key has no location there.
 """
 
-EVENTS_STREAM = "kr:events"  # accepted event batches waiting for the drain
+EVENTS_STREAM = "kr:events"  # PERSONAL. accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
 EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
+WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
 
 
 def unit(project_id: int, unit_id: str) -> str:
@@ -26,6 +28,7 @@ def snapshot_version(project_id: int) -> str:
 
 
 def snapshot_counter(project_id: int) -> str:
+    """The counter that numbers a project's snapshot versions."""
     return f"kr:{project_id}:snapshot:n"
 
 
@@ -34,5 +37,6 @@ def metric(project_id: int, name: str, minute: int) -> str:
     return f"kr:{project_id}:m:{name}:{minute}"
 
 
-def personal_key_patterns(project_id: int, unit_id: str) -> list[str]:
-    return [unit(project_id, unit_id)]
+def suppressed(project_id: int) -> str:
+    """Set of erased subjects' keyed digests (no identifier), checked by decide."""
+    return f"kr:{project_id}:suppressed"

@@ -164,6 +164,15 @@ def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEn
     )
 
 
+def audit_entries(*, project_id: int, object_type: str, object_key: str) -> list[AuditEntry]:
+    """One object's audit trail, oldest first."""
+    return list(
+        AuditEntry.objects.filter(project_id=project_id, object_type=object_type, object_key=object_key)
+        .select_related("actor")
+        .order_by("at", "pk")
+    )
+
+
 def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
     """How many dead letters a project has, and the newest few."""
     rows = DeadLetter.objects.filter(project_id=project_id)
@@ -302,6 +311,6 @@ def projects_of_user(*, user) -> list[Project]:
     return list(Project.objects.filter(memberships__user=user).order_by("name"))
 
 
-def project_for_member(*, user, project_id: int, roles: list[str]) -> Project | None:
-    """The project if `user` has one of `roles` in it."""
-    return Project.objects.filter(pk=project_id, memberships__user=user, memberships__role__in=roles).first()
+def member_role(*, user, project_id: int) -> str | None:
+    """`user`'s role in the project, or None when they are not a member."""
+    return Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()

@@ -1,25 +1,15 @@
 """Request limits of the public endpoints, counted in Redis. Pure Python: no Django, no I/O.
 
 Counters are fixed one-second windows, one per API key and one per client IP, shared by every
-decide/events process. Decide sends its counting as one EVAL inside the round trip it makes anyway
-(see decide.py); events count inside the script that appends the batch (services/events.py).
+decide/events process (a counter lives two windows). Decide counts the IP with one INCR inside the
+round trip it makes anyway and the key behind the request (decide.py, _KeyRates); events count both
+inside the script that appends the batch (services/events.py).
 """
 
 import time
 
 WINDOW_SECONDS = 1
 QUEUE_RETRY_SECONDS = 10  # drains run every second and move thousands of events a second
-
-# KEYS: the counters to bump. Returns their new values, in order. A counter lives two windows.
-RATE_LUA = """
-local out = {}
-for i = 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], 2) end
-  out[i] = n
-end
-return out
-"""
 
 
 class Throttled(Exception):
@@ -30,10 +20,23 @@ class Throttled(Exception):
         self.field, self.message, self.retry_after, self.status = field, message, retry_after, status
 
 
+def window_of(now: float | None = None) -> int:
+    return int((now or time.time()) // WINDOW_SECONDS)
+
+
+def key_counter(scope: str, key_id: int, window: int) -> str:
+    """The counter of one API key in one window, e.g. for scope "d" (decide) or "e" (events)."""
+    return f"kr:rl:{scope}:k:{key_id}:{window}"
+
+
+def ip_counter(scope: str, ip: str, window: int) -> str:
+    return f"kr:rl:{scope}:ip:{ip}:{window}"
+
+
 def rate_keys(scope: str, key_id: int, ip: str, now: float | None = None) -> tuple[str, str]:
-    """The per-key and per-IP counters of this second, e.g. for scope "d" (decide) or "e" (events)."""
-    window = int((now or time.time()) // WINDOW_SECONDS)
-    return f"kr:rl:{scope}:k:{key_id}:{window}", f"kr:rl:{scope}:ip:{ip}:{window}"
+    """The per-key and per-IP counters of this window."""
+    window = window_of(now)
+    return key_counter(scope, key_id, window), ip_counter(scope, ip, window)
 
 
 def key_over(limit: int) -> Throttled:

@@ -1,24 +1,26 @@
 """Shared helpers of the dashboard pages: the current workspace, role checks, partial-or-page."""
 
+import json
 from dataclasses import dataclass
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from personalization.models import Membership, Role
+from personalization import permissions
+from personalization.models import Membership
 
-# Which roles see which part of the dashboard.
+# The dashboard's sections: URL name (also the action that opens it, see permissions.ACTIONS) and label.
 NAV = [
-    ("overview", "Overview", set(Role.values)),
-    ("experiences", "Experiences", {Role.ADMIN, Role.MARKETER, Role.ANALYST, Role.DEVELOPER}),
-    ("segments", "Segments", {Role.ADMIN, Role.MARKETER, Role.ANALYST}),
-    ("lift", "Lift", {Role.ADMIN, Role.MARKETER, Role.ANALYST}),
-    ("privacy", "Privacy", {Role.ADMIN, Role.COMPLIANCE}),
-    ("settings", "Settings", {Role.ADMIN, Role.DEVELOPER}),
+    ("overview", "Overview"),
+    ("experiences", "Experiences"),
+    ("segments", "Segments"),
+    ("lift", "Lift"),
+    ("privacy", "Privacy"),
+    ("settings", "Settings"),
 ]
-SECTION_ROLES = {name: roles for name, _, roles in NAV}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,18 @@ class Workspace:
         return self.membership.role
 
     def nav(self) -> list[tuple[str, str]]:
-        return [(name, label) for name, label, roles in NAV if self.role in roles]
+        return [(name, label) for name, label in NAV if self.can(name)]
+
+    def can(self, action: str) -> bool:
+        return permissions.principal_allows(principal=self.role, action=action)
+
+
+_ACTION_VERBS = {
+    "experiences.edit": "change experiences",
+    "lift.compute": "compute lift reports",
+    "keys.manage": "manage API keys",
+    "members.manage": "change members",
+}
 
 
 def workspace_for(request) -> Workspace | None:
@@ -48,8 +61,13 @@ def workspace_for(request) -> Workspace | None:
     return Workspace(membership=current, memberships=memberships)
 
 
-def workspace_view(section: str):
-    """Login required, a project membership required, and the section allowed for the user's role."""
+def workspace_view(action: str):
+    """Login required, a project membership required, and `action` allowed for the user's role.
+
+    The action names the page's section before any dot ("experiences.edit" is in Experiences).
+    """
+    permissions.action_check(action)
+    section = action.split(".", 1)[0]
 
     def decorator(view):
         @login_required
@@ -58,15 +76,27 @@ def workspace_view(section: str):
             workspace = workspace_for(request)
             if workspace is None:
                 return render(request, "no_project.html")  # the first-run page: create a project
-            if workspace.role not in SECTION_ROLES[section]:
-                raise PermissionDenied(f"Your role ({workspace.role}) cannot open {section}.")
+            if not workspace.can(action):
+                raise PermissionDenied(
+                    f"Your role ({workspace.role}) cannot {_ACTION_VERBS.get(action, f'open {section}')}; "
+                    "ask an admin of this project."
+                )
             request.workspace = workspace
             request.section = section
             return view(request, *args, **kwargs)
 
+        wrapper.kairos_action = action
         return wrapper
 
     return decorator
+
+
+def figures_json(figures: dict[str, str]) -> str:
+    """Plotly figures (JSON text) by chart element id, as one JSON object safe inside a
+    `<script type="application/json" class="kairos-charts">` block that static/js/dashboard.js draws.
+    Names and labels are user text, so `<`, `>` and `&` are escaped."""
+    text = "{" + ",".join(f"{json.dumps(name)}:{figure}" for name, figure in figures.items()) + "}"
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def is_partial(request) -> bool:
@@ -78,5 +108,15 @@ def render_page(request, template: str, partial: str, context: dict, status: int
     return render(request, partial if is_partial(request) else template, context, status=status)
 
 
+def safe_next(request, default: str) -> str:
+    """The POSTed `next` when it is a path on this site, else `default`: never a redirect elsewhere."""
+    wanted = request.POST.get("next", "")
+    if wanted and url_has_allowed_host_and_scheme(
+        wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return wanted
+    return default
+
+
 def back(request, default: str):
-    return redirect(request.POST.get("next") or default)
+    return redirect(safe_next(request, default))

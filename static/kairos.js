@@ -245,6 +245,7 @@
       var c = Object.assign(consent(), purposes || {});
       save("consent", JSON.stringify(c));
       if (c.analytics === false) { queue = []; save("queue", null); }
+      else if (cfg) enqueue("consent", purposes || {}); // recorded on the profile (Privacy → require consent)
       return c;
     }),
     reset: safe(function () { // on logout: a new anonymous id and session, no user id

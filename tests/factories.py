@@ -66,3 +66,17 @@ def external_experience_make(*, project: Project, key: str, variants=("a", "b"),
         external=True,
         **fields,
     )
+
+
+def privacy_request_make(*, project: Project, kind: str, processing: bool = True, **identifiers):
+    """A verified data subject request, moved to processing (as dsr_process does) unless told not to."""
+    from privacy import services as privacy_services
+    from privacy.models import RequestStatus
+
+    request = privacy_services.dsr_create(
+        project_id=project.pk, kind=kind, identifiers=identifiers, verification="signed-in session"
+    )
+    if processing:
+        request.status = RequestStatus.PROCESSING
+        request.save(update_fields=["status"])
+    return request

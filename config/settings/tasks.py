@@ -7,7 +7,15 @@ from config.settings.data import REDIS_URL
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+# A task is acknowledged when it finishes, not when it starts: a worker killed mid-task (SIGKILL, OOM,
+# a lost machine) leaves its message to be delivered again, and every task is idempotent. A pool
+# process that dies mid-task puts its message straight back (reject_on_worker_lost); a whole worker
+# that dies leaves it unacknowledged in Redis, which hands it to another worker after the visibility
+# timeout. That timeout must exceed the longest task (a lift report on a large project takes minutes;
+# bench/lift.py), or a slow task would run twice at once: harmless, as they are idempotent, but wasted.
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KAIROS_CELERY_VISIBILITY_TIMEOUT", 900)}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
@@ -40,6 +48,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60},
     },
+    "worker-heartbeat": {
+        "task": "personalization.tasks.worker_heartbeat_task",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
     "embeddings-refit-nightly": {
         "task": "segments.tasks.embeddings_refit_nightly_task",
         "schedule": crontab(hour=3, minute=0),
@@ -59,5 +72,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,
         "options": {"expires": 30},
+    },
+    "privacy-housekeeping": {
+        "task": "privacy.tasks.privacy_housekeeping_task",
+        "schedule": float(env_int("KAIROS_PRIVACY_HOUSEKEEPING_SECONDS", 3600)),
+        "options": {"expires": 3600},
     },
 }

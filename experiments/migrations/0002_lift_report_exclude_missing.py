@@ -15,4 +15,9 @@ class Migration(migrations.Migration):
             name='exclude_missing',
             field=models.BooleanField(default=False),
         ),
+        # The demo's planted intent is now the profile attribute planted_intent (personalization 0009).
+        migrations.RunSQL(
+            "UPDATE experiments_liftreport SET segment_by = 'attribute:planted_intent' WHERE segment_by = 'demo:intent'",
+            migrations.RunSQL.noop,
+        ),
     ]

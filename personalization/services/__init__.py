@@ -1,5 +1,6 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
+from personalization.services.audit import audit_record
 from personalization.services.bandits import bandit_counts, bandit_experiences_running, bandit_update
 from personalization.services.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
@@ -33,6 +34,7 @@ __all__ = [
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
+    "audit_record",
     "bandit_counts",
     "bandit_experiences_running",
     "bandit_update",

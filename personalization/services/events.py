@@ -193,6 +193,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
         return 0
     by_project, counts, dead = _entries_parse(entries)
     _drop_deleted_projects(by_project)
+    _drop_suppressed(by_project)
     stored, profiles, refused = _events_store(by_project)
     dead += refused
     if dead:
@@ -200,6 +201,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
     for project_id, events in stored.items():
         _identities_publish(project_id, events, profiles[project_id])
+        _consents_apply(project_id, events, profiles[project_id])
         events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
     return sum(len(events) for events in stored.values()) + len(dead)
 
@@ -291,6 +293,36 @@ def _identities_publish(project_id: int, events: list[dict], profile_of: dict[st
     if pairs:
         units_stitch(project_id=project_id, pairs=pairs)
     profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
+
+
+def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
+    """Events of erased subjects (the privacy suppression list) are dropped, so they are never
+    profiled again, whenever the events were sent."""
+    from privacy.selectors import suppressed_among
+
+    for project_id, events in list(by_project.items()):
+        ids = {i for e in events for i in (e["user_id"], e["anonymous_id"]) if i}
+        erased = suppressed_among(project_id=project_id, identifiers=ids)
+        if erased:
+            kept = [e for e in events if e["user_id"] not in erased and e["anonymous_id"] not in erased]
+            log.info("drain: dropping %d events of erased subjects", len(events) - len(kept))
+            if kept:
+                by_project[project_id] = kept
+            else:
+                del by_project[project_id]
+
+
+def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    """`consent` events (the snippet's Kairos.consent, the REST API) record purpose → granted on the profile."""
+    from personalization.services.subjects import profiles_consent_set
+
+    consents: dict[int, dict] = {}
+    for event in events:
+        if event["type"] == "consent":
+            purposes = {k: v for k, v in event["properties"].items() if isinstance(v, bool)}
+            consents.setdefault(profile_of[event["event_id"]], {}).update(purposes)
+    if consents:
+        profiles_consent_set(project_id=project_id, consents=consents)
 
 
 def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:

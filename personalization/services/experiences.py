@@ -10,7 +10,6 @@ from django.utils import timezone
 from personalization import redis_client, rkeys
 from personalization.bandit import DEFAULT_FLOOR
 from personalization.models import (
-    AuditEntry,
     BanditWeights,
     Experience,
     ExperienceStatus,
@@ -20,6 +19,7 @@ from personalization.models import (
     Project,
     Variant,
 )
+from personalization.services.audit import audit_record
 
 EDITABLE_FIELDS = (
     "name",
@@ -95,7 +95,7 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
 
 
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:
-    AuditEntry.objects.create(
+    audit_record(
         project_id=experience.project_id,
         actor=by,
         action=action,
@@ -216,8 +216,8 @@ def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser 
     before = project.global_holdout_share
     project.global_holdout_share = share
     project.save(update_fields=["global_holdout_share"])
-    AuditEntry.objects.create(
-        project=project,
+    audit_record(
+        project_id=project.pk,
         actor=by,
         action="update",
         object_type="global_holdout",
@@ -274,9 +274,12 @@ def snapshot_compile(*, project_id: int) -> dict:
             "fixed": [v.weight / total for v in variants],
             "weights": {segment: [weights.get(key, 0.0) for key in order] for segment, weights in latest.items()},
         }
+    from privacy.selectors import privacy_decide_settings
+
     return {
         "project_id": project_id,
         "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
+        "privacy": privacy_decide_settings(project_id=project_id),
         "experiences": experiences,
     }
 
@@ -311,6 +314,7 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
         opted_out = dnp or (consent or {}).get("personalization") is False
         mapping = {f"attr:{name}": str(value) for name, value in (attributes or {}).items()}
         mapping["dnp"] = "1" if opted_out else "0"
+        mapping["consent"] = "1" if (consent or {}).get("personalization") is True else "0"
         for unit_id in units.get(pk, []):
             key = rkeys.unit(project_id, unit_id)
             pipe.hset(key, mapping=mapping)

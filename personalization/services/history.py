@@ -14,13 +14,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
+from django.conf import settings
 
 from personalization import redis_client, rkeys
 from personalization.event_schema import MAX_BATCH, BatchError
 from personalization.services.events import events_ingest
+from personalization.throttle import Throttled
 
 CSV_COLUMNS = ("event_id", "type", "user_id", "anonymous_id", "session_id", "timestamp", "value", "properties")
-STREAM_HIGH_WATER = 500  # batches waiting in the event stream before the import waits for the drain
 _MAX_REPORTED = 100  # rejected lines listed in the answer; the rest are counted
 
 
@@ -100,11 +101,31 @@ def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iter
         yield reader.line_num, _csv_event(row)
 
 
-def _wait_for_drain(stop_waiting_after: float = 600.0) -> None:
+def _queued(client, project_id: int) -> int:
+    return int(client.hget(rkeys.EVENTS_QUEUED, str(project_id)) or 0)
+
+
+def _wait_for_drain(project_id: int, stop_waiting_after: float = 600.0) -> None:
+    """Wait while the project has more than half its cap of events waiting for the drain, so an
+    import never pushes live traffic over the cap (which would answer it 503)."""
     client = redis_client.worker()
+    high_water = settings.KAIROS_STREAM_CAP_PER_PROJECT // 2
     deadline = time.monotonic() + stop_waiting_after
-    while client.xlen(rkeys.EVENTS_STREAM) > STREAM_HIGH_WATER and time.monotonic() < deadline:
+    while _queued(client, project_id) > high_water and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def _ingest(project_id: int, events: list, attempts: int = 30):
+    """events_ingest without the age limit; over the project's cap anyway, wait as told and retry."""
+    attempt = 1
+    while True:
+        try:
+            return events_ingest(project_id=project_id, payload={"events": events}, max_past=None)
+        except Throttled as exc:
+            if attempt >= attempts:
+                raise
+            attempt += 1
+            time.sleep(exc.retry_after)
 
 
 def events_import_steps(
@@ -115,7 +136,8 @@ def events_import_steps(
 
     A line that is not an event is reported with its line number and the fix; the others are
     taken. Raises ImportFormatError for an unreadable file (nothing taken), redis.RedisError when
-    the event stream is down (the batches sent so far are kept: re-run the same file).
+    the event stream is down and throttle.Throttled when the drain does not catch up for minutes
+    (the batches sent so far are kept: re-run the same file).
     """
     progress = ImportProgress()
     batch: list[tuple[int, object]] = []
@@ -126,8 +148,8 @@ def events_import_steps(
             if isinstance(bad, BatchError):
                 _reject(progress, n, bad.field, bad.message)
         if good:
-            _wait_for_drain()
-            result = events_ingest(project_id=project_id, payload={"events": [e for _, e in good]}, max_past=None)
+            _wait_for_drain(project_id)
+            result = _ingest(project_id, [e for _, e in good])
             progress.accepted += len(result.accepted)
             progress.duplicates += result.duplicates
             progress.dropped_noise += result.dropped_noise

@@ -166,30 +166,11 @@ def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
 
 
 def _profile_merge(project_id: int, *, source: int, target: int) -> None:
-    """Fold an anonymous profile into the user profile it turned out to be.
+    """Fold an anonymous profile into the user profile it turned out to be: every personal data
+    location in the privacy registry moves its rows by its own merge rule, then the source goes."""
+    from privacy.registry import subject_merge
 
-    Every table about a person (the privacy registry) moves to the target. Exposures keep one row
-    per experience: the earlier of the two, since analysis counts from a person's first exposure.
-    """
-    from django.apps import apps
-
-    from privacy.registry import personal_data_locations
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "DELETE FROM personalization_exposure later USING personalization_exposure earlier"
-            " WHERE later.profile_id IN (%s, %s) AND earlier.profile_id IN (%s, %s)"
-            " AND later.profile_id <> earlier.profile_id AND later.experience_key = earlier.experience_key"
-            " AND (later.exposed_at, later.id) > (earlier.exposed_at, earlier.id)",
-            [source, target, source, target],
-        )
-    tables, _ = personal_data_locations()
-    for location in tables:
-        if location.profile_field not in ("pk", ""):  # "": rows found by ids, not by profile
-            apps.get_model(location.model).objects.filter(**{f"{location.profile_field}_id": source}).update(
-                **{f"{location.profile_field}_id": target}
-            )
-    Profile.objects.filter(pk=source, project_id=project_id).delete()
+    subject_merge(source=source, target=target)
 
 
 def _attributes_merge(profile_id: int, attributes: dict) -> None:

@@ -10,7 +10,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from personalization import auth, redis_client, rkeys
-from personalization.models import ApiKey, AuditEntry, KeyKind, Membership, Project, Role
+from personalization.models import ApiKey, KeyKind, Membership, Project, Role
+from personalization.services.audit import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ def _free_slug(name: str) -> str:
 
 
 def _audit(project: Project, by, action: str, changes: dict) -> None:
-    AuditEntry.objects.create(
-        project=project, actor=by, action=action, object_type="project", object_key=project.slug, changes=changes
+    audit_record(
+        project_id=project.pk, actor=by, action=action, object_type="project", object_key=project.slug, changes=changes
     )
 
 
@@ -110,10 +111,23 @@ def _stream_forget(client, project_id: int) -> None:
         client.xdel(rkeys.EVENTS_STREAM, *mine)
 
 
-def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(
+    *, project: Project, user: AbstractBaseUser, role: str, by: AbstractBaseUser | None = None
+) -> Membership:
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
-    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    with transaction.atomic():
+        before = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+        membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+        if before != role:
+            audit_record(
+                project_id=project.pk,
+                actor=by,
+                action="role_set",
+                object_type="member",
+                object_key=user.get_username(),
+                changes={"role": [before, role]},
+            )
     return membership
 
 
@@ -122,17 +136,32 @@ def api_key_create(*, project: Project, kind: str, name: str, by: AbstractBaseUs
     if kind not in KeyKind.values:
         raise ValueError(f"kind must be one of {', '.join(KeyKind.values)}")
     raw = _KEY_PREFIX[KeyKind(kind)] + secrets.token_urlsafe(24)  # 192 random bits
-    key = ApiKey.objects.create(
-        project=project, kind=kind, name=name or kind, prefix=raw[:10], key_hash=auth.key_hash(raw), created_by=by
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            project=project, kind=kind, name=name or kind, prefix=raw[:10], key_hash=auth.key_hash(raw), created_by=by
+        )
+        _key_audit(key, by, "create")
     return key, raw
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, by: AbstractBaseUser | None = None) -> ApiKey:
     if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            _key_audit(key, by, "revoke")
     return key
+
+
+def _key_audit(key: ApiKey, by: AbstractBaseUser | None, action: str) -> None:
+    audit_record(
+        project_id=key.project_id,
+        actor=by,
+        action=action,
+        object_type="api_key",
+        object_key=f"{key.name} ({key.prefix}…)",
+        changes={"kind": key.kind},
+    )
 
 
 def api_key_last_used_flush() -> int:

@@ -5,14 +5,13 @@ from datetime import UTC, datetime
 import plotly.graph_objects as go
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
-from personalization.web import is_partial, render_page, workspace_view
+from personalization.web import back, figures_json, is_partial, render_page, workspace_view
 
 
 def _live_numbers(project_id: int) -> dict:
@@ -41,7 +40,7 @@ def _chart_json(series) -> str:
         yaxis_title="per minute",
         template="plotly_white",
     )
-    return fig.to_json()
+    return figures_json({"events-chart": fig.to_json()})
 
 
 def _lift_headline(project_id: int) -> str:
@@ -97,14 +96,16 @@ def settings_page(request):
         "roles": Role.choices,
         "key_kinds": KeyKind.choices,
         "new_key": request.session.pop("new_key", None),
+        "can_manage_members": request.workspace.can("members.manage"),
+        "can_manage_project": request.workspace.can("projects.manage"),
     }
-    if request.workspace.role == Role.ADMIN:
+    if request.workspace.can("dead_letters"):
         context["dead"] = selectors.dead_letters_summary(project_id=project.pk)
     return render_page(request, "personalization/settings.html", "personalization/partials/keys.html", context)
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("keys.manage")
 def key_create(request):
     kind = request.POST.get("kind", "")
     if kind not in KeyKind.values:
@@ -118,32 +119,25 @@ def key_create(request):
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("keys.manage")
 def key_revoke(request, key_id: int):
     key = get_object_or_404(ApiKey, pk=key_id, project=request.workspace.project)
-    services.api_key_revoke(key=key)
+    services.api_key_revoke(key=key, by=request.user)
     messages.success(request, f"Key {key.name} ({key.prefix}…) revoked; it stops working within 10 seconds.")
     return redirect("settings")
 
 
-def _admin_only(request) -> None:
-    if request.workspace.role != Role.ADMIN:
-        raise PermissionDenied("Only an admin can see and handle dead letters.")
-
-
-@workspace_view("settings")
+@workspace_view("dead_letters")
 def dead_letters_panel(request):
     """Settings → Dead letters: the count and the newest few (admin only; they hold personal data)."""
-    _admin_only(request)
     dead = selectors.dead_letters_summary(project_id=request.workspace.project.pk)
     return render(request, "personalization/partials/dead_letters.html", {"dead": dead})
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("dead_letters")
 def dead_letters_act(request, action: str):
     """Retry (back into the stream) or delete one dead letter (`id`) or all of the project's."""
-    _admin_only(request)
     project_id = request.workspace.project.pk
     raw_id = request.POST.get("id", "")
     if raw_id and not raw_id.isdigit():
@@ -164,11 +158,8 @@ def dead_letters_act(request, action: str):
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("members.manage")
 def member_set(request):
-    if request.workspace.role != Role.ADMIN:
-        messages.error(request, "Only an admin can change members.")
-        return redirect("settings")
     username = request.POST.get("username", "").strip()
     role = request.POST.get("role", "")
     user = get_user_model().objects.filter(username=username).first()
@@ -179,7 +170,7 @@ def member_set(request):
     elif user == request.user and role != Role.ADMIN:
         messages.error(request, "role: you cannot remove your own admin role; ask another admin.")
     else:
-        services.membership_set(project=request.workspace.project, user=user, role=role)
+        services.membership_set(project=request.workspace.project, user=user, role=role, by=request.user)
         messages.success(request, f"{username} is now {role}.")
     return redirect("settings")
 
@@ -190,14 +181,4 @@ def project_switch(request):
     wanted = request.POST.get("project_id", "")
     if wanted.isdigit() and Membership.objects.filter(user=request.user, project_id=int(wanted)).exists():
         request.session["project_id"] = int(wanted)
-    return redirect(request.POST.get("next") or "overview")
-
-
-def section_placeholder(section: str, title: str, template: str):
-    """Sections whose pages arrive with later features show an explanatory empty state."""
-
-    @workspace_view(section)
-    def view(request):
-        return render(request, template, {"title": title})
-
-    return view
+    return back(request, "overview")

@@ -10,6 +10,7 @@ import json
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 
+from config import security
 from personalization.services.demo import demo_keys_path
 
 PAGE = settings.BASE_DIR / "static" / "demo" / "shop.html"
@@ -31,5 +32,9 @@ def demo_shop(request: HttpRequest) -> HttpResponse:
     key = _demo_public_key()
     if key:
         preset = json.dumps({"key": key}).replace("<", "\\u003c")
-        html = html.replace("</head>", f"<script>window.KAIROS_DEMO = {preset};</script>\n</head>", 1)
-    return HttpResponse(html, content_type="text/html; charset=utf-8")
+        block = f'<script type="application/json" id="kairos-demo">{preset}</script>'
+        html = html.replace("</head>", f"{block}\n</head>", 1)
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    # A customer's page may call a decide server on another origin (?endpoint=…); scripts stay local.
+    response["Content-Security-Policy"] = security.content_security_policy(connect_src="*")
+    return response

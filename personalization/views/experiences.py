@@ -5,19 +5,17 @@ import json
 import math
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
-from personalization.models import Arm, Experience, Policy, Role
+from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
-from personalization.web import is_partial, workspace_view
+from personalization.web import back, figures_json, is_partial, workspace_view
 
-EDIT_ROLES = {Role.ADMIN, Role.MARKETER}
 _TRANSITIONS = {
     "start": services.experience_start,
     "pause": services.experience_pause,
@@ -26,15 +24,7 @@ _TRANSITIONS = {
 
 
 def _can_edit(request) -> bool:
-    return request.workspace.role in EDIT_ROLES
-
-
-def _require_editor(request) -> None:
-    if not _can_edit(request):
-        raise PermissionDenied(
-            f"Your role ({request.workspace.role}) can read experiences but not change them; "
-            "ask an admin or a marketer."
-        )
+    return request.workspace.can("experiences.edit")
 
 
 def _experience_or_404(request, key: str) -> Experience:
@@ -86,9 +76,8 @@ def experience_list(request):
 
 
 @require_POST
-@workspace_view("experiences")
+@workspace_view("experiences.edit")
 def global_holdout_set(request):
-    _require_editor(request)
     raw = request.POST.get("global_holdout_share", "").strip()
     try:
         share = float(raw)
@@ -105,9 +94,8 @@ def global_holdout_set(request):
 
 
 @require_POST
-@workspace_view("experiences")
+@workspace_view("experiences.edit")
 def experience_transition(request, key: str, action: str):
-    _require_editor(request)
     experience = _experience_or_404(request, key)
     if action not in _TRANSITIONS:
         raise Http404(f"No action “{action}”: use start, pause or complete.")
@@ -125,7 +113,7 @@ def experience_transition(request, key: str, action: str):
         messages.error(request, f"{experience.name}: {error}.")
     else:
         messages.success(request, f"{experience.name} is now {experience.get_status_display().lower()}.")
-    return redirect(request.POST.get("next") or reverse("experience-detail", args=[key]))
+    return back(request, reverse("experience-detail", args=[key]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +141,8 @@ def _render_form(request, parsed: forms.ParsedForm, experience: Experience | Non
     return render(request, "personalization/experiences/form.html", context)
 
 
-@workspace_view("experiences")
+@workspace_view("experiences.edit")
 def experience_new(request):
-    _require_editor(request)
     if request.method != "POST":
         return _render_form(request, forms.form_values(None), None)
     parsed = forms.form_parse(request.POST, creating=True)
@@ -166,19 +153,22 @@ def experience_new(request):
                 key=parsed.values["key"],
                 variants=parsed.variants,
                 by=request.user,
+                external=request.POST.get("external") == "1",
                 **parsed.fields,
             )
         except services.ExperienceError as exc:
             forms.service_error_place(parsed, exc)
         else:
-            messages.success(request, f"{experience.name} created as a draft: start it when you are ready.")
+            if experience.status == "external":
+                messages.success(request, f"{experience.name} registered: send its exposures to the events API.")
+            else:
+                messages.success(request, f"{experience.name} created as a draft: start it when you are ready.")
             return redirect("experience-detail", key=experience.key)
     return _render_form(request, parsed, None)
 
 
-@workspace_view("experiences")
+@workspace_view("experiences.edit")
 def experience_edit(request, key: str):
-    _require_editor(request)
     experience = _experience_or_404(request, key)
     if request.method != "POST":
         return _render_form(request, forms.form_values(experience), experience)
@@ -313,15 +303,9 @@ def _live(experience: Experience, segment: str) -> dict:
         "held_global": held[Arm.HOLDOUT_GLOBAL],
         "held_experience": held[Arm.HOLDOUT_EXPERIENCE],
         "table": table,
-        "figures_json": _figures_json(figures),
+        "figures_json": figures_json(figures),
         "figures": set(figures),
     }
-
-
-def _figures_json(figures: dict[str, str]) -> str:
-    """One JSON object of figures, safe inside <script>: variant names are user text."""
-    text = "{" + ",".join(f"{json.dumps(name)}:{figure}" for name, figure in figures.items()) + "}"
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _value_text(value) -> str:

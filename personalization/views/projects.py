@@ -6,7 +6,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from personalization import services
-from personalization.models import Role
 from personalization.web import workspace_for, workspace_view
 
 
@@ -34,33 +33,23 @@ def project_new(request):
     return render(request, template, {"error": error, "name": name}, status=400 if error else 200)
 
 
-def _admin_only(request) -> bool:
-    if request.workspace.role != Role.ADMIN:
-        messages.error(request, "Only an admin of this project can rename or delete it.")
-        return False
-    return True
-
-
 @require_POST
-@workspace_view("settings")
+@workspace_view("projects.manage")
 def project_rename(request):
-    if _admin_only(request):
-        try:
-            project = services.project_rename(
-                project=request.workspace.project, name=request.POST.get("name", ""), by=request.user
-            )
-        except services.ProjectError as exc:
-            messages.error(request, f"{exc.field}: {exc.message}")
-        else:
-            messages.success(request, f"The project is now called “{project.name}”.")
+    try:
+        project = services.project_rename(
+            project=request.workspace.project, name=request.POST.get("name", ""), by=request.user
+        )
+    except services.ProjectError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+    else:
+        messages.success(request, f"The project is now called “{project.name}”.")
     return redirect("settings")
 
 
 @require_POST
-@workspace_view("settings")
+@workspace_view("projects.manage")
 def project_delete(request):
-    if not _admin_only(request):
-        return redirect("settings")
     project = request.workspace.project
     name = project.name
     try:

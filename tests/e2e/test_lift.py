@@ -3,66 +3,19 @@
 Acceptance: a browser test opens the lift page of the demo and sees the waterfall and forest plot.
 """
 
-import os
 import re
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import Page, expect
 
 from experiments import charts
 from experiments.models import LiftReport, ReportStatus
 from personalization.services import demo as demo_services
+from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 LIFT_URL = "/lift/?experience=signup-popup&comparison=control&segment_by=attribute:planted_intent&days=14"
-
-
-def _database_url() -> str:
-    """The test database (pytest-django has renamed NAME by now), as the worker's DATABASE_URL."""
-    db = settings.DATABASES["default"]
-    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-@contextmanager
-def celery_worker(log_path: Path) -> Iterator[subprocess.Popen]:
-    """A real worker on the test database and the test Redis (its broker), stopped on the way out.
-
-    It runs the ordinary settings, not the test ones: the point is the production configuration, told
-    where the data lives through the environment only.
-    """
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
-    }
-    command = [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "--pool", "solo", "-l", "warning"]
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield worker
-        finally:
-            # Its own session: the signal reaches the worker and nothing else.
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
 
 
 def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
@@ -126,5 +79,40 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
         assert lines[-1].startswith("All users,")
 
     assert browser_log.static_responses.get("/static/vendor/plotly.min.js") == 200
+    assert browser_log.external_requests == []
+    assert browser_log.console_errors == []
+
+
+def test_lift__fresh_demo__default_view_and_overview_have_no_srm_alarm(
+    page: Page, browser_log, log_in, screenshot, tmp_path
+):
+    """Holdouts record their segment like everyone else, so the first Lift view a new user opens
+    (all personalization vs the global holdout, by segment at exposure) fits the configured split."""
+    from experiments import services as experiments_services
+
+    worker_log = tmp_path / "worker.log"
+    with celery_worker(worker_log) as worker:
+        project = demo_services.demo_seed(profiles=4000, days=5, seed=11, keys_path=tmp_path / "keys.json")
+        experiments_services.lift_reports_precompute()  # what `make run` queues after seeding
+        log_in("demo", demo_services.DEMO_PASSWORD)
+
+        page.goto("/lift/")
+        done = page.locator("#waterfall")
+        expect(done).to_be_visible()
+        report = LiftReport.objects.filter(project=project, experience_key="").latest("created_at")
+        assert report.status == ReportStatus.DONE, f"{report.status}: {report.error}\n{worker_log.read_text()}"
+        segments = {s["name"] for s in report.result["report"]["segments"]}
+        assert len(segments) >= 3, segments  # the stated intents (and "(none)" for the fixed-split experiences)
+        expect(page.locator(".badge", has_text="Sample ratio OK")).to_be_visible()
+        expect(page.get_by_text(re.compile("Sample ratio mismatch"))).to_have_count(0)
+        screenshot("lift-default")
+
+        page.goto("/")
+        headline = report.result["sentences"][0]
+        assert "mismatch" not in headline.lower(), headline
+        expect(page.get_by_text(headline)).to_be_visible()
+        screenshot("overview-headline")
+        assert worker.poll() is None, worker_log.read_text()
+
     assert browser_log.external_requests == []
     assert browser_log.console_errors == []

@@ -229,9 +229,9 @@ def test_demo_shop__no_key_in_address__page_gets_the_demo_public_key_only(client
 
     html = client.get("/demo/shop/").content.decode()
 
-    assert 'window.KAIROS_DEMO = {"key": "kp_demo\\u003c/script>"};' in html
+    assert '<script type="application/json" id="kairos-demo">{"key": "kp_demo\\u003c/script>"}</script>' in html
     assert "ks_never_in_a_page" not in html
     assert '<script src="/static/kairos.js"></script>' in html
 
     keys.unlink()  # not seeded: the page asks for ?key= itself
-    assert "<script>window.KAIROS_DEMO" not in client.get("/demo/shop/").content.decode()
+    assert 'id="kairos-demo"' not in client.get("/demo/shop/").content.decode()

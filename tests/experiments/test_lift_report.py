@@ -9,7 +9,9 @@ from django.db import connection
 
 from experiments import selectors, services
 from experiments.breakdown import Breakdown, BreakdownError
+from experiments.models import LiftReport
 from personalization.models import Exposure, Profile
+from tests import factories
 
 NOW = datetime.now(UTC)
 
@@ -49,6 +51,14 @@ def _population(project, n=2000, seed=3):
         )
     Exposure.objects.bulk_create(rows)
     return rows
+
+
+def hero_report_done(project, *, start="2020-01-01T00:00Z", end="2030-01-01T00:00Z") -> LiftReport:
+    """A finished report of "hero" by attribute:intent, computed as a worker would."""
+    report = LiftReport.objects.create(
+        project=project, experience_key="hero", segment_by="attribute:intent", start=start, end=end
+    )
+    return services.lift_report_run(report=report)
 
 
 def _hero_vs_holdout(project):
@@ -144,3 +154,72 @@ def test_lift_cells__planner__expects_a_few_groups_not_one_per_timestamp(project
     cells = selectors.lift_cells(population=population, breakdown=Breakdown.parse("exposure:segment"))
     assert 20 <= len(cells) <= 40  # 4 segments × 3–4 days × 2 arms
     assert plan["Plan Rows"] < 200, plan["Plan Rows"]
+
+
+def _window():
+    return {"start": NOW - timedelta(days=30), "end": NOW + timedelta(days=1)}
+
+
+@pytest.mark.django_db
+def test_lift_compute__no_expected_split__srm_not_checked_and_said(project):
+    _population(project, n=3000)  # "hero" is not registered: no split is known
+    result = services.lift_compute(
+        project=project, experience_key="hero", breakdown=Breakdown.parse("attribute:intent"), **_window()
+    )
+    checks = [result["report"]["overall"], *result["report"]["segments"]]
+    assert all(c["sample_ratio"]["expected_holdout_share"] is None for c in checks)
+    assert all(c["sample_ratio"]["p_value"] is None and not c["sample_ratio"]["mismatch"] for c in checks)
+    assert result["holdout_share"] is None
+    assert result["sentences"][0].startswith("No expected split is configured for hero")
+
+
+@pytest.mark.django_db
+def test_lift_compute__registered_split__srm_checked_against_it(project):
+    factories.external_experience_make(project=project, key="hero", variants=("a", "b"), holdout_share=0.5)
+    _population(project, n=3000)  # about 20 % held out, but 50 % was registered
+    result = services.lift_compute(
+        project=project, experience_key="hero", breakdown=Breakdown.parse("attribute:intent"), **_window()
+    )
+    overall = result["report"]["overall"]["sample_ratio"]
+    assert overall["expected_holdout_share"] == 0.5 and overall["mismatch"]
+    assert "Sample ratio mismatch" in result["sentences"][0]
+
+
+@pytest.mark.django_db
+def test_lift_compute__exclude_missing__none_left_out_of_totals_and_family(project):
+    _population(project, n=3000)
+    Profile.objects.filter(project=project, pk__in=Profile.objects.filter(project=project).values("pk")[:600]).update(
+        attributes={}
+    )
+    kept = services.lift_compute(
+        project=project, experience_key="hero", breakdown=Breakdown.parse("attribute:intent"), **_window()
+    )
+    left_out = services.lift_compute(
+        project=project,
+        experience_key="hero",
+        breakdown=Breakdown.parse("attribute:intent", exclude_missing=True),
+        **_window(),
+    )
+    assert {s["name"] for s in kept["report"]["segments"]} == {"runners", "bargain", "(none)"}
+    assert {s["name"] for s in left_out["report"]["segments"]} == {"runners", "bargain"}
+
+    def users(result):
+        conversion = result["report"]["overall"]["conversion"]
+        return conversion["users_treatment"] + conversion["users_holdout"]
+
+    assert users(kept) == 3000 and users(left_out) == 2400
+    by_name = {s["name"]: s for s in left_out["report"]["segments"]}
+    assert by_name["runners"]["conversion"]["p_value"] == pytest.approx(
+        {s["name"]: s for s in kept["report"]["segments"]}["runners"]["conversion"]["p_value"]
+    )  # same segment, same test; only the family (and so q) changes
+
+
+@pytest.mark.django_db
+def test_lift_compute__attribute_breakdown__sentences_name_it(project):
+    _population(project, n=12000)
+    result = services.lift_compute(
+        project=project, experience_key="hero", breakdown=Breakdown.parse("attribute:intent"), **_window()
+    )
+    text = " ".join(result["sentences"])
+    assert "intent = runners" in text
+    assert "segment shows" in text or "segments show" in text

@@ -1,10 +1,9 @@
 import pytest
 
-from experiments import services
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
 from tests import factories
-from tests.experiments.test_lift_report import _population
+from tests.experiments.test_lift_report import _population, hero_report_done
 
 
 @pytest.fixture
@@ -24,15 +23,7 @@ def test_lift_page__no_report__explains_and_offers_compute(client, marketer):
 @pytest.mark.django_db
 def test_lift_page__done_report__shows_charts_table_and_csv(client, project, marketer):
     _population(project, n=3000)
-    report = LiftReport.objects.create(
-        project=project,
-        experience_key="hero",
-        segment_by="attribute:intent",
-        start="2020-01-01T00:00Z",
-        end="2030-01-01T00:00Z",
-    )
-    services.lift_report_run(report=report)
-    report.refresh_from_db()
+    report = hero_report_done(project)
     assert report.status == ReportStatus.DONE and report.progress == 100
     # the page looks up a report over the chosen range; make this one match 14 days
     from datetime import timedelta

@@ -6,10 +6,12 @@ per-segment lifts, intervals, p and BH q equal statsmodels on the same per-user 
 
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
@@ -18,17 +20,27 @@ from experiments.tasks import lift_report_task
 from personalization import services
 from tests import factories
 
-WINDOW_HOURS = 48
+
+def _readme_bodies() -> list:
+    """The JSON bodies (`-d '…'`) of the curl examples under "### Experiments run elsewhere"."""
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    section = readme.split("### Experiments run elsewhere", 1)[1].split("\n### ", 1)[0]
+    return [json.loads(body) for body in re.findall(r"-d '(.*?)'", section, re.S)]
+
+
+# What the README registers and sends: the test follows it field for field.
+REGISTRATION, README_EVENTS = _readme_bodies()
+EXPOSURE_TEMPLATE, GOAL_TEMPLATE = README_EVENTS["events"]
+WINDOW_HOURS = REGISTRATION["attribution_hours"]
 # segment -> (control rate, variant rate): the variant helps on mobile and hurts on desktop
 RATES = {"mobile": (0.10, 0.17), "desktop": (0.17, 0.10)}
-REGISTRATION = {
-    "key": "spring-email",
-    "name": "Spring email",
-    "external": True,
-    "variants": [{"key": "plain", "is_control": True, "weight": 1}, {"key": "promo", "weight": 1}],
-    "goal_event": "signup",
-    "attribution_hours": WINDOW_HOURS,
-}
+
+
+def test_readme_example__conversion_exactly_at_the_window_end():
+    exposed = datetime.fromisoformat(EXPOSURE_TEMPLATE["timestamp"])
+    converted = datetime.fromisoformat(GOAL_TEMPLATE["timestamp"])
+    assert converted - exposed == timedelta(hours=WINDOW_HOURS)
+    assert GOAL_TEMPLATE["type"] == REGISTRATION["goal_event"] and REGISTRATION["external"] is True
 
 
 def _experiment(n: int, end: datetime, seed: int = 11) -> tuple[list[dict], dict]:
@@ -40,13 +52,14 @@ def _experiment(n: int, end: datetime, seed: int = 11) -> tuple[list[dict], dict
         variant = "promo" if rng.random() < 0.5 else "plain"
         exposed = end - timedelta(days=12) + timedelta(seconds=rng.randrange(8 * 86400))
         person = f"p{i}"
+        properties = {**EXPOSURE_TEMPLATE["properties"], "variant": variant, "segment": segment}
         events.append(
             {
+                **EXPOSURE_TEMPLATE,
                 "event_id": f"x-{i}",
-                "type": "exposure",
                 "user_id": person,
                 "timestamp": exposed.isoformat(),
-                "properties": {"experience": "spring-email", "variant": variant, "segment": segment},
+                "properties": properties,
             }
         )
         truth[segment][variant][0] += 1
@@ -64,7 +77,7 @@ def _experiment(n: int, end: datetime, seed: int = 11) -> tuple[list[dict], dict
         else:
             continue
         events.append(
-            {"event_id": f"s-{i}", "type": "signup", "user_id": person, "timestamp": (exposed + after).isoformat()}
+            {**GOAL_TEMPLATE, "event_id": f"s-{i}", "user_id": person, "timestamp": (exposed + after).isoformat()}
         )
     return events, truth
 
@@ -86,7 +99,7 @@ def _drain():
 
 
 def _report(client, secret_key, days: int) -> dict:
-    url = f"/api/v1/lift/?experience=spring-email&comparison=control&segment_by=exposure:segment&days={days}"
+    url = f"/api/v1/lift/?experience={REGISTRATION['key']}&comparison=control&segment_by=exposure:segment&days={days}"
     auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
     queued = client.get(url, **auth)
     assert queued.status_code == 202, queued.content

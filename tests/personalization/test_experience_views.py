@@ -494,3 +494,16 @@ def test_detail__bandit_before_first_update__rates_from_exposures_and_explains_w
     assert set(figures(response)) == {"chart-rate", "chart-posterior", "chart-arms"}
     assert "No bandit update yet" in response.content.decode()
     assert [row["weight_percent"] for row in response.context["live"]["table"]] == [50.0, 50.0]
+
+
+def test_experience_new__assigned_outside__registered_external_never_served(admin_client, project):
+    response = admin_client.post("/experiences/new", {**form_data(key="spring-email"), "external": "1"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    experience = Experience.objects.get(project=project, key="spring-email")
+    assert experience.status == "external"
+    detail = admin_client.get("/experiences/spring-email/").content.decode()
+    assert "External (analysis only)" in detail and 'aria-label="Start' not in detail
+    assert "spring-email" not in services.snapshot_compile(project_id=project.pk)["experiences"]
+    assert admin_client.post("/experiences/spring-email/start").status_code in (302, 400)
+    experience.refresh_from_db()
+    assert experience.status == "external"  # it cannot be started: decide never serves it

@@ -111,7 +111,6 @@ def test_events__good_events_beside_a_bad_one__good_ones_queued_and_stored(clien
         ({"anonymous_id": "a", "context": {"url": "/\x00"}}, "context.url"),
         ({"anonymous_id": "a", "context": {"attributes": {"plan": "p\x00"}}}, "context.attributes.plan"),
         ({"anonymous_id": "a", "context": nested(300)}, "context" + ".a" * 8),
-        ({"anonymous_id": "a", "context": {"url": "x" * 9000}}, "context"),
         ({"anonymous_id": "a", "experiences": ["hero\x00"]}, "experiences[0]"),
         ({"anonymous_id": "a", "experiences": ["k" * 65]}, "experiences"),
     ],

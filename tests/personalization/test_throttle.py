@@ -84,7 +84,27 @@ def test_decide__limits_cost_one_command_in_the_same_round_trip(client, project,
     monkeypatch.setattr(decide_runtime.unit_reads, "execute", counted)
     assert decide_post(client, public_key, unit="b").status_code == 200
     assert len(trips) == 1, "one round trip"
-    assert [c[0] for c in trips[0]] == ["HGETALL", "EVAL"], "the limits add exactly one command"
+    assert [c[0] for c in trips[0]] == ["HGETALL", "INCR"], "the limits add exactly one command"
+
+
+@pytest.mark.django_db
+def test_decide__per_key_limit__counts_other_processes_within_one_flush(client, project, public_key, settings):
+    import time
+
+    from personalization.models import ApiKey
+
+    settings.KAIROS_DECIDE_PER_KEY_PER_SECOND = 50
+    key_id = ApiKey.objects.get(project=project).pk
+    time.sleep(1 - time.time() % 1 + 0.02)  # the whole case inside one one-second window
+    window = throttle.window_of()
+    assert decide_post(client, public_key).status_code == 200
+    # Other decide processes have sent 100 requests with this key in this second.
+    redis_client.worker().incrby(throttle.key_counter("d", key_id, window), 100)
+    decide_runtime.buffer.flush()  # this process adds its count and learns the total
+    answer = decide_post(client, public_key)
+    assert throttle.window_of() == window, "the machine was too slow to stay in one window"
+    assert_throttled(answer, 429, "Authorization")
+    assert 0 < redis_client.worker().ttl(throttle.key_counter("d", key_id, window)) <= 2
 
 
 @pytest.mark.django_db

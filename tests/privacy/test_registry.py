@@ -1,34 +1,77 @@
+"""The registry is complete: every model pointing at a person and every PERSONAL Redis key has a location."""
+
+import ast
+import inspect
+
 from django.apps import apps
 
 from personalization import rkeys
 from personalization.models import Profile
-from privacy.registry import personal_data_locations
+from privacy import registry
+
+# Columns that hold a person's raw identifier without a foreign key.
+PERSON_ID_COLUMNS = {"user_id", "anonymous_id", "unit_id", "external_id", "profile_id"}
 
 
-def test_registry__every_model_pointing_at_a_profile__is_listed():
-    tables, _ = personal_data_locations()
-    listed = {location.model for location in tables}
+def _refers_to_a_person(field) -> bool:
+    if getattr(field, "related_model", None) is Profile:
+        return field.many_to_one or field.one_to_one
+    return getattr(field, "column", None) in PERSON_ID_COLUMNS and not field.is_relation
+
+
+def test_registry__every_model_pointing_at_a_person__is_listed():
     pointing = {
         model._meta.label
         for model in apps.get_models()
         for field in model._meta.get_fields()
-        if getattr(field, "related_model", None) is Profile and field.many_to_one
+        if _refers_to_a_person(field)
     }
-    assert pointing, "the check must see at least the known tables"
-    assert pointing <= listed, f"add these to privacy.registry.TABLES: {sorted(pointing - listed)}"
+    assert {"personalization.Event", "personalization.Exposure"} <= pointing, "the check must see the known tables"
+    missing = pointing - registry.personal_models()
+    assert not missing, f"declare these in privacy/registry.py with table(...): {sorted(missing)}"
 
 
-def test_registry__redis_personal_keys__match_the_key_builders():
-    _, redis_keys = personal_data_locations()
-    built = set(rkeys.personal_key_patterns(7, "u-1"))
-    registered = {location.pattern.format(project_id=7, unit_id="u-1") for location in redis_keys}
-    assert built == registered
+def _personal_rkeys() -> set[str]:
+    """Builders whose docstring starts with PERSONAL, and constants whose comment does."""
+    source = inspect.getsource(rkeys)
+    lines = source.splitlines()
+    found = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and (ast.get_docstring(node) or "").startswith("PERSONAL"):
+            found.add(node.name)
+        elif isinstance(node, ast.Assign) and "# PERSONAL" in lines[node.lineno - 1]:
+            found.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return found
 
 
-def test_registry__dead_letters__listed_with_the_ids_that_find_them():
-    tables, _ = personal_data_locations()
-    (location,) = [t for t in tables if t.model == "personalization.DeadLetter"]
+def test_registry__every_personal_redis_key__is_listed():
+    personal = _personal_rkeys()
+    assert {"unit", "EVENTS_STREAM"} <= personal, "the check must see the known keys"
+    missing = personal - registry.personal_redis_keys()
+    assert not missing, f"declare these Redis keys in privacy/registry.py: {sorted(missing)}"
+
+
+def test_registry__every_location_names_purpose_retention_and_handlers():
+    for location in registry.locations():
+        assert location.category and location.purpose and location.retention and location.mechanism
+        assert callable(location.export) and callable(location.erase) and callable(location.verify)
+        assert location.store in {"PostgreSQL", "Redis", "files"}
+
+
+def test_registry__every_redis_key_builder__says_whether_it_is_personal():
+    """A new builder without a docstring could hide a personal key from the guard above."""
+    undocumented = [
+        name
+        for name, fn in inspect.getmembers(rkeys, inspect.isfunction)
+        if fn.__module__ == rkeys.__name__ and not fn.__doc__
+    ]
+    assert undocumented == []
+
+
+def test_registry__dead_letters__found_by_the_ids_they_hold():
     from personalization.models import DeadLetter
 
+    location = registry.location("dead_letters")
+    assert location.model == "personalization.DeadLetter"
     fields = {f.name for f in DeadLetter._meta.get_fields()}
-    assert location.id_fields and set(location.id_fields) <= fields
+    assert {"user_id", "anonymous_id"} <= fields and "user_id" in location.columns

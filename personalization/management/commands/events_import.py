@@ -8,10 +8,12 @@ object). Read a line at a time, so any size works; re-running the same file stor
 import os
 from pathlib import Path
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from personalization import selectors
 from personalization.services.history import ImportFormatError, events_import, lines_of
+from personalization.throttle import Throttled
 
 
 class Command(BaseCommand):
@@ -49,6 +51,11 @@ class Command(BaseCommand):
                 result = events_import(project_id=target.pk, lines=lines_of(handle), fmt=fmt, on_progress=show)
             except ImportFormatError as exc:
                 raise CommandError(f"{file}: {exc}") from None
+            except (redis.RedisError, Throttled) as exc:
+                raise CommandError(
+                    f"the event stream cannot take more now ({exc}); run the same command again later:"
+                    " events already sent are not stored twice"
+                ) from None
         self.stdout.write("")
         for item in result.rejected:
             self.stdout.write(f"  line {item['line']}: {item['field']} {item['message']}")

@@ -1,0 +1,51 @@
+"""Browser hardening of the web process: Content-Security-Policy and no caching of pages about people.
+
+Scripts come only from this site: htmx, plotly.js and static/js/dashboard.js are served from /static/,
+and pages carry no inline script or event handler (charts are JSON data blocks that dashboard.js
+draws). Styles allow 'unsafe-inline' because plotly.js positions and sizes chart parts with style
+attributes and injects its own stylesheet at run time, and a few templates use style attributes; an
+injected style cannot run code. plotly.js needs no 'unsafe-eval' for the chart types used here (bar,
+scatter); only its WebGL traces compile code at run time.
+"""
+
+from django.conf import settings
+from django.utils.cache import add_never_cache_headers
+
+_STATIC_PREFIX = settings.STATIC_URL
+
+
+def content_security_policy(*, connect_src: str = "'self'") -> str:
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            f"connect-src {connect_src}",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+_POLICY = content_security_policy()
+
+
+class SecurityHeadersMiddleware:
+    """Sets the CSP on every response that has none of its own, and `Cache-Control: no-store` on
+    every page and API answer that does not set its own caching: dashboard pages, REST answers and the
+    page that shows a new key hold personal data or secrets, so no browser or proxy may keep a copy.
+    Static files keep their own long-lived caching."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", _POLICY)
+        if not request.path.startswith(_STATIC_PREFIX) and "Cache-Control" not in response.headers:
+            add_never_cache_headers(response)
+        return response

@@ -1,0 +1,140 @@
+"""History import (secret key, any age) and what the events API says about fields it does not use."""
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from personalization import services
+from personalization.models import Event, Profile
+from tests import factories
+
+OLD = (datetime.now(UTC) - timedelta(days=200)).isoformat()
+
+
+def _drain():
+    while services.events_drain(claim_idle_ms=0):
+        pass
+
+
+def _import(client, key, body: bytes, fmt: str = "jsonl"):
+    response = client.post(
+        f"/api/v1/events/import?format={fmt}", data=body, content_type="text/plain", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    lines = (
+        [orjson.loads(line) for line in b"".join(response.streaming_content).splitlines()] if response.streaming else []
+    )
+    return response, lines
+
+
+@pytest.mark.django_db
+def test_import_endpoint__old_events__streamed_progress_then_totals_and_idempotent(client, project, secret_key):
+    events = [factories.event_make(n, timestamp=OLD) for n in range(2500)]
+    body = b"".join(orjson.dumps(e) + b"\n" for e in events) + b"not json\n"
+    response, lines = _import(client, secret_key, body)
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
+    progress, final = lines[:-1], lines[-1]
+    assert [p["accepted"] for p in progress] == [1000, 2000, 2500] and not any(p["done"] for p in progress)
+    assert final["done"] and final["accepted"] == 2500 and final["rejected_count"] == 1
+    assert final["rejected"][0]["line"] == 2501 and "not valid JSON" in final["rejected"][0]["message"]
+    _import(client, secret_key, body)  # the same file again
+    _drain()
+    assert Event.objects.filter(project=project).count() == 2500
+
+
+@pytest.mark.django_db
+def test_import_endpoint__public_key__refused(client, project, public_key):
+    response, _ = _import(client, public_key, orjson.dumps(factories.event_make(1)) + b"\n")
+    assert response.status_code == 403 and "secret key" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_events_import_command__csv_with_progress(project, tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "event_id,type,user_id,anonymous_id,session_id,timestamp,value,properties\n"
+        f'c1,page_view,,a1,,{OLD},,"{{""url"": ""/""}}"\n'
+        f"c2,purchase,u1,a1,,{OLD},19.5,\n"
+        f"c3,purchase,u1,a1,,{OLD},,\n"
+    )
+    out = io.StringIO()
+    call_command("events_import", str(path), project=project.slug, stdout=out)
+    text = out.getvalue()
+    assert "100 %" in text and "line 4: value is required for purchase" in text
+    _drain()
+    stored = dict(Event.objects.filter(project=project).values_list("event_id", "value"))
+    assert set(stored) == {"c1", "c2"} and float(stored["c2"]) == 19.5
+    with pytest.raises(CommandError, match="--project"):
+        call_command("events_import", str(path), project="nope")
+
+
+@pytest.mark.django_db
+def test_events__public_key__old_event_refused_saying_where_history_goes(client, project, public_key):
+    response = factories.events_post(client, public_key, [factories.event_make(1, timestamp=OLD)])
+    assert response.status_code == 400
+    assert "/api/v1/events/import" in response.json()["rejected"][0]["message"]
+
+
+@pytest.mark.django_db
+def test_events__ignored_fields__reported_as_warnings_event_kept(client, project, public_key):
+    response = factories.events_post(
+        client,
+        public_key,
+        [
+            {**factories.event_make(1), "colour": "red"},
+            {**factories.event_make(2), "properties": {"url": "/", "attributes": {"plan": "gold"}}},
+        ],
+    )
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [(w["index"], w["field"]) for w in body["warnings"]] == [(0, "colour"), (1, "properties.attributes")]
+    assert "identify" in body["warnings"][1]["message"]
+
+
+@pytest.mark.django_db
+def test_identify__user_id_alone__sets_attributes(client, project, public_key):
+    response = factories.events_post(
+        client,
+        public_key,
+        [{"event_id": "i1", "type": "identify", "user_id": "u7", "properties": {"attributes": {"plan": "gold"}}}],
+    )
+    assert response.status_code == 200 and response.json()["warnings"] == []
+    _drain()
+    assert Profile.objects.get(project=project, external_id="u7").attributes == {"plan": "gold"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(project, settings):
+    import threading
+
+    from django.db import connection
+
+    from personalization.services.history import events_import
+
+    settings.KAIROS_STREAM_CAP_PER_PROJECT = 1500  # the import waits above 750 queued events
+    stop = threading.Event()
+    waits = []
+
+    def drain_slowly():
+        try:
+            while not stop.is_set():
+                stop.wait(0.5)
+                waits.append(services.events_drain(claim_idle_ms=0))
+        finally:
+            connection.close()
+
+    drainer = threading.Thread(target=drain_slowly)
+    drainer.start()
+    try:
+        lines = (orjson.dumps(factories.event_make(n, timestamp=OLD)) + b"\n" for n in range(4000))
+        result = events_import(project_id=project.pk, lines=lines)
+    finally:
+        stop.set()
+        drainer.join(10)
+    _drain()
+    assert result.accepted == 4000 and result.rejected_count == 0
+    assert Event.objects.filter(project=project).count() == 4000
+    assert sum(1 for moved in waits if moved) >= 3  # the drain ran between the import's batches

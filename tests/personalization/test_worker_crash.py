@@ -1,0 +1,157 @@
+"""A Celery worker SIGKILLed in the middle of a bandit update and of a lift report: the task runs again
+and completes, and nothing half-written is left behind.
+
+The kill lands mid-task for sure: the test holds an exclusive lock on the exposure table, which both
+tasks read after they started (the lift report has already written its first progress then), waits
+until the worker's query is blocked on it, and kills. Two paths are covered: a whole worker killed
+(its message waits in Redis for the visibility timeout, then another worker takes it) and only the
+pool process running the task killed (reject_on_worker_lost puts it straight back).
+"""
+
+import json
+import os
+import signal
+import time
+from datetime import timedelta
+
+import psutil
+import psycopg
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from experiments.models import LiftReport, ReportStatus
+from experiments.tasks import lift_report_task
+from personalization import redis_client, rkeys
+from personalization.models import BanditWeights, Exposure, Profile
+from personalization.tasks import bandits_update_task
+from tests.experiments.test_lift_report import _population, hero_report_done
+from tests.personalization.test_experience_views import experience_make
+from tests.workers import celery_worker
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+VISIBILITY_SECONDS = 3
+WAIT_SECONDS = 90
+
+
+def _connect() -> psycopg.Connection:
+    db = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=db["NAME"]
+    )
+
+
+def _until(condition, what: str, log_path):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{log_path.read_text()[-4000:]}")
+
+
+class ExposureLock:
+    """An exclusive lock on the exposure table from a connection of the test's own."""
+
+    def __init__(self):
+        self.conn = _connect()
+        self.conn.execute("LOCK TABLE personalization_exposure IN ACCESS EXCLUSIVE MODE")
+
+    def blocked_backends(self) -> list[int]:
+        with _connect() as probe:
+            rows = probe.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND query ILIKE %s",
+                ["%personalization_exposure%"],
+            ).fetchall()
+        return [pid for (pid,) in rows]
+
+    def release(self, *, orphans: list[int]) -> None:
+        # PostgreSQL notices a killed client only when it next talks to it: end its backends now.
+        with _connect() as admin:
+            for pid in orphans:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _bandit_running(project):
+    experience = experience_make(project, key="hero", policy="segment_bandit", segment_attribute="plan", start=True)
+    now = timezone.now()
+    profiles = Profile.objects.bulk_create(Profile(project=project, first_seen=now, last_seen=now) for _ in range(600))
+    Exposure.objects.bulk_create(
+        Exposure(
+            project=project,
+            profile=profile,
+            experience_key="hero",
+            variant_key="b" if i % 2 else "control",
+            arm="variant",
+            segment="gold" if i % 3 else "free",
+            exposed_at=now - timedelta(minutes=i % 50),
+            converted=(i % 7 == 0) if i % 2 else (i % 11 == 0),
+        )
+        for i, profile in enumerate(profiles)
+    )
+    return experience
+
+
+def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_whole(project, tmp_path):
+    experience = _bandit_running(project)
+    log_path = tmp_path / "worker.log"
+    env = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
+    lock = ExposureLock()
+    with celery_worker(log_path, env=env) as first:
+        bandits_update_task.delay()
+        blocked = _until(lock.blocked_backends, "the bandit update to read exposures", log_path)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not BanditWeights.objects.filter(experience=experience).exists()  # killed before any write
+    lock.release(orphans=blocked)
+
+    with celery_worker(log_path, env=env):
+        rows = _until(
+            lambda: list(BanditWeights.objects.filter(experience=experience)), "the redelivered update", log_path
+        )
+        time.sleep(1)  # a second, duplicate run would have written by now
+        rows = list(BanditWeights.objects.filter(experience=experience))
+
+    # One whole update: the global bandit and both segments, written together, once.
+    assert sorted(r.segment for r in rows) == ["", "free", "gold"]
+    assert len({r.computed_at for r in rows}) == 1
+    for row in rows:
+        assert set(row.weights) == {"control", "b"} and sum(row.weights.values()) == pytest.approx(1, abs=1e-5)
+    snapshot = json.loads(redis_client.worker().get(rkeys.snapshot(project.pk)))
+    served = snapshot["experiences"]["hero"]["weights"]
+    assert served == {row.segment: [row.weights["control"], row.weights["b"]] for row in rows}
+
+
+def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_the_full_result(project, tmp_path):
+    _population(project, n=1500)
+    end = timezone.now() + timedelta(days=1)
+    report = LiftReport.objects.create(
+        project=project, experience_key="hero", segment_by="attribute:intent", start=end - timedelta(days=30), end=end
+    )
+    log_path = tmp_path / "worker.log"
+    lock = ExposureLock()
+    with celery_worker(log_path, pool="prefork") as worker:
+        lift_report_task.delay(report.pk)
+        blocked = _until(lock.blocked_backends, "the report to read exposures", log_path)
+        report.refresh_from_db()
+        assert report.status == ReportStatus.RUNNING and report.result is None  # mid-report: progress only
+        (child,) = psutil.Process(worker.pid).children()
+        os.kill(child.pid, signal.SIGKILL)
+        lock.release(orphans=blocked)
+
+        def done():
+            report.refresh_from_db()
+            return report.status in (ReportStatus.DONE, ReportStatus.FAILED)
+
+        _until(done, "the retried report", log_path)
+        assert worker.poll() is None
+
+    assert report.status == ReportStatus.DONE, f"{report.error}\n{log_path.read_text()[-4000:]}"
+    assert report.progress == 100
+    reference = hero_report_done(project, start=report.start, end=report.end)
+    assert report.result["report"] == reference.result["report"]

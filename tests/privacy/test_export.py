@@ -1,0 +1,100 @@
+"""Acceptance: the export holds exactly the subject's data, checked against the database."""
+
+import csv
+import io
+import zipfile
+
+import orjson
+import pytest
+
+from personalization.models import Event, Exposure, Profile
+from privacy import registry
+from privacy import services as privacy_services
+from privacy.models import RequestStatus
+from tests.factories import events_post, privacy_request_make
+from tests.personalization.test_decide import drain_all, make_experience, post_decide
+from tests.privacy.test_erasure import pending_post, person_events, subject_everywhere
+
+
+def access_request(project, **identifiers):
+    return privacy_request_make(project=project, kind="access", **identifiers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export__exactly_the_subjects_data(client, project, public_key):
+    make_experience(project)
+    subject_everywhere(client, project, public_key, "erin", "anon-erin", "e")
+    subject_everywhere(client, project, public_key, "frank", "anon-frank", "f")
+    pending_post(client, public_key, "erin", "e")
+    erin = Profile.objects.get(project=project, external_id="erin")
+
+    request = access_request(project, email="erin@example.com")
+    path = privacy_services.subject_export(request=request)
+
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        data = orjson.loads(archive.read("data.json"))
+        csvs = {
+            loc.name: list(csv.DictReader(io.TextIOWrapper(archive.open(f"{loc.name}.csv"), encoding="utf-8")))
+            for loc in registry.locations()
+        }
+        summary = archive.read("summary.txt").decode()
+    assert names == {"data.json", "summary.txt"} | {f"{loc.name}.csv" for loc in registry.locations()}
+    located = data["locations"]
+    db_events = set(Event.objects.filter(profile=erin).values_list("event_id", flat=True))
+    assert {row["event_id"] for row in located["events"]} == db_events
+    assert {row["event_id"] for row in csvs["events"]} == db_events
+    assert len(located["events"]) == len(db_events) == len(csvs["events"])
+    db_exposures = list(Exposure.objects.filter(profile=erin).values_list("experience_key", "variant_key"))
+    assert [(r["experience_key"], r["variant_key"]) for r in located["exposures"]] == db_exposures
+    assert [r["external_id"] for r in located["profiles"]] == ["erin"]
+    assert located["profiles"][0]["attributes"] == erin.attributes
+    assert {r["value"] for r in located["identities"]} == {"erin", "anon-erin"}
+    assert {r["event_id"] for r in located["pending_events"]} == {"e-pending-0", "e-pending-1", "e-pending-2"}
+    assert {r["unit_id"] for r in located["decide_hash"]} == {"erin", "anon-erin"}
+    everything = orjson.dumps(data).decode() + "".join(orjson.dumps(rows).decode() for rows in csvs.values())
+    assert "frank" not in everything and "f-view" not in everything
+    assert "hero" in summary and "fixed_split" in summary and "Recipients" in summary and "purpose" in summary
+    request.refresh_from_db()
+    assert request.status == RequestStatus.COMPLETED and request.export_path == str(path)
+    assert request.certificate["records"]["events"] == len(db_events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export__then_erasure__export_file_deleted_too(client, project, public_key):
+    events_post(client, public_key, person_events("gina", "anon-gina", 2, "g"))
+    drain_all()
+    path = privacy_services.subject_export(request=access_request(project, user_id="gina"))
+    assert path.exists()
+    erase = privacy_request_make(project=project, kind="erasure", user_id="gina")
+    certificate = privacy_services.subject_erase(request=erase)
+    assert not path.exists()
+    assert next(loc for loc in certificate["locations"] if loc["name"] == "export_files")["removed"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_objection__not_personalized_and_profiling_data_gone(client, project, public_key):
+    make_experience(project)
+    subject_everywhere(client, project, public_key, "hank", "anon-hank", "h")
+    request = privacy_request_make(project=project, kind="objection", user_id="hank")
+    privacy_services.subject_object(request=request)
+    assert Profile.objects.get(project=project, external_id="hank").do_not_personalize is True
+    _, answer = post_decide(client, public_key, {"user_id": "hank"})
+    assert answer["assignments"]["hero"]["reason"] == "not_personalized"
+    assert Event.objects.filter(profile__external_id="hank").exists(), "objection keeps the events"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_restriction__then_lift_only_after_subject_told(client, project, public_key):
+    make_experience(project)
+    subject_everywhere(client, project, public_key, "iris", "anon-iris", "i")
+    request = privacy_request_make(project=project, kind="restriction", user_id="iris")
+    privacy_services.subject_restrict(request=request)
+    _, answer = post_decide(client, public_key, {"user_id": "iris"})
+    assert answer["assignments"]["hero"]["reason"] == "not_personalized"
+    request.refresh_from_db()
+    with pytest.raises(privacy_services.RequestError) as error:
+        privacy_services.restriction_lift(request=request, subject_notified=False, by=None)
+    assert error.value.field == "subject_notified"
+    privacy_services.restriction_lift(request=request, subject_notified=True, by=None)
+    assert Profile.objects.get(project=project, external_id="iris").do_not_personalize is False
