@@ -16,8 +16,8 @@ from personalization import services as personalization_services
 from personalization.models import Profile, ProfileIdentity
 from segments import services
 from segments.models import ClusteringRun, ProfileEmbedding, RunStatus, Segment, SegmentMembership
-from tests.e2e.test_lift import _database_url
 from tests.segments.conftest import DEMO_END
+from tests.workers import database_url
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tm
 
     project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
     run = services.clustering_run_request(project=project)  # automatic k: the slow path
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": _database_url()}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
     code = (
         "import django; django.setup(); from segments import services;"
         f" services.clustering_run_execute(run_id={run.pk})"
