@@ -7,7 +7,7 @@ Fields Kairos does not use are dropped and reported as warnings (index, field, w
 
 import math
 import re
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -230,7 +230,8 @@ def _normalise(raw: object, now: datetime, max_past: timedelta | None) -> dict:
     }
 
 
-def _check_registered(key: str, experiences: Container[str]) -> None:
+def _check_registered(properties: dict, experiences: Mapping[str, Container[str]]) -> None:
+    key, variant = properties["experience"], properties.get("variant")
     if key not in experiences:
         raise FieldError(
             "properties.experience",
@@ -238,6 +239,9 @@ def _check_registered(key: str, experiences: Container[str]) -> None:
             ' split, goal and window): Experiences → New experience → "Assigned outside Kairos", or'
             ' POST /api/v1/experiences/ with "external": true',
         )
+    if properties.get("holdout") is not True and variant not in experiences[key]:
+        known = ", ".join(sorted(experiences[key])[:20])
+        raise FieldError("properties.variant", f'"{str(variant)[:64]}" is not a variant of {key}; use one of: {known}')
 
 
 def batch_validate(
@@ -245,13 +249,13 @@ def batch_validate(
     *,
     now: datetime | None = None,
     max_past: timedelta | None = MAX_PAST,
-    experiences: Container[str] | None = None,
+    experiences: Mapping[str, Container[str]] | None = None,
 ) -> BatchResult:
     """Validate a decoded batch. Raises BatchError for an unusable envelope.
 
     `max_past`: the oldest timestamp taken (None: any age, for history imports with a secret key).
-    `experiences`: the project's registered experience keys; an exposure of any other key is
-    refused (None: not checked).
+    `experiences`: the project's registered experience keys → their variant keys; an exposure of
+    any other experience or variant is refused (None: not checked).
     """
     now = now or datetime.now(UTC)
     if not isinstance(payload, dict):
@@ -271,7 +275,7 @@ def batch_validate(
         try:
             event = _normalise(raw, now, max_past)
             if event["type"] == "exposure" and experiences is not None:
-                _check_registered(event["properties"]["experience"], experiences)
+                _check_registered(event["properties"], experiences)
         except FieldError as invalid:
             result.rejected.append({"index": index, "field": invalid.field, "message": invalid.message})
             continue

@@ -39,6 +39,11 @@ class Workspace:
     def nav(self) -> list[tuple[str, str]]:
         return [(name, label) for name, label in NAV if self.can(name)]
 
+    @property
+    def allowed(self) -> set[str]:
+        """The actions the role may use, for templates: `{% if "lift" in workspace.allowed %}`."""
+        return permissions.role_actions(role=self.role)
+
     def can(self, action: str) -> bool:
         return permissions.principal_allows(principal=self.role, action=action)
 
@@ -76,13 +81,13 @@ def workspace_view(action: str):
             workspace = workspace_for(request)
             if workspace is None:
                 return render(request, "no_project.html")  # the first-run page: create a project
+            request.workspace = workspace  # also for the 403 page's navigation
+            request.section = section
             if not workspace.can(action):
                 raise PermissionDenied(
                     f"Your role ({workspace.role}) cannot {_ACTION_VERBS.get(action, f'open {section}')}; "
                     "ask an admin of this project."
                 )
-            request.workspace = workspace
-            request.section = section
             return view(request, *args, **kwargs)
 
         wrapper.kairos_action = action

@@ -259,7 +259,7 @@ register(
     table(
         name="embeddings",
         model="segments.ProfileEmbedding",
-        columns=("embedder_version", "events", "updated_at"),
+        columns=("embedder_version", "events", "updated_at", "vector"),
         category="behavior vector derived from the person's events",
         purpose="behavior segments and lookalike audiences (profiling)",
         retention="replaced at each refit; deleted with the profile",

@@ -52,7 +52,8 @@ def test_templates__no_inline_script_or_event_handler():
             attributes = match.group(1)
             if "src=" not in attributes and 'type="application/json"' not in attributes:
                 offenders.append(f"{path.name}: inline <script{attributes}>")
-        offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(r"\son[a-z]+\s*=", text)]
+        handlers = re.finditer(r"(?<![\w-])on[a-z]+\s*=|hx-on[:-]", text)
+        offenders += [f"{path.name}: {m.group(0)}" for m in handlers]
     assert offenders == []
 
 

@@ -132,21 +132,24 @@ def events_ingest(
 
 
 _KNOWN_SECONDS = 5.0
-_known: dict[int, tuple[float, frozenset[str]]] = {}
+_known: dict[int, tuple[float, dict[str, frozenset[str]]]] = {}
 
 
-def experience_keys_known(*, project_id: int) -> frozenset[str] | None:
-    """The project's registered experience keys (any status), cached in process for a few seconds:
-    an experience registered just now is known to every server within _KNOWN_SECONDS. None when
-    PostgreSQL cannot say: exposures are then taken unchecked rather than lost."""
-    from personalization.models import Experience
+def experience_keys_known(*, project_id: int) -> dict[str, frozenset[str]] | None:
+    """The project's registered experiences (any status) → their variant keys, cached in process for
+    a few seconds: an experience registered just now is known to every server within _KNOWN_SECONDS.
+    None when PostgreSQL cannot say: exposures are then taken unchecked rather than lost."""
+    from personalization.models import Variant
 
     now = time.monotonic()
     hit = _known.get(project_id)
     if hit is not None and hit[0] > now:
         return hit[1]
     try:
-        keys = frozenset(Experience.objects.filter(project_id=project_id).values_list("key", flat=True))
+        rows = Variant.objects.filter(experience__project_id=project_id).values_list("experience__key", "key")
+        keys: dict[str, frozenset[str]] = {}
+        for experience_key, variant_key in rows:
+            keys[experience_key] = keys.get(experience_key, frozenset()) | {variant_key}
     except DatabaseError:
         log.warning("events: experience keys unavailable; exposures accepted unchecked", exc_info=True)
         return None

@@ -1,6 +1,8 @@
 """Experiences and variants: create, edit, lifecycle; compile and publish the decide snapshot;
 publish profiles' decide-relevant data (attributes, do-not-personalize) to their Redis hashes."""
 
+import math
+
 import orjson
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -87,11 +89,9 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
         raise ExperienceError("variants.key", "every variant needs a unique key")
     if sum(bool(v.get("is_control")) for v in variants) != 1:
         raise ExperienceError("variants.is_control", "mark exactly one variant as the control (the default)")
-    if (
-        any(float(v.get("weight", 1.0)) < 0 for v in variants)
-        or sum(float(v.get("weight", 1.0)) for v in variants) <= 0
-    ):
-        raise ExperienceError("variants.weight", "weights must be non-negative and not all zero")
+    weights = [float(v.get("weight", 1.0)) for v in variants]
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ExperienceError("variants.weight", "weights must be non-negative numbers, not all zero")
 
 
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:

@@ -49,12 +49,16 @@ def _plain(value):
 def _json_default(value):
     if isinstance(value, Decimal):
         return str(value)
+    if hasattr(value, "tolist"):  # a pgvector embedding arrives as a numpy array
+        return value.tolist()
     raise TypeError(f"cannot export {type(value).__name__}")
 
 
 def _cell(value) -> str:
     if value is None:
         return ""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
     if isinstance(value, dict | list):
         return orjson.dumps(value, default=_json_default).decode()
     return str(_plain(value))
@@ -73,6 +77,8 @@ class _Profiling:
             self.shown[(row["experience_key"], row["variant_key"] or row["arm"], row["reason"])] += 1
             if row.get("segment"):
                 self.segments.add(row["segment"])
+        elif location == "segment_memberships":
+            self.segments.add(row.get("segment__name") or row.get("segment__key") or "")
         elif location == "decide_hash":
             self.segments.update((row["fields"].get("segs") or "").split())
 
@@ -122,8 +128,8 @@ def _summary(request: DataSubjectRequest, counts: dict[str, int], profiling: _Pr
 
 def _json_rows(loc: registry.Location, subject: registry.Subject, profiling: _Profiling) -> Iterator[bytes]:
     """The location's rows as JSON texts: written by PostgreSQL for tables (a server-side cursor,
-    EXPORT_CHUNK rows at a time), by orjson for the rest."""
-    if loc.sql is None or loc.name == "exposures":  # exposures feed the summary's profiling section
+    EXPORT_CHUNK rows at a time), by orjson for the rest and for the few rows the summary reads."""
+    if loc.sql is None or loc.name == "exposures" or loc.profiling:  # these feed the summary's profiling section
         for row in loc.export(subject):
             profiling.see(loc.name, row)
             yield orjson.dumps(row, default=_json_default)

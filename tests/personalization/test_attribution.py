@@ -190,3 +190,13 @@ def test_exposure__unregistered_experience__refused_saying_how_to_register(clien
     (problem,) = response.json()["rejected"]
     assert problem["field"] == "properties.experience"
     assert "register it" in problem["message"] and "/api/v1/experiences/" in problem["message"]
+
+
+@pytest.mark.django_db
+def test_exposure__unknown_variant__refused_listing_the_registered_ones(client, project, public_key):
+    response = events_post(client, public_key, [exposure("x1", "hal", 0, variant="typo")])
+    assert response.status_code == 400
+    (problem,) = response.json()["rejected"]
+    assert problem["field"] == "properties.variant" and "use one of: a, b, c" in problem["message"]
+    held = events_post(client, public_key, [exposure("x2", "ida", 0, holdout=True, variant=None)])
+    assert held.status_code == 200 and held.json()["accepted"] == 1  # a holdout names no variant

@@ -73,3 +73,37 @@ def test_keys__stored_only_as_hash_with_enough_randomness(project):
     row = ApiKey.objects.get(project=project)
     assert raw not in (row.key_hash, row.prefix) and len(row.key_hash) == 64
     assert len(raw) - 3 >= 32  # 24 random bytes, url-safe base64: 192 bits
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"variants": [{"key": "a", "is_control": True}]}, "variants"),
+        ({"variants": [{"key": "a", "is_control": True, "weight": "NaN"}, {"key": "b"}]}, "variants.0.weight"),
+        ({"attribution_hours": 100_000}, "attribution_hours"),
+        ({"variants": [{"key": "a b", "is_control": True}, {"key": "b"}]}, "variants.0.key"),
+        ({"key": "hero"}, "key"),  # taken
+    ],
+)
+def test_experiences_api__bad_registration__400_naming_the_field(client, project, secret_key, body, field):
+    import orjson
+
+    from tests.factories import external_experience_make
+
+    external_experience_make(project=project, key="hero")
+    registration = {
+        "key": "spring",
+        "name": "Spring",
+        "external": True,
+        "variants": [{"key": "a", "is_control": True}, {"key": "b"}],
+        **body,
+    }
+    response = client.post(
+        "/api/v1/experiences/",
+        data=orjson.dumps(registration),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret_key}",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["field"] == field

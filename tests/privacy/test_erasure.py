@@ -15,6 +15,8 @@ from personalization.services.dead_letters import dead_letters_write
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus, Suppression
+from segments.embedding import DIMS
+from segments.models import ProfileEmbedding, Segment, SegmentMembership
 from tests.factories import event_make, events_post, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 from tests.personalization.test_drain_crash import ROOT, drain_env, process_kill
@@ -67,6 +69,8 @@ def subject_rows(project, user: str, anon: str) -> dict[str, int]:
         "exposures": Exposure.objects.filter(profile_id__in=profiles).count(),
         "decide_hashes": client.exists(rkeys.unit(project.pk, user), rkeys.unit(project.pk, anon)),
         "stream": len(stream),
+        "segment_memberships": SegmentMembership.objects.filter(profile_id__in=profiles).count(),
+        "embeddings": ProfileEmbedding.objects.filter(profile_id__in=profiles).count(),
         "dead_letters": DeadLetter.objects.filter(project=project, user_id=user).count()
         + DeadLetter.objects.filter(project=project, anonymous_id=anon).count(),
     }
@@ -87,6 +91,20 @@ def dead_letter_make(project, user: str, anon: str, tag: str) -> None:
     dead_letters_write(dead=[(project.pk, event, "DataError: value too long")])
 
 
+def profiling_make(project, user: str) -> None:
+    """What segments derive about the person: a behavior segment, a lookalike audience, an embedding."""
+    profile = Profile.objects.get(project=project, external_id=user)
+    for kind in ("behavior", "lookalike"):
+        segment, _ = Segment.objects.get_or_create(
+            project=project, key=f"{kind}-1", defaults={"kind": kind, "name": kind}
+        )
+        SegmentMembership.objects.create(segment=segment, profile=profile, score=0.9)
+    vector = [1.0] + [0.0] * (DIMS - 1)
+    ProfileEmbedding.objects.create(
+        project=project, profile=profile, embedder_version=1, vector=vector, events=7, updated_at=profile.last_seen
+    )
+
+
 def pending_post(client, public_key, user: str, tag: str) -> None:
     """Events accepted but not drained yet: they wait in the Redis stream."""
     late = [event_make(0, event_id=f"{tag}-pending-{i}", user_id=user, anonymous_id=None) for i in range(3)]
@@ -102,6 +120,8 @@ def test_erase__subject_everywhere__nothing_left_and_others_untouched(client, pr
     pending_post(client, public_key, "bob", "b")
     dead_letter_make(project, "alice", "anon-alice", "a")
     dead_letter_make(project, "bob", "anon-bob", "b")
+    profiling_make(project, "alice")
+    profiling_make(project, "bob")
     before = subject_rows(project, "alice", "anon-alice")
     assert all(before.values()), before
     bob_before = subject_rows(project, "bob", "anon-bob")
@@ -117,6 +137,7 @@ def test_erase__subject_everywhere__nothing_left_and_others_untouched(client, pr
     removed = {loc["name"]: loc["removed"] for loc in certificate["locations"]}
     assert removed["events"] == before["events"] and removed["pending_events"] == 3
     assert removed["exposures"] == 1 and removed["decide_hash"] == 2 and removed["dead_letters"] == 1
+    assert removed["segment_memberships"] == 2 and removed["embeddings"] == 1
     assert subject_rows(project, "alice", "anon-alice") == dict.fromkeys(before, 0)
     assert subject_rows(project, "bob", "anon-bob") == bob_before
     request.refresh_from_db()

@@ -11,9 +11,10 @@ from personalization.models import Event, Exposure, Profile
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import RequestStatus
+from segments.models import ProfileEmbedding, SegmentMembership
 from tests.factories import events_post, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
-from tests.privacy.test_erasure import pending_post, person_events, subject_everywhere
+from tests.privacy.test_erasure import pending_post, person_events, profiling_make, subject_everywhere
 
 
 def access_request(project, **identifiers):
@@ -26,6 +27,8 @@ def test_export__exactly_the_subjects_data(client, project, public_key):
     subject_everywhere(client, project, public_key, "erin", "anon-erin", "e")
     subject_everywhere(client, project, public_key, "frank", "anon-frank", "f")
     pending_post(client, public_key, "erin", "e")
+    profiling_make(project, "erin")
+    profiling_make(project, "frank")
     erin = Profile.objects.get(project=project, external_id="erin")
 
     request = access_request(project, email="erin@example.com")
@@ -54,6 +57,12 @@ def test_export__exactly_the_subjects_data(client, project, public_key):
     assert {r["unit_id"] for r in located["decide_hash"]} == {"erin", "anon-erin"}
     everything = orjson.dumps(data).decode() + "".join(orjson.dumps(rows).decode() for rows in csvs.values())
     assert "frank" not in everything and "f-view" not in everything
+    assert [r["segment__key"] for r in located["segment_memberships"]] == ["behavior-1", "lookalike-1"]
+    assert (
+        len(located["embeddings"]) == 1
+        and located["embeddings"][0]["vector"][0] == 1.0
+        and "Segments you are in: behavior, lookalike" in summary
+    )
     assert "hero" in summary and "fixed_split" in summary and "Recipients" in summary and "purpose" in summary
     request.refresh_from_db()
     assert request.status == RequestStatus.COMPLETED and request.export_path == str(path)
@@ -76,12 +85,16 @@ def test_export__then_erasure__export_file_deleted_too(client, project, public_k
 def test_objection__not_personalized_and_profiling_data_gone(client, project, public_key):
     make_experience(project)
     subject_everywhere(client, project, public_key, "hank", "anon-hank", "h")
+    profiling_make(project, "hank")
     request = privacy_request_make(project=project, kind="objection", user_id="hank")
     privacy_services.subject_object(request=request)
     assert Profile.objects.get(project=project, external_id="hank").do_not_personalize is True
     _, answer = post_decide(client, public_key, {"user_id": "hank"})
     assert answer["assignments"]["hero"]["reason"] == "not_personalized"
     assert Event.objects.filter(profile__external_id="hank").exists(), "objection keeps the events"
+    hank = Profile.objects.get(project=project, external_id="hank")
+    assert not SegmentMembership.objects.filter(profile=hank).exists()
+    assert not ProfileEmbedding.objects.filter(profile=hank).exists()
 
 
 @pytest.mark.django_db(transaction=True)
