@@ -38,6 +38,7 @@ bench: migrate
 	$(PY) bench/decide.py
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
+	$(PY) bench/segments.py
 	$(PY) bench/soak.py
 	$(PY) bench/privacy.py
 
@@ -46,6 +47,7 @@ bench-quick: migrate
 	$(PY) bench/decide.py --quick
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
+	$(PY) bench/segments.py --quick
 	$(PY) bench/soak.py --quick
 	$(PY) bench/privacy.py --quick
 

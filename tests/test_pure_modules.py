@@ -15,6 +15,8 @@ PURE = [
     "personalization.bandit",
     "personalization.redis_wire",
     "personalization.throttle",
+    "segments.embedding",
+    "segments.kmeans",
 ]
 
 

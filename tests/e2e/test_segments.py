@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 from personalization.models import ProfileIdentity
 from personalization.services import demo as demo_services
 from segments.models import Segment, SegmentKind, SegmentMembership
-from tests.e2e.test_lift import celery_worker
+from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -16,6 +16,7 @@ from personalization.event_schema import batch_validate
 from personalization.management.commands.demo_traffic import Traffic
 from personalization.models import Event, Experience, Exposure, Membership, Profile, ProfileIdentity
 from personalization.services import demo as demo_services
+from segments.models import ClusteringRun
 
 END = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -245,6 +246,7 @@ def test_demo_seed__small_demo__everything_in_place(tmp_path, django_capture_on_
         call_command("demo_seed", "--reset", "--profiles", "50", "--days", "1", "--keys-file", str(keys_file))
     assert [entry_id for entry_id, _ in stream.xrange(rkeys.EVENTS_STREAM)] == [other], "the old demo's batches go"
     assert Profile.objects.filter(project__slug="demo-shop").count() == 50
+    assert ClusteringRun.objects.filter(project__slug="demo-shop", status="queued").count() == 1, "first segments"
     assert not Profile.objects.filter(project_id=project.pk).exists()
     auth.cache_clear()
     assert auth.api_key_lookup(keys["public_key"]) is None

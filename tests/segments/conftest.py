@@ -4,7 +4,8 @@ import pytest
 
 from personalization.services import demo as demo_services
 
-DEMO_END = datetime(2026, 11, 20, 12, tzinfo=UTC)
+# Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.
+DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @pytest.fixture

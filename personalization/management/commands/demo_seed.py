@@ -61,6 +61,10 @@ class Command(BaseCommand):
             comparison="control",
             segment_by=f"attribute:{PLANTED_ATTRIBUTE}",
         )
+        # And the first behavior clustering, so the Segments page has segments once a worker runs.
+        from segments import services as segments_services
+
+        segments_services.clustering_run_request(project=project)
         counts = {
             "profiles": Profile.objects.filter(project=project).count(),
             "events": Event.objects.filter(project=project).count(),

@@ -1,0 +1,147 @@
+"""Fold-in after the drain, opt-outs and erasure, rule segments, and a worker killed mid-clustering."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from personalization import redis_client, rkeys
+from personalization import services as personalization_services
+from personalization.models import Profile, ProfileIdentity
+from segments import services
+from segments.models import ClusteringRun, ProfileEmbedding, RunStatus, Segment, SegmentMembership
+from tests.segments.conftest import DEMO_END
+from tests.workers import database_url
+
+
+@pytest.fixture
+def clustered(demo_project, django_capture_on_commit_callbacks):
+    services.embeddings_refit(project_id=demo_project.pk, now=DEMO_END)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo_project, k=8).pk)
+    return demo_project, run
+
+
+def _segs(project, profile_id) -> list[str]:
+    unit = ProfileIdentity.objects.filter(profile_id=profile_id).values_list("value", flat=True).first()
+    raw = redis_client.worker().hget(rkeys.unit(project.pk, unit), "segs")
+    return raw.decode().split() if raw else []
+
+
+def _segment(run, word):
+    return next(s for s in Segment.objects.filter(run=run) if word in s.name.lower())
+
+
+def test_fold_in__new_behavior_after_drain__moves_the_person_and_decide_sees_it(
+    clustered, django_capture_on_commit_callbacks
+):
+    project, run = clustered
+    walking, yoga = _segment(run, "walking"), _segment(run, "yoga")
+    profile_id = SegmentMembership.objects.filter(segment=walking).values_list("profile_id", flat=True).first()
+    assert walking.key in _segs(project, profile_id)
+    unit = ProfileIdentity.objects.filter(profile_id=profile_id, kind="anon").values_list("value", flat=True).first()
+    now = timezone.now()
+    events = [
+        {
+            "event_id": f"yoga-{n}",
+            "type": "page_view",
+            "anonymous_id": unit,
+            "timestamp": (now - timedelta(seconds=60 - n)).isoformat(),
+            "properties": {"url": "/c/yoga", "category": "yoga", "item": "cork-yoga-mat", "dwell_ms": 20_000},
+        }
+        for n in range(60)
+    ]
+    personalization_services.events_ingest(project_id=project.pk, payload={"events": events})
+    queued_before = redis_client.worker().llen("celery")
+    assert personalization_services.events_drain() == 60
+    assert redis_client.worker().llen("celery") == queued_before + 1, "the drain queues one fold-in task"
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.embeddings_fold_in(project_id=project.pk, profile_ids=[profile_id])
+    assert result == {"embedded": 1, "removed": 0}
+    segs = _segs(project, profile_id)
+    assert yoga.key in segs and walking.key not in segs
+
+
+def test_opt_out_and_erasure__never_in_segments_maps_or_embeddings(clustered, django_capture_on_commit_callbacks):
+    project, run = clustered
+    members = list(SegmentMembership.objects.filter(segment__run=run).values_list("profile_id", flat=True)[:40])
+    opted, erased = members[:20], members[20:]
+    Profile.objects.filter(pk__in=opted).update(do_not_personalize=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.embeddings_fold_in(project_id=project.pk, profile_ids=opted)
+    assert not ProfileEmbedding.objects.filter(profile_id__in=opted).exists()
+    assert not SegmentMembership.objects.filter(profile_id__in=opted).exists()
+    assert all(_segs(project, pid) == [] for pid in opted[:5])
+    Profile.objects.filter(pk__in=erased).delete()
+    assert not ProfileEmbedding.objects.filter(profile_id__in=erased).exists()
+    assert not SegmentMembership.objects.filter(profile_id__in=erased).exists()
+    # Opted out people still holding an old vector (no fold-in yet) are left out of new runs too.
+    Profile.objects.filter(pk__in=members[40:60]).update(consent={"personalization": False})
+    again = services.clustering_run_execute(run_id=services.clustering_run_request(project=project, k=8).pk)
+    clustered_ids = set(SegmentMembership.objects.filter(segment__run=again).values_list("profile_id", flat=True))
+    assert not clustered_ids & set(members[:60])
+    assert again.profiles == len(clustered_ids) and len(again.map_points) == min(3000, again.profiles)
+
+
+def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_project, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        segment = services.rule_segment_save(
+            project=demo_project,
+            key="repeat-members",
+            name="Repeat buyers",
+            definition={
+                "attributes": [{"attribute": "plan", "op": "ne", "value": "guest"}],
+                "events": [{"type": "purchase", "op": ">=", "count": 1, "days": 30}],
+            },
+        )
+    members = set(SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True))
+    expected = {
+        p.pk
+        for p in Profile.objects.filter(project=demo_project).exclude(attributes__plan="guest")
+        if p.event_set.filter(type="purchase", ts__gte=timezone.now() - timedelta(days=30)).exists()
+    }
+    assert members == expected and len(members) > 5
+    assert "repeat-members" in _segs(demo_project, next(iter(members)))
+    with pytest.raises(services.SegmentsError) as err:
+        services.rule_segment_save(
+            project=demo_project, key="x", name="X", definition={"events": [{"type": "purchase", "days": 900}]}
+        )
+    assert err.value.field == "events[0].days"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
+    from personalization.services import demo as demo_services
+
+    project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+    run = services.clustering_run_request(project=project)  # automatic k: the slow path
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
+    code = (
+        "import django; django.setup(); from segments import services;"
+        f" services.clustering_run_execute(run_id={run.pk})"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.progress >= 40:
+            break
+        time.sleep(0.1)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and 40 <= run.progress < 100
+    assert not Segment.objects.filter(run=run).exists()
+    assert not SegmentMembership.objects.filter(segment__run=run).exists()
+    assert services.clustering_runs_resume(now=timezone.now() + timedelta(minutes=5)) == 1
+    assert ClusteringRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    done = services.clustering_run_execute(run_id=run.pk)
+    assert done.status == RunStatus.DONE and done.attempts == 2
+    assert Segment.objects.filter(run=run).count() == done.k
+    assert SegmentMembership.objects.filter(segment__run=run).count() == done.profiles
