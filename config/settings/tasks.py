@@ -15,7 +15,12 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
 # bench/lift.py), or a slow task would run twice at once: harmless, as they are idempotent, but wasted.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KAIROS_CELERY_VISIBILITY_TIMEOUT", 900)}
+# kombu looks for such messages every 10 s but, by default, scans only on every 10th look (so up to
+# ~100 s late); a scan is one ZRANGE, so every look scans.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("KAIROS_CELERY_VISIBILITY_TIMEOUT", 900),
+    "unacked_restore_throttle": 1,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
