@@ -24,7 +24,9 @@ def _map_figure(run: ClusteringRun, segments) -> str:
     fig = go.Figure()
     for index in sorted(names):
         points = [p for p in run.map_points if p[2] == index]
-        fig.add_scattergl(
+        # SVG, not WebGL: at most 3,000 points draw fast, and browsers without WebGL (VMs, remote
+        # desktops, headless) still show the map.
+        fig.add_scatter(
             x=[p[0] for p in points],
             y=[p[1] for p in points],
             mode="markers",
