@@ -106,5 +106,11 @@ def test_decide_service__as_make_run_starts_it__workers_pinned_to_different_cpus
         assert pinned == [str(cpus[0]), str(cpus[1])]
         assert _cpus_allowed(server.pid) == _cpus_allowed(os.getpid())  # granian's main process is left alone
     finally:
+        # This test is about pinning, not shutdown: granian sometimes takes longer than 15 s to stop on
+        # SIGTERM under pytest (not diagnosed; by hand it stops in 0.1–0.2 s), so a straggler is killed.
         os.killpg(server.pid, 15)
-        server.wait(timeout=15)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
