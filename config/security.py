@@ -49,3 +49,32 @@ class SecurityHeadersMiddleware:
         if not request.path.startswith(_STATIC_PREFIX) and "Cache-Control" not in response.headers:
             add_never_cache_headers(response)
         return response
+
+
+class StorableInputMiddleware:
+    """Dashboard forms and REST bodies: a NUL or lone surrogate anywhere in a query or form value (or a
+    NUL in a JSON body) is answered 400 naming the field, before any view writes it. One check here
+    instead of one per form; the public endpoints check every field themselves (event_schema)."""
+
+    _PUBLIC = ("/api/v1/events", "/api/v1/decide")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.http import JsonResponse
+
+        from personalization.event_schema import FieldError, text_check
+
+        if request.path.startswith(self._PUBLIC):
+            return self.get_response(request)
+        try:
+            for name, values in [*request.GET.lists(), *(request.POST.lists() if request.method == "POST" else [])]:
+                text_check(name, "a field name")
+                for value in values:
+                    text_check(value, name)
+            if request.content_type == "application/json" and (b"\\u0000" in request.body or b"\x00" in request.body):
+                raise FieldError("body", "contains a NUL character (\\u0000), which cannot be stored; remove it")
+        except FieldError as exc:
+            return JsonResponse({"error": {"field": exc.field, "message": f"{exc.field} {exc.message}"}}, status=400)
+        return self.get_response(request)
