@@ -6,19 +6,24 @@ breakdown (behavior clusters, rule segments) plug in here and there as one more 
 
     "exposure:segment"   the segment recorded at exposure, in every arm (per-segment bandits)
     "attribute:<name>"   a profile attribute (device, channel, plan …)
+    "run:<id>"           the behavior segment of a clustering run the person was in at exposure
+    "segment:<key>"      in one (rule or lookalike) segment at exposure, or not
 
 People with no value fall into MISSING_LABEL, which `exclude_missing` leaves out of the report
-(its totals and its multiple-testing family).
+(its totals and its multiple-testing family). For the behavior breakdowns that is an exposure
+recorded before exposures kept their segments; one known to be in none is NO_SEGMENT.
 """
 
 import re
 from dataclasses import dataclass
 
 from personalization.selectors import MISSING_SEGMENT as MISSING_LABEL
+from personalization.selectors import NO_SEGMENT
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_RUN = re.compile(r"^[1-9][0-9]{0,17}$")
 
-__all__ = ["MISSING_LABEL", "Breakdown", "BreakdownError"]
+__all__ = ["MISSING_LABEL", "NO_SEGMENT", "Breakdown", "BreakdownError"]
 
 
 class BreakdownError(ValueError):
@@ -38,9 +43,13 @@ class Breakdown:
             return cls("exposure", "segment", exclude_missing)
         if kind == "attribute" and _NAME.match(name):
             return cls("attribute", name, exclude_missing)
+        if kind == "run" and _RUN.match(name):
+            return cls("run", name, exclude_missing)
+        if kind == "segment" and _NAME.match(name):
+            return cls("segment", name, exclude_missing)
         raise BreakdownError(
-            f"segment_by={raw!r} is not supported; use exposure:segment or attribute:<name>"
-            " (letters, digits and _.- only)"
+            f"segment_by={raw!r} is not supported; use exposure:segment, attribute:<name>, run:<clustering run id>"
+            " or segment:<segment key> (names and keys: letters, digits and _.- only)"
         )
 
     def __str__(self) -> str:
@@ -48,4 +57,13 @@ class Breakdown:
 
     @property
     def label(self) -> str:
+        if self.kind == "run":
+            return f"behavior segment (run #{self.name})"
+        if self.kind == "segment":
+            return f"segment {self.name}"
         return "segment at exposure" if self.kind == "exposure" else self.name
+
+    @property
+    def by_behavior(self) -> bool:
+        """Reads the behavior segments every exposure records (not a value of the profile today)."""
+        return self.kind in ("run", "segment")

@@ -1,5 +1,7 @@
 """Plotly figures of a lift report (from its JSON form). No Django: figures in, JSON out."""
 
+from html import escape
+
 import plotly.graph_objects as go
 
 GOOD, BAD, NEUTRAL, INK = "#059669", "#dc2626", "#9ca3af", "#111827"
@@ -10,12 +12,34 @@ def _pts(value):
     return None if value is None else value * 100
 
 
+def segment_name(result: dict, value: str) -> str:
+    """The name shown for a segment: the marketer's name of a behavior segment, else the value itself."""
+    return (result.get("segment_labels") or {}).get(value, value)
+
+
+def segment_key(result: dict, value: str) -> str:
+    """The key shown under a behavior segment's name ("" for other breakdowns and for the rows of
+    people in no segment or not recorded, whose values are in parentheses and no key)."""
+    labels = result.get("segment_labels") or {}
+    return value if value in labels and not value.startswith("(") else ""
+
+
+def _tick(result: dict, value: str) -> str:
+    """An axis label: the segment's name, with its key in small grey type below. Names are the
+    marketer's text, so plotly's tags in them are shown, not obeyed."""
+    if not result.get("segment_labels"):
+        return value
+    key = segment_key(result, value)
+    name = escape(segment_name(result, value), quote=False)
+    return f"{name}<br><span style='font-size:10px;color:#6b7280'>{escape(key, quote=False)}</span>" if key else name
+
+
 def waterfall(result: dict, metric: str = "conversion") -> str:
     """Each segment's contribution to the total lift, the mix term, and the total (percentage points)."""
     decomposition = result["report"][f"{metric}_decomposition"]
     scale = _pts if metric == "conversion" else (lambda v: v)
     contributions = sorted(decomposition["contributions"], key=lambda c: -(c["contribution"] or 0))
-    names = [c["name"] for c in contributions] + ["Mix", "Total"]
+    names = [_tick(result, c["name"]) for c in contributions] + ["Mix", "Total"]
     values = [scale(c["contribution"]) for c in contributions] + [scale(decomposition["mix"]), None]
     measures = ["relative"] * (len(contributions) + 1) + ["total"]
     fig = go.Figure(
@@ -50,7 +74,7 @@ def forest(result: dict, metric: str = "conversion") -> str:
         scale = 100 if metric == "conversion" else 1
         significant = row[f"{metric}_significant"]
         value = estimate["value"]
-        names.append("All users" if index == len(rows) - 1 else row["name"])
+        names.append("All users" if index == len(rows) - 1 else _tick(result, row["name"]))
         values.append(None if value is None else value * scale)
         low.append(None if estimate["ci_low"] is None or value is None else (value - estimate["ci_low"]) * scale)
         high.append(None if estimate["ci_high"] is None or value is None else (estimate["ci_high"] - value) * scale)
@@ -140,6 +164,7 @@ CSV_HEADER = [
     "contribution_ci_low",
     "contribution_ci_high",
     "srm_p_value",
+    "segment_key",
 ]
 
 
@@ -154,7 +179,7 @@ def table_rows(result: dict) -> list[list]:
         is_overall = row is report["overall"]
         rows.append(
             [
-                "All users" if is_overall else row["name"],
+                "All users" if is_overall else segment_name(result, row["name"]),
                 conversion["users_treatment"],
                 conversion["users_holdout"],
                 conversion["conversions_treatment"],
@@ -179,6 +204,7 @@ def table_rows(result: dict) -> list[list]:
                 report["conversion_decomposition"]["total_ci_low"] if is_overall else part.get("ci_low"),
                 report["conversion_decomposition"]["total_ci_high"] if is_overall else part.get("ci_high"),
                 row["sample_ratio"]["p_value"],
+                "" if is_overall else segment_key(result, row["name"]),
             ]
         )
     return rows

@@ -8,10 +8,11 @@ SQL itself is a `personalization` selector: this app names none of that app's ta
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from experiments.breakdown import MISSING_LABEL, Breakdown
+from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
 from experiments.models import LiftReport
 from experiments.stats import ArmStats, SegmentStats
 from personalization import selectors as personalization_selectors
+from segments import selectors as segments_selectors
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,22 @@ def _arm(row) -> ArmStats:
 _EMPTY = (0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def _run_of(project_id: int, breakdown: Breakdown):
+    run = segments_selectors.run_done_by_id(project_id=project_id, run_id=int(breakdown.name))
+    if run is None:
+        raise BreakdownError(
+            f"segment_by=run:{breakdown.name}: there is no finished clustering run #{breakdown.name} in this project;"
+            " pick a run listed under “by”, or run a clustering on the Segments page"
+        )
+    return run
+
+
 def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
+    kind, name = breakdown.kind, breakdown.name
+    if kind == "run":  # the run's segment keys share its prefix
+        kind, name = "segs_prefix", _run_of(population.project_id, breakdown).key_prefix
+    elif kind == "segment":
+        kind = "segs_key"
     return {
         "project_id": population.project_id,
         "experience_key": population.experience_key,
@@ -54,8 +70,8 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
         "start": population.start,
         "end": population.end,
         "control_key": population.control_key,
-        "breakdown_kind": breakdown.kind,
-        "breakdown_name": breakdown.name,
+        "breakdown_kind": kind,
+        "breakdown_name": name,
     }
 
 
@@ -63,15 +79,43 @@ def lift_cells_sql(*, population: Population, breakdown: Breakdown) -> tuple[str
     return personalization_selectors.exposure_lift_cells_sql(**_cells_arguments(population, breakdown))
 
 
-def lift_cells(*, population: Population, breakdown: Breakdown) -> list[tuple[str, int, bool, ArmStats]]:
+def lift_cells(
+    *, population: Population, breakdown: Breakdown, keep_missing: bool = False
+) -> list[tuple[str, int, bool, ArmStats]]:
     """(segment, day number, treated, sums) cells from ONE parallel scan; segments and days are
     roll-ups of these cells (sufficient statistics add up), done in Python on a few hundred rows.
-    With `exclude_missing`, people without a value are left out of everything."""
+    With `exclude_missing`, people without a value are left out of everything (unless
+    `keep_missing`: the caller counts them first, then calls lift_cells_without_missing)."""
     rows = personalization_selectors.exposure_lift_cells(**_cells_arguments(population, breakdown))
     cells = [(seg, int(day), bool(treated), _arm(sums)) for seg, day, treated, *sums in rows]
-    if breakdown.exclude_missing:
-        cells = [cell for cell in cells if cell[0] != MISSING_LABEL]
+    if breakdown.exclude_missing and not keep_missing:
+        cells = lift_cells_without_missing(cells=cells)
     return cells
+
+
+def lift_cells_without_missing(*, cells):
+    return [cell for cell in cells if cell[0] != MISSING_LABEL]
+
+
+def lift_missing_count(*, cells) -> int:
+    """People in the cells without a value for the breakdown (MISSING_LABEL)."""
+    return sum(cell[3].n for cell in cells if cell[0] == MISSING_LABEL)
+
+
+def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, str]:
+    """What a report shows for each value of a behavior breakdown: the names the marketer gave its
+    segments, and words for "in none" and "not recorded". Empty for other breakdowns (their values
+    are their names)."""
+    if breakdown.kind == "run":
+        names = {s.key: s.name for s in segments_selectors.run_segments(run=_run_of(project_id, breakdown))}
+        outside = "No segment"
+    elif breakdown.kind == "segment":
+        known = segments_selectors.segment_names(project_id=project_id)
+        names = {breakdown.name: known.get(breakdown.name, breakdown.name)}
+        outside = "Not in this segment"
+    else:
+        return {}
+    return {**names, NO_SEGMENT: outside, MISSING_LABEL: "Recorded before segments were kept"}
 
 
 def _rollup(cells, key_of) -> dict:
@@ -141,8 +185,20 @@ def lift_experience_keys(*, project_id: int) -> list[str]:
     return sorted(configured | personalization_selectors.exposure_experience_keys(project_id=project_id))
 
 
-def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, str]]:
-    """(value, label) of the breakdowns that make sense for this project's data."""
-    choices = [("exposure:segment", "Segment at exposure")]
+def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The breakdowns that make sense for this project's data, in groups: (group label, [(value,
+    label)]); the first group has no label. Behavior segments: one choice per kept clustering run,
+    one per rule or lookalike segment (people may be in several, so each is "in it or not")."""
+    general = [("exposure:segment", "Segment at exposure")]
+    runs = [
+        (f"run:{run.pk}", f"Behavior segments — run #{run.pk} (k={run.k})")
+        for run in segments_selectors.runs_done(project_id=project_id)
+    ]
+    others = [
+        (f"segment:{s.key}", f"{s.get_kind_display()}: {s.name}")
+        for s in segments_selectors.segments_rule_and_lookalike(project_id=project_id)
+    ]
     names = personalization_selectors.profile_attribute_names(project_id=project_id)
-    return choices + [(f"attribute:{name}", f"Profile attribute: {name}") for name in names]
+    attributes = [(f"attribute:{name}", f"Profile attribute: {name}") for name in names]
+    groups = [("", general), ("Behavior segments", runs), ("Rule and lookalike segments", others)]
+    return [group for group in [*groups, ("Profile attributes", attributes)] if group[1]]

@@ -6,7 +6,7 @@ Pure text formatting of numbers `experiments.stats` already computed; no Django 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from experiments.stats import p_value_text
@@ -39,6 +39,7 @@ def summary_sentences(
     treatment_label: str = "Personalization",
     holdout_label: str = "the holdout",
     breakdown_label: str = "",
+    labels: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Plain-language findings for people who do not read p-values, most important first.
 
@@ -47,13 +48,16 @@ def summary_sentences(
     Sample ratio warnings come first in both because they invalidate everything after them.
     Segment claims ("for X it is negative") are made only for segments significant after
     correction. With `breakdown_label` (e.g. "literacy"), segments are named "literacy = 0": a bare
-    value says nothing in a sentence.
+    value says nothing in a sentence. `labels` maps a segment's key to the name shown for it.
     """
     if metric not in ("conversion", "revenue"):
         raise ValueError(f'metric must be "conversion" or "revenue", got {metric!r}.')
     level = f"{round((1 - report.alpha) * 100, 6):g} % CI"
 
+    label_of = labels or {}
+
     def named(name: str) -> str:
+        name = label_of.get(name, name)
         return f"{breakdown_label} = {name}" if breakdown_label else name
 
     sentences = _sample_ratio_sentences(report, named)

@@ -94,8 +94,14 @@ def lift_compute(
         end=end,
         control_key=control_key,
     )
+    segment_labels = selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)
     progress(10, "Aggregating exposures and outcomes in PostgreSQL")
-    cells = selectors.lift_cells(population=population, breakdown=breakdown)
+    cells = selectors.lift_cells(population=population, breakdown=breakdown, keep_missing=True)
+    # Said, never silently dropped: how many people the breakdown has no value for (for behavior
+    # segments: exposures recorded before exposures kept them).
+    missing = {"users": selectors.lift_missing_count(cells=cells), "excluded": breakdown.exclude_missing}
+    if breakdown.exclude_missing:
+        cells = selectors.lift_cells_without_missing(cells=cells)
     segments = selectors.lift_segment_stats(cells=cells)
     daily = selectors.lift_daily_stats(cells=cells)
     progress(80, "Computing statistics")
@@ -107,6 +113,7 @@ def lift_compute(
             "users_treatment": users_t,
             "users_holdout": users_h,
             "message": _empty_message(experience_key, comparison, users_t, users_h),
+            "missing": missing,
         }
     report = stats.lift_report(segments=segments, holdout_share=share, correction=correction)
     labels = (
@@ -131,19 +138,23 @@ def lift_compute(
                 }
             )
     progress(95, "Writing the report")
-    labels["breakdown_label"] = "" if breakdown.kind == "exposure" else breakdown.label
+    # Segment names say what they are; other values read as "plan = pro".
+    labels["breakdown_label"] = "" if breakdown.kind == "exposure" or segment_labels else breakdown.label
     unchecked = [] if share is not None else [_no_split_sentence(experience_key, comparison)]
+    named = {"labels": segment_labels, **labels}
     return {
         "empty": False,
         "report": report.to_dict(),
-        "sentences": unchecked + sentences.summary_sentences(report, metric_label="conversion", **labels),
+        "sentences": unchecked + sentences.summary_sentences(report, metric_label="conversion", **named),
         "revenue_sentences": sentences.summary_sentences(
-            report, metric_label="revenue per user", metric="revenue", **labels
+            report, metric_label="revenue per user", metric="revenue", **named
         ),
         "daily": stats.jsonable(cumulative),
         "holdout_share": share,
         "segment_label": breakdown.label,
+        "segment_labels": segment_labels,
         "exclude_missing": breakdown.exclude_missing,
+        "missing": missing,
     }
 
 
@@ -174,9 +185,13 @@ def lift_report_request(
     """Queue a report for a worker; the page and the API poll its progress. The one way both get a
     report. With `reuse_younger_than`, the newest report with these settings is returned instead
     when it is still being computed or younger than that."""
-    lift_params_validate(
+    breakdown = lift_params_validate(
         segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
     )
+    try:
+        selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)  # the run exists
+    except ValueError as exc:
+        raise LiftInputError("segment_by", str(exc)) from None
     settings = {
         "experience_key": experience_key,
         "segment_by": segment_by,

@@ -33,7 +33,16 @@ def _report_context(report: LiftReport | None) -> dict:
     if report is None or report.status != ReportStatus.DONE or not report.result or report.result.get("empty"):
         return {}
     result = report.result
-    return {
+    warnings = result["report"]["warnings"]
+    for value, name in (result.get("segment_labels") or {}).items():  # warnings name segments by key
+        warnings = [w.replace(f"({value})", f"({name})") for w in warnings]
+    overall = result["report"]["overall"]["conversion"]
+    missing = result.get("missing") or {}
+    context = {}
+    if result.get("segment_labels") and missing.get("users"):
+        total = overall["users_treatment"] + overall["users_holdout"] + (missing["users"] if missing["excluded"] else 0)
+        context["missing"] = {**missing, "total": total, "percent": 100 * missing["users"] / total}
+    return context | {
         "charts_json": figures_json(
             {
                 "waterfall": charts.waterfall(result),
@@ -45,7 +54,7 @@ def _report_context(report: LiftReport | None) -> dict:
         "overall": result["report"]["overall"],
         "heterogeneity": result["report"]["conversion_heterogeneity"],
         "decomposition": result["report"]["conversion_decomposition"],
-        "warnings": result["report"]["warnings"],
+        "warnings": warnings,
         "srm_failed": [
             s for s in [result["report"]["overall"], *result["report"]["segments"]] if s["sample_ratio"]["mismatch"]
         ],
@@ -65,11 +74,15 @@ def lift_page(request):
         days=params["days"],
         exclude_missing=bool(params["exclude_missing"]),
     )
+    segmentations = selectors.lift_segmentation_choices(project_id=project.pk)
     context = {
         "params": params,
         "report": report,
         "experiences": selectors.lift_experience_keys(project_id=project.pk),
-        "segmentations": selectors.lift_segmentation_choices(project_id=project.pk),
+        "segmentations": segmentations,
+        "behavior_breakdowns": any(
+            value.startswith(("run:", "segment:")) for _, choices in segmentations for value, _ in choices
+        ),
         **_report_context(report),
     }
     return render(request, "experiments/lift.html", context)

@@ -29,7 +29,7 @@ class Decision:
     assignments: dict[str, dict] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     sticky_updates: dict[str, str] = field(default_factory=dict)  # hash field -> value
-    exposures: list[dict] = field(default_factory=list)  # {"experience", "variant", "arm", "reason", "segment"}
+    exposures: list[dict] = field(default_factory=list)  # {"experience", "variant", "arm", "reason", "segment", "segs"}
 
 
 def _attribute(name: str, user: dict, context: dict):
@@ -177,6 +177,9 @@ def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, rea
             "arm": arm,
             "reason": reason or arm,
             "segment": segment,
+            # Every behavior segment the unit is in, whatever the arm (lift breaks down by them);
+            # None when Redis was away, as then they are not known (not: "in no segment").
+            "segs": None if fallback else user.get("segs", ""),
             "goal": exp["goal"],
             "window_hours": exp["window_hours"],
         }

@@ -3,6 +3,7 @@
 import secrets
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
@@ -255,6 +256,10 @@ class Exposure(models.Model):
     arm = models.CharField(max_length=20, choices=Arm.choices, default=Arm.VARIANT)
     reason = models.CharField(max_length=24, blank=True, default="")
     segment = models.CharField(max_length=64, blank=True, default="")
+    # The unit's behavior-segment keys at exposure (the unit hash's "segs": clustering-run, rule and
+    # lookalike segments), in every arm, so lift can break down by them. Empty: in no segment;
+    # NULL: not known (recorded before segments were kept, or decide answered without Redis).
+    behavior_segments = ArrayField(models.CharField(max_length=64), null=True, blank=True)
     exposed_at = models.DateTimeField()
     source = models.CharField(max_length=8, default="decide")
     # Outcomes, kept up to date by the drain as events arrive, so reports and bandits aggregate one

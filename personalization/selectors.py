@@ -182,6 +182,9 @@ def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
 # Exposures as lift reports read them (the experiments app names no table of this one).
 
 MISSING_SEGMENT = "(none)"
+# Behavior breakdowns: the exposure recorded its segments and none matched. Parentheses keep both
+# apart from any segment key (slugs) or run key ("b12.3").
+NO_SEGMENT = "(no segment)"
 
 _LIFT_SUMS = """
     count(*) AS n,
@@ -205,13 +208,17 @@ _LIFT_COLUMNS = "profile_id, experience_key, variant_key, arm, segment, exposed_
 _EXPOSURE_DAY = "floor(date_part('epoch', x.exposed_at) / 86400)"
 
 
-def _lift_population(*, project_id, experience_key, comparison, control_key, start, end) -> tuple[str, list, str, list]:
-    """(FROM clause of rows aliased x, its parameters, the SQL "treated" test, its parameters)."""
+def _lift_population(
+    *, project_id, experience_key, comparison, control_key, start, end, behavior=False
+) -> tuple[str, list, str, list]:
+    """(FROM clause of rows aliased x, its parameters, the SQL "treated" test, its parameters).
+    `behavior`: the rows carry the exposure's behavior segments too."""
     if not experience_key:
         # Everyone's first exposure anywhere: personalized vs the global holdout. Ties (one decide
         # exposing several experiences at once) go to the first key, the same rule in every arm.
+        columns = _LIFT_COLUMNS + (", behavior_segments" if behavior else "")
         source = (
-            f"(SELECT DISTINCT ON (profile_id) {_LIFT_COLUMNS} FROM personalization_exposure"
+            f"(SELECT DISTINCT ON (profile_id) {columns} FROM personalization_exposure"
             " WHERE project_id = %s AND arm IN ('variant', 'holdout_global') AND exposed_at >= %s AND exposed_at < %s"
             " ORDER BY profile_id, exposed_at, experience_key) x"
         )
@@ -240,7 +247,13 @@ def exposure_lift_cells_sql(
     breakdown_kind: str = "exposure",
     breakdown_name: str = "segment",
 ) -> tuple[str, list]:
-    """The one GROUP BY a lift report runs: sums per (segment, UTC day, treated)."""
+    """The one GROUP BY a lift report runs: sums per (segment, UTC day, treated).
+
+    Breakdown kinds: "exposure" (the segment recorded at exposure), "attribute" (a profile
+    attribute named `breakdown_name`), and two over the behavior segments recorded at exposure:
+    "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix) and "segs_key"
+    (in the segment keyed `breakdown_name`, or not)."""
+    behavior = breakdown_kind in ("segs_prefix", "segs_key")
     source, params, treated, treated_params = _lift_population(
         project_id=project_id,
         experience_key=experience_key,
@@ -248,12 +261,24 @@ def exposure_lift_cells_sql(
         control_key=control_key,
         start=start,
         end=end,
+        behavior=behavior,
     )
+    join = ""
     if breakdown_kind == "exposure":
-        join, expr, expr_params = "", f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
+        expr, expr_params = f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
     elif breakdown_kind == "attribute":
         join = "JOIN personalization_profile p ON p.id = x.profile_id"
         expr, expr_params = f"coalesce(nullif(p.attributes ->> %s, ''), '{MISSING_SEGMENT}')", [breakdown_name]
+    elif behavior:
+        found = (
+            "(SELECT s FROM unnest(x.behavior_segments) s WHERE starts_with(s, %s) LIMIT 1)"
+            if breakdown_kind == "segs_prefix"
+            else "CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"
+        )
+        expr = (
+            f"CASE WHEN x.behavior_segments IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({found}, '{NO_SEGMENT}') END"
+        )
+        expr_params = [breakdown_name] if breakdown_kind == "segs_prefix" else [breakdown_name, breakdown_name]
     else:
         raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
     sql = (

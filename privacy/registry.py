@@ -225,7 +225,17 @@ register(
     table(
         name="exposures",
         model="personalization.Exposure",
-        columns=("experience_key", "variant_key", "arm", "reason", "segment", "exposed_at", "source", "converted"),
+        columns=(
+            "experience_key",
+            "variant_key",
+            "arm",
+            "reason",
+            "segment",
+            "behavior_segments",
+            "exposed_at",
+            "source",
+            "converted",
+        ),
         category="experiences and variants shown, why (reason code), and their outcome",
         purpose="measuring experiences; bandit allocation",
         retention="as long as the profile",

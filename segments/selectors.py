@@ -42,3 +42,20 @@ def segment_choices(*, project_id: int) -> list[tuple[str, str]]:
         .order_by("kind", "-run_id", "index")
     )
     return [(s.key, f"{s.name} ({s.key}, {s.size:,} people)") for s in rows]
+
+
+def runs_done(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
+    """Finished (kept) clustering runs, newest first: the runs exposures record a segment of."""
+    return list(
+        ClusteringRun.objects.filter(project_id=project_id, status=RunStatus.DONE).order_by("-created_at")[:limit]
+    )
+
+
+def run_done_by_id(*, project_id: int, run_id: int) -> ClusteringRun | None:
+    return ClusteringRun.objects.filter(project_id=project_id, pk=run_id, status=RunStatus.DONE).first()
+
+
+def segments_rule_and_lookalike(*, project_id: int) -> list[Segment]:
+    """Rule and lookalike segments (a person may be in several), by name."""
+    kinds = [SegmentKind.RULE, SegmentKind.LOOKALIKE]
+    return list(Segment.objects.filter(project_id=project_id, kind__in=kinds).order_by("name", "key"))

@@ -197,6 +197,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     by_project, counts, dead = _entries_parse(entries)
     _drop_deleted_projects(by_project)
     _drop_suppressed(by_project)
+    _exposures_segments_read(client, by_project)
     stored, profiles, refused = _events_store(by_project)
     dead += refused
     if dead:
@@ -296,6 +297,49 @@ def _identities_publish(project_id: int, events: list[dict], profile_of: dict[st
     if pairs:
         units_stitch(project_id=project_id, pairs=pairs)
     profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
+
+
+def _exposures_segments_read(client: redis.Redis, by_project: dict[int, list[dict]]) -> None:
+    """Exposures sent from outside get the person's behavior segments as decide would read them now:
+    the "segs" of their unit hash (decide's own exposures carry what it read). One pipelined round
+    trip per batch, before the transaction. With Redis failing here they stay unknown (None), which
+    the Lift page counts, rather than holding the batch back."""
+    outside = [
+        (project_id, event)
+        for project_id, events in by_project.items()
+        for event in events
+        if event["type"] == "exposure" and event["properties"].get("source") != "decide"
+    ]
+    if not outside:
+        return
+    pipe = client.pipeline(transaction=False)
+    for project_id, event in outside:
+        for unit in (event["user_id"], event["anonymous_id"]):
+            if unit:
+                pipe.hget(rkeys.unit(project_id, unit), "segs")
+    try:
+        replies = iter(pipe.execute())
+    except redis.RedisError:
+        log.warning("drain: unit hashes unreadable; exposures sent from outside keep no segments", exc_info=True)
+        replies = None
+    for _, event in outside:
+        segs = None
+        if replies is not None:
+            # The user id's hash first, as decide is usually asked by it once the person is known; no
+            # "segs" anywhere means in no segment (decide would target them as such).
+            found = [next(replies) for unit in (event["user_id"], event["anonymous_id"]) if unit]
+            segs = next((value for value in found if value is not None), b"").decode()
+        event["properties"]["segs"] = segs
+
+
+def _exposure_segment_keys(raw) -> list[str] | None:
+    """The "segs" an exposure carries as a list of keys; None (not known) when it carries none."""
+    if not isinstance(raw, str):
+        return None
+    return [key[:64] for key in dict.fromkeys(raw.split())][:_MAX_EXPOSURE_SEGMENTS]
+
+
+_MAX_EXPOSURE_SEGMENTS = 200
 
 
 def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
@@ -502,6 +546,7 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 arm,
                 str(props.get("reason") or "")[:24],
                 str(props.get("segment") or "")[:64],
+                _exposure_segment_keys(props.get("segs")),
                 event["ts"],
                 str(props.get("source") or "api")[:8],
                 str(goal or "purchase")[:64],
@@ -511,8 +556,8 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     with connection.cursor() as cursor:
         cursor.cursor.executemany(
             "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-            " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, 0, 0, 0)"
+            " segment, behavior_segments, exposed_at, source, goal, window_hours, converted, conversions, revenue,"
+            " pre_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, 0, 0, 0)"
             " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING RETURNING id",
             rows,
             returning=True,
