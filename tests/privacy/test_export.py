@@ -7,6 +7,7 @@ import zipfile
 import orjson
 import pytest
 
+from personalization import redis_client, rkeys
 from personalization.models import Event, Exposure, Profile
 from privacy import registry
 from privacy import services as privacy_services
@@ -111,3 +112,24 @@ def test_restriction__then_lift_only_after_subject_told(client, project, public_
     assert error.value.field == "subject_notified"
     privacy_services.restriction_lift(request=request, subject_notified=True, by=None)
     assert Profile.objects.get(project=project, external_id="iris").do_not_personalize is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_and_erasure__cover_the_behavior_segments_recorded_at_exposure(client, project, public_key):
+    make_experience(project)
+    redis_client.worker().hset(rkeys.unit(project.pk, "ivy"), "segs", "b3.1 repeat-buyers")
+    subject_everywhere(client, project, public_key, "ivy", "anon-ivy", "i")
+    ivy = Profile.objects.get(project=project, external_id="ivy")
+    assert list(Exposure.objects.filter(profile=ivy).values_list("behavior_segments", flat=True)) == [
+        ["b3.1", "repeat-buyers"]
+    ]
+
+    path = privacy_services.subject_export(request=access_request(project, user_id="ivy"))
+    with zipfile.ZipFile(path) as archive:
+        located = orjson.loads(archive.read("data.json"))["locations"]
+        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("exposures.csv"), encoding="utf-8")))
+    assert [r["behavior_segments"] for r in located["exposures"]] == [["b3.1", "repeat-buyers"]]
+    assert "b3.1" in rows[0]["behavior_segments"] and "repeat-buyers" in rows[0]["behavior_segments"]
+
+    privacy_services.subject_erase(request=privacy_request_make(project=project, kind="erasure", user_id="ivy"))
+    assert not Exposure.objects.filter(behavior_segments__contains=["repeat-buyers"]).exists()
