@@ -7,6 +7,10 @@ segments (--quick: 1,000,000) with planted per-segment effects, then times the f
 PostgreSQL aggregation by segment and by day, and the statistics) the way the Lift page computes
 it. The baseline, measured in the same run, is one plain count(*) over the same exposures: the
 ratio says how much the report costs beyond reading the rows once.
+
+Every exposure also records behavior segments (a clustering run's key among lookalike keys; 5 %
+recorded before segments were kept, 10 % in no segment of the run), so the report by a run's
+behavior segments is timed next to the one by the segment column.
 """
 
 import argparse
@@ -25,7 +29,53 @@ EXPERIENCE = "lift_bench"
 SEGMENTS = 20
 
 
-def build(project, n: int) -> None:
+# Behavior segments at exposure: the run's key after a lookalike key (so the prefix search has to
+# look past one), none of the run's keys for 10 %, not recorded for 5 %.
+_BEHAVIOR_SQL = (
+    "CASE WHEN b.r < 0.05 THEN NULL WHEN b.r < 0.15 THEN ARRAY['ll-' || (b.id %% 3)]::varchar[]"
+    " ELSE ARRAY['ll-' || (b.id %% 3), %(prefix)s || (b.id %% %(segments)s)]::varchar[] END"
+)
+
+
+def behavior_run(project):
+    """A finished clustering run of the bench project with SEGMENTS named segments (made once)."""
+    from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind
+
+    run = ClusteringRun.objects.filter(project=project, status=RunStatus.DONE).first()
+    if run is None:
+        run = ClusteringRun.objects.create(project=project, k=SEGMENTS, status=RunStatus.DONE)
+        Segment.objects.bulk_create(
+            Segment(
+                project=project,
+                key=f"{run.key_prefix}{i}",
+                kind=SegmentKind.BEHAVIOR,
+                run=run,
+                index=i,
+                name=f"Cluster {i}",
+            )
+            for i in range(SEGMENTS)
+        )
+    return run
+
+
+def behavior_fill(project, prefix: str) -> None:
+    """Behavior segments for exposures built before the bench recorded them (once)."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE personalization_exposure x SET behavior_segments = "
+            + _BEHAVIOR_SQL
+            + " FROM (SELECT id, random() AS r FROM personalization_exposure WHERE project_id = %(project)s) b"
+            " WHERE x.id = b.id AND x.project_id = %(project)s",
+            {"project": project.pk, "prefix": prefix, "segments": SEGMENTS},
+        )
+        cursor.execute("VACUUM ANALYZE personalization_exposure")  # the update left a dead copy of every row
+    print(f"  behavior segments recorded in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def build(project, n: int, prefix: str) -> None:
     from django.db import connection
 
     from personalization.models import Exposure, Profile
@@ -46,15 +96,17 @@ def build(project, n: int) -> None:
         # Segment k's planted lift is (k mod 5 - 2) × 0.3 points: some help, some hurt, some nothing.
         cursor.execute(
             "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-            " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
+            " segment, behavior_segments, exposed_at, source, goal, window_hours, converted, conversions, revenue,"
+            " pre_activity)"
             " SELECT %(project)s, p.id, %(key)s, CASE WHEN p.held THEN '' ELSE 'b' END,"
-            " CASE WHEN p.held THEN 'holdout_experience' ELSE 'variant' END, '', p.seg,"
+            f" CASE WHEN p.held THEN 'holdout_experience' ELSE 'variant' END, '', p.seg, {_BEHAVIOR_SQL},"
             " now() - random() * interval '13 days', 'api', 'purchase', 72, c.conv, c.conv::int,"
             " CASE WHEN c.conv THEN round((20 + random() * 80)::numeric, 2) ELSE 0 END, (random() * 10)::int"
             " FROM (SELECT id, random() < 0.1 AS held, attributes ->> 'seg' AS seg,"
             "       (id %% %(segments)s) AS k FROM personalization_profile WHERE project_id = %(project)s) p,"
+            " LATERAL (SELECT p.id, random() AS r) b,"
             " LATERAL (SELECT random() < 0.03 + CASE WHEN p.held THEN 0 ELSE ((p.k %% 5) - 2) * 0.003 END AS conv) c",
-            {"project": project.pk, "key": EXPERIENCE, "segments": SEGMENTS},
+            {"project": project.pk, "key": EXPERIENCE, "segments": SEGMENTS, "prefix": prefix},
         )
         cursor.execute("ANALYZE personalization_exposure")
         cursor.execute("ANALYZE personalization_profile")
@@ -79,11 +131,15 @@ def main() -> None:
     from personalization.models import Exposure, Project
 
     project, _ = Project.objects.get_or_create(slug="lift-bench", defaults={"name": "Lift bench"})
+    run = behavior_run(project)
     have = Exposure.objects.filter(project=project, experience_key=EXPERIENCE).count()
     if have != n:
         print(f"building {n:,} exposures over {SEGMENTS} segments (once; later runs reuse them)…", flush=True)
         with transaction.atomic():
-            build(project, n)
+            build(project, n, run.key_prefix)
+    elif not Exposure.objects.filter(project=project, behavior_segments__isnull=False).exists():
+        print(f"recording behavior segments on the {n:,} exposures (once)…", flush=True)
+        behavior_fill(project, run.key_prefix)
     else:
         with connection.cursor() as cursor:  # as autovacuum would have by now (statistics added since)
             cursor.execute("ANALYZE personalization_exposure")
@@ -117,8 +173,11 @@ def main() -> None:
     scan = statistics.median(baseline() for _ in range(runs))
     by_exposure = [report("exposure:segment") for _ in range(runs)]
     by_attribute = [report("attribute:seg") for _ in range(runs)]
+    by_run = [report(f"run:{run.pk}") for _ in range(runs)]
     t_exposure = statistics.median(t for t, _ in by_exposure)
     t_attribute = statistics.median(t for t, _ in by_attribute)
+    t_run = statistics.median(t for t, _ in by_run)
+    run_result = by_run[0][1]
     result = by_exposure[0][1]
     segments = result["report"]["segments"]
     lifts = sorted((s["name"], s["conversion"]["absolute_lift"]["value"] * 100) for s in segments)
@@ -127,6 +186,11 @@ def main() -> None:
     print(f"  baseline count(*) scan:              {scan:6.2f} s")
     print(f"  full report, segment at exposure:    {t_exposure:6.2f} s  ({t_exposure / scan:.1f}× the scan)")
     print(f"  full report, profile attribute join: {t_attribute:6.2f} s  ({t_attribute / scan:.1f}× the scan)")
+    print(
+        f"  full report, behavior segments of a run: {t_run:6.2f} s  ({t_run / scan:.1f}× the scan,"
+        f" {t_run / t_exposure:.2f}× the segment column; {len(run_result['report']['segments'])} rows,"
+        f" {run_result['missing']['users']:,} exposures recorded before segments were kept)"
+    )
     print("  planted lift by segment (points): " + ", ".join(f"{name} {lift:+.2f}" for name, lift in lifts[:6]) + " …")
     print(
         json.dumps(
@@ -135,6 +199,8 @@ def main() -> None:
                 "segments": len(segments),
                 "lift_report_s": round(t_exposure, 3),
                 "lift_report_attribute_join_s": round(t_attribute, 3),
+                "lift_report_behavior_run_s": round(t_run, 3),
+                "behavior_run_vs_segment_column_ratio": round(t_run / t_exposure, 2),
                 "baseline_scan_s": round(scan, 3),
                 "report_vs_scan_ratio": round(t_exposure / scan, 2),
             }

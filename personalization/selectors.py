@@ -263,27 +263,43 @@ def exposure_lift_cells_sql(
         end=end,
         behavior=behavior,
     )
+    if behavior:
+        return _behavior_cells_sql(breakdown_kind, breakdown_name, source, params, treated, treated_params)
     join = ""
     if breakdown_kind == "exposure":
         expr, expr_params = f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
     elif breakdown_kind == "attribute":
         join = "JOIN personalization_profile p ON p.id = x.profile_id"
         expr, expr_params = f"coalesce(nullif(p.attributes ->> %s, ''), '{MISSING_SEGMENT}')", [breakdown_name]
-    elif behavior:
-        found = (
-            "(SELECT s FROM unnest(x.behavior_segments) s WHERE starts_with(s, %s) LIMIT 1)"
-            if breakdown_kind == "segs_prefix"
-            else "CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"
-        )
-        expr = (
-            f"CASE WHEN x.behavior_segments IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({found}, '{NO_SEGMENT}') END"
-        )
-        expr_params = [breakdown_name] if breakdown_kind == "segs_prefix" else [breakdown_name, breakdown_name]
     else:
         raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
     sql = (
         f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
         f" FROM {source} {join} GROUP BY 1, 2, 3"
+    )
+    return sql, [*expr_params, *treated_params, *params]
+
+
+def _behavior_cells_sql(kind, name, source, params, treated, treated_params) -> tuple[str, list]:
+    """Sums per set of behavior segments first, then per segment: people share a few thousand sets
+    at most, and finding the run's key in each set instead of in each row makes the report by a run
+    cost about what the report by the segment column costs (bench/lift.py, 1M exposures: 1.25 s against
+    1.08 s; looking in each row took 5.1 s)."""
+    found = (
+        "(SELECT s FROM unnest(g.segs) s WHERE starts_with(s, %s) LIMIT 1)"
+        if kind == "segs_prefix"
+        else "CASE WHEN %s = ANY(g.segs) THEN %s END"
+    )
+    expr = f"CASE WHEN g.segs IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({found}, '{NO_SEGMENT}') END"
+    expr_params = [name] if kind == "segs_prefix" else [name, name]
+    sums = ", ".join(
+        f"sum(g.{column}){'::bigint' if column in ('n', 'conversions') else ''}"
+        for column in ("n", "conversions", "sum_y", "sum_y2", "sum_x", "sum_x2", "sum_xy")
+    )
+    sql = (
+        f"SELECT {expr} AS seg, g.day, g.treated, {sums} FROM ("
+        f"SELECT x.behavior_segments AS segs, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
+        f" FROM {source} GROUP BY 1, 2, 3) g GROUP BY 1, 2, 3"
     )
     return sql, [*expr_params, *treated_params, *params]
 
