@@ -14,7 +14,6 @@ from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
 from personalization.models import Exposure, Profile
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind
-from tests import factories
 
 NOW = datetime.now(UTC)
 NAMES = ["Trail runners", "Bargain <hunters>", "Gift shoppers"]  # a marketer's text, tags and all
@@ -240,13 +239,6 @@ def test_segmentation_choices__kept_runs_and_rule_segments_grouped(project, beha
     ]
     assert groups["Rule and lookalike segments"] == [("segment:repeat-buyers", "Rule: Repeat buyers")]
     assert ("attribute:cluster", "Profile attribute: cluster") in groups["Profile attributes"]
-
-
-@pytest.fixture
-def marketer(client, project):
-    user = factories.member_make(project=project, role="marketer")
-    client.force_login(user)
-    return user
 
 
 @pytest.mark.django_db

@@ -2,15 +2,7 @@ import pytest
 
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
-from tests import factories
 from tests.experiments.test_lift_report import _population, hero_report_done
-
-
-@pytest.fixture
-def marketer(client, project):
-    user = factories.member_make(project=project, role="marketer")
-    client.force_login(user)
-    return user
 
 
 @pytest.mark.django_db

@@ -10,6 +10,7 @@ from personalization import engine, redis_client, rkeys, services
 from personalization.models import Exposure, ProfileIdentity
 from tests import factories
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
+from tests.personalization.test_exposure_segment import engine_snapshot
 
 # What the segments app publishes: a clustering-run key, a lookalike key and a rule key, or nothing.
 MEMBERSHIPS = ["b7.0 ll-3f2a", "b7.1", "b7.2 repeat-buyers ll-3f2a", "", None]
@@ -29,23 +30,7 @@ def _recorded(project, experience_key: str) -> dict[str, tuple[str, list[str] | 
 
 
 def test_engine__every_arm__carries_the_hash_segments_and_none_in_fallback():
-    exp = {
-        "key": "hero",
-        "version": 1,
-        "salt": "s",
-        "policy": "fixed",
-        "holdout_share": 0.4,
-        "segment_field": "",
-        "targeting": {},
-        "control": "a",
-        "order": ["a", "b"],
-        "payloads": {"a": {}, "b": {}},
-        "goal": "purchase",
-        "window_hours": 72,
-        "fixed": [0.5, 0.5],
-        "weights": {},
-    }
-    snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
+    snapshot, _ = engine_snapshot(policy="fixed", holdout_share=0.4, segment_field="")
     arms = set()
     for n in range(200):
         (exposure,) = engine.decide_unit(snapshot, f"u{n}", {"segs": "b7.1 ll-x"}, {}).exposures

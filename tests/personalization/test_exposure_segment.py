@@ -16,7 +16,9 @@ from tests.personalization.test_decide import drain_all, make_experience, post_d
 SEGMENTS = ("trail", "road", "gift")
 
 
-def test_unit_segment__every_arm__the_same_value():
+def engine_snapshot(**experience) -> tuple[dict, dict]:
+    """(snapshot, its one experience "hero") as the engine takes them: 30 % global holdout, and by
+    default a per-segment bandit on `intent` holding out half of the rest."""
     exp = {
         "key": "hero",
         "version": 1,
@@ -32,8 +34,14 @@ def test_unit_segment__every_arm__the_same_value():
         "window_hours": 72,
         "fixed": [0.5, 0.5],
         "weights": {},
+        **experience,
     }
     snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
+    return snapshot, exp
+
+
+def test_unit_segment__every_arm__the_same_value():
+    snapshot, exp = engine_snapshot()
     arms = set()
     for n in range(200):
         decision = engine.decide_unit(snapshot, f"u{n}", {}, {"attributes": {"intent": "trail"}})
