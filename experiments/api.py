@@ -56,7 +56,12 @@ class LiftReportView(viewsets.ViewSet):
     @extend_schema(
         parameters=[
             OpenApiParameter("experience", str, description="experience key; empty for the global holdout"),
-            OpenApiParameter("segment_by", str, description="exposure:segment (default) or attribute:<name>"),
+            OpenApiParameter(
+                "segment_by",
+                str,
+                description="exposure:segment (default), attribute:<name>, run:<clustering run id> (its behavior"
+                " segments) or segment:<segment key> (in it or not)",
+            ),
             OpenApiParameter("days", int, description="time range in days up to now (default 14, at most 365)"),
             OpenApiParameter("comparison", str, description="holdout (default) or control"),
             OpenApiParameter("correction", str, description="bh (default) or holm"),

@@ -111,7 +111,12 @@ def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, s
         outside = "No segment"
     elif breakdown.kind == "segment":
         known = segments_selectors.segment_names(project_id=project_id)
-        names = {breakdown.name: known.get(breakdown.name, breakdown.name)}
+        if breakdown.name not in known:
+            raise BreakdownError(
+                f"segment_by=segment:{breakdown.name}: this project has no segment with that key; pick one listed"
+                " under “by”, or save a rule or lookalike segment on the Segments page"
+            )
+        names = {breakdown.name: known[breakdown.name]}
         outside = "Not in this segment"
     else:
         return {}

@@ -278,4 +278,9 @@ def test_lift_api__run_of_another_project_or_unfinished__400_naming_segment_by(
         error = response.json()["error"]
         assert error["field"] == "segment_by" and f"run #{run_id}" in error["message"]
         assert "Segments page" in error["message"]
+    _run(project, 3)
+    for segment_by, field_hint in (("segment:no-such-segment", "no segment with that key"), ("run:0", "run:<")):
+        response = client.get(f"/api/v1/lift/?segment_by={segment_by}", HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["field"] == "segment_by" and field_hint in response.json()["error"]["message"]
     assert not LiftReport.objects.filter(project=project).exists()  # nothing half-written
