@@ -13,7 +13,7 @@ profile, and the stream comes first so no pending event re-creates what was just
 """
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.apps import apps
 from django.core.exceptions import EmptyResultSet
@@ -221,21 +221,43 @@ register(
         retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
     )
 )
+
+
+def _exposure_segments_clear(subject: Subject, progress: Callable[[int], None]) -> int:
+    """Objection and erasure: forget which segments the person was in when exposed (the exposures
+    stay for measurement until erasure deletes them)."""
+    cleared = _exposure_segments_rows(subject).update(behavior_segments=None)
+    progress(cleared)
+    return cleared
+
+
+def _exposure_segments_rows(subject: Subject):
+    exposures = apps.get_model("personalization.Exposure").objects.filter(profile_id__in=subject.profile_ids)
+    return exposures.filter(behavior_segments__isnull=False)
+
+
+register(
+    replace(
+        table(
+            name="exposure_segments",
+            model="personalization.Exposure",
+            columns=("experience_key", "exposed_at", "behavior_segments"),
+            category="the segments (behavior clusters, lookalikes, rules) the person was in when shown an experience",
+            purpose="lift per behavior segment (profiling)",
+            retention="as long as the exposure; cleared on objection",
+            profiling=True,
+        ),
+        mechanism="UPDATE of the person's exposures setting behavior_segments to NULL",
+        erase=_exposure_segments_clear,
+        verify=lambda subject: _exposure_segments_rows(subject).count(),
+        merge=None,  # the rows are the exposures', which "exposures" moves
+    )
+)
 register(
     table(
         name="exposures",
         model="personalization.Exposure",
-        columns=(
-            "experience_key",
-            "variant_key",
-            "arm",
-            "reason",
-            "segment",
-            "behavior_segments",
-            "exposed_at",
-            "source",
-            "converted",
-        ),
+        columns=("experience_key", "variant_key", "arm", "reason", "segment", "exposed_at", "source", "converted"),
         category="experiences and variants shown, why (reason code), and their outcome",
         purpose="measuring experiences; bandit allocation",
         retention="as long as the profile",

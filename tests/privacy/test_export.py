@@ -115,10 +115,11 @@ def test_restriction__then_lift_only_after_subject_told(client, project, public_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_export_and_erasure__cover_the_behavior_segments_recorded_at_exposure(client, project, public_key):
+def test_export_objection_erasure__cover_the_behavior_segments_recorded_at_exposure(client, project, public_key):
     make_experience(project)
-    redis_client.worker().hset(rkeys.unit(project.pk, "ivy"), "segs", "b3.1 repeat-buyers")
-    subject_everywhere(client, project, public_key, "ivy", "anon-ivy", "i")
+    for person in ("ivy", "jon"):
+        redis_client.worker().hset(rkeys.unit(project.pk, person), "segs", "b3.1 repeat-buyers")
+        subject_everywhere(client, project, public_key, person, f"anon-{person}", person[0])
     ivy = Profile.objects.get(project=project, external_id="ivy")
     assert list(Exposure.objects.filter(profile=ivy).values_list("behavior_segments", flat=True)) == [
         ["b3.1", "repeat-buyers"]
@@ -127,9 +128,23 @@ def test_export_and_erasure__cover_the_behavior_segments_recorded_at_exposure(cl
     path = privacy_services.subject_export(request=access_request(project, user_id="ivy"))
     with zipfile.ZipFile(path) as archive:
         located = orjson.loads(archive.read("data.json"))["locations"]
-        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("exposures.csv"), encoding="utf-8")))
-    assert [r["behavior_segments"] for r in located["exposures"]] == [["b3.1", "repeat-buyers"]]
+        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("exposure_segments.csv"), encoding="utf-8")))
+    assert [(r["experience_key"], r["behavior_segments"]) for r in located["exposure_segments"]] == [
+        ("hero", ["b3.1", "repeat-buyers"])
+    ]
     assert "b3.1" in rows[0]["behavior_segments"] and "repeat-buyers" in rows[0]["behavior_segments"]
 
-    privacy_services.subject_erase(request=privacy_request_make(project=project, kind="erasure", user_id="ivy"))
+    # Objection to profiling: the exposure stays (measurement), the segments recorded with it go.
+    certificate = privacy_services.subject_object(
+        request=privacy_request_make(project=project, kind="objection", user_id="ivy")
+    )
+    assert certificate["profiling_data_deleted"]["exposure_segments"] == 1
+    assert list(Exposure.objects.filter(profile=ivy).values_list("behavior_segments", flat=True)) == [None]
+    jon = Profile.objects.get(project=project, external_id="jon")
+    assert list(Exposure.objects.filter(profile=jon).values_list("behavior_segments", flat=True)) == [
+        ["b3.1", "repeat-buyers"]
+    ]
+
+    privacy_services.subject_erase(request=privacy_request_make(project=project, kind="erasure", user_id="jon"))
     assert not Exposure.objects.filter(behavior_segments__contains=["repeat-buyers"]).exists()
+    assert Exposure.objects.filter(profile=ivy).exists()
