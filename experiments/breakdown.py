@@ -62,8 +62,3 @@ class Breakdown:
         if self.kind == "segment":
             return f"segment {self.name}"
         return "segment at exposure" if self.kind == "exposure" else self.name
-
-    @property
-    def by_behavior(self) -> bool:
-        """Reads the behavior segments every exposure records (not a value of the profile today)."""
-        return self.kind in ("run", "segment")

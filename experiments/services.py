@@ -189,7 +189,7 @@ def lift_report_request(
         segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
     )
     try:
-        selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)  # the run exists
+        selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)  # the run or segment exists
     except ValueError as exc:
         raise LiftInputError("segment_by", str(exc)) from None
     settings = {

@@ -301,35 +301,53 @@ def _identities_publish(project_id: int, events: list[dict], profile_of: dict[st
 
 def _exposures_segments_read(client: redis.Redis, by_project: dict[int, list[dict]]) -> None:
     """Exposures sent from outside get the person's behavior segments as decide would read them now:
-    the "segs" of their unit hash (decide's own exposures carry what it read). One pipelined round
-    trip per batch, before the transaction. With Redis failing here they stay unknown (None), which
-    the Lift page counts, rather than holding the batch back."""
-    outside = [
-        (project_id, event)
-        for project_id, events in by_project.items()
-        for event in events
-        if event["type"] == "exposure" and event["properties"].get("source") != "decide"
-    ]
+    the "segs" of their unit hash (decide's own exposures carry what it read). Only for exposures
+    that happened shortly before they were received: today's segments say nothing sure about an
+    exposure a week ago (late or imported history), which stays unknown (None), like every
+    exposure when Redis fails here; the Lift page counts those rather than the batch waiting.
+    One pipelined round trip per batch, before the transaction."""
+    outside = []
+    for project_id, events in by_project.items():
+        for event in events:
+            properties = event.get("properties")
+            if (
+                event.get("type") != "exposure"
+                or not isinstance(properties, dict)
+                or properties.get("source") == "decide"
+            ):
+                continue
+            units = [u for u in (event.get("user_id"), event.get("anonymous_id")) if isinstance(u, str) and u]
+            outside.append((project_id, event, units))
     if not outside:
         return
     pipe = client.pipeline(transaction=False)
-    for project_id, event in outside:
-        for unit in (event["user_id"], event["anonymous_id"]):
-            if unit:
-                pipe.hget(rkeys.unit(project_id, unit), "segs")
+    for project_id, _, units in outside:
+        for unit in units:
+            pipe.hget(rkeys.unit(project_id, unit), "segs")
     try:
         replies = iter(pipe.execute())
     except redis.RedisError:
         log.warning("drain: unit hashes unreadable; exposures sent from outside keep no segments", exc_info=True)
         replies = None
-    for _, event in outside:
+    for _, event, units in outside:
+        found = [next(replies) for _ in units] if replies is not None else []
         segs = None
-        if replies is not None:
+        if replies is not None and _exposed_lately(event):
             # The user id's hash first, as decide is usually asked by it once the person is known; no
             # "segs" anywhere means in no segment (decide would target them as such).
-            found = [next(replies) for unit in (event["user_id"], event["anonymous_id"]) if unit]
             segs = next((value for value in found if value is not None), b"").decode()
         event["properties"]["segs"] = segs
+
+
+SEGMENTS_LOOKUP_WITHIN = timedelta(hours=24)
+
+
+def _exposed_lately(event: dict) -> bool:
+    try:
+        late = datetime.fromisoformat(event["received_at"]) - datetime.fromisoformat(event["ts"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return late <= SEGMENTS_LOOKUP_WITHIN
 
 
 def _exposure_segment_keys(raw) -> list[str] | None:

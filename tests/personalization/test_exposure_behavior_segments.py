@@ -1,7 +1,7 @@
 """Every exposure records the unit's behavior-segment memberships at exposure time (the keys in its
 unit hash's "segs"), whatever its arm and wherever it comes from, so lift can break down by them."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -73,6 +73,7 @@ def test_exposure_event_from_outside__records_the_persons_memberships(client, pr
     _hash_set(project, "anon-only", "b7.0")
     _hash_set(project, "both-user", "b7.1")  # the user id's hash wins over the anonymous one's
     _hash_set(project, "both-anon", "b7.0")
+    _hash_set(project, "late-user", "b7.1")
     now = datetime.now(UTC).isoformat()
 
     def exposure(n: int, **ids) -> dict:
@@ -88,9 +89,11 @@ def test_exposure_event_from_outside__records_the_persons_memberships(client, pr
             exposure(2, anonymous_id="anon-only"),
             exposure(3, user_id="both-user", anonymous_id="both-anon"),
             exposure(4, user_id="stranger"),
+            # Three days late (an app that was offline): today's segments are not those of then.
+            {**exposure(5, user_id="late-user"), "timestamp": (datetime.now(UTC) - timedelta(days=3)).isoformat()},
         ],
     )
-    assert response.status_code == 200 and response.json()["accepted"] == 4, response.content
+    assert response.status_code == 200 and response.json()["accepted"] == 5, response.content
     assert {w["field"] for w in response.json()["warnings"]} == {"properties.segs", "properties.source"}
     drain_all()
     recorded = _recorded(project, "email-promo")
@@ -98,6 +101,7 @@ def test_exposure_event_from_outside__records_the_persons_memberships(client, pr
     assert recorded["anon-only"] == ("variant", ["b7.0"])
     assert recorded.get("both-user", recorded.get("both-anon")) == ("variant", ["b7.1"])
     assert recorded["stranger"] == ("variant", [])  # known to Kairos now, in no segment
+    assert recorded["late-user"] == ("variant", None)  # not known for then
     assert set(Exposure.objects.filter(project=project).values_list("source", flat=True)) == {"api"}
 
 
