@@ -85,6 +85,10 @@ def test_lift__by_behavior_segment__names_in_table_and_charts(page: Page, browse
         assert recorded.count() >= 2500 and not recorded.filter(behavior_segments__isnull=True).exists()
         assert recorded.filter(behavior_segments__contains=[renamed.key]).exists()
 
+        page.goto(f"/segments/?run={run.pk}")  # from the run, one click to its lift
+        page.get_by_role("link", name="Lift by these segments").click()
+        expect(page.locator("#lift-filters select[name=segment_by]")).to_have_value(f"run:{run.pk}")
+
         page.goto("/lift/?experience=hero-banner&comparison=holdout&days=14")
         option = f"Behavior segments — run #{run.pk} (k=4)"
         page.locator("#lift-filters select[name=segment_by]").select_option(label=option)
