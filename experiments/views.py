@@ -33,9 +33,14 @@ def _report_context(report: LiftReport | None) -> dict:
     if report is None or report.status != ReportStatus.DONE or not report.result or report.result.get("empty"):
         return {}
     result = report.result
+    srm_failed = [
+        s for s in [result["report"]["overall"], *result["report"]["segments"]] if s["sample_ratio"]["mismatch"]
+    ]
     warnings = result["report"]["warnings"]
+    srm_title = srm_failed[0]["sample_ratio"]["warning"] if srm_failed else ""
     for value, name in (result.get("segment_labels") or {}).items():  # warnings name segments by key
         warnings = [w.replace(f"({value})", f"({name})") for w in warnings]
+        srm_title = srm_title.replace(f"({value})", f"({name})")
     overall = result["report"]["overall"]["conversion"]
     missing = result.get("missing") or {}
     context = {}
@@ -55,9 +60,8 @@ def _report_context(report: LiftReport | None) -> dict:
         "heterogeneity": result["report"]["conversion_heterogeneity"],
         "decomposition": result["report"]["conversion_decomposition"],
         "warnings": warnings,
-        "srm_failed": [
-            s for s in [result["report"]["overall"], *result["report"]["segments"]] if s["sample_ratio"]["mismatch"]
-        ],
+        "srm_failed": srm_failed,
+        "srm_title": srm_title,
     }
 
 

@@ -14,6 +14,7 @@ from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
 from personalization.models import Exposure, Profile
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind
+from tests.personalization.test_decide import make_experience
 
 NOW = datetime.now(UTC)
 NAMES = ["Trail runners", "Bargain <hunters>", "Gift shoppers"]  # a marketer's text, tags and all
@@ -284,3 +285,22 @@ def test_lift_api__run_of_another_project_or_unfinished__400_naming_segment_by(
         assert response.status_code == 400, response.content
         assert response.json()["error"]["field"] == "segment_by" and field_hint in response.json()["error"]["message"]
     assert not LiftReport.objects.filter(project=project).exists()  # nothing half-written
+
+
+@pytest.mark.django_db
+def test_lift_page__sample_ratio_warning__names_the_segment_not_its_key(client, project, marketer, behavior):
+    run, _, rng, people = behavior
+    make_experience(project, holdout_share=0.1)
+    rows = _expose(project, people, rng, held_arm="holdout_experience")
+    # Tracking broke for the first cluster: half its treated exposures never arrived.
+    lost = [
+        r.pk for r in rows if r.arm == "variant" and r.behavior_segments and f"{run.key_prefix}0" in r.behavior_segments
+    ]
+    Exposure.objects.filter(pk__in=lost[::2]).delete()
+    report = services.lift_report_request(project=project, experience_key="hero", segment_by=f"run:{run.pk}")
+    lift_report_task(report.pk)
+    body = client.get(f"/lift/?experience=hero&segment_by=run:{run.pk}&days=14").content.decode()
+    assert "Sample ratio mismatch in 1 group" in body
+    assert 'title="Sample ratio mismatch (Trail runners): ' in body  # the badge
+    assert '<p class="badge warn">Sample ratio mismatch (Trail runners): ' in body  # the warning under it
+    assert f"({run.key_prefix}0)" not in body
