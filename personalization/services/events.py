@@ -351,10 +351,12 @@ def _exposed_lately(event: dict) -> bool:
 
 
 def _exposure_segment_keys(raw) -> list[str] | None:
-    """The "segs" an exposure carries as a list of keys; None (not known) when it carries none."""
+    """The "segs" an exposure carries as a list of keys; None (not known) when it carries none.
+    Segment keys are at most 64 characters: a longer word is no key (and cut short it would name
+    another), so it is left out."""
     if not isinstance(raw, str):
         return None
-    return [key[:64] for key in dict.fromkeys(raw.split())][:_MAX_EXPOSURE_SEGMENTS]
+    return [key for key in dict.fromkeys(raw.split()) if len(key) <= 64][:_MAX_EXPOSURE_SEGMENTS]
 
 
 _MAX_EXPOSURE_SEGMENTS = 200

@@ -130,3 +130,15 @@ def test_decide_exposure_queued_before_segments_were_kept__recorded_as_unknown(p
     client.xadd(rkeys.EVENTS_STREAM, {"p": project.pk, "d": orjson.dumps(events), "r": now})
     drain_all()
     assert list(Exposure.objects.filter(project=project).values_list("behavior_segments", flat=True)) == [None] * 3
+
+
+@pytest.mark.django_db
+def test_decide__oversized_segs_field__stored_bounded_and_never_breaks_the_drain(client, project, public_key):
+    make_experience(project)
+    many = [f"ll-{i:04d}" for i in range(300)]
+    _hash_set(project, "crowded", " ".join([*many, "x" * 65, many[0]]))
+    status, _ = post_decide(client, public_key, {"anonymous_id": "crowded"})
+    assert status == 200
+    drain_all()
+    (recorded,) = Exposure.objects.filter(project=project).values_list("behavior_segments", flat=True)
+    assert recorded == many[:200]  # at most 200 keys, each once, no word longer than a key can be
