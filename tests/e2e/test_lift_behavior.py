@@ -66,6 +66,7 @@ def test_lift__by_behavior_segment__names_in_table_and_charts(page: Page, browse
 
         page.goto("/lift/")  # no clustering run yet: the page says how to get one
         expect(page.locator("#lift-no-runs")).to_contain_text("run a clustering on the Segments page")
+        screenshot("lift-no-runs")
 
         segments_services.embeddings_refit(project_id=project.pk)
         run = _run_finished(segments_services.clustering_run_request(project=project, k=4).pk, worker_log)
