@@ -142,3 +142,32 @@ def test_decide__oversized_segs_field__stored_bounded_and_never_breaks_the_drain
     drain_all()
     (recorded,) = Exposure.objects.filter(project=project).values_list("behavior_segments", flat=True)
     assert recorded == many[:200]  # at most 200 keys, each once, no word longer than a key can be
+
+
+@pytest.mark.django_db
+def test_drain__unit_hashes_unreadable__outside_exposure_stored_as_unknown_not_lost(
+    client, project, public_key, settings
+):
+    """A real Redis refusing the drain's unit-hash reads (an ACL without HGET): the exposure is
+    stored all the same, its segments unknown (NULL), not "in no segment", and not held back."""
+    factories.external_experience_make(project=project, key="email-promo")
+    _hash_set(project, "known-user", "b7.2")
+    now = datetime.now(UTC).isoformat()
+    event = {"event_id": "x1", "type": "exposure", "user_id": "known-user", "timestamp": now}
+    event["properties"] = {"experience": "email-promo", "variant": "a"}
+    assert factories.events_post(client, public_key, [event]).status_code == 200
+
+    admin = redis_client.worker()
+    admin.acl_setuser("drain-no-hget", enabled=True, passwords=["+no-hget"], keys=["*"], commands=["+@all", "-hget"])
+    original = settings.REDIS_URL
+    settings.REDIS_URL = original.replace("redis://", "redis://drain-no-hget:no-hget@", 1)
+    redis_client.reset()
+    try:
+        drain_all()
+    finally:
+        settings.REDIS_URL = original
+        redis_client.reset()
+        redis_client.worker().acl_deluser("drain-no-hget")
+    (recorded,) = Exposure.objects.filter(project=project).values_list("behavior_segments", flat=True)
+    assert recorded is None
+    assert redis_client.worker().xlen(rkeys.EVENTS_STREAM) == 0  # acknowledged and gone: nothing waits
