@@ -117,7 +117,7 @@ def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, s
                 " under “by”, or save a rule or lookalike segment on the Segments page"
             )
         names = {breakdown.name: known[breakdown.name]}
-        outside = "Not in this segment"
+        outside = f"Not in {known[breakdown.name]}"
     else:
         return {}
     return {**names, NO_SEGMENT: outside, MISSING_LABEL: "Recorded before segments were kept"}

@@ -225,7 +225,7 @@ def test_lift_by_rule_segment__in_it_or_not(project, behavior):
         assert (segments[name]["users_treatment"], segments[name]["users_holdout"]) == (truth["n_t"], truth["n_h"])
         assert segments[name]["absolute_lift"]["value"] == pytest.approx(truth["lift"], abs=1e-12)
     assert result["segment_labels"]["repeat-buyers"] == "Repeat buyers"
-    assert result["segment_labels"][NO_SEGMENT] == "Not in this segment"
+    assert result["segment_labels"][NO_SEGMENT] == "Not in Repeat buyers"
 
 
 @pytest.mark.django_db
