@@ -1,6 +1,7 @@
 """Reads of the segments app worth naming (pages, other apps)."""
 
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from personalization import selectors_segments as people
+from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 
 
 def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
@@ -42,3 +43,10 @@ def segment_choices(*, project_id: int) -> list[tuple[str, str]]:
         .order_by("kind", "-run_id", "index")
     )
     return [(s.key, f"{s.name} ({s.key}, {s.size:,} people)") for s in rows]
+
+
+def run_map_points(*, run: ClusteringRun) -> list[tuple[float, float, int]]:
+    """The run's 2-D map sample as (x, y, segment index), without anyone who may not be profiled now."""
+    rows = list(MapPoint.objects.filter(run=run).order_by("pk").values_list("profile_id", "x", "y", "index"))
+    blocked = people.profiles_not_profilable(project_id=run.project_id, profile_ids=[r[0] for r in rows])
+    return [(x, y, index) for profile_id, x, y, index in rows if profile_id not in blocked]

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from personalization import selectors_segments as people
 from segments import embedding, kmeans
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
 from segments.services.memberships import memberships_publish_on_commit
 
@@ -104,14 +104,21 @@ def _suggested_name(over: list, names: list[str], taken: Counter) -> str:
     return name if taken[name] == 1 else f"{name} ({taken[name]})"
 
 
-def _map_points(x: np.ndarray, labels: np.ndarray, seed: int) -> list[list[float]]:
-    """A principal-component projection of a sample: [x, y, segment index] per point."""
+def _map_points(run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int) -> list[MapPoint]:
+    """A principal-component projection of a sample of the run's people, one row per person."""
+    if not len(x):
+        return []
     rng = np.random.default_rng(seed)
-    take = rng.choice(len(x), size=min(MAP_POINTS, len(x)), replace=False)
+    take = np.sort(rng.choice(len(x), size=min(MAP_POINTS, len(x)), replace=False))
     sample = x[take] - x[take].mean(axis=0)
     _, _, vt = np.linalg.svd(sample, full_matrices=False)
     xy = sample @ vt[:2].T
-    return [[round(float(a), 4), round(float(b), 4), int(lab)] for (a, b), lab in zip(xy, labels[take], strict=True)]
+    if xy.shape[1] < 2:  # a sample of one person: a single dot at the origin
+        xy = np.zeros((len(take), 2))
+    return [
+        MapPoint(run_id=run_id, profile_id=int(pid), x=round(float(a), 4), y=round(float(b), 4), index=int(lab))
+        for pid, (a, b), lab in zip(ids[take], xy[:, :2], labels[take], strict=True)
+    ]
 
 
 def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | None:
@@ -170,11 +177,20 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     overall_tokens = np.clip(x.mean(axis=0)[:rank] @ components, 0, None)
     centroid_tokens = np.clip(result.centers[:, :rank] @ components, 0, None)
     over = kmeans.over_index(centroid_tokens, overall_tokens)
+    # Anyone who opted out while this run was computing is left out here; one who opts out between
+    # this check and the commit is taken out by the publish after it (memberships_publish).
+    blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids.tolist())
+    if blocked:
+        keep = ~np.isin(ids, np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
+        ids, x, labels = ids[keep], x[keep], result.labels[keep]
+        sizes = np.bincount(labels, minlength=k)
+    else:
+        labels = result.labels
     outcomes = people.profiles_outcomes(project_id=project_id, since=now - timedelta(days=30))
-    sizes = np.bincount(result.labels, minlength=k)
+    sizes = np.bincount(labels, minlength=k)
     converted = np.zeros(k)
     revenue = np.zeros(k)
-    for profile_id, label in zip(ids.tolist(), result.labels.tolist(), strict=True):
+    for profile_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
         goals, value = outcomes.get(profile_id, (0, 0.0))
         converted[label] += goals > 0
         revenue[label] += value
@@ -182,9 +198,10 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     if scores:
         silhouette = scores.get(k)
     taken: Counter = Counter()
-    map_points = _map_points(x, result.labels, seed)
+    map_points = _map_points(run.pk, ids, x, labels, seed)
     with transaction.atomic():
         Segment.objects.filter(run=run).delete()  # a retry after a crash between here and commit
+        MapPoint.objects.filter(run=run).delete()
         segments = []
         for i in range(k):
             suggested = _suggested_name(over[i], names, taken)
@@ -205,7 +222,8 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
                     created_by=run.created_by,
                 )
             )
-        _memberships_copy([segments[label].pk for label in result.labels.tolist()], ids.tolist())
+        _memberships_copy([segments[label].pk for label in labels.tolist()], ids.tolist())
+        MapPoint.objects.bulk_create(map_points, batch_size=5000)
         ClusteringRun.objects.filter(pk=run.pk).update(
             status=RunStatus.DONE,
             k=k,
@@ -215,7 +233,6 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
             inertia=result.inertia,
             silhouette=silhouette,
             seconds=time.monotonic() - started,
-            map_points=map_points,
             progress=100,
             progress_label="Done",
             finished_at=timezone.now(),
