@@ -16,7 +16,7 @@ from personalization import services as personalization_services
 from personalization.models import Profile, ProfileIdentity
 from segments import services
 from segments.models import ClusteringRun, MapPoint, ProfileEmbedding, RunStatus, Segment, SegmentMembership
-from tests.segments.conftest import DEMO_END
+from tests.segments.conftest import DEMO_END, yoga_events_ingest
 from tests.workers import database_url
 
 
@@ -45,19 +45,7 @@ def test_fold_in__new_behavior_after_drain__moves_the_person_and_decide_sees_it(
     walking, yoga = _segment(run, "walking"), _segment(run, "yoga")
     profile_id = SegmentMembership.objects.filter(segment=walking).values_list("profile_id", flat=True).first()
     assert walking.key in _segs(project, profile_id)
-    unit = ProfileIdentity.objects.filter(profile_id=profile_id, kind="anon").values_list("value", flat=True).first()
-    now = timezone.now()
-    events = [
-        {
-            "event_id": f"yoga-{n}",
-            "type": "page_view",
-            "anonymous_id": unit,
-            "timestamp": (now - timedelta(seconds=60 - n)).isoformat(),
-            "properties": {"url": "/c/yoga", "category": "yoga", "item": "cork-yoga-mat", "dwell_ms": 20_000},
-        }
-        for n in range(60)
-    ]
-    personalization_services.events_ingest(project_id=project.pk, payload={"events": events})
+    yoga_events_ingest(project, profile_id)
     queued_before = redis_client.worker().llen("celery")
     assert personalization_services.events_drain() == 60
     assert redis_client.worker().llen("celery") == queued_before + 1, "the drain queues one fold-in task"
