@@ -183,10 +183,10 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     if blocked:
         keep = ~np.isin(ids, np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
         ids, x, labels = ids[keep], x[keep], result.labels[keep]
-        sizes = np.bincount(labels, minlength=k)
     else:
         labels = result.labels
-    outcomes = people.profiles_outcomes(project_id=project_id, since=now - timedelta(days=30))
+    clock = people.behavior_clock(project_id=project_id)
+    outcomes = people.profiles_outcomes(project_id=project_id, since=clock - timedelta(days=30))
     sizes = np.bincount(labels, minlength=k)
     converted = np.zeros(k)
     revenue = np.zeros(k)
