@@ -5,13 +5,15 @@ so a worker killed mid-run leaves no partial run visible: the run stays "running
 heartbeat, `clustering_runs_resume` queues it again, and the retry starts from scratch.
 """
 
+import logging
 import time
 from collections import Counter
 from datetime import timedelta
 
 import numpy as np
+import redis
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -20,6 +22,8 @@ from segments import embedding, kmeans
 from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
 from segments.services.memberships import memberships_publish_on_commit
+
+log = logging.getLogger(__name__)
 
 K_MIN, K_MAX = 2, 40
 MAP_POINTS = 3000
@@ -135,10 +139,20 @@ def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | Non
 
     try:
         return _execute(run, progress, seed, started)
-    except SegmentsError as exc:
-        ClusteringRun.objects.filter(pk=run_id).update(
-            status=RunStatus.FAILED, error=exc.message, finished_at=timezone.now()
-        )
+    except (OperationalError, InterfaceError, redis.RedisError):
+        raise  # infrastructure: the task retries, or the reaper queues the run again
+    except Exception as exc:
+        # A user-fixable problem says how to fix it; anything else fails the run now with a message,
+        # rather than leaving it "running" until the reaper gives up on it.
+        if isinstance(exc, SegmentsError):
+            error = exc.message
+        else:
+            log.exception("clustering run %s failed", run_id)
+            error = (
+                f"the run stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); it is in the"
+                " worker's log. Try again; if it happens again, tell your Kairos administrator."
+            )
+        ClusteringRun.objects.filter(pk=run_id).update(status=RunStatus.FAILED, error=error, finished_at=timezone.now())
         run.refresh_from_db()
         return run
 
@@ -168,6 +182,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
         )
     progress(70, f"Clustering {len(ids):,} people into {k} segments")
     result = kmeans.kmeans_fit(x, k, seed=seed)
+    k = len(result.centers)  # fewer when people's behavior has fewer distinct groups than asked for
     centroids = result.centers / np.maximum(np.linalg.norm(result.centers, axis=1, keepdims=True), 1e-9)
     progress(85, "Describing segments")
     embedder = embeddings_service.embedder_load(project_id=project_id, version=latest.version)
