@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import transaction
+from django.db.models import Count, F
 from django.utils import timezone
 
 from personalization import selectors_segments as people
@@ -47,7 +48,11 @@ def profiling_data_delete(*, project_id: int, profile_ids: Iterable[int]) -> Non
     """Delete what profiling derived about these profiles: memberships, vectors, map points."""
     ids = list(profile_ids)
     with transaction.atomic():
-        SegmentMembership.objects.filter(segment__project_id=project_id, profile_id__in=ids).delete()
+        rows = SegmentMembership.objects.filter(segment__project_id=project_id, profile_id__in=ids)
+        # Segment sizes (shown on cards and in targeting) drop at once, not at the next run or refresh.
+        for segment_id, count in rows.values_list("segment_id").annotate(n=Count("id")).values_list("segment_id", "n"):
+            Segment.objects.filter(pk=segment_id, size__gte=count).update(size=F("size") - count)
+        rows.delete()
         ProfileEmbedding.objects.filter(project_id=project_id, profile_id__in=ids).delete()
         MapPoint.objects.filter(run__project_id=project_id, profile_id__in=ids).delete()
 

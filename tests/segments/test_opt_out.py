@@ -182,5 +182,7 @@ def test_opt_out__rule_segment_member__taken_out_of_it_and_decide_at_once(
     member = min(_members(rule))
     people.remember([member])
     assert redis_client.worker().hget(rkeys.unit(demo_project.pk, people.units[member][0]), "segs") == b"viewers"
+    size = Segment.objects.get(pk=rule.pk).size
     people.opt_out([member], how=how)
     people.assert_nowhere()
+    assert Segment.objects.get(pk=rule.pk).size == size - 1 == len(_members(rule))
