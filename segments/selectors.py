@@ -1,6 +1,7 @@
 """Reads of the segments app worth naming (pages, other apps)."""
 
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from personalization import selectors_segments as people
+from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 
 
 def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
@@ -59,3 +60,10 @@ def segments_rule_and_lookalike(*, project_id: int) -> list[Segment]:
     """Rule and lookalike segments (a person may be in several), by name."""
     kinds = [SegmentKind.RULE, SegmentKind.LOOKALIKE]
     return list(Segment.objects.filter(project_id=project_id, kind__in=kinds).order_by("name", "key"))
+
+
+def run_map_points(*, run: ClusteringRun) -> list[tuple[float, float, int]]:
+    """The run's 2-D map sample as (x, y, segment index), without anyone who may not be profiled now."""
+    rows = list(MapPoint.objects.filter(run=run).order_by("pk").values_list("profile_id", "x", "y", "index"))
+    blocked = people.profiles_not_profilable(project_id=run.project_id, profile_ids=[r[0] for r in rows])
+    return [(x, y, index) for profile_id, x, y, index in rows if profile_id not in blocked]
