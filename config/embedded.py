@@ -108,7 +108,7 @@ def pg_start() -> None:
             **kwargs,
         )
     options = (
-        f"-h {HOST} -p {PG_PORT} -k {PG_SOCKET_DIR} -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=2GB"
+        f"-h {HOST} -p {PG_PORT} -k {PG_SOCKET_DIR} -c max_connections=200 -c shared_buffers=1GB -c max_wal_size=2GB"
     )
     subprocess.run(
         [
