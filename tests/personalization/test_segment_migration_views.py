@@ -155,6 +155,10 @@ def test_form__picker__groups_runs_newest_first_then_rules_with_name_key_size(ad
         rf'value="b{newer.pk}.1".*?B</span> <code>b{newer.pk}.1</code> <span class="muted">25 people', picker, re.S
     )
     assert picker.count('type="checkbox" name="targeting-segments"') == 5
+    # older runs fold away (nothing of them ticked); the newest run and the rules stay open
+    groups = re.findall(r'<details class="seg-group" ?(open)?>\s*<summary><strong>([^<]+)', picker)
+    assert groups == [("open", f"Clustering run #{newer.pk} (newest)"), ("", f"Clustering run #{old_run.pk}"),
+                      ("open", "Rule segments")]  # fmt: skip
 
 
 def test_form__picker__no_segments__says_what_to_do(admin_client):
