@@ -69,7 +69,7 @@ class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     required_action = "segments"
     lookup_field = "key"
-    lookup_value_regex = r"[^/]+"  # behavior keys hold a dot: b12.3
+    lookup_value_regex = r"[-A-Za-z0-9_.]{1,64}"  # a segment key (behavior keys hold a dot: b12.3); else 404
 
     def get_serializer_class(self):
         return SegmentDetailSerializer if self.action == "retrieve" else SegmentSerializer

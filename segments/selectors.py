@@ -113,6 +113,8 @@ def segment_key_run(key: str) -> int | None:
 
 
 def run_for_project(*, project_id: int, run_id: int) -> ClusteringRun | None:
+    if not 0 < run_id < 2**31:  # "run:99999999999999999999" names no run; PostgreSQL could not compare it
+        return None
     return ClusteringRun.objects.filter(project_id=project_id, pk=run_id).first()
 
 

@@ -224,3 +224,44 @@ def test_targeting__unknown_or_unfinished_segment__refused_naming_the_field(proj
         _experience(project, key="bandit", policy="segment_bandit", segment_attribute=f"run:{running.pk}")
     assert err.value.field == "segment_attribute" and "running" in err.value.message
     assert not Experience.objects.filter(project=project).exists()
+
+
+def test_migrate__segment_bandit__new_segments_start_from_the_global_posterior(project, old_run, new_run):
+    from django.utils import timezone
+
+    from personalization.models import BanditWeights
+
+    experience = _experience(project, policy="segment_bandit", segment_attribute=f"run:{old_run.pk}")
+    now = timezone.now()
+    BanditWeights.objects.bulk_create(
+        [
+            BanditWeights(experience=experience, segment="", computed_at=now, weights={"control": 0.3, "b": 0.7},
+                          stats={"control": [500, 20], "b": [500, 45]}),
+            BanditWeights(experience=experience, segment=f"b{old_run.pk}.0", computed_at=now,
+                          weights={"control": 0.9, "b": 0.1}, stats={"control": [200, 30], "b": [200, 5]}),
+        ]
+    )  # fmt: skip
+    user = {"segs": f"b{old_run.pk}.0 b{new_run.pk}.1"}
+    before = services.snapshot_compile(project_id=project.pk)["experiences"]["hero"]
+    assert engine.unit_segment(before, user, {}) == f"b{old_run.pk}.0"
+    assert engine.decide_unit({"experiences": {"hero": before}, "holdout": {"salt": "s", "share": 0}}, "u1", user, {}
+                              ).assignments["hero"]["reason"] == "segment_bandit"  # fmt: skip
+
+    services.experience_segments_migrate(experience=experience, run_id=new_run.pk, mapping={})
+    after = services.snapshot_compile(project_id=project.pk)["experiences"]["hero"]
+    # the old segment's posterior is not carried to the new key: the unit is served the global weights
+    assert engine.unit_segment(after, user, {}) == f"b{new_run.pk}.1"
+    assert f"b{new_run.pk}.1" not in after["weights"] and after["weights"][""] == [0.3, 0.7]
+    decision = engine.decide_unit(
+        {"experiences": {"hero": after}, "holdout": {"salt": "s", "share": 0}}, "u1", user, {}
+    )
+    assert decision.assignments["hero"]["reason"] == "bandit"
+    assert decision.exposures[0]["segment"] == f"b{new_run.pk}.1"  # the new segment starts collecting its own data
+    assert BanditWeights.objects.filter(experience=experience, segment=f"b{old_run.pk}.0").exists()  # history kept
+
+
+@pytest.mark.parametrize("source", ["run:99999999999999999999999", "run:0"])
+def test_segment_source__run_id_out_of_range__refused_naming_the_field(project, source):
+    with pytest.raises(services.ExperienceError) as err:
+        _experience(project, policy="segment_bandit", segment_attribute=source)
+    assert err.value.field == "segment_attribute" and "does not exist" in err.value.message

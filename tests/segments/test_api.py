@@ -116,3 +116,9 @@ def test_schema__segments_endpoints_declared(client):
     assert "get" in paths["/api/v1/segments/"] and "get" in paths["/api/v1/segments/{key}/"]
     names = {p["name"] for p in paths["/api/v1/segments/"]["get"]["parameters"]}
     assert {"kind", "run", "limit", "offset"} <= names
+
+
+@pytest.mark.parametrize("key", ["a%00b", "x" * 200, "%F0%9F%98%80", "b1.0%2F.."])
+def test_detail__hostile_key__404_not_500(client, secret_key, key):
+    response = _get(client, f"/api/v1/segments/{key}/", secret_key)
+    assert response.status_code == 404 and response.json()["detail"]
