@@ -202,3 +202,30 @@ def test_form__edit_keeps_a_deleted_segment_until_unticked(admin_client, project
     assert response.status_code == 302, re.findall(r"<li>.*?</li>", response.content.decode())
     assert Experience.objects.get(pk=hero.pk).name == "Hero 2"
     assert Experience.objects.get(pk=hero.pk).targeting["segments"] == [gone]
+
+
+def test_bandit_on_old_run__notice__and_migrate_moves_the_source(admin_client, project, people, old_run):
+    experience = services.experience_create(
+        project=project,
+        key="recs",
+        name="Recs",
+        touchpoint="home",
+        variants=VARIANTS,
+        policy="segment_bandit",
+        segment_attribute=f"run:{old_run.pk}",
+    )
+    new = factories.clustering_run_make(project=project, members=[people[:15], people[15:]])
+    page = admin_client.get("/experiences/recs/").content.decode()
+    assert f"Its per-segment bandit learns on run #{old_run.pk}; run #{new.pk} is newer." in page
+    proposal = admin_client.get("/experiences/recs/migrate").content.decode()
+    assert 'id="mapping-table"' not in proposal and 'name="move_bandit" checked' in proposal
+    assert "starts from the experience's global posterior" in proposal
+    response = admin_client.post(
+        "/experiences/recs/migrate", {"run": new.pk, "version": experience.version, "move_bandit": "on"}
+    )
+    assert response.status_code == 302
+    assert Experience.objects.get(pk=experience.pk).segment_attribute == f"run:{new.pk}"
+    # unticking the bandit with nothing else to move changes nothing and says so
+    again = admin_client.post("/experiences/recs/migrate", {"run": old_run.pk, "version": experience.version + 1})
+    assert again.status_code == 400 and "nothing to migrate" in again.content.decode()
+    assert Experience.objects.get(pk=experience.pk).segment_attribute == f"run:{new.pk}"
