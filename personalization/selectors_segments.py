@@ -9,12 +9,23 @@ from datetime import datetime
 
 import orjson
 from django.db import connection
+from django.db.models import Max
+from django.utils import timezone
 
 from personalization.models import Profile, ProfileIdentity, Project
 
 _PROFILABLE = "NOT p.do_not_personalize AND coalesce(p.consent ->> 'personalization', 'true') <> 'false'"
 # Events that describe behavior; exposures live in their own table, identify carries no behavior.
 _NOT_BEHAVIOR = ("identify", "exposure")
+
+
+def behavior_clock(*, project_id: int) -> datetime:
+    """The moment segments measure "recent" from: now, or the project's latest behavior when that is
+    older, so that history imported from elsewhere (a public dataset, last year's logs) is segmented
+    as of its own last day instead of falling outside every window."""
+    now = timezone.now()
+    last = Profile.objects.filter(project_id=project_id).aggregate(last=Max("last_seen"))["last"]
+    return min(now, last) if last else now
 
 
 def profiles_behavior(

@@ -31,7 +31,6 @@ DIMS = 64
 HALF_LIFE_DAYS = 14.0
 MIN_DF = 2
 MAX_FEATURES = 50_000
-_WORD = re.compile(r"[a-z0-9][a-z0-9\-]{1,30}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +67,84 @@ def _bucket(value: float, edges: Sequence[float]) -> int:
 
 _DWELL_EDGES_S = (5, 15, 30, 60, 120, 300)
 _SCROLL_EDGES = (25, 50, 75, 90)
+_PRICE_EDGES = (10, 30, 100, 300, 1000)
+
+# Property names by role, compared lower-case without "_", "-" or spaces, so that "category_code",
+# "categoryId" and "item-category" all name a category. Real event streams use many spellings.
+_CATEGORY_KEYS = frozenset(
+    {"category", "categories", "categorycode", "categoryid", "categoryname", "itemcategory", "productcategory",
+     "cat", "section", "department", "genre", "collection"}
+)  # fmt: skip
+_ITEM_KEYS = frozenset(
+    {"item", "items", "itemid", "product", "products", "productid", "sku", "contentid", "contentids", "articleid",
+     "movieid", "trackid", "listingid", "offerid", "variantid"}
+)  # fmt: skip
+_QUERY_KEYS = frozenset({"query", "q", "search", "searchterm", "searchquery", "term", "keyword", "keywords"})
+_PAGE_KEYS = frozenset({"url", "path", "page", "pagepath", "pagelocation", "pageurl", "location", "href"})
+_DWELL_MS_KEYS = frozenset({"dwellms", "durationms", "timeonpagems", "engagementtimemsec", "engagementtimems"})
+_DWELL_S_KEYS = frozenset({"dwell", "dwells", "dwellseconds", "timeonpage", "timeonpages", "durations"})
+_SCROLL_KEYS = frozenset({"scrolldepth", "percentscrolled", "scrollpercent", "scrollpercentage"})
+_PRICE_KEYS = frozenset({"value", "price", "amount", "revenue", "total", "unitprice"})
+# Not behavior: identifiers of the event, session or person, times, and free text that is not a choice.
+_SKIP_KEYS = frozenset(
+    {"id", "eventid", "sessionid", "userid", "anonymousid", "visitorid", "deviceid", "clientid", "ts", "time",
+     "timestamp", "date", "datetime", "referrer", "referer", "title", "pagetitle", "description", "message",
+     "email", "ip", "useragent", "currency"}
+)  # fmt: skip
+_SKIP_PARTS = re.compile(r"session|uuid|token|password|secret")
+_WORD = re.compile(r"[^\W_][\w\-]{1,30}")
+_ID_SEGMENT = re.compile(r"^(?:\d+|[0-9a-f]{16,}|[0-9a-f-]{32,36})$")
+_MAX_VALUE = 64
+
+
+def _norm_key(key: object) -> str:
+    return "".join(ch for ch in str(key).lower() if ch.isalnum())[:40]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _choice(value: object) -> str | None:
+    """A property value as a short label: strings (not URLs, not empty), integers (ids) and booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text and len(text) <= _MAX_VALUE and "://" not in text:
+            return text
+    return None
+
+
+def _page(value: object) -> str | None:
+    """A URL or path → its first two path segments, ids replaced by "#": "/p/123?x=1" → "/p/#"."""
+    if not isinstance(value, str) or not value:
+        return None
+    path = value.split("://", 1)[-1] if "://" in value else value
+    if "://" in value:
+        path = "/" + path.partition("/")[2]
+    path = path.split("?", 1)[0].split("#", 1)[0].lower()
+    parts = [("#" if _ID_SEGMENT.match(part) else part[:40]) for part in path.split("/") if part][:2]
+    return "/" + "/".join(parts)
+
+
+def _category_levels(value: str) -> list[str]:
+    """ "electronics.smartphone" → ["electronics", "electronics.smartphone"] (also "/", ">" and "|")."""
+    parts = [p.strip() for p in re.split(r"\s*[./>|]\s*", value) if p.strip()]
+    return [value] if len(parts) < 2 else [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def behavior_tokens(events: Iterable[BehaviorEvent], *, now: datetime) -> dict[str, float]:
-    """Recency-weighted counts of the behavior tokens of one profile's events."""
+    """Recency-weighted counts of the behavior tokens of one profile's events.
+
+    Roles are found by property name (see the *_KEYS sets): categories (with their levels), items
+    (also inside lists of item objects), search words (any event type), pages (path prefix), dwell,
+    scroll depth and price buckets; every other short string, integer or boolean property becomes a
+    "name=value" token, so behavior in a stream with its own vocabulary is still seen."""
     bag: dict[str, float] = {}
 
     def add(token: str, weight: float) -> None:
@@ -83,29 +156,74 @@ def behavior_tokens(events: Iterable[BehaviorEvent], *, now: datetime) -> dict[s
         props = event.properties if isinstance(event.properties, Mapping) else {}
         etype = str(event.type)[:64]
         add(f"type:{etype}", w)
-        category = props.get("category")
-        if isinstance(category, str) and category:
-            add(f"category:{category[:64]}", w)
-            add(f"{etype}|category:{category[:64]}", w)
-        items = props.get("items") if isinstance(props.get("items"), list) else [props.get("item")]
-        for item in items:
-            if isinstance(item, str) and item:
-                add(f"item:{item[:64]}", w)
-        query = props.get("query")
-        if etype == "search" and isinstance(query, str):
-            for word in _WORD.findall(query.lower()):
-                add(f"search:{word}", w)
-        dwell = props.get("dwell_ms")
-        if isinstance(dwell, int | float) and not isinstance(dwell, bool) and dwell >= 0:
-            add(f"dwell:{_bucket(dwell / 1000.0, _DWELL_EDGES_S)}", w)
-        depth = props.get("depth")
-        if etype == "scroll" and isinstance(depth, int | float) and not isinstance(depth, bool):
-            add(f"scroll:{_bucket(float(depth), _SCROLL_EDGES)}", w)
+        scroll_event = "scroll" in etype.lower()
+        for key, value in list(props.items())[:50]:
+            _property_tokens(add, etype, _norm_key(key), str(key)[:40], value, w, scroll_event)
     return bag
+
+
+def _property_tokens(add, etype: str, key: str, raw_key: str, value: object, w: float, scroll_event: bool) -> None:
+    if key in _CATEGORY_KEYS:
+        for category in _values(value):
+            for level in _category_levels(category):
+                add(f"category:{level}", w)
+            add(f"{etype}|category:{category}", w)
+    elif key in _ITEM_KEYS:
+        for item in value[:50] if isinstance(value, list) else [value]:
+            if isinstance(item, Mapping):
+                _item_object_tokens(add, etype, item, w)
+            elif (label := _choice(item)) is not None:
+                add(f"item:{label}", w)
+    elif key in _QUERY_KEYS:
+        if isinstance(value, str):
+            for word in _WORD.findall(value.casefold()[:500])[:20]:
+                add(f"search:{word}", w)
+    elif key in _PAGE_KEYS:
+        if (page := _page(value)) is not None:
+            add(f"page:{page}", w)
+    elif key in _DWELL_MS_KEYS or key in _DWELL_S_KEYS:
+        number = _number(value)
+        if number is not None and number >= 0:
+            seconds = number / 1000.0 if key in _DWELL_MS_KEYS else number
+            add(f"dwell:{_bucket(seconds, _DWELL_EDGES_S)}", w)
+    elif key in _SCROLL_KEYS or (key == "depth" and scroll_event):
+        number = _number(value)
+        if number is not None:
+            add(f"scroll:{_bucket(number, _SCROLL_EDGES)}", w)
+    elif key in _PRICE_KEYS:
+        number = _number(value)
+        if number is not None and number >= 0:
+            add(f"price:{_bucket(number, _PRICE_EDGES)}", w)
+    elif key and key not in _SKIP_KEYS and not _SKIP_PARTS.search(key) and (label := _choice(value)) is not None:
+        add(f"prop:{raw_key}={label}", w)
+
+
+def _values(value: object) -> list[str]:
+    values = value[:20] if isinstance(value, list) else [value]
+    return [label for v in values if isinstance(v, str | int) and (label := _choice(v)) is not None]
+
+
+def _item_object_tokens(add, etype: str, item: Mapping, w: float) -> None:
+    """One object of an items list (e.g. GA4's {"item_id", "item_category", "price"})."""
+    for key, value in list(item.items())[:20]:
+        norm = _norm_key(key)
+        if norm in ("id", "name", "itemname", "productname") or norm in _ITEM_KEYS:
+            if (label := _choice(value)) is not None:
+                add(f"item:{label}", w)
+        elif norm in _CATEGORY_KEYS:
+            for category in _values(value):
+                for level in _category_levels(category):
+                    add(f"category:{level}", w)
+                add(f"{etype}|category:{category}", w)
 
 
 def _describe(token: str) -> str:
     """A token as a marketer reads it: "search: trail", "category: trail-shoes", "3× dwell"."""
+    if token.startswith("prop:"):
+        name, _, value = token[5:].partition("=")
+        return f"{name}: {value}"
+    if token.startswith("page:"):
+        return f"page: {token[5:]}"
     name, _, value = token.rpartition(":")
     if name == "dwell":
         edges = ("<5 s", "5–15 s", "15–30 s", "30–60 s", "1–2 min", "2–5 min", "5+ min")
@@ -113,9 +231,12 @@ def _describe(token: str) -> str:
     if name == "scroll":
         edges = ("<25 %", "25–50 %", "50–75 %", "75–90 %", "90+ %")
         return f"scrolls {edges[int(value)]} deep"
+    if name == "price":
+        edges = ("under 10", "10–30", "30–100", "100–300", "300–1,000", "1,000+")
+        return f"price or value {edges[int(value)]}"
     if name == "type":
         return f"event: {value}"
-    return token.replace("|", " · ").replace(":", ": ")
+    return token.replace("|", " · ").replace(":", ": ", 1)
 
 
 def token_label(token: str) -> str:

@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from personalization import selectors_segments as people
@@ -101,8 +100,8 @@ def segment_rename(request, key: str):
     return redirect(request.POST.get("next") or reverse("segments"))
 
 
-def _profile_summary(events: list[tuple]) -> list[str]:
-    tokens = embedding.behavior_tokens([embedding.BehaviorEvent(*row) for row in events], now=timezone.now())
+def _profile_summary(events: list[tuple], now) -> list[str]:
+    tokens = embedding.behavior_tokens([embedding.BehaviorEvent(*row) for row in events], now=now)
     top = sorted(((w, t) for t, w in tokens.items() if not t.startswith("type:")), reverse=True)[:4]
     return [embedding.token_label(t) for _, t in top]
 
@@ -114,13 +113,16 @@ def segment_detail(request, key: str):
     if segment is None:
         raise Http404("no such segment")
     sample = selectors.segment_members_sample(segment=segment)
+    clock = people.behavior_clock(project_id=project.pk)
     behavior = dict(
-        people.profiles_behavior(
-            project_id=project.pk, since=timezone.now() - timedelta(days=WINDOW_DAYS), profile_ids=sample
-        )
+        people.profiles_behavior(project_id=project.pk, since=clock - timedelta(days=WINDOW_DAYS), profile_ids=sample)
     )
     examples = [
-        {"pseudonym": f"Profile #{pid}", "events": len(behavior.get(pid, [])), "top": _profile_summary(behavior[pid])}
+        {
+            "pseudonym": f"Profile #{pid}",
+            "events": len(behavior.get(pid, [])),
+            "top": _profile_summary(behavior[pid], clock),
+        }
         for pid in sample
         if pid in behavior
     ]
@@ -155,7 +157,7 @@ def _seed_from_post(project, post):
         raw_days = post.get("seed_days", "30")
         if not raw_days.isdigit() or not 1 <= int(raw_days) <= 365:
             raise services.SegmentsError("seed_days", "choose a window of 1 to 365 days")
-        end = timezone.now()
+        end = people.behavior_clock(project_id=project.pk)
         return services.seed_from_converters(
             project_id=project.pk,
             goal=post.get("seed_goal", "purchase").strip(),

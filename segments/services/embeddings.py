@@ -70,7 +70,7 @@ def embeddings_refit(
 
     Returns None when fewer than MIN_PROFILES_TO_FIT people have enough behavior.
     """
-    now = now or timezone.now()
+    now = now or people.behavior_clock(project_id=project_id)
     progress = progress or (lambda pct, label: None)
     progress(2, "Reading recent behavior")
     ids, docs = [], []
@@ -109,7 +109,7 @@ def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: date
     live clustering run; publishes their memberships to decide. Returns {"embedded", "removed"}."""
     from segments.services.memberships import memberships_reassign
 
-    now = now or timezone.now()
+    now = now or people.behavior_clock(project_id=project_id)
     wanted = sorted(set(profile_ids))
     latest = embedder_latest(project_id=project_id)
     if latest is None or not wanted:

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.utils import timezone
 
 from personalization import selectors_segments as people
 from segments import embedding
@@ -52,7 +51,9 @@ def seed_from_segment(*, project_id: int, segment_key: str, by_value: bool = Fal
     ids = SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True)
     weights = dict.fromkeys(ids, 1.0)
     if by_value:
-        values = people.profiles_outcomes(project_id=project_id, since=timezone.now() - timedelta(days=90))
+        values = people.profiles_outcomes(
+            project_id=project_id, since=people.behavior_clock(project_id=project_id) - timedelta(days=90)
+        )
         weights = {pid: 1.0 + values.get(pid, (0, 0.0))[1] for pid in weights}
     return Seed(weights, {"kind": "segment", "segment": segment_key, "by_value": by_value})
 

@@ -4,7 +4,6 @@ import re
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
 from personalization import selectors_segments as people
 from segments.models import Segment, SegmentKind, SegmentMembership
@@ -84,7 +83,7 @@ def rule_segment_refresh(*, segment: Segment) -> int:
         project_id=segment.project_id,
         attributes=segment.definition.get("attributes", []),
         events=segment.definition.get("events", []),
-        now=timezone.now(),
+        now=people.behavior_clock(project_id=segment.project_id),
     )
     with transaction.atomic():
         before = set(SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True))

@@ -82,3 +82,22 @@ def test_clustering__run_twice__keeps_both_runs_comparable(refitted):
     assert Segment.objects.filter(run=first).count() == 4 and Segment.objects.filter(run=second).count() == 8
     assert second.inertia < first.inertia
     assert np.isfinite(first.silhouette or 0)
+
+
+def test_clustering__history_from_years_ago__segmented_as_of_its_last_day(db, tmp_path):
+    """A dataset imported from elsewhere ends long before today: its "recent" is its own last day."""
+    from datetime import datetime
+
+    from personalization.services import demo as demo_services
+
+    end = datetime(2019, 11, 30, tzinfo=DEMO_END.tzinfo)
+    project = demo_services.demo_seed(profiles=1500, days=14, seed=5, keys_path=tmp_path / "keys.json", end=end)
+    assert people.behavior_clock(project_id=project.pk) <= end
+    run = _run(project, k=8)
+    assert run.status == RunStatus.DONE, run.error
+    labels = _labels(run)
+    truth = people.profiles_planted_intent(project_id=project.pk, profile_ids=labels)
+    ids = sorted(labels)
+    assert len(ids) >= 1000
+    assert adjusted_rand_score([truth[i] for i in ids], [labels[i] for i in ids]) >= 0.7
+    assert any(segment.conversion_rate > 0 for segment in Segment.objects.filter(run=run))  # outcomes in its window

@@ -7,6 +7,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from segments.embedding import BehaviorEvent, TfidfSvdEmbedder, behavior_tokens, embedder_load
+from segments.embedding import token_label as label_of
 from segments.kmeans import k_choose, kmeans_fit
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -62,7 +63,8 @@ def test_tokens__hostile_properties__ignored_not_crashing():
         BehaviorEvent("search", NOW, {"query": "ÜBER trail-läufer 🏃 " * 50}),
     ]
     tokens = behavior_tokens(events, now=NOW)
-    assert "type:" + "x" * 64 in tokens and "search:trail-l" in tokens
+    assert "type:" + "x" * 64 in tokens and "search:trail-läufer" in tokens and "search:über" in tokens
+    assert not any(t.startswith("category:") or t.startswith("dwell:") or t.startswith("scroll:") for t in tokens)
     embedder = TfidfSvdEmbedder()
     vectors = embedder.fit([events, events[:2], *(_docs(30)[0])], now=NOW)
     assert np.isfinite(vectors).all()
@@ -77,3 +79,25 @@ def test_kmeans__separated_behaviors__recovered_with_inertia_no_worse_than_one_i
     assert result.inertia <= baseline.inertia_ * 1.001
     k, scores = k_choose(x, k_min=2, k_max=6)
     assert k == 3, scores
+
+
+def test_tokens__other_streams_vocabularies__found_by_role():
+    """Public event streams name things their own way (REES46, RetailRocket, GA4, web logs)."""
+    events = [
+        BehaviorEvent("view", NOW, {"product_id": 1004856, "category_code": "electronics.smartphone",
+                                    "brand": "samsung", "price": 130.76, "user_session": "26dd6e6e-4dac-4778"}),
+        BehaviorEvent("addtocart", NOW, {"itemid": 355908, "categoryid": 1016}),
+        BehaviorEvent("purchase", NOW, {"items": [{"item_id": "SKU_1", "item_category": "Apparel/Men", "price": 9}]}),
+        BehaviorEvent("pageview", NOW, {"page_location": "https://shop.example/p/12345?utm=x", "q": "Wanderschuhe 防水",
+                                        "engagement_time_msec": 45_000, "percent_scrolled": 90, "title": "Shop"}),
+    ]  # fmt: skip
+    tokens = behavior_tokens(events, now=NOW)
+    expected = {
+        "item:1004856", "category:electronics", "category:electronics.smartphone",
+        "view|category:electronics.smartphone",
+        "prop:brand=samsung", "price:3", "item:355908", "category:1016", "item:SKU_1", "category:Apparel",
+        "category:Apparel.Men", "page:/p/#", "search:wanderschuhe", "search:防水", "dwell:3", "scroll:4",
+    }  # fmt: skip
+    assert expected <= set(tokens), expected - set(tokens)
+    assert not any("Shop" in t or "session" in t for t in tokens)  # titles and sessions are not behavior
+    assert label_of("prop:brand=samsung") == "brand: samsung" and label_of("price:3") == "price or value 100–300"
