@@ -229,3 +229,10 @@ def test_bandit_on_old_run__notice__and_migrate_moves_the_source(admin_client, p
     again = admin_client.post("/experiences/recs/migrate", {"run": old_run.pk, "version": experience.version + 1})
     assert again.status_code == 400 and "nothing to migrate" in again.content.decode()
     assert Experience.objects.get(pk=experience.pk).segment_attribute == f"run:{new.pk}"
+
+
+def test_segments_page__runs_table__names_the_experiences_each_run_serves(admin_client, hero, old_run, new_run):
+    page = admin_client.get("/segments/").content.decode()
+    rows = {int(n): row for n, row in re.findall(r'<tr><td><a href="\?run=(\d+)">.*?</td>(.*?)</tr>', page, re.S)}
+    assert 'href="/experiences/hero/">Hero</a>' in rows[old_run.pk]
+    assert "/experiences/hero/" not in rows[new_run.pk]
