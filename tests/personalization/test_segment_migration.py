@@ -265,3 +265,21 @@ def test_segment_source__run_id_out_of_range__refused_naming_the_field(project, 
     with pytest.raises(services.ExperienceError) as err:
         _experience(project, policy="segment_bandit", segment_attribute=source)
     assert err.value.field == "segment_attribute" and "does not exist" in err.value.message
+
+
+def test_migrate__keys_of_two_old_runs__both_mapped_to_the_target(project, people, old_run, new_run):
+    third = factories.clustering_run_make(project=project, members=[people[:25], people[25:]])
+    experience = _experience(project, targeting={"segments": [f"b{old_run.pk}.1", f"b{new_run.pk}.2"]})
+    due = services.experience_migration_due(experience=experience, latest_run_id=third.pk)
+    assert due == {"runs": [old_run.pk, new_run.pk], "target": third.pk}
+    services.experience_segments_migrate(
+        experience=experience,
+        run_id=third.pk,
+        mapping={f"b{old_run.pk}.1": f"b{third.pk}.0", f"b{new_run.pk}.2": f"b{third.pk}.1"},
+    )
+    experience.refresh_from_db()
+    assert experience.targeting["segments"] == [f"b{third.pk}.0", f"b{third.pk}.1"]
+    assert AuditEntry.objects.filter(action="migrate").get().changes["migration"]["from_runs"] == [
+        old_run.pk,
+        new_run.pk,
+    ]
