@@ -283,3 +283,27 @@ def test_migrate__keys_of_two_old_runs__both_mapped_to_the_target(project, peopl
         old_run.pk,
         new_run.pk,
     ]
+
+
+def test_bandit_update__after_migration__weights_only_for_the_new_runs_segments(project, people, old_run, new_run):
+    from django.utils import timezone
+
+    from personalization.models import Exposure
+
+    experience = _experience(project, policy="segment_bandit", segment_attribute=f"run:{old_run.pk}")
+    now = timezone.now()
+    rows = [(people[i], f"b{old_run.pk}.0", "b", i % 3 == 0) for i in range(10)]
+    rows += [(people[10 + i], f"b{new_run.pk}.1", "control", i % 4 == 0) for i in range(10)]
+    Exposure.objects.bulk_create(
+        Exposure(project=project, profile_id=p, experience_key="hero", variant_key=v, segment=s, exposed_at=now,
+                 converted=c)
+        for p, s, v, c in rows
+    )  # fmt: skip
+    assert set(services.bandit_update(experience_id=experience.pk)) == {"", f"b{old_run.pk}.0"}
+    services.experience_segments_migrate(experience=experience, run_id=new_run.pk, mapping={})
+    weights = services.bandit_update(experience_id=experience.pk)
+    assert set(weights) == {"", f"b{new_run.pk}.1"}
+    from personalization.models import BanditWeights
+
+    latest_global = BanditWeights.objects.filter(experience=experience, segment="").order_by("-pk").first()
+    assert latest_global.stats == {"control": [10, 3], "b": [10, 4]}  # every exposure still counts globally
