@@ -8,7 +8,9 @@ of filling Redis.
 """
 
 import csv
+import hashlib
 import io
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,19 +56,94 @@ class ImportFormatError(ValueError):
     """The file cannot be read as the format named; says how to fix it."""
 
 
-def _csv_event(row: dict) -> dict:
-    """A CSV row as an event: the CSV_COLUMNS header; `properties` is a JSON object, `value` a number."""
-    event: dict = {k: v for k, v in row.items() if k in CSV_COLUMNS and k not in ("value", "properties") and v != ""}
-    if row.get("value"):
-        try:
-            event["value"] = float(row["value"])
-        except ValueError:
-            event["value"] = row["value"]  # validation names the field
-    if row.get("properties"):
-        try:
-            event["properties"] = orjson.loads(row["properties"])
-        except orjson.JSONDecodeError:
-            event["properties"] = row["properties"]
+# CSV columns by role, compared lower-case without "_", "-" or spaces: public datasets and exports name
+# them their own way (REES46: event_time, event_type, user_session; RetailRocket: visitorid, event).
+_CSV_ROLES = {
+    "event_id": ("eventid", "id", "eventuuid", "messageid"),
+    "type": ("type", "eventtype", "event", "eventname", "action"),
+    "user_id": ("userid", "visitorid", "customerid", "user", "uid", "memberid"),
+    "anonymous_id": ("anonymousid", "anonid", "deviceid", "cookieid", "clientid"),
+    "session_id": ("sessionid", "usersession", "session", "visitid"),
+    "timestamp": ("timestamp", "eventtime", "eventtimestamp", "time", "ts", "datetime", "date", "createdat"),
+    "value": ("value", "revenue"),
+    "properties": ("properties", "props"),
+}
+_PRICE_COLUMNS = ("price", "amount", "total", "ordervalue", "ordertotal")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def csv_columns_map(header: list[str]) -> dict[str, str]:
+    """CSV column → event field; columns of no role go to `properties` under their own name."""
+    taken: dict[str, str] = {}
+    for role, aliases in _CSV_ROLES.items():
+        for alias in aliases:
+            column = next((c for c in header if _norm(c) == alias and c not in taken), None)
+            if column is not None:
+                taken[column] = role
+                break
+    return {column: taken.get(column, "") for column in header}
+
+
+def _csv_timestamp(text: str):
+    """ISO 8601, "2019-10-01 00:00:00 UTC", or epoch digits (10 = seconds, 13 = milliseconds)."""
+    if text.isdigit():
+        return int(text) * (1000 if len(text) <= 10 else 1)
+    for suffix in (" UTC", " GMT", " Z"):
+        if text.endswith(suffix):
+            return text[: -len(suffix)] + "+00:00"
+    return text
+
+
+def _csv_scalar(text: str):
+    if _NUMBER.fullmatch(text) and len(text) <= 15:
+        return float(text) if "." in text else int(text)
+    return text
+
+
+def _csv_event(row: dict, columns: dict[str, str]) -> dict:
+    """A CSV row as an event. Without an event id column, the id is a digest of the row, so importing
+    the same file twice still stores each event once."""
+    event: dict = {}
+    properties: dict = {}
+    for column, text in row.items():
+        if column is None or text is None or text == "":
+            continue
+        role = columns.get(column, "")
+        if role == "value":
+            try:
+                event["value"] = float(text)
+            except ValueError:
+                event["value"] = text  # validation names the field
+        elif role == "properties":
+            try:
+                decoded = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                decoded = text
+            if isinstance(decoded, dict):
+                properties.update(decoded)
+            else:
+                event["properties"] = decoded  # validation names the field
+        elif role == "timestamp":
+            event["timestamp"] = _csv_timestamp(text.strip())
+        elif role:
+            event[role] = text
+        else:
+            properties[column] = _csv_scalar(text)
+    if properties and "properties" not in event:
+        event["properties"] = properties
+    if event.get("type") == "purchase" and "value" not in event:
+        # Exports often carry the order value as the row's price or amount.
+        price = next((properties[c] for c in properties if _norm(c) in _PRICE_COLUMNS), None)
+        if isinstance(price, int | float):
+            event["value"] = float(price)
+    if "event_id" not in event:
+        cells = [[column, text] for column, text in row.items() if column is not None]
+        digest = hashlib.sha256(orjson.dumps(cells)).hexdigest()[:32]
+        event["event_id"] = f"csv-{digest}"
     return event
 
 
@@ -91,14 +168,15 @@ def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iter
             yield raw.decode("utf-8", errors="replace")
 
     reader = csv.DictReader(text())
-    header = reader.fieldnames or []
-    missing = {"event_id", "type"} - set(header)
-    if missing:
+    columns = csv_columns_map(list(reader.fieldnames or []))
+    if "type" not in columns.values():
         raise ImportFormatError(
-            f"the CSV header lacks {', '.join(sorted(missing))}; use the columns {', '.join(CSV_COLUMNS)}"
+            "the CSV header has no event type column (type, event_type, event or event_name); the columns are "
+            + ", ".join(CSV_COLUMNS)
+            + ", and any other column becomes a property"
         )
     for row in reader:
-        yield reader.line_num, _csv_event(row)
+        yield reader.line_num, _csv_event(row, columns)
 
 
 def _queued(client, project_id: int) -> int:

@@ -138,3 +138,39 @@ def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(p
     assert result.accepted == 4000 and result.rejected_count == 0
     assert Event.objects.filter(project=project).count() == 4000
     assert sum(1 for moved in waits if moved) >= 3  # the drain ran between the import's batches
+
+
+@pytest.mark.django_db
+def test_import_endpoint__public_dataset_csv_shapes__columns_found_by_role(client, project, secret_key):
+    """A REES46-style export and a RetailRocket-style log, as published: their own column names, UTC
+    suffixes and epoch milliseconds, no event ids; other columns become properties."""
+    rees46 = (
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+        "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde-8bb3\n"
+        "2019-10-01 00:00:01 UTC,purchase,3900821,2053013552326770905,appliances.water_heater,aqua,33.20,554748717,"
+        "9333dfbd\n"
+    )  # fmt: skip
+    retailrocket = "timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n"
+    for body in (rees46, retailrocket, rees46):  # the first file twice: stored once
+        response, lines = _import(client, secret_key, body.encode(), fmt="csv")
+        assert response.status_code == 200 and lines[-1]["done"], lines
+    assert lines[-1]["rejected_count"] == 0, lines[-1]["rejected"]
+    _drain()
+    events = {e.type: e for e in Event.objects.filter(project=project)}
+    assert Event.objects.filter(project=project).count() == 3
+    view = Event.objects.get(project=project, type="view", properties__brand="shiseido")
+    assert view.ts == datetime(2019, 10, 1, tzinfo=UTC) and view.session_id == "72d76fde-8bb3"
+    # Ids too long for a JSON number to keep exactly stay text.
+    assert view.properties == {"product_id": 44600062, "category_id": "2103807459595387724", "brand": "shiseido",
+                               "price": 35.79}  # fmt: skip
+    assert events["purchase"].properties["category_code"] == "appliances.water_heater"
+    assert float(events["purchase"].value) == 33.2  # a purchase's price is its value
+    rr = Event.objects.get(project=project, properties__itemid=355908)
+    assert rr.ts == datetime.fromtimestamp(1433221332.117, tz=UTC) and rr.profile.external_id == "257597"
+
+
+@pytest.mark.django_db
+def test_import_endpoint__csv_without_a_type_column__names_the_columns(client, project, secret_key):
+    _, lines = _import(client, secret_key, b"when,who\n2019-10-01T00:00:00Z,u1\n", fmt="csv")
+    assert lines[-1]["done"] and lines[-1]["error"]["field"] == "body"
+    assert "event_type" in lines[-1]["error"]["message"] and "property" in lines[-1]["error"]["message"]

@@ -1,8 +1,9 @@
 """Import event history of any age: `manage.py events_import FILE.jsonl|FILE.csv --project SLUG`.
 
-JSONL: one event object per line, exactly as in `POST /api/v1/events`. CSV: a header row with the
-columns event_id,type,user_id,anonymous_id,session_id,timestamp,value,properties (properties a JSON
-object). Read a line at a time, so any size works; re-running the same file stores nothing twice.
+JSONL: one event object per line, exactly as in `POST /api/v1/events`. CSV: a header row; columns are
+found by role under common spellings (event_type, event_time, visitorid, user_session…) and every
+other column becomes a property (personalization.services.history.csv_columns_map). Read a line at a
+time, so any size works; re-running the same file stores nothing twice.
 """
 
 import os
