@@ -8,6 +8,9 @@ injected style cannot run code. plotly.js needs no 'unsafe-eval' for the chart t
 scatter); only its WebGL traces compile code at run time.
 """
 
+import json
+import re
+
 from django.conf import settings
 from django.utils.cache import add_never_cache_headers
 
@@ -51,10 +54,45 @@ class SecurityHeadersMiddleware:
         return response
 
 
+# A JSON body that may hold what PostgreSQL cannot store: a NUL (raw or escaped) or a surrogate escape
+# (\ud800-\udfff; a pair is a valid emoji, a lone one is not). Raw surrogates cannot occur in UTF-8.
+_UNSTORABLE_JSON = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
+
+
+def _json_unstorable(body: bytes):
+    """FieldError naming the path ("identifiers.user_id", "items[2]") of the first key or string of a
+    JSON body that cannot be stored, or None. Iterative: a body nested a thousand deep costs no recursion."""
+    from personalization.event_schema import FieldError, text_check
+
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        if b"\x00" in body:
+            return FieldError("body", "contains a NUL character, which cannot be stored; remove it")
+        return None  # not JSON: the view's parser answers that
+    stack: list[tuple[str, object]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        try:
+            if isinstance(value, str):
+                text_check(value, path or "body")
+            elif isinstance(value, dict):
+                for key in value:
+                    text_check(key, f"{path or 'body'} (a key)")
+                # Reversed onto the stack: the first bad field in the body's own order is named.
+                stack.extend((f"{path}.{key}" if path else key, item) for key, item in reversed(value.items()))
+            elif isinstance(value, list):
+                stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+        except FieldError as exc:
+            return exc
+    return None
+
+
 class StorableInputMiddleware:
-    """Dashboard forms and REST bodies: a NUL or lone surrogate anywhere in a query or form value (or a
-    NUL in a JSON body) is answered 400 naming the field, before any view writes it. One check here
-    instead of one per form; the public endpoints check every field themselves (event_schema)."""
+    """Dashboard forms and REST bodies: a NUL or lone surrogate anywhere in a query or form value, or
+    in a key or string of a JSON body, is answered 400 naming the field, before any view writes it.
+    One check here instead of one per form; the public endpoints check every field themselves
+    (event_schema)."""
 
     _PUBLIC = ("/api/v1/events", "/api/v1/decide")
 
@@ -73,8 +111,10 @@ class StorableInputMiddleware:
                 text_check(name, "a field name")
                 for value in values:
                     text_check(value, name)
-            if request.content_type == "application/json" and (b"\\u0000" in request.body or b"\x00" in request.body):
-                raise FieldError("body", "contains a NUL character (\\u0000), which cannot be stored; remove it")
+            if request.content_type.endswith("json") and _UNSTORABLE_JSON.search(request.body):
+                error = _json_unstorable(request.body)
+                if error is not None:
+                    raise error
         except FieldError as exc:
             return JsonResponse({"error": {"field": exc.field, "message": f"{exc.field} {exc.message}"}}, status=400)
         return self.get_response(request)

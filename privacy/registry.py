@@ -268,6 +268,17 @@ register(
 )
 register(
     table(
+        name="segment_map_points",
+        model="segments.MapPoint",
+        columns=("run_id", "x", "y", "index"),
+        category="the person's dot on a clustering run's 2-D segment map (a sample of up to 3,000 people)",
+        purpose="showing marketers how behavior segments lie (profiling)",
+        retention="as long as the clustering run",
+        profiling=True,
+    )
+)
+register(
+    table(
         name="identities",
         model="personalization.ProfileIdentity",
         columns=("kind", "value", "created_at"),

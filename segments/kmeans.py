@@ -43,9 +43,19 @@ def kmeans_fit(x: np.ndarray, k: int, *, seed: int = 0, full_iterations: int = F
     starts = KMeans(n_clusters=k, n_init=INIT_STARTS, random_state=seed, max_iter=100).fit(sample)
     model = KMeans(n_clusters=k, init=starts.cluster_centers_, n_init=1, max_iter=full_iterations, tol=1e-4)
     model.fit(x)
+    used, labels = np.unique(model.labels_, return_inverse=True)
+    centers = model.cluster_centers_
+    if len(used) < k:
+        # Fewer distinct behaviors than k (identical people, k above the number of people): drop the
+        # clusters nobody is in, so every segment a marketer sees has people. sklearn's centers are then
+        # not the means of its labels (it relocates empty clusters onto points), so take the means.
+        counts = np.bincount(labels, minlength=len(used)).astype(np.float64)
+        sums = np.zeros((len(used), x.shape[1]))
+        np.add.at(sums, labels, x)
+        centers = sums / counts[:, None]
     return KMeansResult(
-        centers=model.cluster_centers_.astype(np.float32),
-        labels=model.labels_.astype(np.int32),
+        centers=centers.astype(np.float32),
+        labels=labels.astype(np.int32),
         inertia=float(model.inertia_),
     )
 

@@ -1,6 +1,7 @@
 """Behavior embeddings, clustering runs, segments (behavior, lookalike, rule) and their memberships."""
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
@@ -82,7 +83,6 @@ class ClusteringRun(models.Model):
     inertia = models.FloatField(null=True, blank=True)
     silhouette = models.FloatField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True)
-    map_points = models.JSONField(default=list, blank=True, help_text="2-D map sample: [x, y, segment index]")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -145,3 +145,37 @@ class SegmentMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile_id} in {self.segment_id}"
+
+
+class MapPoint(models.Model):
+    """One profile of a run's 2-D map sample: a row per person (not a blob), so opting out or erasure
+    takes the person off every map, and the privacy registry finds it."""
+
+    run = models.ForeignKey(ClusteringRun, on_delete=models.CASCADE, related_name="points", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    x = models.FloatField()
+    y = models.FloatField()
+    index = models.PositiveSmallIntegerField(help_text="the segment's index in its run")
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "profile"], name="mappoint_run_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} on the map of run {self.run_id}"
+
+
+class MembershipPublish(models.Model):
+    """Profiles whose decide "segs" field must be rewritten from the membership table (an outbox).
+
+    Written in the transaction that changes their memberships and deleted once Redis has them, so a
+    worker killed between the commit and the end of the publish leaves this row behind, and
+    `memberships_publish_resume` finishes it (from `done` on) instead of decide serving half a change.
+    """
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    profile_ids = ArrayField(models.BigIntegerField())
+    done = models.PositiveIntegerField(default=0, help_text="profile_ids[:done] are published")
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"publish of {len(self.profile_ids)} profiles ({self.done} done)"

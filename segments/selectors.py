@@ -5,7 +5,8 @@ import re
 from django.db import connection
 from django.db.models import F
 
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from personalization import selectors_segments as people
+from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 
 _BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")  # ClusteringRun.key_prefix + the segment's index
 
@@ -175,3 +176,10 @@ def segments_overlap(*, project_id: int, old_keys: list[str], run_id: int) -> di
         ranked.sort(key=lambda r: (-r["jaccard"], r["segment"].index))
         out[key] = ranked
     return out
+
+
+def run_map_points(*, run: ClusteringRun) -> list[tuple[float, float, int]]:
+    """The run's 2-D map sample as (x, y, segment index), without anyone who may not be profiled now."""
+    rows = list(MapPoint.objects.filter(run=run).order_by("pk").values_list("profile_id", "x", "y", "index"))
+    blocked = people.profiles_not_profilable(project_id=run.project_id, profile_ids=[r[0] for r in rows])
+    return [(x, y, index) for profile_id, x, y, index in rows if profile_id not in blocked]

@@ -33,6 +33,11 @@ def clustering_runs_resume_task() -> int:
 
 
 @shared_task(acks_late=True, **_RETRY)
+def memberships_publish_resume_task() -> int:
+    return services.memberships_publish_resume()
+
+
+@shared_task(acks_late=True, **_RETRY)
 def embeddings_refit_nightly_task() -> int:
     """Refit every project's embedder; live runs keep folding people in on the basis they were made on."""
     from personalization.selectors_segments import projects_ids

@@ -18,11 +18,11 @@ from segments.services.embeddings import WINDOW_DAYS
 _COLORS = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#84cc16", "#ec4899", "#64748b"]
 
 
-def _map_figure(run: ClusteringRun, segments) -> str:
+def _map_figure(map_points: list, segments) -> str:
     names = {s.index: s.name for s in segments}
     fig = go.Figure()
     for index in sorted(names):
-        points = [p for p in run.map_points if p[2] == index]
+        points = [p for p in map_points if p[2] == index]
         # SVG, not WebGL: at most 3,000 points draw fast, and browsers without WebGL (VMs, remote
         # desktops, headless) still show the map.
         fig.add_scatter(
@@ -51,12 +51,13 @@ def explorer(request):
     run = next((r for r in runs if str(r.pk) == run_id and r.status == RunStatus.DONE), None)
     run = run or next((r for r in runs if r.status == RunStatus.DONE), None)
     segments = selectors.run_segments(run=run) if run else []
+    map_points = selectors.run_map_points(run=run) if run else []
     context = {
         "runs": runs,
         "run": run,
         "active": [r for r in runs if r.status in (RunStatus.QUEUED, RunStatus.RUNNING)],
         "segments": segments,
-        "map_json": _map_figure(run, segments) if run and run.map_points else "",
+        "map_json": _map_figure(map_points, segments) if map_points else "",
         "lookalikes": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.LOOKALIKE),
         "rules": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.RULE),
         "used_by": people.experiences_by_run(project_id=project.pk),

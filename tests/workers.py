@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from django.conf import settings
 
 
@@ -49,3 +51,61 @@ def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
                     worker.wait()
+
+
+def db_connect() -> psycopg.Connection:
+    """A connection of the test's own to the test database (not Django's)."""
+    db = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=db["NAME"]
+    )
+
+
+def until(condition: Callable, what: str, log_path: Path | None = None, timeout: float = 90):
+    """condition()'s first truthy value, polled; fails with the worker's log after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    log = log_path.read_text()[-4000:] if log_path and log_path.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{log}")
+
+
+class DbLock:
+    """A lock held from a connection of the test's own, so that a worker's query waits on it: the
+    test then knows the worker is at that query, and can kill it there for sure."""
+
+    def __init__(self, sql: str, params: tuple = (), *, query_like: str):
+        self.query_like = query_like
+        self.conn = db_connect()
+        self.conn.execute(sql, params)
+
+    @classmethod
+    def table(cls, table: str, *, query_like: str = "") -> "DbLock":
+        """Every read and write of the table waits."""
+        return cls(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE', query_like=query_like or f"%{table}%")
+
+    @classmethod
+    def row(cls, table: str, pk: int, *, query_like: str = "") -> "DbLock":
+        """Writes of one row wait; reads go on."""
+        return cls(f'SELECT 1 FROM "{table}" WHERE id = %s FOR UPDATE', (pk,), query_like=query_like or f"%{table}%")
+
+    def blocked_backends(self) -> list[int]:
+        with db_connect() as probe:
+            rows = probe.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND pid <> pg_backend_pid() AND query ILIKE %s",
+                [self.query_like],
+            ).fetchall()
+        return [pid for (pid,) in rows]
+
+    def release(self, *, orphans: list[int]) -> None:
+        # PostgreSQL notices a killed client only when it next talks to it: end its backends now (their
+        # open transactions roll back).
+        with db_connect() as admin:
+            for pid in orphans:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        self.conn.rollback()
+        self.conn.close()

@@ -68,6 +68,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 30},
     },
+    # A segment publish to decide cut short by a dead worker is finished within a minute or so.
+    "memberships-publish-resume": {
+        "task": "segments.tasks.memberships_publish_resume_task",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
     "rule-segments-refresh": {
         "task": "segments.tasks.rule_segments_refresh_task",
         "schedule": 600.0,

@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from personalization import redis_client, rkeys
 from personalization.models import Event, Profile, ProfileIdentity
+from personalization.signals import profiles_opted_out
 
 _STREAM_PAGE = 500
 
@@ -124,7 +125,14 @@ def profiles_personalization_set(*, project_id: int, profile_ids: list[int], do_
             do_not_personalize=do_not_personalize
         )
     profiles_publish(project_id=project_id, profile_ids=profile_ids)
+    if do_not_personalize:
+        _opted_out_on_commit(project_id, profile_ids)
     return changed
+
+
+def _opted_out_on_commit(project_id: int, profile_ids: list[int]) -> None:
+    ids = list(profile_ids)
+    transaction.on_commit(lambda: profiles_opted_out.send(sender=None, project_id=project_id, profile_ids=ids))
 
 
 def profiles_consent_set(*, project_id: int, consents: dict[int, dict]) -> None:
@@ -135,6 +143,9 @@ def profiles_consent_set(*, project_id: int, consents: dict[int, dict]) -> None:
         profile.consent = {**(profile.consent or {}), **consents[profile.pk]}
         profile.save(update_fields=["consent"])
     profiles_publish(project_id=project_id, profile_ids=list(consents))
+    withdrawn = [pid for pid, purposes in consents.items() if purposes.get("personalization") is False]
+    if withdrawn:
+        _opted_out_on_commit(project_id, withdrawn)
 
 
 def suppression_publish(*, project_id: int, digests: list[str]) -> None:

@@ -17,7 +17,9 @@ def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str
     if not profile_ids:
         return 0
     client = redis_client.worker()
-    pipe = client.pipeline(transaction=False)
+    # MULTI/EXEC per chunk: a profile's ids (anonymous and user) are in one chunk, so a writer killed
+    # mid-publish never leaves one of its hashes with the new segments and another with the old.
+    pipe = client.pipeline(transaction=True)
     written = 0
     for start in range(0, len(profile_ids), chunk):
         part = profile_ids[start : start + chunk]

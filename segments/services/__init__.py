@@ -16,7 +16,7 @@ from segments.services.lookalikes import (
     seed_from_ids,
     seed_from_segment,
 )
-from segments.services.memberships import memberships_publish
+from segments.services.memberships import memberships_publish, memberships_publish_resume, profiling_data_delete
 from segments.services.rules import rule_segment_refresh, rule_segment_save, rule_segments_refresh_all
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "lookalike_build",
     "lookalike_preview",
     "memberships_publish",
+    "memberships_publish_resume",
+    "profiling_data_delete",
     "rule_segment_refresh",
     "rule_segment_save",
     "rule_segments_refresh_all",

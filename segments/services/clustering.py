@@ -5,21 +5,25 @@ so a worker killed mid-run leaves no partial run visible: the run stays "running
 heartbeat, `clustering_runs_resume` queues it again, and the retry starts from scratch.
 """
 
+import logging
 import time
 from collections import Counter
 from datetime import timedelta
 
 import numpy as np
+import redis
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from personalization import selectors_segments as people
 from segments import embedding, kmeans
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
 from segments.services.memberships import memberships_publish_on_commit
+
+log = logging.getLogger(__name__)
 
 K_MIN, K_MAX = 2, 40
 MAP_POINTS = 3000
@@ -104,14 +108,21 @@ def _suggested_name(over: list, names: list[str], taken: Counter) -> str:
     return name if taken[name] == 1 else f"{name} ({taken[name]})"
 
 
-def _map_points(x: np.ndarray, labels: np.ndarray, seed: int) -> list[list[float]]:
-    """A principal-component projection of a sample: [x, y, segment index] per point."""
+def _map_points(run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int) -> list[MapPoint]:
+    """A principal-component projection of a sample of the run's people, one row per person."""
+    if not len(x):
+        return []
     rng = np.random.default_rng(seed)
-    take = rng.choice(len(x), size=min(MAP_POINTS, len(x)), replace=False)
+    take = np.sort(rng.choice(len(x), size=min(MAP_POINTS, len(x)), replace=False))
     sample = x[take] - x[take].mean(axis=0)
     _, _, vt = np.linalg.svd(sample, full_matrices=False)
     xy = sample @ vt[:2].T
-    return [[round(float(a), 4), round(float(b), 4), int(lab)] for (a, b), lab in zip(xy, labels[take], strict=True)]
+    if xy.shape[1] < 2:  # a sample of one person: a single dot at the origin
+        xy = np.zeros((len(take), 2))
+    return [
+        MapPoint(run_id=run_id, profile_id=int(pid), x=round(float(a), 4), y=round(float(b), 4), index=int(lab))
+        for pid, (a, b), lab in zip(ids[take], xy[:, :2], labels[take], strict=True)
+    ]
 
 
 def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | None:
@@ -128,10 +139,20 @@ def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | Non
 
     try:
         return _execute(run, progress, seed, started)
-    except SegmentsError as exc:
-        ClusteringRun.objects.filter(pk=run_id).update(
-            status=RunStatus.FAILED, error=exc.message, finished_at=timezone.now()
-        )
+    except (OperationalError, InterfaceError, redis.RedisError):
+        raise  # infrastructure: the task retries, or the reaper queues the run again
+    except Exception as exc:
+        # A user-fixable problem says how to fix it; anything else fails the run now with a message,
+        # rather than leaving it "running" until the reaper gives up on it.
+        if isinstance(exc, SegmentsError):
+            error = exc.message
+        else:
+            log.exception("clustering run %s failed", run_id)
+            error = (
+                f"the run stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); it is in the"
+                " worker's log. Try again; if it happens again, tell your Kairos administrator."
+            )
+        ClusteringRun.objects.filter(pk=run_id).update(status=RunStatus.FAILED, error=error, finished_at=timezone.now())
         run.refresh_from_db()
         return run
 
@@ -161,6 +182,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
         )
     progress(70, f"Clustering {len(ids):,} people into {k} segments")
     result = kmeans.kmeans_fit(x, k, seed=seed)
+    k = len(result.centers)  # fewer when people's behavior has fewer distinct groups than asked for
     centroids = result.centers / np.maximum(np.linalg.norm(result.centers, axis=1, keepdims=True), 1e-9)
     progress(85, "Describing segments")
     embedder = embeddings_service.embedder_load(project_id=project_id, version=latest.version)
@@ -170,12 +192,20 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     overall_tokens = np.clip(x.mean(axis=0)[:rank] @ components, 0, None)
     centroid_tokens = np.clip(result.centers[:, :rank] @ components, 0, None)
     over = kmeans.over_index(centroid_tokens, overall_tokens)
+    # Anyone who opted out while this run was computing is left out here; one who opts out between
+    # this check and the commit is taken out by the publish after it (memberships_publish).
+    blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids.tolist())
+    if blocked:
+        keep = ~np.isin(ids, np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
+        ids, x, labels = ids[keep], x[keep], result.labels[keep]
+    else:
+        labels = result.labels
     clock = people.behavior_clock(project_id=project_id)
     outcomes = people.profiles_outcomes(project_id=project_id, since=clock - timedelta(days=30))
-    sizes = np.bincount(result.labels, minlength=k)
+    sizes = np.bincount(labels, minlength=k)
     converted = np.zeros(k)
     revenue = np.zeros(k)
-    for profile_id, label in zip(ids.tolist(), result.labels.tolist(), strict=True):
+    for profile_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
         goals, value = outcomes.get(profile_id, (0, 0.0))
         converted[label] += goals > 0
         revenue[label] += value
@@ -183,9 +213,10 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     if scores:
         silhouette = scores.get(k)
     taken: Counter = Counter()
-    map_points = _map_points(x, result.labels, seed)
+    map_points = _map_points(run.pk, ids, x, labels, seed)
     with transaction.atomic():
         Segment.objects.filter(run=run).delete()  # a retry after a crash between here and commit
+        MapPoint.objects.filter(run=run).delete()
         segments = []
         for i in range(k):
             suggested = _suggested_name(over[i], names, taken)
@@ -206,7 +237,8 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
                     created_by=run.created_by,
                 )
             )
-        _memberships_copy([segments[label].pk for label in result.labels.tolist()], ids.tolist())
+        _memberships_copy([segments[label].pk for label in labels.tolist()], ids.tolist())
+        MapPoint.objects.bulk_create(map_points, batch_size=5000)
         ClusteringRun.objects.filter(pk=run.pk).update(
             status=RunStatus.DONE,
             k=k,
@@ -216,7 +248,6 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
             inertia=result.inertia,
             silhouette=silhouette,
             seconds=time.monotonic() - started,
-            map_points=map_points,
             progress=100,
             progress_label="Done",
             finished_at=timezone.now(),

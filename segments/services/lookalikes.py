@@ -33,6 +33,9 @@ HOLDOUT_SHARE = 0.2
 CURVE_SHARES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 EF_SEARCH = 200
 MAX_SIZE = 1_000_000
+_EVERYONE_IN_SEED = (
+    "the seed holds everyone with enough behavior, so there is nobody left to find; choose a smaller seed"
+)
 
 
 @dataclass
@@ -128,6 +131,8 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
     candidates = np.ones(len(ids), bool)
     candidates[train_rows] = False
     population = int(candidates.sum())
+    if population == 0:
+        raise SegmentsError("seed", _EVERYONE_IN_SEED)
     order = np.argsort(-scores[candidates])
     held_mask = np.zeros(len(ids), bool)
     held_mask[held_rows] = True
@@ -240,6 +245,8 @@ def lookalike_build(
     found = lookalike_query(project_id=project.pk, centers=centers, exclude=exclude, limit=size)
     blocked = people.profiles_not_profilable(project_id=project.pk, profile_ids=found)
     ranked = sorted(((s, pid) for pid, s in found.items() if pid not in blocked), reverse=True)[:size]
+    if not ranked:
+        raise SegmentsError("seed", _EVERYONE_IN_SEED)
     key = key or f"ll-{secrets.token_hex(4)}"
     with transaction.atomic():
         if Segment.objects.filter(project=project, key=key).exists():

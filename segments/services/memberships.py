@@ -2,21 +2,41 @@
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import transaction
+from django.db.models import Count, F
+from django.utils import timezone
 
 from personalization import selectors_segments as people
 from personalization import services as personalization_services
-from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import (
+    ClusteringRun,
+    MapPoint,
+    MembershipPublish,
+    ProfileEmbedding,
+    RunStatus,
+    Segment,
+    SegmentKind,
+    SegmentMembership,
+)
+
+PUBLISH_CHUNK = 20_000
+# A publish whose heartbeat is older than this was cut short (its worker died); the reaper finishes it.
+PUBLISH_STALE_AFTER = timedelta(seconds=60)
 
 
 def memberships_publish(*, project_id: int, profile_ids: Iterable[int]) -> int:
-    """Write each profile's segment keys to decide's unit hash (after the transaction commits)."""
+    """Write each profile's segment keys to decide's unit hash, now. A profile that may not be
+    profiled (opted out, consent withdrawn, erased) gets no keys, and its memberships, vector and map
+    points are deleted on the way: whatever job put them there before the opt-out committed."""
     wanted = sorted(set(profile_ids))
     if not wanted:
         return 0
+    blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=wanted)
+    if blocked:
+        profiling_data_delete(project_id=project_id, profile_ids=blocked)
     keys: dict[int, list[str]] = {pid: [] for pid in wanted}
     rows = SegmentMembership.objects.filter(segment__project_id=project_id, profile_id__in=wanted)
     for profile_id, key in rows.values_list("profile_id", "segment__key").iterator(chunk_size=20_000):
@@ -24,9 +44,64 @@ def memberships_publish(*, project_id: int, profile_ids: Iterable[int]) -> int:
     return personalization_services.unit_segments_publish(project_id=project_id, memberships=keys)
 
 
-def memberships_publish_on_commit(*, project_id: int, profile_ids: Iterable[int]) -> None:
+def profiling_data_delete(*, project_id: int, profile_ids: Iterable[int]) -> None:
+    """Delete what profiling derived about these profiles: memberships, vectors, map points."""
     ids = list(profile_ids)
-    transaction.on_commit(lambda: memberships_publish(project_id=project_id, profile_ids=ids))
+    with transaction.atomic():
+        rows = SegmentMembership.objects.filter(segment__project_id=project_id, profile_id__in=ids)
+        # Segment sizes (shown on cards and in targeting) drop at once, not at the next run or refresh.
+        for segment_id, count in rows.values_list("segment_id").annotate(n=Count("id")).values_list("segment_id", "n"):
+            Segment.objects.filter(pk=segment_id, size__gte=count).update(size=F("size") - count)
+        rows.delete()
+        ProfileEmbedding.objects.filter(project_id=project_id, profile_id__in=ids).delete()
+        MapPoint.objects.filter(run__project_id=project_id, profile_id__in=ids).delete()
+
+
+def profiles_opted_out_receiver(sender, *, project_id: int, profile_ids: list[int], **kwargs) -> None:
+    """Someone may no longer be profiled: out of every segment, map and lookalike, and decide's hash."""
+    memberships_publish(project_id=project_id, profile_ids=profile_ids)
+
+
+def memberships_publish_on_commit(*, project_id: int, profile_ids: Iterable[int]) -> None:
+    """Publish these profiles once the caller's transaction commits, through an outbox row written in
+    that transaction: a crash after the commit leaves the row for `memberships_publish_resume`."""
+    ids = sorted(set(profile_ids))
+    if not ids:
+        return
+    outbox = MembershipPublish.objects.create(project_id=project_id, profile_ids=ids, heartbeat_at=timezone.now())
+    transaction.on_commit(lambda: membership_publish_run(publish_id=outbox.pk))
+
+
+def membership_publish_run(*, publish_id: int) -> int:
+    """Publish an outbox row chunk by chunk, recording progress, then delete it. Quiet when the row
+    is gone (another worker finished it)."""
+    outbox = MembershipPublish.objects.filter(pk=publish_id).first()
+    if outbox is None:
+        return 0
+    ids = outbox.profile_ids
+    for start in range(outbox.done, len(ids), PUBLISH_CHUNK):
+        memberships_publish(project_id=outbox.project_id, profile_ids=ids[start : start + PUBLISH_CHUNK])
+        MembershipPublish.objects.filter(pk=publish_id).update(
+            done=min(start + PUBLISH_CHUNK, len(ids)), heartbeat_at=timezone.now()
+        )
+    MembershipPublish.objects.filter(pk=publish_id).delete()
+    return len(ids)
+
+
+def memberships_publish_resume(*, now: datetime | None = None) -> int:
+    """Finish publishes cut short by a crash (no heartbeat for PUBLISH_STALE_AFTER). Returns how many."""
+    now = now or timezone.now()
+    stale = MembershipPublish.objects.filter(heartbeat_at__lt=now - PUBLISH_STALE_AFTER).order_by("pk")
+    count = 0
+    for publish_id in stale.values_list("pk", flat=True):
+        # Claim it first, so a reaper on another worker leaves it alone for a while.
+        claimed = MembershipPublish.objects.filter(pk=publish_id, heartbeat_at__lt=now - PUBLISH_STALE_AFTER).update(
+            heartbeat_at=timezone.now()
+        )
+        if claimed:
+            membership_publish_run(publish_id=publish_id)
+            count += 1
+    return count
 
 
 def runs_live(*, project_id: int) -> list[ClusteringRun]:

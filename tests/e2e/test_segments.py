@@ -2,6 +2,7 @@
 progress bar finish, see the map, build a lookalike and target an experience with it."""
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -10,6 +11,8 @@ from playwright.sync_api import Page, expect
 from personalization.models import ProfileIdentity
 from personalization.services import demo as demo_services
 from segments.models import Segment, SegmentKind, SegmentMembership
+from tests import factories
+from tests.segments.test_hostile_data import HOSTILE_WORDS, _event, _ingest, _run
 from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -80,4 +83,28 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
         page.wait_for_timeout(1500)
         assert _decide(client, keys["public_key"], outside)["reason"] in {"targeting_miss", "holdout_global"}
         assert _decide(client, keys["public_key"], inside)["reason"] != "targeting_miss"
+    assert browser_log.console_errors == [] and browser_log.external_requests == []
+
+
+def test_segments__more_segments_asked_than_behaviors__note_map_and_cards(page: Page, browser_log, log_in, screenshot):
+    project = factories.project_make(name="Odd shop")
+    user = factories.member_make(project=project, role="marketer")
+    now = datetime.now(UTC)
+    people = {
+        f"p-{n}": [
+            _event("search", now - timedelta(minutes=1), query=HOSTILE_WORDS[n % 3]),
+            *(_event("page_view", now - timedelta(hours=i), category=HOSTILE_WORDS[n % 3][:40]) for i in range(5)),
+        ]
+        for n in range(30)
+    }
+    _ingest(project, people)
+    run = _run(project, k=40)
+    log_in(user.username)
+    page.goto(f"/segments/?run={run.pk}")
+    expect(page.get_by_text(f"You asked for 40 segments; these people's behavior has only {run.k}")).to_be_visible()
+    expect(page.locator("#segment-map .main-svg").first).to_be_visible()
+    expect(page.locator(".segment-card")).to_have_count(run.k)
+    names = [s.name for s in Segment.objects.filter(run=run)]
+    assert run.k == 3 and not any("(2)" in name for name in names), names  # each group named by its own words
+    screenshot("segments-fewer-than-asked")
     assert browser_log.console_errors == [] and browser_log.external_requests == []

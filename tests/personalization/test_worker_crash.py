@@ -15,9 +15,7 @@ import time
 from datetime import timedelta
 
 import psutil
-import psycopg
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import LiftReport, ReportStatus
@@ -27,29 +25,11 @@ from personalization.models import BanditWeights, Exposure, Profile
 from personalization.tasks import bandits_update_task
 from tests.experiments.test_lift_report import _population, hero_report_done
 from tests.personalization.test_experience_views import experience_make
-from tests.workers import celery_worker
+from tests.workers import DbLock, celery_worker, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 VISIBILITY_SECONDS = 3
-WAIT_SECONDS = 90
-
-
-def _connect() -> psycopg.Connection:
-    db = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=db["NAME"]
-    )
-
-
-def _until(condition, what: str, log_path):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{log_path.read_text()[-4000:]}")
 
 
 def _rounded(value):
@@ -61,31 +41,6 @@ def _rounded(value):
     if isinstance(value, list):
         return [_rounded(item) for item in value]
     return value
-
-
-class ExposureLock:
-    """An exclusive lock on the exposure table from a connection of the test's own."""
-
-    def __init__(self):
-        self.conn = _connect()
-        self.conn.execute("LOCK TABLE personalization_exposure IN ACCESS EXCLUSIVE MODE")
-
-    def blocked_backends(self) -> list[int]:
-        with _connect() as probe:
-            rows = probe.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                " AND query ILIKE %s",
-                ["%personalization_exposure%"],
-            ).fetchall()
-        return [pid for (pid,) in rows]
-
-    def release(self, *, orphans: list[int]) -> None:
-        # PostgreSQL notices a killed client only when it next talks to it: end its backends now.
-        with _connect() as admin:
-            for pid in orphans:
-                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-        self.conn.rollback()
-        self.conn.close()
 
 
 def _bandit_running(project):
@@ -112,10 +67,10 @@ def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_w
     experience = _bandit_running(project)
     log_path = tmp_path / "worker.log"
     env = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
-    lock = ExposureLock()
+    lock = DbLock.table("personalization_exposure")
     with celery_worker(log_path, env=env) as first:
         bandits_update_task.delay()
-        blocked = _until(lock.blocked_backends, "the bandit update to read exposures", log_path)
+        blocked = until(lock.blocked_backends, "the bandit update to read exposures", log_path)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert not BanditWeights.objects.filter(experience=experience).exists()  # killed before any write
@@ -124,7 +79,7 @@ def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_w
     time.sleep(VISIBILITY_SECONDS + 1)
 
     with celery_worker(log_path, env=env):
-        rows = _until(
+        rows = until(
             lambda: list(BanditWeights.objects.filter(experience=experience)), "the redelivered update", log_path
         )
         time.sleep(1)  # a second, duplicate run would have written by now
@@ -147,10 +102,10 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
         project=project, experience_key="hero", segment_by="attribute:intent", start=end - timedelta(days=30), end=end
     )
     log_path = tmp_path / "worker.log"
-    lock = ExposureLock()
+    lock = DbLock.table("personalization_exposure")
     with celery_worker(log_path, pool="prefork") as worker:
         lift_report_task.delay(report.pk)
-        blocked = _until(lock.blocked_backends, "the report to read exposures", log_path)
+        blocked = until(lock.blocked_backends, "the report to read exposures", log_path)
         report.refresh_from_db()
         assert report.status == ReportStatus.RUNNING and report.result is None  # mid-report: progress only
         (child,) = psutil.Process(worker.pid).children()
@@ -161,7 +116,7 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
             report.refresh_from_db()
             return report.status in (ReportStatus.DONE, ReportStatus.FAILED)
 
-        _until(done, "the retried report", log_path)
+        until(done, "the retried report", log_path)
         assert worker.poll() is None
 
     assert report.status == ReportStatus.DONE, f"{report.error}\n{log_path.read_text()[-4000:]}"

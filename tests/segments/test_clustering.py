@@ -6,7 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from personalization import redis_client, rkeys
 from personalization import selectors_segments as people
-from segments import services
+from segments import selectors, services
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentMembership
 from tests.segments.conftest import DEMO_END
 
@@ -50,7 +50,8 @@ def test_clustering__cards__name_the_over_indexing_behavior(refitted):
     for segment in segments:
         assert segment.card["over_index"] and segment.card["over_index"][0]["ratio"] > 1.5
         assert 0 <= segment.conversion_rate <= 1
-    assert len(run.map_points) == min(3000, run.profiles) and {p[2] for p in run.map_points} == set(range(8))
+    points = selectors.run_map_points(run=run)
+    assert len(points) == min(3000, run.profiles) and {p[2] for p in points} == set(range(8))
 
 
 def test_clustering__memberships__published_to_decide_hash(refitted, django_capture_on_commit_callbacks):

@@ -101,3 +101,12 @@ def test_tokens__other_streams_vocabularies__found_by_role():
     assert expected <= set(tokens), expected - set(tokens)
     assert not any("Shop" in t or "session" in t for t in tokens)  # titles and sessions are not behavior
     assert label_of("prop:brand=samsung") == "brand: samsung" and label_of("price:3") == "price or value 100–300"
+
+
+def test_kmeans__k_above_distinct_points__empty_clusters_dropped_and_centers_are_their_means():
+    points = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    x = np.repeat(points, [5, 7, 9], axis=0)
+    result = kmeans_fit(x, 20)
+    assert len(result.centers) == 3 and sorted(np.bincount(result.labels).tolist()) == [5, 7, 9]
+    for label, center in enumerate(result.centers):
+        assert np.allclose(center, x[result.labels == label].mean(axis=0))
