@@ -39,6 +39,7 @@ bench: migrate
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
 	$(PY) bench/segments.py
+	$(PY) bench/segment_migration.py
 	$(PY) bench/soak.py
 	$(PY) bench/privacy.py
 
@@ -48,6 +49,7 @@ bench-quick: migrate
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
 	$(PY) bench/segments.py --quick
+	$(PY) bench/segment_migration.py --quick
 	$(PY) bench/soak.py --quick
 	$(PY) bench/privacy.py --quick
 

@@ -258,6 +258,7 @@ def seed() -> int:
 
     from personalization import services
     from personalization.models import Profile, ProfileIdentity, Project
+    from segments.models import Segment, SegmentKind
 
     project = Project.objects.filter(slug=SLUG).first()
     if project is not None and _seeded(project):
@@ -290,6 +291,8 @@ def seed() -> int:
                 identities.append(ProfileIdentity(project=project, profile=profile, kind="user", value=f"u{n}"))
                 identities.append(ProfileIdentity(project=project, profile=profile, kind="anon", value=f"b{n}"))
             ProfileIdentity.objects.bulk_create(identities)
+    # Targeting may name only saved segments; the bench writes its units' memberships to Redis itself.
+    Segment.objects.bulk_create(Segment(project=project, key=key, kind=SegmentKind.RULE, name=key) for key in SEGMENTS)
     for spec in experience_specs():
         spec = dict(spec)
         key = spec.pop("key")

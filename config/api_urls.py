@@ -7,6 +7,7 @@ from experiments import api as experiments_api
 from personalization import api as personalization_api
 from personalization.history_api import events_import_view
 from privacy import api as privacy_api
+from segments import api as segments_api
 
 
 class ApiRootView(APIRootView):
@@ -22,6 +23,7 @@ router.register("project", personalization_api.ProjectView, basename="project")
 router.register("experiences", personalization_api.ExperienceViewSet, basename="experience")
 router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
+router.register("segments", segments_api.SegmentViewSet, basename="segment")
 router.register("lift", experiments_api.LiftReportView, basename="lift")
 router.register("privacy/requests", privacy_api.PrivacyRequestViewSet, basename="privacy-request")
 router.register("privacy/consent", privacy_api.ConsentView, basename="privacy-consent")

@@ -32,7 +32,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "project": frozenset({*_ALL_ROLES, SECRET_KEY}),
     "experiences": frozenset({_ADMIN, _MARKETER, _ANALYST, _DEVELOPER, SECRET_KEY}),
     "experiences.edit": frozenset({_ADMIN, _MARKETER, SECRET_KEY}),
-    "segments": frozenset({_ADMIN, _MARKETER, _ANALYST}),
+    "segments": frozenset({_ADMIN, _MARKETER, _ANALYST, SECRET_KEY}),
     "lift": frozenset({_ADMIN, _MARKETER, _ANALYST, SECRET_KEY}),
     "lift.compute": frozenset({_ADMIN, _MARKETER, _ANALYST}),
     # Profiles are personal data; reading them over REST is for admins, marketers and integrations.

@@ -155,3 +155,19 @@ def profiles_matching_rule(*, project_id: int, attributes: list[dict], events: l
 
 def projects_ids() -> list[int]:
     return list(Project.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def experiences_by_run(*, project_id: int) -> dict[int, list]:
+    """Clustering run id → the experiences (not completed) whose targeting or per-segment bandit uses
+    it, so the Segments page can say which experiences a run still serves."""
+    from personalization.models import Experience, ExperienceStatus
+    from personalization.services.segment_migration import experience_segment_use
+
+    out: dict[int, list] = {}
+    rows = Experience.objects.filter(project_id=project_id).exclude(
+        status__in=[ExperienceStatus.COMPLETED, ExperienceStatus.EXTERNAL]
+    )
+    for experience in rows.only("key", "name", "status", "targeting", "policy", "segment_attribute").order_by("key"):
+        for run_id in experience_segment_use(experience=experience).runs:
+            out.setdefault(run_id, []).append(experience)
+    return out

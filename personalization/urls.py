@@ -1,7 +1,7 @@
 from django.urls import path
 
 from personalization.views import dashboard as views
-from personalization.views import experiences, projects
+from personalization.views import experience_migrate, experiences, projects
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -23,5 +23,6 @@ urlpatterns = [
     path("experiences/<slug:key>/", experiences.experience_detail, name="experience-detail"),
     path("experiences/<slug:key>/edit", experiences.experience_edit, name="experience-edit"),
     path("experiences/<slug:key>/live", experiences.experience_live, name="experience-live"),
+    path("experiences/<slug:key>/migrate", experience_migrate.experience_migrate, name="experience-migrate"),
     path("experiences/<slug:key>/<slug:action>", experiences.experience_transition, name="experience-transition"),
 ]

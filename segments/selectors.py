@@ -1,7 +1,14 @@
 """Reads of the segments app worth naming (pages, other apps)."""
 
+import re
+
+from django.db import connection
+from django.db.models import F
+
 from personalization import selectors_segments as people
 from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
+
+_BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")  # ClusteringRun.key_prefix + the segment's index
 
 
 def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
@@ -45,13 +52,6 @@ def segment_choices(*, project_id: int) -> list[tuple[str, str]]:
     return [(s.key, f"{s.name} ({s.key}, {s.size:,} people)") for s in rows]
 
 
-def runs_done(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
-    """Finished (kept) clustering runs, newest first: the runs exposures record a segment of."""
-    return list(
-        ClusteringRun.objects.filter(project_id=project_id, status=RunStatus.DONE).order_by("-created_at")[:limit]
-    )
-
-
 def run_done_by_id(*, project_id: int, run_id: int) -> ClusteringRun | None:
     return ClusteringRun.objects.filter(project_id=project_id, pk=run_id, status=RunStatus.DONE).first()
 
@@ -60,6 +60,133 @@ def segments_rule_and_lookalike(*, project_id: int) -> list[Segment]:
     """Rule and lookalike segments (a person may be in several), by name."""
     kinds = [SegmentKind.RULE, SegmentKind.LOOKALIKE]
     return list(Segment.objects.filter(project_id=project_id, kind__in=kinds).order_by("name", "key"))
+
+
+def segments_for_api(*, project_id: int, kind: str | None = None, run_id: int | None = None):
+    """Every targetable segment of the project for the REST list, newest run first (a queryset to page)."""
+    rows = Segment.objects.filter(project_id=project_id).exclude(
+        kind=SegmentKind.BEHAVIOR, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED]
+    )
+    if kind:
+        rows = rows.filter(kind=kind)
+    if run_id is not None:
+        rows = rows.filter(run_id=run_id)
+    return rows.order_by(F("run_id").desc(nulls_last=True), "kind", "index", "-created_at", "pk")
+
+
+def segment_picker_groups(*, project_id: int) -> list[dict]:
+    """What the experience form's segment picker lists: one group per finished clustering run
+    (newest first), then rule segments, then lookalikes. Each group: label, run id, segments."""
+    rows = (
+        Segment.objects.filter(project_id=project_id)
+        .exclude(kind=SegmentKind.BEHAVIOR, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED])
+        .select_related("run")
+        .order_by(F("run_id").desc(nulls_last=True), "index", "name")
+    )
+    runs: dict[int, dict] = {}
+    rules: list[Segment] = []
+    lookalikes: list[Segment] = []
+    for segment in rows:
+        if segment.kind == SegmentKind.BEHAVIOR and segment.run is not None:
+            group = runs.setdefault(
+                segment.run_id,
+                {"kind": "run", "run": segment.run, "label": f"Clustering run #{segment.run_id}", "segments": []},
+            )
+            group["segments"].append(segment)
+        elif segment.kind == SegmentKind.RULE:
+            rules.append(segment)
+        elif segment.kind == SegmentKind.LOOKALIKE:
+            lookalikes.append(segment)
+    groups = list(runs.values())
+    if groups:
+        groups[0]["label"] += " (newest)"
+    if rules:
+        groups.append({"kind": "rule", "run": None, "label": "Rule segments", "segments": rules})
+    if lookalikes:
+        groups.append({"kind": "lookalike", "run": None, "label": "Lookalikes", "segments": lookalikes})
+    return groups
+
+
+def segment_keys_untargetable(*, project_id: int, keys: list[str]) -> list[str]:
+    """The keys among `keys` that name no segment decide can target (unknown, or of an unfinished run)."""
+    known = set(
+        Segment.objects.filter(project_id=project_id, key__in=keys)
+        .exclude(kind=SegmentKind.BEHAVIOR, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED])
+        .values_list("key", flat=True)
+    )
+    return [key for key in keys if key not in known]
+
+
+def segment_key_run(key: str) -> int | None:
+    """The clustering run a behavior segment key belongs to ("b12.3" → 12), also after the run was deleted."""
+    match = _BEHAVIOR_KEY.match(key)
+    return int(match.group(1)) if match else None
+
+
+def run_for_project(*, project_id: int, run_id: int) -> ClusteringRun | None:
+    if not 0 < run_id < 2**31:  # "run:99999999999999999999" names no run; PostgreSQL could not compare it
+        return None
+    return ClusteringRun.objects.filter(project_id=project_id, pk=run_id).first()
+
+
+def runs_done(*, project_id: int, limit: int = 50) -> list[ClusteringRun]:
+    """Finished (kept) runs, newest first: the runs exposures record a segment of, and an experience may be
+    migrated to."""
+    rows = ClusteringRun.objects.filter(project_id=project_id, status=RunStatus.DONE).order_by("-created_at", "-pk")
+    return list(rows[:limit])
+
+
+def segments_by_keys(*, project_id: int, keys: list[str]) -> dict[str, Segment]:
+    return {s.key: s for s in Segment.objects.filter(project_id=project_id, key__in=keys).select_related("run")}
+
+
+def segments_overlap(*, project_id: int, old_keys: list[str], run_id: int) -> dict[str, list[dict]]:
+    """For each old segment, every segment of run `run_id` ranked by member overlap, best first.
+
+    Overlap is the Jaccard index of the two current memberships (people in both ÷ people in
+    either); `share_of_old` is the part of the old segment's people found in the new one. Computed
+    in one query over the membership table; a new segment sharing nobody is listed with 0.
+    """
+    old = {s.key: s for s in Segment.objects.filter(project_id=project_id, key__in=old_keys)}
+    new = list(Segment.objects.filter(project_id=project_id, run_id=run_id).order_by("index"))
+    if not new:
+        return {key: [] for key in old_keys}
+    table = SegmentMembership._meta.db_table
+    sql = f"""
+        WITH a AS (SELECT DISTINCT segment_id, profile_id FROM {table} WHERE segment_id = ANY(%s)),
+             b AS (SELECT DISTINCT segment_id, profile_id FROM {table} WHERE segment_id = ANY(%s)),
+             sa AS (SELECT segment_id, count(*) AS n FROM a GROUP BY segment_id),
+             sb AS (SELECT segment_id, count(*) AS n FROM b GROUP BY segment_id),
+             both_ AS (SELECT a.segment_id AS old_id, b.segment_id AS new_id, count(*) AS n
+                       FROM a JOIN b USING (profile_id) GROUP BY a.segment_id, b.segment_id)
+        SELECT sa.segment_id, sb.segment_id, coalesce(both_.n, 0), sa.n, sb.n
+        FROM sa CROSS JOIN sb
+        LEFT JOIN both_ ON both_.old_id = sa.segment_id AND both_.new_id = sb.segment_id
+    """
+    counts: dict[tuple[int, int], tuple[int, int, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[s.pk for s in old.values()], [s.pk for s in new]])
+        for old_id, new_id, both, n_old, n_new in cursor.fetchall():
+            counts[(old_id, new_id)] = (both, n_old, n_new)
+    out: dict[str, list[dict]] = {}
+    for key in old_keys:
+        segment = old.get(key)
+        ranked = []
+        for candidate in new:
+            both, n_old, n_new = counts.get((segment.pk, candidate.pk), (0, 0, 0)) if segment else (0, 0, 0)
+            union = n_old + n_new - both
+            ranked.append(
+                {
+                    "segment": candidate,
+                    "key": candidate.key,
+                    "both": both,
+                    "jaccard": both / union if union else 0.0,
+                    "share_of_old": both / n_old if n_old else 0.0,
+                }
+            )
+        ranked.sort(key=lambda r: (-r["jaccard"], r["segment"].index))
+        out[key] = ranked
+    return out
 
 
 def run_map_points(*, run: ClusteringRun) -> list[tuple[float, float, int]]:

@@ -60,7 +60,10 @@ def explorer(request):
         "map_json": _map_figure(map_points, segments) if map_points else "",
         "lookalikes": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.LOOKALIKE),
         "rules": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.RULE),
+        "used_by": people.experiences_by_run(project_id=project.pk),
     }
+    for r in runs:
+        r.used_by = context["used_by"].get(r.pk, [])
     return render(request, "segments/explorer.html", context)
 
 

@@ -80,3 +80,47 @@ def privacy_request_make(*, project: Project, kind: str, processing: bool = True
         request.status = RequestStatus.PROCESSING
         request.save(update_fields=["status"])
     return request
+
+
+def profiles_make(*, project: Project, count: int) -> list[int]:
+    """`count` bare profiles; their ids in creation order."""
+    from personalization.models import Profile
+
+    now = datetime.now(UTC)
+    rows = Profile.objects.bulk_create(
+        Profile(project=project, external_id=f"p{next(_seq)}", first_seen=now, last_seen=now) for _ in range(count)
+    )
+    return [row.pk for row in rows]
+
+
+def clustering_run_make(*, project: Project, members: list[list[int]], names=None, status: str = "done"):
+    """A clustering run whose segment i holds the profiles `members[i]` (known memberships, without
+    k-means). Like a real run, one that is not done has no segments yet."""
+    from django.utils import timezone
+
+    from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind, SegmentMembership
+
+    done = status == RunStatus.DONE
+    run = ClusteringRun.objects.create(
+        project=project,
+        status=status,
+        k=len(members),
+        profiles=len({p for group in members for p in group}),
+        progress=100 if done else 40,
+        finished_at=timezone.now() if done else None,
+    )
+    if not done:
+        return run
+    for i, profile_ids in enumerate(members):
+        segment = Segment.objects.create(
+            project=project,
+            key=f"{run.key_prefix}{i}",
+            kind=SegmentKind.BEHAVIOR,
+            run=run,
+            index=i,
+            name=names[i] if names else f"Run {run.pk} group {i}",
+            size=len(profile_ids),
+            card={"over_index": [{"feature": f"category: group {i}", "ratio": 3.0}], "more": [], "less": []},
+        )
+        SegmentMembership.objects.bulk_create(SegmentMembership(segment=segment, profile_id=p) for p in profile_ids)
+    return run

@@ -26,6 +26,11 @@ from personalization.services.projects import (
     project_delete,
     project_rename,
 )
+from personalization.services.segment_migration import (
+    experience_migration_due,
+    experience_segment_use,
+    experience_segments_migrate,
+)
 from personalization.services.units import unit_segments_publish
 
 __all__ = [
@@ -44,7 +49,10 @@ __all__ = [
     "events_ingest",
     "experience_complete",
     "experience_create",
+    "experience_migration_due",
     "experience_pause",
+    "experience_segment_use",
+    "experience_segments_migrate",
     "experience_start",
     "experience_update",
     "membership_set",

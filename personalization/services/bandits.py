@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from personalization import bandit
 from personalization.models import BanditWeights, Experience, ExperienceStatus, Policy
+from personalization.services.experiences import segment_field
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,13 @@ def bandit_update(*, experience_id: int) -> dict[str, list[float]] | None:
     }
     stats = {"": totals}
     if experience.policy == Policy.SEGMENT_BANDIT:
-        segments = {seg: [arms[key] for key in order] for seg, arms in by_segment.items() if seg}
+        # Only segments of the current source: after a migration to a newer clustering run the old
+        # run's segments keep their history but get no new weights (their exposures stay in the totals).
+        source = segment_field(experience.segment_attribute)
+        prefix = source[5:] if source.startswith("segs:") else ""
+        segments = {
+            seg: [arms[key] for key in order] for seg, arms in by_segment.items() if seg and seg.startswith(prefix)
+        }
         if segments:
             weights.update(
                 bandit.segment_allocation_weights(

@@ -75,6 +75,9 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     targeting = fields.get("targeting") or {}
     if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments"}:
         raise ExperienceError("targeting", 'use {"attributes": [{"attribute", "op", "values"}], "segments": [...]}')
+    segments = targeting.get("segments", [])
+    if not isinstance(segments, list) or not all(isinstance(key, str) and key for key in segments):
+        raise ExperienceError("targeting.segments", 'give a list of segment keys, e.g. ["b12.3", "repeat-buyers"]')
     for condition in targeting.get("attributes", []):
         if not isinstance(condition, dict) or "attribute" not in condition:
             raise ExperienceError("targeting.attributes", 'each condition needs "attribute", "op" and "values"')
@@ -92,6 +95,33 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     weights = [float(v.get("weight", 1.0)) for v in variants]
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise ExperienceError("variants.weight", "weights must be non-negative numbers, not all zero")
+
+
+def _segments_check(project_id: int, fields: dict, current: dict | None = None) -> None:
+    """Segment keys and a clustering run named as bandit segment source must exist and be finished.
+    On an edit only what the edit adds is checked: a segment deleted since stays until removed."""
+    from segments import selectors as segments_selectors
+
+    current = current or {}
+    before = set((current.get("targeting") or {}).get("segments", []))
+    added = [key for key in (fields.get("targeting") or {}).get("segments", []) if key not in before]
+    unknown = segments_selectors.segment_keys_untargetable(project_id=project_id, keys=added) if added else []
+    if unknown:
+        names = ", ".join(f"“{key}”" for key in unknown[:5])
+        raise ExperienceError(
+            "targeting.segments",
+            f"no segment {names} in this project: pick saved segments from the list (the Segments page makes"
+            " them; a clustering run's keys look like b12.3)",
+        )
+    source = fields.get("segment_attribute", "")
+    run_id = segment_source_run(source or "")
+    if run_id is not None and source != current.get("segment_attribute"):
+        run = segments_selectors.run_for_project(project_id=project_id, run_id=run_id)
+        if run is None or run.status != "done":
+            state = "does not exist" if run is None else f"is {run.status}"
+            raise ExperienceError(
+                "segment_attribute", f"clustering run #{run_id} {state}: name a finished run (Segments page)"
+            )
 
 
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:
@@ -140,6 +170,7 @@ def experience_create(
     if unknown:
         raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
     _validate(fields, variants)
+    _segments_check(project.pk, fields)
     if Experience.objects.filter(project=project, key=key).exists():
         raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
     with transaction.atomic():
@@ -153,9 +184,16 @@ def experience_create(
 
 
 def experience_update(
-    *, experience: Experience, by: AbstractBaseUser | None = None, variants: list[dict] | None = None, **fields
+    *,
+    experience: Experience,
+    by: AbstractBaseUser | None = None,
+    variants: list[dict] | None = None,
+    audit_action: str = "update",
+    audit_note: dict | None = None,
+    **fields,
 ) -> Experience:
-    """Edit fields and/or replace the variants; bumps the version and republishes if running."""
+    """Edit fields and/or replace the variants; bumps the version and republishes if running.
+    `audit_action` and `audit_note` let a named edit (a segment migration) say what it was."""
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ExperienceError(sorted(unknown)[0], "is not an editable field")
@@ -164,7 +202,9 @@ def experience_update(
     _validate(
         merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
     )
+    _segments_check(experience.project_id, fields, current)
     changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
+    changes.update(audit_note or {})
     with transaction.atomic():
         for name, value in fields.items():
             setattr(experience, name, value)
@@ -173,7 +213,7 @@ def experience_update(
         if variants is not None:
             _variants_replace(experience, variants)
             changes["variants"] = variants
-        _audit(experience, by, "update", changes)
+        _audit(experience, by, audit_action, changes)
         transaction.on_commit(lambda: snapshot_publish(project_id=experience.project_id))
     experience.refresh_from_db()
     return experience
@@ -241,9 +281,15 @@ def _latest_weights(experience: Experience) -> dict[str, dict[str, float]]:
 def segment_field(segment_attribute: str) -> str:
     """What the engine keys segments on: "run:12" (a clustering run as segment source) becomes the
     prefix its segment keys share in the unit hash's "segs" (segments.ClusteringRun.key_prefix)."""
+    run_id = segment_source_run(segment_attribute)
+    return f"segs:b{run_id}." if run_id is not None else segment_attribute
+
+
+def segment_source_run(segment_attribute: str) -> int | None:
+    """The clustering run a per-segment bandit learns on ("run:12" → 12), or None for an attribute."""
     if segment_attribute.startswith("run:") and segment_attribute[4:].isdigit():
-        return f"segs:b{int(segment_attribute[4:])}-"
-    return segment_attribute
+        return int(segment_attribute[4:])
+    return None
 
 
 def snapshot_compile(*, project_id: int) -> dict:

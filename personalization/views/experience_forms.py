@@ -10,6 +10,7 @@ from django import forms
 
 from personalization import services
 from personalization.models import Experience, Policy
+from segments import selectors as segments_selectors
 
 TARGET_OPS = [("in", "is one of"), ("not_in", "is not one of"), ("exists", "is set")]
 FIELD_LABELS = {
@@ -24,6 +25,7 @@ FIELD_LABELS = {
     "attribution_hours": "Attribution window",
     "holdout_share": "Experience holdout",
     "targeting": "Targeting",
+    "segments": "Only in segments",
     "variants": "Variants",
     "status": "Status",
     "global_holdout_share": "Global holdout",
@@ -126,13 +128,36 @@ def _parse_targeting(post, parsed: ParsedForm) -> dict:
         parsed.condition_rows.append(row)
         if not row["error"]:
             conditions.append({"attribute": attribute, "op": op, **({"values": values} if op != "exists" else {})})
-    segments = [s.strip() for s in post.get("targeting-segments", "").split(",") if s.strip()]
+    segments = form_segment_keys(post)
     targeting: dict = {}
     if conditions:
         targeting["attributes"] = conditions
     if segments:
         targeting["segments"] = segments
     return targeting
+
+
+def form_segment_keys(post) -> list[str]:
+    """The ticked segments of the picker; a value may also list keys separated by commas (older
+    clients, scripts), duplicates once, in order."""
+    keys: list[str] = []
+    for value in post.getlist("targeting-segments"):
+        for key in (part.strip() for part in value.split(",")):
+            if key and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def segment_picker(*, project_id: int, selected: list[str]) -> dict:
+    """The picker's groups (clustering runs newest first, rules, lookalikes) and the selected keys
+    that name no saved segment any more (shown ticked, so the marketer can untick them)."""
+    groups = segments_selectors.segment_picker_groups(project_id=project_id)
+    listed = set()
+    for group in groups:
+        keys = {s.key for s in group["segments"]}
+        listed |= keys
+        group["selected"] = len(keys.intersection(selected))
+    return {"groups": groups, "stale": [key for key in selected if key not in listed]}
 
 
 def form_parse(post, *, creating: bool) -> ParsedForm:
@@ -144,7 +169,7 @@ def form_parse(post, *, creating: bool) -> ParsedForm:
         variant_rows=[],
         condition_rows=[],
     )
-    parsed.values["segments"] = post.get("targeting-segments", "").strip()
+    parsed.values["segments"] = form_segment_keys(post)
     form.is_valid()
     parsed.errors.update({name: errors[0] for name, errors in form.errors.items()})
     targeting = _parse_targeting(post, parsed)
@@ -156,7 +181,7 @@ def form_parse(post, *, creating: bool) -> ParsedForm:
 
 def service_error_place(parsed: ParsedForm, exc: services.ExperienceError) -> None:
     """Put a service error next to the field it names ("variants.key" belongs to the variants)."""
-    slot = exc.field.split(".")[0]
+    slot = "segments" if exc.field == "targeting.segments" else exc.field.split(".")[0]
     slot = slot if slot in FIELD_LABELS else "form"
     parsed.errors[slot] = exc.message
 
@@ -169,7 +194,7 @@ def form_values(experience: Experience | None) -> ParsedForm:
             if name not in {"key", "name", "touchpoint"}
         }
         return ParsedForm(
-            values={"key": "", "name": "", "touchpoint": "", "segments": "", **defaults},
+            values={"key": "", "name": "", "touchpoint": "", "segments": [], **defaults},
             variant_rows=[
                 {"key": "control", "name": "Control", "payload": "{}", "weight": "1", "is_control": True, "error": ""},
                 {"key": "", "name": "", "payload": "", "weight": "1", "is_control": False, "error": ""},
@@ -180,7 +205,7 @@ def form_values(experience: Experience | None) -> ParsedForm:
     return ParsedForm(
         values={
             **{name: getattr(experience, name) for name in ExperienceForm.base_fields},
-            "segments": ", ".join(targeting.get("segments", [])),
+            "segments": list(targeting.get("segments", [])),
         },
         variant_rows=[
             {

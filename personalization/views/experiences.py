@@ -14,7 +14,9 @@ from personalization import selectors, services
 from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
+from personalization.views.experience_migrate import migration_notice
 from personalization.web import back, figures_json, is_partial, workspace_view
+from segments import selectors as segments_selectors
 
 _TRANSITIONS = {
     "start": services.experience_start,
@@ -38,8 +40,14 @@ def _experience_or_404(request, key: str) -> Experience:
 # List and global holdout
 
 
+def _latest_run_id(project) -> int | None:
+    run = segments_selectors.run_latest_done(project_id=project.pk)
+    return run.pk if run else None
+
+
 def _rows(project, experiences: list[Experience]) -> list[dict]:
     users = selectors.experience_users_by_arm(project=project, keys=[e.key for e in experiences])
+    latest_run = _latest_run_id(project)
     rows = []
     for experience in experiences:
         arms = users.get(experience.key, {})
@@ -49,6 +57,7 @@ def _rows(project, experiences: list[Experience]) -> list[dict]:
                 "users": arms.get(Arm.VARIANT, 0),
                 "held_out": arms.get(Arm.HOLDOUT_GLOBAL, 0) + arms.get(Arm.HOLDOUT_EXPERIENCE, 0),
                 "holdout_percent": 100 * experience.holdout_share,
+                "migration": migration_notice(experience=experience, latest_run_id=latest_run),
             }
         )
     return rows
@@ -137,6 +146,7 @@ def _render_form(request, parsed: forms.ParsedForm, experience: Experience | Non
         "policies": Policy.choices,
         "ops": forms.TARGET_OPS,
         "example_payload": forms.EXAMPLE_PAYLOAD,
+        "picker": forms.segment_picker(project_id=request.workspace.project.pk, selected=parsed.values["segments"]),
     }
     return render(request, "personalization/experiences/form.html", context)
 
@@ -323,6 +333,8 @@ def _audit_lines(entry) -> list[str]:
         keys = [v.get("key", "?") for v in changes.get("variants", [])]
         policy = changes.get("fields", {}).get("policy", "")
         return [f"created with variants {', '.join(keys)}" + (f" · policy {policy}" if policy else "")]
+    if entry.action == "migrate" and changes.get("migration"):
+        return [_migration_line(changes["migration"])]
     lines = []
     for name, value in changes.items():
         label = forms.FIELD_LABELS.get(name, name)
@@ -336,14 +348,23 @@ def _audit_lines(entry) -> list[str]:
     return lines or ["saved without changes"]
 
 
-def _targeting_lines(targeting: dict) -> list[str]:
+def _migration_line(migration: dict) -> str:
+    pairs = [f"{old} → {new}" if new else f"{old} dropped" for old, new in (migration.get("mapping") or {}).items()]
+    line = f"migrated to clustering run #{migration.get('to_run')}" + (": " + ", ".join(pairs) if pairs else "")
+    if migration.get("bandit"):
+        line += f"; per-segment bandit {migration['bandit'][0]} → {migration['bandit'][1]}"
+    return line
+
+
+def _targeting_lines(targeting: dict, names: dict[str, str]) -> list[str]:
     ops = dict(forms.TARGET_OPS)
     lines = []
     for c in targeting.get("attributes", []):
         values = ", ".join(c.get("values", []))
         lines.append(f"{c.get('attribute')} {ops.get(c.get('op', 'in'), c.get('op'))} {values}".strip())
     if targeting.get("segments"):
-        lines.append(f"in segment {' or '.join(targeting['segments'])}")
+        labels = [f"{names[key]} ({key})" if key in names else key for key in targeting["segments"]]
+        lines.append(f"in segment {' or '.join(labels)}")
     return lines
 
 
@@ -354,7 +375,10 @@ def experience_detail(request, key: str):
     context = {
         "experience": experience,
         "variants": [{"variant": v, "payload": json.dumps(v.payload, indent=2, ensure_ascii=False)} for v in variants],
-        "targeting": _targeting_lines(experience.targeting or {}),
+        "targeting": _targeting_lines(
+            experience.targeting or {}, segments_selectors.segment_names(project_id=experience.project_id)
+        ),
+        "migration": migration_notice(experience=experience, latest_run_id=_latest_run_id(request.workspace.project)),
         "audit": [
             {"entry": entry, "lines": _audit_lines(entry)}
             for entry in selectors.experience_audit(experience=experience)

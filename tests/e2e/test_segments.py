@@ -66,7 +66,7 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
         assert lookalike.size > 0
 
         page.goto("/experiences/signup-popup/edit")
-        page.get_by_label("Only in segments").fill(lookalike.key)
+        page.get_by_role("checkbox", name=re.compile(re.escape(lookalike.key))).check()
         page.get_by_role("button", name=re.compile("Save")).click()
         expect(page.get_by_text(lookalike.key).first).to_be_visible()
 

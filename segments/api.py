@@ -1,0 +1,111 @@
+"""REST API (secret key or dashboard session), read-only: the project's saved segments.
+
+Behavior segments of finished clustering runs, rule segments and lookalikes, as the experience
+form's picker lists them; decide targets them by `key`.
+"""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+
+from segments import selectors
+from segments.models import Segment, SegmentKind
+
+MAX_RUN_ID = 2**31 - 1  # PostgreSQL integer: a larger number cannot name a run
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    """A segment in a list."""
+
+    run = serializers.IntegerField(source="run_id", allow_null=True, help_text="clustering run id (behavior)")
+
+    class Meta:
+        model = Segment
+        fields = ["key", "name", "kind", "size", "run", "created_at"]
+
+
+class SegmentDetailSerializer(SegmentSerializer):
+    """One segment with what describes it."""
+
+    top_features = serializers.SerializerMethodField(help_text="behaviors that over-index most, with the ratio")
+    behaviors_more = serializers.SerializerMethodField()
+    behaviors_less = serializers.SerializerMethodField()
+
+    class Meta(SegmentSerializer.Meta):
+        fields = [
+            *SegmentSerializer.Meta.fields,
+            "suggested_name",
+            "conversion_rate",
+            "value_per_profile",
+            "top_features",
+            "behaviors_more",
+            "behaviors_less",
+            "definition",
+        ]
+
+    def _card(self, segment: Segment, part: str) -> list[dict]:
+        return [
+            {"feature": str(row.get("feature", "")), "ratio": float(row.get("ratio", 0))}
+            for row in (segment.card or {}).get(part, [])
+        ]
+
+    def get_top_features(self, segment: Segment) -> list[dict[str, object]]:
+        return self._card(segment, "over_index")
+
+    def get_behaviors_more(self, segment: Segment) -> list[dict[str, object]]:
+        return self._card(segment, "more")
+
+    def get_behaviors_less(self, segment: Segment) -> list[dict[str, object]]:
+        return self._card(segment, "less")
+
+
+def _bad(field: str, message: str) -> ValidationError:
+    return ValidationError({"error": {"field": field, "message": message}})
+
+
+class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Saved segments of your project (read-only). Another project's segments answer 404."""
+
+    required_action = "segments"
+    lookup_field = "key"
+    lookup_value_regex = r"[-A-Za-z0-9_.]{1,64}"  # a segment key (behavior keys hold a dot: b12.3); else 404
+
+    def get_serializer_class(self):
+        return SegmentDetailSerializer if self.action == "retrieve" else SegmentSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model for the schema
+            return Segment.objects.none()
+        query = self.request.query_params
+        kind = query.get("kind") or None
+        if kind is not None and kind not in SegmentKind.values:
+            raise _bad("kind", f"use one of {', '.join(SegmentKind.values)}, or leave it out for every kind")
+        raw_run = query.get("run") or None
+        if raw_run is not None and not (raw_run.isdigit() and 1 <= int(raw_run) <= MAX_RUN_ID):
+            raise _bad("run", "give a clustering run id (a whole number, e.g. 12), or leave it out")
+        return selectors.segments_for_api(
+            project_id=self.request.kairos_project_id, kind=kind, run_id=int(raw_run) if raw_run else None
+        )
+
+    def get_object(self):
+        segment = selectors.segment_by_key(project_id=self.request.kairos_project_id, key=self.kwargs["key"])
+        if segment is None or (segment.kind == SegmentKind.BEHAVIOR and segment.run.status != "done"):
+            raise NotFound("No segment with this key in your project: list them with GET /api/v1/segments/.")
+        return segment
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", OpenApiTypes.STR, enum=SegmentKind.values, description="only this kind"),
+            OpenApiParameter("run", OpenApiTypes.INT, description="only segments of this clustering run"),
+        ],
+        responses={200: SegmentSerializer(many=True)},
+    )
+    def list(self, request, *args, **kwargs):
+        """Segments, newest clustering run first, then lookalikes and rules; paged with limit/offset."""
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: SegmentDetailSerializer})
+    def retrieve(self, request, *args, **kwargs):
+        """One segment by key: size, kind, run, and the behaviors that describe it."""
+        return super().retrieve(request, *args, **kwargs)
