@@ -309,6 +309,46 @@ register(
         profiling=True,
     )
 )
+
+
+def _publish_outbox_rows(subject: Subject):
+    outbox = apps.get_model("segments.MembershipPublish").objects.filter(project_id=subject.project_id)
+    return outbox.filter(profile_ids__overlap=list(subject.profile_ids))
+
+
+def _publish_outbox_export(subject: Subject) -> Iterator[dict]:
+    for row in _publish_outbox_rows(subject):
+        yield {"pending_since": row.heartbeat_at.isoformat()}
+
+
+def _publish_outbox_erase(subject: Subject, progress: Callable[[int], None]) -> int:
+    """Take the person's profile ids out of pending publishes (the publish position moves with them)."""
+    gone, removed = set(subject.profile_ids), 0
+    with transaction.atomic():
+        for row in _publish_outbox_rows(subject).select_for_update():
+            row.done = sum(1 for pid in row.profile_ids[: row.done] if pid not in gone)
+            row.profile_ids = [pid for pid in row.profile_ids if pid not in gone]
+            row.save(update_fields=["profile_ids", "done"])
+            removed += 1
+    progress(removed)
+    return removed
+
+
+register(
+    Location(
+        name="segment_publish_outbox",
+        store="PostgreSQL",
+        category="the person's profile number in a pending publish of segment memberships to decide",
+        purpose="finishing a publish a crashed worker left undone",
+        retention="seconds: deleted once decide has the memberships",
+        mechanism="the profile numbers removed from each pending publish",
+        columns=("pending_since",),
+        export=_publish_outbox_export,
+        erase=_publish_outbox_erase,
+        verify=lambda subject: _publish_outbox_rows(subject).count(),
+        model="segments.MembershipPublish",
+    )
+)
 register(
     table(
         name="identities",

@@ -174,3 +174,21 @@ def test_import_endpoint__csv_without_a_type_column__names_the_columns(client, p
     _, lines = _import(client, secret_key, b"when,who\n2019-10-01T00:00:00Z,u1\n", fmt="csv")
     assert lines[-1]["done"] and lines[-1]["error"]["field"] == "body"
     assert "event_type" in lines[-1]["error"]["message"] and "property" in lines[-1]["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_import_endpoint__hostile_csv_cells__each_line_rejected_naming_its_field(client, project, secret_key):
+    body = (
+        b"event_time,event_type,user_id,brand\n"
+        b"2019-10-01 00:00:00 UTC,view,u1,ok\n"
+        b"2019-10-01 00:00:00 UTC,view,u2,bad\x00brand\n"
+        b"99999999999999999999,view,u3,x\n"
+        b"2019-10-01 00:00:00 UTC,view,,x\n"
+    )
+    _, lines = _import(client, secret_key, body, fmt="csv")
+    final = lines[-1]
+    assert final["accepted"] == 1 and final["rejected_count"] == 3
+    fields = {r["line"]: r["field"] for r in final["rejected"]}
+    assert fields[3] == "properties.brand" and fields[4] == "timestamp" and fields[5] in ("user_id", "anonymous_id")
+    _drain()
+    assert Event.objects.filter(project=project).count() == 1

@@ -10,7 +10,7 @@ from personalization.models import Profile
 from privacy import registry
 
 # Columns that hold a person's raw identifier without a foreign key.
-PERSON_ID_COLUMNS = {"user_id", "anonymous_id", "unit_id", "external_id", "profile_id"}
+PERSON_ID_COLUMNS = {"user_id", "anonymous_id", "unit_id", "external_id", "profile_id", "profile_ids"}
 
 
 def _refers_to_a_person(field) -> bool:
@@ -75,3 +75,19 @@ def test_registry__dead_letters__found_by_the_ids_they_hold():
     assert location.model == "personalization.DeadLetter"
     fields = {f.name for f in DeadLetter._meta.get_fields()}
     assert {"user_id", "anonymous_id"} <= fields and "user_id" in location.columns
+
+
+def test_registry__publish_outbox__erasure_takes_the_person_out_and_keeps_the_position(project):
+    from django.utils import timezone
+
+    from segments.models import MembershipPublish
+
+    row = MembershipPublish.objects.create(
+        project=project, profile_ids=[1, 7, 2, 7, 3], done=3, heartbeat_at=timezone.now()
+    )
+    subject = registry.Subject(project_id=project.pk, profile_ids=(7,), unit_ids=())
+    location = registry.location("segment_publish_outbox")
+    assert location.verify(subject) == 1 and len(list(location.export(subject))) == 1
+    assert location.erase(subject, lambda n: None) == 1
+    row.refresh_from_db()
+    assert row.profile_ids == [1, 2, 3] and row.done == 2 and location.verify(subject) == 0
