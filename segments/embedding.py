@@ -164,10 +164,7 @@ def behavior_tokens(events: Iterable[BehaviorEvent], *, now: datetime) -> dict[s
 
 def _property_tokens(add, etype: str, key: str, raw_key: str, value: object, w: float, scroll_event: bool) -> None:
     if key in _CATEGORY_KEYS:
-        for category in _values(value):
-            for level in _category_levels(category):
-                add(f"category:{level}", w)
-            add(f"{etype}|category:{category}", w)
+        _category_tokens(add, etype, value, w)
     elif key in _ITEM_KEYS:
         for item in value[:50] if isinstance(value, list) else [value]:
             if isinstance(item, Mapping):
@@ -198,6 +195,13 @@ def _property_tokens(add, etype: str, key: str, raw_key: str, value: object, w: 
         add(f"prop:{raw_key}={label}", w)
 
 
+def _category_tokens(add, etype: str, value: object, w: float) -> None:
+    for category in _values(value):
+        for level in _category_levels(category):
+            add(f"category:{level}", w)
+        add(f"{etype}|category:{category}", w)
+
+
 def _values(value: object) -> list[str]:
     values = value[:20] if isinstance(value, list) else [value]
     return [label for v in values if isinstance(v, str | int) and (label := _choice(v)) is not None]
@@ -211,10 +215,7 @@ def _item_object_tokens(add, etype: str, item: Mapping, w: float) -> None:
             if (label := _choice(value)) is not None:
                 add(f"item:{label}", w)
         elif norm in _CATEGORY_KEYS:
-            for category in _values(value):
-                for level in _category_levels(category):
-                    add(f"category:{level}", w)
-                add(f"{etype}|category:{category}", w)
+            _category_tokens(add, etype, value, w)
 
 
 def _describe(token: str) -> str:
