@@ -6,7 +6,7 @@
 
   var SESSION_MS = 30 * 60 * 1000, MAX_QUEUE = 1000, CHUNK = 50, PREFIX = "kairos_";
   var cfg = null, queue = [], timer = null, backoff = 0, assignments = {}, warned = {};
-  var pageViewId = null, visibleSince = null, dwellMs = 0, maxDepth = 0, sentDepth = 0;
+  var pageViewId = null, pageUrl = null, visibleSince = null, dwellMs = 0, maxDepth = 0, sentDepth = 0;
   var scriptSrc = document.currentScript && document.currentScript.src;
 
   function safe(fn, fallback) {
@@ -59,6 +59,18 @@
     return s.id;
   }
   function consent() { return loadJSON("consent") || {}; }
+  // mobile, tablet or desktop: the user agent first (iPadOS presents itself as a Mac with touch; an
+  // Android tablet's agent lacks "Mobile"), then a touch screen's size, so a narrow desktop window
+  // stays a desktop.
+  function device() {
+    var ua = navigator.userAgent || "", touch = navigator.maxTouchPoints > 0;
+    if (/iPad|Tablet|PlayBook|Silk|Kindle/i.test(ua) || (/Android/i.test(ua) && !/Mobile/i.test(ua)) ||
+        (touch && /Macintosh/.test(ua))) return "tablet";
+    if (/Mobi|iPhone|iPod|Windows Phone|IEMobile|BlackBerry|Opera Mini/i.test(ua)) return "mobile";
+    var coarse = window.matchMedia && matchMedia("(pointer: coarse)").matches;
+    if (coarse && touch) return Math.min(screen.width, screen.height) >= 600 ? "tablet" : "mobile";
+    return "desktop";
+  }
   function path() { return location.pathname + location.search; }
 
   function url(p) { return cfg.endpoint + "/api/v1/" + p; }
@@ -124,19 +136,24 @@
     var d = document.documentElement, h = Math.max(d.scrollHeight, document.body ? document.body.scrollHeight : 0);
     return h <= window.innerHeight ? 100 : Math.min(100, Math.round((window.scrollY + window.innerHeight) / h * 100));
   }
+  // Scroll depth and visible time of the current page view since its last report. Called when the
+  // page is hidden and before a single-page app's next virtual page, so no page view loses them; the
+  // url is the page view's own (a single-page app has already changed location.href).
+  function reportPage() {
+    if (!cfg || !cfg.autoTrack || !pageViewId) return;
+    if (visibleSince !== null) { dwellMs += Date.now() - visibleSince; visibleSince = null; }
+    if (maxDepth > sentDepth) {
+      enqueue("scroll", { depth: maxDepth, url: pageUrl, page_view_id: pageViewId });
+      sentDepth = maxDepth;
+    }
+    if (dwellMs > 0) { // visible time since the last report; sum them per page view
+      enqueue("dwell", { dwell_ms: dwellMs, url: pageUrl, page_view_id: pageViewId });
+      dwellMs = 0;
+    }
+  }
   function onHidden() {
     if (!cfg) return;
-    if (cfg.autoTrack && pageViewId) {
-      if (visibleSince !== null) { dwellMs += Date.now() - visibleSince; visibleSince = null; }
-      if (maxDepth > sentDepth) {
-        enqueue("scroll", { depth: maxDepth, url: path(), page_view_id: pageViewId });
-        sentDepth = maxDepth;
-      }
-      if (dwellMs > 0) { // visible time since the last report; sum them per page view
-        enqueue("dwell", { dwell_ms: dwellMs, url: path(), page_view_id: pageViewId });
-        dwellMs = 0;
-      }
-    }
+    reportPage();
     beacon();
   }
 
@@ -174,11 +191,13 @@
   }
 
   function page(properties) {
+    reportPage(); // the previous virtual page's scroll and dwell (single-page apps)
     visibleSince = document.visibilityState === "hidden" ? null : Date.now();
     dwellMs = 0;
     maxDepth = sentDepth = 0;
+    pageUrl = path();
     pageViewId = enqueue("page_view", extras(document.body || document.documentElement,
-      Object.assign({ url: path(), title: document.title, referrer: document.referrer }, properties || {})));
+      Object.assign({ url: pageUrl, title: document.title, referrer: document.referrer }, properties || {})));
     if (document.readyState === "complete") maxDepth = depthNow();
   }
 
@@ -218,7 +237,7 @@
         o = o || {};
         var body = { anonymous_id: anonymousId(), context: {
           url: path(), referrer: document.referrer, consent: consent(),
-          device: window.matchMedia && matchMedia("(max-width: 767px)").matches ? "mobile" : "desktop",
+          device: device(),
           attributes: o.attributes || {}
         } };
         if (cfg.userId) body.user_id = cfg.userId;

@@ -235,3 +235,84 @@ def test_demo_shop__no_key_in_address__page_gets_the_demo_public_key_only(client
 
     keys.unlink()  # not seeded: the page asks for ?key= itself
     assert 'id="kairos-demo"' not in client.get("/demo/shop/").content.decode()
+
+
+def test_snippet__spa_virtual_page__previous_page_sends_its_scroll_and_dwell(page: Page, browser_log, shop: Shop):
+    page.goto(shop.url)
+    _decided(page)
+    page.mouse.wheel(0, 3000)
+    page.wait_for_function("window.scrollY > 0")
+    first_url = page.evaluate("location.pathname + location.search")
+    page.evaluate("history.pushState({}, '', '/demo/shop/trail?tab=specs'); Kairos.page({section: 'specs'})")
+    anonymous_id = page.evaluate("Kairos.anonymousId()")
+    page.goto("about:blank")  # the second virtual page reports when the page goes away
+
+    def stored():
+        events = _events_of(shop.project, anonymous_id)
+        types = [e.type for e in events]
+        return events if types.count("page_view") == 2 and types.count("dwell") == 2 else None
+
+    events = _drain_until(stored)
+    assert events, [(e.type, e.properties) for e in _events_of(shop.project, anonymous_id)]
+    first, second = (e for e in events if e.type == "page_view")
+    assert (first.properties["url"], second.properties["url"]) == (first_url, "/demo/shop/trail?tab=specs")
+    assert second.properties["section"] == "specs"
+    reports = [e for e in events if e.type in ("scroll", "dwell")]
+    of_first = {e.type: e for e in reports if e.properties["page_view_id"] == first.event_id}
+    assert set(of_first) == {"scroll", "dwell"}, [(e.type, e.properties) for e in reports]
+    assert of_first["scroll"].properties["depth"] == 100
+    assert of_first["scroll"].properties["url"] == first_url  # the page left, not the address shown now
+    assert 0 < of_first["dwell"].properties["dwell_ms"] < 60_000
+    assert of_first["dwell"].ts <= second.ts  # sent when the next virtual page began, not at the end
+    assert [e for e in reports if e.properties["page_view_id"] == second.event_id and e.type == "dwell"]
+    assert browser_log.console_errors == []
+
+
+IPAD_UA = "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"  # noqa: E501
+IPADOS_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15"  # noqa: E501
+ANDROID_TABLET_UA = (
+    "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"  # noqa: E501
+)
+IPHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"  # noqa: E501
+ANDROID_PHONE_UA = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"  # noqa: E501
+)
+
+
+@pytest.mark.parametrize(
+    ("agent", "screen", "touch", "expected"),
+    [
+        (IPAD_UA, (820, 1180), True, "tablet"),
+        (IPADOS_UA, (1024, 1366), True, "tablet"),  # iPadOS asks for desktop sites: a Mac with touch
+        (ANDROID_TABLET_UA, (800, 1280), True, "tablet"),
+        (IPHONE_UA, (390, 844), True, "mobile"),
+        (ANDROID_PHONE_UA, (412, 915), True, "mobile"),
+        (None, (600, 900), False, "desktop"),  # a narrow desktop window is still a desktop
+    ],
+)
+def test_snippet__device_class__targeting_on_mobile_and_tablet_matches(
+    browser, shop: Shop, agent, screen, touch, expected
+):
+    """An experience targeted at `device in [mobile, tablet]` reaches tablets too (the snippet once knew
+    only mobile and desktop)."""
+    experience = shop.project.experiences.get(key="homepage-hero")
+    services.experience_update(
+        experience=experience,
+        targeting={"attributes": [{"attribute": "device", "op": "in", "values": ["mobile", "tablet"]}]},
+    )
+    services.snapshot_publish(project_id=shop.project.pk)
+    width, height = screen
+    options = {"viewport": {"width": width, "height": height}, "screen": {"width": width, "height": height}}
+    if agent:
+        options["user_agent"] = agent
+    context = browser.new_context(has_touch=touch, **options)
+    try:
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url == f"{shop.api}/api/v1/decide") as answer:
+            page.goto(shop.url)
+        assert answer.value.request.post_data_json["context"]["device"] == expected
+        hero = answer.value.json()["assignments"]["homepage-hero"]
+        targeted = expected in ("mobile", "tablet")
+        assert (hero["variant"], hero["reason"] != "targeting_miss") == (SHOWN if targeted else CONTROL, targeted), hero
+    finally:
+        context.close()
