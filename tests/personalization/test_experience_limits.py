@@ -4,6 +4,7 @@ and one experience decide cannot serve is left out of the snapshot, reported on 
 row and in REST, while the rest of the project keeps publishing."""
 
 import json
+import subprocess
 
 import orjson
 import pytest
@@ -426,3 +427,49 @@ def test_worst_case_experience__compiles_publishes_and_decide_serves_it(client, 
     assert EXPERIENCE_MAX_CHARS < size < 4 * EXPERIENCE_MAX_CHARS  # UTF-8 é is 2 bytes: ~2 MB in Redis
     served = decide(client, public_key)["assignments"]["big"]
     assert served["payload"] == variants[int(served["variant"][1:])]["payload"]
+
+
+# --- Through the real server, with curl and a file body ----------------------------------------------
+
+
+def curl(url: str, key: str, method: str, path) -> tuple[int, dict]:
+    headers = ["-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {key}"]
+    out = subprocess.run(
+        ["curl", "-sS", "-X", method, "--data-binary", f"@{path}", *headers, "-w", "\n%{http_code}", url],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    answer, _, status = out.stdout.rpartition(b"\n")
+    return int(status), orjson.loads(answer)
+
+
+@pytest.mark.slow
+def test_real_server__curl_file_bodies__400_naming_the_payload_413_past_the_body_limit(web_server, tmp_path):
+    project = factories.project_make(name="Curl")
+    key = factories.key_make(project=project, kind="secret")
+    experience_make(project, "hero")
+    before = counts()
+    files = {
+        "deep": body(nested_text(600)),
+        "big": body(json.dumps({"html": TEN_MB})),
+        "patch": b'{"variants": [{"key": "a", "is_control": true}, {"key": "b", "payload": '
+        + nested_text(600).encode()
+        + b"}]}",
+        "huge": body(json.dumps({"html": "x" * (20 * 1024 * 1024)})),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    url = f"{web_server}/api/v1/experiences/"
+
+    status, answer = curl(url, key, "POST", tmp_path / "deep")
+    assert status == 400 and answer["error"]["field"].startswith("variants[1].payload.a")
+    assert "nested too deep" in answer["error"]["message"]
+    status, answer = curl(url, key, "POST", tmp_path / "big")
+    assert status == 400 and answer["error"]["field"] == "variants[1].payload"
+    assert "10,485,7" in answer["error"]["message"] and "65,536" in answer["error"]["message"]
+    status, answer = curl(f"{url}hero/", key, "PATCH", tmp_path / "patch")
+    assert status == 400 and answer["error"]["field"].startswith("variants[1].payload")
+    status, answer = curl(url, key, "POST", tmp_path / "huge")
+    assert status == 413 and answer["error"]["field"] == "body" and "64 KB" in answer["error"]["message"]
+    assert counts() == before
