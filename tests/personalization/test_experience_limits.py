@@ -309,15 +309,26 @@ def test_decide__context_beyond_the_event_limits__400_naming_it(client, project,
     assert answer.json()["error"]["field"].startswith(field)
 
 
-def test_identify__attributes_too_deep__rejected_naming_them(client, project, public_key):
-    event = factories.event_make(0, type="identify", user_id="u1", properties={"attributes": nested(600)})
+@pytest.mark.parametrize(
+    ("attributes", "field", "words"),
+    [
+        (nested(600), "properties.attributes.a", "too deep"),
+        ({"bio": "x" * 9000}, "properties", "characters as JSON"),
+        ({"pl\x00an": "gold"}, "properties.attributes (a key)", "cannot be stored"),
+        ({"plan": "gold\x00"}, "properties.attributes.plan", "cannot be stored"),
+    ],
+)
+def test_identify__attributes_beyond_the_limits__rejected_naming_them(
+    client, project, public_key, attributes, field, words
+):
+    event = factories.event_make(0, type="identify", user_id="u1", properties={"attributes": attributes})
     data = json.dumps({"events": [event]})  # orjson itself cannot write 600 levels
     answer = client.post(
         "/api/v1/events", data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {public_key}"
     )
     assert answer.status_code == 400  # every event of the batch was rejected
     (rejected,) = answer.json()["rejected"]
-    assert rejected["field"].startswith("properties.attributes.a") and "too deep" in rejected["message"]
+    assert rejected["field"].startswith(field) and words in rejected["message"]
 
 
 # --- One bad experience never stops the others ----------------------------------------------------
