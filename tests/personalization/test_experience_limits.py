@@ -395,7 +395,7 @@ def test_bad_experience_in_database__left_out_reported_others_publish_and_change
         ({"weight": float("nan")}, "variants.weight"),
         ({"payload": {"t": "x" * (EXPERIENCE_MAX_CHARS // 8)}}, "variants[1].payload"),
     ],
-    ids=["integer-beyond-64-bits", "two-controls", "nan-weight", "payload-too-large"],
+    ids=["integer-beyond-64-bits", "no-control", "nan-weight", "payload-too-large"],
 )
 def test_bad_experience_any_reason__left_out_named_rest_published(project, planted, field):
     bad = experience_make(project, "bad")
