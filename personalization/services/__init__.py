@@ -6,6 +6,7 @@ from personalization.services.dead_letters import dead_letters_delete, dead_lett
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
 from personalization.services.experiences import (
     ExperienceError,
+    experience_compile_problem,
     experience_complete,
     experience_create,
     experience_pause,
@@ -47,6 +48,7 @@ __all__ = [
     "dead_letters_retry",
     "events_drain",
     "events_ingest",
+    "experience_compile_problem",
     "experience_complete",
     "experience_create",
     "experience_migration_due",
