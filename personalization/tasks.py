@@ -36,6 +36,11 @@ def api_key_last_used_flush_task() -> int:
 
 
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
+def api_keys_publish_task() -> int:
+    return services.api_keys_publish()
+
+
+@shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def bandits_update_task() -> int:
     """Update every running bandit, then republish each touched project's snapshot once."""
     running = services.bandit_experiences_running()

@@ -79,6 +79,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "options": {"expires": 600},
     },
+    # decide and events check public keys in Redis; this heals a Redis that lost some of them.
+    "api-keys-publish": {
+        "task": "personalization.tasks.api_keys_publish_task",
+        "schedule": 10.0,
+        "options": {"expires": 10},
+    },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",
         "schedule": 30.0,
