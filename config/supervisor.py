@@ -39,6 +39,8 @@ class Backoff:
 class Child:
     """A process the supervisor starts and owns."""
 
+    up_when_started = False  # a process that exits right after its start is crashing, not recovered
+
     def __init__(self, name: str, argv: list[str], env: dict | None = None, cwd: str | None = None):
         self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
         self.proc: subprocess.Popen | None = None
@@ -75,6 +77,10 @@ class Child:
 
 class Daemon:
     """A server that runs on its own: watched with `alive`, brought back with `start` (which may raise)."""
+
+    # `start` returns once the server answers (or raises): then it is up, and a later death is a new
+    # fault (someone killed it), not a crash loop, so the next restart is quick again.
+    up_when_started = True
 
     def __init__(self, name: str, alive: Callable[[], bool], start: Callable[[], None]):
         self.name, self.alive, self._start = name, alive, start
@@ -169,6 +175,8 @@ class Supervisor:
             self._crashed(state, f"could not start ({exc})", now)
             return
         state.started_at, state.restart_at = now, None
+        if state.unit.up_when_started:
+            state.failures, state.said_capped = 0, False
         if not first:
             self.restarts += 1
             if not state.said_capped:

@@ -96,11 +96,16 @@ def test_supervisor__watched_server_stops_answering__started_again_failed_start_
     until(lambda: state["starts"] >= 1, what="the initial start")
     state["fail_next"], state["up"] = True, False
     until(lambda: state["up"], what="Redis started again")
+    until(lambda: said[-1:] == ["Redis restarted"], what="the restart said")
+    state["up"] = False  # killed again at once: a new fault, restarted as quickly as the first
+    until(lambda: len(said) == 5, what="the second restart said")
     supervisor.stop()
     thread.join(10)
     assert said == [
         "Redis is not answering; restarting it in 0.05 s",
         "Redis could not start (port 6379 in use); restarting it in 0.1 s",
+        "Redis restarted",
+        "Redis is not answering; restarting it in 0.05 s",
         "Redis restarted",
     ]
 
