@@ -28,19 +28,10 @@ import pytest
 
 from tests.factories import event_make
 from tests.personalization.conftest import free_port
+from tests.workers import until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILDREN = {"granian", "celery", "demo_traffic"}  # web + decide, worker + beat, traffic
-
-
-def until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {seconds:g} s")
 
 
 def pid_alive(pid: int) -> bool:
@@ -223,33 +214,34 @@ def runner_stack():
 def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing_lost(runner_stack):
     stack = runner_stack
     key = stack.key_make()
-    until(stack.ready, 120, "ready after start")
-    until(lambda: len(stack.processes()) == 5, 30, "web, decide, worker, beat and traffic running")
+    until(stack.ready, "ready after start", stack.log, timeout=120)
+    until(lambda: len(stack.processes()) == 5, "web, decide, worker, beat and traffic running", stack.log, timeout=30)
     load = Load(stack, key)
     load.start()
-    until(lambda: len(load.accepted) >= 50, 60, "events accepted")
+    until(lambda: len(load.accepted) >= 50, "events accepted", stack.log, timeout=60)
     figures = []
 
     for round_ in range(3):
         before = stack.redis_pid()
         os.kill(before, signal.SIGKILL)
         killed = time.monotonic()
-        until(lambda b=before: not pid_alive(b), 10, "redis gone")
+        until(lambda b=before: not pid_alive(b), "redis gone", stack.log, timeout=10)
         until(
             lambda b=before: stack.redis_pid() not in (None, b) and stack.port_open(stack.redis_port),
-            60,
             f"redis started again by the runner (round {round_})",
+            stack.log,
+            timeout=60,
         )
-        until(stack.ready, 60, f"/readyz ready after the Redis restart (round {round_})")
+        until(stack.ready, f"/readyz ready after the Redis restart (round {round_})", stack.log, timeout=60)
         figures.append(f"redis kill {round_}: ready after {time.monotonic() - killed:.1f} s")
         accepted = len(load.accepted)
-        until(lambda a=accepted: len(load.accepted) >= a + 50, 60, "events accepted again")
+        until(lambda a=accepted: len(load.accepted) >= a + 50, "events accepted again", stack.log, timeout=60)
 
     # PostgreSQL away: a key this process has served (the load's) and one it has never seen.
     cold_key = stack.key_make()
     os.kill(stack.pg_pid(), signal.SIGKILL)
     killed = time.monotonic()
-    until(lambda: not stack.port_open(stack.pg_port), 10, "PostgreSQL down")
+    until(lambda: not stack.port_open(stack.pg_port), "PostgreSQL down", stack.log, timeout=10)
     cold_decide, _ = stack.post("/api/v1/decide", cold_key, {"anonymous_id": "cold"})
     cold_ids = [f"ld-cold-{i}" for i in range(5)]
     cold_events, answer = stack.post(
@@ -258,8 +250,8 @@ def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing
     assert not stack.port_open(stack.pg_port), "PostgreSQL was still down while the cold key was used"
     assert cold_decide == 200 and cold_events == 200 and answer["accepted"] == 5
     load.accepted.update(cold_ids)
-    until(lambda: stack.port_open(stack.pg_port), 120, "PostgreSQL started again by the runner")
-    until(stack.ready, 60, "/readyz ready after the PostgreSQL restart")
+    until(lambda: stack.port_open(stack.pg_port), "PostgreSQL started again by the runner", stack.log, timeout=120)
+    until(stack.ready, "/readyz ready after the PostgreSQL restart", stack.log, timeout=60)
     figures.append(f"postgres kill: ready after {time.monotonic() - killed:.1f} s")
 
     worker = next(pid for pid, cmd in stack.processes().items() if "celery" in cmd and " worker" in cmd)
@@ -267,12 +259,13 @@ def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing
     killed = time.monotonic()
     until(
         lambda: any("celery" in cmd and " worker" in cmd and pid != worker for pid, cmd in stack.processes().items()),
-        60,
         "worker started again by the runner",
+        stack.log,
+        timeout=60,
     )
     accepted = len(load.accepted)
-    until(lambda: len(load.accepted) >= accepted + 50, 60, "events accepted after the worker kill")
-    until(stack.ready, 60, "/readyz ready after the worker kill")
+    until(lambda: len(load.accepted) >= accepted + 50, "events accepted after the worker kill", stack.log, timeout=60)
+    until(stack.ready, "/readyz ready after the worker kill", stack.log, timeout=60)
     figures.append(f"worker kill: ready after {time.monotonic() - killed:.1f} s")
 
     load.stop.set()
@@ -280,8 +273,9 @@ def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing
     assert not load.is_alive()
     stored = until(
         lambda: (ids := stack.stored_ids("ld-")) and set(ids) >= load.accepted and ids,
-        180,
         "every accepted event stored",
+        stack.log,
+        timeout=180,
     )
     print("\n".join(figures), f"\naccepted {len(load.accepted)}, stored {len(stored)}", load.decide, load.events)
     assert len(stored) == len(set(stored)) == len(load.accepted), "stored exactly once, and nothing not accepted"

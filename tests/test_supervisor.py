@@ -8,22 +8,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 from config.supervisor import Backoff, Child, Daemon, Supervisor
+from tests.workers import until
 
 FAST = Backoff(first=0.05, cap=0.4, healthy_after=30.0)
-
-
-def until(condition, seconds: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not reached within {seconds} s")
 
 
 def running(supervisor: Supervisor) -> threading.Thread:
@@ -132,7 +122,7 @@ def test_supervisor__sigterm__stops_every_child_and_grandchild(tmp_path):
     root = Path(__file__).resolve().parents[1]
     runner = subprocess.Popen([sys.executable, "-c", runner_code], cwd=root, stdout=subprocess.PIPE, text=True)
     try:
-        lines = until(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2 and pids.read_text())
+        lines = until(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2 and pids.read_text(), "pids")
         every_pid = [int(pid) for line in lines.splitlines() for pid in line.split()]
         assert all(alive(pid) for pid in every_pid)
         runner.send_signal(signal.SIGTERM)
