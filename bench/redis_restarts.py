@@ -33,8 +33,9 @@ WEB_PORT = env_int("KAIROS_WEB_PORT", 8000)
 DECIDE_PORT = env_int("KAIROS_DECIDE_PORT", 8001)
 
 
-def ready() -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", WEB_PORT, timeout=5)
+def ready(port: int = WEB_PORT) -> bool:
+    """/readyz answers 200 (tests/test_runner.py asks it too)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/readyz")
         return conn.getresponse().status == 200
@@ -52,6 +53,7 @@ def redis_pid() -> int | None:
 
 
 def alive(pid: int) -> bool:
+    """The process runs (a zombie, dead but not yet reaped, does not)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):

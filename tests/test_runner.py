@@ -26,20 +26,14 @@ import orjson
 import psycopg
 import pytest
 
+from bench.redis_restarts import alive
+from bench.redis_restarts import ready as readyz_ok
 from tests.factories import event_make
 from tests.personalization.conftest import free_port
 from tests.workers import until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILDREN = {"granian", "celery", "demo_traffic"}  # web + decide, worker + beat, traffic
-
-
-def pid_alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def children_of(pid: int) -> dict[int, str]:
@@ -53,7 +47,7 @@ def children_of(pid: int) -> dict[int, str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        if ppid == pid and pid_alive(int(entry.name)):
+        if ppid == pid and alive(int(entry.name)):
             found[int(entry.name)] = cmdline
     return found
 
@@ -128,14 +122,7 @@ class RunnerStack:
         return response.status, orjson.loads(raw) if raw else {}
 
     def ready(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=5)
-        try:
-            conn.request("GET", "/readyz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        return readyz_ok(self.web_port)
 
     def port_open(self, port: int) -> bool:
         import socket
@@ -225,7 +212,7 @@ def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing
         before = stack.redis_pid()
         os.kill(before, signal.SIGKILL)
         killed = time.monotonic()
-        until(lambda b=before: not pid_alive(b), "redis gone", stack.log, timeout=10)
+        until(lambda b=before: not alive(b), "redis gone", stack.log, timeout=10)
         until(
             lambda b=before: stack.redis_pid() not in (None, b) and stack.port_open(stack.redis_port),
             f"redis started again by the runner (round {round_})",
@@ -291,4 +278,4 @@ def test_runner__redis_postgres_worker_killed_under_load__stack_recovers_nothing
     stack.runner.send_signal(signal.SIGTERM)
     assert stack.runner.wait(60) == 0
     assert "all Kairos processes stopped" in stack.log.read_text()
-    assert not any(pid_alive(pid) for pid in processes), "every child stopped with the runner"
+    assert not any(alive(pid) for pid in processes), "every child stopped with the runner"
