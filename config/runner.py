@@ -8,10 +8,20 @@ started again with backoff, and so is an embedded server that stops answering.
 import os
 import signal
 import sys
+import time
+
+import redis
 
 from config import embedded
 from config.env import env_int, env_str
 from config.supervisor import Child, Daemon, Supervisor
+from personalization import rkeys
+
+REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
+# A worker busy with two long tasks (a lift report on a big project takes minutes) runs no heartbeat
+# either; past this it is taken for hung. Killing a busy worker only delays its tasks (they run again
+# after the visibility timeout, and are idempotent); a hung one would never drain events again.
+HUNG_AFTER_SECONDS = 300.0
 
 HOST = env_str("KAIROS_HOST", "127.0.0.1")
 WEB_PORT = env_int("KAIROS_WEB_PORT", 8000)
@@ -64,9 +74,29 @@ def embedded_daemons() -> list[Daemon]:
     return daemons
 
 
+def worker_heartbeat_fresh() -> bool:
+    """Beat sends a heartbeat task every 15 s and a worker runs it (personalization.tasks): a heartbeat
+    older than a minute, while Redis answers, means the worker or beat no longer works. With Redis
+    away nobody can work, and restarting them would not help, so that counts as healthy."""
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2) as client:
+            beat = client.get(rkeys.WORKER_HEARTBEAT)
+    except redis.RedisError:
+        return True
+    return beat is not None and time.time() - int(beat) <= rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+
+
 def main() -> int:
-    children = [Child(name, command, {**os.environ, **extra_env}) for name, (command, extra_env) in processes().items()]
-    supervisor = Supervisor([*embedded_daemons(), *children])
+    children = [
+        Child(
+            name,
+            command,
+            {**os.environ, **extra_env},
+            healthy=worker_heartbeat_fresh if name in ("worker", "beat") else None,
+        )
+        for name, (command, extra_env) in processes().items()
+    ]
+    supervisor = Supervisor([*embedded_daemons(), *children], hung_after=HUNG_AFTER_SECONDS)
     signal.signal(signal.SIGINT, supervisor.stop)
     signal.signal(signal.SIGTERM, supervisor.stop)
     print(

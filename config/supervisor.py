@@ -11,6 +11,10 @@ process group (so its own children go too), and SIGKILL after `grace` seconds.
 Servers that run on their own (the embedded PostgreSQL and Redis, which daemonize) are watched the
 same way through a `Daemon`: a check that says whether they answer and a start function.
 
+A child can also have a `healthy` check, for a process that hangs instead of exiting (a Celery worker
+whose consumer stopped after a broker restart): when it has said "not healthy" for `hung_after`
+seconds in a row, the child gets SIGTERM (SIGKILL after `grace`) and is restarted like a crash.
+
 No Django here, so it can be tested with real subprocesses and no settings.
 """
 
@@ -41,8 +45,15 @@ class Child:
 
     up_when_started = False  # a process that exits right after its start is crashing, not recovered
 
-    def __init__(self, name: str, argv: list[str], env: dict | None = None, cwd: str | None = None):
-        self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict | None = None,
+        cwd: str | None = None,
+        healthy: Callable[[], bool] | None = None,
+    ):
+        self.name, self.argv, self.env, self.cwd, self.healthy = name, argv, env, cwd, healthy
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -82,6 +93,8 @@ class Daemon:
     # fault (someone killed it), not a crash loop, so the next restart is quick again.
     up_when_started = True
 
+    healthy = None  # `alive` is its check
+
     def __init__(self, name: str, alive: Callable[[], bool], start: Callable[[], None]):
         self.name, self.alive, self._start = name, alive, start
 
@@ -105,6 +118,9 @@ class _State:
     failures: int = 0
     restart_at: float | None = None
     said_capped: bool = field(default=False)
+    checked_at: float = 0.0
+    unhealthy_since: float | None = None
+    hung_at: float | None = None  # when it was told to stop for not being healthy
 
 
 class Supervisor:
@@ -115,11 +131,14 @@ class Supervisor:
         backoff: Backoff | None = None,
         poll: float = 0.2,
         grace: float = 15.0,
+        check_every: float = 5.0,
+        hung_after: float = 120.0,
         say: Callable[[str], None] | None = None,
     ):
         self.states = [_State(unit) for unit in units]
         self.backoff = backoff or Backoff()
         self.poll, self.grace = poll, grace
+        self.check_every, self.hung_after = check_every, hung_after
         self.say = say or (lambda message: print(message, file=sys.stderr, flush=True))
         self.stopping = False
         self.restarts = 0
@@ -146,8 +165,32 @@ class Supervisor:
                 why = state.unit.down()
                 if why is not None:
                     self._crashed(state, why, now)
+                elif state.unit.healthy is not None:
+                    self._check(state, now)
             elif now >= state.restart_at:
                 self._start(state, now)
+
+    def _check(self, state: _State, now: float) -> None:
+        if state.hung_at is not None:
+            if now - state.hung_at >= self.grace:
+                state.unit.signal(signal.SIGKILL)
+            return
+        if now - state.checked_at < self.check_every:
+            return
+        state.checked_at = now
+        try:
+            healthy = state.unit.healthy()
+        except Exception:  # a check that cannot tell is not a reason to kill anything
+            healthy = True
+        if healthy:
+            state.unhealthy_since = None
+            return
+        if state.unhealthy_since is None:
+            state.unhealthy_since = now
+        if now - state.unhealthy_since >= self.hung_after:
+            self.say(f"{state.unit.name} is running but not working (unhealthy for {self.hung_after:g} s); stopping it")
+            state.hung_at = now
+            state.unit.signal(signal.SIGTERM)
 
     def _crashed(self, state: _State, why: str, now: float) -> None:
         if now - state.started_at >= self.backoff.healthy_after:
@@ -175,6 +218,7 @@ class Supervisor:
             self._crashed(state, f"could not start ({exc})", now)
             return
         state.started_at, state.restart_at = now, None
+        state.unhealthy_since = state.hung_at = None
         if state.unit.up_when_started:
             state.failures, state.said_capped = 0, False
         if not first:

@@ -13,6 +13,9 @@ EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream
 PUBLIC_KEYS = "kr:keys:public"
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
 WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
+# Older than this, /readyz calls the workers gone (beat sends the heartbeat task every 15 s) and the
+# runner of `make run` restarts a worker and beat that stay so (config/runner.py).
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 
 def unit(project_id: int, unit_id: str) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 from config.supervisor import Backoff, Child, Daemon, Supervisor
@@ -133,3 +134,36 @@ def test_supervisor__sigterm__stops_every_child_and_grandchild(tmp_path):
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def test_supervisor__child_running_but_unhealthy__stopped_and_restarted_healthy_one_kept():
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    state = {"healthy": True, "checks": 0}
+
+    def healthy() -> bool:
+        state["checks"] += 1
+        return state["healthy"]
+
+    worker = Child("worker", sleeper, healthy=healthy)
+    web = Child("web", sleeper, healthy=lambda: True)
+    said: list[str] = []
+    supervisor = Supervisor(
+        [worker, web], backoff=FAST, poll=0.01, check_every=0.02, hung_after=0.3, grace=5, say=said.append
+    )
+    thread = running(supervisor)
+    until(lambda: worker.proc and web.proc, what="both started")
+    first_worker, first_web = worker.proc.pid, web.proc.pid
+    checked = time.monotonic()
+    until(lambda: state["checks"] >= 20 and time.monotonic() - checked > 0.6, what="healthy past hung_after")
+    assert worker.proc.pid == first_worker and said == [], "a healthy child is left alone"
+    state["healthy"] = False  # like a worker whose consumer stopped: running, but no heartbeat
+    until(lambda: worker.proc.pid != first_worker, what="the hung worker replaced")
+    state["healthy"] = True
+    supervisor.stop()
+    thread.join(20)
+    assert said == [
+        "worker is running but not working (unhealthy for 0.3 s); stopping it",
+        "worker was killed by SIGTERM; restarting it in 0.05 s",
+        "worker restarted",
+    ]
+    assert web.proc.pid == first_web
