@@ -1,3 +1,4 @@
+import os
 import socket
 import subprocess
 import time
@@ -45,3 +46,34 @@ def own_redis(tmp_path, settings):
         state["proc"].terminate()
         state["proc"].wait()
     redis_client.reset()
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup):
+    """The web service as `make run` starts it (config.runner's granian command line) on a free port,
+    on the tests' PostgreSQL and Redis databases; yields its base URL. Tests that use it need
+    `django_db(transaction=True)`, so the server sees what they write."""
+    from django.conf import settings
+    from django.db import connection
+
+    from bench import _common
+    from config import runner
+
+    db = connection.settings_dict
+    user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"postgres://{user}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "KAIROS_LOG_LEVEL": "WARNING",
+        **_common.THROTTLE_ENV,
+    }
+    command = runner._granian("config.wsgi:application", port, 1)
+    server = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
+    try:
+        _common.wait_healthy(port, server)
+        yield f"http://{runner.HOST}:{port}"
+    finally:
+        _common.process_stop(server)

@@ -130,7 +130,7 @@ def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(p
     drainer.start()
     try:
         lines = (orjson.dumps(factories.event_make(n, timestamp=OLD)) + b"\n" for n in range(4000))
-        result = events_import(project_id=project.pk, lines=lines)
+        result = events_import(project_id=project.pk, body=lines)
     finally:
         stop.set()
         drainer.join(10)
