@@ -99,14 +99,7 @@ def _drain():
 
 
 def _report(client, secret_key, days: int) -> dict:
-    url = f"/api/v1/lift/?experience={REGISTRATION['key']}&comparison=control&segment_by=exposure:segment&days={days}"
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
-    queued = client.get(url, **auth)
-    assert queued.status_code == 202, queued.content
-    lift_report_task(queued.json()["id"])
-    done = client.get(queued.json()["poll"], **auth)
-    assert done.status_code == 200 and done.json()["status"] == "done", done.content
-    return done.json()["result"]
+    return _lift(client, secret_key, f"&days={days}")["result"]
 
 
 @pytest.mark.django_db
