@@ -3,6 +3,14 @@
 from django.db import migrations, models
 
 
+def spans_from_ranges(apps, schema_editor):
+    """Reports made before spans were all "the last N days": say so, so the pages still find them."""
+    LiftReport = apps.get_model("experiments", "LiftReport")
+    for report in LiftReport.objects.filter(span="").only("start", "end").iterator():
+        days = max(1, round((report.end - report.start).total_seconds() / 86400))
+        LiftReport.objects.filter(pk=report.pk).update(span=f"days:{days}")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -20,4 +28,5 @@ class Migration(migrations.Migration):
             name='span',
             field=models.CharField(blank=True, default='', max_length=40),
         ),
+        migrations.RunPython(spans_from_ranges, migrations.RunPython.noop),
     ]
