@@ -168,13 +168,18 @@ def body_lines(pieces: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Itera
     Servers' own line reading is not relied on: granian's `wsgi.input.readline()` returns the first
     line without its newline and drops the rest of the body, and Django reads a chunked body (no
     Content-Length) as empty."""
+    lines = _split(pieces, max_line)
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first.removeprefix(_BOM) if isinstance(first, bytes) else first
+    yield from lines
+
+
+def _split(pieces: Iterable[bytes], max_line: int) -> Iterator[bytes | LongLine]:
     held = bytearray()
     dropped = 0  # bytes of an over-long line dropped so far; 0 while the current line is kept
-    first = True
     for piece in pieces:
-        if first and piece:
-            piece = piece.removeprefix(_BOM)
-            first = False
         start = 0
         while (newline := piece.find(b"\n", start)) >= 0:
             part = piece[start : newline + 1]

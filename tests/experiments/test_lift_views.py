@@ -80,3 +80,20 @@ def test_lift_page__dates__report_over_those_days_found_and_labelled(client, pro
     bad = client.post("/lift/compute", {**form, "end": "2011-02-30"}, follow=True).content.decode()
     assert "end: must be a date as YYYY-MM-DD" in bad
     assert LiftReport.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("days=30&start=2011-03-01&end=2011-04-30", "days"),
+        ("start=2011-03-01", "end"),
+        ("start=2011-3-1&end=x", "start"),
+        ("start=2011-05-01&end=2011-04-30", "start"),
+        ("days=0", "days"),
+        ("fresh=maybe", "fresh"),
+    ],
+)
+def test_lift_api__bad_range__400_naming_the_field(client, project, secret_key, query, field):
+    response = client.get(f"/api/v1/lift/?experience=hero&{query}", HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+    assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content
