@@ -1,5 +1,7 @@
 """Lift reports: one computed comparison of treatment vs holdout, kept so pages load instantly."""
 
+from datetime import UTC, timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -24,6 +26,12 @@ class LiftReport(models.Model):
     exclude_missing = models.BooleanField(default=False)
     start = models.DateTimeField()
     end = models.DateTimeField()
+    # The range as asked: "days:14" (up to the time of asking), "dates:2011-03-01..2011-04-30", or
+    # "exposures" (the experience's own first to last exposure, found when the report runs).
+    span = models.CharField(max_length=40, default="", blank=True)
+    # What the drain had stored when the report ran (personalization's stored version): a report is
+    # reused only while it is unchanged.
+    data_version = models.CharField(max_length=64, default="", blank=True)
     status = models.CharField(max_length=8, choices=ReportStatus.choices, default=ReportStatus.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
     progress_label = models.CharField(max_length=80, blank=True, default="")
@@ -38,3 +46,9 @@ class LiftReport(models.Model):
 
     def __str__(self) -> str:
         return f"lift {self.experience_key or 'global'} by {self.segment_by} ({self.status})"
+
+    @property
+    def range_label(self) -> str:
+        """The range covered, in whole UTC days, both included (`end` itself is excluded)."""
+        last = self.end - timedelta(microseconds=1) if self.end > self.start else self.end
+        return f"{self.start.astimezone(UTC):%Y-%m-%d} to {last.astimezone(UTC):%Y-%m-%d}"

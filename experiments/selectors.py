@@ -6,7 +6,7 @@ SQL itself is a `personalization` selector: this app names none of that app's ta
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
 from experiments.models import LiftReport
@@ -165,22 +165,23 @@ def lift_report_latest(
     segment_by: str,
     comparison: str,
     correction: str,
-    days: int,
+    span: str,
     exclude_missing: bool = False,
 ):
     """The newest report with these settings (done, or still being computed)."""
-    candidates = LiftReport.objects.filter(
-        project_id=project_id,
-        experience_key=experience_key,
-        segment_by=segment_by,
-        comparison=comparison,
-        correction=correction,
-        exclude_missing=exclude_missing,
-    ).order_by("-created_at")
-    for report in candidates[:10]:
-        if abs((report.end - report.start) - timedelta(days=days)) < timedelta(minutes=1):
-            return report
-    return None
+    return (
+        LiftReport.objects.filter(
+            project_id=project_id,
+            experience_key=experience_key,
+            segment_by=segment_by,
+            comparison=comparison,
+            correction=correction,
+            exclude_missing=exclude_missing,
+            span=span,
+        )
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def lift_experience_keys(*, project_id: int) -> list[str]:

@@ -5,7 +5,7 @@ API first reuses the newest one with the same settings while it is fresh); both 
 """
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -56,8 +56,47 @@ def _no_split_sentence(experience_key: str, comparison: str) -> str:
     )
 
 
+DEFAULT_DAYS = 14  # the global holdout's default range, up to now
+SPAN_EXPOSURES = "exposures"  # an experience's default: its own first to last exposure
+
+
+def lift_span(
+    *, experience_key: str, days: int | None = None, start: date | None = None, end: date | None = None
+) -> str:
+    """The range a report covers, as stored on it. Days count back from the time of asking; dates are
+    whole UTC days, both included. Given neither, an experience covers its own exposures whenever they
+    happened (imported history included) and the global holdout the last DEFAULT_DAYS days."""
+    if (start is None) != (end is None):
+        field = "end" if end is None else "start"
+        raise LiftInputError(field, "give both start and end (dates, YYYY-MM-DD), or neither")
+    if start is not None and end is not None:
+        if days is not None:
+            raise LiftInputError("days", "give either days or start and end, not both")
+        if start > end:
+            raise LiftInputError("start", f"is after end ({start} > {end}); swap them")
+        return f"dates:{start.isoformat()}..{end.isoformat()}"
+    if days is not None:
+        if not 1 <= days <= 365:
+            raise LiftInputError("days", "choose a range between 1 and 365 days, or give start and end dates")
+        return f"days:{days}"
+    return SPAN_EXPOSURES if experience_key else f"days:{DEFAULT_DAYS}"
+
+
+def lift_span_range(*, project_id: int, experience_key: str, span: str, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of a span, as of `now`; an experience without exposures gets an empty range."""
+    if span.startswith("days:"):
+        return now - timedelta(days=int(span[5:])), now
+    if span.startswith("dates:"):
+        first, last = (date.fromisoformat(part) for part in span[6:].split(".."))
+        return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
+    found = personalization_selectors.exposure_range(project_id=project_id, experience_key=experience_key)
+    if found is None:
+        return now, now
+    return found[0], found[1] + timedelta(seconds=1)  # the range's end is excluded: keep the last exposure
+
+
 def lift_params_validate(
-    *, segment_by: str, comparison: str, correction: str, days: int, exclude_missing: bool = False
+    *, segment_by: str, comparison: str, correction: str, exclude_missing: bool = False
 ) -> Breakdown:
     try:
         breakdown = Breakdown.parse(segment_by, exclude_missing=exclude_missing)
@@ -67,8 +106,6 @@ def lift_params_validate(
         raise LiftInputError("comparison", "use holdout (treatment vs holdout) or control (variants vs control)")
     if correction not in CORRECTIONS:
         raise LiftInputError("correction", "use bh (Benjamini–Hochberg) or holm")
-    if not 1 <= days <= 365:
-        raise LiftInputError("days", "choose a range between 1 and 365 days")
     return breakdown
 
 
@@ -112,7 +149,7 @@ def lift_compute(
             "empty": True,
             "users_treatment": users_t,
             "users_holdout": users_h,
-            "message": _empty_message(experience_key, comparison, users_t, users_h),
+            "message": _empty_message(project.pk, experience_key, comparison, users_t, users_h, (start, end)),
             "missing": missing,
         }
     report = stats.lift_report(segments=segments, holdout_share=share, correction=correction)
@@ -158,9 +195,24 @@ def lift_compute(
     }
 
 
-def _empty_message(experience_key: str, comparison: str, users_t: int, users_h: int) -> str:
+def _empty_message(
+    project_id: int, experience_key: str, comparison: str, users_t: int, users_h: int, asked: tuple[datetime, datetime]
+) -> str:
     if users_t + users_h == 0:
-        return "No exposures in this time range yet. Once decide serves this audience, the report fills in."
+        found = personalization_selectors.exposure_range(project_id=project_id, experience_key=experience_key)
+        whose = f"{experience_key}'s" if experience_key else "This project's"
+        if found is None:
+            of = f"of {experience_key} " if experience_key else ""
+            return (
+                f"No exposures {of}have been stored yet. Once decide serves it, or its exposure events are sent or"
+                " imported (and drained, within seconds), the report fills in."
+            )
+        start, end = asked
+        return (
+            f"No exposures in the range asked for ({_day(start)} to {_day(end - timedelta(microseconds=1))}):"
+            f" {whose} exposures run from {_day(found[0])} to {_day(found[1])}. Leave the range empty to cover all"
+            " of them, or pick dates within it."
+        )
     if users_h == 0:
         if not experience_key:
             return "Nobody from the global holdout was exposed in this range; check the global holdout share."
@@ -170,6 +222,22 @@ def _empty_message(experience_key: str, comparison: str, users_t: int, users_h: 
     return "Nobody in the treated group was exposed in this range."
 
 
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def lift_report_reusable(*, report: LiftReport, version: str, younger_than: timedelta) -> bool:
+    """Whether `report` still answers for its settings: queued (it reads the data when it runs), or
+    computed from exactly what is stored now (`version`, personalization's stored version) and, for
+    a range counted back from the time of asking, younger than `younger_than`."""
+    if report.status == ReportStatus.QUEUED or (report.status == ReportStatus.RUNNING and not report.data_version):
+        return True
+    if report.status not in (ReportStatus.RUNNING, ReportStatus.DONE) or not version:
+        return False
+    recent = report.created_at > timezone.now() - younger_than
+    return report.data_version == version and (recent or not report.span.startswith("days:"))
+
+
 def lift_report_request(
     *,
     project,
@@ -177,16 +245,19 @@ def lift_report_request(
     segment_by: str = "exposure:segment",
     comparison: str = "holdout",
     correction: str = "bh",
-    days: int = 14,
+    days: int | None = None,
+    start: date | None = None,
+    end: date | None = None,
     exclude_missing: bool = False,
     reuse_younger_than: timedelta | None = None,
     by: AbstractBaseUser | None = None,
 ) -> LiftReport:
     """Queue a report for a worker; the page and the API poll its progress. The one way both get a
     report. With `reuse_younger_than`, the newest report with these settings is returned instead
-    when it is still being computed or younger than that."""
+    while lift_report_reusable says it still answers."""
+    span = lift_span(experience_key=experience_key, days=days, start=start, end=end)
     breakdown = lift_params_validate(
-        segment_by=segment_by, comparison=comparison, correction=correction, days=days, exclude_missing=exclude_missing
+        segment_by=segment_by, comparison=comparison, correction=correction, exclude_missing=exclude_missing
     )
     try:
         selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)  # the run or segment exists
@@ -200,19 +271,18 @@ def lift_report_request(
         "exclude_missing": exclude_missing,
     }
     if reuse_younger_than is not None:
-        latest = selectors.lift_report_latest(project_id=project.pk, days=days, **settings)
-        if latest is not None and (
-            latest.status in (ReportStatus.QUEUED, ReportStatus.RUNNING)
-            or (latest.status == ReportStatus.DONE and latest.created_at > timezone.now() - reuse_younger_than)
-        ):
-            return latest
-    end = timezone.now()
+        latest = selectors.lift_report_latest(project_id=project.pk, span=span, **settings)
+        if latest is not None:
+            version = personalization_selectors.stored_version_for_report(
+                project_id=project.pk, experience_key=experience_key
+            )
+            if lift_report_reusable(report=latest, version=version, younger_than=reuse_younger_than):
+                return latest
+    range_start, range_end = lift_span_range(
+        project_id=project.pk, experience_key=experience_key, span=span, now=timezone.now()
+    )
     report = LiftReport.objects.create(
-        project=project,
-        **settings,
-        start=end - timedelta(days=days),
-        end=end,
-        requested_by=by,
+        project=project, **settings, span=span, start=range_start, end=range_end, requested_by=by
     )
     from experiments.tasks import lift_report_task
 
@@ -226,6 +296,17 @@ def lift_report_run(*, report: LiftReport) -> LiftReport:
     def progress(pct: int, label: str) -> None:
         LiftReport.objects.filter(pk=report.pk).update(progress=pct, progress_label=label, status=ReportStatus.RUNNING)
 
+    # The version first, then the range and the data: whatever the drain stores from here on makes
+    # the version differ, so this report is not reused past it.
+    version = personalization_selectors.stored_version_for_report(
+        project_id=report.project_id, experience_key=report.experience_key
+    )
+    if report.span == SPAN_EXPOSURES:  # exposures may have been stored since it was asked for
+        report.start, report.end = lift_span_range(
+            project_id=report.project_id, experience_key=report.experience_key, span=report.span, now=timezone.now()
+        )
+    LiftReport.objects.filter(pk=report.pk).update(data_version=version, start=report.start, end=report.end)
+    report.data_version = version
     progress(5, "Starting")
     try:
         result = lift_compute(
@@ -250,7 +331,7 @@ def lift_report_run(*, report: LiftReport) -> LiftReport:
     return report
 
 
-def lift_reports_precompute(*, days: int = 14) -> int:
+def lift_reports_precompute() -> int:
     """Queue the default report of every project's global holdout, running and external experiences."""
     # Keep a week of history; older reports are superseded by the ones queued below.
     LiftReport.objects.filter(created_at__lt=timezone.now() - timedelta(days=7)).delete()
@@ -260,6 +341,6 @@ def lift_reports_precompute(*, days: int = 14) -> int:
         experiences = personalization_selectors.experiences_for_project(project=project)
         keys = ["", *(e.key for e in experiences if e.status in analysed)]
         for key in keys:
-            lift_report_request(project=project, experience_key=key, days=days)
+            lift_report_request(project=project, experience_key=key)  # the page's default range
             count += 1
     return count

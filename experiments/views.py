@@ -1,8 +1,10 @@
 """The Lift page: per-segment lift decomposition with charts, computed by a worker on demand."""
 
 import csv
+from datetime import date
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -15,7 +17,9 @@ from personalization.web import figures_json, workspace_view
 _DEFAULTS = {
     "experience": "",
     "segment_by": "exposure:segment",
-    "days": "14",
+    "days": "",  # empty: an experience's whole exposure range, the global holdout's last 14 days
+    "start": "",
+    "end": "",
     "comparison": "holdout",
     "correction": "bh",
 }
@@ -23,7 +27,7 @@ _DEFAULTS = {
 
 def _params(source) -> dict:
     params = {name: (source.get(name) or default) for name, default in _DEFAULTS.items()}
-    params["days"] = int(params["days"]) if str(params["days"]).isdigit() else 14
+    params["days"] = int(params["days"]) if str(params["days"]).isdigit() else ""
     # A checkbox: absent when off. Kept as "" / "1" so the hidden fields and the URL carry it as is.
     params["exclude_missing"] = "1" if source.get("exclude_missing") in ("1", "true", "on") else ""
     return params
@@ -65,17 +69,34 @@ def _report_context(report: LiftReport | None) -> dict:
     }
 
 
+def _range(params: dict) -> dict:
+    """days / start / end as lift_span takes them."""
+    dates = {}
+    for name in ("start", "end"):
+        try:
+            dates[name] = date.fromisoformat(params[name]) if params[name] else None
+        except ValueError:
+            raise services.LiftInputError(name, "must be a date as YYYY-MM-DD") from None
+    days = None if dates["start"] or dates["end"] else params["days"] or None  # dates, when given, win
+    return {"days": days, **dates}
+
+
 @workspace_view("lift")
 def lift_page(request):
     project = request.workspace.project
     params = _params(request.GET)
+    try:
+        span = services.lift_span(experience_key=params["experience"], **_range(params))
+    except services.LiftInputError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+        span = services.lift_span(experience_key=params["experience"])
     report = selectors.lift_report_latest(
         project_id=project.pk,
         experience_key=params["experience"],
         segment_by=params["segment_by"],
         comparison=params["comparison"],
         correction=params["correction"],
-        days=params["days"],
+        span=span,
         exclude_missing=bool(params["exclude_missing"]),
     )
     segmentations = selectors.lift_segmentation_choices(project_id=project.pk)
@@ -103,13 +124,11 @@ def lift_compute(request):
             segment_by=params["segment_by"],
             comparison=params["comparison"],
             correction=params["correction"],
-            days=params["days"],
+            **_range(params),
             exclude_missing=bool(params["exclude_missing"]),
             by=request.user,
         )
     except services.LiftInputError as exc:
-        from django.contrib import messages
-
         messages.error(request, f"{exc.field}: {exc.message}")
     return redirect(f"{reverse('lift')}?{urlencode(params)}")
 

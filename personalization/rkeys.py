@@ -46,3 +46,9 @@ def metric(project_id: int, name: str, minute: int) -> str:
 def suppressed(project_id: int) -> str:
     """Set of erased subjects' keyed digests (no identifier), checked by decide."""
     return f"kr:{project_id}:suppressed"
+
+
+def stored(project_id: int) -> str:
+    """What the drain last stored for a project, as change counters (no personal data): field `n` the
+    counter, `epoch` when it started, `all`, `x:<experience key>` (exposures), `e:<event type>`."""
+    return f"kr:{project_id}:stored"

@@ -1,6 +1,7 @@
 """Reads of the personalization app worth naming."""
 
 import time
+from datetime import datetime
 
 from django.db import connection
 from django.db.models import Case, Count, Max, Min, Q, When
@@ -21,6 +22,7 @@ from personalization.models import (
     Profile,
     Project,
 )
+from personalization.services.stored_version import stored_version_read
 
 
 def metric_per_minute(*, project_id: int, name: str, minutes: int = 60) -> list[tuple[int, int]]:
@@ -303,6 +305,32 @@ def exposure_lift_cells(**kwargs) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def exposure_range(*, project_id: int, experience_key: str) -> tuple[datetime, datetime] | None:
+    """(first, last) exposure time of an experience, or of every experience when the key is empty (the
+    global holdout report's population); None when there is none. The experience's index serves it."""
+    rows = Exposure.objects.filter(project_id=project_id)
+    rows = (
+        rows.filter(experience_key=experience_key)
+        if experience_key
+        else rows.filter(arm__in=[Arm.VARIANT, Arm.HOLDOUT_GLOBAL])
+    )
+    found = rows.aggregate(first=Min("exposed_at"), last=Max("exposed_at"))
+    return None if found["first"] is None else (found["first"], found["last"])
+
+
+def stored_version_for_report(*, project_id: int, experience_key: str) -> str:
+    """The version of what a report of this experience reads (stored_version): its exposures, its goal
+    events and purchases (revenue). The global holdout report, and an experience Kairos does not know
+    the goal of, read everything."""
+    experience = (
+        Experience.objects.filter(project_id=project_id, key=experience_key).only("goal_event").first()
+        if experience_key
+        else None
+    )
+    fields = ["all"] if experience is None else [f"x:{experience_key}", f"e:{experience.goal_event}", "e:purchase"]
+    return stored_version_read(project_id=project_id, fields=fields)
 
 
 def exposure_experience_keys(*, project_id: int) -> set[str]:

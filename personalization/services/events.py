@@ -30,6 +30,7 @@ from personalization import redis_client, rkeys, throttle
 from personalization.event_schema import MAX_PAST, BatchResult, batch_validate
 from personalization.services.dead_letters import dead_letters_write, text_storable
 from personalization.services.profiles import profiles_resolve, references_lock, row_checks_skip
+from personalization.services.stored_version import stored_version_bump
 from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = 
     dead += refused
     if dead:
         dead_letters_write(dead=dead)
+    stored_version_bump(client=client, stored=stored)  # before the ack: a crash between them re-stores, re-bumps
     _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
     for project_id, events in stored.items():
         _identities_publish(project_id, events, profiles[project_id])

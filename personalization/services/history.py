@@ -25,6 +25,12 @@ from personalization.throttle import Throttled
 
 CSV_COLUMNS = ("event_id", "type", "user_id", "anonymous_id", "session_id", "timestamp", "value", "properties")
 _MAX_REPORTED = 100  # rejected lines listed in the answer; the rest are counted
+# The longest line taken as one event: an event at every field's limit (properties 8,000 characters, up to
+# 4 bytes each in UTF-8, ids of 128) fits well under it. A longer line is rejected by number and skipped
+# without being kept in memory, so one runaway line cannot exhaust the worker.
+MAX_LINE_BYTES = 64_000
+READ_BYTES = 64 * 1024  # read size from a file or a request body
+_BOM = b"\xef\xbb\xbf"  # spreadsheet exports often start with one; it is not part of the first column's name
 
 
 @dataclass
@@ -147,10 +153,75 @@ def _csv_event(row: dict, columns: dict[str, str]) -> dict:
     return event
 
 
-def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iterator[tuple[int, object]]:
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than MAX_LINE_BYTES, skipped unread: only its size is kept."""
+
+    size: int
+
+
+def body_lines(pieces: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes | LongLine]:
+    """The lines of a body that arrives in pieces of any size (reads of a socket or a file, or lines),
+    each with its line ending; a last line without one counts. A line longer than `max_line` comes out
+    as LongLine, its bytes dropped as they arrive, so memory stays under `max_line` + one piece.
+
+    Servers' own line reading is not relied on: granian's `wsgi.input.readline()` returns the first
+    line without its newline and drops the rest of the body, and Django reads a chunked body (no
+    Content-Length) as empty."""
+    lines = _split(pieces, max_line)
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first.removeprefix(_BOM) if isinstance(first, bytes) else first
+    yield from lines
+
+
+def _split(pieces: Iterable[bytes], max_line: int) -> Iterator[bytes | LongLine]:
+    held = bytearray()
+    dropped = 0  # bytes of an over-long line dropped so far; 0 while the current line is kept
+    for piece in pieces:
+        start = 0
+        while (newline := piece.find(b"\n", start)) >= 0:
+            part = piece[start : newline + 1]
+            start = newline + 1
+            if dropped or len(held) + len(part) > max_line:
+                yield LongLine(dropped + len(held) + len(part))
+            elif held:
+                held += part
+                yield bytes(held)
+            else:
+                yield part
+            held.clear()
+            dropped = 0
+        rest = piece[start:]
+        if dropped or len(held) + len(rest) > max_line:
+            dropped += len(held) + len(rest)
+            held.clear()
+        else:
+            held += rest
+    if dropped:
+        yield LongLine(dropped)
+    elif held:
+        yield bytes(held)
+
+
+def _long_line_error(line: LongLine) -> BatchError:
+    return BatchError(
+        "line", f"is {line.size:,} bytes, over the {MAX_LINE_BYTES:,} one event may take; shorten its properties"
+    )
+
+
+def _records(pieces: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iterator[tuple[int, object]]:
     """(line number, decoded event or the reason it could not be decoded) for each non-empty line."""
+    if fmt not in ("jsonl", "csv"):
+        raise ImportFormatError(f"format must be jsonl or csv, not {fmt!r}")
+    lines = body_lines(pieces)
     if fmt == "jsonl":
         for number, raw in enumerate(lines, start=1):
+            if isinstance(raw, LongLine):
+                progress.bytes_read += raw.size
+                yield number, _long_line_error(raw)
+                continue
             progress.bytes_read += len(raw)
             if not raw.strip():
                 continue
@@ -159,13 +230,19 @@ def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iter
             except orjson.JSONDecodeError as exc:
                 yield number, BatchError("line", f"is not valid JSON ({exc.msg}); one event object per line")
         return
-    if fmt != "csv":
-        raise ImportFormatError(f"format must be jsonl or csv, not {fmt!r}")
+
+    too_long: list[tuple[int, BatchError]] = []  # reported in line order among the rows
 
     def text() -> Iterator[str]:
-        for raw in lines:
+        for number, raw in enumerate(lines, start=1):
+            if isinstance(raw, LongLine):
+                progress.bytes_read += raw.size
+                too_long.append((number, _long_line_error(raw)))
+                yield "\n"  # an empty row, which the reader skips; the line numbers stay right
+                continue
             progress.bytes_read += len(raw)
-            yield raw.decode("utf-8", errors="replace")
+            # A line of spaces is blank, as in JSONL, not a row with one odd cell.
+            yield raw.decode("utf-8", errors="replace") if raw.strip() else "\n"
 
     reader = csv.DictReader(text())
     columns = csv_columns_map(list(reader.fieldnames or []))
@@ -176,7 +253,10 @@ def _records(lines: Iterable[bytes], fmt: str, progress: ImportProgress) -> Iter
             + ", and any other column becomes a property"
         )
     for row in reader:
+        yield from too_long
+        too_long.clear()
         yield reader.line_num, _csv_event(row, columns)
+    yield from too_long
 
 
 def _queued(client, project_id: int) -> int:
@@ -207,10 +287,11 @@ def _ingest(project_id: int, events: list, attempts: int = 30):
 
 
 def events_import_steps(
-    *, project_id: int, lines: Iterable[bytes], fmt: str = "jsonl", batch_size: int = MAX_BATCH
+    *, project_id: int, body: Iterable[bytes], fmt: str = "jsonl", batch_size: int = MAX_BATCH
 ) -> Iterator[ImportProgress]:
     """Import events of any age a batch at a time, yielding the running totals after every batch
-    (the last yield is the final result). Progress bars and streamed answers follow it.
+    (the last yield is the final result). Progress bars and streamed answers follow it. `body` is
+    the file in pieces of any size (body_lines splits it).
 
     A line that is not an event is reported with its line number and the fix; the others are
     taken. Raises ImportFormatError for an unreadable file (nothing taken), redis.RedisError when
@@ -239,7 +320,7 @@ def events_import_steps(
                 progress.warnings.append({"line": line, "field": item["field"], "message": item["message"]})
         batch.clear()
 
-    for number, record in _records(lines, fmt, progress):
+    for number, record in _records(body, fmt, progress):
         progress.lines = number
         batch.append((number, record))
         if len(batch) >= batch_size:
@@ -249,10 +330,10 @@ def events_import_steps(
     yield progress
 
 
-def events_import(*, project_id: int, lines: Iterable[bytes], fmt: str = "jsonl", on_progress=None) -> ImportProgress:
+def events_import(*, project_id: int, body: Iterable[bytes], fmt: str = "jsonl", on_progress=None) -> ImportProgress:
     """events_import_steps run to the end; `on_progress(progress)` after every batch."""
     progress = ImportProgress()
-    for progress in events_import_steps(project_id=project_id, lines=lines, fmt=fmt):
+    for progress in events_import_steps(project_id=project_id, body=body, fmt=fmt):
         if on_progress is not None:
             on_progress(progress)
     return progress
@@ -264,6 +345,6 @@ def _reject(progress: ImportProgress, line: int, field_name: str, message: str) 
         progress.rejected.append({"line": line, "field": field_name, "message": message})
 
 
-def lines_of(stream: io.RawIOBase | io.BufferedIOBase) -> Iterator[bytes]:
-    """Lines of a binary stream, read a line at a time (never the whole file)."""
-    yield from iter(stream.readline, b"")
+def body_pieces(stream: io.RawIOBase | io.BufferedIOBase) -> Iterator[bytes]:
+    """A binary stream read READ_BYTES at a time (never the whole file, nor a whole long line)."""
+    yield from iter(lambda: stream.read(READ_BYTES), b"")

@@ -53,7 +53,7 @@ def _lift_headline(project_id: int) -> str:
         segment_by="exposure:segment",
         comparison="holdout",
         correction="bh",
-        days=14,
+        span="days:14",  # the global holdout report the Lift page opens on
     )
     if report is None or not report.result or report.result.get("empty"):
         return ""

@@ -255,7 +255,7 @@ def test_lift_page__by_run__names_keys_and_missing_count(client, project, market
     _expose(project, people, rng, held_arm="holdout_experience")
     report = services.lift_report_request(project=project, experience_key="hero", segment_by=f"run:{run.pk}")
     lift_report_task(report.pk)  # what the worker runs
-    body = client.get(f"/lift/?experience=hero&segment_by=run:{run.pk}&days=14").content.decode()
+    body = client.get(f"/lift/?experience=hero&segment_by=run:{run.pk}").content.decode()
     assert 'id="lift-no-runs"' not in body
     assert '<optgroup label="Behavior segments">' in body
     assert f'<option value="run:{run.pk}" selected>Behavior segments — run #{run.pk} (k=3)</option>' in body
@@ -299,7 +299,7 @@ def test_lift_page__sample_ratio_warning__names_the_segment_not_its_key(client, 
     Exposure.objects.filter(pk__in=lost[::2]).delete()
     report = services.lift_report_request(project=project, experience_key="hero", segment_by=f"run:{run.pk}")
     lift_report_task(report.pk)
-    body = client.get(f"/lift/?experience=hero&segment_by=run:{run.pk}&days=14").content.decode()
+    body = client.get(f"/lift/?experience=hero&segment_by=run:{run.pk}").content.decode()
     assert "Sample ratio mismatch in 1 group" in body
     assert 'title="Sample ratio mismatch (Trail runners): ' in body  # the badge
     assert '<p class="badge warn">Sample ratio mismatch (Trail runners): ' in body  # the warning under it

@@ -17,10 +17,7 @@ def test_lift_page__done_report__shows_charts_table_and_csv(client, project, mar
     _population(project, n=3000)
     report = hero_report_done(project)
     assert report.status == ReportStatus.DONE and report.progress == 100
-    # the page looks up a report over the chosen range; make this one match 14 days
-    from datetime import timedelta
-
-    LiftReport.objects.filter(pk=report.pk).update(end=report.start + timedelta(days=14))
+    LiftReport.objects.filter(pk=report.pk).update(span="days:14")  # the page looks up the range it is asked for
     response = client.get("/lift/?experience=hero&segment_by=attribute:intent&days=14")
     body = response.content.decode()
     assert 'id="waterfall"' in body and 'id="forest"' in body and "Download CSV" in body
@@ -66,3 +63,37 @@ def test_lift_api__bad_segment_by__400_naming_the_field(client, project, secret_
 def test_lift_api__public_key__rejected(client, project, public_key):
     response = client.get("/api/v1/lift/", HTTP_AUTHORIZATION=f"Bearer {public_key}")
     assert response.status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_lift_page__dates__report_over_those_days_found_and_labelled(client, project, marketer):
+    _population(project, n=600)
+    form = {"experience": "hero", "segment_by": "attribute:intent", "start": "2011-03-01", "end": "2011-04-30"}
+    assert client.post("/lift/compute", form).status_code == 302
+    report = LiftReport.objects.get(project=project)
+    assert report.span == "dates:2011-03-01..2011-04-30" and report.range_label == "2011-03-01 to 2011-04-30"
+    lift_report_task(report.pk)
+    query = "&".join(f"{name}={value}" for name, value in form.items())
+    body = client.get(f"/lift/?{query}").content.decode()
+    assert "Nothing to compare yet" in body and "hero&#x27;s exposures run from" in body  # the rows are recent
+
+    bad = client.post("/lift/compute", {**form, "end": "2011-02-30"}, follow=True).content.decode()
+    assert "end: must be a date as YYYY-MM-DD" in bad
+    assert LiftReport.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("days=30&start=2011-03-01&end=2011-04-30", "days"),
+        ("start=2011-03-01", "end"),
+        ("start=2011-3-1&end=x", "start"),
+        ("start=2011-05-01&end=2011-04-30", "start"),
+        ("days=0", "days"),
+        ("fresh=maybe", "fresh"),
+    ],
+)
+def test_lift_api__bad_range__400_naming_the_field(client, project, secret_key, query, field):
+    response = client.get(f"/api/v1/lift/?experience=hero&{query}", HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+    assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content

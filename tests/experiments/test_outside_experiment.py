@@ -99,14 +99,7 @@ def _drain():
 
 
 def _report(client, secret_key, days: int) -> dict:
-    url = f"/api/v1/lift/?experience={REGISTRATION['key']}&comparison=control&segment_by=exposure:segment&days={days}"
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
-    queued = client.get(url, **auth)
-    assert queued.status_code == 202, queued.content
-    lift_report_task(queued.json()["id"])
-    done = client.get(queued.json()["poll"], **auth)
-    assert done.status_code == 200 and done.json()["status"] == "done", done.content
-    return done.json()["result"]
+    return _lift(client, secret_key, f"&days={days}")["result"]
 
 
 @pytest.mark.django_db
@@ -173,3 +166,126 @@ def test_outside_experiment__imported_90_days_old__same_report_as_live(
     assert imported["report"] == live["report"]
     assert imported["sentences"] == live["sentences"]
     assert len(imported["daily"]) == len(live["daily"])
+
+
+def _shifted(events: list[dict], by: timedelta) -> list[dict]:
+    return [{**e, "timestamp": (datetime.fromisoformat(e["timestamp"]) - by).isoformat()} for e in events]
+
+
+def _lift(client, secret_key, query: str = "") -> dict:
+    """A report with the API's defaults plus `query`: asked for, run as a worker would, polled."""
+    url = f"/api/v1/lift/?experience={REGISTRATION['key']}&comparison=control&segment_by=exposure:segment{query}"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+    queued = client.get(url, **auth)
+    assert queued.status_code == 202, queued.content
+    lift_report_task(queued.json()["id"])
+    done = client.get(queued.json()["poll"], **auth)
+    assert done.status_code == 200 and done.json()["status"] == "done", done.content
+    return done.json()
+
+
+@pytest.mark.django_db
+def test_outside_experiment__imported_ten_years_old_over_http__same_report_as_live_by_default(
+    client, project, secret_key, public_key, other_project
+):
+    live_events, _ = _experiment(1500, end=datetime.now(UTC) - timedelta(hours=1), seed=23)
+    _register(client, secret_key)
+    for start in range(0, len(live_events), 1000):
+        assert factories.events_post(client, public_key, live_events[start : start + 1000]).status_code == 200
+    _drain()
+    live = _lift(client, secret_key)
+
+    decade = timedelta(days=3653)  # whole days: every exposure keeps its UTC day of the week and hour
+    old_secret = factories.key_make(project=other_project, kind="secret")
+    _register(client, old_secret)
+    body = b"".join(orjson.dumps(e) + b"\n" for e in _shifted(live_events, decade))
+    answer = client.post(
+        "/api/v1/events/import",
+        data=body,
+        content_type="application/x-ndjson",
+        HTTP_AUTHORIZATION=f"Bearer {old_secret}",
+    )
+    final = orjson.loads(b"".join(answer.streaming_content).splitlines()[-1])
+    assert final["accepted"] == len(live_events) and final["rejected_count"] == 0, final
+    _drain()
+    imported = _lift(client, old_secret)  # no range given: the experience's own exposures, ten years back
+
+    assert imported["span"] == live["span"] == "exposures"
+    assert imported["result"]["report"] == live["result"]["report"]
+    assert imported["result"]["sentences"] == live["result"]["sentences"]
+    assert len(imported["result"]["daily"]) == len(live["result"]["daily"]) > 1
+    first_day = datetime.fromisoformat(live["start"]) - decade
+    assert datetime.fromisoformat(imported["start"]).date() == first_day.date()
+
+    # Asked for the last 30 days, the answer says where the exposures really are.
+    recent = _lift(client, old_secret, "&days=30")["result"]
+    assert recent["empty"]
+    assert f"spring-email's exposures run from {first_day.date().isoformat()}" in recent["message"]
+    # The same range given as dates gives the same report.
+    last_day = datetime.fromisoformat(imported["end"]) - timedelta(seconds=1)
+    dated = _lift(client, old_secret, f"&start={first_day.date()}&end={last_day.date()}")
+    assert dated["span"] == f"dates:{first_day.date()}..{last_day.date()}"
+    assert dated["result"]["report"] == live["result"]["report"]
+
+
+def _import(client, secret_key, events: list[dict]) -> None:
+    body = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    answer = client.post(
+        "/api/v1/events/import",
+        data=body,
+        content_type="application/x-ndjson",
+        HTTP_AUTHORIZATION=f"Bearer {secret_key}",
+    )
+    final = orjson.loads(b"".join(answer.streaming_content).splitlines()[-1])
+    assert final["accepted"] == len(events), final
+
+
+@pytest.mark.django_db
+def test_lift_api__report_asked_before_the_drain__not_reused_once_the_import_is_stored(client, project, secret_key):
+    _register(client, secret_key)
+    events, truth = _experiment(400, end=datetime.now(UTC) - timedelta(days=800), seed=5)
+    url = f"/api/v1/lift/?experience={REGISTRATION['key']}&comparison=control"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+
+    def ask(query: str = "") -> tuple[int, dict]:
+        answer = client.get(url + query, **auth)
+        return answer.status_code, answer.json()
+
+    _import(client, secret_key, events)
+    status, before = ask()  # the import is still in the stream
+    assert status == 202
+    lift_report_task(before["id"])
+    status, again = ask()
+    assert status == 200 and again["id"] == before["id"] and again["result"]["empty"]
+    assert again["newer_data"] is False and again["age_seconds"] >= 0 and again["computed_at"]
+
+    _drain()
+    status, after = ask()
+    assert status == 202 and after["id"] != before["id"], "newer exposures were stored: not reused"
+    assert client.get(before["poll"], **auth).json()["newer_data"] is True
+    lift_report_task(after["id"])
+    status, done = ask()
+    assert status == 200 and done["id"] == after["id"] and done["newer_data"] is False
+    users = sum(
+        s["conversion"]["users_treatment"] + s["conversion"]["users_holdout"]
+        for s in done["result"]["report"]["segments"]
+    )
+    assert users == sum(n for arms in truth.values() for n, _ in arms.values())
+
+    # Another event type says nothing new about this experience: still reused.
+    _import(
+        client, secret_key, [factories.event_make(i, type="visit", timestamp=events[0]["timestamp"]) for i in range(5)]
+    )
+    _drain()
+    status, still = ask()
+    assert status == 200 and still["id"] == done["id"]
+    # Its goal events alone (a conversion arriving late) make it out of date.
+    late = {**GOAL_TEMPLATE, "event_id": "late-1", "user_id": "p3", "timestamp": events[0]["timestamp"]}
+    _import(client, secret_key, [late])
+    _drain()
+    status, goal = ask()
+    assert status == 202 and goal["id"] != done["id"]
+    lift_report_task(goal["id"])
+    # fresh=true computes a new one even when nothing changed.
+    status, fresh = ask("&fresh=true")
+    assert status == 202 and fresh["id"] != goal["id"]

@@ -1,3 +1,4 @@
+import os
 import socket
 import subprocess
 import time
@@ -47,33 +48,32 @@ def own_redis(tmp_path, settings):
     redis_client.reset()
 
 
-@pytest.fixture
-def web_server(transactional_db):
-    """The web process (dashboard and REST) under granian, as `make run` starts it, on the tests'
-    database and Redis: http://127.0.0.1:<port>. Data the test writes is committed, so it sees it."""
-    import os
-    import sys
-
+@pytest.fixture(scope="module")
+def web_server(django_db_setup):
+    """The web service as `make run` starts it (config.runner's granian command line) on a free port,
+    on the tests' PostgreSQL and Redis databases; yields its base URL. Tests that use it need
+    `django_db(transaction=True)`, so the server sees what they write."""
+    from django.conf import settings
     from django.db import connection
 
+    from bench import _common
     from config import runner
 
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root))
-    from bench import _common
-
+    db = connection.settings_dict
+    user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     port = free_port()
-    database = connection.settings_dict
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"postgres://{user}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
         "KAIROS_LOG_LEVEL": "WARNING",
+        **_common.THROTTLE_ENV,
     }
-    env.pop(next(iter(runner.DECIDE_ENV)), None)  # the web role, not decide
-    server = subprocess.Popen(_common.granian_command(port, 1, 2), cwd=root, env=env, start_new_session=True)
+    command = runner._granian("config.wsgi:application", port, 1)
+    server = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
     try:
         _common.wait_healthy(port, server)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{runner.HOST}:{port}"
     finally:
         _common.process_stop(server)

@@ -26,6 +26,7 @@ def test_overview__global_report_done__shows_its_headline(admin_client, project)
         project=project,
         start=end - timedelta(days=14),
         end=end,
+        span="days:14",
         status=ReportStatus.DONE,
         result={"empty": False, "sentences": ["Personalization added 0.41 points of conversion."]},
     )
@@ -39,6 +40,7 @@ def test_overview__other_projects_data__never_shown(admin_client, other_project)
         project=other_project,
         start=end - timedelta(days=14),
         end=end,
+        span="days:14",
         status=ReportStatus.DONE,
         result={"empty": False, "sentences": ["Secret headline of B."]},
     )

@@ -456,6 +456,7 @@ def curl(url: str, key: str, method: str, path) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the server process sees what the test writes
 def test_real_server__curl_file_bodies__400_naming_the_payload_413_past_the_body_limit(web_server, tmp_path):
     project = factories.project_make(name="Curl")
     key = factories.key_make(project=project, kind="secret")

@@ -130,7 +130,7 @@ def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(p
     drainer.start()
     try:
         lines = (orjson.dumps(factories.event_make(n, timestamp=OLD)) + b"\n" for n in range(4000))
-        result = events_import(project_id=project.pk, lines=lines)
+        result = events_import(project_id=project.pk, body=lines)
     finally:
         stop.set()
         drainer.join(10)
@@ -192,3 +192,16 @@ def test_import_endpoint__hostile_csv_cells__each_line_rejected_naming_its_field
     assert fields[3] == "properties.brand" and fields[4] == "timestamp" and fields[5] in ("user_id", "anonymous_id")
     _drain()
     assert Event.objects.filter(project=project).count() == 1
+
+
+def test_body_lines__any_piece_sizes__same_lines_long_line_dropped_as_it_arrives():
+    from personalization.services.history import LongLine, body_lines
+
+    body = b"\xef\xbb\xbfone\r\n\ntwo\n" + b"x" * 50 + b"\nthree"
+    expected = [b"one\r\n", b"\n", b"two\n", LongLine(51), b"three"]
+    for size in (1, 2, 7, 64, len(body)):
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        assert list(body_lines(pieces, max_line=40)) == expected, size
+    # A line of 10 MB without a newline, fed 1,000 bytes at a time, comes out as its size alone.
+    endless = (b"y" * 1000 for _ in range(10_000))  # 10 MB without a newline
+    assert list(body_lines(endless, max_line=4000)) == [LongLine(10_000_000)]

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from personalization import services as personalization_services
-from personalization.services.history import events_import, lines_of
+from personalization.services.history import body_pieces, events_import
 from segments import services
 from segments.models import RunStatus, Segment, SegmentMembership
 
@@ -43,7 +43,7 @@ def _csv(people: int, seed: int = 3) -> tuple[bytes, dict[str, int]]:
 
 def test_public_dataset_csv__imported_then_clustered__groups_recovered_and_named_by_its_categories(project):
     body, truth = _csv(450)
-    progress = events_import(project_id=project.pk, lines=lines_of(io.BytesIO(body)), fmt="csv")
+    progress = events_import(project_id=project.pk, body=body_pieces(io.BytesIO(body)), fmt="csv")
     assert progress.rejected_count == 0, progress.rejected[:3]
     while personalization_services.events_drain(claim_idle_ms=0):
         pass

@@ -13,7 +13,7 @@ import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from personalization import selectors
-from personalization.services.history import ImportFormatError, events_import, lines_of
+from personalization.services.history import ImportFormatError, body_pieces, events_import
 from personalization.throttle import Throttled
 
 
@@ -49,7 +49,7 @@ class Command(BaseCommand):
 
         with file.open("rb") as handle:
             try:
-                result = events_import(project_id=target.pk, lines=lines_of(handle), fmt=fmt, on_progress=show)
+                result = events_import(project_id=target.pk, body=body_pieces(handle), fmt=fmt, on_progress=show)
             except ImportFormatError as exc:
                 raise CommandError(f"{file}: {exc}") from None
             except (redis.RedisError, Throttled) as exc:
