@@ -69,24 +69,6 @@ def embedding_window(*, project_id: int, now: datetime) -> dict:
     }
 
 
-def coverage_sentence(coverage: dict) -> str:
-    """What the Segments page says about who was embedded and who was left out, and why."""
-    if not coverage:
-        return ""
-    left = coverage["left_out"]
-    parts = [
-        f"{coverage['eligible']:,} of {coverage['people_with_behavior']:,} people with behavior are segmented"
-        f" (their latest {coverage['last_events']:,} events in the last {coverage['window_days']:,} days)."
-    ]
-    if left["fewer_events"]:
-        parts.append(f"{left['fewer_events']:,} people left out: fewer than {coverage['min_events']} events.")
-    if left["outside_window"]:
-        parts.append(
-            f"{left['outside_window']:,} people left out: no events in the last {coverage['window_days']:,} days."
-        )
-    return " ".join(parts)
-
-
 def _behavior_events(rows: list[tuple]) -> list[embedding.BehaviorEvent]:
     return [embedding.BehaviorEvent(etype, ts, props, value) for etype, ts, props, value in rows]
 

@@ -15,13 +15,16 @@ scored by directions fitted on the other four, and placed among the non-seed pop
 same way. recall(N) = the share of seed people that rank within the top N; under the assumption that
 the seed is a random sample of the people like it, that is also the share of the non-seed people
 like the seed that a lookalike of N reaches. precision(N) = recall(N) × P / N, where P, the number
-of non-seed people like the seed, is unknown: it is estimated as the smallest N / recall(N) over
-sizes reached by at least a quarter of the seed (precision cannot exceed 1 anywhere; this is exact
-when the top of the ranking is made of people like the seed and too high otherwise). Its interval
-is a bootstrap over the seed people; no number is shown, with the reason, when the seed is too
+of non-seed people like the seed, is unknown: it is estimated as N / recall(N) at the size N that
+reaches a quarter of the seed, i.e. assuming that top of the ranking is made of people like the seed
+(exact when it is; too high when it is not, e.g. when the seed already holds most people like it:
+the README says so). Its interval
+is a bootstrap over the seed people, with P read where an eighth and where half of the seed is
+reached for its two ends; no number is shown, with the reason, when the seed is too
 small, the ranking is no better than random, or the interval is too wide to use.
 """
 
+import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +49,8 @@ INTERVAL = (5.0, 95.0)
 # Wider than this and the precision interval says nothing a marketer can act on: that size shows none.
 MAX_INTERVAL_WIDTH = 0.5
 RIDGE = 1.0
+# Where P is read for the low and the high end of the interval (shares of the seed reached).
+REACH = (0.125, 0.5)
 CURVE_SHARES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 EF_SEARCH = 200
 MAX_SIZE = 1_000_000
@@ -140,27 +145,33 @@ def _ranks_out_of_fold(x, seed_rows, weights, others, rng) -> np.ndarray:
     """For every seed person: how many non-seed people outscore them under directions fitted without
     their fold (cross-fitting, so the seed never grades itself)."""
     folds = rng.permutation(len(seed_rows)) % FOLDS
-    above = np.zeros(len(seed_rows), dtype=np.int64)
+    above = np.zeros(len(seed_rows), dtype=np.float64)
     for fold in range(FOLDS):
         test = folds == fold
         if not test.any() or test.all():
             continue
         directions = _directions(x, x[seed_rows[~test]], weights[~test], fold)
-        population = np.sort((x[others] @ directions.T).max(axis=1))
-        scores = (x[seed_rows[test]] @ directions.T).max(axis=1)
-        above[test] = len(population) - np.searchsorted(population, scores, side="right")
+        # Rounded: people with the same behavior (common in purchase panels) must tie exactly, and
+        # two matrix products may differ in the last bits. A tie counts half, as a mid-rank does;
+        # counted as a win it made seed people look easier to find than the others like them.
+        population = np.sort(np.round((x[others] @ directions.T).max(axis=1), 5))
+        scores = np.round((x[seed_rows[test]] @ directions.T).max(axis=1), 5)
+        greater = len(population) - np.searchsorted(population, scores, side="right")
+        equal = np.searchsorted(population, scores, side="right") - np.searchsorted(population, scores, side="left")
+        above[test] = greater + equal / 2
     return above
 
 
-def _precision_estimate(above: np.ndarray, sizes: np.ndarray, population: int) -> tuple[np.ndarray, float]:
-    """(precision at each size, estimated number of non-seed people like the seed); see the module doc."""
+def _precision_estimate(
+    above: np.ndarray, sizes: np.ndarray, population: int, reach: float = 0.25
+) -> tuple[np.ndarray, float]:
+    """(precision at each size, estimated number of non-seed people like the seed); see the module doc.
+    P is read at the size that reaches `reach` of the seed (at least 10 people)."""
     ranked = np.sort(above)
     n = len(ranked)
-    reached = np.arange(1, n + 1)
-    # The smallest size that contains the i-th best seed person is (its rank among non-seed) + 1.
-    needed = ranked + 1
-    enough = reached >= max(10, n // 4)
-    like = float(min(population, (needed[enough] / (reached[enough] / n)).min())) if enough.any() else float(population)
+    reached = min(n, max(10, math.ceil(n * reach)))
+    needed = ranked[reached - 1] + 1  # the size that holds the `reached` best-ranked seed people
+    like = float(min(population, needed * n / reached))
     recall = np.searchsorted(ranked, sizes, side="left") / n
     return np.minimum(1.0, recall * like / sizes), like
 
@@ -220,8 +231,6 @@ def lookalike_preview(*, project_id: int, seed: Seed, rng_seed: int = 0) -> dict
                 "similarity": float(ranked_scores[size - 1]),
             }
         )
-    if estimate["reason"]:
-        warnings.append(f"No precision estimate: {estimate['reason']}.")
     return {
         "seed_size": len(seed.weights),
         "seed_embedded": n_seed,
@@ -251,10 +260,13 @@ def _estimate(above: np.ndarray | None, sizes: np.ndarray, population: int) -> d
         }
     precision, like = _precision_estimate(above, sizes, population)
     rng = np.random.default_rng(0)
-    boots = np.array(
-        [_precision_estimate(rng.choice(above, size=len(above)), sizes, population)[0] for _ in range(BOOTSTRAP)]
-    )
-    low, high = np.percentile(boots, INTERVAL, axis=0)
+    # The interval holds two uncertainties: which people happen to be in the seed (bootstrap over
+    # them), and how far down the ranking stays made of people like the seed (P read where an eighth
+    # of the seed is reached gives the low end, where half of it is reached the high end).
+    samples = [rng.choice(above, size=len(above)) for _ in range(BOOTSTRAP)]
+    low = np.percentile([_precision_estimate(a, sizes, population, REACH[0])[0] for a in samples], INTERVAL[0], axis=0)
+    high = np.percentile([_precision_estimate(a, sizes, population, REACH[1])[0] for a in samples], INTERVAL[1], axis=0)
+    low, high = np.minimum(low, precision), np.maximum(high, precision)
     usable = (high - low) <= MAX_INTERVAL_WIDTH
     if not usable.any():
         return none | {
