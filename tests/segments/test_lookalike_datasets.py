@@ -191,7 +191,9 @@ def test_movielens__imported_over_22_years__everyone_segmented_and_lookalikes_be
     _assert_quality(rows, inside_share=0.5)
 
 
-def test_margarine_panel__sparse_purchases__left_out_counted_and_lookalikes_beat_brand_shares(project):
+def test_margarine_panel__sparse_purchases__left_out_counted_and_lookalikes_beat_brand_shares(
+    project, client, secret_key
+):
     events, counts = _margarine()
     _import(project, events)
     row = embeddings_service.embeddings_refit(project_id=project.pk)
@@ -202,7 +204,23 @@ def test_margarine_panel__sparse_purchases__left_out_counted_and_lookalikes_beat
     assert row.profiles == len(counts) - few
     sentence = selectors.embedding_coverage(project_id=project.pk)["sentence"]
     assert f"{few:,} people left out: fewer than {row.coverage['min_events']} events" in sentence
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+    answer = client.get("/api/v1/segments/coverage/", **auth).json()
+    assert answer["left_out"]["fewer_events"] == few and answer["eligible"] == row.profiles
+    assert answer["sentence"] == sentence
     counted = {p: c for p, c in counts.items() if sum(c.values()) >= row.coverage["min_events"]}
+    pure = sorted(p for p, c in counted.items() if c.get("Parkay", 0) == sum(c.values()))[:40]
+    preview = client.post(
+        "/api/v1/segments/lookalike-preview/", {"seed_ids": pure}, content_type="application/json", **auth
+    )
+    assert preview.status_code == 200, preview.content
+    body = preview.json()
+    assert body["seed_embedded"] == len(pure)
+    shown = [p for p in body["curve"] if p["precision"] is not None]
+    assert shown or body["precision_reason"]
+    assert all(p["precision_interval"][0] <= p["precision"] <= p["precision_interval"][1] for p in shown)
+    bad = client.post("/api/v1/segments/lookalike-preview/", {"seed_ids": "x"}, content_type="application/json", **auth)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "seed_segment"
     rows = _check_lookalikes(project, counted, sorted(MARGARINE_BRANDS.values()), min_fans=30, rng_seed=1)
     assert len({r["category"] for r in rows}) >= 2
     # A 90 % interval over a few brands: allow the misses chance gives (measured: 8 of 9 inside).
