@@ -130,7 +130,10 @@ def _directions(x: np.ndarray, seed_x: np.ndarray, weights: np.ndarray, rng_seed
     for g in np.unique(labels):
         w = weights[labels == g]
         group_mean = (w[:, None] * seed_x[labels == g]).sum(axis=0) / w.sum()
-        out.append(np.linalg.solve(system, group_mean - mean))
+        direction = np.linalg.solve(system, group_mean - mean)
+        # A seed that behaves like everyone has no direction of its own: its centroid ranks instead.
+        tiny = np.linalg.norm(group_mean - mean) <= 1e-6 * max(float(np.linalg.norm(group_mean)), 1e-12)
+        out.append(group_mean if tiny else direction)
     directions = np.array(out, dtype=np.float64)
     return (directions / np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
