@@ -34,19 +34,25 @@ def profiles_behavior(
     since: datetime,
     profile_ids: Iterable[int] | None = None,
     min_events: int = 1,
+    last_events: int | None = None,
     chunk: int = 20_000,
 ) -> Iterator[tuple[int, list[tuple[str, datetime, dict, float | None]]]]:
     """(profile id, its events since `since` as (type, ts, properties, value)), profile by profile,
-    for profilable profiles with at least `min_events` such events."""
+    for profilable profiles with at least `min_events` such events; only each one's latest
+    `last_events` when given."""
     sql = (
-        "SELECT e.profile_id, e.type, e.ts, e.properties, e.value::float8 FROM personalization_event e"
-        " JOIN personalization_profile p ON p.id = e.profile_id"
+        "SELECT e.profile_id, e.type, e.ts, e.properties, e.value::float8"
+        + (", row_number() OVER (PARTITION BY e.profile_id ORDER BY e.ts DESC) AS latest" if last_events else "")
+        + " FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
         f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
     )
     params: list = [project_id, since, list(_NOT_BEHAVIOR)]
     if profile_ids is not None:
         sql += " AND e.profile_id = ANY(%s)"
         params.append(list(profile_ids))
+    if last_events:
+        sql = f"SELECT profile_id, type, ts, properties, value FROM ({sql}) AS e WHERE latest <= %s"
+        params.append(last_events)
     sql += " ORDER BY e.profile_id, e.ts"
     current, events = None, []
     with connection.chunked_cursor() as cursor:
@@ -63,6 +69,29 @@ def profiles_behavior(
                 events.append((etype, ts, properties if isinstance(properties, dict) else {}, value))
     if current is not None and len(events) >= min_events:
         yield current, events
+
+
+def behavior_first(*, project_id: int) -> datetime | None:
+    """When the project's earliest behavior event happened (imported history may go back years)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT min(ts) FROM personalization_event WHERE project_id = %s AND type <> ALL(%s)",
+            [project_id, list(_NOT_BEHAVIOR)],
+        )
+        return cursor.fetchone()[0]
+
+
+def profiles_behavior_counts(*, project_id: int, since: datetime, cap: int = 50) -> dict[int, int]:
+    """How many profilable people have n behavior events since `since`: {n: people}, n capped at `cap`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT least(n, %s), count(*) FROM (SELECT e.profile_id, count(*) AS n FROM personalization_event e"
+            " JOIN personalization_profile p ON p.id = e.profile_id"
+            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+            " GROUP BY e.profile_id) AS per_person GROUP BY 1",
+            [cap, project_id, since, list(_NOT_BEHAVIOR)],
+        )
+        return {int(n): int(people) for n, people in cursor.fetchall()}
 
 
 def profiles_not_profilable(*, project_id: int, profile_ids: Iterable[int]) -> set[int]:

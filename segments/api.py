@@ -1,4 +1,5 @@
-"""REST API (secret key or dashboard session), read-only: the project's saved segments.
+"""REST API (secret key or dashboard session): the project's saved segments (read-only), who the
+embedding covers, and the expected quality of a lookalike before it is saved.
 
 Behavior segments of finished clustering runs, rule segments and lookalikes, as the experience
 form's picker lists them; decide targets them by `key`.
@@ -7,9 +8,11 @@ form's picker lists them; decide targets them by `key`.
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
 
-from segments import selectors
+from segments import selectors, services
 from segments.models import Segment, SegmentKind
 
 MAX_RUN_ID = 2**31 - 1  # PostgreSQL integer: a larger number cannot name a run
@@ -109,3 +112,31 @@ class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def retrieve(self, request, *args, **kwargs):
         """One segment by key: size, kind, run, and the behaviors that describe it."""
         return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], url_path="coverage")
+    def coverage(self, request):
+        """Who the latest embedding covers: window (days), minimum of events, people segmented, and how
+        many were left out and why (`left_out.fewer_events`, `left_out.outside_window`)."""
+        return Response(selectors.embedding_coverage(project_id=request.kairos_project_id))
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="lookalike-preview")
+    def lookalike_preview(self, request):
+        """Expected quality of a lookalike of a seed, before saving: `{"seed_segment": key}` or
+        `{"seed_ids": ["u1", ...]}`. Each curve point has recall (with its interval), lift, estimated
+        precision with its 90 % interval, or null with `precision_reason` saying why there is none."""
+        body = request.data if isinstance(request.data, dict) else {}
+        project_id = request.kairos_project_id
+        try:
+            if isinstance(body.get("seed_segment"), str):
+                seed = services.seed_from_segment(project_id=project_id, segment_key=body["seed_segment"])
+            elif isinstance(body.get("seed_ids"), list) and all(isinstance(i, str) for i in body["seed_ids"]):
+                seed = services.seed_from_ids(project_id=project_id, text="\n".join(body["seed_ids"]))
+            else:
+                raise services.SegmentsError(
+                    "seed_segment", "give a segment key as seed_segment, or a list of user ids as seed_ids"
+                )
+            return Response(services.lookalike_preview(project_id=project_id, seed=seed))
+        except services.SegmentsError as exc:
+            raise _bad(exc.field, exc.message) from exc

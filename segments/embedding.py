@@ -1,7 +1,8 @@
 """Behavior embeddings: each profile's recent events → a dense unit vector. Pure numpy/scikit-learn, no Django.
 
-A profile's events become a bag of behavior tokens, each weighted by recency (half-life
-HALF_LIFE_DAYS): event type, type × category, category, item, search words, dwell and scroll-depth
+A profile's events become a bag of behavior tokens, each weighted by recency measured back from the
+person's own latest event (half-life HALF_LIFE_DAYS unless the fit was given another, e.g. a longer one
+for history imported over years): event type, type × category, category, item, search words, dwell and scroll-depth
 buckets. The population's bag-of-tokens matrix gets TF-IDF weighting (sublinear tf, smooth idf, L2
 rows) and a truncated SVD fitted on it; a profile's vector is its TF-IDF row projected on the SVD
 basis, L2-normalised, so cosine distance compares behavior and not activity level.
@@ -73,7 +74,8 @@ _PRICE_EDGES = (10, 30, 100, 300, 1000)
 # "categoryId" and "item-category" all name a category. Real event streams use many spellings.
 _CATEGORY_KEYS = frozenset(
     {"category", "categories", "categorycode", "categoryid", "categoryname", "itemcategory", "productcategory",
-     "cat", "section", "department", "genre", "collection"}
+     "cat", "section", "department", "genre", "genres", "collection", "collections", "topic", "topics",
+     "tag", "tags", "interest", "interests"}
 )  # fmt: skip
 _ITEM_KEYS = frozenset(
     {"item", "items", "itemid", "product", "products", "productid", "sku", "contentid", "contentids", "articleid",
@@ -95,6 +97,8 @@ _SKIP_PARTS = re.compile(r"session|uuid|token|password|secret")
 _WORD = re.compile(r"[^\W_][\w\-]{1,30}")
 _ID_SEGMENT = re.compile(r"^(?:\d+|[0-9a-f]{16,}|[0-9a-f-]{32,36})$")
 _MAX_VALUE = 64
+# A list-valued property counts each of its first _MAX_LIST_ITEMS short values as its own token.
+_MAX_LIST_ITEMS = 20
 
 
 def _norm_key(key: object) -> str:
@@ -138,21 +142,30 @@ def _category_levels(value: str) -> list[str]:
     return [value] if len(parts) < 2 else [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def behavior_tokens(events: Iterable[BehaviorEvent], *, now: datetime) -> dict[str, float]:
+def behavior_tokens(
+    events: Iterable[BehaviorEvent], *, now: datetime, half_life_days: float = HALF_LIFE_DAYS
+) -> dict[str, float]:
     """Recency-weighted counts of the behavior tokens of one profile's events.
 
-    Roles are found by property name (see the *_KEYS sets): categories (with their levels), items
-    (also inside lists of item objects), search words (any event type), pages (path prefix), dwell,
-    scroll depth and price buckets; every other short string, integer or boolean property becomes a
-    "name=value" token, so behavior in a stream with its own vocabulary is still seen."""
+    Age is counted back from the person's latest event (never after `now`), not from `now`: a
+    vector is a direction, so only the events' weights relative to each other matter, and someone
+    whose history ended years ago (an imported dataset) keeps weights that float32 can hold.
+
+    Roles are found by property name (see the *_KEYS sets): categories (with their levels; a list
+    such as genres ["Action", "Western"] or tags counts each value), items (also inside lists of item
+    objects), search words (any event type), pages (path prefix), dwell, scroll depth and price
+    buckets; every other short string, integer or boolean property, or list of them, becomes
+    "name=value" tokens, so behavior in a stream with its own vocabulary is still seen."""
     bag: dict[str, float] = {}
 
     def add(token: str, weight: float) -> None:
         bag[token] = bag.get(token, 0.0) + weight
 
+    events = list(events)
+    anchor = min(now, max(e.ts for e in events)) if events else now
     for event in events:
-        age_days = max((now - event.ts).total_seconds(), 0.0) / 86400.0
-        w = 0.5 ** (age_days / HALF_LIFE_DAYS)
+        age_days = max((anchor - event.ts).total_seconds(), 0.0) / 86400.0
+        w = 0.5 ** (age_days / half_life_days)
         props = event.properties if isinstance(event.properties, Mapping) else {}
         etype = str(event.type)[:64]
         add(f"type:{etype}", w)
@@ -191,8 +204,9 @@ def _property_tokens(add, etype: str, key: str, raw_key: str, value: object, w: 
         number = _number(value)
         if number is not None and number >= 0:
             add(f"price:{_bucket(number, _PRICE_EDGES)}", w)
-    elif key and key not in _SKIP_KEYS and not _SKIP_PARTS.search(key) and (label := _choice(value)) is not None:
-        add(f"prop:{raw_key}={label}", w)
+    elif key and key not in _SKIP_KEYS and not _SKIP_PARTS.search(key):
+        for label in _values(value):
+            add(f"prop:{raw_key}={label}", w)
 
 
 def _category_tokens(add, etype: str, value: object, w: float) -> None:
@@ -203,8 +217,10 @@ def _category_tokens(add, etype: str, value: object, w: float) -> None:
 
 
 def _values(value: object) -> list[str]:
-    values = value[:20] if isinstance(value, list) else [value]
-    return [label for v in values if isinstance(v, str | int) and (label := _choice(v)) is not None]
+    """A single value or a list's first _MAX_LIST_ITEMS distinct values, as short labels."""
+    values = value[:_MAX_LIST_ITEMS] if isinstance(value, list) else [value]
+    labels = [label for v in values if isinstance(v, str | int | bool) and (label := _choice(v)) is not None]
+    return list(dict.fromkeys(labels))
 
 
 def _item_object_tokens(add, etype: str, item: Mapping, w: float) -> None:
@@ -249,8 +265,9 @@ class TfidfSvdEmbedder:
 
     kind = "behavior-tfidf-svd"
 
-    def __init__(self, dims: int = DIMS):
+    def __init__(self, dims: int = DIMS, half_life_days: float = HALF_LIFE_DAYS):
         self.dims = dims
+        self.half_life_days = half_life_days
         self.vocabulary: dict[str, int] = {}
         self.idf = np.zeros(0, dtype=np.float32)
         self.components = np.zeros((0, 0), dtype=np.float32)  # (rank, n_features); rank ≤ dims
@@ -282,13 +299,16 @@ class TfidfSvdEmbedder:
         return sparse.diags(1.0 / norms).dot(tf).tocsr().astype(np.float32)
 
     def tfidf(self, docs: Sequence[Sequence[BehaviorEvent]], *, now: datetime) -> sparse.csr_matrix:
-        return self._tfidf(self._counts([behavior_tokens(d, now=now) for d in docs]))
+        return self._tfidf(self._counts([self._tokens(d, now) for d in docs]))
+
+    def _tokens(self, doc: Sequence[BehaviorEvent], now: datetime) -> dict[str, float]:
+        return behavior_tokens(doc, now=now, half_life_days=self.half_life_days)
 
     def fit(self, docs: Sequence[Sequence[BehaviorEvent]], *, now: datetime, seed: int = 0) -> np.ndarray:
         """Learn vocabulary, idf and basis from the population; returns the population's vectors."""
         from sklearn.decomposition import TruncatedSVD
 
-        bags = [behavior_tokens(d, now=now) for d in docs]
+        bags = [self._tokens(d, now) for d in docs]
         df: dict[str, int] = {}
         for bag in bags:
             for token in bag:
@@ -327,6 +347,7 @@ class TfidfSvdEmbedder:
         np.savez_compressed(
             buffer,
             dims=np.array([self.dims]),
+            half_life_days=np.array([self.half_life_days]),
             tokens=np.array(self.feature_names(), dtype=np.str_),
             idf=self.idf,
             components=self.components,
@@ -337,7 +358,9 @@ class TfidfSvdEmbedder:
     def from_bytes(cls, data: bytes) -> TfidfSvdEmbedder:
         # allow_pickle=False: a stored basis is data, never code.
         with np.load(io.BytesIO(data), allow_pickle=False) as saved:
-            embedder = cls(int(saved["dims"][0]))
+            # Bases stored before the half-life was a setting used the default.
+            half_life = float(saved["half_life_days"][0]) if "half_life_days" in saved.files else HALF_LIFE_DAYS
+            embedder = cls(int(saved["dims"][0]), half_life)
             embedder.vocabulary = {str(t): i for i, t in enumerate(saved["tokens"].tolist())}
             embedder.idf = saved["idf"].astype(np.float32)
             embedder.components = saved["components"].astype(np.float32)

@@ -19,6 +19,9 @@ class EmbedderVersion(models.Model):
     profiles = models.PositiveIntegerField(default=0)
     features = models.PositiveIntegerField(default=0)
     fitted_at = models.DateTimeField()
+    # The window, minimum of events and half-life it was fitted with (fold-in uses the same), and how
+    # many people were left out and why: {"window_days", "min_events", "left_out": {...}, ...}.
+    coverage = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "version"], name="embedder_unique_version")]

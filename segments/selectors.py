@@ -6,7 +6,7 @@ from django.db import connection
 from django.db.models import F
 
 from personalization import selectors_segments as people
-from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import ClusteringRun, EmbedderVersion, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 
 _BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")  # ClusteringRun.key_prefix + the segment's index
 
@@ -194,3 +194,29 @@ def run_map_points(*, run: ClusteringRun) -> list[tuple[float, float, int]]:
     rows = list(MapPoint.objects.filter(run=run).order_by("pk").values_list("profile_id", "x", "y", "index"))
     blocked = people.profiles_not_profilable(project_id=run.project_id, profile_ids=[r[0] for r in rows])
     return [(x, y, index) for profile_id, x, y, index in rows if profile_id not in blocked]
+
+
+def embedding_coverage(*, project_id: int) -> dict:
+    """Who the latest embedding covers: its window, minimum of events, and who was left out and why,
+    with the sentence the Segments page shows. Empty before the first fit."""
+    latest = EmbedderVersion.objects.filter(project_id=project_id).order_by("-version").first()
+    coverage = dict(latest.coverage) if latest is not None else {}
+    return coverage | {"sentence": _coverage_sentence(coverage)} if coverage else {}
+
+
+def _coverage_sentence(coverage: dict) -> str:
+    """What the Segments page says about who was embedded and who was left out, and why."""
+    if not coverage:
+        return ""
+    left = coverage["left_out"]
+    parts = [
+        f"{coverage['eligible']:,} of {coverage['people_with_behavior']:,} people with behavior are segmented"
+        f" (their latest {coverage['last_events']:,} events in the last {coverage['window_days']:,} days)."
+    ]
+    if left["fewer_events"]:
+        parts.append(f"{left['fewer_events']:,} people left out: fewer than {coverage['min_events']} events.")
+    if left["outside_window"]:
+        parts.append(
+            f"{left['outside_window']:,} people left out: no events in the last {coverage['window_days']:,} days."
+        )
+    return " ".join(parts)

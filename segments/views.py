@@ -61,6 +61,7 @@ def explorer(request):
         "lookalikes": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.LOOKALIKE),
         "rules": selectors.segments_of_kind(project_id=project.pk, kind=SegmentKind.RULE),
         "used_by": people.experiences_by_run(project_id=project.pk),
+        "coverage": selectors.embedding_coverage(project_id=project.pk),
     }
     for r in runs:
         r.used_by = context["used_by"].get(r.pk, [])
@@ -118,8 +119,9 @@ def segment_detail(request, key: str):
         raise Http404("no such segment")
     sample = selectors.segment_members_sample(segment=segment)
     clock = people.behavior_clock(project_id=project.pk)
+    window = selectors.embedding_coverage(project_id=project.pk).get("window_days", WINDOW_DAYS)
     behavior = dict(
-        people.profiles_behavior(project_id=project.pk, since=clock - timedelta(days=WINDOW_DAYS), profile_ids=sample)
+        people.profiles_behavior(project_id=project.pk, since=clock - timedelta(days=window), profile_ids=sample)
     )
     examples = [
         {
@@ -137,7 +139,18 @@ def _curve_figure(curve: list[dict]) -> str:
     shares = [p["share"] * 100 for p in curve]
     fig = go.Figure()
     fig.add_scatter(x=shares, y=[p["recall"] for p in curve], name="recall of the held-out seed", mode="lines+markers")
-    fig.add_scatter(x=shares, y=[p["precision"] for p in curve], name="estimated precision", mode="lines+markers")
+    fig.add_scatter(
+        x=shares,
+        y=[p["precision"] for p in curve],
+        name="estimated precision (90 % interval)",
+        mode="lines+markers",
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": [(i[1] - p["precision"]) if (i := p["precision_interval"]) else None for p in curve],
+            "arrayminus": [(p["precision"] - i[0]) if (i := p["precision_interval"]) else None for p in curve],
+        },
+    )
     fig.add_scatter(x=shares, y=shares and [s / 100 for s in shares], name="random", mode="lines", line_dash="dot")
     fig.update_layout(
         margin={"l": 40, "r": 10, "t": 10, "b": 40},

@@ -167,7 +167,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
         raise SegmentsError(
             "k",
             f"not enough behavior yet: clustering needs at least {embeddings_service.MIN_PROFILES_TO_FIT} people"
-            f" with {embeddings_service.MIN_EVENTS} or more events in the last {embeddings_service.WINDOW_DAYS} days",
+            f" with {embeddings_service.MIN_EVENTS_FLOOR} or more events",
         )
     progress(30, "Loading embeddings")
     ids, x = embeddings_service.embeddings_matrix(project_id=project_id, version=latest.version)

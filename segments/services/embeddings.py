@@ -5,6 +5,7 @@ be profiled; such a profile's vector and memberships are deleted the next time i
 """
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -20,10 +21,52 @@ from segments.models import EmbedderVersion, ProfileEmbedding
 log = logging.getLogger(__name__)
 
 WINDOW_DAYS = 30
+# Longer windows tried in turn when the last 30 days hold under half of the people (history imported
+# from elsewhere: a ratings dataset spanning years had 6 of 671 people in its last 30 days).
+WIDER_WINDOWS_DAYS = (90, 365)
 # Fewer events than this is not enough behavior to place a person (measured on the demo: profiles
 # with 1–4 events are right about half the time; from 5 on, clusters recover the planted intents).
 MIN_EVENTS = 5
+# Lowered this far, never below, when under half of the people reach MIN_EVENTS (sparse purchase panels).
+MIN_EVENTS_FLOOR = 3
+# Each person's latest events, whatever the window: a long history is not a heavier vector.
+LAST_EVENTS = 500
 MIN_PROFILES_TO_FIT = 20
+
+
+def _eligible(counts: dict[int, int], min_events: int) -> int:
+    return sum(count for n, count in counts.items() if n >= min_events)
+
+
+def embedding_window(*, project_id: int, now: datetime) -> dict:
+    """Which behavior is embedded: the window, the minimum of events, the recency half-life, and who
+    is left out and why. The window is the shortest of 30 days, 90, 365 or the project's whole history
+    holding at least half of the people with behavior; the half-life grows with it (14 days per 30)."""
+    first = people.behavior_first(project_id=project_id) or now
+    span_days = max(WINDOW_DAYS, math.ceil((now - first).total_seconds() / 86400) + 1)
+    everyone = people.profiles_behavior_counts(project_id=project_id, since=first)
+    total = sum(everyone.values())
+    window, counts = span_days, everyone
+    for days in (WINDOW_DAYS, *WIDER_WINDOWS_DAYS):
+        if days >= span_days:
+            break
+        in_window = people.profiles_behavior_counts(project_id=project_id, since=now - timedelta(days=days))
+        if 2 * _eligible(in_window, MIN_EVENTS_FLOOR) >= _eligible(everyone, MIN_EVENTS_FLOOR):
+            window, counts = days, in_window
+            break
+    min_events = MIN_EVENTS
+    while min_events > MIN_EVENTS_FLOOR and 2 * _eligible(counts, min_events) < sum(counts.values()):
+        min_events -= 1
+    in_window = sum(counts.values())
+    return {
+        "window_days": window,
+        "min_events": min_events,
+        "last_events": LAST_EVENTS,
+        "half_life_days": embedding.HALF_LIFE_DAYS * window / WINDOW_DAYS,
+        "people_with_behavior": total,
+        "eligible": _eligible(counts, min_events),
+        "left_out": {"fewer_events": in_window - _eligible(counts, min_events), "outside_window": total - in_window},
+    }
 
 
 def _behavior_events(rows: list[tuple]) -> list[embedding.BehaviorEvent]:
@@ -73,16 +116,20 @@ def embeddings_refit(
     now = now or people.behavior_clock(project_id=project_id)
     progress = progress or (lambda pct, label: None)
     progress(2, "Reading recent behavior")
+    coverage = embedding_window(project_id=project_id, now=now)
     ids, docs = [], []
     for profile_id, rows in people.profiles_behavior(
-        project_id=project_id, since=now - timedelta(days=WINDOW_DAYS), min_events=MIN_EVENTS
+        project_id=project_id,
+        since=now - timedelta(days=coverage["window_days"]),
+        min_events=coverage["min_events"],
+        last_events=coverage["last_events"],
     ):
         ids.append(profile_id)
         docs.append(_behavior_events(rows))
     if len(ids) < MIN_PROFILES_TO_FIT:
         return None
     progress(15, f"Fitting the embedder on {len(ids):,} people")
-    embedder = embedding.TfidfSvdEmbedder()
+    embedder = embedding.TfidfSvdEmbedder(half_life_days=coverage["half_life_days"])
     vectors = embedder.fit(docs, now=now)
     progress(25, "Storing vectors")
     with transaction.atomic():
@@ -96,6 +143,7 @@ def embeddings_refit(
             profiles=len(ids),
             features=len(embedder.vocabulary),
             fitted_at=now,
+            coverage=coverage | {"eligible": len(ids)},
         )
         ProfileEmbedding.objects.filter(project_id=project_id).delete()
         embeddings_write(
@@ -115,11 +163,13 @@ def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: date
     if latest is None or not wanted:
         return {"embedded": 0, "removed": 0}
     ids, docs = [], []
+    window = latest.coverage or {}
     for profile_id, rows in people.profiles_behavior(
         project_id=project_id,
-        since=now - timedelta(days=WINDOW_DAYS),
+        since=now - timedelta(days=window.get("window_days", WINDOW_DAYS)),
         profile_ids=wanted,
-        min_events=MIN_EVENTS,
+        min_events=window.get("min_events", MIN_EVENTS),
+        last_events=window.get("last_events"),
     ):
         ids.append(profile_id)
         docs.append(_behavior_events(rows))

@@ -50,9 +50,12 @@ def test_embedder__saved_and_loaded__projects_identically():
 
 
 def test_tokens__recent_events_weigh_more_than_old_ones():
-    fresh = behavior_tokens([BehaviorEvent("page_view", NOW, {"category": "yoga"})], now=NOW)
-    old = behavior_tokens([BehaviorEvent("page_view", NOW - timedelta(days=14), {"category": "yoga"})], now=NOW)
-    assert fresh["category:yoga"] == 1.0 and abs(old["category:yoga"] - 0.5) < 1e-9
+    events = [
+        BehaviorEvent("page_view", NOW, {"category": "yoga"}),
+        BehaviorEvent("page_view", NOW - timedelta(days=14), {"category": "trail"}),
+    ]
+    tokens = behavior_tokens(events, now=NOW)
+    assert tokens["category:yoga"] == 1.0 and abs(tokens["category:trail"] - 0.5) < 1e-9
 
 
 def test_tokens__hostile_properties__ignored_not_crashing():
@@ -110,3 +113,31 @@ def test_kmeans__k_above_distinct_points__empty_clusters_dropped_and_centers_are
     assert len(result.centers) == 3 and sorted(np.bincount(result.labels).tolist()) == [5, 7, 9]
     for label, center in enumerate(result.centers):
         assert np.allclose(center, x[result.labels == label].mean(axis=0))
+
+
+def test_tokens__list_valued_properties__each_value_counts_bounded():
+    event = BehaviorEvent(
+        "rate",
+        NOW,
+        {
+            "genres": ["Action", "Western", "Action"],
+            "tags": ["cult"] + [f"t{i}" for i in range(40)],
+            "moods": ["dark", "x" * 500, {"nested": 1}, None],
+        },
+    )
+    tokens = behavior_tokens([event], now=NOW)
+    assert tokens["category:Action"] == 1.0, "a repeated value counts once per event"
+    assert "category:Western" in tokens and "rate|category:Western" in tokens
+    assert "category:cult" in tokens
+    assert sum(t.startswith("category:t") for t in tokens) == 19, "at most 20 values of a list"
+    assert "prop:moods=dark" in tokens
+    assert not any("xxx" in t or "nested" in t for t in tokens), "over-long values and objects are not tokens"
+
+
+def test_tokens__history_that_ended_years_ago__weighs_like_a_recent_one():
+    old = [BehaviorEvent("view", NOW - timedelta(days=3650 + i), {"category": "yoga"}) for i in range(5)]
+    recent = [BehaviorEvent("view", NOW - timedelta(days=i), {"category": "yoga"}) for i in range(5)]
+    assert behavior_tokens(old, now=NOW) == behavior_tokens(recent, now=NOW)
+    embedder = TfidfSvdEmbedder(half_life_days=3700.0)
+    restored = embedder_load(embedder.kind, embedder.to_bytes())
+    assert restored.half_life_days == 3700.0, "fold-in must weigh recency as the fit did"

@@ -229,8 +229,10 @@ def test_lookalike__seed_is_everyone__says_so_in_preview_and_build(project, memb
     everyone = Seed(
         dict.fromkeys(ProfileIdentity.objects.filter(project=project).values_list("profile_id", flat=True), 1.0), {}
     )
-    preview = services.lookalike_preview(project_id=project.pk, seed=everyone)
-    assert preview["population"] == preview["held_out"]  # only the held-out part of the seed is left
+    # Quality is measured against the people outside the seed: there are none, and the preview says so.
+    with pytest.raises(services.SegmentsError) as err:
+        services.lookalike_preview(project_id=project.pk, seed=everyone)
+    assert err.value.field == "seed" and "nobody left" in err.value.message
     with pytest.raises(services.SegmentsError) as err:
         services.lookalike_build(project=project, seed=everyone, size=10, name="Nobody left")
     assert err.value.field == "seed" and "nobody left" in err.value.message
