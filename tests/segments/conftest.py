@@ -1,11 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from personalization import services as personalization_services
 from personalization.models import ProfileIdentity
 from personalization.services import demo as demo_services
+from segments import services as segments_services
 
 # Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.
 DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -15,6 +17,27 @@ DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 def demo_project(db, tmp_path):
     """The demo shop with 3,000 visitors over 14 days: raw events, planted intents kept aside."""
     return demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+
+
+@pytest.fixture(scope="module")
+def demo_refitted_module(django_db_setup, django_db_blocker, tmp_path_factory):
+    """demo_project with its embedder fitted, seeded and committed once for a module whose tests only
+    read it: each test's own writes roll back with its transaction (plain `db` tests only). Seeding and
+    fitting take most of such a test's time, so the module pays them once, not per test."""
+    keys = tmp_path_factory.mktemp("demo") / "keys.json"
+    with django_db_blocker.unblock():
+        project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=keys, end=DEMO_END)
+        segments_services.embeddings_refit(project_id=project.pk, now=DEMO_END)
+    yield project
+    with django_db_blocker.unblock():
+        demo_services.demo_delete()
+        get_user_model().objects.filter(username__in=[name for name, _ in demo_services.DEMO_USERS]).delete()
+
+
+@pytest.fixture
+def refitted(demo_refitted_module, db):
+    """The module's refitted demo (see demo_refitted_module), read fresh in this test's transaction."""
+    return type(demo_refitted_module).objects.get(pk=demo_refitted_module.pk)
 
 
 def yoga_events_ingest(project, profile_id: int, n: int = 60) -> None:

@@ -8,7 +8,6 @@ from personalization import redis_client, rkeys
 from personalization import selectors_segments as people
 from segments import selectors, services
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentMembership
-from tests.segments.conftest import DEMO_END
 
 
 def _run(project, k=None):
@@ -19,12 +18,6 @@ def _run(project, k=None):
 def _labels(run) -> dict[int, str]:
     rows = SegmentMembership.objects.filter(segment__run=run).values_list("profile_id", "segment__key")
     return dict(rows)
-
-
-@pytest.fixture
-def refitted(demo_project):
-    services.embeddings_refit(project_id=demo_project.pk, now=DEMO_END)
-    return demo_project
 
 
 def test_clustering__demo_raw_events__recovers_planted_intents(refitted):
@@ -83,22 +76,3 @@ def test_clustering__run_twice__keeps_both_runs_comparable(refitted):
     assert Segment.objects.filter(run=first).count() == 4 and Segment.objects.filter(run=second).count() == 8
     assert second.inertia < first.inertia
     assert np.isfinite(first.silhouette or 0)
-
-
-def test_clustering__history_from_years_ago__segmented_as_of_its_last_day(db, tmp_path):
-    """A dataset imported from elsewhere ends long before today: its "recent" is its own last day."""
-    from datetime import datetime
-
-    from personalization.services import demo as demo_services
-
-    end = datetime(2019, 11, 30, tzinfo=DEMO_END.tzinfo)
-    project = demo_services.demo_seed(profiles=1500, days=14, seed=5, keys_path=tmp_path / "keys.json", end=end)
-    assert people.behavior_clock(project_id=project.pk) <= end
-    run = _run(project, k=8)
-    assert run.status == RunStatus.DONE, run.error
-    labels = _labels(run)
-    truth = people.profiles_planted_intent(project_id=project.pk, profile_ids=labels)
-    ids = sorted(labels)
-    assert len(ids) >= 1000
-    assert adjusted_rand_score([truth[i] for i in ids], [labels[i] for i in ids]) >= 0.7
-    assert any(segment.conversion_rate > 0 for segment in Segment.objects.filter(run=run))  # outcomes in its window

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from personalization import selectors_segments as people
 from personalization import services as personalization_services
+from personalization.services import demo as demo_services
 from personalization.services.history import body_pieces, events_import
 from segments import services
 from segments.models import RunStatus, Segment, SegmentMembership
@@ -57,3 +59,18 @@ def test_public_dataset_csv__imported_then_clustered__groups_recovered_and_named
     assert adjusted_rand_score([truth[i] for i in ids], [labels[i] for i in ids]) >= 0.9
     cards = " ".join(str(s.card) for s in Segment.objects.filter(run=run))
     assert "electronics" in cards and "brand: " in cards
+
+
+def test_clustering__history_from_years_ago__segmented_as_of_its_last_day(db, tmp_path):
+    """A dataset imported from elsewhere ends long before today: its "recent" is its own last day."""
+    end = datetime(2019, 11, 30, tzinfo=UTC)
+    project = demo_services.demo_seed(profiles=1500, days=14, seed=5, keys_path=tmp_path / "keys.json", end=end)
+    assert people.behavior_clock(project_id=project.pk) <= end
+    run = services.clustering_run_execute(run_id=services.clustering_run_request(project=project, k=8).pk)
+    assert run.status == RunStatus.DONE, run.error
+    labels = dict(SegmentMembership.objects.filter(segment__run=run).values_list("profile_id", "segment__key"))
+    truth = people.profiles_planted_intent(project_id=project.pk, profile_ids=labels)
+    ids = sorted(labels)
+    assert len(ids) >= 1000
+    assert adjusted_rand_score([truth[i] for i in ids], [labels[i] for i in ids]) >= 0.7
+    assert any(segment.conversion_rate > 0 for segment in Segment.objects.filter(run=run))  # outcomes in its window

@@ -14,12 +14,6 @@ from tests.segments.conftest import DEMO_END
 INTENT = "trail_runner"
 
 
-@pytest.fixture
-def refitted(demo_project):
-    services.embeddings_refit(project_id=demo_project.pk, now=DEMO_END)
-    return demo_project
-
-
 def _intent_converters(project) -> list[int]:
     """People of one planted intent who added to cart: a seed a marketer could upload as ids."""
     converters = people.profiles_converters(
