@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 export DJANGO_SETTINGS_MODULE ?= config.settings
 
-.PHONY: run test stop services migrate demo bench bench-quick lint format up down chromium clean
+.PHONY: run test test-fast stop services migrate demo bench bench-quick lint format up down chromium clean
 
 .venv/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -29,6 +29,10 @@ chromium:
 
 test: services chromium
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+
+# Day-to-day: everything but the real-browser tests and those marked slow (real workers killed, big imports).
+test-fast: services
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 stop:
 	-$(PY) -m config.embedded stop
