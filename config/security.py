@@ -100,6 +100,7 @@ class StorableInputMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        from django.core.exceptions import RequestDataTooBig
         from django.http import JsonResponse
 
         from personalization.event_schema import FieldError, text_check
@@ -117,4 +118,12 @@ class StorableInputMiddleware:
                     raise error
         except FieldError as exc:
             return JsonResponse({"error": {"field": exc.field, "message": f"{exc.field} {exc.message}"}}, status=400)
+        except RequestDataTooBig:
+            # Django's own answer is an HTML 400 that names nothing.
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            message = (
+                f"body is larger than {limit:,} bytes; a variant payload may hold at most 64 KB of JSON and a"
+                " form field far less: put large content behind a URL"
+            )
+            return JsonResponse({"error": {"field": "body", "message": message}}, status=413)
         return self.get_response(request)

@@ -20,7 +20,12 @@ class ExperienceOutSerializer(serializers.Serializer):
     goal_event = serializers.CharField()
     attribution_hours = serializers.IntegerField()
     holdout_share = serializers.FloatField()
+    targeting = serializers.DictField()
     variants = serializers.ListField(child=serializers.DictField())
+    compile_error = serializers.DictField(
+        allow_null=True,
+        help_text="why decide leaves this experience out ({field, message}: what to fix), or null when it is served",
+    )
 
 
 class ProjectOutSerializer(serializers.Serializer):
@@ -118,6 +123,23 @@ class ExperienceInSerializer(serializers.Serializer):
     goal_event = serializers.CharField(max_length=64, default="purchase")
     attribution_hours = serializers.IntegerField(default=72, help_text="the window after exposure, end included")
     holdout_share = serializers.FloatField(default=0.0, help_text="share sent as holdout (exposure holdout: true)")
+    targeting = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text='{"attributes": [{"attribute": "country", "op": "in", "values": ["DE"]}], "segments": [keys]}',
+    )
+
+
+class ExperiencePatchSerializer(serializers.Serializer):
+    """What PATCH may change; leave a field out to keep it. `variants` replaces all of them."""
+
+    name = serializers.CharField(max_length=120, required=False)
+    touchpoint = serializers.CharField(max_length=120, required=False)
+    variants = VariantInSerializer(many=True, required=False)
+    goal_event = serializers.CharField(max_length=64, required=False)
+    attribution_hours = serializers.IntegerField(required=False)
+    holdout_share = serializers.FloatField(required=False)
+    targeting = serializers.JSONField(required=False)
 
 
 def _experience_out(experience: Experience) -> dict:
@@ -131,21 +153,31 @@ def _experience_out(experience: Experience) -> dict:
         "goal_event": experience.goal_event,
         "attribution_hours": experience.attribution_hours,
         "holdout_share": experience.holdout_share,
+        "targeting": experience.targeting or {},
         "variants": [
-            {"key": v.key, "name": v.name, "is_control": v.is_control, "share": v.weight / total} for v in variants
+            {"key": v.key, "name": v.name, "is_control": v.is_control, "share": v.weight / total, "payload": v.payload}
+            for v in variants
         ],
+        "compile_error": services.experience_compile_problem(experience=experience),
     }
 
 
+def _error(field_name: str, message: str, status: int = 400) -> Response:
+    return Response({"error": {"field": field_name, "message": message}}, status=status)
+
+
 def _first_error(errors, prefix: str = "") -> tuple[str, str]:
-    """("variants.0.key", "This field is required.") from DRF's nested error structure."""
+    """("variants[0].key", "This field is required.") from DRF's nested error structure; paths are
+    written as the storable-input check and the services write them."""
     if isinstance(errors, dict):
         name, inner = next((k, v) for k, v in errors.items() if v)
+        if isinstance(name, int):  # DRF keys a list field's errors by position
+            return _first_error(inner, f"{prefix}[{name}]")
         return _first_error(inner, f"{prefix}.{name}" if prefix else str(name))
     if isinstance(errors, list):
         for i, inner in enumerate(errors):
             if inner and isinstance(inner, dict | list):
-                return _first_error(inner, f"{prefix}.{i}")
+                return _first_error(inner, f"{prefix}[{i}]")
             if inner:
                 return prefix, str(inner)
     return prefix, str(errors)
@@ -154,7 +186,14 @@ def _first_error(errors, prefix: str = "") -> tuple[str, str]:
 class ExperienceViewSet(viewsets.ViewSet):
     """Experiences of your project. Register one run by another tool with `"external": true`."""
 
-    required_action = {"list": "experiences", "create": "experiences.edit"}
+    required_action = {
+        "list": "experiences",
+        "retrieve": "experiences",
+        "create": "experiences.edit",
+        "partial_update": "experiences.edit",
+    }
+    lookup_field = "key"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
 
     @extend_schema(responses={200: ExperienceOutSerializer(many=True)})
     def list(self, request):
@@ -181,8 +220,34 @@ class ExperienceViewSet(viewsets.ViewSet):
                 **data,
             )
         except services.ExperienceError as exc:
-            return Response({"error": {"field": exc.field, "message": exc.message}}, status=400)
+            return _error(exc.field, exc.message)
         return Response(_experience_out(selectors.experience_for_project(project=project, key=experience.key)), 201)
+
+    @extend_schema(responses={200: ExperienceOutSerializer, 404: dict})
+    def retrieve(self, request, key=None):
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        experience = selectors.experience_for_project(project=project, key=key)
+        if experience is None:
+            return _error("key", f"no experience “{key}” in this project", status=404)
+        return Response(_experience_out(experience))
+
+    @extend_schema(request=ExperiencePatchSerializer, responses={200: ExperienceOutSerializer, 400: dict, 404: dict})
+    def partial_update(self, request, key=None):
+        """Change some fields: {"variants": [...]} replaces every variant (with their payloads)."""
+        project = selectors.project_by_id(project_id=request.kairos_project_id)
+        experience = selectors.experience_for_project(project=project, key=key)
+        if experience is None:
+            return _error("key", f"no experience “{key}” in this project", status=404)
+        incoming = ExperiencePatchSerializer(data=request.data)
+        if not incoming.is_valid():
+            return _error(*_first_error(incoming.errors))
+        data = dict(incoming.validated_data)
+        variants = [dict(v) for v in data.pop("variants")] if "variants" in data else None
+        try:
+            services.experience_update(experience=experience, by=_user(request), variants=variants, **data)
+        except services.ExperienceError as exc:
+            return _error(exc.field, exc.message)
+        return Response(_experience_out(selectors.experience_for_project(project=project, key=key)))
 
 
 def _project_out(project) -> dict:

@@ -1,7 +1,11 @@
 """API key authentication for the public endpoints (decide, events) and the REST API.
 
-Keys are looked up by their SHA-256 hash. Lookups are cached in process for KEY_CACHE_SECONDS, so a
-revoked key stops working on every server within that time, and the hot path makes no SQL query.
+Keys are looked up by their SHA-256 hash, cached in process for KEY_CACHE_SECONDS, so a revoked key
+stops working on every server within that time. Public keys (decide, events) are looked up in Redis,
+where services publish their hashes on create and revoke (and a beat task re-publishes them all, to
+heal a Redis that lost data): so the public endpoints need Redis alone and keep serving every key,
+seen before or not, while PostgreSQL is away. A hash Redis does not have is asked of PostgreSQL.
+Secret keys (the REST API) are only ever looked up in PostgreSQL; their hashes never go to Redis.
 Last use is recorded in Redis and written to PostgreSQL by a periodic task.
 """
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 import redis
 from rest_framework import authentication, exceptions, permissions
 
-from personalization import rkeys
+from personalization import redis_client, rkeys
 
 KEY_CACHE_SECONDS = 10.0
 _LAST_USED_EVERY_SECONDS = 60.0
@@ -39,15 +43,48 @@ class KeysUnavailable(Exception):
 
 
 def api_key_lookup(raw: str) -> KeyInfo | None:
-    """The active key for a raw key string, or None. Cached in process.
+    """The active key (public or secret) for a raw key string, or None. Cached in process.
 
-    With PostgreSQL away, a key seen before keeps its last answer (decide keeps serving; events wait
-    in the stream); a key never seen raises KeysUnavailable."""
+    With PostgreSQL away, a key seen before keeps its last answer; a key never seen raises
+    KeysUnavailable."""
     digest = key_hash(raw)
-    now = time.monotonic()
     hit = _cache.get(digest)
-    if hit is not None and hit[0] > now:
+    if hit is not None and hit[0] > time.monotonic():
         return hit[1]
+    return _database_lookup(digest, hit)
+
+
+def public_key_lookup(raw: str) -> KeyInfo | None:
+    """The active public key for a raw key string, or None: for decide and events. Cached in process;
+    then one Redis HGET; PostgreSQL only for a hash Redis does not have (never published, or lost)."""
+    digest = key_hash(raw)
+    hit = _cache.get(digest)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    try:
+        published = redis_client.fast().hget(rkeys.PUBLIC_KEYS, digest)
+    except redis.RedisError:
+        published = None  # decide degrades without Redis; the key can still be checked in PostgreSQL
+    if published is None:
+        return _database_lookup(digest, hit)
+    info = published_key_parse(published)
+    _remember(digest, info)
+    return info
+
+
+def published_key_value(*, key_id: int, project_id: int, revoked: bool) -> str:
+    """What PUBLIC_KEYS holds for a public key: "project:key", or "-" once it is revoked."""
+    return "-" if revoked else f"{project_id}:{key_id}"
+
+
+def published_key_parse(value: bytes) -> KeyInfo | None:
+    if value == b"-":
+        return None
+    project_id, key_id = value.split(b":")
+    return KeyInfo(int(key_id), int(project_id), "public")
+
+
+def _database_lookup(digest: str, hit: tuple[float, KeyInfo | None] | None) -> KeyInfo | None:
     from django.db import DatabaseError
 
     from personalization.models import ApiKey
@@ -61,13 +98,17 @@ def api_key_lookup(raw: str) -> KeyInfo | None:
     except DatabaseError as exc:
         if hit is None:
             raise KeysUnavailable(str(exc)) from exc
-        _cache[digest] = (now + KEY_CACHE_SECONDS, hit[1])  # ask again in a while, not on every request
+        _remember(digest, hit[1])  # ask again in a while, not on every request
         return hit[1]
     info = KeyInfo(*row) if row else None
+    _remember(digest, info)
+    return info
+
+
+def _remember(digest: str, info: KeyInfo | None) -> None:
     if len(_cache) > 10_000:
         _cache.clear()
-    _cache[digest] = (now + KEY_CACHE_SECONDS, info)
-    return info
+    _cache[digest] = (time.monotonic() + KEY_CACHE_SECONDS, info)
 
 
 def cache_clear() -> None:
@@ -99,8 +140,6 @@ class SecretKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "This is a public key (kp_…); the REST API needs a secret key (ks_…)."
             )
-        from personalization import redis_client
-
         # last-used time is best effort, never a reason to fail a request
         with contextlib.suppress(redis.RedisError):
             pipe = redis_client.fast().pipeline(transaction=False)

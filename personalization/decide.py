@@ -22,7 +22,14 @@ import redis
 from django.conf import settings
 
 from personalization import engine, redis_client, redis_wire, rkeys, throttle
-from personalization.event_schema import FieldError, json_check, text_check
+from personalization.event_schema import (
+    MAX_DEPTH,
+    MAX_PROPERTIES_CHARS,
+    FieldError,
+    json_check,
+    json_limits_check,
+    text_check,
+)
 from personalization.hashing import subject_digest
 
 log = logging.getLogger(__name__)
@@ -289,10 +296,11 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
         raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
     try:
         # The unit id goes into exposure events and Redis keys: it must be storable text. The context
-        # is only read (targeting), never stored; its size is bounded by the body's.
+        # is only read (targeting), never stored, but it gets the limits of event properties: it is
+        # walked on every decision, and what a site sends as properties it may send as context.
         text_check(unit, kind)
         if context:
-            json_check(context, "context")
+            json_limits_check(context, "context", max_depth=MAX_DEPTH, max_chars=MAX_PROPERTIES_CHARS)
         if requested:
             json_check(requested, "experiences")
     except FieldError as exc:

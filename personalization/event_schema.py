@@ -11,8 +11,10 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 MAX_BATCH = 1000
-MAX_PROPERTIES_CHARS = 8000
+MAX_PROPERTIES_CHARS = 8000  # as compact JSON text
 MAX_DEPTH = 8  # objects and lists inside properties, attributes or a decide context
 MAX_KEY_CHARS = 128
 NOISE_CLICK_WINDOW_MS = 500
@@ -77,26 +79,53 @@ def text_check(value: str, name: str) -> None:
         raise FieldError(name, _STORE_HINT)
 
 
-def json_check(value: object, name: str, depth: int = 0) -> None:
-    """Every key and string inside a JSON value is storable, and it nests at most MAX_DEPTH deep.
+def json_check(value: object, name: str, depth: int = 0, *, max_depth: int = MAX_DEPTH) -> None:
+    """Every key and string inside a JSON value is storable, every number fits JSON and orjson (finite,
+    integers in 64 bits), and it nests at most `max_depth` deep.
 
-    Walks at most MAX_DEPTH levels, so a body nested a thousand deep costs no more than one nested
-    nine deep (and never reaches a recursion limit in orjson or repr)."""
+    Walks at most max_depth levels, so a body nested a thousand deep costs no more than one nested
+    max_depth + 1 deep (and never reaches a recursion limit in orjson, which stops at 254, or repr)."""
     if isinstance(value, str):
         text_check(value, name)
     elif isinstance(value, dict):
-        if depth >= MAX_DEPTH:
-            raise FieldError(name, f"is nested too deep; keep objects and lists at most {MAX_DEPTH} levels deep")
+        if depth >= max_depth:
+            raise FieldError(name, f"is nested too deep; keep objects and lists at most {max_depth} levels deep")
         for key, item in value.items():
+            if not isinstance(key, str):
+                raise FieldError(name, "has a key that is not a string; JSON object keys are strings")
             if len(key) > MAX_KEY_CHARS:
                 raise FieldError(f"{name}.{key[:20]}…", f"key is longer than {MAX_KEY_CHARS} characters; shorten it")
             text_check(key, f"{name} (a key)")
-            json_check(item, f"{name}.{key}", depth + 1)
+            json_check(item, f"{name}.{key}", depth + 1, max_depth=max_depth)
     elif isinstance(value, list):
-        if depth >= MAX_DEPTH:
-            raise FieldError(name, f"is nested too deep; keep objects and lists at most {MAX_DEPTH} levels deep")
+        if depth >= max_depth:
+            raise FieldError(name, f"is nested too deep; keep objects and lists at most {max_depth} levels deep")
         for index, item in enumerate(value):
-            json_check(item, f"{name}[{index}]", depth + 1)
+            json_check(item, f"{name}[{index}]", depth + 1, max_depth=max_depth)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise FieldError(name, "is not a finite number (JSON has no NaN or Infinity); use a number or null")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        # Python's json reads any integer; orjson (the snapshot, the stream) writes only 64-bit ones.
+        raise FieldError(name, "is a number too large to store; send it as a string")
+
+
+def json_limits_check(value: object, name: str, *, max_depth: int, max_chars: int) -> int:
+    """json_check, then the size as compact JSON text at most `max_chars` characters (counted in
+    characters, not bytes, so a limit means the same in every language). Returns that size.
+
+    The one check every JSON a person or program enters goes through: event properties, decide
+    contexts, variant payloads, targeting, privacy identifiers. Depth is checked first, so the
+    serialisation that measures the size can never reach orjson's recursion limit."""
+    json_check(value, name, max_depth=max_depth)
+    size = len(orjson.dumps(value).decode())
+    if size > max_chars:
+        raise FieldError(
+            name,
+            f"is {size:,} characters as JSON; keep it under {max_chars:,}"
+            " (put large content such as images or HTML behind a URL and send the URL)",
+        )
+    return size
 
 
 def _parse_ts(raw: object, now: datetime, max_past: timedelta | None) -> datetime:
@@ -188,9 +217,7 @@ def _normalise(raw: object, now: datetime, max_past: timedelta | None) -> dict:
     properties = raw.get("properties") or {}
     if not isinstance(properties, dict):
         raise FieldError("properties", "must be a JSON object")
-    json_check(properties, "properties")
-    if len(repr(properties)) > MAX_PROPERTIES_CHARS:
-        raise FieldError("properties", f"is too large; keep it under {MAX_PROPERTIES_CHARS} characters")
+    json_limits_check(properties, "properties", max_depth=MAX_DEPTH, max_chars=MAX_PROPERTIES_CHARS)
     for name, types, hint in _REQUIRED_PROPERTIES.get(etype, []):
         value = properties.get(name)
         if not isinstance(value, types) or isinstance(value, bool) or value == "":

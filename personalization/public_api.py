@@ -110,7 +110,7 @@ def _key_check(raw: str) -> HttpResponse | auth.KeyInfo:
     if raw.startswith("ks_"):  # refused without a lookup
         return _key_refused(raw, None)
     try:
-        info = auth.api_key_lookup(raw)
+        info = auth.public_key_lookup(raw)
     except auth.KeysUnavailable:
         return error(503, "service", "keys cannot be checked right now; retry shortly", retry_after=2)
     return _key_refused(raw, info) or info

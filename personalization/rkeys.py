@@ -8,8 +8,14 @@ tests/privacy/test_registry.py fails while a PERSONAL key has no location there.
 EVENTS_STREAM = "kr:events"  # PERSONAL. accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
 EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
+# sha256 of each public key -> "project:key", or "-" once revoked; decide and events check keys here.
+# Hashes of random keys, no personal data; secret keys are never written here.
+PUBLIC_KEYS = "kr:keys:public"
 KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
 WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
+# Older than this, /readyz calls the workers gone (beat sends the heartbeat task every 15 s) and the
+# runner of `make run` restarts a worker and beat that stay so (config/runner.py).
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 
 def unit(project_id: int, unit_id: str) -> str:

@@ -11,8 +11,7 @@ from personalization import redis_client, rkeys, services
 # Short, so drains (started every second by beat) never crowd bandit updates and reports out of the
 # worker; a backlog is worked off by consecutive runs.
 _DRAIN_BUDGET_SECONDS = 3.0
-# /readyz calls the workers gone when their heartbeat (sent every 15 s by beat) is older than this.
-HEARTBEAT_MAX_AGE_SECONDS = 60
+HEARTBEAT_MAX_AGE_SECONDS = rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
 
 
 @shared_task(
@@ -33,6 +32,11 @@ def events_drain_task() -> int:
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def api_key_last_used_flush_task() -> int:
     return services.api_key_last_used_flush()
+
+
+@shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
+def api_keys_publish_task() -> int:
+    return services.api_keys_publish()
 
 
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)

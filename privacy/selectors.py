@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from personalization.hashing import subject_digest
@@ -35,10 +36,14 @@ def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:
     if not identifiers:
         return set()
     by_digest = {digest_of(project_id=project_id, identifier=i): i for i in identifiers}
-    found = Suppression.objects.filter(project_id=project_id, digest__in=list(by_digest)).values_list(
-        "digest", flat=True
-    )
-    return {by_digest[d] for d in found}
+    # One array parameter: a drain batch names thousands of ids, and an IN list of that many
+    # placeholders cost more to build and parse than the lookup itself.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT digest FROM {Suppression._meta.db_table} WHERE project_id = %s AND digest = ANY(%s)",
+            [project_id, list(by_digest)],
+        )
+        return {by_digest[digest] for (digest,) in cursor.fetchall()}
 
 
 def suppression_digests(*, project_id: int) -> list[str]:

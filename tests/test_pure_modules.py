@@ -11,6 +11,7 @@ PURE = [
     "experiments.sentences",
     "experiments.decomposition",
     "personalization.engine",
+    "personalization.experience_limits",
     "personalization.hashing",
     "personalization.bandit",
     "personalization.redis_wire",

@@ -8,6 +8,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["personalization.auth.HasProject"],
+    "DEFAULT_PARSER_CLASSES": [
+        "personalization.parsers.JSONParser",  # a body too deep to parse is a 400, not a 500
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "personalization.pagination.BoundedPagination",
     "PAGE_SIZE": 100,

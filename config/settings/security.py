@@ -36,3 +36,8 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 # Log lines of axes name no username or address (logs carry no personal data).
 AXES_VERBOSE = False
+
+# Dashboard forms and REST bodies Django reads into memory (default 2.5 MB). Raised so that an
+# oversized field (a variant payload of several MB) is read and refused by the field's own check,
+# naming it (e.g. variants[1].payload, limit 64 KB); past this the answer is a 413 naming the body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KAIROS_MAX_FORM_BYTES", 16 * 1024 * 1024)

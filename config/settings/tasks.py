@@ -24,6 +24,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
+# No caller reads a task's result (tasks write what they produce to PostgreSQL and Redis), so none is
+# stored. Besides saving writes, this keeps the worker's main process off the result backend: with
+# results on, each task beat sent with `expires` that waited out a Redis restart is marked revoked
+# there, and every such write retries (20 times, 1 s apart) inside the worker's event loop, which
+# then stopped taking tasks for minutes after a Redis restart under `make run`.
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Drain: how many stream entries (each one accepted batch of events) one step moves, and how
@@ -78,6 +84,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "segments.tasks.rule_segments_refresh_task",
         "schedule": 600.0,
         "options": {"expires": 600},
+    },
+    # decide and events check public keys in Redis; this heals a Redis that lost some of them.
+    "api-keys-publish": {
+        "task": "personalization.tasks.api_keys_publish_task",
+        "schedule": 10.0,
+        "options": {"expires": 10},
     },
     "api-keys-last-used": {
         "task": "personalization.tasks.api_key_last_used_flush_task",

@@ -6,6 +6,7 @@ from personalization.services.dead_letters import dead_letters_delete, dead_lett
 from personalization.services.events import events_drain, events_ingest, stream_ensure_group
 from personalization.services.experiences import (
     ExperienceError,
+    experience_compile_problem,
     experience_complete,
     experience_create,
     experience_pause,
@@ -21,6 +22,7 @@ from personalization.services.projects import (
     api_key_create,
     api_key_last_used_flush,
     api_key_revoke,
+    api_keys_publish,
     membership_set,
     project_create,
     project_delete,
@@ -39,6 +41,7 @@ __all__ = [
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
+    "api_keys_publish",
     "audit_record",
     "bandit_counts",
     "bandit_experiences_running",
@@ -47,6 +50,7 @@ __all__ = [
     "dead_letters_retry",
     "events_drain",
     "events_ingest",
+    "experience_compile_problem",
     "experience_complete",
     "experience_create",
     "experience_migration_due",

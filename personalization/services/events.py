@@ -29,7 +29,7 @@ from django.db import DatabaseError, DataError, IntegrityError, OperationalError
 from personalization import redis_client, rkeys, throttle
 from personalization.event_schema import MAX_PAST, BatchResult, batch_validate
 from personalization.services.dead_letters import dead_letters_write, text_storable
-from personalization.services.profiles import profiles_resolve
+from personalization.services.profiles import profiles_resolve, references_lock, row_checks_skip
 from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
@@ -428,6 +428,8 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
     with connection.cursor() as cursor:
         for ddl in _DRAIN_TABLES:
             cursor.execute(ddl)
+        row_checks_skip(cursor)
+        references_lock(cursor, project_id=project_id, profile_ids=sorted(set(profile_of.values())))
         with cursor.cursor.copy(
             "COPY drain_event (profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
         ) as copy:

@@ -1,6 +1,7 @@
 """Experiences and variants: create, edit, lifecycle; compile and publish the decide snapshot;
 publish profiles' decide-relevant data (attributes, do-not-personalize) to their Redis hashes."""
 
+import logging
 import math
 
 import orjson
@@ -11,6 +12,13 @@ from django.utils import timezone
 
 from personalization import redis_client, rkeys
 from personalization.bandit import DEFAULT_FLOOR
+from personalization.event_schema import FieldError, text_check
+from personalization.experience_limits import (
+    EXPERIENCE_MAX_CHARS,
+    payload_check,
+    snapshot_entry_check,
+    targeting_check,
+)
 from personalization.models import (
     BanditWeights,
     Experience,
@@ -42,6 +50,7 @@ _TRANSITIONS = {
 }
 UNIT_TTL_SECONDS = 180 * 24 * 3600
 MAX_WINDOW_HOURS = 24 * 365
+logger = logging.getLogger(__name__)
 
 
 class ExperienceError(ValueError):
@@ -72,17 +81,10 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
         raise ExperienceError(
             "bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}"
         )
-    targeting = fields.get("targeting") or {}
-    if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments"}:
-        raise ExperienceError("targeting", 'use {"attributes": [{"attribute", "op", "values"}], "segments": [...]}')
-    segments = targeting.get("segments", [])
-    if not isinstance(segments, list) or not all(isinstance(key, str) and key for key in segments):
-        raise ExperienceError("targeting.segments", 'give a list of segment keys, e.g. ["b12.3", "repeat-buyers"]')
-    for condition in targeting.get("attributes", []):
-        if not isinstance(condition, dict) or "attribute" not in condition:
-            raise ExperienceError("targeting.attributes", 'each condition needs "attribute", "op" and "values"')
-        if condition.get("op", "in") not in {"in", "not_in", "exists"}:
-            raise ExperienceError("targeting.attributes.op", "use in, not_in or exists")
+    try:
+        targeting_check(fields.get("targeting") or {})
+    except FieldError as exc:
+        raise ExperienceError(exc.field, exc.message) from None
     if variants is None:
         return
     if len(variants) < 2:
@@ -95,6 +97,27 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     weights = [float(v.get("weight", 1.0)) for v in variants]
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise ExperienceError("variants.weight", "weights must be non-negative numbers, not all zero")
+    _payloads_check(variants)
+
+
+def _payloads_check(variants: list[dict]) -> None:
+    """Each payload within the limits decide can serve (experience_limits), and all of them together
+    within one experience's share of the snapshot. Variants without a payload (an edit of other
+    fields) are not checked again."""
+    total = 0
+    try:
+        for i, variant in enumerate(variants):
+            text_check(str(variant.get("name") or ""), f"variants[{i}].name")
+            if "payload" in variant:
+                total += payload_check(variant["payload"] or {}, f"variants[{i}].payload")
+    except FieldError as exc:
+        raise ExperienceError(exc.field, exc.message) from None
+    if total > EXPERIENCE_MAX_CHARS:
+        raise ExperienceError(
+            "variants",
+            f"the payloads are {total:,} characters together; keep them under {EXPERIENCE_MAX_CHARS:,}"
+            " (put large content behind a URL)",
+        )
 
 
 def _segments_check(project_id: int, fields: dict, current: dict | None = None) -> None:
@@ -223,6 +246,9 @@ def _transition(experience: Experience, action: str, by) -> Experience:
     allowed, target = _TRANSITIONS[action]
     if experience.status not in allowed:
         raise ExperienceError("status", f"cannot {action} an experience that is {experience.status}")
+    problem = experience_compile_problem(experience=experience) if action == "start" else None
+    if problem is not None:
+        raise ExperienceError(problem["field"], f"cannot start: decide could not serve it. {problem['message']}")
     with transaction.atomic():
         before = experience.status
         experience.status = target
@@ -292,34 +318,76 @@ def segment_source_run(segment_attribute: str) -> int | None:
     return None
 
 
+def _entry(exp: Experience) -> dict:
+    """One running experience as decide reads it (see personalization.engine)."""
+    variants = list(exp.variants.all())
+    order = [v.key for v in variants]
+    total = sum(v.weight for v in variants) or 1.0
+    latest = _latest_weights(exp) if exp.policy != Policy.FIXED else {}
+    return {
+        "key": exp.key,
+        "version": exp.version,
+        "salt": exp.salt,
+        "policy": exp.policy,
+        "holdout_share": exp.holdout_share,
+        "segment_field": segment_field(exp.segment_attribute) if exp.policy == Policy.SEGMENT_BANDIT else "",
+        "targeting": exp.targeting or {},
+        "goal": exp.goal_event,
+        "window_hours": exp.attribution_hours,
+        "control": next((v.key for v in variants if v.is_control), None),
+        "order": order,
+        "payloads": {v.key: v.payload for v in variants},
+        "fixed": [v.weight / total for v in variants],
+        "weights": {segment: [float(weights.get(key, 0.0)) for key in order] for segment, weights in latest.items()},
+    }
+
+
+_FIX = "Edit the experience and correct it (Experiences → this experience → Edit, or PATCH /api/v1/experiences/<key>/)."
+
+
+def _entry_compile(exp: Experience) -> tuple[dict | None, dict | None]:
+    """(entry, None), or (None, problem) when decide could not serve it: {"field", "message"}.
+
+    Any failure counts, not only the checks of experience_limits: rows written before those checks,
+    or by hand, may hold anything, and one experience must never stop its project's publish."""
+    try:
+        entry = _entry(exp)
+        snapshot_entry_check(entry)
+    except FieldError as exc:
+        return None, {"field": exc.field, "message": f"{exc.field} {exc.message}. {_FIX}"}
+    except Exception as exc:  # whatever it is (see the docstring), only this experience is left out
+        logger.exception("experience %s (project %s) cannot be compiled", exp.key, exp.project_id)
+        return None, {"field": "experience", "message": f"cannot be compiled ({type(exc).__name__}). {_FIX}"}
+    return entry, None
+
+
+def experience_compile_problem(*, experience: Experience) -> dict | None:
+    """Why decide leaves this experience out of the snapshot ({"field", "message"}), or None when it
+    can be served. Checked the way snapshot_compile checks it, also for drafts and paused ones, so a
+    problem shows before start. Analysis-only (external) and completed experiences are never served."""
+    if experience.status in {ExperienceStatus.EXTERNAL, ExperienceStatus.COMPLETED}:
+        return None
+    return _entry_compile(experience)[1]
+
+
 def snapshot_compile(*, project_id: int) -> dict:
-    """Everything decide needs about a project's running experiences, as plain data."""
+    """Everything decide needs about a project's running experiences, as plain data.
+
+    Compiled experience by experience: one that cannot be served is left out (decide then answers
+    it as it answers a paused one: not assigned, so the site shows its own default content and no
+    exposure is recorded) and listed under "left_out" with the reason; the rest are published.
+    Leaving it out is safer than serving its control: the control's payload may be the broken part,
+    and a half-served experience would record exposures that no analysis can trust."""
     project = Project.objects.get(pk=project_id)
-    experiences = {}
-    running = Experience.objects.filter(project_id=project_id, status=ExperienceStatus.RUNNING).prefetch_related(
-        "variants"
-    )
-    for exp in running:
-        variants = list(exp.variants.all())
-        order = [v.key for v in variants]
-        total = sum(v.weight for v in variants) or 1.0
-        latest = _latest_weights(exp) if exp.policy != Policy.FIXED else {}
-        experiences[exp.key] = {
-            "key": exp.key,
-            "version": exp.version,
-            "salt": exp.salt,
-            "policy": exp.policy,
-            "holdout_share": exp.holdout_share,
-            "segment_field": segment_field(exp.segment_attribute) if exp.policy == Policy.SEGMENT_BANDIT else "",
-            "targeting": exp.targeting or {},
-            "goal": exp.goal_event,
-            "window_hours": exp.attribution_hours,
-            "control": next(v.key for v in variants if v.is_control),
-            "order": order,
-            "payloads": {v.key: v.payload for v in variants},
-            "fixed": [v.weight / total for v in variants],
-            "weights": {segment: [weights.get(key, 0.0) for key in order] for segment, weights in latest.items()},
-        }
+    experiences, left_out = {}, {}
+    # Variants are read experience by experience (no prefetch): a row that cannot even be read (a
+    # payload nested deeper than Python's JSON reader follows) then fails only its own experience.
+    for exp in Experience.objects.filter(project_id=project_id, status=ExperienceStatus.RUNNING):
+        entry, problem = _entry_compile(exp)
+        if entry is None:
+            left_out[exp.key] = problem
+        else:
+            experiences[exp.key] = entry
     from privacy.selectors import privacy_decide_settings
 
     return {
@@ -327,6 +395,7 @@ def snapshot_compile(*, project_id: int) -> dict:
         "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
         "privacy": privacy_decide_settings(project_id=project_id),
         "experiences": experiences,
+        "left_out": left_out,
     }
 
 

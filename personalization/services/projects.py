@@ -4,6 +4,7 @@ import logging
 import secrets
 from datetime import UTC, datetime
 
+import redis
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -91,6 +92,9 @@ def project_delete(*, project: Project, confirm: str, by: AbstractBaseUser | Non
     if batch:
         client.delete(*batch)
     _stream_forget(client, project.pk)
+    digests = list(project.api_keys.filter(kind=KeyKind.PUBLIC).values_list("key_hash", flat=True))
+    if digests:
+        client.hdel(rkeys.PUBLIC_KEYS, *digests)
     with transaction.atomic():
         # The bulk tables first, each in one statement; the cascade then has little left to collect.
         Event.objects.filter(project=project).delete()
@@ -141,6 +145,7 @@ def api_key_create(*, project: Project, kind: str, name: str, by: AbstractBaseUs
             project=project, kind=kind, name=name or kind, prefix=raw[:10], key_hash=auth.key_hash(raw), created_by=by
         )
         _key_audit(key, by, "create")
+        transaction.on_commit(lambda: _public_key_publish(key))
     return key, raw
 
 
@@ -150,7 +155,43 @@ def api_key_revoke(*, key: ApiKey, by: AbstractBaseUser | None = None) -> ApiKey
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
             _key_audit(key, by, "revoke")
+            transaction.on_commit(lambda: _public_key_publish(key))
     return key
+
+
+def _public_key_publish(key: ApiKey) -> None:
+    """Tell decide and events about a public key now. If Redis cannot be told, a key Redis does not
+    have is looked up in PostgreSQL, and api_keys_publish (beat, every few seconds) catches up."""
+    if key.kind != KeyKind.PUBLIC:
+        return
+    value = auth.published_key_value(key_id=key.pk, project_id=key.project_id, revoked=key.revoked_at is not None)
+    try:
+        redis_client.worker().hset(rkeys.PUBLIC_KEYS, key.key_hash, value)
+    except redis.RedisError:
+        log.warning("public key %s… could not be published to Redis; beat publishes it shortly", key.prefix)
+
+
+def api_keys_publish() -> int:
+    """Publish every public key to Redis (what decide and events check), and forget deleted ones.
+
+    Run by beat, so a Redis that restarted without the last writes, or lost its data, is right again
+    within one period. A revoked key is written as revoked whatever Redis said; an active one only
+    where Redis has nothing (HSETNX), so this never undoes a revocation that committed after the rows
+    were read. A key created after the read and removed here as unknown is still found in PostgreSQL
+    until the next run publishes it."""
+    rows = ApiKey.objects.filter(kind=KeyKind.PUBLIC).values_list("key_hash", "pk", "project_id", "revoked_at")
+    client = redis_client.worker()
+    known = set()
+    pipe = client.pipeline(transaction=False)
+    for digest, key_id, project_id, revoked_at in rows.iterator(chunk_size=2000):
+        known.add(digest.encode())
+        value = auth.published_key_value(key_id=key_id, project_id=project_id, revoked=revoked_at is not None)
+        (pipe.hset if revoked_at is not None else pipe.hsetnx)(rkeys.PUBLIC_KEYS, digest, value)
+    gone = [digest for digest in client.hkeys(rkeys.PUBLIC_KEYS) if digest not in known]
+    if gone:
+        pipe.hdel(rkeys.PUBLIC_KEYS, *gone)
+    pipe.execute()
+    return len(known)
 
 
 def _key_audit(key: ApiKey, by: AbstractBaseUser | None, action: str) -> None:

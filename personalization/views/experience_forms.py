@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django import forms
 
 from personalization import services
+from personalization.experience_limits import PAYLOAD_MAX_DEPTH
 from personalization.models import Experience, Policy
 from segments import selectors as segments_selectors
 
@@ -96,6 +97,11 @@ def _parse_variants(post, parsed: ParsedForm) -> None:
                     f"payload of variant {label} is not valid JSON: {exc.msg} at line {exc.lineno}, "
                     f"column {exc.colno}. Example: {EXAMPLE_PAYLOAD}"
                 )
+            except RecursionError:  # deeper than Python's reader follows; the service names shallower ones
+                row["error"] = (
+                    f"payload of variant {label} (variants[{len(parsed.variant_rows)}].payload) is nested too"
+                    f" deep to read; keep objects and lists at most {PAYLOAD_MAX_DEPTH} levels deep"
+                )
             try:
                 weight = float(weight_text)
                 if not math.isfinite(weight):
@@ -179,8 +185,18 @@ def form_parse(post, *, creating: bool) -> ParsedForm:
     return parsed
 
 
+_VARIANT_FIELD = re.compile(r"^variants\[(\d+)\]\.(\w+)")
+
+
 def service_error_place(parsed: ParsedForm, exc: services.ExperienceError) -> None:
-    """Put a service error next to the field it names ("variants.key" belongs to the variants)."""
+    """Put a service error next to the field it names ("variants.key" belongs to the variants,
+    "variants[1].payload" to the second variant's row)."""
+    row = _VARIANT_FIELD.match(exc.field)
+    if row and int(row[1]) < len(parsed.variant_rows):
+        variant = parsed.variant_rows[int(row[1])]
+        label = f"“{variant['key']}”" if variant["key"] else f"#{int(row[1]) + 1}"
+        variant["error"] = f"{row[2]} of variant {label} ({exc.field}) {exc.message}"
+        return
     slot = "segments" if exc.field == "targeting.segments" else exc.field.split(".")[0]
     slot = slot if slot in FIELD_LABELS else "form"
     parsed.errors[slot] = exc.message

@@ -58,6 +58,7 @@ def _rows(project, experiences: list[Experience]) -> list[dict]:
                 "held_out": arms.get(Arm.HOLDOUT_GLOBAL, 0) + arms.get(Arm.HOLDOUT_EXPERIENCE, 0),
                 "holdout_percent": 100 * experience.holdout_share,
                 "migration": migration_notice(experience=experience, latest_run_id=latest_run),
+                "compile_error": services.experience_compile_problem(experience=experience),
             }
         )
     return rows
@@ -379,6 +380,7 @@ def experience_detail(request, key: str):
             experience.targeting or {}, segments_selectors.segment_names(project_id=experience.project_id)
         ),
         "migration": migration_notice(experience=experience, latest_run_id=_latest_run_id(request.workspace.project)),
+        "compile_error": services.experience_compile_problem(experience=experience),
         "audit": [
             {"entry": entry, "lines": _audit_lines(entry)}
             for entry in selectors.experience_audit(experience=experience)

@@ -6,12 +6,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from personalization import selectors_segments as people
+from personalization.event_schema import MAX_DEPTH, FieldError, json_limits_check
 from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services.clustering import SegmentsError
 from segments.services.memberships import memberships_publish_on_commit
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _KEY = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+# A rule is a few conditions, rewritten into SQL on every refresh: as large as an experience's
+# targeting may be. A longer list of values belongs in a profile attribute.
+MAX_DEFINITION_CHARS = 16 * 1024
 
 
 def rule_validate(definition: dict) -> dict:
@@ -54,7 +58,12 @@ def rule_validate(definition: dict) -> dict:
         if not 1 <= days <= 365:
             raise SegmentsError(f"{where}.days", "days must be between 1 and 365")
         clean_events.append({"type": cond["type"], "op": cond.get("op", ">="), "count": count, "days": days})
-    return {"attributes": clean_attributes, "events": clean_events}
+    clean = {"attributes": clean_attributes, "events": clean_events}
+    try:
+        json_limits_check(clean, "conditions", max_depth=MAX_DEPTH, max_chars=MAX_DEFINITION_CHARS)
+    except FieldError as exc:
+        raise SegmentsError(exc.field, exc.message) from None
+    return clean
 
 
 def rule_segment_save(*, project, key: str, name: str, definition: dict, by: AbstractBaseUser | None = None) -> Segment:

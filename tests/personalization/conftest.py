@@ -45,3 +45,35 @@ def own_redis(tmp_path, settings):
         state["proc"].terminate()
         state["proc"].wait()
     redis_client.reset()
+
+
+@pytest.fixture
+def web_server(transactional_db):
+    """The web process (dashboard and REST) under granian, as `make run` starts it, on the tests'
+    database and Redis: http://127.0.0.1:<port>. Data the test writes is committed, so it sees it."""
+    import os
+    import sys
+
+    from django.db import connection
+
+    from config import runner
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root))
+    from bench import _common
+
+    port = free_port()
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "KAIROS_LOG_LEVEL": "WARNING",
+    }
+    env.pop(next(iter(runner.DECIDE_ENV)), None)  # the web role, not decide
+    server = subprocess.Popen(_common.granian_command(port, 1, 2), cwd=root, env=env, start_new_session=True)
+    try:
+        _common.wait_healthy(port, server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _common.process_stop(server)

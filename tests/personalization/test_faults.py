@@ -201,7 +201,7 @@ def test_postgres_stopped__decide_answers_events_wait__drained_exactly_once_when
     assert stack.events(range(0, 25), "before") == 200
 
     stack.pg("stop")
-    time.sleep(auth.KEY_CACHE_SECONDS + 1)  # past the key cache: the key must be checked again, and cannot be
+    time.sleep(auth.KEY_CACHE_SECONDS + 1)  # past the key cache: the key is checked again, in Redis (published there)
     for n in range(5):
         status, answer = stack.decide(f"during-{n}")
         assert status == 200, answer

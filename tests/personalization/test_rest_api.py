@@ -80,9 +80,9 @@ def test_keys__stored_only_as_hash_with_enough_randomness(project):
     ("body", "field"),
     [
         ({"variants": [{"key": "a", "is_control": True}]}, "variants"),
-        ({"variants": [{"key": "a", "is_control": True, "weight": "NaN"}, {"key": "b"}]}, "variants.0.weight"),
+        ({"variants": [{"key": "a", "is_control": True, "weight": "NaN"}, {"key": "b"}]}, "variants[0].weight"),
         ({"attribution_hours": 100_000}, "attribution_hours"),
-        ({"variants": [{"key": "a b", "is_control": True}, {"key": "b"}]}, "variants.0.key"),
+        ({"variants": [{"key": "a b", "is_control": True}, {"key": "b"}]}, "variants[0].key"),
         ({"key": "hero"}, "key"),  # taken
     ],
 )

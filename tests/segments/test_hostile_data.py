@@ -239,3 +239,13 @@ def test_lookalike__seed_is_everyone__says_so_in_preview_and_build(project, memb
     answer = member_client.post("/segments/lookalikes/new", build)
     assert answer.status_code in (200, 400) and "nobody left to find" in answer.content.decode()
     assert not Segment.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+def test_rule_editor__conditions_beyond_the_size_limit__400_naming_them_nothing_saved(client, project):
+    client.force_login(factories.member_make(project=project, role="admin"))
+    values = ", ".join(f"plan-{i}" for i in range(4000))
+    answer = client.post("/segments/rules/new", {"key": "many", "name": "Many", "conditions": f"plan in {values}"})
+    assert answer.status_code == 400
+    assert "conditions:" in answer.content.decode() and "characters as JSON" in answer.content.decode()
+    assert not Segment.objects.filter(key="many").exists()
