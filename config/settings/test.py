@@ -3,12 +3,18 @@
 PostgreSQL isolation comes from pytest-django's own test database (test_kairos).
 """
 
+import os
+
 from config import embedded
 from config.env import env_str
 
 from . import *  # noqa: F403
 
-REDIS_URL = env_str("KAIROS_TEST_REDIS_URL", embedded.redis_url(15))
+# pytest-xdist runs tests in worker processes gw0, gw1 …: each gets a Redis database of its own (pytest-django
+# already gives each its own PostgreSQL database, test_kairos_gw0 …). Databases 14 and 12 are the benches'.
+_XDIST_REDIS_DBS = (15, 13, 11, 10, 9, 8)
+_worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = env_str("KAIROS_TEST_REDIS_URL", embedded.redis_url(_XDIST_REDIS_DBS[_worker % len(_XDIST_REDIS_DBS)]))
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
