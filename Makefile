@@ -27,12 +27,16 @@ run: demo
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# Both cores: pytest-xdist workers, a file per worker at a time (module fixtures are built once), each with
+# its own PostgreSQL and Redis database. `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: services chromium
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # Day-to-day: everything but the real-browser tests and those marked slow (real workers killed, big imports).
 test-fast: services
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not e2e and not slow" $(PYTEST_ARGS)
 
 stop:
 	-$(PY) -m config.embedded stop
