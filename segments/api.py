@@ -125,7 +125,9 @@ class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def lookalike_preview(self, request):
         """Expected quality of a lookalike of a seed, before saving: `{"seed_segment": key}` or
         `{"seed_ids": ["u1", ...]}`. Each curve point has recall (with its interval), lift, estimated
-        precision with its 90 % interval, or null with `precision_reason` saying why there is none."""
+        precision as `precision_interval` (the range the data allow: cautious and optimistic reading,
+        each with its 90 % sampling uncertainty; `precision_meaning` says so) and its middle as
+        `precision`, or null with `precision_reason` saying why there is none."""
         body = request.data if isinstance(request.data, dict) else {}
         project_id = request.kairos_project_id
         try:

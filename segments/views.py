@@ -142,7 +142,7 @@ def _curve_figure(curve: list[dict]) -> str:
     fig.add_scatter(
         x=shares,
         y=[p["precision"] for p in curve],
-        name="estimated precision (90 % interval)",
+        name="estimated precision (range the data allow)",
         mode="lines+markers",
         error_y={
             "type": "data",

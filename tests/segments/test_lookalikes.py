@@ -9,6 +9,7 @@ from personalization.models import Profile, ProfileIdentity
 from segments import services
 from segments.models import SegmentKind, SegmentMembership
 from segments.services.lookalikes import Seed
+from tests import factories
 from tests.segments.conftest import DEMO_END
 
 INTENT = "trail_runner"
@@ -38,12 +39,15 @@ def test_lookalike__of_one_intents_converters__is_mostly_that_intent_and_estimat
     members = list(SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True))
     truth = people.profiles_planted_intent(project_id=refitted.pk, profile_ids=members)
     precision = sum(truth.get(pid) == INTENT for pid in members) / len(members)
+    low, high = point["precision_interval"]
     print(
         f"\nlookalike of {len(seed_ids)} {INTENT} converters: size {len(members)}, precision {precision:.3f},"
-        f" estimated {point['precision']:.3f}, recall@5% {point['recall']:.3f}, lift {point['lift']:.1f}x"
+        f" estimated {point['precision']:.3f} [{low:.3f}, {high:.3f}], recall@5% {point['recall']:.3f},"
+        f" lift {point['lift']:.1f}x"
     )
     assert precision >= 0.8
-    assert abs(point["precision"] - precision) <= 0.15
+    assert low <= precision <= high, "the range shown holds the measured precision"
+    assert high - low <= 0.4, "and is narrow enough to act on"
     assert point["lift"] > 3
     assert not set(members) & set(seed_ids), "the seed itself is never in its lookalike"
     wider = next(p for p in preview["curve"] if p["share"] == 0.15)
@@ -51,11 +55,30 @@ def test_lookalike__of_one_intents_converters__is_mostly_that_intent_and_estimat
     big_members = list(SegmentMembership.objects.filter(segment=big).values_list("profile_id", flat=True))
     truth = people.profiles_planted_intent(project_id=refitted.pk, profile_ids=big_members)
     wide_precision = sum(truth.get(pid) == INTENT for pid in big_members) / len(big_members)
-    print(f"at 15 %: size {len(big_members)}, precision {wide_precision:.3f}, estimated {wider['precision']:.3f}")
-    assert abs(wider["precision"] - wide_precision) <= 0.15
+    low, high = wider["precision_interval"]
+    print(
+        f"at 15 %: size {len(big_members)}, precision {wide_precision:.3f}, estimated {wider['precision']:.3f}"
+        f" [{low:.3f}, {high:.3f}]"
+    )
+    assert low <= wide_precision <= high, "the range shown holds the measured precision"
     assert segment.kind == SegmentKind.LOOKALIKE and segment.size == len(members)
     assert any(b["weight"] > 0 and "trail" in b["feature"] for b in preview["influential"])
     assert any(b["weight"] < 0 for b in preview["influential"]), "signed: behaviors the seed does less"
+
+
+def test_lookalike_page__preview__shows_ranges_and_says_what_they_mean(refitted, client):
+    client.force_login(factories.member_make(project=refitted, role="marketer"))
+    text = _ids_text(_intent_converters(refitted))
+    answer = client.post("/segments/lookalikes/new", {"seed_source": "ids", "seed_ids": text, "action": "preview"})
+    assert answer.status_code == 200
+    html = answer.content.decode()
+    preview = services.lookalike_preview(
+        project_id=refitted.pk, seed=services.seed_from_ids(project_id=refitted.pk, text=text)
+    )
+    shown = [p for p in preview["curve"] if p["precision"] is not None]
+    assert shown and preview["precision_meaning"] in html
+    assert "the data cannot tell more precisely" in html
+    assert html.count('the data cannot tell more precisely">') == len(shown), "each range says so on hover"
 
 
 def test_lookalike__opted_out_people__never_in_it(refitted):
