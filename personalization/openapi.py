@@ -150,7 +150,7 @@ def _public_operation(*, operation_id: str, summary: str, request: dict, answer:
 def _rest_errors(path: str, operation: dict) -> dict:
     errors = {
         "401": _json(_DETAIL, "No credentials, or an unknown, revoked or public key."),
-        "403": _json(_DETAIL, "Your role may not use this endpoint (see README: Permissions)."),
+        "403": _json(_DETAIL, "Your role may not use this endpoint (see docs/user-guide.md: Permissions)."),
     }
     if "{" in path:
         errors["404"] = _json(_DETAIL, "Not found in your project.")

@@ -1,4 +1,4 @@
-"""HTTPS, cookies and login throttling. Everything from the environment; README "Security settings".
+"""HTTPS, cookies and login throttling. Everything from the environment; docs/deployment.md "Security settings".
 
 DJANGO_HTTPS=true (the docker-compose default) says the site is served over HTTPS, usually by a TLS
 proxy in front: cookies get the `Secure` flag and HTTPS answers carry HSTS. The embedded one-machine

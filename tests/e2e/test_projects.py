@@ -1,5 +1,5 @@
 """A new user in a real browser: creates a project on the first-run page, creates its keys, sends
-events with curl exactly as the README shows, and sees them on the Overview."""
+events with curl exactly as docs/api.md shows, and sees them on the Overview."""
 
 import json
 import os
@@ -16,12 +16,12 @@ from tests import factories
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _readme_events_curl() -> str:
-    """The README's events example, as a shell command (the block under "### events")."""
-    readme = (settings.BASE_DIR / "README.md").read_text()
-    section = readme.split("### events", 1)[1]
+def _guide_events_curl() -> str:
+    """The API guide's events example, as a shell command (the block under "## events")."""
+    guide = (settings.BASE_DIR / "docs" / "api.md").read_text()
+    section = guide.split("\n## events\n", 1)[1]
     block = re.search(r"```sh\n(curl .*?)\n```", section, re.S)
-    assert block, "the README's events section has no curl example"
+    assert block, "the events section of docs/api.md has no curl example"
     return block.group(1)
 
 
@@ -50,7 +50,7 @@ def test_projects__first_run__create_keys_send_with_curl__events_on_overview(
     secret_key = _create_key(page, "backend", "secret")
     assert secret_key.startswith("ks_")
 
-    command = _readme_events_curl().replace("http://127.0.0.1:8001", live_server.url)
+    command = _guide_events_curl().replace("http://127.0.0.1:8001", live_server.url)
     done = subprocess.run(
         ["bash", "-c", command],
         env={**os.environ, "KAIROS_PUBLIC_KEY": public_key},

@@ -1,4 +1,4 @@
-"""Acceptance: an experiment run by another tool, registered and sent exactly as the README shows
+"""Acceptance: an experiment run by another tool, registered and sent exactly as docs/user-guide.md shows
 (secret key: POST /api/v1/experiences/; public key: exposure and goal events to /api/v1/events),
 with conversions exactly at the window's end and two segments with opposite effects. The report's
 per-segment lifts, intervals, p and BH q equal statsmodels on the same per-user data; imported as
@@ -21,22 +21,22 @@ from personalization import services
 from tests import factories
 
 
-def _readme_bodies() -> list:
-    """The JSON bodies (`-d '…'`) of the curl examples under "### Experiments run elsewhere"."""
-    readme = (settings.BASE_DIR / "README.md").read_text()
-    section = readme.split("### Experiments run elsewhere", 1)[1].split("\n### ", 1)[0]
+def _guide_bodies() -> list:
+    """The JSON bodies (`-d '…'`) of the curl examples under "## Experiments run elsewhere"."""
+    guide = (settings.BASE_DIR / "docs" / "user-guide.md").read_text()
+    section = guide.split("\n## Experiments run elsewhere\n", 1)[1].split("\n## ", 1)[0]
     return [json.loads(body) for body in re.findall(r"-d '(.*?)'", section, re.S)]
 
 
-# What the README registers and sends: the test follows it field for field.
-REGISTRATION, README_EVENTS = _readme_bodies()
-EXPOSURE_TEMPLATE, GOAL_TEMPLATE = README_EVENTS["events"]
+# What the user guide registers and sends: the test follows it field for field.
+REGISTRATION, GUIDE_EVENTS = _guide_bodies()
+EXPOSURE_TEMPLATE, GOAL_TEMPLATE = GUIDE_EVENTS["events"]
 WINDOW_HOURS = REGISTRATION["attribution_hours"]
 # segment -> (control rate, variant rate): the variant helps on mobile and hurts on desktop
 RATES = {"mobile": (0.10, 0.17), "desktop": (0.17, 0.10)}
 
 
-def test_readme_example__conversion_exactly_at_the_window_end():
+def test_guide_example__conversion_exactly_at_the_window_end():
     exposed = datetime.fromisoformat(EXPOSURE_TEMPLATE["timestamp"])
     converted = datetime.fromisoformat(GOAL_TEMPLATE["timestamp"])
     assert converted - exposed == timedelta(hours=WINDOW_HOURS)

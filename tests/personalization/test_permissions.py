@@ -158,12 +158,12 @@ def test_unknown_action__refused_when_the_view_is_declared():
         workspace_view("segmnets")
 
 
-def test_readme__permissions_table_matches_the_map():
+def test_user_guide__permissions_table_matches_the_map():
     from django.conf import settings
 
-    readme = (settings.BASE_DIR / "README.md").read_text()
+    guide = (settings.BASE_DIR / "docs" / "user-guide.md").read_text()
     rows = {}
-    for line in readme.splitlines():
+    for line in guide.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 2 + len(permissions.PRINCIPALS) and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = {p for p, mark in zip(permissions.PRINCIPALS, cells[2:], strict=True) if mark}
