@@ -1,5 +1,5 @@
 """Health checks. /healthz: the process answers (liveness). /readyz: it can do its work — PostgreSQL
-and Redis answer, and a worker ran the heartbeat task beat sends every 15 s within the last minute.
+and Redis answer, and a worker ran the heartbeat task beat sends every 5 s within the last minute.
 docker-compose's health checks call /readyz; each check is reported by name, without personal data."""
 
 import time

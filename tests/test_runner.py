@@ -66,6 +66,10 @@ class RunnerStack:
             KAIROS_WEB_PORT=str(self.web_port),
             KAIROS_DECIDE_PORT=str(self.decide_port),
             KAIROS_LOG_LEVEL="WARNING",
+            # The load, the demo traffic and the test's own calls all come from 127.0.0.1: the per-address
+            # limits (100 event requests a second) would answer 429 to the test's calls on a fast machine.
+            KAIROS_EVENTS_PER_IP_PER_SECOND="1000000",
+            KAIROS_DECIDE_PER_IP_PER_SECOND="1000000",
         )
         self.runner: subprocess.Popen | None = None
         self.log = var / "runner.log"
