@@ -20,10 +20,11 @@ from django.utils import timezone
 
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
-from personalization import redis_client, rkeys
-from personalization.models import BanditWeights, Exposure, Profile
-from personalization.tasks import bandits_update_task
+from personalization import auth, redis_client, rkeys, services
+from personalization.models import ApiKey, BanditWeights, Exposure, Profile
+from personalization.tasks import api_keys_publish_task, bandits_update_task
 from tests.experiments.test_lift_report import _population, hero_report_done
+from tests.factories import key_make
 from tests.personalization.test_experience_views import experience_make
 from tests.workers import DbLock, celery_worker, until
 
@@ -124,3 +125,38 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
     reference = hero_report_done(project, start=report.start, end=report.end)
     # Equal up to float summation order: PostgreSQL's parallel workers may add in another order.
     assert _rounded(report.result["report"]) == _rounded(reference.result["report"])
+
+
+def test_api_keys_publish__worker_sigkilled_mid_task__redelivered_run_publishes_every_key(project, tmp_path):
+    """Redis lost one key and kept one deleted since: a killed run writes nothing, the redelivered
+    run publishes every key as PostgreSQL has it (revoked ones as revoked) and drops the unknown one."""
+    active = [key_make(project=project, kind="public") for _ in range(3)]
+    revoked = ApiKey.objects.get(key_hash=auth.key_hash(key_make(project=project, kind="public")))
+    services.api_key_revoke(key=revoked)
+    client = redis_client.worker()
+    lost = auth.key_hash(active[0])
+    client.hdel(rkeys.PUBLIC_KEYS, lost)
+    client.hset(rkeys.PUBLIC_KEYS, "f" * 64, "999:999")  # a key deleted while Redis was away
+    before = client.hgetall(rkeys.PUBLIC_KEYS)
+    log_path = tmp_path / "worker.log"
+    env = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
+    lock = DbLock.table("personalization_apikey")
+    with celery_worker(log_path, env=env) as first:
+        api_keys_publish_task.delay()
+        blocked = until(lock.blocked_backends, "the publish to read the keys", log_path)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert client.hgetall(rkeys.PUBLIC_KEYS) == before  # killed before any write
+    lock.release(orphans=blocked)
+    time.sleep(VISIBILITY_SECONDS + 1)  # past the visibility timeout: the next worker's first scan finds it
+
+    with celery_worker(log_path, env=env):
+        until(lambda: client.hexists(rkeys.PUBLIC_KEYS, lost), "the redelivered publish", log_path)
+
+    published = {k.decode(): v.decode() for k, v in client.hgetall(rkeys.PUBLIC_KEYS).items()}
+    keys = ApiKey.objects.filter(project=project, kind="public")
+    assert published == {
+        k.key_hash: auth.published_key_value(key_id=k.pk, project_id=project.pk, revoked=k.revoked_at is not None)
+        for k in keys
+    }
+    assert published[revoked.key_hash] == "-"
