@@ -124,3 +124,30 @@ def clustering_run_make(*, project: Project, members: list[list[int]], names=Non
         )
         SegmentMembership.objects.bulk_create(SegmentMembership(segment=segment, profile_id=p) for p in profile_ids)
     return run
+
+
+def experience_form_data(**overrides) -> dict:
+    """The experience form as the browser posts it: two variants and a country condition; `overrides` replace fields."""
+    data = {
+        "key": "hero",
+        "name": "Homepage hero",
+        "touchpoint": "homepage hero",
+        "policy": "fixed",
+        "bandit_floor": "0.005",
+        "bandit_burn_in": "100",
+        "segment_attribute": "",
+        "goal_event": "purchase",
+        "attribution_hours": "72",
+        "holdout_share": "0.1",
+        "cond-attribute": ["country", ""],
+        "cond-op": ["in", "in"],
+        "cond-values": ["DE, AT", ""],
+        "targeting-segments": "",
+        "variant-key": ["control", "b", ""],
+        "variant-name": ["Control", "Free shipping", ""],
+        "variant-payload": ["{}", '{"headline": "Free shipping today"}', ""],
+        "variant-weight": ["1", "3", "1"],
+        "variant-control": "0",
+    }
+    data.update(overrides)
+    return data

@@ -222,24 +222,10 @@ def admin_client(client, project):
 
 
 def form_data(payload_text: str, **overrides) -> dict:
-    return {
-        "key": "hero",
-        "name": "Homepage hero",
-        "touchpoint": "homepage hero",
-        "policy": "fixed",
-        "bandit_floor": "0.005",
-        "bandit_burn_in": "100",
-        "segment_attribute": "",
-        "goal_event": "purchase",
-        "attribution_hours": "72",
-        "holdout_share": "0",
-        "variant-key": ["control", "b"],
-        "variant-name": ["Control", "B"],
-        "variant-payload": ["{}", payload_text],
-        "variant-weight": ["1", "1"],
-        "variant-control": "0",
-        **overrides,
-    }
+    """The experience form with no targeting and `payload_text` as the second variant's payload."""
+    fields = {"holdout_share": "0", "cond-attribute": [""], "cond-op": ["in"], "cond-values": [""]}
+    fields |= {"variant-key": ["control", "b"], "variant-name": ["Control", "B"], "variant-weight": ["1", "1"]}
+    return factories.experience_form_data(**fields | {"variant-payload": ["{}", payload_text]} | overrides)
 
 
 @pytest.mark.parametrize(

@@ -40,32 +40,6 @@ def analyst_client(client, project):
     return client
 
 
-def form_data(**overrides) -> dict:
-    data = {
-        "key": "hero",
-        "name": "Homepage hero",
-        "touchpoint": "homepage hero",
-        "policy": "fixed",
-        "bandit_floor": "0.005",
-        "bandit_burn_in": "100",
-        "segment_attribute": "",
-        "goal_event": "purchase",
-        "attribution_hours": "72",
-        "holdout_share": "0.1",
-        "cond-attribute": ["country", ""],
-        "cond-op": ["in", "in"],
-        "cond-values": ["DE, AT", ""],
-        "targeting-segments": "",
-        "variant-key": ["control", "b", ""],
-        "variant-name": ["Control", "Free shipping", ""],
-        "variant-payload": ["{}", '{"headline": "Free shipping today"}', ""],
-        "variant-weight": ["1", "3", "1"],
-        "variant-control": "0",
-    }
-    data.update(overrides)
-    return data
-
-
 def experience_make(project, key="hero", policy="fixed", start=False, **fields) -> Experience:
     experience = services.experience_create(
         project=project,
@@ -140,7 +114,7 @@ def test_list__experience_with_exposures__shows_counts_and_global_holdout(admin_
 
 
 def test_new__valid_form__creates_experience_with_variants_and_targeting(admin_client, project, admin):
-    response = admin_client.post("/experiences/new", form_data())
+    response = admin_client.post("/experiences/new", factories.experience_form_data())
     assert response.status_code == 302
     assert response["Location"] == "/experiences/hero/"
     experience = Experience.objects.get(project=project, key="hero")
@@ -153,7 +127,7 @@ def test_new__valid_form__creates_experience_with_variants_and_targeting(admin_c
 
 
 def test_new__invalid_payload_json__error_names_the_variant_and_nothing_is_saved(admin_client, project):
-    data = form_data(**{"variant-payload": ["{}", '{"headline": "Free shipping today",}', ""]})
+    data = factories.experience_form_data(**{"variant-payload": ["{}", '{"headline": "Free shipping today",}', ""]})
     response = admin_client.post("/experiences/new", data)
     assert response.status_code == 200
     html = response.content.decode()
@@ -166,7 +140,9 @@ def test_new__invalid_payload_json__error_names_the_variant_and_nothing_is_saved
 
 
 def test_new__service_error__shown_next_to_the_named_field(admin_client, project):
-    response = admin_client.post("/experiences/new", form_data(policy="segment_bandit", segment_attribute=""))
+    response = admin_client.post(
+        "/experiences/new", factories.experience_form_data(policy="segment_bandit", segment_attribute="")
+    )
     assert response.status_code == 200
     assert "segment_attribute" in response.context["errors"]
     assert 'id="err-segment_attribute"' in response.content.decode()
@@ -174,7 +150,7 @@ def test_new__service_error__shown_next_to_the_named_field(admin_client, project
 
 
 def test_new__two_controls__variants_error_and_nothing_saved(admin_client, project):
-    data = form_data(**{"variant-control": "5"})  # no row is the control
+    data = factories.experience_form_data(**{"variant-control": "5"})  # no row is the control
     response = admin_client.post("/experiences/new", data)
     assert response.status_code == 200
     assert "exactly one variant as the control" in response.context["errors"]["variants"]
@@ -182,7 +158,7 @@ def test_new__two_controls__variants_error_and_nothing_saved(admin_client, proje
 
 
 def test_new__key_not_a_slug__key_error(admin_client, project):
-    response = admin_client.post("/experiences/new", form_data(key="home page hero"))
+    response = admin_client.post("/experiences/new", factories.experience_form_data(key="home page hero"))
     assert response.status_code == 200
     assert "key" in response.context["errors"]
     assert not Experience.objects.filter(project=project).exists()
@@ -190,13 +166,13 @@ def test_new__key_not_a_slug__key_error(admin_client, project):
 
 def test_new__key_taken__key_error(admin_client, project):
     experience_make(project, key="hero")
-    response = admin_client.post("/experiences/new", form_data(key="hero"))
+    response = admin_client.post("/experiences/new", factories.experience_form_data(key="hero"))
     assert response.status_code == 200
     assert "is taken" in response.context["errors"]["key"]
 
 
 def test_new__condition_without_values__targeting_error(admin_client, project):
-    data = form_data(**{"cond-attribute": ["country"], "cond-op": ["in"], "cond-values": [""]})
+    data = factories.experience_form_data(**{"cond-attribute": ["country"], "cond-op": ["in"], "cond-values": [""]})
     response = admin_client.post("/experiences/new", data)
     assert response.status_code == 200
     assert "condition on “country”: list at least one value" in response.content.decode()
@@ -214,7 +190,7 @@ def test_edit__form_shows_current_values(admin_client, project):
 
 def test_edit__changed_fields_and_variants__saved_new_version_and_audited(admin_client, project):
     experience = experience_make(project)
-    data = form_data(
+    data = factories.experience_form_data(
         name="Hero v2",
         policy="bandit",
         **{
@@ -238,7 +214,7 @@ def test_edit__changed_fields_and_variants__saved_new_version_and_audited(admin_
 
 def test_edit__nothing_changed__no_new_version(admin_client, project):
     experience_make(project)
-    data = form_data(
+    data = factories.experience_form_data(
         name="Hero",
         holdout_share="0",
         **{
@@ -257,7 +233,7 @@ def test_edit__nothing_changed__no_new_version(admin_client, project):
 
 def test_edit__invalid_payload__nothing_saved(admin_client, project):
     experience_make(project)
-    data = form_data(**{"variant-payload": ["{oops", "{}"]})
+    data = factories.experience_form_data(**{"variant-payload": ["{oops", "{}"]})
     response = admin_client.post("/experiences/hero/edit", data)
     assert response.status_code == 200
     assert "payload of variant “control” is not valid JSON" in response.content.decode()
@@ -314,8 +290,10 @@ def test_analyst__reads_but_every_write_is_forbidden(analyst_client, project):
     html = listing.content.decode()
     assert "New experience" not in html and ">Start<" not in html and "Save holdout" not in html
     assert analyst_client.get("/experiences/hero/").status_code == 200
-    assert analyst_client.post("/experiences/new", form_data(key="other")).status_code == 403
-    assert analyst_client.post("/experiences/hero/edit", form_data(name="Hacked")).status_code == 403
+    assert analyst_client.post("/experiences/new", factories.experience_form_data(key="other")).status_code == 403
+    assert (
+        analyst_client.post("/experiences/hero/edit", factories.experience_form_data(name="Hacked")).status_code == 403
+    )
     assert analyst_client.post("/experiences/hero/start").status_code == 403
     assert analyst_client.post("/experiences/holdout", {"global_holdout_share": "0.2"}).status_code == 403
     assert analyst_client.get("/experiences/new").status_code == 403
@@ -497,7 +475,9 @@ def test_detail__bandit_before_first_update__rates_from_exposures_and_explains_w
 
 
 def test_experience_new__assigned_outside__registered_external_never_served(admin_client, project):
-    response = admin_client.post("/experiences/new", {**form_data(key="spring-email"), "external": "1"})
+    response = admin_client.post(
+        "/experiences/new", {**factories.experience_form_data(key="spring-email"), "external": "1"}
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     experience = Experience.objects.get(project=project, key="spring-email")
     assert experience.status == "external"

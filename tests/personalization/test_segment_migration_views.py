@@ -8,7 +8,6 @@ import pytest
 from personalization import services
 from personalization.models import Experience, Role
 from tests import factories
-from tests.personalization.test_experience_views import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -167,7 +166,7 @@ def test_form__picker__no_segments__says_what_to_do(admin_client):
 
 
 def test_form__ticked_segments__saved_as_targeting(admin_client, project, old_run):
-    data = form_data(**{"targeting-segments": [f"b{old_run.pk}.1", f"b{old_run.pk}.0"]})
+    data = factories.experience_form_data(**{"targeting-segments": [f"b{old_run.pk}.1", f"b{old_run.pk}.0"]})
     response = admin_client.post("/experiences/new", data)
     assert response.status_code == 302, response.content.decode()[:2000]
     experience = Experience.objects.get(key="hero")
@@ -178,7 +177,7 @@ def test_form__ticked_segments__saved_as_targeting(admin_client, project, old_ru
 
 def test_form__unknown_segment_key__form_error_names_the_field_and_nothing_saved(admin_client, project, old_run):
     response = admin_client.post(
-        "/experiences/new", form_data(**{"targeting-segments": ["ghosts", f"b{old_run.pk}.0"]})
+        "/experiences/new", factories.experience_form_data(**{"targeting-segments": ["ghosts", f"b{old_run.pk}.0"]})
     )
     page = response.content.decode()
     assert "Nothing was saved" in page and "<strong>Only in segments:</strong> no segment “ghosts”" in page
@@ -194,7 +193,7 @@ def test_form__edit_keeps_a_deleted_segment_until_unticked(admin_client, project
     page = admin_client.get("/experiences/hero/edit").content.decode()
     assert "No longer saved" in page and f'value="{gone}" checked' in page
     # saving another change keeps it (only what the edit adds is checked) ...
-    data = form_data(
+    data = factories.experience_form_data(
         name="Hero 2", **{"targeting-segments": [gone], "cond-attribute": ["", ""], "cond-values": ["", ""]}
     )
     data.pop("key")
