@@ -1,0 +1,256 @@
+"""The live session state against the real test Redis: what the events request writes is what decide's
+HGETALL reads, sessions open and close on idle time, opted-out visitors keep nothing, and hostile
+streams keep the field bounded."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from personalization import redis_client, rkeys
+from personalization.people import live_session as ls
+
+NOW = 1_780_000_000.0  # a fixed clock: the script takes "now" from its caller
+PROJECT = 7
+
+
+def _event(etype: str, minutes: float = 0, unit: str = "anon-1", user: str | None = None, **properties) -> dict:
+    """An event as the validator accepts it (`ts` ISO 8601), `minutes` after NOW."""
+    return {
+        "type": etype,
+        "anonymous_id": unit,
+        "user_id": user,
+        "session_id": "s",
+        "ts": datetime.fromtimestamp(NOW + minutes * 60, UTC).isoformat(),
+        "properties": properties,
+    }
+
+
+def _send(events, now_minutes: float = 0, settings: ls.LiveSettings | None = None) -> list:
+    return ls.live_update(
+        redis_client.worker(), project_id=PROJECT, events=events, now=NOW + now_minutes * 60, settings=settings
+    )
+
+
+def _decide_reads(unit: str = "anon-1") -> dict:
+    """The unit hash as decide holds it after its HGETALL (str → str)."""
+    raw = redis_client.worker().hgetall(rkeys.unit(PROJECT, unit))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _view(unit: str = "anon-1", now_minutes: float = 0, idle_minutes: int = 30) -> ls.SessionView:
+    state = ls.live_state_parse(_decide_reads(unit))
+    return ls.session_view(state, now=NOW + now_minutes * 60, idle_seconds=idle_minutes * 60)
+
+
+def test_live_update__a_browsing_batch__is_read_back_by_decide_as_this_sessions_facts():
+    events = [
+        _event("page_view", 0, url="/", referrer="https://www.google.com/search?q=shoes"),
+        _event("page_view", 1, url="/p/ts-1", category="trail-shoes", item="ts-1", dwell_ms=45_000),
+        _event("page_view", 2, url="/p/ts-2", category="trail-shoes", item="ts-2"),
+        _event("page_view", 3, url="/p/ts-1", category="trail-shoes", item="ts-1"),
+        _event("page_view", 4, url="/c/rain-jackets", category="rain-jackets"),
+        _event("search", 5, query="Trail  Shoes"),
+        _event("search", 5.5, query="trail shoes waterproof"),
+        _event("add_to_cart", 6, item="ts-2", category="trail-shoes"),
+        _event("exposure", 6, experience="banner"),
+    ]
+    assert _send(events, now_minutes=6) == [1]
+
+    view = _view(now_minutes=10)
+    assert not view.ended and view.known
+    assert view.started == NOW and view.last == NOW + 360
+    assert view.events == 8  # the exposure is decide's own echo, not behavior
+    assert view.events_by_type == {"page_view": 5, "search": 2, "add_to_cart": 1}
+    assert view.page_views == 5
+    assert view.items_viewed == 2  # ts-1 twice counts once
+    assert view.category_views == {"rain-jackets": 1, "trail-shoes": 3}
+    assert view.category_item_views == {"rain-jackets": 0, "trail-shoes": 3}
+    assert list(view.category_views) == ["rain-jackets", "trail-shoes"]  # most recent first
+    assert view.searches == 2 and view.search_refinements == 1
+    assert view.queries == ("trail shoes waterproof", "trail shoes")
+    assert view.cart_adds == 1 and view.purchases == 0
+    assert view.cart_open == (NOW + 360, "ts-2")
+    assert view.minutes_since_cart_add == pytest.approx(4)
+    assert view.long_dwell_views == 1
+    assert view.first_touch == "google.com" and view.session_channel == "google.com"
+    assert view.first_seen == NOW and view.sessions_30d == 1
+    assert not view.returning and view.days_since_last_session is None
+
+
+def test_live_update__one_script_per_unit__and_the_user_id_is_the_unit_when_given():
+    events = [
+        _event("page_view", 0, unit="a", url="/"),
+        _event("page_view", 0, unit="b", url="/"),
+        _event("page_view", 1, unit="a", user="u-1", url="/account"),
+        _event("page_view", 2, unit="a", url="/"),
+    ]
+    commands = ls.live_commands(project_id=PROJECT, events=events, now=NOW + 120)
+    assert [c[3] for c in commands] == [rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1")]
+    assert all(c[0] == "EVALSHA" and c[1] == ls.LIVE_SHA for c in commands)
+    assert _send(events, now_minutes=2) == [1, 1, 1]
+    assert _view("a", 2).page_views == 2 and _view("b", 2).page_views == 1 and _view("u-1", 2).page_views == 1
+
+
+def test_live_update__after_the_idle_boundary__a_new_session_opens_and_the_old_one_is_remembered():
+    _send([_event("page_view", 0, url="/"), _event("add_to_cart", 1, item="tent-2")], now_minutes=1)
+    # 29 minutes later: the same session
+    _send([_event("page_view", 30, url="/c/tents", category="tents")], now_minutes=30)
+    assert _view(now_minutes=30).page_views == 2 and _view(now_minutes=30).sessions_30d == 1
+    # idle for 45 minutes: decide sees the session ended before any new event arrives
+    ended = _view(now_minutes=75)
+    assert ended.ended and ended.returning
+    assert ended.cart_adds == 1  # the ended session's counters, for its journey stage
+    assert ended.days_since_last_session == pytest.approx(45 / 1440)
+    # the next event opens session two
+    _send([_event("page_view", 75, url="/")], now_minutes=75)
+    view = _view(now_minutes=76)
+    assert not view.ended and view.returning
+    assert view.started == NOW + 75 * 60 and view.page_views == 1 and view.cart_adds == 0
+    assert view.sessions_30d == 2
+    assert view.days_since_last_session == pytest.approx(45 / 1440)
+    assert view.cart_open == (NOW + 60, "tent-2")  # not followed by a purchase: carried over
+    assert view.minutes_since_cart_add == pytest.approx(75)
+    assert view.first_seen == NOW
+
+
+def test_live_update__the_idle_boundary_is_the_projects_setting():
+    short = ls.LiveSettings(idle_minutes=10)
+    _send([_event("page_view", 0, url="/")], settings=short)
+    _send([_event("page_view", 11, url="/")], now_minutes=11, settings=short)
+    assert _view(now_minutes=11, idle_minutes=10).sessions_30d == 2
+    assert _view(now_minutes=11, idle_minutes=10).page_views == 1
+
+
+def test_live_update__a_purchase_or_removing_the_item__closes_the_open_cart():
+    _send([_event("add_to_cart", 0, item="a"), _event("remove_from_cart", 1, item="a")], now_minutes=1)
+    view = _view(now_minutes=1)
+    assert view.cart_open is None and view.cart_adds == 1 and view.cart_removes == 1
+    _send([_event("add_to_cart", 2, item="b"), _event("remove_from_cart", 3, item="other")], now_minutes=3)
+    assert _view(now_minutes=3).cart_open == (NOW + 120, "b")
+    _send([_event("purchase", 4, items=["b"])], now_minutes=4)
+    view = _view(now_minutes=4)
+    assert view.cart_open is None and view.purchases == 1 and view.minutes_since_cart_add is None
+
+
+def test_live_update__sessions_older_than_30_days__leave_the_count():
+    day = 1440
+    for n in range(5):
+        _send([_event("page_view", n * 10 * day, url="/")], now_minutes=n * 10 * day)
+    assert _view(now_minutes=40 * day).sessions_30d == 3  # days 20, 30, 40
+    assert _view(now_minutes=40 * day).days_since_last_session == pytest.approx(10)
+
+
+def test_live_update__future_and_late_timestamps__never_run_the_state_backwards():
+    _send([_event("page_view", 10, url="/")], now_minutes=10)
+    _send([_event("page_view", 5, url="/"), _event("page_view", 500, url="/")], now_minutes=12)
+    view = _view(now_minutes=12)
+    assert view.last == NOW + 12 * 60  # the future event is taken at "now", the late one at the last event
+    assert view.page_views == 3 and view.sessions_30d == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "settings", "kept"),
+    [
+        ({"dnp": "1"}, None, False),
+        ({}, ls.LiveSettings(require_consent=True), False),
+        ({"consent": "1"}, ls.LiveSettings(require_consent=True), True),
+        ({}, None, True),
+    ],
+)
+def test_live_update__opted_out_or_not_consented__keeps_no_state(fields, settings, kept):
+    key = rkeys.unit(PROJECT, "anon-1")
+    client = redis_client.worker()
+    client.hset(key, mapping={"ls": '{"v":1,"n":3}', "a:banner": "b", **fields})
+    assert _send([_event("page_view", 0, url="/")], settings=settings) == [int(kept)]
+    stored = _decide_reads()
+    assert ("ls" in stored) is kept
+    assert stored["a:banner"] == "b"  # the rest of the hash is not the script's
+
+
+def test_live_update__redis_forgot_the_script__loads_it_and_applies_each_batch_once():
+    _send([_event("page_view", 0, url="/")])
+    redis_client.worker().script_flush()
+    assert _send([_event("page_view", 1, url="/"), _event("page_view", 1, unit="b", url="/")], 1) == [1, 1]
+    assert _view(now_minutes=1).page_views == 2 and _view("b", 1).page_views == 1
+
+
+def test_live_update__sets_the_unit_ttl():
+    _send([_event("page_view", 0, url="/")])
+    ttl = redis_client.worker().ttl(rkeys.unit(PROJECT, "anon-1"))
+    assert ls.UNIT_TTL_SECONDS - 5 <= ttl <= ls.UNIT_TTL_SECONDS
+
+
+def test_live_state_parse__missing_or_unreadable__is_no_state():
+    assert ls.live_state_parse({}) is None
+    assert ls.live_state_parse({"ls": "{not json"}) is None
+    assert ls.live_state_parse({"ls": '{"v":99}'}) is None
+    assert ls.session_view(None, now=NOW).known is False
+    redis_client.worker().hset(rkeys.unit(PROJECT, "anon-1"), "ls", "{garbage")
+    _send([_event("page_view", 0, url="/")])  # an unreadable field is started afresh, not an error
+    assert _view().page_views == 1
+
+
+def _memory(unit: str = "anon-1") -> int:
+    return redis_client.worker().memory_usage(rkeys.unit(PROJECT, unit), samples=0)
+
+
+def _typical_session(unit: str) -> list[dict]:
+    events = [_event("page_view", 0, unit=unit, url="/", referrer="https://www.instagram.com/")]
+    for n in range(6):
+        events.append(_event("page_view", n + 1, unit=unit, url=f"/p/{n}", category="trail-shoes", item=f"ts-{n}"))
+    events += [_event("page_view", 8, unit=unit, url="/c/rain-jackets", category="rain-jackets")]
+    events += [_event("search", 9, unit=unit, query="waterproof trail shoes men")]
+    events += [_event("add_to_cart", 10, unit=unit, item="ts-3"), _event("click", 10, unit=unit, target="#buy")]
+    return events
+
+
+def test_live_state__memory_of_a_typical_visitor_with_decide_fields__is_under_2_kb():
+    client = redis_client.worker()
+    client.hset(
+        rkeys.unit(PROJECT, "anon-1"),
+        mapping={"segs": "c3:2 intent:gear", "attr:plan": "pro", "a:banner": "b", "a:hero": "~hg"},
+    )
+    _send(_typical_session("anon-1"), now_minutes=10)
+    size = _memory()
+    print(f"\nMEMORY USAGE of a typical visitor's unit hash with live state: {size} bytes")
+    assert size <= 2048
+
+
+def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded():
+    long = "x" * 200  # longer than any kept text
+    for batch in range(10):
+        events = []
+        for n in range(batch * 1000, batch * 1000 + 1000):
+            kind = n % 3
+            if kind == 0:
+                events.append(_event("page_view", 1, url="/c", category=f"cat-{n}-{long}", item=f"item-{n}-{long}"))
+            elif kind == 1:
+                events.append(_event("search", 1, query=f"q{n} {long}"))
+            else:
+                events.append(_event(f"custom_type_{n}_{long[:50]}", 1))
+        _send(events, now_minutes=1)
+    raw = _decide_reads()["ls"]
+    view = _view(now_minutes=1)
+    assert len(view.category_views) == ls.MAX_CATEGORIES
+    assert all(len(name) <= ls.MAX_TEXT_CHARS for name in view.category_views)
+    assert len(view.queries) == ls.MAX_QUERIES and all(len(q) <= ls.MAX_QUERY_CHARS for q in view.queries)
+    assert len(view.events_by_type) == ls.MAX_TYPES and view.events_by_type["other"] > 3000
+    assert view.events == 10_000 - 1 == ls.COUNT_CAP  # counters stop at the cap
+    print(f"\nhostile session: field {len(raw)} characters, MEMORY USAGE {_memory()} bytes")
+    assert len(raw) <= 2048 and _memory() <= 2048
+
+
+def test_live_state__100000_events_with_a_new_session_id_each__stay_one_bounded_session():
+    sizes = []
+    for batch in range(100):
+        events = [_event("page_view", 1, url=f"/p/{n}", item=f"i{n}", category=f"c{n % 50}") for n in range(1000)]
+        for n, event in enumerate(events):
+            event["session_id"] = f"s-{batch}-{n}"
+        _send(events, now_minutes=1)
+        sizes.append(_memory())
+    view = _view(now_minutes=1)
+    assert view.sessions_30d == 1
+    assert view.events == view.page_views == ls.COUNT_CAP and view.items_viewed == ls.COUNT_CAP
+    assert max(sizes[10:]) - min(sizes[10:]) <= 64  # no growth once the caps are reached (names differ in length)
+    print(f"\n100,000 events for one visitor: MEMORY USAGE {sizes[-1]} bytes")
+    assert sizes[-1] <= 2048
