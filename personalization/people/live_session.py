@@ -351,7 +351,7 @@ def _pairs(value) -> list:
     return value if isinstance(value, list) else []
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs decide several microseconds
 class SessionView:
     """The live state as of `now`: what targeting, the journey stage and exposures read."""
 
