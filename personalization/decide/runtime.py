@@ -24,6 +24,7 @@ from django.conf import settings
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import engine, redis_wire
 from personalization.decide.hashing import subject_digest
+from personalization.decide.units import UNIT_TTL_SECONDS
 from personalization.ingest.schema import (
     MAX_DEPTH,
     MAX_PROPERTIES_CHARS,
@@ -39,7 +40,6 @@ SNAPSHOT_CHECK_SECONDS = 1.0
 FLUSH_INTERVAL = 0.05
 REDIS_RETRY_SECONDS = 1.0
 MAX_BUFFERED = 200_000
-UNIT_TTL_SECONDS = 180 * 24 * 3600
 
 
 class _Snapshots:

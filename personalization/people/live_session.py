@@ -41,11 +41,11 @@ import orjson
 from redis.exceptions import NoScriptError
 
 from personalization import rkeys
+from personalization.decide.units import UNIT_TTL_SECONDS
 
 LIVE_FIELD = "ls"
 STATE_VERSION = 1
 DEFAULT_IDLE_MINUTES = 30
-UNIT_TTL_SECONDS = 180 * 24 * 3600  # the decide unit hash's TTL (personalization/decide.py)
 COUNT_CAP = 9999
 MAX_CATEGORIES = 8
 MAX_ITEMS = 12

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from personalization import redis_client, rkeys
+from personalization.decide.units import UNIT_TTL_SECONDS
 from personalization.people import live_session as ls
 
 NOW = 1_780_000_000.0  # a fixed clock: the script takes "now" from its caller
@@ -177,7 +178,7 @@ def test_live_update__redis_forgot_the_script__loads_it_and_applies_each_batch_o
 def test_live_update__sets_the_unit_ttl():
     _send([_event("page_view", 0, url="/")])
     ttl = redis_client.worker().ttl(rkeys.unit(PROJECT, "anon-1"))
-    assert ls.UNIT_TTL_SECONDS - 5 <= ttl <= ls.UNIT_TTL_SECONDS
+    assert UNIT_TTL_SECONDS - 5 <= ttl <= UNIT_TTL_SECONDS
 
 
 def test_live_state_parse__missing_or_unreadable__is_no_state():
