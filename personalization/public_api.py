@@ -184,6 +184,7 @@ def events(request: HttpRequest) -> HttpResponse:
             key_id=info.key_id,
             ip=_client_ip(request),
             pipe_extra=lambda pipe: auth.last_used_note(pipe, info),
+            gpc=request.META.get("HTTP_SEC_GPC") == "1",
         )
     except BatchError as exc:
         return error(400, exc.field, exc.message)
@@ -208,7 +209,12 @@ def decide(request: HttpRequest) -> HttpResponse:
     try:
         gpc = request.META.get("HTTP_SEC_GPC") == "1"
         answer = decide_runtime.decide(
-            info.project_id, request.json, key_id=info.key_id, ip=_client_ip(request), gpc=gpc
+            info.project_id,
+            request.json,
+            key_id=info.key_id,
+            ip=_client_ip(request),
+            gpc=gpc,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
         decide_runtime.buffer.note_key(info.key_id)
     except decide_runtime.DecideInputError as exc:

@@ -18,8 +18,13 @@ WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 
+# The unit hash's field of the live session state (people/live_session.py); named here because the
+# writers of the opt-out flags clear it too (decide/units.py, people/subjects.py).
+UNIT_LIVE_FIELD = "ls"
+
+
 def unit(project_id: int, unit_id: str) -> str:
-    """PERSONAL. Hash of one decide unit: flags, segment ids, sticky assignments."""
+    """PERSONAL. Hash of one decide unit: flags, segment ids, sticky assignments, live session state."""
     return f"kr:{project_id}:u:{unit_id}"
 
 

@@ -30,6 +30,7 @@ from personalization.workspace.projects import (
     membership_set,
     project_create,
     project_delete,
+    project_live_update,
     project_rename,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "project_create",
     "project_delete",
     "project_holdout_set",
+    "project_live_update",
     "project_rename",
     "snapshot_compile",
     "snapshot_publish",

@@ -17,6 +17,7 @@ urlpatterns = [
     path("projects/new", projects.project_new, name="project-new"),
     path("settings/project/rename", projects.project_rename, name="project-rename"),
     path("settings/project/delete", projects.project_delete, name="project-delete"),
+    path("settings/project/live", projects.project_live, name="project-live"),
     path("experiences/", experiences.experience_list, name="experiences"),
     path("experiences/new", experiences.experience_new, name="experience-new"),
     path("experiences/holdout", experiences.global_holdout_set, name="experience-holdout"),

@@ -9,6 +9,7 @@ from personalization import redis_client, rkeys
 from personalization.experiences.limits import snapshot_entry_check
 from personalization.ingest.schema import FieldError
 from personalization.models import BanditWeights, Experience, ExperienceStatus, Policy, Project
+from personalization.people.journey import JourneyDefinitionError, journey_definition
 from personalization.segment_keys import segment_field
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def _entry(exp: Experience) -> dict:
         "holdout_share": exp.holdout_share,
         "segment_field": segment_field(exp.segment_attribute) if exp.policy == Policy.SEGMENT_BANDIT else "",
         "targeting": exp.targeting or {},
+        "conditions": exp.conditions,
         "goal": exp.goal_event,
         "window_hours": exp.attribution_hours,
         "control": next((v.key for v in variants if v.is_control), None),
@@ -94,12 +96,20 @@ def snapshot_compile(*, project_id: int) -> dict:
             left_out[exp.key] = problem
         else:
             experiences[exp.key] = entry
+    try:
+        journey = journey_definition(project.journey)
+    except JourneyDefinitionError:
+        # Only a row changed outside project_live_update gets here; decide keeps the product's stages.
+        logger.warning("project %s: stored journey thresholds unusable; the default definition is served", project_id)
+        journey = journey_definition()
     from privacy.selectors import privacy_decide_settings
 
     return {
         "project_id": project_id,
         "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
         "privacy": privacy_decide_settings(project_id=project_id),
+        # What the events request and decide need for the live state (people/live_session.py).
+        "live": {"idle_minutes": project.live_idle_minutes, "time_zone": project.time_zone, "journey": journey},
         "experiences": experiences,
         "left_out": left_out,
     }

@@ -13,12 +13,21 @@ Snapshot "privacy": {"require_consent", "honor_gpc", "suppressed" (the project h
 Unit hash fields (written by the workers, read in one round trip): "dnp" ("1" = do not personalize),
 "consent" ("1" = consented to personalization),
 "attr:<name>" (profile attributes), "segs" (space-separated segment keys), "a:<experience>" (the
-sticky variant key, or "~hg" / "~he" for the holdouts, to record each exposure once).
+sticky variant key, or "~hg" / "~he" for the holdouts, to record each exposure once), "ls" (the live
+session state, people/live_session.py).
+
+Targeting conditions (experiences/conditions.py): an experience's "conditions" (compiled lists) are
+turned into "_match" (a function of the facts) and "_facts" (the facts it reads) once per snapshot
+(`conditions_prepare`). The facts of a request come from `live`, a function the runtime passes that
+computes them on first use (live state as of now, derived context, journey stage) and then returns
+the same dict: a request that evaluates no condition and records no exposure never computes them.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from personalization.decide.hashing import pick_index, unit_bucket
+from personalization.experiences.conditions import condition_fields, condition_function, facts_record
 
 HOLDOUT_GLOBAL_MARK = "~hg"
 HOLDOUT_EXPERIENCE_MARK = "~he"
@@ -29,7 +38,20 @@ class Decision:
     assignments: dict[str, dict] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     sticky_updates: dict[str, str] = field(default_factory=dict)  # hash field -> value
-    exposures: list[dict] = field(default_factory=list)  # {"experience", "variant", "arm", "reason", "segment", "segs"}
+    # {"experience", "variant", "arm", "reason", "segment", "segs", "live"}
+    exposures: list[dict] = field(default_factory=list)
+
+
+def conditions_prepare(snapshot: dict) -> None:
+    """Build each experience's condition function once, when a snapshot is loaded (not per request)."""
+    for exp in snapshot.get("experiences", {}).values():
+        compiled = exp.get("conditions")
+        exp["_match"] = condition_function(compiled) if compiled else None
+        exp["_facts"] = sorted(condition_fields(compiled))
+
+
+def _no_facts() -> dict:
+    return {}
 
 
 def _attribute(name: str, user: dict, context: dict):
@@ -84,14 +106,23 @@ def _opted_out(privacy: dict, user: dict, consent: dict, gpc: bool) -> bool:
 
 
 def decide_unit(
-    snapshot: dict, unit: str, user: dict, context: dict, requested=None, fallback=False, gpc=False
+    snapshot: dict,
+    unit: str,
+    user: dict,
+    context: dict,
+    requested=None,
+    fallback=False,
+    gpc=False,
+    live: Callable[[], dict] | None = None,
 ) -> Decision:
     """Assign `unit` in every requested (default: every running) experience of the snapshot.
 
     `user` is the unit's Redis hash (str → str), empty when unknown or when Redis is down
     (`fallback=True`: hash-based assignment only, nothing sticky is read or written). `gpc` is the
-    request's Global Privacy Control signal (Sec-GPC: 1).
+    request's Global Privacy Control signal (Sec-GPC: 1). `live` gives the request's facts for
+    targeting conditions and exposures (see the module docstring); without it they are unknown.
     """
+    live = live or _no_facts
     decision = Decision()
     experiences = snapshot["experiences"]
     keys = experiences.keys() if requested is None else requested
@@ -112,17 +143,30 @@ def decide_unit(
         # Held-out people are exposed (as holdouts) only where they would have been targeted, so that
         # holdout and treatment are drawn from the same population and the sample ratio holds.
         targeted = not exp["targeting"] or targeting_matches(exp["targeting"], user, context)
+        match = exp.get("_match")
+        if targeted and match is not None:
+            targeted = match(live())
         segment = unit_segment(exp, user, context)
         if in_global_holdout:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_global")
             if targeted:
-                _expose_once(decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", segment, fallback)
+                _expose_once(
+                    decision, user, exp, HOLDOUT_GLOBAL_MARK, control, "holdout_global", segment, fallback, live
+                )
             continue
         if exp["holdout_share"] > 0 and unit_bucket(exp["salt"] + ":holdout", unit) < exp["holdout_share"]:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_experience")
             if targeted:
                 _expose_once(
-                    decision, user, exp, HOLDOUT_EXPERIENCE_MARK, control, "holdout_experience", segment, fallback
+                    decision,
+                    user,
+                    exp,
+                    HOLDOUT_EXPERIENCE_MARK,
+                    control,
+                    "holdout_experience",
+                    segment,
+                    fallback,
+                    live,
                 )
             continue
         if not targeted:
@@ -141,7 +185,7 @@ def decide_unit(
             reason = "segment_bandit" if segment_weights else "bandit"
         variant = exp["order"][pick_index(weights, unit_bucket(exp["salt"], unit))]
         decision.assignments[key] = _answer(exp, variant, "fallback" if fallback else reason)
-        _expose_once(decision, user, exp, variant, variant, "variant", segment, fallback, reason)
+        _expose_once(decision, user, exp, variant, variant, "variant", segment, fallback, live, reason)
     return decision
 
 
@@ -163,7 +207,7 @@ def unit_segment(exp: dict, user: dict, context: dict) -> str:
     return "" if value is None else str(value)
 
 
-def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, reason=None) -> None:
+def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, live, reason=None) -> None:
     """Record the exposure the first time the unit gets this mark; the mark is then kept sticky."""
     field_name = "a:" + exp["key"]
     if not fallback and user.get(field_name) == mark:
@@ -180,6 +224,9 @@ def _expose_once(decision, user, exp, mark, variant, arm, segment, fallback, rea
             # Every behavior segment the unit is in, whatever the arm (lift breaks down by them);
             # None when Redis was away, as then they are not known (not: "in no segment").
             "segs": None if fallback else user.get("segs", ""),
+            # The stage and the live facts its targeting read, in every arm (lift by stage at
+            # exposure); None when Redis was away (the state was not read).
+            "live": None if fallback else facts_record(live(), exp.get("_facts", ())),
             "goal": exp["goal"],
             "window_hours": exp["window_hours"],
         }

@@ -24,6 +24,7 @@ from django.conf import settings
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import engine, redis_wire
 from personalization.decide.hashing import subject_digest
+from personalization.decide.live import request_facts
 from personalization.decide.units import UNIT_TTL_SECONDS
 from personalization.ingest.schema import (
     MAX_DEPTH,
@@ -66,6 +67,7 @@ class _Snapshots:
             raw = client.get(rkeys.snapshot(project_id))
             if raw:
                 current = orjson.loads(raw)
+                engine.conditions_prepare(current)
         if current is not None:
             self.by_project[project_id] = (current, now)
 
@@ -318,12 +320,15 @@ def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
     return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
 
 
-def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False) -> dict:
+def decide(
+    project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False, user_agent: str = ""
+) -> dict:
     """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
     limit (counted for `key_id` and `ip` when given); never for infrastructure.
 
     `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
     suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
+    `user_agent` gives the device class when the context names none (targeting conditions).
     """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
@@ -379,7 +384,8 @@ def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gp
         decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
         buffer.add(project_id, unit_key, {}, [])
     else:
-        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc)
+        live = request_facts(user, context, settings=snapshot.get("live") or {}, user_agent=user_agent)
+        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc, live=live)
         exposures = _exposure_events(decision, decision_id, kind, unit)
         buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
     return {

@@ -57,6 +57,9 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
         for unit_id in units.get(pk, []):
             key = rkeys.unit(project_id, unit_id)
             pipe.hset(key, mapping=mapping)
+            if opted_out:
+                # At once, not at the visitor's next event: an opted-out visitor keeps no live state.
+                pipe.hdel(key, rkeys.UNIT_LIVE_FIELD)
             pipe.expire(key, UNIT_TTL_SECONDS)
             written += 1
         if len(pipe) >= chunk:

@@ -18,13 +18,20 @@ A fact that is unknown (no previous session, no open cart) makes its comparison 
 included: targeting "days_since_last_session >= 7" never picks a first-time visitor.
 """
 
+from __future__ import annotations
+
 import difflib
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from personalization.decide.context import DEVICES, REFERRERS, WEEKDAYS
 from personalization.people.journey import STAGES
-from personalization.people.live_session import SessionView
+
+# The type only: live_session talks to Redis and reads the unit TTL from decide/units.py (Django);
+# this module stays pure.
+if TYPE_CHECKING:
+    from personalization.people.live_session import SessionView
 
 MAX_CHARS = 500
 MAX_DEPTH = 6  # parentheses and "not" inside one another
@@ -387,3 +394,30 @@ def facts_of(view: SessionView, context: dict, stage: str) -> Facts:
         "visitor": "returning" if view.returning else "new",
         "stage": stage,
     }
+
+
+def _fact_value(facts: Facts, name: str):
+    if name.endswith("]") and "[" in name:
+        base, key = name[:-1].split("[", 1)
+        return (facts.get(base + "[]") or {}).get(key, 0)
+    return facts.get(name)
+
+
+def facts_record(facts: Facts, fields) -> dict | None:
+    """What an exposure keeps of the request's facts: the stage, new or returning, the first touch's
+    referrer class (a class, not the host, so a breakdown stays a handful of rows), whole days since
+    first seen, and each fact in `fields` (those the experience's conditions read). None when the
+    facts are not known."""
+    if not facts:
+        return None
+    tenure = facts.get("tenure_days")
+    record = {
+        "stage": facts.get("stage"),
+        "visitor": facts.get("visitor"),
+        "first_touch": facts.get("first_touch_class"),
+        "tenure_days": None if tenure is None else int(tenure),
+    }
+    for name in fields:
+        value = _fact_value(facts, name)
+        record[name] = round(value, 2) if isinstance(value, float) else value
+    return record

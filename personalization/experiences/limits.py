@@ -13,7 +13,9 @@ storable characters, finite 64-bit numbers, depth, size), with limits chosen for
 - EXPERIENCE_MAX_CHARS = 1M for one compiled experience (its payloads, targeting and weights): every
   decide process holds the whole snapshot in memory and reloads it on every change, and one Redis
   value of a few MB is read in a millisecond or two. Fifteen variants at the payload maximum fit.
-- Targeting: the event limits (depth 8) and 16K characters; it is read on every decide.
+- Targeting: the event limits (depth 8) and 16K characters; it is read on every decide. Its
+  "conditions" is a sentence (experiences/conditions.py), parsed when saved; the compiled form is
+  stored beside it (Experience.conditions) and must match it to be served.
 
 `snapshot_entry_check` applies the same rules to an experience as compiled for decide, whatever is
 in the database (rows written before these checks existed, or by hand), so one bad experience is
@@ -22,6 +24,7 @@ left out of the snapshot instead of stopping the project's publish.
 
 import math
 
+from personalization.experiences.conditions import ConditionError, condition_parse
 from personalization.ingest.schema import MAX_DEPTH, FieldError, json_limits_check, text_check
 
 PAYLOAD_MAX_DEPTH = 32
@@ -29,7 +32,11 @@ PAYLOAD_MAX_CHARS = 64 * 1024
 EXPERIENCE_MAX_CHARS = 1024 * 1024
 TARGETING_MAX_CHARS = 16 * 1024
 _OPS = ("in", "not_in", "exists")
-_TARGETING_HINT = 'use {"attributes": [{"attribute": "country", "op": "in", "values": ["DE"]}], "segments": [...]}'
+_TARGETING_HINT = (
+    'use {"attributes": [{"attribute": "country", "op": "in", "values": ["DE"]}], "segments": [...],'
+    ' "conditions": "session.cart_adds >= 1"}'
+)
+_QUOTED_CHARS = 80
 
 
 def payload_check(payload: object, name: str) -> int:
@@ -38,9 +45,22 @@ def payload_check(payload: object, name: str) -> int:
     return json_limits_check(payload, name, max_depth=PAYLOAD_MAX_DEPTH, max_chars=PAYLOAD_MAX_CHARS)
 
 
-def targeting_check(targeting: object, name: str = "targeting") -> None:
-    """Targeting the engine can evaluate: {"attributes": [{"attribute", "op", "values"}], "segments": [keys]}."""
-    if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments"}:
+def conditions_compile(targeting: dict, name: str = "targeting") -> list | None:
+    """The compiled form of targeting["conditions"] (None without conditions), or FieldError naming
+    `targeting.conditions` and quoting the condition with what is wrong in it."""
+    text = targeting.get("conditions")
+    try:
+        return condition_parse(text)
+    except ConditionError as exc:
+        quoted = text if isinstance(text, str) and len(text) <= _QUOTED_CHARS else None
+        where = f"“{quoted}”: " if quoted is not None else ""
+        raise FieldError(f"{name}.conditions", f"{where}{exc}") from None
+
+
+def targeting_check(targeting: object, name: str = "targeting") -> list | None:
+    """Targeting the engine can evaluate: {"attributes": [{"attribute", "op", "values"}], "segments": [keys],
+    "conditions": "a sentence"}. Returns the compiled conditions (None without)."""
+    if not isinstance(targeting, dict) or set(targeting) - {"attributes", "segments", "conditions"}:
         raise FieldError(name, _TARGETING_HINT)
     json_limits_check(targeting, name, max_depth=MAX_DEPTH, max_chars=TARGETING_MAX_CHARS)
     segments = targeting.get("segments", [])
@@ -58,6 +78,7 @@ def targeting_check(targeting: object, name: str = "targeting") -> None:
         values = condition.get("values", [])
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise FieldError(f"{at}.values", 'give a list of texts, e.g. ["DE", "AT"]')
+    return conditions_compile(targeting, name)
 
 
 def snapshot_entry_check(entry: dict) -> None:
@@ -80,5 +101,7 @@ def snapshot_entry_check(entry: dict) -> None:
                 "bandit weights",
                 f"the stored weights of segment “{segment}” are unusable; the next bandit update replaces them",
             )
-    targeting_check(entry["targeting"])
+    if targeting_check(entry["targeting"]) != entry["conditions"]:
+        # Only a row changed outside the services gets here: what decide would run is not what it says.
+        raise FieldError("targeting.conditions", "does not match its compiled form; save the experience again")
     json_limits_check(entry, "experience", max_depth=PAYLOAD_MAX_DEPTH + 2, max_chars=EXPERIENCE_MAX_CHARS)

@@ -57,7 +57,8 @@ class ExperienceError(ValueError):
         self.message = message
 
 
-def _validate(fields: dict, variants: list[dict] | None) -> None:
+def _validate(fields: dict, variants: list[dict] | None) -> list | None:
+    """Raises ExperienceError for the first problem; returns the compiled targeting conditions."""
     if "policy" in fields and fields["policy"] not in Policy.values:
         raise ExperienceError("policy", f"choose one of {', '.join(Policy.values)}")
     if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
@@ -77,11 +78,11 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
             "bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}"
         )
     try:
-        targeting_check(fields.get("targeting") or {})
+        conditions = targeting_check(fields.get("targeting") or {})
     except FieldError as exc:
         raise ExperienceError(exc.field, exc.message) from None
     if variants is None:
-        return
+        return conditions
     if len(variants) < 2:
         raise ExperienceError("variants", "add at least two variants: a control and one alternative")
     keys = [v.get("key") for v in variants]
@@ -93,6 +94,7 @@ def _validate(fields: dict, variants: list[dict] | None) -> None:
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise ExperienceError("variants.weight", "weights must be non-negative numbers, not all zero")
     _payloads_check(variants)
+    return conditions
 
 
 def _payloads_check(variants: list[dict]) -> None:
@@ -187,14 +189,14 @@ def experience_create(
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
-    _validate(fields, variants)
+    conditions = _validate(fields, variants)
     _segments_check(project.pk, fields)
     if Experience.objects.filter(project=project, key=key).exists():
         raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
     with transaction.atomic():
         status = ExperienceStatus.EXTERNAL if external else ExperienceStatus.DRAFT
         experience = Experience.objects.create(
-            project=project, key=key, name=name, touchpoint=touchpoint, status=status, **fields
+            project=project, key=key, name=name, touchpoint=touchpoint, status=status, conditions=conditions, **fields
         )
         _variants_replace(experience, variants)
         _audit(experience, by, "create", {"fields": fields, "variants": variants, "status": status})
@@ -217,7 +219,7 @@ def experience_update(
         raise ExperienceError(sorted(unknown)[0], "is not an editable field")
     current = {name: getattr(experience, name) for name in EDITABLE_FIELDS}
     merged = {**current, **fields}
-    _validate(
+    conditions = _validate(
         merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
     )
     _segments_check(experience.project_id, fields, current)
@@ -226,8 +228,9 @@ def experience_update(
     with transaction.atomic():
         for name, value in fields.items():
             setattr(experience, name, value)
+        experience.conditions = conditions
         experience.version = F("version") + 1
-        experience.save(update_fields=[*fields, "version", "updated_at"])
+        experience.save(update_fields=[*fields, "conditions", "version", "updated_at"])
         if variants is not None:
             _variants_replace(experience, variants)
             changes["variants"] = variants

@@ -458,6 +458,7 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 str(props.get("reason") or "")[:24],
                 str(props.get("segment") or "")[:64],
                 _exposure_segment_keys(props.get("segs")),
+                _exposure_live(props.get("live")),
                 event["ts"],
                 str(props.get("source") or "api")[:8],
                 str(goal or "purchase")[:64],
@@ -467,8 +468,8 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     with connection.cursor() as cursor:
         cursor.cursor.executemany(
             "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-            " segment, behavior_segments, exposed_at, source, goal, window_hours, converted, conversions, revenue,"
-            " pre_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, 0, 0, 0)"
+            " segment, behavior_segments, live, exposed_at, source, goal, window_hours, converted, conversions,"
+            " revenue, pre_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, false, 0, 0, 0)"
             " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING RETURNING id",
             rows,
             returning=True,
@@ -480,6 +481,18 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 break
         if new_ids:
             cursor.execute(_EXPOSURES_BACKFILL_SQL, [new_ids])
+
+
+_LIVE_MAX_CHARS = 2048
+
+
+def _exposure_live(raw) -> str | None:
+    """The live facts an exposure carries (decide's: engine.facts_record) as JSON; None (not known)
+    for anything else, or for more than a record of stage and facts can be."""
+    if not isinstance(raw, dict):
+        return None
+    text = orjson.dumps(raw).decode()
+    return text if len(text) <= _LIVE_MAX_CHARS else None
 
 
 def _window_hours(raw) -> int:

@@ -278,7 +278,7 @@ def _ingest(project_id: int, events: list, attempts: int = 30):
     attempt = 1
     while True:
         try:
-            return events_ingest(project_id=project_id, payload={"events": events}, max_past=None)
+            return events_ingest(project_id=project_id, payload={"events": events}, max_past=None, live=False)
         except Throttled as exc:
             if attempt >= attempts:
                 raise

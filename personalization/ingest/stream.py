@@ -3,6 +3,10 @@
 The stream holds one entry per accepted batch; personalization.ingest.drain moves it into
 PostgreSQL. Nothing is half written: one Lua script counts the batch against the limits, checks the
 project's cap and appends it, all or nothing.
+
+An appended batch then updates its visitors' live session state (people/live_session.py) in a
+second round trip, so the next decide sees it within milliseconds; not in the first one, since a
+batch the script refuses (429) must not count, or the client's retry would count it twice.
 """
 
 import logging
@@ -15,8 +19,10 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from personalization import redis_client, rkeys, throttle
+from personalization.decide import runtime as decide_runtime
 from personalization.ingest.schema import MAX_PAST, BatchResult, batch_validate
 from personalization.models import Variant
+from personalization.people import live_session
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,8 @@ def events_ingest(
     ip: str = "",
     pipe_extra=None,
     max_past: timedelta | None = MAX_PAST,
+    live: bool = True,
+    gpc: bool = False,
 ) -> BatchResult:
     """Validate a batch and append the accepted events to the stream, in the request.
 
@@ -64,7 +72,9 @@ def events_ingest(
     the IP's rate (counted when key_id is given) or at the project's cap of waiting events, and
     redis.RedisError when the stream cannot take the batch (the caller answers 503 so the client
     retries). In every case nothing is half written: the script appends all or nothing.
-    `max_past=None` takes events of any age (history import, secret key only).
+    `max_past=None` takes events of any age (history import, secret key only). `live=False` leaves
+    the live state alone (history says nothing of what a visitor does now). `gpc`: the request
+    carried Sec-GPC: 1, so where the project honours it only visitors who consented keep live state.
     """
     result = batch_validate(payload, max_past=max_past, experiences=experience_keys_known(project_id=project_id))
     if not result.accepted:
@@ -88,16 +98,46 @@ def events_ingest(
         per_key,
         per_ip,
     )
+    # The live state needs the project's settings from the decide snapshot; its version check rides
+    # along here (about once a second per project and process), so it costs no round trip of its own.
+    check = live and decide_runtime.snapshots.due(project_id, time.monotonic())
+    if check:
+        pipe.get(rkeys.snapshot_version(project_id))
     if pipe_extra is not None:
         pipe_extra(pipe)
-    verdict, _ = pipe.execute()[0]
+    replies = pipe.execute()
+    verdict, _ = replies[0]
     if verdict == 1:
         raise throttle.key_over(per_key)
     if verdict == 2:
         raise throttle.ip_over(per_ip)
     if verdict == 3:
         raise throttle.queue_full(cap)
+    if live:
+        _live_update(project_id, result.accepted, replies[1] if check else None, checked=check, gpc=gpc)
     return result
+
+
+def _live_update(project_id: int, events: list[dict], version, *, checked: bool, gpc: bool) -> None:
+    """Fold the appended events into the live state. A Redis fault here degrades: the events are in
+    the stream already, only the live state misses them, and the answer keeps its shape."""
+    client = redis_client.fast()
+    try:
+        if checked:
+            decide_runtime.snapshots.refresh(client, project_id, version, time.monotonic())
+        snapshot = decide_runtime.snapshots.get(project_id)
+        if snapshot is None:
+            # No snapshot published yet: the project's consent settings are not known here, and
+            # keeping state for a visitor who may not have consented is worse than keeping none.
+            return
+        privacy = snapshot.get("privacy") or {}
+        settings_live = live_session.LiveSettings(
+            idle_minutes=int((snapshot.get("live") or {}).get("idle_minutes") or live_session.DEFAULT_IDLE_MINUTES),
+            require_consent=bool(privacy.get("require_consent") or (gpc and privacy.get("honor_gpc", True))),
+        )
+        live_session.live_update(client, project_id=project_id, events=events, now=time.time(), settings=settings_live)
+    except redis.RedisError as exc:
+        log.warning("events: live state not updated (%s); the events are stored", exc)
 
 
 _KNOWN_SECONDS = 5.0

@@ -38,6 +38,9 @@ class Experience(models.Model):
     # Until behavior segments exist, a segment is a profile attribute, e.g. "device" or "intent".
     segment_attribute = models.CharField(max_length=64, blank=True, default="")
     targeting = models.JSONField(default=dict, blank=True)
+    # targeting["conditions"] as compiled when saved (experiences/conditions.py), what the snapshot
+    # carries; NULL without conditions. The text stays in targeting, as the marketer wrote it.
+    conditions = models.JSONField(null=True, blank=True)
     goal_event = models.CharField(max_length=64, default="purchase")
     attribution_hours = models.PositiveIntegerField(default=72)
     holdout_share = models.FloatField(default=0.0, help_text="Share of users held out of this experience.")
@@ -113,6 +116,10 @@ class Exposure(models.Model):
     # NULL: not known (recorded before segments were kept, or decide answered without Redis).
     behavior_segments = ArrayField(models.CharField(max_length=64), null=True, blank=True)
     exposed_at = models.DateTimeField()
+    # What decide knew of the visitor's live state at exposure, in every arm: {"stage", "visitor",
+    # "first_touch", "tenure_days", and each fact the experience's conditions read}. NULL: not known
+    # (recorded before live state was kept, sent from outside, or decide answered without Redis).
+    live = models.JSONField(null=True, blank=True)
     source = models.CharField(max_length=8, default="decide")
     # Outcomes, kept up to date by the drain as events arrive, so reports and bandits aggregate one
     # table: the goal event within the attribution window after exposure, and purchase revenue in it.

@@ -27,6 +27,12 @@ class Project(models.Model):
     global_holdout_share = models.FloatField(default=0.05)
     # Salt of the global holdout hash; independent of every experience's salt.
     holdout_salt = models.CharField(max_length=32, default=new_salt)
+    # Live intent (people/live_session.py, people/journey.py): a session ends after this many idle
+    # minutes; local hour and weekday are read in this time zone; the journey stage's thresholds
+    # the project changed ({stage: {measure: threshold}}, checked by journey.journey_definition).
+    live_idle_minutes = models.PositiveSmallIntegerField(default=30)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    journey = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -12,9 +12,15 @@ Measures (of the session; `SessionView` is the state as of now):
     search_refinements, long_dwell_views, page_views, minutes.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-from personalization.people.live_session import SessionView
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+# The type only: live_session talks to Redis and reads the unit TTL from decide/units.py (Django);
+# this module stays pure.
+if TYPE_CHECKING:
+    from personalization.people.live_session import SessionView
 
 STAGES = ("bought", "abandoned", "deciding", "comparing", "exploring")
 

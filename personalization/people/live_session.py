@@ -43,7 +43,7 @@ from redis.exceptions import NoScriptError
 from personalization import rkeys
 from personalization.decide.units import UNIT_TTL_SECONDS
 
-LIVE_FIELD = "ls"
+LIVE_FIELD = rkeys.UNIT_LIVE_FIELD
 STATE_VERSION = 1
 DEFAULT_IDLE_MINUTES = 30
 COUNT_CAP = 9999

@@ -58,10 +58,11 @@ def unit_hashes_count(*, project_id: int, unit_ids: list[str]) -> int:
 
 
 def unit_hashes_unprofile(*, project_id: int, unit_ids: list[str]) -> None:
-    """Objection to profiling: drop the behavior segments decide reads, keep the rest."""
+    """Objection to profiling: drop the behavior segments and the live session state decide reads,
+    keep the rest (the do-not-personalize flag set with it keeps the state from coming back)."""
     pipe = redis_client.worker().pipeline(transaction=False)
     for unit_id in unit_ids:
-        pipe.hdel(rkeys.unit(project_id, unit_id), "segs")
+        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", rkeys.UNIT_LIVE_FIELD)
     pipe.execute()
 
 

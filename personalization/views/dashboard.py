@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
+from personalization.people.journey import MEASURES, JourneyDefinitionError, definition_sentences, journey_definition
 from personalization.workspace.web import back, figures_json, is_partial, render_page, workspace_view
 
 
@@ -87,6 +88,26 @@ def overview_chart(request):
     return render(request, "personalization/partials/events_chart.html", {"chart_json": _chart_json(live["series"])})
 
 
+def _journey_rules(project) -> list[dict]:
+    """The journey definition as the settings form shows it: each stage, its sentence and its thresholds."""
+    try:
+        definition = journey_definition(project.journey)
+    except JourneyDefinitionError:
+        definition = journey_definition()
+    sentences = definition_sentences(definition)
+    return [
+        {
+            "stage": rule["stage"],
+            "sentence": sentence,
+            "thresholds": [
+                {"measure": measure, "label": MEASURES[measure], "value": value, "fixed": measure == "session_ended"}
+                for measure, value in [*rule["all"].items(), *rule["any"].items()]
+            ],
+        }
+        for rule, sentence in zip(definition, sentences, strict=True)
+    ]
+
+
 @workspace_view("settings")
 def settings_page(request):
     project = request.workspace.project
@@ -98,6 +119,7 @@ def settings_page(request):
         "new_key": request.session.pop("new_key", None),
         "can_manage_members": request.workspace.can("members.manage"),
         "can_manage_project": request.workspace.can("projects.manage"),
+        "journey_rules": _journey_rules(project),
     }
     if request.workspace.can("dead_letters"):
         context["dead"] = selectors.dead_letters_summary(project_id=project.pk)

@@ -27,6 +27,7 @@ FIELD_LABELS = {
     "holdout_share": "Experience holdout",
     "targeting": "Targeting",
     "segments": "Only in segments",
+    "conditions": "Live conditions",
     "variants": "Variants",
     "status": "Status",
     "global_holdout_share": "Global holdout",
@@ -140,6 +141,9 @@ def _parse_targeting(post, parsed: ParsedForm) -> dict:
         targeting["attributes"] = conditions
     if segments:
         targeting["segments"] = segments
+    text = post.get("targeting-conditions", "").strip()
+    if text:
+        targeting["conditions"] = text
     return targeting
 
 
@@ -176,6 +180,7 @@ def form_parse(post, *, creating: bool) -> ParsedForm:
         condition_rows=[],
     )
     parsed.values["segments"] = form_segment_keys(post)
+    parsed.values["conditions"] = post.get("targeting-conditions", "").strip()
     form.is_valid()
     parsed.errors.update({name: errors[0] for name, errors in form.errors.items()})
     targeting = _parse_targeting(post, parsed)
@@ -197,7 +202,9 @@ def service_error_place(parsed: ParsedForm, exc: services.ExperienceError) -> No
         label = f"“{variant['key']}”" if variant["key"] else f"#{int(row[1]) + 1}"
         variant["error"] = f"{row[2]} of variant {label} ({exc.field}) {exc.message}"
         return
-    slot = "segments" if exc.field == "targeting.segments" else exc.field.split(".")[0]
+    slot = {"targeting.segments": "segments", "targeting.conditions": "conditions"}.get(
+        exc.field, exc.field.split(".")[0]
+    )
     slot = slot if slot in FIELD_LABELS else "form"
     parsed.errors[slot] = exc.message
 
@@ -210,7 +217,7 @@ def form_values(experience: Experience | None) -> ParsedForm:
             if name not in {"key", "name", "touchpoint"}
         }
         return ParsedForm(
-            values={"key": "", "name": "", "touchpoint": "", "segments": [], **defaults},
+            values={"key": "", "name": "", "touchpoint": "", "segments": [], "conditions": "", **defaults},
             variant_rows=[
                 {"key": "control", "name": "Control", "payload": "{}", "weight": "1", "is_control": True, "error": ""},
                 {"key": "", "name": "", "payload": "", "weight": "1", "is_control": False, "error": ""},
@@ -222,6 +229,7 @@ def form_values(experience: Experience | None) -> ParsedForm:
         values={
             **{name: getattr(experience, name) for name in ExperienceForm.base_fields},
             "segments": list(targeting.get("segments", [])),
+            "conditions": targeting.get("conditions") or "",
         },
         variant_rows=[
             {

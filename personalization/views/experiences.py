@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
+from personalization.experiences.conditions import FIELDS, KEYED_FIELDS
 from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
@@ -148,6 +149,8 @@ def _render_form(request, parsed: forms.ParsedForm, experience: Experience | Non
         "ops": forms.TARGET_OPS,
         "example_payload": forms.EXAMPLE_PAYLOAD,
         "picker": forms.segment_picker(project_id=request.workspace.project.pk, selected=parsed.values["segments"]),
+        "condition_facts": [(name, meaning) for name, (_, _, meaning) in FIELDS.items()]
+        + [(f"{name}[name]", meaning) for name, meaning in KEYED_FIELDS.items()],
     }
     return render(request, "personalization/experiences/form.html", context)
 
@@ -366,6 +369,8 @@ def _targeting_lines(targeting: dict, names: dict[str, str]) -> list[str]:
     if targeting.get("segments"):
         labels = [f"{names[key]} ({key})" if key in names else key for key in targeting["segments"]]
         lines.append(f"in segment {' or '.join(labels)}")
+    if targeting.get("conditions"):
+        lines.append(f"now: {targeting['conditions']}")
     return lines
 
 

@@ -47,6 +47,38 @@ def project_rename(request):
     return redirect("settings")
 
 
+def _whole_number(raw: str, field: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise services.ProjectError(field, f"“{raw[:20]}” is not a whole number") from None
+
+
+@require_POST
+@workspace_view("projects.manage")
+def project_live(request):
+    """The live-intent settings; the journey thresholds come as journey.<stage>.<measure> fields."""
+    post = request.POST
+    try:
+        journey: dict = {}
+        for name in post:
+            parts = name.split(".")
+            if len(parts) == 3 and parts[0] == "journey" and post[name].strip():
+                journey.setdefault(parts[1], {})[parts[2]] = _whole_number(post[name], name)
+        services.project_live_update(
+            project=request.workspace.project,
+            live_idle_minutes=_whole_number(post.get("live_idle_minutes", ""), "live_idle_minutes"),
+            time_zone=post.get("time_zone", ""),
+            journey=journey,
+            by=request.user,
+        )
+    except services.ProjectError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+    else:
+        messages.success(request, "Live intent settings saved; decide uses them within a few seconds.")
+    return redirect("settings")
+
+
 @require_POST
 @workspace_view("projects.manage")
 def project_delete(request):

@@ -11,7 +11,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from personalization import redis_client, rkeys
+from personalization.decide.compile import snapshot_publish
+from personalization.decide.context import time_zone_valid
 from personalization.models import ApiKey, KeyKind, Membership, Project, Role
+from personalization.people.journey import DEFAULT_DEFINITION, JourneyDefinitionError, journey_definition
 from personalization.workspace import auth
 from personalization.workspace.audit import audit_record
 
@@ -72,6 +75,62 @@ def project_rename(*, project: Project, name: str, by: AbstractBaseUser | None =
         project.name = name
         project.save(update_fields=["name"])
         _audit(project, by, "rename", {"name": [before, name]})
+    return project
+
+
+IDLE_MINUTES_RANGE = (5, 240)
+
+
+def _journey_overrides(journey: dict) -> dict:
+    """Only the thresholds that differ from the product's (a later default change then reaches
+    every project that did not choose its own). Raises ProjectError naming journey.<stage>.<measure>."""
+    try:
+        definition = journey_definition(journey)
+    except JourneyDefinitionError as exc:
+        raise ProjectError(exc.field, exc.message) from None
+    overrides: dict = {}
+    for rule, default in zip(definition, DEFAULT_DEFINITION, strict=True):
+        for part in ("all", "any"):
+            for measure, value in rule[part].items():
+                if value != default[part][measure]:
+                    overrides.setdefault(rule["stage"], {})[measure] = value
+    return overrides
+
+
+def project_live_update(
+    *,
+    project: Project,
+    live_idle_minutes: object,
+    time_zone: object,
+    journey: object,
+    by: AbstractBaseUser | None = None,
+) -> Project:
+    """The live-intent settings: minutes without events that end a session, the time zone of local
+    hour and weekday, and the journey stage's thresholds ({stage: {measure: whole number}}).
+    Raises ProjectError naming the field and the fix; nothing is saved then."""
+    low, high = IDLE_MINUTES_RANGE
+    if (
+        isinstance(live_idle_minutes, bool)
+        or not isinstance(live_idle_minutes, int)
+        or not low <= live_idle_minutes <= high
+    ):
+        raise ProjectError("live_idle_minutes", f"must be a whole number of minutes from {low} to {high}, e.g. 30")
+    if not isinstance(time_zone, str) or not time_zone.strip() or not time_zone_valid(time_zone.strip()):
+        raise ProjectError("time_zone", "must be a time zone name such as Europe/Paris, America/New_York or UTC")
+    if not isinstance(journey, dict):
+        raise ProjectError("journey", "must be an object of stage → {measure: threshold}")
+    overrides = _journey_overrides(journey)
+    fields = {"live_idle_minutes": live_idle_minutes, "time_zone": time_zone.strip(), "journey": overrides}
+    changes = {
+        name: [getattr(project, name), value] for name, value in fields.items() if getattr(project, name) != value
+    }
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(project, name, value)
+        project.save(update_fields=list(fields))
+        if changes:
+            _audit(project, by, "update", changes)
+        transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
     return project
 
 

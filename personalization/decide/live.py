@@ -1,0 +1,75 @@
+"""The facts of one decide request for targeting conditions and exposures: the live session state
+as of now, the context decide derives (local time, device, referrer) and the journey stage.
+
+Computed at most once per request and only when something asks (an experience with conditions, or
+an exposure to record): `request_facts` returns a function that computes on its first call and
+returns the same dict after. Reading the state costs no Redis command: it is the "ls" field of the
+unit hash decide's one round trip already fetched.
+"""
+
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from personalization.decide.context import device_class, local_time, referrer_class
+from personalization.experiences.conditions import facts_of
+from personalization.people.journey import stage_of
+from personalization.people.live_session import (
+    DEFAULT_IDLE_MINUTES,
+    live_state_parse,
+    session_view,
+)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def first_touch_class(first_touch: str) -> str:
+    """The referrer class of the state's first touch, which keeps a host ("google.com") or a
+    utm_source ("newsletter"): a host is classified as a referrer, anything else as a source."""
+    if not first_touch:
+        return "direct"
+    if "." in first_touch:
+        return referrer_class(referrer="https://" + first_touch)
+    return referrer_class(utm={"source": first_touch})
+
+
+def request_facts(user: dict, context: dict, *, settings: dict, user_agent: str = "") -> Callable[[], dict]:
+    """`user` is the unit hash as read (str → str, empty when Redis was away), `context` the
+    request's, `settings` the snapshot's "live" ({"idle_minutes", "time_zone", "journey"})."""
+    done: list[dict] = []
+
+    def facts() -> dict:
+        if done:
+            return done[0]
+        now = time.time()
+        idle = int(settings.get("idle_minutes") or DEFAULT_IDLE_MINUTES) * 60
+        view = session_view(live_state_parse(user), now=now, idle_seconds=idle)
+        definition = settings.get("journey")
+        stage = stage_of(view, definition) if definition else stage_of(view)
+        hour, weekday = local_time(now, settings.get("time_zone") or "UTC")
+        url = _text(context.get("url"))
+        utm = context.get("utm")
+        derived = {
+            "local_hour": hour,
+            "weekday": weekday,
+            "device": device_class(user_agent, context.get("device")),
+            # A referrer on the page's own host is navigation inside the site (direct).
+            "referrer": referrer_class(
+                _text(context.get("referrer")), url, utm if isinstance(utm, dict) else None, own_host=_host(url)
+            ),
+        }
+        result = facts_of(view, derived, stage.stage)
+        result["first_touch_class"] = first_touch_class(view.first_touch)
+        done.append(result)
+        return result
+
+    return facts
