@@ -7,18 +7,21 @@ returns the same dict after. Reading the state costs no Redis command: it is the
 unit hash decide's one round trip already fetched.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from personalization.decide.context import device_class, local_time, referrer_class
-from personalization.experiences.conditions import facts_of
+from personalization.experiences.conditions import facts_check, facts_of
 from personalization.people.journey import stage_of
 from personalization.people.live_session import (
     DEFAULT_IDLE_MINUTES,
     live_state_parse,
     session_view,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _text(value) -> str:
@@ -50,26 +53,38 @@ def request_facts(user: dict, context: dict, *, settings: dict, user_agent: str 
     def facts() -> dict:
         if done:
             return done[0]
-        now = time.time()
-        idle = int(settings.get("idle_minutes") or DEFAULT_IDLE_MINUTES) * 60
-        view = session_view(live_state_parse(user), now=now, idle_seconds=idle)
-        definition = settings.get("journey")
-        stage = stage_of(view, definition) if definition else stage_of(view)
-        hour, weekday = local_time(now, settings.get("time_zone") or "UTC")
-        url = _text(context.get("url"))
-        utm = context.get("utm")
-        derived = {
-            "local_hour": hour,
-            "weekday": weekday,
-            "device": device_class(user_agent, context.get("device")),
-            # A referrer on the page's own host is navigation inside the site (direct).
-            "referrer": referrer_class(
-                _text(context.get("referrer")), url, utm if isinstance(utm, dict) else None, own_host=_host(url)
-            ),
-        }
-        result = facts_of(view, derived, stage.stage)
-        result["first_touch_class"] = first_touch_class(view.first_touch)
+        try:
+            result = _facts(user, context, settings, user_agent)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            # Only the events script writes the state; a field that reads otherwise (written by
+            # hand, another version) must not stop decide: answer as for a visitor without state.
+            log.warning("decide: unreadable live state; answering without it", exc_info=True)
+            result = _facts({}, context, settings, user_agent)
         done.append(result)
         return result
 
     return facts
+
+
+def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
+    now = time.time()
+    idle = int(settings.get("idle_minutes") or DEFAULT_IDLE_MINUTES) * 60
+    view = session_view(live_state_parse(user), now=now, idle_seconds=idle)
+    definition = settings.get("journey")
+    stage = stage_of(view, definition) if definition else stage_of(view)
+    hour, weekday = local_time(now, settings.get("time_zone") or "UTC")
+    url = _text(context.get("url"))
+    utm = context.get("utm")
+    derived = {
+        "local_hour": hour,
+        "weekday": weekday,
+        "device": device_class(user_agent, context.get("device")),
+        # A referrer on the page's own host is navigation inside the site (direct).
+        "referrer": referrer_class(
+            _text(context.get("referrer")), url, utm if isinstance(utm, dict) else None, own_host=_host(url)
+        ),
+    }
+    result = facts_of(view, derived, stage.stage)
+    facts_check(result)
+    result["first_touch_class"] = first_touch_class(view.first_touch)
+    return result

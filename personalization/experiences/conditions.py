@@ -421,3 +421,18 @@ def facts_record(facts: Facts, fields) -> dict | None:
         value = _fact_value(facts, name)
         record[name] = round(value, 2) if isinstance(value, float) else value
     return record
+
+
+def facts_check(facts: Facts) -> None:
+    """ValueError unless every number fact is a number (or unknown) and every keyed fact maps names
+    to numbers: a state written by anything but the events script must not reach a comparison."""
+    for name, (kind, _, _) in FIELDS.items():
+        value = facts.get(name)
+        if kind == NUMBER and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{name} is {type(value).__name__}, not a number")
+    for name in KEYED_FIELDS:
+        mapping = facts.get(name + "[]")
+        if not isinstance(mapping, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in mapping.values()
+        ):
+            raise ValueError(f"{name} is not a map of numbers")
