@@ -20,6 +20,7 @@ from django.db import DatabaseError
 
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import runtime as decide_runtime
+from personalization.decide.hashing import subject_digest
 from personalization.ingest.schema import MAX_PAST, BatchResult, batch_validate
 from personalization.models import Variant
 from personalization.people import live_session
@@ -118,6 +119,19 @@ def events_ingest(
     return result
 
 
+def _not_erased(client, project_id: int, events: list[dict]) -> list[dict]:
+    """The events whose ids are not an erased subject's (one SMISMEMBER, paid only by projects that
+    erased someone): the drain drops such late events, and the live state must not keep them either."""
+    ids = sorted({e[name] for e in events for name in ("user_id", "anonymous_id") if e.get(name)})
+    if not ids:
+        return events
+    digests = [subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, i) for i in ids]
+    erased = {i for i, hit in zip(ids, client.smismember(rkeys.suppressed(project_id), digests), strict=True) if hit}
+    if not erased:
+        return events
+    return [e for e in events if e.get("user_id") not in erased and e.get("anonymous_id") not in erased]
+
+
 def _live_update(project_id: int, events: list[dict], version, *, checked: bool, gpc: bool) -> None:
     """Fold the appended events into the live state. A Redis fault here degrades: the events are in
     the stream already, only the live state misses them, and the answer keeps its shape."""
@@ -131,6 +145,8 @@ def _live_update(project_id: int, events: list[dict], version, *, checked: bool,
             # keeping state for a visitor who may not have consented is worse than keeping none.
             return
         privacy = snapshot.get("privacy") or {}
+        if privacy.get("suppressed"):
+            events = _not_erased(client, project_id, events)
         settings_live = live_session.LiveSettings(
             idle_minutes=int((snapshot.get("live") or {}).get("idle_minutes") or live_session.DEFAULT_IDLE_MINUTES),
             require_consent=bool(privacy.get("require_consent") or (gpc and privacy.get("honor_gpc", True))),
