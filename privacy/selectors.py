@@ -7,6 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from personalization.decide.hashing import subject_digest
+from personalization.selectors import audit_entries
 from privacy.models import DataSubjectRequest, PrivacySettings, RequestStatus, Suppression
 
 DUE_SOON = timedelta(days=7)
@@ -86,6 +87,4 @@ def request_counts(*, project_id: int) -> dict:
 
 def request_timeline(*, request: DataSubjectRequest) -> list:
     """Every audited change of the request, oldest first."""
-    from personalization.selectors import audit_entries
-
     return audit_entries(project_id=request.project_id, object_type="privacy_request", object_key=request.reference)

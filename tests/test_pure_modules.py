@@ -15,6 +15,8 @@ PURE = [
     "personalization.decide.hashing",
     "personalization.experiences.thompson",
     "personalization.decide.redis_wire",
+    "personalization.ingest.schema",
+    "personalization.segment_keys",
     "personalization.throttle",
     "segments.embedding",
     "segments.kmeans",

@@ -5,7 +5,7 @@ import logging
 
 import orjson
 
-from personalization import redis_client, rkeys
+from personalization import hooks, redis_client, rkeys
 from personalization.experiences.limits import snapshot_entry_check
 from personalization.ingest.schema import FieldError
 from personalization.models import BanditWeights, Experience, ExperienceStatus, Policy, Project
@@ -94,12 +94,10 @@ def snapshot_compile(*, project_id: int) -> dict:
             left_out[exp.key] = problem
         else:
             experiences[exp.key] = entry
-    from privacy.selectors import privacy_decide_settings
-
     return {
         "project_id": project_id,
         "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
-        "privacy": privacy_decide_settings(project_id=project_id),
+        "privacy": hooks.decide_privacy_settings(project_id=project_id),  # privacy's hook; raises without it
         "experiences": experiences,
         "left_out": left_out,
     }

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
-from personalization import redis_client, rkeys
+from personalization import hooks, redis_client, rkeys
 from personalization.ingest.dead_letters import dead_letters_write, text_storable
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
@@ -253,12 +253,11 @@ _MAX_EXPOSURE_SEGMENTS = 200
 
 def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
     """Events of erased subjects (the privacy suppression list) are dropped, so they are never
-    profiled again, whenever the events were sent."""
-    from privacy.selectors import suppressed_among
-
+    profiled again, whenever the events were sent. Privacy answers through a hook; without it this
+    raises (hooks.suppression.when_missing) before anything is stored or acknowledged."""
     for project_id, events in list(by_project.items()):
         ids = {i for e in events for i in (e["user_id"], e["anonymous_id"]) if i}
-        erased = suppressed_among(project_id=project_id, identifiers=ids)
+        erased = hooks.suppressed_among(project_id=project_id, identifiers=ids)
         if erased:
             kept = [e for e in events if e["user_id"] not in erased and e["anonymous_id"] not in erased]
             log.info("drain: dropping %d events of erased subjects", len(events) - len(kept))

@@ -14,6 +14,7 @@ import psycopg
 from django.db import IntegrityError, connection, transaction
 
 from personalization.models import IdentityKind, Profile
+from personalization.people import personal_data
 
 _PROFILES_LOCK = 0x4B5250  # advisory lock class: profile creation in one project ("KRP")
 
@@ -218,10 +219,8 @@ def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
 
 def _profile_merge(project_id: int, *, source: int, target: int) -> None:
     """Fold an anonymous profile into the user profile it turned out to be: every personal data
-    location in the privacy registry moves its rows by its own merge rule, then the source goes."""
-    from privacy.registry import subject_merge
-
-    subject_merge(source=source, target=target)
+    location in the registry of personal data moves its rows by its own merge rule, then the source goes."""
+    personal_data.subject_merge(source=source, target=target)
 
 
 def _attributes_merge(profile_id: int, attributes: dict) -> None:
