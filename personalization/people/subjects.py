@@ -1,8 +1,8 @@
 """What the privacy app needs from personalization about one person: finding their profiles, their
 decide hashes and their events still waiting in the stream, and switching personalization off.
 
-The privacy registry (privacy/registry.py) calls these as the handlers of the Redis locations;
-PostgreSQL rows are handled by the registry's table handlers.
+The registry of personal data (personal_locations.py) calls these as the handlers of the Redis
+locations; PostgreSQL rows are handled by the registry's table handlers.
 """
 
 from collections.abc import Iterator
