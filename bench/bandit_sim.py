@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from personalization import bandit, hashing
+from personalization.decide import hashing
+from personalization.experiences import thompson as bandit
 
 RATES = np.array([0.030, 0.034, 0.040, 0.045])
 SEGMENT_SHARES = np.array([0.4, 0.3, 0.2, 0.1])

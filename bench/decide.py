@@ -28,7 +28,7 @@ against GrowthBook's Python SDK.
     a Poisson schedule (wrk2 is not in Debian, so the script paces with delay()). Its latency is
     reported twice: from the actual send (wrk's own figure) and from the scheduled send (includes
     the time a request waited behind a slow one: wrk2's coordinated-omission correction).
-(d) In process, CPU time: personalization.engine.decide_unit for one unit over the 10 experiences,
+(d) In process, CPU time: personalization.decide.engine.decide_unit for one unit over the 10 experiences,
     with the compiled snapshot and a real profile hash from Redis, against GrowthBook's SDK
     evaluating the same 10 experiments (same variations, weights, coverage, targeting,
     per-segment rules, global holdout as a `$holdout` prerequisite, exposure callback), both for
@@ -320,7 +320,8 @@ def redis_publish(project_id: int) -> None:
     """
     import orjson
 
-    from personalization import engine, redis_client, rkeys, services
+    from personalization import redis_client, rkeys, services
+    from personalization.decide import engine
 
     client = redis_client.worker()
     services.snapshot_publish(project_id=project_id)
@@ -859,7 +860,8 @@ def engine_phase(args, project_id: int) -> dict:
     import orjson
     from growthbook import GrowthBook
 
-    from personalization import engine, redis_client, rkeys
+    from personalization import redis_client, rkeys
+    from personalization.decide import engine
 
     client = redis_client.worker()
     snapshot = orjson.loads(client.get(rkeys.snapshot(project_id)))

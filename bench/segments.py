@@ -181,7 +181,8 @@ def bench_freshness(trials: int) -> dict:
     """Accepted event → new membership in decide's hash, with a real worker and a drain every second."""
     from django.db import transaction
 
-    from personalization import demo, redis_client, rkeys
+    from demo import world as demo
+    from personalization import redis_client, rkeys
     from personalization import services as p_services
     from personalization.models import ProfileIdentity, Project
     from segments import services as s_services

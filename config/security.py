@@ -62,7 +62,7 @@ _UNSTORABLE_JSON = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
 def _json_unstorable(body: bytes):
     """FieldError naming the path ("identifiers.user_id", "items[2]") of the first key or string of a
     JSON body that cannot be stored, or None. Iterative: a body nested a thousand deep costs no recursion."""
-    from personalization.event_schema import FieldError, text_check
+    from personalization.ingest.schema import FieldError, text_check
 
     try:
         data = json.loads(body)
@@ -103,7 +103,7 @@ class StorableInputMiddleware:
         from django.core.exceptions import RequestDataTooBig
         from django.http import JsonResponse
 
-        from personalization.event_schema import FieldError, text_check
+        from personalization.ingest.schema import FieldError, text_check
 
         if request.path.startswith(self._PUBLIC):
             return self.get_response(request)

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from config.health import readyz
 from config.public_urls import urlpatterns as public_urlpatterns
-from personalization.views.demo_shop import demo_shop
+from demo.views import demo_shop
 
 urlpatterns = [
     *public_urlpatterns,

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from experiments import charts, selectors, services
 from experiments.models import LiftReport, ReportStatus
-from personalization.web import figures_json, workspace_view
+from personalization.workspace.web import figures_json, workspace_view
 
 _DEFAULTS = {
     "experience": "",

@@ -13,10 +13,10 @@ import redis
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from personalization import auth
+from personalization.ingest.history import READ_BYTES, ImportFormatError, events_import_steps
 from personalization.public_api import error
-from personalization.services.history import READ_BYTES, ImportFormatError, events_import_steps
 from personalization.throttle import Throttled
+from personalization.workspace import auth
 
 
 def _line(data: dict) -> bytes:

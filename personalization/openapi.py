@@ -8,7 +8,7 @@ against the result.
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
-from personalization.event_schema import MAX_BATCH, MAX_PROPERTIES_CHARS
+from personalization.ingest.schema import MAX_BATCH, MAX_PROPERTIES_CHARS
 
 _ERROR = {
     "type": "object",
@@ -202,7 +202,7 @@ def schema_complete(result: dict, generator, request, public) -> dict:
 class SecretKeyScheme(OpenApiAuthenticationExtension):
     """The REST API's `Authorization: Bearer ks_…` in the schema."""
 
-    target_class = "personalization.auth.SecretKeyAuthentication"
+    target_class = "personalization.workspace.auth.SecretKeyAuthentication"
     name = "secretKey"
 
     def get_security_definition(self, auto_schema):

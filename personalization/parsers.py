@@ -3,7 +3,7 @@
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from personalization.experience_limits import PAYLOAD_MAX_DEPTH
+from personalization.experiences.limits import PAYLOAD_MAX_DEPTH
 
 
 class JSONParser(parsers.JSONParser):

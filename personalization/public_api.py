@@ -10,9 +10,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from personalization import auth, services, throttle
-from personalization import decide as decide_runtime
-from personalization.event_schema import MAX_BATCH, BatchError
+from personalization import services, throttle
+from personalization.decide import runtime as decide_runtime
+from personalization.ingest.schema import MAX_BATCH, BatchError
+from personalization.workspace import auth
 
 # Browsers need only Allow-Origin on the answer itself; the rest is for the preflight. Each header
 # costs a few µs of Django's header validation, on every decide.

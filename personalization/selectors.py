@@ -1,377 +1,104 @@
-"""Reads of the personalization app worth naming."""
+"""Every read of the personalization app worth naming. Other apps import from here:
+`from personalization import selectors`; inside the app, import the sub-package's own module."""
 
-import time
-from datetime import datetime
-
-from django.db import connection
-from django.db.models import Case, Count, Max, Min, Q, When
-from django.db.models.functions import Trunc
-
-from personalization import redis_client, rkeys
-from personalization.models import (
-    ApiKey,
-    Arm,
-    AuditEntry,
-    BanditWeights,
-    DeadLetter,
-    Event,
-    Experience,
-    ExperienceStatus,
-    Exposure,
-    Membership,
-    Profile,
-    Project,
+from personalization.experiences.exposures import (
+    MISSING_SEGMENT,
+    NO_SEGMENT,
+    exposure_experience_keys,
+    exposure_lift_cells,
+    exposure_lift_cells_sql,
+    exposure_range,
+    stored_version_for_report,
 )
-from personalization.services.stored_version import stored_version_read
-
-
-def metric_per_minute(*, project_id: int, name: str, minutes: int = 60) -> list[tuple[int, int]]:
-    """(unix minute, count) for the last `minutes` minutes, oldest first, from the live counters."""
-    now_minute = int(time.time() // 60)
-    wanted = list(range(now_minute - minutes + 1, now_minute + 1))
-    values = redis_client.worker().mget([rkeys.metric(project_id, name, m) for m in wanted])
-    return [(m, int(v or 0)) for m, v in zip(wanted, values, strict=True)]
-
-
-def project_keys(*, project: Project) -> list[ApiKey]:
-    return list(ApiKey.objects.filter(project=project).order_by("revoked_at", "-created_at"))
-
-
-def project_members(*, project: Project) -> list[Membership]:
-    return list(Membership.objects.filter(project=project).select_related("user").order_by("user__username"))
-
-
-def project_counts(*, project: Project) -> dict:
-    return {
-        "profiles": Profile.objects.filter(project=project).count(),
-    }
-
-
-def profiles_for_project(*, project_id: int):
-    return Profile.objects.filter(project_id=project_id).order_by("-last_seen")
-
-
-def profile_events(*, project_id: int, profile_id: int):
-    return Event.objects.filter(project_id=project_id, profile_id=profile_id).order_by("-ts")
-
-
-# Experiences: the list, the detail page and its live charts.
-
-_STATUS_ORDER = Case(
-    When(status=ExperienceStatus.RUNNING, then=0),
-    When(status=ExperienceStatus.PAUSED, then=1),
-    When(status=ExperienceStatus.DRAFT, then=2),
-    default=3,
+from personalization.experiences.selectors import (
+    experience_arm_outcomes,
+    experience_audit,
+    experience_conversion_buckets,
+    experience_exposure_span,
+    experience_for_project,
+    experience_users_by_arm,
+    experience_weight_history,
+    experience_weight_segments,
+    experiences_for_project,
+    project_global_holdout_users,
+)
+from personalization.ingest.selectors import (
+    dead_letters_summary,
+    metric_per_minute,
+)
+from personalization.people.selectors import (
+    behavior_clock,
+    behavior_first,
+    experiences_by_run,
+    profile_attribute_names,
+    profile_events,
+    profiles_behavior,
+    profiles_behavior_counts,
+    profiles_by_external_ids,
+    profiles_converters,
+    profiles_for_project,
+    profiles_matching_rule,
+    profiles_not_profilable,
+    profiles_outcomes,
+    profiles_planted_intent,
+    projects_ids,
+)
+from personalization.workspace.selectors import (
+    audit_entries,
+    member_role,
+    project_by_id,
+    project_by_id_or_none,
+    project_by_slug_or_id,
+    project_counts,
+    project_keys,
+    project_members,
+    projects_all,
+    projects_of_user,
 )
 
-
-def experiences_for_project(*, project: Project, key: str | None = None) -> list[Experience]:
-    """Running first, then paused, drafts and completed; each with `variant_count`."""
-    experiences = Experience.objects.filter(project=project).annotate(variant_count=Count("variants"))
-    if key is not None:
-        experiences = experiences.filter(key=key)
-    return list(experiences.order_by(_STATUS_ORDER, "name"))
-
-
-def experience_for_project(*, project: Project, key: str) -> Experience | None:
-    return Experience.objects.filter(project=project, key=key).prefetch_related("variants").first()
-
-
-def experience_users_by_arm(*, project: Project, keys: list[str] | None = None) -> dict[str, dict[str, int]]:
-    """experience key → arm → people exposed (an Exposure row is a person's first exposure)."""
-    rows = Exposure.objects.filter(project=project)
-    if keys is not None:
-        rows = rows.filter(experience_key__in=keys)
-    counts: dict[str, dict[str, int]] = {}
-    for row in rows.values("experience_key", "arm").annotate(users=Count("id")).order_by():
-        counts.setdefault(row["experience_key"], {})[row["arm"]] = row["users"]
-    return counts
-
-
-def project_global_holdout_users(*, project: Project) -> dict:
-    """People in the global holdout and everyone exposed to any experience (distinct profiles)."""
-    return Exposure.objects.filter(project=project).aggregate(
-        held_out=Count("profile", distinct=True, filter=Q(arm=Arm.HOLDOUT_GLOBAL)),
-        exposed=Count("profile", distinct=True),
-    )
-
-
-def experience_arm_outcomes(*, experience: Experience) -> list[dict]:
-    """Per arm and variant: people exposed and people who converted (goal within the window)."""
-    return list(
-        Exposure.objects.filter(project_id=experience.project_id, experience_key=experience.key)
-        .values("arm", "variant_key")
-        .annotate(users=Count("id"), converted=Count("id", filter=Q(converted=True)))
-        .order_by("arm", "variant_key")
-    )
-
-
-def experience_conversion_buckets(*, experience: Experience, bucket: str = "day") -> list[dict]:
-    """Variant-arm exposures and conversions per exposure `bucket` ("hour" or "day"), oldest first."""
-    return list(
-        Exposure.objects.filter(project_id=experience.project_id, experience_key=experience.key, arm=Arm.VARIANT)
-        .annotate(at=Trunc("exposed_at", bucket))
-        .values("at", "variant_key")
-        .annotate(users=Count("id"), converted=Count("id", filter=Q(converted=True)))
-        .order_by("at", "variant_key")
-    )
-
-
-def experience_exposure_span(*, experience: Experience) -> dict:
-    return Exposure.objects.filter(project_id=experience.project_id, experience_key=experience.key).aggregate(
-        first=Min("exposed_at"), last=Max("exposed_at")
-    )
-
-
-def experience_weight_segments(*, experience: Experience) -> list[str]:
-    """Segments the bandit has weights for; "" (all traffic) first."""
-    segments = BanditWeights.objects.filter(experience=experience).values_list("segment", flat=True).distinct()
-    return sorted(set(segments), key=lambda s: (s != "", s))
-
-
-def experience_weight_history(
-    *, experience: Experience, segment: str = "", max_points: int = 300
-) -> list[BanditWeights]:
-    """Bandit updates of one segment, oldest first, thinned to about `max_points`.
-
-    Updates run every few seconds, so a week holds over 100,000 rows; charts need a few hundred.
-    Thinning keeps the latest update of each equal time bin, so the newest row is always included.
-    """
-    rows = BanditWeights.objects.filter(experience=experience, segment=segment)
-    span = rows.aggregate(first=Min("computed_at"), last=Max("computed_at"), n=Count("id"))
-    if not span["n"]:
-        return []
-    if span["n"] <= max_points or span["first"] == span["last"]:
-        return list(rows.order_by("computed_at"))
-    step = (span["last"] - span["first"]) / max_points
-    table = BanditWeights._meta.db_table
-    thinned = BanditWeights.objects.raw(
-        f"""
-        SELECT DISTINCT ON (date_bin(%s, computed_at, %s)) *
-        FROM {table}
-        WHERE experience_id = %s AND segment = %s
-        ORDER BY date_bin(%s, computed_at, %s), computed_at DESC
-        """,
-        [step, span["first"], experience.pk, segment, step, span["first"]],
-    )
-    return list(thinned)
-
-
-def experience_audit(*, experience: Experience, limit: int = 50) -> list[AuditEntry]:
-    """The newest changes to an experience (create, edits, start/pause/complete)."""
-    return list(
-        AuditEntry.objects.filter(project_id=experience.project_id, object_type="experience", object_key=experience.key)
-        .select_related("actor")
-        .order_by("-at")[:limit]
-    )
-
-
-def audit_entries(*, project_id: int, object_type: str, object_key: str) -> list[AuditEntry]:
-    """One object's audit trail, oldest first."""
-    return list(
-        AuditEntry.objects.filter(project_id=project_id, object_type=object_type, object_key=object_key)
-        .select_related("actor")
-        .order_by("at", "pk")
-    )
-
-
-def dead_letters_summary(*, project_id: int, samples: int = 5) -> dict:
-    """How many dead letters a project has, and the newest few."""
-    rows = DeadLetter.objects.filter(project_id=project_id)
-    return {"count": rows.count(), "samples": list(rows.order_by("-created_at", "-id")[:samples])}
-
-
-# Exposures as lift reports read them (the experiments app names no table of this one).
-
-MISSING_SEGMENT = "(none)"
-# Behavior breakdowns: the exposure recorded its segments and none matched. Parentheses keep both
-# apart from any segment key (slugs) or run key ("b12.3").
-NO_SEGMENT = "(no segment)"
-
-_LIFT_SUMS = """
-    count(*) AS n,
-    count(*) FILTER (WHERE x.converted) AS conversions,
-    coalesce(sum(x.revenue::float8), 0) AS sum_y,
-    coalesce(sum(x.revenue::float8 * x.revenue::float8), 0) AS sum_y2,
-    coalesce(sum(x.pre_activity::float8), 0) AS sum_x,
-    coalesce(sum(x.pre_activity::float8 * x.pre_activity), 0) AS sum_x2,
-    coalesce(sum(x.pre_activity * x.revenue::float8), 0) AS sum_xy
-"""
-# float8 arithmetic: summing numeric is several times slower, and cents survive float8 exactly
-# far beyond any realistic revenue total.
-
-# What the report reads of an exposure: the global population sorts every row by person, and
-# carrying only these through the sort instead of whole rows takes a third off its time.
-_LIFT_COLUMNS = "profile_id, experience_key, variant_key, arm, segment, exposed_at, converted, revenue, pre_activity"
-
-# The UTC day number of an exposure. Written exactly as in the exposure_day_stats statistics object
-# (migration 0007), which tells the planner it has a handful of values; float8 arithmetic, because
-# extract() returns numeric and costs twice as much per row.
-_EXPOSURE_DAY = "floor(date_part('epoch', x.exposed_at) / 86400)"
-
-
-def _lift_population(
-    *, project_id, experience_key, comparison, control_key, start, end, behavior=False
-) -> tuple[str, list, str, list]:
-    """(FROM clause of rows aliased x, its parameters, the SQL "treated" test, its parameters).
-    `behavior`: the rows carry the exposure's behavior segments too."""
-    if not experience_key:
-        # Everyone's first exposure anywhere: personalized vs the global holdout. Ties (one decide
-        # exposing several experiences at once) go to the first key, the same rule in every arm.
-        columns = _LIFT_COLUMNS + (", behavior_segments" if behavior else "")
-        source = (
-            f"(SELECT DISTINCT ON (profile_id) {columns} FROM personalization_exposure"
-            " WHERE project_id = %s AND arm IN ('variant', 'holdout_global') AND exposed_at >= %s AND exposed_at < %s"
-            " ORDER BY profile_id, exposed_at, experience_key) x"
-        )
-        return source, [project_id, start, end], "x.arm = 'variant'", []
-    if comparison == "control":
-        source = (
-            "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
-            " AND arm = 'variant' AND exposed_at >= %s AND exposed_at < %s) x"
-        )
-        return source, [project_id, experience_key, start, end], "x.variant_key <> %s", [control_key]
-    source = (
-        "(SELECT * FROM personalization_exposure WHERE project_id = %s AND experience_key = %s"
-        " AND arm IN ('variant', 'holdout_experience') AND exposed_at >= %s AND exposed_at < %s) x"
-    )
-    return source, [project_id, experience_key, start, end], "x.arm = 'variant'", []
-
-
-def exposure_lift_cells_sql(
-    *,
-    project_id: int,
-    experience_key: str,
-    comparison: str,
-    start,
-    end,
-    control_key: str = "",
-    breakdown_kind: str = "exposure",
-    breakdown_name: str = "segment",
-) -> tuple[str, list]:
-    """The one GROUP BY a lift report runs: sums per (segment, UTC day, treated).
-
-    Breakdown kinds: "exposure" (the segment recorded at exposure), "attribute" (a profile
-    attribute named `breakdown_name`), and two over the behavior segments recorded at exposure:
-    "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix: a person is
-    in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not)."""
-    behavior = breakdown_kind in ("segs_prefix", "segs_key")
-    source, params, treated, treated_params = _lift_population(
-        project_id=project_id,
-        experience_key=experience_key,
-        comparison=comparison,
-        control_key=control_key,
-        start=start,
-        end=end,
-        behavior=behavior,
-    )
-    join, join_params = "", []
-    if breakdown_kind == "exposure":
-        expr, expr_params = f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
-    elif breakdown_kind == "attribute":
-        join = "JOIN personalization_profile p ON p.id = x.profile_id"
-        expr, expr_params = f"coalesce(nullif(p.attributes ->> %s, ''), '{MISSING_SEGMENT}')", [breakdown_name]
-    elif breakdown_kind == "segs_prefix":
-        # A lateral join rather than a subquery in the SELECT list: PostgreSQL then memoizes it per
-        # set of segments (people in the same segments share one). Per 1M exposures with 7,280
-        # different sets: 0.44 s here, 1.40 s as a subquery, 0.93 s testing each of a run's 20 keys;
-        # 1.04 s when every exposure has a set of its own (bench/lift.py's data).
-        join = (
-            "LEFT JOIN LATERAL (SELECT s FROM unnest(x.behavior_segments) s WHERE starts_with(s, %s) LIMIT 1) m ON true"
-        )
-        join_params = [breakdown_name]
-        expr, expr_params = _behavior_expr("m.s"), []
-    elif breakdown_kind == "segs_key":
-        expr, expr_params = _behavior_expr("CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"), [breakdown_name] * 2
-    else:
-        raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
-    sql = (
-        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
-        f" FROM {source} {join} GROUP BY 1, 2, 3"
-    )
-    return sql, [*expr_params, *treated_params, *params, *join_params]
-
-
-def _behavior_expr(found: str) -> str:
-    """The segment an exposure is counted in: `found`, else NO_SEGMENT; MISSING_SEGMENT when the
-    exposure recorded no segments (before they were kept)."""
-    return f"CASE WHEN x.behavior_segments IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({found}, '{NO_SEGMENT}') END"
-
-
-def exposure_lift_cells(**kwargs) -> list[tuple]:
-    """Rows (segment, day number, treated, n, conversions, sum_y, sum_y2, sum_x, sum_x2, sum_xy) from
-    ONE parallel scan; the keyword arguments are exposure_lift_cells_sql's."""
-    sql, params = exposure_lift_cells_sql(**kwargs)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def exposure_range(*, project_id: int, experience_key: str) -> tuple[datetime, datetime] | None:
-    """(first, last) exposure time of an experience, or of every experience when the key is empty (the
-    global holdout report's population); None when there is none. The experience's index serves it."""
-    rows = Exposure.objects.filter(project_id=project_id)
-    rows = (
-        rows.filter(experience_key=experience_key)
-        if experience_key
-        else rows.filter(arm__in=[Arm.VARIANT, Arm.HOLDOUT_GLOBAL])
-    )
-    found = rows.aggregate(first=Min("exposed_at"), last=Max("exposed_at"))
-    return None if found["first"] is None else (found["first"], found["last"])
-
-
-def stored_version_for_report(*, project_id: int, experience_key: str) -> str:
-    """The version of what a report of this experience reads (stored_version): its exposures, its goal
-    events and purchases (revenue). The global holdout report, and an experience Kairos does not know
-    the goal of, read everything."""
-    experience = (
-        Experience.objects.filter(project_id=project_id, key=experience_key).only("goal_event").first()
-        if experience_key
-        else None
-    )
-    fields = ["all"] if experience is None else [f"x:{experience_key}", f"e:{experience.goal_event}", "e:purchase"]
-    return stored_version_read(project_id=project_id, fields=fields)
-
-
-def exposure_experience_keys(*, project_id: int) -> set[str]:
-    """Every experience key with exposures, configured in Kairos or not."""
-    return set(Exposure.objects.filter(project_id=project_id).values_list("experience_key", flat=True).distinct())
-
-
-def profile_attribute_names(*, project_id: int, sample: int = 2000) -> list[str]:
-    """Attribute names found on the project's newest `sample` profiles, sorted."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT k FROM (SELECT jsonb_object_keys(attributes) AS k FROM personalization_profile"
-            " WHERE project_id = %s ORDER BY id DESC LIMIT %s) s ORDER BY k",
-            [project_id, sample],
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
-def projects_all() -> list[Project]:
-    return list(Project.objects.order_by("pk"))
-
-
-def project_by_id(*, project_id: int) -> Project:
-    return Project.objects.get(pk=project_id)
-
-
-def project_by_slug_or_id(*, value: str) -> Project | None:
-    project = Project.objects.filter(slug=value).first()
-    if project is None and value.isdigit():
-        project = Project.objects.filter(pk=int(value)).first()
-    return project
-
-
-def project_by_id_or_none(*, project_id: int) -> Project | None:
-    return Project.objects.filter(pk=project_id).first()
-
-
-def projects_of_user(*, user) -> list[Project]:
-    return list(Project.objects.filter(memberships__user=user).order_by("name"))
-
-
-def member_role(*, user, project_id: int) -> str | None:
-    """`user`'s role in the project, or None when they are not a member."""
-    return Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()
+__all__ = [
+    "MISSING_SEGMENT",
+    "NO_SEGMENT",
+    "audit_entries",
+    "behavior_clock",
+    "behavior_first",
+    "dead_letters_summary",
+    "experience_arm_outcomes",
+    "experience_audit",
+    "experience_conversion_buckets",
+    "experience_exposure_span",
+    "experience_for_project",
+    "experience_users_by_arm",
+    "experience_weight_history",
+    "experience_weight_segments",
+    "experiences_by_run",
+    "experiences_for_project",
+    "exposure_experience_keys",
+    "exposure_lift_cells",
+    "exposure_lift_cells_sql",
+    "exposure_range",
+    "member_role",
+    "metric_per_minute",
+    "profile_attribute_names",
+    "profile_events",
+    "profiles_behavior",
+    "profiles_behavior_counts",
+    "profiles_by_external_ids",
+    "profiles_converters",
+    "profiles_for_project",
+    "profiles_matching_rule",
+    "profiles_not_profilable",
+    "profiles_outcomes",
+    "profiles_planted_intent",
+    "project_by_id",
+    "project_by_id_or_none",
+    "project_by_slug_or_id",
+    "project_counts",
+    "project_global_holdout_users",
+    "project_keys",
+    "project_members",
+    "projects_all",
+    "projects_ids",
+    "projects_of_user",
+    "stored_version_for_report",
+]

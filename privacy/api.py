@@ -7,7 +7,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from personalization import services as personalization_services
-from personalization.event_schema import BatchError
+from personalization.ingest.schema import BatchError
 from privacy import services
 from privacy.models import DataSubjectRequest, Regime, RequestKind, RequestStatus
 

@@ -20,7 +20,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q
 
-from personalization.services import subjects as subject_data
+from personalization.people import subjects as subject_data
 
 ERASE_CHUNK = 20_000
 EXPORT_CHUNK = 2_000

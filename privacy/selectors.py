@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from personalization.hashing import subject_digest
+from personalization.decide.hashing import subject_digest
 from privacy.models import DataSubjectRequest, PrivacySettings, RequestStatus, Suppression
 
 DUE_SOON = timedelta(days=7)

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from personalization.web import render_page, workspace_view
+from personalization.workspace.web import render_page, workspace_view
 from privacy import selectors, services
 from privacy.models import DataSubjectRequest, Regime, RequestKind, RequestStatus
 from privacy.services.requests import request_audit

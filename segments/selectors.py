@@ -5,7 +5,7 @@ import re
 from django.db import connection
 from django.db.models import F
 
-from personalization import selectors_segments as people
+from personalization.people import selectors as people
 from segments.models import ClusteringRun, EmbedderVersion, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 
 _BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")  # ClusteringRun.key_prefix + the segment's index

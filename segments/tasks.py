@@ -40,7 +40,7 @@ def memberships_publish_resume_task() -> int:
 @shared_task(acks_late=True, **_RETRY)
 def embeddings_refit_nightly_task() -> int:
     """Refit every project's embedder; live runs keep folding people in on the basis they were made on."""
-    from personalization.selectors_segments import projects_ids
+    from personalization.people.selectors import projects_ids
 
     count = 0
     for project_id in projects_ids():

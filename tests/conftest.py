@@ -1,8 +1,9 @@
 import pytest
 from django.conf import settings
 
-from personalization import auth, redis_client
-from personalization import decide as decide_runtime
+from personalization import redis_client
+from personalization.decide import runtime as decide_runtime
+from personalization.workspace import auth
 from tests import factories
 
 

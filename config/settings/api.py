@@ -4,10 +4,10 @@ from config.env import env_int
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "personalization.auth.SecretKeyAuthentication",
+        "personalization.workspace.auth.SecretKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["personalization.auth.HasProject"],
+    "DEFAULT_PERMISSION_CLASSES": ["personalization.workspace.auth.HasProject"],
     "DEFAULT_PARSER_CLASSES": [
         "personalization.parsers.JSONParser",  # a body too deep to parse is a 400, not a 500
         "rest_framework.parsers.FormParser",

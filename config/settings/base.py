@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "segments",
     "experiments",
     "privacy",
+    "demo",
 ]
 
 if KAIROS_ROLE == "decide":
@@ -66,7 +67,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "personalization.context.workspace",
+                "personalization.workspace.context.workspace",
             ],
         },
     },

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from personalization import selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
-from personalization.web import back, figures_json, is_partial, render_page, workspace_view
+from personalization.workspace.web import back, figures_json, is_partial, render_page, workspace_view
 
 
 def _live_numbers(project_id: int) -> dict:

@@ -118,7 +118,7 @@ def rate_figure(
 
 
 def posterior_params(exposures: int, conversions: int) -> tuple[float, float]:
-    """Beta posterior of a conversion rate under a uniform prior (as personalization.bandit)."""
+    """Beta posterior of a conversion rate under a uniform prior (as personalization.experiences.thompson)."""
     return 1.0 + conversions, 1.0 + exposures - conversions
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from django import forms
 
 from personalization import services
-from personalization.experience_limits import PAYLOAD_MAX_DEPTH
+from personalization.experiences.limits import PAYLOAD_MAX_DEPTH
 from personalization.models import Experience, Policy
 from segments import selectors as segments_selectors
 

@@ -1,12 +1,12 @@
 """The segment migration screen: move an experience from an older clustering run's segments to a
-newer run's. Nothing changes until the marketer confirms (personalization.services.segment_migration)."""
+newer run's. Nothing changes until the marketer confirms (personalization.experiences.segment_migration)."""
 
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 
 from personalization import selectors, services
-from personalization.web import workspace_view
+from personalization.workspace.web import workspace_view
 from segments import selectors as segments_selectors
 
 

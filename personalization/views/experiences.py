@@ -15,7 +15,7 @@ from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
 from personalization.views.experience_migrate import migration_notice
-from personalization.web import back, figures_json, is_partial, workspace_view
+from personalization.workspace.web import back, figures_json, is_partial, workspace_view
 from segments import selectors as segments_selectors
 
 _TRANSITIONS = {

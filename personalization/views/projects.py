@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from personalization import services
-from personalization.web import workspace_for, workspace_view
+from personalization.workspace.web import workspace_for, workspace_view
 
 
 @login_required

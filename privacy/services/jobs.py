@@ -12,9 +12,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from personalization import decide
 from personalization import services as personalization_services
-from personalization.services import subjects as subject_data
+from personalization.decide import runtime as decide
+from personalization.people import subjects as subject_data
 from privacy import registry
 from privacy.models import DataSubjectRequest, RequestKind, RequestStatus, Suppression
 from privacy.selectors import digest_of

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from personalization.services import subjects as subject_data
-from personalization.services.audit import audit_record
+from personalization.people import subjects as subject_data
+from personalization.workspace.audit import audit_record
 from privacy import registry
 from privacy.models import DataSubjectRequest, PrivacySettings, Suppression
 from privacy.selectors import privacy_settings_get, suppression_digests

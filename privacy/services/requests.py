@@ -12,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from personalization.services.audit import audit_record
+from personalization.workspace.audit import audit_record
 from privacy.models import DataSubjectRequest, Regime, RequestKind, RequestStatus
 from privacy.selectors import digest_of
 

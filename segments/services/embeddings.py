@@ -14,7 +14,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from personalization import selectors_segments as people
+from personalization.people import selectors as people
 from segments import embedding
 from segments.models import EmbedderVersion, ProfileEmbedding
 

@@ -38,7 +38,7 @@ from django.db import connection, transaction
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from personalization import selectors_segments as people
+from personalization.people import selectors as people
 from segments import embedding
 from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service

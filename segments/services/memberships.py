@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from personalization import selectors_segments as people
 from personalization import services as personalization_services
+from personalization.people import selectors as people
 from segments.models import (
     ClusteringRun,
     MapPoint,

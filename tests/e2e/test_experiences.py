@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from personalization import bandit, services
+from personalization import services
+from personalization.experiences import thompson as bandit
 from personalization.models import Arm, BanditWeights, Experience, Exposure, Profile, Role
 from tests import factories
 

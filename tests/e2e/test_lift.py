@@ -8,9 +8,9 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from demo import seed as demo_services
 from experiments import charts
 from experiments.models import LiftReport, ReportStatus
-from personalization.services import demo as demo_services
 from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

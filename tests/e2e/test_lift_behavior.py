@@ -9,12 +9,12 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from demo import seed as demo_services
 from experiments.models import LiftReport, ReportStatus
-from personalization import decide as decide_runtime
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
+from personalization.decide import runtime as decide_runtime
 from personalization.models import Exposure, IdentityKind, ProfileIdentity
-from personalization.services import demo as demo_services
 from segments import services as segments_services
 from segments.models import ClusteringRun, RunStatus, Segment
 from tests.workers import celery_worker

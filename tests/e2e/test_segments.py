@@ -8,8 +8,8 @@ import orjson
 import pytest
 from playwright.sync_api import Page, expect
 
+from demo import seed as demo_services
 from personalization.models import ProfileIdentity
-from personalization.services import demo as demo_services
 from segments.models import Segment, SegmentKind, SegmentMembership
 from tests import factories
 from tests.segments.test_hostile_data import HOSTILE_WORDS, _event, _ingest, _run

@@ -49,7 +49,7 @@ def test_settings__dead_letters__admin_sees_count_retries_one_and_deletes_the_re
     page: Page, browser_log, log_in, screenshot
 ):
     from personalization import services
-    from personalization.services.dead_letters import dead_letters_write
+    from personalization.ingest.dead_letters import dead_letters_write
 
     user = factories.user_make()
     project = factories.project_make(owner=user)

@@ -15,8 +15,9 @@ import pytest
 from django.core.signals import request_started
 from playwright.sync_api import Page, expect
 
-from personalization import decide as decide_runtime
-from personalization import demo, services
+from demo import world as demo
+from personalization import services
+from personalization.decide import runtime as decide_runtime
 from personalization.models import Event, Exposure, IdentityKind, Profile, ProfileIdentity, Project
 from tests import factories
 
@@ -225,7 +226,7 @@ def test_public_api__preflight_from_another_origin__allows_the_snippets_requests
 def test_demo_shop__no_key_in_address__page_gets_the_demo_public_key_only(client, tmp_path, monkeypatch):
     keys = tmp_path / "demo-keys.json"
     keys.write_text('{"public_key": "kp_demo</script>", "secret_key": "ks_never_in_a_page"}')
-    monkeypatch.setattr("personalization.views.demo_shop.demo_keys_path", lambda: keys)
+    monkeypatch.setattr("demo.views.demo_keys_path", lambda: keys)
 
     html = client.get("/demo/shop/").content.decode()
 

@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from demo import seed as demo_services
+from demo import world as demo
 from experiments import services
 from experiments.breakdown import Breakdown
-from personalization import demo
-from personalization.services import demo as demo_services
 
 DATA_END = datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
 

@@ -115,7 +115,7 @@ def test_outcomes__two_drains_at_once__purchase_still_attributed(client, project
 
     from django.db import connection
 
-    from personalization.services import events as events_service
+    from personalization.ingest import drain as events_service
 
     paused, release = threading.Event(), threading.Event()
     original = events_service._exposures_write

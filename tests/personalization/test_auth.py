@@ -7,8 +7,9 @@ import orjson
 import pytest
 from django.db import OperationalError, connection
 
-from personalization import auth, redis_client, rkeys, services
+from personalization import redis_client, rkeys, services
 from personalization.models import ApiKey
+from personalization.workspace import auth
 from tests.factories import event_make, events_post
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy import integrate
 from scipy import stats as scipy_stats
 
-from personalization.bandit import (
+from personalization.experiences.thompson import (
     ArmStats,
     allocation_weights,
     apply_floor,

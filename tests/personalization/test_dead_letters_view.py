@@ -3,7 +3,7 @@
 import pytest
 
 from personalization import redis_client, rkeys
-from personalization.services.dead_letters import dead_letters_write
+from personalization.ingest.dead_letters import dead_letters_write
 from tests import factories
 
 

@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from personalization import decide as decide_runtime
-from personalization import engine, rkeys, services
+from personalization import rkeys, services
+from personalization.decide import engine
+from personalization.decide import runtime as decide_runtime
 from personalization.models import BanditWeights, Exposure, Profile
 from tests.factories import event_make, events_post
 

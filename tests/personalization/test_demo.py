@@ -11,11 +11,14 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from personalization import auth, demo, engine, redis_client, rkeys, services
-from personalization.event_schema import batch_validate
-from personalization.management.commands.demo_traffic import Traffic
+from demo import seed as demo_services
+from demo import world as demo
+from demo.management.commands.demo_traffic import Traffic
+from personalization import redis_client, rkeys, services
+from personalization.decide import engine
+from personalization.ingest.schema import batch_validate
 from personalization.models import Event, Experience, Exposure, Membership, Profile, ProfileIdentity
-from personalization.services import demo as demo_services
+from personalization.workspace import auth
 from segments.models import ClusteringRun
 
 END = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -21,8 +21,8 @@ from django.db.models import Count
 from django.test import Client
 
 from personalization import redis_client, rkeys, services
+from personalization.ingest import drain as events_service
 from personalization.models import Event, Profile
-from personalization.services import events as events_service
 from tests.factories import event_make, events_post
 
 ROOT = Path(__file__).resolve().parents[2]

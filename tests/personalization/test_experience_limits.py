@@ -10,13 +10,13 @@ import orjson
 import pytest
 
 from personalization import redis_client, rkeys, services
-from personalization.event_schema import FieldError
-from personalization.experience_limits import (
+from personalization.experiences.limits import (
     EXPERIENCE_MAX_CHARS,
     PAYLOAD_MAX_CHARS,
     PAYLOAD_MAX_DEPTH,
     payload_check,
 )
+from personalization.ingest.schema import FieldError
 from personalization.models import AuditEntry, Experience, ExperienceStatus, Role, Variant
 from tests import factories
 

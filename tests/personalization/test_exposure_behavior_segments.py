@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from personalization import engine, redis_client, rkeys, services
+from personalization import redis_client, rkeys, services
+from personalization.decide import engine
 from personalization.models import Exposure, ProfileIdentity
 from tests import factories
 from tests.personalization.test_decide import drain_all, make_experience, post_decide

@@ -9,7 +9,8 @@ from django.db.models import Count, Q
 
 from experiments import services as experiments_services
 from experiments.breakdown import Breakdown
-from personalization import engine, services
+from personalization import services
+from personalization.decide import engine
 from personalization.models import Exposure
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 

@@ -26,8 +26,9 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from personalization import auth, redis_client, rkeys
-from personalization import decide as decide_runtime
+from personalization import redis_client, rkeys
+from personalization.decide import runtime as decide_runtime
+from personalization.workspace import auth
 from tests.factories import event_make, events_post
 from tests.personalization.conftest import free_port
 from tests.personalization.test_decide import make_experience, post_decide

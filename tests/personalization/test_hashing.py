@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from personalization import hashing
-from personalization.hashing import pick_index, unit_bucket
+from personalization.decide import hashing
+from personalization.decide.hashing import pick_index, unit_bucket
 
 UNITS = [f"user-{i}" for i in range(100_000)]
 

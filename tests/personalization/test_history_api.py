@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from personalization import services
+from personalization.ingest.history import MAX_LINE_BYTES
 from personalization.models import Event
-from personalization.services.history import MAX_LINE_BYTES
 from tests import factories
 
 OLD = (datetime.now(UTC) - timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%SZ")

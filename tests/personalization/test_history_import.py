@@ -112,7 +112,7 @@ def test_import__project_queue_near_its_cap__waits_for_the_drain_loses_nothing(p
 
     from django.db import connection
 
-    from personalization.services.history import events_import
+    from personalization.ingest.history import events_import
 
     settings.KAIROS_STREAM_CAP_PER_PROJECT = 1500  # the import waits above 750 queued events
     stop = threading.Event()
@@ -195,7 +195,7 @@ def test_import_endpoint__hostile_csv_cells__each_line_rejected_naming_its_field
 
 
 def test_body_lines__any_piece_sizes__same_lines_long_line_dropped_as_it_arrives():
-    from personalization.services.history import LongLine, body_lines
+    from personalization.ingest.history import LongLine, body_lines
 
     body = b"\xef\xbb\xbfone\r\n\ntwo\n" + b"x" * 50 + b"\nthree"
     expected = [b"one\r\n", b"\n", b"two\n", LongLine(51), b"three"]

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from personalization import decide as decide_runtime
 from personalization import redis_client, rkeys, services
+from personalization.decide import runtime as decide_runtime
 from personalization.models import DeadLetter, Event, Exposure
 from tests.factories import event_make, events_post, key_make, project_make
 

@@ -1,4 +1,4 @@
-"""Every principal × every dashboard page and REST endpoint, generated from personalization.permissions.
+"""Every principal × every dashboard page and REST endpoint, generated from personalization.workspace.permissions.
 
 The cases come from walking the URL configuration: a dashboard view carries the action it checks
 (`workspace_view`), a DRF view its `required_action`. Objects named in URLs do not exist, so an allowed
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from personalization import auth, permissions
+from personalization.workspace import auth, permissions
 from tests import factories
 
 # URL prefixes that are not part of the permission map: public-key endpoints, sign-in, the Django
@@ -152,7 +152,7 @@ def test_navigation__shows_exactly_the_sections_the_role_may_open(client, projec
 
 
 def test_unknown_action__refused_when_the_view_is_declared():
-    from personalization.web import workspace_view
+    from personalization.workspace.web import workspace_view
 
     with pytest.raises(KeyError, match="not declared"):
         workspace_view("segmnets")

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 
 from personalization import services
 from personalization.models import Event, Profile, ProfileIdentity
-from personalization.services.profiles import references_lock
+from personalization.people.profiles import references_lock
 from tests.factories import event_make
 
 

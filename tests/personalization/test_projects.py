@@ -7,8 +7,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from personalization import auth, services
+from personalization import services
 from personalization.models import ApiKey, Event, Membership, Project, Role
+from personalization.workspace import auth
 from tests import factories
 
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from personalization import decide as decide_runtime
 from personalization import redis_client, rkeys, services
+from personalization.decide import runtime as decide_runtime
 from personalization.models import DeadLetter, Event, Exposure
 
 _text = st.text(max_size=40) | st.sampled_from(["a\x00b", "\ud800", "x\udfff", "\n", "", "é", "kp_x", "ks_x"])

@@ -3,7 +3,8 @@
 import pytest
 import redis
 
-from personalization import redis_client, redis_wire
+from personalization import redis_client
+from personalization.decide import redis_wire
 
 
 @pytest.fixture

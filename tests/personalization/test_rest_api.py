@@ -51,8 +51,9 @@ def test_rest__public_key__refused_with_a_clear_message(client, project, public_
 
 @pytest.mark.django_db
 def test_rest__revoked_key__refused(client, project):
-    from personalization import auth, services
+    from personalization import services
     from personalization.models import ApiKey
+    from personalization.workspace import auth
 
     raw = key_make(project=project, kind="secret")
     services.api_key_revoke(key=ApiKey.objects.get(project=project, kind="secret"))

@@ -6,7 +6,8 @@ import random
 import orjson
 import pytest
 
-from personalization import engine, redis_client, rkeys, services
+from personalization import redis_client, rkeys, services
+from personalization.decide import engine
 from personalization.models import AuditEntry, Experience
 from segments import selectors as segments_selectors
 from segments import services as segments_services

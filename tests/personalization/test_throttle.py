@@ -5,8 +5,8 @@ one command more, inside its one round trip."""
 import orjson
 import pytest
 
-from personalization import decide as decide_runtime
 from personalization import redis_client, rkeys, services, throttle
+from personalization.decide import runtime as decide_runtime
 from tests.factories import event_make, events_post, key_make
 
 
@@ -43,9 +43,12 @@ def test_decide__over_the_per_key_limit__429_with_retry_after(client, project, p
 @pytest.mark.django_db
 def test_decide__over_the_per_ip_limit__429_and_other_addresses_unaffected(client, project, public_key, settings):
     settings.KAIROS_DECIDE_PER_IP_PER_SECOND = 5
-    statuses = [decide_post(client, public_key, ip="203.0.113.7", unit=f"u{i}").status_code for i in range(12)]
-    assert 429 in statuses
-    assert_throttled(decide_post(client, public_key, ip="203.0.113.7"), 429, "client")
+    # The check uses the refused answer itself: a request sent after the loop may fall into the next
+    # one-second window on a loaded machine.
+    answers = [decide_post(client, public_key, ip="203.0.113.7", unit=f"u{i}") for i in range(12)]
+    refused = [answer for answer in answers if answer.status_code == 429]
+    assert refused, [answer.status_code for answer in answers]
+    assert_throttled(refused[0], 429, "client")
     assert decide_post(client, public_key, ip="203.0.113.8").status_code == 200
 
 

@@ -20,9 +20,10 @@ from django.utils import timezone
 
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
-from personalization import auth, redis_client, rkeys, services
+from personalization import redis_client, rkeys, services
 from personalization.models import ApiKey, BanditWeights, Exposure, Profile
 from personalization.tasks import api_keys_publish_task, bandits_update_task
+from personalization.workspace import auth
 from tests.experiments.test_lift_report import _population, hero_report_done
 from tests.factories import key_make
 from tests.personalization.test_experience_views import experience_make

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from personalization import redis_client, rkeys
+from personalization.ingest.dead_letters import dead_letters_write
 from personalization.models import AuditEntry, DeadLetter, Event, Exposure, Profile, ProfileIdentity
-from personalization.services.dead_letters import dead_letters_write
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus, Suppression

@@ -180,7 +180,7 @@ def test_gpc__honoured_per_project_setting(client, project, public_key):
     privacy_services.privacy_settings_set(
         project_id=project.pk, require_consent=False, honor_gpc=False, event_retention_days=395, by=None
     )
-    from personalization import decide as decide_runtime
+    from personalization.decide import runtime as decide_runtime
 
     decide_runtime.snapshots.by_project.clear()  # the next snapshot check (within a second) sees the change
     assert decide_with_gpc() != "not_personalized"

@@ -4,9 +4,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from demo import seed as demo_services
 from personalization import services as personalization_services
 from personalization.models import ProfileIdentity
-from personalization.services import demo as demo_services
 from segments import services as segments_services
 
 # Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from personalization import redis_client, rkeys
-from personalization import selectors_segments as people
+from personalization.people import selectors as people
 from segments import selectors, services
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentMembership
 

@@ -107,7 +107,7 @@ def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_project
 
 @pytest.mark.django_db(transaction=True)
 def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
-    from personalization.services import demo as demo_services
+    from demo import seed as demo_services
 
     project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
     run = services.clustering_run_request(project=project)  # automatic k: the slow path

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from personalization import selectors_segments as people
+from demo import seed as demo_services
 from personalization import services as personalization_services
-from personalization.services import demo as demo_services
-from personalization.services.history import body_pieces, events_import
+from personalization.ingest.history import body_pieces, events_import
+from personalization.people import selectors as people
 from segments import services
 from segments.models import RunStatus, Segment, SegmentMembership
 

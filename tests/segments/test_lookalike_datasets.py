@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from personalization import selectors_segments as people
 from personalization import services as personalization_services
-from personalization.services.history import body_pieces, events_import
+from personalization.ingest.history import body_pieces, events_import
+from personalization.people import selectors as people
 from segments import selectors, services
 from segments.models import SegmentMembership
 from segments.services import embeddings as embeddings_service

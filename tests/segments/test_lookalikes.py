@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from personalization import selectors_segments as people
 from personalization.models import Profile, ProfileIdentity
+from personalization.people import selectors as people
 from segments import services
 from segments.models import SegmentKind, SegmentMembership
 from segments.services.lookalikes import Seed

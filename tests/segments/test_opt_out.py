@@ -11,7 +11,7 @@ import pytest
 
 from personalization import redis_client, rkeys
 from personalization.models import Profile, ProfileIdentity
-from personalization.services.subjects import profiles_consent_set, profiles_personalization_set
+from personalization.people.subjects import profiles_consent_set, profiles_personalization_set
 from privacy import services as privacy_services
 from segments import selectors, services
 from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, Segment, SegmentMembership

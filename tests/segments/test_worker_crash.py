@@ -22,10 +22,10 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from demo import seed as demo_services
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
 from personalization.models import Profile, ProfileIdentity
-from personalization.services import demo as demo_services
 from segments import services
 from segments.models import (
     ClusteringRun,

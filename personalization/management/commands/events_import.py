@@ -2,7 +2,7 @@
 
 JSONL: one event object per line, exactly as in `POST /api/v1/events`. CSV: a header row; columns are
 found by role under common spellings (event_type, event_time, visitorid, user_session…) and every
-other column becomes a property (personalization.services.history.csv_columns_map). Read a line at a
+other column becomes a property (personalization.ingest.history.csv_columns_map). Read a line at a
 time, so any size works; re-running the same file stores nothing twice.
 """
 
@@ -13,7 +13,7 @@ import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from personalization import selectors
-from personalization.services.history import ImportFormatError, body_pieces, events_import
+from personalization.ingest.history import ImportFormatError, body_pieces, events_import
 from personalization.throttle import Throttled
 
 

@@ -1,0 +1,409 @@
+"""The decide runtime around the pure engine: the in-process snapshot, the one Redis round trip per
+request, and the write-behind buffer for sticky assignments, exposures and counters.
+
+No ORM query happens here. What a crashed decide process can lose: the buffer is flushed every
+FLUSH_INTERVAL seconds (and at exit), so a process killed with SIGKILL loses at most that much of
+its sticky writes and exposure records; the users keep getting the same variant from the hash, and
+the exposure is recorded again on their next decide (the first exposure is what the analysis uses).
+"""
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from itertools import chain
+
+import orjson
+import redis
+from django.conf import settings
+
+from personalization import redis_client, rkeys, throttle
+from personalization.decide import engine, redis_wire
+from personalization.decide.hashing import subject_digest
+from personalization.ingest.schema import (
+    MAX_DEPTH,
+    MAX_PROPERTIES_CHARS,
+    FieldError,
+    json_check,
+    json_limits_check,
+    text_check,
+)
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_CHECK_SECONDS = 1.0
+FLUSH_INTERVAL = 0.05
+REDIS_RETRY_SECONDS = 1.0
+MAX_BUFFERED = 200_000
+UNIT_TTL_SECONDS = 180 * 24 * 3600
+
+
+class _Snapshots:
+    """Per project: the snapshot in use and when its version was last checked."""
+
+    def __init__(self):
+        self.by_project: dict[int, tuple[dict, float]] = {}
+
+    def due(self, project_id: int, now: float) -> bool:
+        hit = self.by_project.get(project_id)
+        return hit is None or now - hit[1] >= SNAPSHOT_CHECK_SECONDS
+
+    def get(self, project_id: int) -> dict | None:
+        hit = self.by_project.get(project_id)
+        return hit[0] if hit else None
+
+    def refresh(self, client, project_id: int, published_version, now: float) -> None:
+        current = self.get(project_id)
+        if published_version is None:
+            if current is not None:
+                self.by_project[project_id] = (current, now)
+            return
+        if current is None or str(current.get("version")) != published_version.decode():
+            raw = client.get(rkeys.snapshot(project_id))
+            if raw:
+                current = orjson.loads(raw)
+        if current is not None:
+            self.by_project[project_id] = (current, now)
+
+
+def _held_connection(held: tuple | None, client) -> tuple:
+    """(client, pid, redis_wire.Connection like client): made again for a new client (tests) or after a fork."""
+    if held is None or held[0] is not client or held[1] != os.getpid():
+        held = (client, os.getpid(), redis_wire.Connection.like(client))
+    return held
+
+
+class _Buffer:
+    """Writes that may wait ~50 ms: sticky fields, exposure events, the decisions counter."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sticky: list[tuple[str, dict]] = []
+        self.exposures: dict[int, list[dict]] = defaultdict(list)
+        self.decisions: dict[int, int] = defaultdict(int)
+        self.keys_used: set[int] = set()
+        self.size = 0
+        self.thread: threading.Thread | None = None
+        self.flushing = threading.Lock()
+        self.held: tuple | None = None  # (client, pid, redis_wire.Connection)
+
+    def note_key(self, key_id: int) -> None:
+        """The API key's last-used time, written with the next flush."""
+        self.keys_used.add(key_id)
+
+    def add(self, project_id: int, unit_key: str, sticky: dict, exposures: list[dict]) -> None:
+        with self.lock:
+            self.decisions[project_id] += 1
+            if self.size >= MAX_BUFFERED:
+                return  # Redis has been away a long time; keep serving, drop the oldest news (counted in logs)
+            if sticky:
+                self.sticky.append((unit_key, sticky))
+            if exposures:
+                self.exposures[project_id].extend(exposures)
+            self.size += len(exposures) + bool(sticky)
+        if self.thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is not None:
+                return
+            self.thread = threading.Thread(target=self._run, name="decide-flush", daemon=True)
+            self.thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            try:
+                self.flush()
+            except redis.RedisError:
+                time.sleep(REDIS_RETRY_SECONDS)
+            except Exception:
+                # The flusher must outlive any surprise, or decide would silently stop recording.
+                log.exception("decide: flushing the write-behind buffer failed; retrying")
+                time.sleep(REDIS_RETRY_SECONDS)
+
+    def flush(self) -> None:
+        with self.flushing:  # the flusher thread, atexit and tests may flush at once; one socket
+            self._flush()
+
+    def _flush(self) -> None:
+        rate_commands, rate_learn = key_rates.take()
+        with self.lock:
+            sticky, exposures, decisions = self.sticky, self.exposures, self.decisions
+            keys_used, self.keys_used = self.keys_used, set()
+            if not (sticky or exposures or decisions or keys_used or rate_commands):
+                return
+            self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
+        commands: list[tuple] = []
+        for unit_key, fields in sticky:
+            commands.append(("HSET", unit_key, *chain.from_iterable(fields.items())))
+            commands.append(("EXPIRE", unit_key, UNIT_TTL_SECONDS))
+        received = datetime.now(UTC).isoformat()
+        for project_id, events in exposures.items():
+            commands.append(
+                ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
+            )
+            commands.append(("HINCRBY", rkeys.EVENTS_QUEUED, project_id, len(events)))
+        if keys_used:
+            now = int(time.time())
+            commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
+        minute = int(time.time() // 60)
+        for project_id, count in decisions.items():
+            metric = rkeys.metric(project_id, "decisions", minute)
+            commands.append(("INCRBY", metric, count))
+            commands.append(("EXPIRE", metric, 7200))
+        commands += rate_commands
+        try:
+            replies = self._connection().execute(*commands)
+            rate_learn(replies[len(commands) - len(rate_commands) :])
+        except redis.RedisError:
+            with self.lock:  # put it back in front, to be retried when Redis returns
+                self.sticky = sticky + self.sticky
+                for project_id, events in exposures.items():
+                    self.exposures[project_id] = events + self.exposures[project_id]
+                for project_id, count in decisions.items():
+                    self.decisions[project_id] += count
+                self.keys_used |= keys_used
+                self.size += sum(len(e) for e in exposures.values()) + len(sticky)
+            raise
+
+    def _connection(self) -> redis_wire.Connection:
+        """The patient worker client's settings (a flush may wait for Redis; requests never do)."""
+        client = redis_client.worker()
+        self.held = _held_connection(self.held, client)
+        return self.held[2]
+
+
+class _KeyRates:
+    """Decide's per-key limit, counted without a command in the request. Each process counts its
+    requests per key and window; the write-behind flush adds them to Redis (INCRBY) and learns every
+    process's total from the reply, so the limit holds across processes to within one flush (~50 ms).
+    Per-IP counts need no such care: they are one INCR inside the request's round trip."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending: dict[tuple[int, int], int] = defaultdict(int)  # (key id, window) -> not yet sent
+        self.known: dict[tuple[int, int], int] = {}  # (key id, window) -> every process's total when last sent
+        self.created: set[str] = set()  # per-IP counters this process created: they get their expiry
+
+    def count(self, key_id: int, window: int) -> int:
+        """Count one request; returns the key's requests in the window, as far as this process knows."""
+        slot = (key_id, window)
+        with self.lock:
+            self.pending[slot] += 1
+            return self.known.get(slot, 0) + self.pending[slot]
+
+    def ip_counter_created(self, name: str) -> None:
+        with self.lock:
+            self.created.add(name)
+
+    def take(self) -> tuple[list[tuple], object]:
+        """The commands for the next flush, and the function that learns the totals from their replies."""
+        with self.lock:
+            pending, self.pending = self.pending, defaultdict(int)
+            created, self.created = self.created, set()
+            oldest = throttle.window_of() - 1
+            self.known = {slot: n for slot, n in self.known.items() if slot[1] >= oldest}
+            # Keys seen this window are asked again (INCRBY 0) even when idle here: other processes count on.
+            slots = list(pending) + [slot for slot in self.known if slot not in pending and slot[1] > oldest]
+        commands: list[tuple] = []
+        for slot in slots:
+            name = throttle.key_counter("d", *slot)
+            commands += [("INCRBY", name, pending.get(slot, 0)), ("EXPIRE", name, 2 * throttle.WINDOW_SECONDS)]
+        commands += [("EXPIRE", name, 2 * throttle.WINDOW_SECONDS) for name in created]
+
+        def learn(replies: list) -> None:
+            with self.lock:
+                for index, slot in enumerate(slots):
+                    self.known[slot] = int(replies[2 * index])
+
+        return commands, learn
+
+
+class _UnitReads:
+    """The request's one round trip, on a bare connection (redis_wire) each request thread keeps to
+    itself: redis-py's pooled path costs several times the round trip's own CPU, and decide's
+    throughput is CPU-bound."""
+
+    def __init__(self):
+        self.local = threading.local()
+
+    def _connection(self) -> redis_wire.Connection:
+        client = redis_client.fast()
+        self.local.held = _held_connection(getattr(self.local, "held", None), client)
+        return self.local.held[2]
+
+    def execute(self, *commands: tuple) -> list:
+        conn = self._connection()
+        try:
+            return conn.execute(*commands)
+        except redis.ConnectionError:
+            return conn.execute(*commands)  # a stale socket (Redis restarted): once more on a fresh one
+
+
+def _as_dict(reply) -> dict:
+    """HGETALL's reply: a map under RESP3, a flat list of field, value under RESP2."""
+    if isinstance(reply, dict):
+        return {k.decode(): v.decode() for k, v in reply.items()}
+    return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+
+
+snapshots = _Snapshots()
+key_rates = _KeyRates()
+buffer = _Buffer()
+unit_reads = _UnitReads()
+_redis_down_until = 0.0
+
+
+class DecideInputError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _unit_of(body: dict) -> tuple[str, str]:
+    for name in ("user_id", "anonymous_id"):
+        value = body.get(name)
+        if value is not None and value != "":
+            if not isinstance(value, str) or len(value) > 128:
+                raise DecideInputError(name, "must be a string of at most 128 characters")
+            return name, value
+    raise DecideInputError("user_id", "is missing: give user_id or anonymous_id")
+
+
+def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
+    if not isinstance(body, dict):
+        raise DecideInputError("body", 'must be a JSON object like {"anonymous_id": "…", "context": {…}}')
+    kind, unit = _unit_of(body)
+    context = body.get("context") or {}
+    if not isinstance(context, dict):
+        raise DecideInputError("context", 'must be an object like {"url": "/", "device": "mobile"}')
+    for name in ("attributes", "consent"):
+        if context.get(name) is not None and not isinstance(context[name], dict):
+            raise DecideInputError(f"context.{name}", "must be an object of name → value")
+    requested = body.get("experiences")
+    if requested is not None and (
+        not isinstance(requested, list)
+        or not all(isinstance(k, str) and len(k) <= 64 for k in requested)
+        or len(requested) > 200
+    ):
+        raise DecideInputError("experiences", "must be a list of experience keys (at most 200), or left out for all")
+    try:
+        # The unit id goes into exposure events and Redis keys: it must be storable text. The context
+        # is only read (targeting), never stored, but it gets the limits of event properties: it is
+        # walked on every decision, and what a site sends as properties it may send as context.
+        text_check(unit, kind)
+        if context:
+            json_limits_check(context, "context", max_depth=MAX_DEPTH, max_chars=MAX_PROPERTIES_CHARS)
+        if requested:
+            json_check(requested, "experiences")
+    except FieldError as exc:
+        raise DecideInputError(exc.field, exc.message) from None
+    return kind, unit, context, requested
+
+
+def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
+    """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
+    (or when the snapshot is about to be refreshed, since the new one may say it has)."""
+    snapshot = snapshots.get(project_id)
+    if not check and (snapshot is None or not (snapshot.get("privacy") or {}).get("suppressed")):
+        return None
+    return ("SISMEMBER", rkeys.suppressed(project_id), subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, unit))
+
+
+def decide(project_id: int, body, *, key_id: int | None = None, ip: str = "", gpc: bool = False) -> dict:
+    """Answer one decide request. Raises DecideInputError for bad input and throttle.Throttled over a
+    limit (counted for `key_id` and `ip` when given); never for infrastructure.
+
+    `gpc`: the request carried the Global Privacy Control signal (Sec-GPC: 1). A unit on the
+    suppression list (an erased subject) gets defaults and leaves no trace: no sticky write, no exposure.
+    """
+    global _redis_down_until
+    kind, unit, context, requested = request_parse(body)
+    now = time.monotonic()
+    unit_key = rkeys.unit(project_id, unit)
+    user: dict = {}
+    erased = False
+    fallback = now < _redis_down_until
+    if not fallback:
+        per_key = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND if key_id is not None else 0
+        per_ip = settings.KAIROS_DECIDE_PER_IP_PER_SECOND if key_id is not None else 0
+        window = throttle.window_of()
+        # The per-IP limit costs one INCR in the same round trip, the per-key limit none (_KeyRates);
+        # with Redis away nothing is limited.
+        ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
+        try:
+            check = snapshots.due(project_id, now)
+            suppression = _suppression_check(project_id, unit, check)
+            commands = [("HGETALL", unit_key)]
+            if check:
+                commands.append(("GET", rkeys.snapshot_version(project_id)))
+            if suppression is not None:
+                commands.append(suppression)
+                suppressed_at = len(commands) - 1
+            if per_ip:
+                commands.append(("INCR", ip_counter))
+            results = unit_reads.execute(*commands)
+            user = _as_dict(results[0])
+            erased = suppression is not None and results[suppressed_at] == 1
+            if check:
+                snapshots.refresh(redis_client.fast(), project_id, results[1], now)
+        except redis.RedisError as exc:
+            log.warning("decide: Redis unavailable (%s); answering from the in-process snapshot", exc)
+            _redis_down_until = now + REDIS_RETRY_SECONDS
+            fallback = True
+        else:
+            ip_count = results[-1] if per_ip else 0
+            if ip_count == 1:
+                key_rates.ip_counter_created(ip_counter)
+            key_count = key_rates.count(key_id, window) if per_key else 0
+            throttle.rate_verdict([key_count, ip_count], per_key, per_ip)
+    snapshot = snapshots.get(project_id)
+    decision_id = uuid.uuid4().hex
+    if snapshot is None:
+        keys = requested or []
+        return {
+            "decision_id": decision_id,
+            "version": None,
+            "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
+            "unknown_experiences": [],
+        }
+    if erased:
+        decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
+        buffer.add(project_id, unit_key, {}, [])
+    else:
+        decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc)
+        exposures = _exposure_events(decision, decision_id, kind, unit)
+        buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+    return {
+        "decision_id": decision_id,
+        "version": snapshot["version"],
+        "assignments": decision.assignments,
+        "unknown_experiences": decision.unknown,
+    }
+
+
+def _exposure_events(decision: engine.Decision, decision_id: str, kind: str, unit: str) -> list[dict]:
+    if not decision.exposures:
+        return []
+    ts = datetime.now(UTC).isoformat()
+    return [
+        {
+            "event_id": f"x{decision_id}{i}",
+            "type": "exposure",
+            "user_id": unit if kind == "user_id" else None,
+            "anonymous_id": unit if kind == "anonymous_id" else None,
+            "ts": ts,
+            "session_id": "",
+            "value": None,
+            "properties": {**exposure, "source": "decide", "decision_id": decision_id},
+        }
+        for i, exposure in enumerate(decision.exposures)
+    ]

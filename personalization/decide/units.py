@@ -1,0 +1,82 @@
+"""The unit hash decide reads for each visitor id: profiles' attributes and do-not-personalize flag,
+sticky assignments carried over at login, and segment memberships (the one way another app reaches
+what decide reads)."""
+
+from collections.abc import Mapping
+
+from personalization import redis_client, rkeys
+from personalization.models import Profile, ProfileIdentity
+
+UNIT_TTL_SECONDS = 180 * 24 * 3600
+
+
+def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str]], chunk: int = 2000) -> int:
+    """Set field "segs" (space-separated segment keys) on the hash of every id of each profile.
+
+    `memberships` maps profile id → every segment key it is in now (an empty list clears it).
+    Returns the number of hashes written.
+    """
+    profile_ids = list(memberships)
+    if not profile_ids:
+        return 0
+    client = redis_client.worker()
+    # MULTI/EXEC per chunk: a profile's ids (anonymous and user) are in one chunk, so a writer killed
+    # mid-publish never leaves one of its hashes with the new segments and another with the old.
+    pipe = client.pipeline(transaction=True)
+    written = 0
+    for start in range(0, len(profile_ids), chunk):
+        part = profile_ids[start : start + chunk]
+        identities = ProfileIdentity.objects.filter(project_id=project_id, profile_id__in=part)
+        for profile_id, value in identities.values_list("profile_id", "value").iterator(chunk_size=chunk):
+            key = rkeys.unit(project_id, value)
+            pipe.hset(key, "segs", " ".join(sorted(set(memberships[profile_id]))))
+            pipe.expire(key, UNIT_TTL_SECONDS)
+            written += 1
+        pipe.execute()
+    return written
+
+
+def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, chunk: int = 2000) -> int:
+    """Write profiles' attributes and do-not-personalize flag to the Redis hash of each of their ids."""
+    profiles = Profile.objects.filter(project_id=project_id)
+    if profile_ids is not None:
+        profiles = profiles.filter(pk__in=profile_ids)
+    identities = ProfileIdentity.objects.filter(profile__in=profiles).values_list("profile_id", "value")
+    units: dict[int, list[str]] = {}
+    for profile_id, value in identities.iterator(chunk_size=chunk):
+        units.setdefault(profile_id, []).append(value)
+    client = redis_client.worker()
+    written = 0
+    pipe = client.pipeline(transaction=False)
+    rows = profiles.values_list("pk", "attributes", "do_not_personalize", "consent")
+    for pk, attributes, dnp, consent in rows.iterator(chunk_size=chunk):
+        opted_out = dnp or (consent or {}).get("personalization") is False
+        mapping = {f"attr:{name}": str(value) for name, value in (attributes or {}).items()}
+        mapping["dnp"] = "1" if opted_out else "0"
+        mapping["consent"] = "1" if (consent or {}).get("personalization") is True else "0"
+        for unit_id in units.get(pk, []):
+            key = rkeys.unit(project_id, unit_id)
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, UNIT_TTL_SECONDS)
+            written += 1
+        if len(pipe) >= chunk:
+            pipe.execute()
+    pipe.execute()
+    return written
+
+
+def units_stitch(*, project_id: int, pairs: list[tuple[str, str]]) -> None:
+    """Copy sticky assignments from an anonymous id's decide hash to its user id's, where the user
+    has none yet, so a visitor who logs in keeps seeing what they saw."""
+    client = redis_client.worker()
+    pipe = client.pipeline(transaction=False)
+    for anonymous_id, _ in pairs:
+        pipe.hgetall(rkeys.unit(project_id, anonymous_id))
+    hashes = pipe.execute()
+    for (_, user_id), fields in zip(pairs, hashes, strict=True):
+        key = rkeys.unit(project_id, user_id)
+        for name, value in fields.items():
+            if name.startswith(b"a:"):
+                pipe.hsetnx(key, name, value)
+        pipe.expire(key, UNIT_TTL_SECONDS)
+    pipe.execute()

@@ -1,0 +1,1 @@
+"""Experiences, variants, holdouts and bandits (Thompson sampling), and the exposures lift reads."""

@@ -1,0 +1,289 @@
+"""Experiences and variants: create, edit, lifecycle, and the project's global holdout. Every change
+republishes the decide snapshot (personalization.decide.compile)."""
+
+import logging
+import math
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from personalization.decide.compile import experience_compile_problem, snapshot_publish
+from personalization.experiences.limits import (
+    EXPERIENCE_MAX_CHARS,
+    payload_check,
+    targeting_check,
+)
+from personalization.experiences.thompson import DEFAULT_FLOOR
+from personalization.ingest.schema import FieldError, text_check
+from personalization.models import (
+    Experience,
+    ExperienceStatus,
+    Policy,
+    Project,
+    Variant,
+)
+from personalization.segment_keys import source_run
+from personalization.workspace.audit import audit_record
+
+EDITABLE_FIELDS = (
+    "name",
+    "touchpoint",
+    "policy",
+    "bandit_floor",
+    "bandit_burn_in",
+    "segment_attribute",
+    "targeting",
+    "goal_event",
+    "attribution_hours",
+    "holdout_share",
+)
+_TRANSITIONS = {
+    "start": ({ExperienceStatus.DRAFT, ExperienceStatus.PAUSED}, ExperienceStatus.RUNNING),
+    "pause": ({ExperienceStatus.RUNNING}, ExperienceStatus.PAUSED),
+    "complete": ({ExperienceStatus.RUNNING, ExperienceStatus.PAUSED}, ExperienceStatus.COMPLETED),
+}
+MAX_WINDOW_HOURS = 24 * 365
+logger = logging.getLogger(__name__)
+
+
+class ExperienceError(ValueError):
+    """A user-fixable problem with an experience; names the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _validate(fields: dict, variants: list[dict] | None) -> None:
+    if "policy" in fields and fields["policy"] not in Policy.values:
+        raise ExperienceError("policy", f"choose one of {', '.join(Policy.values)}")
+    if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
+        raise ExperienceError(
+            "segment_attribute",
+            "a per-segment bandit needs the attribute that names the segment, or run:<id> for a clustering run",
+        )
+    hours = fields.get("attribution_hours", 72)
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_WINDOW_HOURS:
+        raise ExperienceError("attribution_hours", f"must be a whole number of hours from 1 to {MAX_WINDOW_HOURS}")
+    share = fields.get("holdout_share", 0.0)
+    if not 0 <= share < 1:
+        raise ExperienceError("holdout_share", "must be between 0 and 1 (e.g. 0.1 for 10 %)")
+    floor = fields.get("bandit_floor", DEFAULT_FLOOR)
+    if variants is not None and not 0 <= floor * len(variants) <= 1:
+        raise ExperienceError(
+            "bandit_floor", f"with {len(variants)} variants the floor must be at most {1 / len(variants):.3f}"
+        )
+    try:
+        targeting_check(fields.get("targeting") or {})
+    except FieldError as exc:
+        raise ExperienceError(exc.field, exc.message) from None
+    if variants is None:
+        return
+    if len(variants) < 2:
+        raise ExperienceError("variants", "add at least two variants: a control and one alternative")
+    keys = [v.get("key") for v in variants]
+    if len(set(keys)) != len(keys) or not all(keys):
+        raise ExperienceError("variants.key", "every variant needs a unique key")
+    if sum(bool(v.get("is_control")) for v in variants) != 1:
+        raise ExperienceError("variants.is_control", "mark exactly one variant as the control (the default)")
+    weights = [float(v.get("weight", 1.0)) for v in variants]
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ExperienceError("variants.weight", "weights must be non-negative numbers, not all zero")
+    _payloads_check(variants)
+
+
+def _payloads_check(variants: list[dict]) -> None:
+    """Each payload within the limits decide can serve (experience_limits), and all of them together
+    within one experience's share of the snapshot. Variants without a payload (an edit of other
+    fields) are not checked again."""
+    total = 0
+    try:
+        for i, variant in enumerate(variants):
+            text_check(str(variant.get("name") or ""), f"variants[{i}].name")
+            if "payload" in variant:
+                total += payload_check(variant["payload"] or {}, f"variants[{i}].payload")
+    except FieldError as exc:
+        raise ExperienceError(exc.field, exc.message) from None
+    if total > EXPERIENCE_MAX_CHARS:
+        raise ExperienceError(
+            "variants",
+            f"the payloads are {total:,} characters together; keep them under {EXPERIENCE_MAX_CHARS:,}"
+            " (put large content behind a URL)",
+        )
+
+
+def _segments_check(project_id: int, fields: dict, current: dict | None = None) -> None:
+    """Segment keys and a clustering run named as bandit segment source must exist and be finished.
+    On an edit only what the edit adds is checked: a segment deleted since stays until removed."""
+    from segments import selectors as segments_selectors
+
+    current = current or {}
+    before = set((current.get("targeting") or {}).get("segments", []))
+    added = [key for key in (fields.get("targeting") or {}).get("segments", []) if key not in before]
+    unknown = segments_selectors.segment_keys_untargetable(project_id=project_id, keys=added) if added else []
+    if unknown:
+        names = ", ".join(f"“{key}”" for key in unknown[:5])
+        raise ExperienceError(
+            "targeting.segments",
+            f"no segment {names} in this project: pick saved segments from the list (the Segments page makes"
+            " them; a clustering run's keys look like b12.3)",
+        )
+    source = fields.get("segment_attribute", "")
+    run_id = source_run(source or "")
+    if run_id is not None and source != current.get("segment_attribute"):
+        run = segments_selectors.run_for_project(project_id=project_id, run_id=run_id)
+        if run is None or run.status != "done":
+            state = "does not exist" if run is None else f"is {run.status}"
+            raise ExperienceError(
+                "segment_attribute", f"clustering run #{run_id} {state}: name a finished run (Segments page)"
+            )
+
+
+def _audit(experience: Experience, by, action: str, changes: dict) -> None:
+    audit_record(
+        project_id=experience.project_id,
+        actor=by,
+        action=action,
+        object_type="experience",
+        object_key=experience.key,
+        changes=changes,
+    )
+
+
+def _variants_replace(experience: Experience, variants: list[dict]) -> None:
+    experience.variants.all().delete()
+    Variant.objects.bulk_create(
+        Variant(
+            experience=experience,
+            key=v["key"],
+            name=v.get("name") or v["key"],
+            payload=v.get("payload") or {},
+            is_control=bool(v.get("is_control")),
+            weight=float(v.get("weight", 1.0)),
+            position=i,
+        )
+        for i, v in enumerate(variants)
+    )
+
+
+def experience_create(
+    *,
+    project: Project,
+    key: str,
+    name: str,
+    touchpoint: str,
+    variants: list[dict],
+    policy: str = Policy.FIXED,
+    by: AbstractBaseUser | None = None,
+    external: bool = False,
+    **fields,
+) -> Experience:
+    """A new experience (a draft), or with `external` one assigned by another tool: analysis only,
+    never served by decide, its exposures sent through the events API."""
+    fields = {"policy": policy, **fields}
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
+    _validate(fields, variants)
+    _segments_check(project.pk, fields)
+    if Experience.objects.filter(project=project, key=key).exists():
+        raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
+    with transaction.atomic():
+        status = ExperienceStatus.EXTERNAL if external else ExperienceStatus.DRAFT
+        experience = Experience.objects.create(
+            project=project, key=key, name=name, touchpoint=touchpoint, status=status, **fields
+        )
+        _variants_replace(experience, variants)
+        _audit(experience, by, "create", {"fields": fields, "variants": variants, "status": status})
+    return experience
+
+
+def experience_update(
+    *,
+    experience: Experience,
+    by: AbstractBaseUser | None = None,
+    variants: list[dict] | None = None,
+    audit_action: str = "update",
+    audit_note: dict | None = None,
+    **fields,
+) -> Experience:
+    """Edit fields and/or replace the variants; bumps the version and republishes if running.
+    `audit_action` and `audit_note` let a named edit (a segment migration) say what it was."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ExperienceError(sorted(unknown)[0], "is not an editable field")
+    current = {name: getattr(experience, name) for name in EDITABLE_FIELDS}
+    merged = {**current, **fields}
+    _validate(
+        merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
+    )
+    _segments_check(experience.project_id, fields, current)
+    changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
+    changes.update(audit_note or {})
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(experience, name, value)
+        experience.version = F("version") + 1
+        experience.save(update_fields=[*fields, "version", "updated_at"])
+        if variants is not None:
+            _variants_replace(experience, variants)
+            changes["variants"] = variants
+        _audit(experience, by, audit_action, changes)
+        transaction.on_commit(lambda: snapshot_publish(project_id=experience.project_id))
+    experience.refresh_from_db()
+    return experience
+
+
+def _transition(experience: Experience, action: str, by) -> Experience:
+    allowed, target = _TRANSITIONS[action]
+    if experience.status not in allowed:
+        raise ExperienceError("status", f"cannot {action} an experience that is {experience.status}")
+    problem = experience_compile_problem(experience=experience) if action == "start" else None
+    if problem is not None:
+        raise ExperienceError(problem["field"], f"cannot start: decide could not serve it. {problem['message']}")
+    with transaction.atomic():
+        before = experience.status
+        experience.status = target
+        experience.version = F("version") + 1
+        update = ["status", "version", "updated_at"]
+        if target == ExperienceStatus.RUNNING and experience.started_at is None:
+            experience.started_at = timezone.now()
+            update.append("started_at")
+        experience.save(update_fields=update)
+        _audit(experience, by, action, {"status": [before, target]})
+        transaction.on_commit(lambda: snapshot_publish(project_id=experience.project_id))
+    experience.refresh_from_db()
+    return experience
+
+
+def experience_start(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "start", by)
+
+
+def experience_pause(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "pause", by)
+
+
+def experience_complete(*, experience: Experience, by: AbstractBaseUser | None = None) -> Experience:
+    return _transition(experience, "complete", by)
+
+
+def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser | None = None) -> Project:
+    if not 0 <= share < 0.5:
+        raise ExperienceError("global_holdout_share", "must be between 0 and 0.5 (e.g. 0.05 for 5 %)")
+    before = project.global_holdout_share
+    project.global_holdout_share = share
+    project.save(update_fields=["global_holdout_share"])
+    audit_record(
+        project_id=project.pk,
+        actor=by,
+        action="update",
+        object_type="global_holdout",
+        object_key=project.slug,
+        changes={"global_holdout_share": [before, share]},
+    )
+    transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
+    return project

@@ -1,0 +1,489 @@
+"""The drain: the events stream → PostgreSQL.
+
+The stream holds one entry per accepted batch (personalization.ingest.stream). The drain reads
+entries through a consumer group, writes their events in one transaction (COPY into a staging
+table, then INSERT … ON CONFLICT DO NOTHING on (project, event_id)), and only then acknowledges and
+deletes the entries. A drain killed between reading and acknowledging leaves its entries pending;
+the next drain claims them once they have been idle for KAIROS_DRAIN_CLAIM_IDLE_MS and writes them
+again, which the unique key makes harmless. So every accepted event is stored exactly once.
+
+The profiles and identities those events need are resolved in bulk (personalization.people.profiles)
+and committed just before, in a transaction of their own under a per-project lock, so several
+drains can run side by side.
+"""
+
+import logging
+import os
+import random
+import socket
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import orjson
+import psycopg
+import redis
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
+
+from personalization import redis_client, rkeys
+from personalization.ingest.dead_letters import dead_letters_write, text_storable
+from personalization.ingest.stored_version import stored_version_bump
+from personalization.ingest.stream import stream_ensure_group
+from personalization.people.profiles import id_array, profiles_resolve, references_lock, row_checks_skip
+from personalization.signals import events_drained
+
+log = logging.getLogger(__name__)
+
+_WRITE_ATTEMPTS = 5
+# deadlock detected, serialization failure; a unique or foreign key violation is a collision with
+# another drain (a NOT NULL violation, say, is a bad event: no retry helps it)
+_RETRY_SQLSTATES = {"40P01", "40001", "23505", "23503"}
+# Failures caused by what an event holds, not by the database being away: the drain narrows the
+# batch down to the events at fault and dead-letters them (OperationalError and Redis errors are
+# infrastructure: the batch waits in the stream and is retried whole).
+_DATA_ERRORS = (
+    DataError,
+    IntegrityError,
+    ValidationError,  # a field Django cannot convert, e.g. a timestamp that is no time
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
+
+
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _read_entries(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> list:
+    """Entries abandoned by a dead consumer first, then new ones."""
+    claimed = client.xautoclaim(
+        rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
+    )
+    entries = claimed[1]
+    if entries:
+        return entries
+    fresh = client.xreadgroup(rkeys.EVENTS_GROUP, consumer, {rkeys.EVENTS_STREAM: ">"}, count=count)
+    return fresh[0][1] if fresh else []
+
+
+def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = None, consumer: str = "") -> int:
+    """Move one step of the stream into PostgreSQL; returns how many events were stored, skipped as
+    duplicates or dead-lettered."""
+    client = redis_client.worker()
+    stream_ensure_group(client)
+    consumer = consumer or _consumer_name()
+    count = max_entries or settings.KAIROS_DRAIN_ENTRIES
+    idle = settings.KAIROS_DRAIN_CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
+    entries = _read_entries(client, consumer, count, idle)
+    if not entries:
+        return 0
+    by_project, counts, dead = _entries_parse(entries)
+    _drop_deleted_projects(by_project)
+    _drop_suppressed(by_project)
+    _exposures_segments_read(client, by_project)
+    stored, profiles, refused = _events_store(by_project)
+    dead += refused
+    if dead:
+        dead_letters_write(dead=dead)
+    stored_version_bump(client=client, stored=stored)  # before the ack: a crash between them re-stores, re-bumps
+    _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
+    for project_id, events in stored.items():
+        _identities_publish(project_id, events, profiles[project_id])
+        _consents_apply(project_id, events, profiles[project_id])
+        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
+    return sum(len(events) for events in stored.values()) + len(dead)
+
+
+def _entries_parse(entries: list) -> tuple[dict[int, list[dict]], dict[int, int], list[tuple]]:
+    """Events per project, events per project (to take off the waiting counts), and dead letters
+    for entries that are not even readable."""
+    by_project: dict[int, list[dict]] = defaultdict(list)
+    counts: dict[int, int] = defaultdict(int)
+    dead: list[tuple] = []
+    for entry_id, fields in entries:
+        if not fields:  # deleted while pending: nothing left to write
+            continue
+        try:
+            project_id = int(fields[b"p"])
+            received = fields[b"r"].decode()
+            events = orjson.loads(fields[b"d"])
+            for event in events:
+                event["received_at"] = received
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            dead.append((None, {"stream_entry": entry_id.decode(), "fields": fields}, f"unreadable entry: {error}"))
+            continue
+        by_project[project_id].extend(events)
+        counts[project_id] += len(events)
+    return by_project, counts, dead
+
+
+def _events_store(by_project: dict[int, list[dict]]) -> tuple[dict, dict, list[tuple]]:
+    """Write every project's events; when that fails for a reason in the data, narrow it down to the
+    events at fault (halving), store the rest and return those as dead letters. Returns the events
+    stored per project, their profiles, and the dead letters (project, event, error)."""
+    try:
+        return by_project, _events_write(by_project), []
+    except _DATA_ERRORS as error:
+        log.warning("drain: a batch failed for a data reason (%s); narrowing it down", text_storable(str(error))[:200])
+    stored: dict[int, list[dict]] = defaultdict(list)
+    profiles: dict[int, dict[str, int]] = defaultdict(dict)
+    dead: list[tuple] = []
+
+    def narrow(project_id: int, events: list[dict]) -> None:
+        try:
+            profiles[project_id].update(_events_write({project_id: events})[project_id])
+            stored[project_id].extend(events)
+        except _DATA_ERRORS as error:
+            if len(events) == 1:
+                dead.append((project_id, events[0], f"{type(error).__name__}: {error}"))
+                return
+            middle = len(events) // 2  # in order, so identifies stitch as they would have
+            narrow(project_id, events[:middle])
+            narrow(project_id, events[middle:])
+
+    for project_id, events in sorted(by_project.items()):
+        narrow(project_id, events)
+    return stored, profiles, dead
+
+
+def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]]:
+    """Profiles, then events and exposures of every project in one transaction; retried when drains
+    running side by side collide. Returns each project's event id -> profile id."""
+    for attempt in range(_WRITE_ATTEMPTS):
+        try:
+            profiles = {project_id: profiles_resolve(project_id, events) for project_id, events in by_project.items()}
+            with transaction.atomic():
+                # In project order: the profile locks below are then always taken in one global order.
+                for project_id, events in sorted(by_project.items()):
+                    _write_project_events(project_id, events, profiles[project_id])
+            return profiles
+        except (IntegrityError, OperationalError) as error:
+            # Drains running side by side can collide: a profile merged away under another drain's
+            # events, a deadlock on shared rows. The transaction rolled back whole; the retry starts
+            # from what the other drain committed.
+            sqlstate = getattr(error.__cause__, "sqlstate", "")
+            retryable = sqlstate in _RETRY_SQLSTATES
+            if not retryable or attempt == _WRITE_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    """After an identify: decide must see the profile's attributes under every id, and the user id
+    keeps the variants the visitor was shown while anonymous."""
+    from personalization.decide.units import profiles_publish, units_stitch
+
+    identifies = [e for e in events if e["type"] == "identify"]
+    if not identifies:
+        return
+    pairs = [(e["anonymous_id"], e["user_id"]) for e in identifies if e["anonymous_id"]]  # a user id alone is fine
+    if pairs:
+        units_stitch(project_id=project_id, pairs=pairs)
+    profiles_publish(project_id=project_id, profile_ids=sorted({profile_of[e["event_id"]] for e in identifies}))
+
+
+def _exposures_segments_read(client: redis.Redis, by_project: dict[int, list[dict]]) -> None:
+    """Exposures sent from outside get the person's behavior segments as decide would read them now:
+    the "segs" of their unit hash (decide's own exposures carry what it read). Only for exposures
+    that happened shortly before they were received: today's segments say nothing sure about an
+    exposure a week ago (late or imported history), which stays unknown (None), like every
+    exposure when Redis fails here; the Lift page counts those rather than the batch waiting.
+    One pipelined round trip per batch, before the transaction."""
+    outside = []
+    for project_id, events in by_project.items():
+        for event in events:
+            properties = event.get("properties")
+            if (
+                event.get("type") != "exposure"
+                or not isinstance(properties, dict)
+                or properties.get("source") == "decide"
+            ):
+                continue
+            units = [u for u in (event.get("user_id"), event.get("anonymous_id")) if isinstance(u, str) and u]
+            outside.append((project_id, event, units))
+    if not outside:
+        return
+    pipe = client.pipeline(transaction=False)
+    for project_id, _, units in outside:
+        for unit in units:
+            pipe.hget(rkeys.unit(project_id, unit), "segs")
+    try:
+        replies = iter(pipe.execute())
+    except redis.RedisError:
+        log.warning("drain: unit hashes unreadable; exposures sent from outside keep no segments", exc_info=True)
+        replies = None
+    for _, event, units in outside:
+        found = [next(replies) for _ in units] if replies is not None else []
+        segs = None
+        if replies is not None and _exposed_lately(event):
+            # The user id's hash first, as decide is usually asked by it once the person is known; no
+            # "segs" anywhere means in no segment (decide would target them as such).
+            segs = next((value for value in found if value is not None), b"").decode()
+        event["properties"]["segs"] = segs
+
+
+SEGMENTS_LOOKUP_WITHIN = timedelta(hours=24)
+
+
+def _exposed_lately(event: dict) -> bool:
+    try:
+        late = datetime.fromisoformat(event["received_at"]) - datetime.fromisoformat(event["ts"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return late <= SEGMENTS_LOOKUP_WITHIN
+
+
+def _exposure_segment_keys(raw) -> list[str] | None:
+    """The "segs" an exposure carries as a list of keys; None (not known) when it carries none.
+    Segment keys are at most 64 characters: a longer word is no key (and cut short it would name
+    another), so it is left out."""
+    if not isinstance(raw, str):
+        return None
+    return [key for key in dict.fromkeys(raw.split()) if len(key) <= 64][:_MAX_EXPOSURE_SEGMENTS]
+
+
+_MAX_EXPOSURE_SEGMENTS = 200
+
+
+def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
+    """Events of erased subjects (the privacy suppression list) are dropped, so they are never
+    profiled again, whenever the events were sent."""
+    from privacy.selectors import suppressed_among
+
+    for project_id, events in list(by_project.items()):
+        ids = {i for e in events for i in (e["user_id"], e["anonymous_id"]) if i}
+        erased = suppressed_among(project_id=project_id, identifiers=ids)
+        if erased:
+            kept = [e for e in events if e["user_id"] not in erased and e["anonymous_id"] not in erased]
+            log.info("drain: dropping %d events of erased subjects", len(events) - len(kept))
+            if kept:
+                by_project[project_id] = kept
+            else:
+                del by_project[project_id]
+
+
+def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    """`consent` events (the snippet's Kairos.consent, the REST API) record purpose → granted on the profile."""
+    from personalization.people.subjects import profiles_consent_set
+
+    consents: dict[int, dict] = {}
+    for event in events:
+        if event["type"] == "consent":
+            purposes = {k: v for k, v in event["properties"].items() if isinstance(v, bool)}
+            consents.setdefault(profile_of[event["event_id"]], {}).update(purposes)
+    if consents:
+        profiles_consent_set(project_id=project_id, consents=consents)
+
+
+def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:
+    """Events of a project deleted after they were accepted have nowhere to go; keeping them would
+    block the stream forever, so they are dropped (and logged)."""
+    from personalization.models import Project
+
+    existing = set(Project.objects.filter(pk__in=list(by_project)).values_list("pk", flat=True))
+    for project_id in set(by_project) - existing:
+        log.warning("drain: dropping %d events of deleted project %s", len(by_project[project_id]), project_id)
+        del by_project[project_id]
+
+
+# An empty stream holds nothing for anyone: the per-project counts start again from zero, so
+# counts that drifted (entries removed by hand, a Redis restored from an older file) heal by themselves.
+_QUEUED_RESET_LUA = "if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end"
+
+
+def _entries_ack(client: redis.Redis, ids: list, counts: dict[int, int] | None = None) -> None:
+    """Only after the events are committed: a drain that dies before this leaves the entries pending.
+    `counts` (project -> events) come off the projects' waiting counts in the same transaction."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xack(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, *ids)
+    pipe.xdel(rkeys.EVENTS_STREAM, *ids)
+    for project_id, count in (counts or {}).items():
+        pipe.hincrby(rkeys.EVENTS_QUEUED, str(project_id), -count)
+    pipe.eval(_QUEUED_RESET_LUA, 2, rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED)
+    pipe.execute()
+
+
+def _write_project_events(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
+    # Events first, then exposures: a new exposure's backfill then sees this batch's events, and
+    # the events' update sees the exposures already stored, so each pair is counted exactly once.
+    exposures = [e for e in events if e["type"] == "exposure"]
+    events = [e for e in events if e["type"] != "exposure"]
+    profile_ids = sorted(set(profile_of.values()))
+    with connection.cursor() as cursor:
+        for ddl in _DRAIN_TABLES:
+            cursor.execute(ddl)
+        row_checks_skip(cursor)
+        references_lock(cursor, project_id=project_id, profile_ids=profile_ids)
+        with cursor.cursor.copy(
+            "COPY drain_event (profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
+        ) as copy:
+            for event in events:
+                copy.write_row(
+                    (
+                        profile_of[event["event_id"]],
+                        event["event_id"],
+                        event["type"],
+                        event["ts"],
+                        event["session_id"],
+                        event["value"],
+                        orjson.dumps(event["properties"]).decode(),
+                        event["received_at"],
+                    )
+                )
+        cursor.execute(_EVENTS_INSERT_SQL, [project_id])
+        # From here to commit, drains sharing a person take turns. Without this, one drain storing a
+        # person's exposure and another storing their purchase at the same moment each see only the
+        # other's committed rows: the backfill misses the purchase, the update misses the exposure,
+        # and the conversion is never attributed. Locked in id order: drains wait, never deadlock.
+        cursor.execute(
+            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+            [id_array(profile_ids)],
+        )
+        cursor.execute(_OUTCOMES_SQL)
+        cursor.execute(_LAST_SEEN_SQL)
+        cursor.execute("TRUNCATE drain_event, drain_inserted")
+    if exposures:
+        _exposures_write(project_id, exposures, profile_of)
+
+
+_DRAIN_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
+    " profile_id bigint, event_id varchar(64), type varchar(64), ts timestamptz,"
+    " session_id varchar(64), value numeric(14,2), properties jsonb, received_at timestamptz"
+    ") ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS drain_inserted ("
+    " profile_id bigint, type varchar(64), ts timestamptz, value numeric(14,2)"
+    ") ON COMMIT DELETE ROWS",
+)
+
+
+# Only rows that move forward are written. They are locked in id order, so drains running side by
+# side wait for each other instead of deadlocking on the profiles they share.
+_LAST_SEEN_SQL = """
+WITH seen AS (
+    SELECT p.id, d.ts
+    FROM personalization_profile p
+    JOIN (SELECT profile_id, max(ts) AS ts FROM drain_event GROUP BY profile_id) d ON d.profile_id = p.id
+    WHERE p.last_seen < d.ts
+    ORDER BY p.id
+    FOR NO KEY UPDATE OF p
+)
+UPDATE personalization_profile p SET last_seen = GREATEST(p.last_seen, seen.ts) FROM seen WHERE p.id = seen.id
+"""
+
+
+_EVENTS_INSERT_SQL = """
+WITH inserted AS (
+    INSERT INTO personalization_event
+        (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)
+    SELECT %s, profile_id, event_id, type, ts, session_id, value, properties, received_at FROM drain_event
+    ON CONFLICT (project_id, event_id) DO NOTHING
+    RETURNING profile_id, type, ts, value
+)
+INSERT INTO drain_inserted SELECT profile_id, type, ts, value FROM inserted
+"""
+
+_OUTCOMES_SQL = """
+WITH outcome AS (
+    SELECT x.id,
+           count(*) FILTER (WHERE i.type = x.goal) AS goals,
+           coalesce(sum(i.value) FILTER (WHERE i.type = 'purchase'), 0) AS revenue
+    FROM drain_inserted i
+    JOIN personalization_exposure x ON x.profile_id = i.profile_id
+    WHERE (i.type = x.goal OR i.type = 'purchase')
+      AND i.ts >= x.exposed_at AND i.ts <= x.exposed_at + x.window_hours * interval '1 hour'
+    GROUP BY x.id
+)
+UPDATE personalization_exposure x
+SET conversions = x.conversions + o.goals, converted = x.converted OR o.goals > 0, revenue = x.revenue + o.revenue
+FROM outcome o WHERE x.id = o.id
+"""
+# Only events inserted by this batch count (RETURNING skips duplicates), so re-draining a batch
+# after a crash never counts a conversion twice. The window includes its end: a conversion exactly
+# window_hours after the exposure counts.
+
+_EXPOSURES_BACKFILL_SQL = """
+UPDATE personalization_exposure x
+SET conversions = o.goals, converted = o.goals > 0, revenue = o.revenue, pre_activity = o.pre
+FROM (
+    SELECT x2.id,
+        (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id AND e.type = x2.goal
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS goals,
+        (SELECT coalesce(sum(e.value), 0) FROM personalization_event e
+         WHERE e.profile_id = x2.profile_id AND e.type = 'purchase'
+           AND e.ts >= x2.exposed_at AND e.ts <= x2.exposed_at + x2.window_hours * interval '1 hour') AS revenue,
+        (SELECT count(*) FROM personalization_event e WHERE e.profile_id = x2.profile_id
+           AND e.ts >= x2.exposed_at - interval '14 days' AND e.ts < x2.exposed_at) AS pre
+    FROM personalization_exposure x2 WHERE x2.id = ANY(%s)
+) o
+WHERE x.id = o.id
+"""
+
+
+def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[str, int]) -> None:
+    """Exposures (from decide or sent from outside) keep each person's first one per experience.
+
+    A new exposure's outcomes are computed from the events already stored (an outside tool may send
+    its exposures after the conversions); later events update them as they are drained. Goal and
+    window are the registered experience's; decide's own exposures carry the same values, which
+    serve only for an experience deleted in between.
+    """
+    from personalization.models import Experience
+
+    keys = {str(e["properties"]["experience"]) for e in exposures}
+    configured = {
+        key: (goal, hours)
+        for key, goal, hours in Experience.objects.filter(project_id=project_id, key__in=keys).values_list(
+            "key", "goal_event", "attribution_hours"
+        )
+    }
+    rows = []
+    for event in exposures:
+        props = event["properties"]
+        holdout = props.get("holdout") is True
+        arm = props.get("arm") or ("holdout_experience" if holdout else "variant")
+        goal, hours = configured.get(str(props["experience"]), (props.get("goal"), props.get("window_hours")))
+        rows.append(
+            (
+                project_id,
+                profile_of[event["event_id"]],
+                str(props["experience"])[:64],
+                "" if holdout else str(props.get("variant") or "")[:64],
+                arm,
+                str(props.get("reason") or "")[:24],
+                str(props.get("segment") or "")[:64],
+                _exposure_segment_keys(props.get("segs")),
+                event["ts"],
+                str(props.get("source") or "api")[:8],
+                str(goal or "purchase")[:64],
+                _window_hours(hours),
+            )
+        )
+    with connection.cursor() as cursor:
+        cursor.cursor.executemany(
+            "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
+            " segment, behavior_segments, exposed_at, source, goal, window_hours, converted, conversions, revenue,"
+            " pre_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, 0, 0, 0)"
+            " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING RETURNING id",
+            rows,
+            returning=True,
+        )
+        new_ids = []
+        while True:
+            new_ids.extend(row[0] for row in cursor.cursor.fetchall())
+            if not cursor.cursor.nextset():
+                break
+        if new_ids:
+            cursor.execute(_EXPOSURES_BACKFILL_SQL, [new_ids])
+
+
+def _window_hours(raw) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 24 * 365:
+        return raw
+    return 72

@@ -1,0 +1,47 @@
+"""The format of segment keys, in one place. Pure Python: no Django, no I/O.
+
+A clustering run's segments are keyed `b<run id>.<index>` (b12.3); a per-segment bandit names a
+run as its segment source `run:<run id>`, which the engine reads as the prefix `segs:b<run id>.` of
+the unit hash's space-separated "segs" field. Segments, experiences, decide and lift all read keys
+through these functions, so the format can change here only.
+"""
+
+import re
+
+_BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")
+SEGS_PREFIX = "segs:"
+
+
+def run_prefix(run_id: int) -> str:
+    """What every segment key of a clustering run starts with: "b12."."""
+    return f"b{run_id}."
+
+
+def behavior_key(run_id: int, index: int) -> str:
+    """The key of a clustering run's index-th segment: "b12.3"."""
+    return f"{run_prefix(run_id)}{index}"
+
+
+def run_of_key(key: str) -> int | None:
+    """The clustering run a segment key belongs to ("b12.3" → 12), or None for a rule or lookalike key."""
+    match = _BEHAVIOR_KEY.match(key)
+    return int(match.group(1)) if match else None
+
+
+def run_source(run_id: int) -> str:
+    """A per-segment bandit's segment source naming a clustering run: "run:12"."""
+    return f"run:{run_id}"
+
+
+def source_run(segment_attribute: str) -> int | None:
+    """The clustering run a per-segment bandit learns on ("run:12" → 12), or None for an attribute."""
+    if segment_attribute.startswith("run:") and segment_attribute[4:].isdigit():
+        return int(segment_attribute[4:])
+    return None
+
+
+def segment_field(segment_attribute: str) -> str:
+    """What the engine keys segments on: "run:12" becomes "segs:b12.", the prefix its segment keys
+    share in the unit hash's "segs"; an attribute name stays as it is."""
+    run_id = source_run(segment_attribute)
+    return f"{SEGS_PREFIX}{run_prefix(run_id)}" if run_id is not None else segment_attribute

@@ -1,0 +1,70 @@
+"""Every write of the personalization app. Import from here: `from personalization import services`."""
+
+from personalization.decide.compile import experience_compile_problem, snapshot_compile, snapshot_publish
+from personalization.decide.units import profiles_publish, unit_segments_publish
+from personalization.experiences.bandits import bandit_counts, bandit_experiences_running, bandit_update
+from personalization.experiences.segment_migration import (
+    experience_migration_due,
+    experience_segment_use,
+    experience_segments_migrate,
+)
+from personalization.experiences.services import (
+    ExperienceError,
+    experience_complete,
+    experience_create,
+    experience_pause,
+    experience_start,
+    experience_update,
+    project_holdout_set,
+)
+from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
+from personalization.ingest.drain import events_drain
+from personalization.ingest.stream import events_ingest, stream_ensure_group
+from personalization.workspace.audit import audit_record
+from personalization.workspace.projects import (
+    ProjectError,
+    api_key_create,
+    api_key_last_used_flush,
+    api_key_revoke,
+    api_keys_publish,
+    membership_set,
+    project_create,
+    project_delete,
+    project_rename,
+)
+
+__all__ = [
+    "ExperienceError",
+    "ProjectError",
+    "api_key_create",
+    "api_key_last_used_flush",
+    "api_key_revoke",
+    "api_keys_publish",
+    "audit_record",
+    "bandit_counts",
+    "bandit_experiences_running",
+    "bandit_update",
+    "dead_letters_delete",
+    "dead_letters_retry",
+    "events_drain",
+    "events_ingest",
+    "experience_compile_problem",
+    "experience_complete",
+    "experience_create",
+    "experience_migration_due",
+    "experience_pause",
+    "experience_segment_use",
+    "experience_segments_migrate",
+    "experience_start",
+    "experience_update",
+    "membership_set",
+    "profiles_publish",
+    "project_create",
+    "project_delete",
+    "project_holdout_set",
+    "project_rename",
+    "snapshot_compile",
+    "snapshot_publish",
+    "stream_ensure_group",
+    "unit_segments_publish",
+]
