@@ -41,8 +41,9 @@ def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:
     # placeholders cost more to build and parse than the lookup itself.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT digest FROM {Suppression._meta.db_table} WHERE project_id = %s AND digest = ANY(%s)",
-            [project_id, list(by_digest)],
+            f"SELECT digest FROM {Suppression._meta.db_table} WHERE project_id = %s AND digest = ANY(%s::text[])",
+            # hex digests need no quoting: one array literal, not a list psycopg adapts item by item
+            [project_id, "{" + ",".join(by_digest) + "}"],
         )
         return {by_digest[digest] for (digest,) in cursor.fetchall()}
 

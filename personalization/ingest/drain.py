@@ -31,7 +31,7 @@ from personalization import hooks, redis_client, rkeys
 from personalization.ingest.dead_letters import dead_letters_write, text_storable
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
-from personalization.people.profiles import profiles_resolve, references_lock, row_checks_skip
+from personalization.people.profiles import id_array, profiles_resolve, references_lock, row_checks_skip
 from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
@@ -313,11 +313,12 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
     # the events' update sees the exposures already stored, so each pair is counted exactly once.
     exposures = [e for e in events if e["type"] == "exposure"]
     events = [e for e in events if e["type"] != "exposure"]
+    profile_ids = sorted(set(profile_of.values()))
     with connection.cursor() as cursor:
         for ddl in _DRAIN_TABLES:
             cursor.execute(ddl)
         row_checks_skip(cursor)
-        references_lock(cursor, project_id=project_id, profile_ids=sorted(set(profile_of.values())))
+        references_lock(cursor, project_id=project_id, profile_ids=profile_ids)
         with cursor.cursor.copy(
             "COPY drain_event (profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
         ) as copy:
@@ -340,8 +341,8 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
         # other's committed rows: the backfill misses the purchase, the update misses the exposure,
         # and the conversion is never attributed. Locked in id order: drains wait, never deadlock.
         cursor.execute(
-            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [sorted(set(profile_of.values()))],
+            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+            [id_array(profile_ids)],
         )
         cursor.execute(_OUTCOMES_SQL)
         cursor.execute(_LAST_SEEN_SQL)
