@@ -28,10 +28,13 @@ from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
 from personalization import hooks, redis_client, rkeys
+from personalization.decide.units import profiles_publish, units_stitch
 from personalization.ingest.dead_letters import dead_letters_write, text_storable
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
+from personalization.models import Experience, Project
 from personalization.people.profiles import id_array, profiles_resolve, references_lock, row_checks_skip
+from personalization.people.subjects import profiles_consent_set
 from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
@@ -177,7 +180,6 @@ def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]
 def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
     """After an identify: decide must see the profile's attributes under every id, and the user id
     keeps the variants the visitor was shown while anonymous."""
-    from personalization.decide.units import profiles_publish, units_stitch
 
     identifies = [e for e in events if e["type"] == "identify"]
     if not identifies:
@@ -269,7 +271,6 @@ def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
 
 def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
     """`consent` events (the snippet's Kairos.consent, the REST API) record purpose → granted on the profile."""
-    from personalization.people.subjects import profiles_consent_set
 
     consents: dict[int, dict] = {}
     for event in events:
@@ -283,7 +284,6 @@ def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, i
 def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:
     """Events of a project deleted after they were accepted have nowhere to go; keeping them would
     block the stream forever, so they are dropped (and logged)."""
-    from personalization.models import Project
 
     existing = set(Project.objects.filter(pk__in=list(by_project)).values_list("pk", flat=True))
     for project_id in set(by_project) - existing:
@@ -433,7 +433,6 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     window are the registered experience's; decide's own exposures carry the same values, which
     serve only for an experience deleted in between.
     """
-    from personalization.models import Experience
 
     keys = {str(e["properties"]["experience"]) for e in exposures}
     configured = {
