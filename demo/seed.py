@@ -27,10 +27,17 @@ from demo import world as demo
 from demo.world import PLANTED_ATTRIBUTE
 from personalization import redis_client, rkeys
 from personalization.decide import engine
-from personalization.decide.units import profiles_publish
-from personalization.experiences.services import experience_create, experience_start, project_holdout_set
 from personalization.models import Experience, IdentityKind, Project, Role
-from personalization.workspace.projects import api_key_create, membership_set, project_create, project_delete
+from personalization.services import (
+    api_key_create,
+    experience_create,
+    experience_start,
+    membership_set,
+    profiles_publish,
+    project_create,
+    project_delete,
+    project_holdout_set,
+)
 
 log = logging.getLogger(__name__)
 

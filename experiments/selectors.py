@@ -12,6 +12,7 @@ from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, Breakdow
 from experiments.models import LiftReport
 from experiments.stats import ArmStats, SegmentStats
 from personalization import selectors as personalization_selectors
+from personalization.segment_keys import run_prefix, run_source
 from segments import selectors as segments_selectors
 
 
@@ -60,7 +61,7 @@ def _run_of(project_id: int, breakdown: Breakdown):
 def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
     kind, name = breakdown.kind, breakdown.name
     if kind == "run":  # the run's segment keys share its prefix
-        kind, name = "segs_prefix", _run_of(population.project_id, breakdown).key_prefix
+        kind, name = "segs_prefix", run_prefix(_run_of(population.project_id, breakdown).pk)
     elif kind == "segment":
         kind = "segs_key"
     return {
@@ -184,6 +185,22 @@ def lift_report_latest(
     )
 
 
+def lift_headline(*, project_id: int) -> str:
+    """The first sentence of the newest finished global-holdout lift report, or "" (the Overview's
+    headline: experiments registers this as personalization's `lift_headline` hook)."""
+    report = lift_report_latest(
+        project_id=project_id,
+        experience_key="",
+        segment_by="exposure:segment",
+        comparison="holdout",
+        correction="bh",
+        span="days:14",  # the global holdout report the Lift page opens on
+    )
+    if report is None or not report.result or report.result.get("empty"):
+        return ""
+    return (report.result.get("sentences") or [""])[0]
+
+
 def lift_experience_keys(*, project_id: int) -> list[str]:
     """Every experience with exposures, configured (served or external) or not."""
     project = personalization_selectors.project_by_id(project_id=project_id)
@@ -197,7 +214,7 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
     one per rule or lookalike segment (people may be in several, so each is "in it or not")."""
     general = [("exposure:segment", "Segment at exposure")]
     runs = [
-        (f"run:{run.pk}", f"Behavior segments — run #{run.pk} (k={run.k})")
+        (run_source(run.pk), f"Behavior segments — run #{run.pk} (k={run.k})")
         for run in segments_selectors.runs_done(project_id=project_id)
     ]
     others = [

@@ -284,7 +284,7 @@ def lift_report_request(
     report = LiftReport.objects.create(
         project=project, **settings, span=span, start=range_start, end=range_end, requested_by=by
     )
-    from experiments.tasks import lift_report_task
+    from experiments.tasks import lift_report_task  # circular: tasks imports this module
 
     transaction.on_commit(lambda: lift_report_task.delay(report.pk))
     return report

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from personalization import selectors, services
 from personalization.models import Event, Experience, ExperienceStatus, Profile, Project
 from personalization.workspace import permissions as role_map
+from personalization.workspace.auth import KeyInfo
 
 
 class ExperienceOutSerializer(serializers.Serializer):
@@ -266,8 +267,6 @@ class KeyOrLogin(permissions.BasePermission):
     message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
 
     def has_permission(self, request, view):
-        from personalization.workspace.auth import KeyInfo
-
         return isinstance(request.auth, KeyInfo) or bool(getattr(request.user, "is_authenticated", False))
 
 
@@ -289,8 +288,6 @@ class ProjectsViewSet(viewsets.ViewSet):
     def _project(self, request, pk) -> Project | None:
         """The project `pk` if the caller may manage it; None if it is not theirs (404).
         Raises PermissionDenied (403) for a member whose role may not."""
-        from personalization.workspace.auth import KeyInfo
-
         if not str(pk).isdigit():
             return None
         if isinstance(request.auth, KeyInfo):
@@ -308,8 +305,6 @@ class ProjectsViewSet(viewsets.ViewSet):
 
     @extend_schema(responses={200: ProjectOutSerializer(many=True)})
     def list(self, request):
-        from personalization.workspace.auth import KeyInfo
-
         if isinstance(request.auth, KeyInfo):
             projects = [selectors.project_by_id(project_id=request.auth.project_id)]
         else:
@@ -319,8 +314,6 @@ class ProjectsViewSet(viewsets.ViewSet):
     @extend_schema(request=dict, responses={201: ProjectOutSerializer, 400: dict, 403: dict})
     def create(self, request):
         """Create a project: {"name": "Acme shop"}. Needs a dashboard login (its user becomes admin)."""
-        from personalization.workspace.auth import KeyInfo
-
         if isinstance(request.auth, KeyInfo) and not role_map.principal_allows(
             principal=role_map.SECRET_KEY, action="projects.create"
         ):

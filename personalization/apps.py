@@ -6,4 +6,6 @@ class PersonalizationConfig(AppConfig):
     verbose_name = "Personalization"
 
     def ready(self) -> None:
-        from personalization import openapi  # noqa: F401 -- registers the secret-key scheme of the schema
+        # Imported here, not at the top: these modules load models, which Django allows only once apps are ready.
+        from personalization import hooks, openapi  # noqa: F401 -- the hooks' startup check; the secret-key scheme
+        from personalization.people import personal_locations  # noqa: F401 -- registers personalization's locations

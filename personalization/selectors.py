@@ -1,6 +1,7 @@
 """Every read of the personalization app worth naming. Other apps import from here:
 `from personalization import selectors`; inside the app, import the sub-package's own module."""
 
+from personalization.decide.runtime import decide_snapshot_settle_seconds
 from personalization.experiences.exposures import (
     MISSING_SEGMENT,
     NO_SEGMENT,
@@ -43,6 +44,7 @@ from personalization.people.selectors import (
     profiles_planted_intent,
     projects_ids,
 )
+from personalization.people.subjects import subject_resolve
 from personalization.workspace.selectors import (
     audit_entries,
     member_role,
@@ -63,6 +65,7 @@ __all__ = [
     "behavior_clock",
     "behavior_first",
     "dead_letters_summary",
+    "decide_snapshot_settle_seconds",
     "experience_arm_outcomes",
     "experience_audit",
     "experience_conversion_buckets",
@@ -101,4 +104,5 @@ __all__ = [
     "projects_ids",
     "projects_of_user",
     "stored_version_for_report",
+    "subject_resolve",
 ]

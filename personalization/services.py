@@ -20,6 +20,12 @@ from personalization.experiences.services import (
 from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.ingest.drain import events_drain
 from personalization.ingest.stream import events_ingest, stream_ensure_group
+from personalization.people.subjects import (
+    events_delete_before,
+    profiles_personalization_set,
+    suppression_publish,
+    unit_hashes_unprofile,
+)
 from personalization.workspace.audit import audit_record
 from personalization.workspace.projects import (
     ProjectError,
@@ -47,6 +53,7 @@ __all__ = [
     "bandit_update",
     "dead_letters_delete",
     "dead_letters_retry",
+    "events_delete_before",
     "events_drain",
     "events_ingest",
     "experience_compile_problem",
@@ -59,6 +66,7 @@ __all__ = [
     "experience_start",
     "experience_update",
     "membership_set",
+    "profiles_personalization_set",
     "profiles_publish",
     "project_create",
     "project_delete",
@@ -68,5 +76,7 @@ __all__ = [
     "snapshot_compile",
     "snapshot_publish",
     "stream_ensure_group",
+    "suppression_publish",
+    "unit_hashes_unprofile",
     "unit_segments_publish",
 ]

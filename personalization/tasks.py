@@ -7,6 +7,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from personalization import redis_client, rkeys, services
+from personalization.models import Project
 
 # Short, so drains (started every second by beat) never crowd bandit updates and reports out of the
 # worker; a backlog is worked off by consecutive runs.
@@ -53,8 +54,6 @@ def bandits_update_task() -> int:
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def snapshots_publish_task() -> int:
     """Republish every project's snapshot now and then, so a Redis that lost its data heals itself."""
-    from personalization.models import Project
-
     project_ids = list(Project.objects.values_list("pk", flat=True))
     for project_id in project_ids:
         services.snapshot_publish(project_id=project_id)

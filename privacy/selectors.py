@@ -7,6 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from personalization.decide.hashing import subject_digest
+from personalization.selectors import audit_entries
 from privacy.models import DataSubjectRequest, PrivacySettings, RequestStatus, Suppression
 
 DUE_SOON = timedelta(days=7)
@@ -40,8 +41,9 @@ def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:
     # placeholders cost more to build and parse than the lookup itself.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT digest FROM {Suppression._meta.db_table} WHERE project_id = %s AND digest = ANY(%s)",
-            [project_id, list(by_digest)],
+            f"SELECT digest FROM {Suppression._meta.db_table} WHERE project_id = %s AND digest = ANY(%s::text[])",
+            # hex digests need no quoting: one array literal, not a list psycopg adapts item by item
+            [project_id, "{" + ",".join(by_digest) + "}"],
         )
         return {by_digest[digest] for (digest,) in cursor.fetchall()}
 
@@ -86,6 +88,4 @@ def request_counts(*, project_id: int) -> dict:
 
 def request_timeline(*, request: DataSubjectRequest) -> list:
     """Every audited change of the request, oldest first."""
-    from personalization.selectors import audit_entries
-
     return audit_entries(project_id=request.project_id, object_type="privacy_request", object_key=request.reference)

@@ -306,6 +306,7 @@ class TfidfSvdEmbedder:
 
     def fit(self, docs: Sequence[Sequence[BehaviorEvent]], *, now: datetime, seed: int = 0) -> np.ndarray:
         """Learn vocabulary, idf and basis from the population; returns the population's vectors."""
+        # scikit-learn takes about a second to import: only the code that fits pays for it
         from sklearn.decomposition import TruncatedSVD
 
         bags = [self._tokens(d, now) for d in docs]

@@ -34,7 +34,7 @@ def _sample(x: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def kmeans_fit(x: np.ndarray, k: int, *, seed: int = 0, full_iterations: int = FULL_ITERATIONS) -> KMeansResult:
     """Cluster rows of `x` into k groups (squared Euclidean; on unit vectors that is cosine)."""
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # scikit-learn is slow to import: only fitting pays for it
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     k = max(1, min(k, len(x)))
@@ -69,6 +69,7 @@ def k_choose(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, dict[int, float]]:
     """The k with the best silhouette score on a sample, and every k's score."""
+    # scikit-learn takes about a second to import: only the code that fits pays for it
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 

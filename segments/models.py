@@ -5,6 +5,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
+from personalization.segment_keys import run_prefix
 from segments.embedding import DIMS
 
 
@@ -99,7 +100,7 @@ class ClusteringRun(models.Model):
     @property
     def key_prefix(self) -> str:
         """Segment keys of this run start with it; decide's per-segment bandit finds the run by it."""
-        return f"b{self.pk}."
+        return run_prefix(self.pk)
 
 
 class SegmentKind(models.TextChoices):

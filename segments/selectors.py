@@ -1,14 +1,11 @@
 """Reads of the segments app worth naming (pages, other apps)."""
 
-import re
-
 from django.db import connection
 from django.db.models import F
 
-from personalization.people import selectors as people
+from personalization import selectors as people
+from personalization.segment_keys import run_of_key
 from segments.models import ClusteringRun, EmbedderVersion, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
-
-_BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")  # ClusteringRun.key_prefix + the segment's index
 
 
 def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
@@ -119,8 +116,7 @@ def segment_keys_untargetable(*, project_id: int, keys: list[str]) -> list[str]:
 
 def segment_key_run(key: str) -> int | None:
     """The clustering run a behavior segment key belongs to ("b12.3" → 12), also after the run was deleted."""
-    match = _BEHAVIOR_KEY.match(key)
-    return int(match.group(1)) if match else None
+    return run_of_key(key)
 
 
 def run_for_project(*, project_id: int, run_id: int) -> ClusteringRun | None:

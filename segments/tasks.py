@@ -4,6 +4,7 @@ import redis
 from celery import shared_task
 from django.db import OperationalError
 
+from personalization import selectors as personalization_selectors
 from segments import services
 from segments.models import EmbedderVersion
 
@@ -40,10 +41,8 @@ def memberships_publish_resume_task() -> int:
 @shared_task(acks_late=True, **_RETRY)
 def embeddings_refit_nightly_task() -> int:
     """Refit every project's embedder; live runs keep folding people in on the basis they were made on."""
-    from personalization.people.selectors import projects_ids
-
     count = 0
-    for project_id in projects_ids():
+    for project_id in personalization_selectors.projects_ids():
         if services.embeddings_refit(project_id=project_id) is not None:
             count += 1
     return count

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from personalization.people import selectors as people
+from personalization import selectors as people
 from personalization.workspace.web import render_page, workspace_view
 from segments import embedding, selectors, services
 from segments.models import ClusteringRun, RunStatus, SegmentKind

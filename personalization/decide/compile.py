@@ -5,7 +5,7 @@ import logging
 
 import orjson
 
-from personalization import redis_client, rkeys
+from personalization import hooks, redis_client, rkeys
 from personalization.experiences.limits import snapshot_entry_check
 from personalization.ingest.schema import FieldError
 from personalization.models import BanditWeights, Experience, ExperienceStatus, Policy, Project
@@ -102,12 +102,10 @@ def snapshot_compile(*, project_id: int) -> dict:
         # Only a row changed outside project_live_update gets here; decide keeps the product's stages.
         logger.warning("project %s: stored journey thresholds unusable; the default definition is served", project_id)
         journey = journey_definition()
-    from privacy.selectors import privacy_decide_settings
-
     return {
         "project_id": project_id,
         "holdout": {"salt": project.holdout_salt, "share": project.global_holdout_share},
-        "privacy": privacy_decide_settings(project_id=project_id),
+        "privacy": hooks.decide_privacy_settings(project_id=project_id),  # privacy's hook; raises without it
         # What the events request and decide need for the live state (people/live_session.py).
         "live": {"idle_minutes": project.live_idle_minutes, "time_zone": project.time_zone, "journey": journey},
         "experiences": experiences,

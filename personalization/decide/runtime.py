@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 SNAPSHOT_CHECK_SECONDS = 1.0
 FLUSH_INTERVAL = 0.05
 REDIS_RETRY_SECONDS = 1.0
+
+
+def decide_snapshot_settle_seconds() -> float:
+    """How long until every decide process has seen a newly published snapshot and flushed what it
+    buffered under the old one (a snapshot check, plus ten buffer flushes of margin)."""
+    return SNAPSHOT_CHECK_SECONDS + 10 * FLUSH_INTERVAL
+
+
 MAX_BUFFERED = 200_000
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from personalization import hooks
 from personalization.experiences.services import ExperienceError, experience_update
 from personalization.models import Experience, ExperienceStatus, Policy
+from personalization.segment_keys import run_of_key, run_source
 from personalization.segment_keys import source_run as segment_source_run
 
 
@@ -39,11 +41,9 @@ class SegmentUse:
 
 
 def experience_segment_use(*, experience: Experience) -> SegmentUse:
-    from segments import selectors as segments_selectors
-
     use = SegmentUse()
     for key in (experience.targeting or {}).get("segments", []):
-        run_id = segments_selectors.segment_key_run(key)
+        run_id = run_of_key(key)
         if run_id is not None:
             use.keys_by_run.setdefault(run_id, []).append(key)
     if experience.policy == Policy.SEGMENT_BANDIT:
@@ -77,16 +77,14 @@ def experience_segments_migrate(
     names a segment of another run, every targeted segment would be dropped (the experience would
     then reach everyone), or the experience changed since `expected_version` was shown.
     """
-    from segments import selectors as segments_selectors
-
-    run = segments_selectors.run_for_project(project_id=experience.project_id, run_id=run_id)
+    run = hooks.segments().run_for_project(project_id=experience.project_id, run_id=run_id)
     if run is None:
         raise ExperienceError("run", f"no clustering run #{run_id} in this project; pick a run from the list")
     if run.status != "done":
         raise ExperienceError(
             "run", f"run #{run_id} is {run.status}: only a finished run can be migrated to; wait for it or pick another"
         )
-    new_keys = {s.key for s in segments_selectors.run_segments(run=run)}
+    new_keys = {s.key for s in hooks.segments().run_segments(run=run)}
     with transaction.atomic():
         locked = Experience.objects.select_for_update().get(pk=experience.pk)
         if expected_version is not None and locked.version != expected_version:
@@ -128,13 +126,13 @@ def experience_segments_migrate(
         if segments != targeting.get("segments", []):
             fields["targeting"] = {**targeting, "segments": segments}
         if bandit_from is not None:
-            fields["segment_attribute"] = f"run:{run_id}"
+            fields["segment_attribute"] = run_source(run_id)
         note = {
             "migration": {
                 "to_run": run_id,
                 "from_runs": sorted(use.runs - {run_id}),
                 "mapping": {key: mapping[key] for key in old_keys},
-                "bandit": [f"run:{bandit_from}", f"run:{run_id}"] if bandit_from is not None else None,
+                "bandit": [run_source(bandit_from), run_source(run_id)] if bandit_from is not None else None,
             }
         }
         return experience_update(experience=locked, by=by, audit_action="migrate", audit_note=note, **fields)

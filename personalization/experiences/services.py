@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from personalization import hooks
 from personalization.decide.compile import experience_compile_problem, snapshot_publish
 from personalization.experiences.limits import (
     EXPERIENCE_MAX_CHARS,
@@ -120,12 +121,10 @@ def _payloads_check(variants: list[dict]) -> None:
 def _segments_check(project_id: int, fields: dict, current: dict | None = None) -> None:
     """Segment keys and a clustering run named as bandit segment source must exist and be finished.
     On an edit only what the edit adds is checked: a segment deleted since stays until removed."""
-    from segments import selectors as segments_selectors
-
     current = current or {}
     before = set((current.get("targeting") or {}).get("segments", []))
     added = [key for key in (fields.get("targeting") or {}).get("segments", []) if key not in before]
-    unknown = segments_selectors.segment_keys_untargetable(project_id=project_id, keys=added) if added else []
+    unknown = hooks.segments().segment_keys_untargetable(project_id=project_id, keys=added) if added else []
     if unknown:
         names = ", ".join(f"“{key}”" for key in unknown[:5])
         raise ExperienceError(
@@ -136,7 +135,7 @@ def _segments_check(project_id: int, fields: dict, current: dict | None = None) 
     source = fields.get("segment_attribute", "")
     run_id = source_run(source or "")
     if run_id is not None and source != current.get("segment_attribute"):
-        run = segments_selectors.run_for_project(project_id=project_id, run_id=run_id)
+        run = hooks.segments().run_for_project(project_id=project_id, run_id=run_id)
         if run is None or run.status != "done":
             state = "does not exist" if run is None else f"is {run.status}"
             raise ExperienceError(

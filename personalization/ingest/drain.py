@@ -27,11 +27,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
-from personalization import redis_client, rkeys
+from personalization import hooks, redis_client, rkeys
+from personalization.decide.units import profiles_publish, units_stitch
 from personalization.ingest.dead_letters import dead_letters_write, text_storable
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
-from personalization.people.profiles import profiles_resolve, references_lock, row_checks_skip
+from personalization.models import Experience, Project
+from personalization.people.profiles import id_array, profiles_resolve, references_lock, row_checks_skip
+from personalization.people.subjects import profiles_consent_set
 from personalization.signals import events_drained
 
 log = logging.getLogger(__name__)
@@ -177,7 +180,6 @@ def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]
 def _identities_publish(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
     """After an identify: decide must see the profile's attributes under every id, and the user id
     keeps the variants the visitor was shown while anonymous."""
-    from personalization.decide.units import profiles_publish, units_stitch
 
     identifies = [e for e in events if e["type"] == "identify"]
     if not identifies:
@@ -253,12 +255,11 @@ _MAX_EXPOSURE_SEGMENTS = 200
 
 def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
     """Events of erased subjects (the privacy suppression list) are dropped, so they are never
-    profiled again, whenever the events were sent."""
-    from privacy.selectors import suppressed_among
-
+    profiled again, whenever the events were sent. Privacy answers through a hook; without it this
+    raises (hooks.suppression.when_missing) before anything is stored or acknowledged."""
     for project_id, events in list(by_project.items()):
         ids = {i for e in events for i in (e["user_id"], e["anonymous_id"]) if i}
-        erased = suppressed_among(project_id=project_id, identifiers=ids)
+        erased = hooks.suppressed_among(project_id=project_id, identifiers=ids)
         if erased:
             kept = [e for e in events if e["user_id"] not in erased and e["anonymous_id"] not in erased]
             log.info("drain: dropping %d events of erased subjects", len(events) - len(kept))
@@ -270,7 +271,6 @@ def _drop_suppressed(by_project: dict[int, list[dict]]) -> None:
 
 def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, int]) -> None:
     """`consent` events (the snippet's Kairos.consent, the REST API) record purpose → granted on the profile."""
-    from personalization.people.subjects import profiles_consent_set
 
     consents: dict[int, dict] = {}
     for event in events:
@@ -284,7 +284,6 @@ def _consents_apply(project_id: int, events: list[dict], profile_of: dict[str, i
 def _drop_deleted_projects(by_project: dict[int, list[dict]]) -> None:
     """Events of a project deleted after they were accepted have nowhere to go; keeping them would
     block the stream forever, so they are dropped (and logged)."""
-    from personalization.models import Project
 
     existing = set(Project.objects.filter(pk__in=list(by_project)).values_list("pk", flat=True))
     for project_id in set(by_project) - existing:
@@ -314,11 +313,12 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
     # the events' update sees the exposures already stored, so each pair is counted exactly once.
     exposures = [e for e in events if e["type"] == "exposure"]
     events = [e for e in events if e["type"] != "exposure"]
+    profile_ids = sorted(set(profile_of.values()))
     with connection.cursor() as cursor:
         for ddl in _DRAIN_TABLES:
             cursor.execute(ddl)
         row_checks_skip(cursor)
-        references_lock(cursor, project_id=project_id, profile_ids=sorted(set(profile_of.values())))
+        references_lock(cursor, project_id=project_id, profile_ids=profile_ids)
         with cursor.cursor.copy(
             "COPY drain_event (profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
         ) as copy:
@@ -341,8 +341,8 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
         # other's committed rows: the backfill misses the purchase, the update misses the exposure,
         # and the conversion is never attributed. Locked in id order: drains wait, never deadlock.
         cursor.execute(
-            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [sorted(set(profile_of.values()))],
+            "SELECT 1 FROM personalization_profile WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+            [id_array(profile_ids)],
         )
         cursor.execute(_OUTCOMES_SQL)
         cursor.execute(_LAST_SEEN_SQL)
@@ -433,7 +433,6 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
     window are the registered experience's; decide's own exposures carry the same values, which
     serve only for an experience deleted in between.
     """
-    from personalization.models import Experience
 
     keys = {str(e["properties"]["experience"]) for e in exposures}
     configured = {

@@ -25,12 +25,14 @@ return n
 
 def stored_fields(events: list[dict]) -> list[str]:
     """The fields a batch of stored events raises."""
-    fields = {"all"}
-    for event in events:
-        if event.get("type") == "exposure":
-            fields.add(f"x:{(event.get('properties') or {}).get('experience', '')}")
-        else:
-            fields.add(f"e:{event.get('type', '')}")
+    types = {event.get("type", "") for event in events}
+    fields = {"all"} | {f"e:{kind}" for kind in types if kind != "exposure"}
+    if "exposure" in types:
+        fields |= {
+            f"x:{(event.get('properties') or {}).get('experience', '')}"
+            for event in events
+            if event.get("type") == "exposure"
+        }
     return sorted(fields)
 
 

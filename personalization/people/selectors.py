@@ -13,7 +13,8 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
-from personalization.models import Event, Profile, ProfileIdentity, Project
+from personalization.experiences.segment_migration import experience_segment_use
+from personalization.models import Event, Experience, ExperienceStatus, Profile, ProfileIdentity, Project
 
 _PROFILABLE = "NOT p.do_not_personalize AND coalesce(p.consent ->> 'personalization', 'true') <> 'false'"
 # Events that describe behavior; exposures live in their own table, identify carries no behavior.
@@ -190,9 +191,6 @@ def projects_ids() -> list[int]:
 def experiences_by_run(*, project_id: int) -> dict[int, list]:
     """Clustering run id → the experiences (not completed) whose targeting or per-segment bandit uses
     it, so the Segments page can say which experiences a run still serves."""
-    from personalization.experiences.segment_migration import experience_segment_use
-    from personalization.models import Experience, ExperienceStatus
-
     out: dict[int, list] = {}
     rows = Experience.objects.filter(project_id=project_id).exclude(
         status__in=[ExperienceStatus.COMPLETED, ExperienceStatus.EXTERNAL]

@@ -1,17 +1,18 @@
 """What the privacy app needs from personalization about one person: finding their profiles, their
 decide hashes and their events still waiting in the stream, and switching personalization off.
 
-The privacy registry (privacy/registry.py) calls these as the handlers of the Redis locations;
-PostgreSQL rows are handled by the registry's table handlers.
+The registry of personal data (personal_locations.py) calls these as the handlers of the Redis
+locations; PostgreSQL rows are handled by the registry's table handlers.
 """
 
 from collections.abc import Iterator
 
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from personalization import redis_client, rkeys
+from personalization.decide.units import profiles_publish
 from personalization.models import Event, Profile, ProfileIdentity
 from personalization.signals import profiles_opted_out
 
@@ -119,8 +120,6 @@ def stream_events_count(*, project_id: int, unit_ids: list[str]) -> int:
 def profiles_personalization_set(*, project_id: int, profile_ids: list[int], do_not_personalize: bool) -> int:
     """Switch personalization off (objection, restriction) or back on for these profiles, in
     PostgreSQL and in the decide hashes."""
-    from personalization.decide.units import profiles_publish
-
     with transaction.atomic():
         changed = Profile.objects.filter(project_id=project_id, pk__in=profile_ids).update(
             do_not_personalize=do_not_personalize
@@ -138,8 +137,6 @@ def _opted_out_on_commit(project_id: int, profile_ids: list[int]) -> None:
 
 def profiles_consent_set(*, project_id: int, consents: dict[int, dict]) -> None:
     """Merge recorded consent (purpose → granted) into profiles and publish it to decide."""
-    from personalization.decide.units import profiles_publish
-
     for profile in Profile.objects.filter(project_id=project_id, pk__in=list(consents)).only("pk", "consent"):
         profile.consent = {**(profile.consent or {}), **consents[profile.pk]}
         profile.save(update_fields=["consent"])
@@ -157,8 +154,6 @@ def suppression_publish(*, project_id: int, digests: list[str]) -> None:
 
 def events_delete_before(*, project_id: int, before, chunk: int = 20_000) -> int:
     """Retention: delete a project's events older than `before`, one committed chunk at a time."""
-    from django.db import connection
-
     table = Event._meta.db_table
     deleted = 0
     while True:

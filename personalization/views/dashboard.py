@@ -9,7 +9,7 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from personalization import selectors, services
+from personalization import hooks, selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
 from personalization.people.journey import MEASURES, JourneyDefinitionError, definition_sentences, journey_definition
 from personalization.workspace.web import back, figures_json, is_partial, render_page, workspace_view
@@ -45,20 +45,10 @@ def _chart_json(series) -> str:
 
 
 def _lift_headline(project_id: int) -> str:
-    """The first sentence of the newest finished global-holdout lift report, if there is one."""
-    from experiments.selectors import lift_report_latest
-
-    report = lift_report_latest(
-        project_id=project_id,
-        experience_key="",
-        segment_by="exposure:segment",
-        comparison="holdout",
-        correction="bh",
-        span="days:14",  # the global holdout report the Lift page opens on
-    )
-    if report is None or not report.result or report.result.get("empty"):
-        return ""
-    return (report.result.get("sentences") or [""])[0]
+    """The first sentence of the newest finished global-holdout lift report, if there is one
+    (experiments answers through a hook; without it, no sentence)."""
+    headline = hooks.lift_headline.get()
+    return headline(project_id=project_id) if headline is not None else ""
 
 
 @workspace_view("overview")

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 from django import forms
 
-from personalization import services
+from personalization import hooks, services
 from personalization.experiences.limits import PAYLOAD_MAX_DEPTH
 from personalization.models import Experience, Policy
-from segments import selectors as segments_selectors
 
 TARGET_OPS = [("in", "is one of"), ("not_in", "is not one of"), ("exists", "is set")]
 FIELD_LABELS = {
@@ -161,7 +160,7 @@ def form_segment_keys(post) -> list[str]:
 def segment_picker(*, project_id: int, selected: list[str]) -> dict:
     """The picker's groups (clustering runs newest first, rules, lookalikes) and the selected keys
     that name no saved segment any more (shown ticked, so the marketer can untick them)."""
-    groups = segments_selectors.segment_picker_groups(project_id=project_id)
+    groups = hooks.segments().segment_picker_groups(project_id=project_id)
     listed = set()
     for group in groups:
         keys = {s.key for s in group["segments"]}

@@ -5,9 +5,9 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 
-from personalization import selectors, services
+from personalization import hooks, selectors, services
+from personalization.segment_keys import run_of_key
 from personalization.workspace.web import workspace_view
-from segments import selectors as segments_selectors
 
 
 def migration_notice(*, experience, latest_run_id: int | None) -> dict | None:
@@ -39,8 +39,8 @@ def _run_choice(raw: str, runs: list) -> tuple[object | None, str]:
 
 
 def _rows(project_id: int, old_keys: list[str], run, posted) -> list[dict]:
-    proposal = segments_selectors.segments_overlap(project_id=project_id, old_keys=old_keys, run_id=run.pk)
-    old = segments_selectors.segments_by_keys(project_id=project_id, keys=old_keys)
+    proposal = hooks.segments().segments_overlap(project_id=project_id, old_keys=old_keys, run_id=run.pk)
+    old = hooks.segments().segments_by_keys(project_id=project_id, keys=old_keys)
     rows = []
     for key in old_keys:
         candidates = proposal.get(key, [])
@@ -54,7 +54,7 @@ def _rows(project_id: int, old_keys: list[str], run, posted) -> list[dict]:
             {
                 "key": key,
                 "segment": old.get(key),
-                "run": segments_selectors.segment_key_run(key),
+                "run": run_of_key(key),
                 "candidates": candidates,
                 "choice": choice,
                 "chosen": chosen,
@@ -70,7 +70,7 @@ def experience_migrate(request, key: str):
     experience = selectors.experience_for_project(project=project, key=key)
     if experience is None:
         raise Http404(f"No experience “{key}” in this project.")
-    runs = segments_selectors.runs_done(project_id=project.pk)
+    runs = hooks.segments().runs_done(project_id=project.pk)
     if not runs:
         messages.error(request, "run: no finished clustering run to migrate to; run one on the Segments page.")
         return redirect("experience-detail", key=key)

@@ -10,14 +10,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from personalization import selectors, services
+from personalization import hooks, selectors, services
 from personalization.experiences.conditions import FIELDS, KEYED_FIELDS
 from personalization.models import Arm, Experience, Policy
 from personalization.views import experience_charts as charts
 from personalization.views import experience_forms as forms
 from personalization.views.experience_migrate import migration_notice
 from personalization.workspace.web import back, figures_json, is_partial, workspace_view
-from segments import selectors as segments_selectors
 
 _TRANSITIONS = {
     "start": services.experience_start,
@@ -42,7 +41,7 @@ def _experience_or_404(request, key: str) -> Experience:
 
 
 def _latest_run_id(project) -> int | None:
-    run = segments_selectors.run_latest_done(project_id=project.pk)
+    run = hooks.segments().run_latest_done(project_id=project.pk)
     return run.pk if run else None
 
 
@@ -382,7 +381,7 @@ def experience_detail(request, key: str):
         "experience": experience,
         "variants": [{"variant": v, "payload": json.dumps(v.payload, indent=2, ensure_ascii=False)} for v in variants],
         "targeting": _targeting_lines(
-            experience.targeting or {}, segments_selectors.segment_names(project_id=experience.project_id)
+            experience.targeting or {}, hooks.segments().segment_names(project_id=experience.project_id)
         ),
         "migration": migration_notice(experience=experience, latest_run_id=_latest_run_id(request.workspace.project)),
         "compile_error": services.experience_compile_problem(experience=experience),

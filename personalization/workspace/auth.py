@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from django.db import DatabaseError
 from rest_framework import authentication, exceptions, permissions
 
 from personalization import redis_client, rkeys
@@ -85,8 +86,8 @@ def published_key_parse(value: bytes) -> KeyInfo | None:
 
 
 def _database_lookup(digest: str, hit: tuple[float, KeyInfo | None] | None) -> KeyInfo | None:
-    from django.db import DatabaseError
-
+    # Models and permissions (which imports them) load lazily: DRF imports this module from
+    # settings (DEFAULT_AUTHENTICATION_CLASSES), before Django's app registry is ready.
     from personalization.models import ApiKey
 
     try:
@@ -163,7 +164,7 @@ class HasProject(permissions.BasePermission):
     message = "Authenticate with a secret key (Authorization: Bearer ks_…) or log in to the dashboard."
 
     def has_permission(self, request, view):
-        from personalization.workspace import permissions as role_map
+        from personalization.workspace import permissions as role_map  # lazily: see _database_lookup
 
         principal = self._principal(request)
         if principal is None:
@@ -176,7 +177,7 @@ class HasProject(permissions.BasePermission):
 
     @staticmethod
     def _principal(request) -> str | None:
-        from personalization.workspace import permissions as role_map
+        from personalization.workspace import permissions as role_map  # lazily: see _database_lookup
 
         if isinstance(request.auth, KeyInfo):
             return role_map.SECRET_KEY
@@ -195,7 +196,7 @@ class HasProject(permissions.BasePermission):
 
 def view_action(view) -> str:
     """The permission action a DRF view declares (`required_action`); undeclared views are refused."""
-    from personalization.workspace import permissions as role_map
+    from personalization.workspace import permissions as role_map  # lazily: see _database_lookup
 
     declared = getattr(view, "required_action", None)
     if isinstance(declared, dict):

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 from personalization import redis_client, rkeys
 from personalization.decide.compile import snapshot_publish
 from personalization.decide.context import time_zone_valid
-from personalization.models import ApiKey, KeyKind, Membership, Project, Role
+from personalization.models import ApiKey, Event, Exposure, KeyKind, Membership, Project, Role
 from personalization.people.journey import DEFAULT_DEFINITION, JourneyDefinitionError, journey_definition
 from personalization.workspace import auth
 from personalization.workspace.audit import audit_record
@@ -139,8 +139,6 @@ def project_delete(*, project: Project, confirm: str, by: AbstractBaseUser | Non
     Redis data. `confirm` must be the project's name or slug: this cannot be undone."""
     if confirm.strip() not in (project.name, project.slug):
         raise ProjectError("confirm", f"type the project's name (“{project.name}”) to delete it")
-    from personalization.models import Event, Exposure
-
     log.warning("project %s (%s) deleted by %s", project.slug, project.pk, by)
     client = redis_client.worker()
     batch = []

@@ -12,9 +12,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from personalization import selectors as personalization_selectors
 from personalization import services as personalization_services
-from personalization.decide import runtime as decide
-from personalization.people import subjects as subject_data
+from personalization import services as subject_data
 from privacy import registry
 from privacy.models import DataSubjectRequest, RequestKind, RequestStatus, Suppression
 from privacy.selectors import digest_of
@@ -28,7 +28,7 @@ def subject_fix(*, request: DataSubjectRequest) -> registry.Subject:
     """The subject the job works on, resolved once from the identifiers and kept on the request."""
     if not request.subject.get("profile_ids") and not request.subject.get("unit_ids"):
         ids = request.identifiers
-        profile_ids, unit_ids = subject_data.subject_resolve(
+        profile_ids, unit_ids = personalization_selectors.subject_resolve(
             project_id=request.project_id,
             user_ids=[ids["user_id"]] if ids.get("user_id") else [],
             anonymous_ids=[ids["anonymous_id"]] if ids.get("anonymous_id") else [],
@@ -84,7 +84,7 @@ def _suppress(request: DataSubjectRequest, subject: registry.Subject) -> int:
     if first:
         # Decide processes learn that the project has erased subjects with their next snapshot
         # check; until then a decide call could still write the subject's sticky assignments.
-        time.sleep(decide.SNAPSHOT_CHECK_SECONDS + 10 * decide.FLUSH_INTERVAL)
+        time.sleep(personalization_selectors.decide_snapshot_settle_seconds())
     return len(digests)
 
 
@@ -235,7 +235,7 @@ def restriction_lift(
 def dsr_run(*, request_id: int) -> str:
     """The job of a request in processing; returns what it did. Quiet when there is nothing to do
     (the request is gone, or finished by an earlier delivery of the same task)."""
-    from privacy.services.export import subject_export
+    from privacy.services.export import subject_export  # circular: export imports this module
 
     request = DataSubjectRequest.objects.filter(pk=request_id).first()
     if request is None or request.status != RequestStatus.PROCESSING:

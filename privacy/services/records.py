@@ -7,8 +7,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from personalization.people import subjects as subject_data
-from personalization.workspace.audit import audit_record
+from personalization import services as subject_data
+from personalization.services import audit_record
 from privacy import registry
 from privacy.models import DataSubjectRequest, PrivacySettings, Suppression
 from privacy.selectors import privacy_settings_get, suppression_digests
@@ -46,9 +46,7 @@ def privacy_settings_set(
             object_key=str(project_id),
             changes=changes,
         )
-    from personalization import services
-
-    services.snapshot_publish(project_id=project_id)
+    subject_data.snapshot_publish(project_id=project_id)
     return current
 
 

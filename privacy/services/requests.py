@@ -12,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from personalization.workspace.audit import audit_record
+from personalization.services import audit_record
 from privacy.models import DataSubjectRequest, Regime, RequestKind, RequestStatus
 from privacy.selectors import digest_of
 
@@ -188,7 +188,7 @@ def dsr_extend(*, request: DataSubjectRequest, reason: str, by: AbstractBaseUser
 
 def dsr_process(*, request: DataSubjectRequest, by: AbstractBaseUser | None) -> DataSubjectRequest:
     """Start the job for a verified request (export, erasure, objection or restriction)."""
-    from privacy import tasks
+    from privacy import tasks  # circular: tasks imports privacy.services, which imports this module
 
     if request.status != RequestStatus.VERIFIED:
         raise RequestError("status", f"verify the subject's identity first; this request is {request.status}")

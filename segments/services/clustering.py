@@ -17,7 +17,8 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from personalization.people import selectors as people
+from personalization import selectors as people
+from personalization.segment_keys import behavior_key
 from segments import embedding, kmeans
 from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
@@ -51,7 +52,7 @@ def clustering_run_request(*, project, k: int | None = None, by: AbstractBaseUse
 
 
 def _enqueue(run_id: int) -> None:
-    from segments.tasks import clustering_run_task
+    from segments.tasks import clustering_run_task  # circular: tasks imports segments.services
 
     transaction.on_commit(lambda: clustering_run_task.delay(run_id))
 
@@ -223,7 +224,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
             segments.append(
                 Segment.objects.create(
                     project_id=project_id,
-                    key=f"{run.key_prefix}{i}",
+                    key=behavior_key(run.pk, i),
                     kind=SegmentKind.BEHAVIOR,
                     run=run,
                     index=i,

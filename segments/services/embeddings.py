@@ -14,7 +14,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from personalization.people import selectors as people
+from personalization import selectors as people
 from segments import embedding
 from segments.models import EmbedderVersion, ProfileEmbedding
 
@@ -155,7 +155,7 @@ def embeddings_refit(
 def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: datetime | None = None) -> dict:
     """Project these profiles onto the current basis and move them to their nearest segment of every
     live clustering run; publishes their memberships to decide. Returns {"embedded", "removed"}."""
-    from segments.services.memberships import memberships_reassign
+    from segments.services.memberships import memberships_reassign  # circular: memberships imports this module
 
     now = now or people.behavior_clock(project_id=project_id)
     wanted = sorted(set(profile_ids))

@@ -38,7 +38,7 @@ from django.db import connection, transaction
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from personalization.people import selectors as people
+from personalization import selectors as people
 from segments import embedding
 from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
@@ -126,6 +126,7 @@ def seed_from_ids(*, project_id: int, text: str) -> Seed:
 
 def _groups(vectors: np.ndarray, weights: np.ndarray, seed: int = 0) -> np.ndarray:
     """Group label of each seed person: 1 group for a small or uniform seed, up to 5 for a varied one."""
+    # scikit-learn takes about a second to import: only the code that fits pays for it
     from sklearn.cluster import KMeans
 
     k = int(min(5, max(1, len(vectors) // 40)))

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from personalization import selectors as people
 from personalization import services as personalization_services
-from personalization.people import selectors as people
 from segments.models import (
     ClusteringRun,
     MapPoint,
@@ -21,6 +21,7 @@ from segments.models import (
     SegmentKind,
     SegmentMembership,
 )
+from segments.services.embeddings import embedder_load
 
 PUBLISH_CHUNK = 20_000
 # A publish whose heartbeat is older than this was cut short (its worker died); the reaper finishes it.
@@ -118,8 +119,6 @@ def memberships_reassign(*, project_id: int, docs: dict[int, list], gone: list[i
     """Move folded-in profiles to their nearest segment in every live run, each run with the basis it
     was clustered on; take profiles without enough behavior out of behavior segments, and profiles
     that may not be profiled out of every segment. The caller holds the transaction."""
-    from segments.services.embeddings import embedder_load
-
     ids = list(docs)
     runs = runs_live(project_id=project_id)
     if gone:

@@ -5,8 +5,8 @@ import re
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from personalization import selectors as people
 from personalization.ingest.schema import MAX_DEPTH, FieldError, json_limits_check
-from personalization.people import selectors as people
 from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services.clustering import SegmentsError
 from segments.services.memberships import memberships_publish_on_commit

@@ -311,7 +311,7 @@ class Command(BaseCommand):
         parser.add_argument("--keys-file", type=Path, default=None, help="the demo keys (default var/demo-keys.json)")
 
     def handle(self, *args, url: str, rate: float, duration: float, keys_file: Path | None, **options):
-        from demo.seed import demo_keys_path
+        from demo.seed import demo_keys_path  # lazily: seed loads models; the traffic loop itself needs none
 
         if not 0 < rate <= 1000:
             self.stderr.write("--rate must be between 0 and 1000 visits per second")

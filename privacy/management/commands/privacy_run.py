@@ -8,7 +8,8 @@ worker. --chunk sets how many rows each erasure transaction deletes (smaller: sh
 
 from django.core.management.base import BaseCommand, CommandError
 
-from privacy import registry, services
+from personalization.people import personal_data
+from privacy import services
 from privacy.models import DataSubjectRequest
 
 
@@ -17,12 +18,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("request_id", type=int)
-        parser.add_argument("--chunk", type=int, default=registry.ERASE_CHUNK, help="rows per erasure transaction")
+        parser.add_argument("--chunk", type=int, default=personal_data.ERASE_CHUNK, help="rows per erasure transaction")
 
     def handle(self, *args, request_id: int, chunk: int, **options):
         if not DataSubjectRequest.objects.filter(pk=request_id).exists():
             raise CommandError(f"request_id: no request {request_id}; see the Privacy page for references")
         if chunk < 1:
             raise CommandError("--chunk: give a positive number of rows")
-        registry.ERASE_CHUNK = chunk
+        personal_data.ERASE_CHUNK = chunk
         self.stdout.write(services.dsr_run(request_id=request_id))

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('personalization', '0010_exposure_behavior_segments'),
+        ('personalization', '0011_identity_indexes_for_the_drain'),
     ]
 
     operations = [

@@ -1,0 +1,172 @@
+"""Where personalization keeps data about a person: its entries in the registry of personal data
+locations (personalization/people/personal_data.py). Imported once, by PersonalizationConfig.ready().
+
+Segments and privacy register their own tables from their own apps; nothing here names theirs.
+"""
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from django.db import connection
+
+from personalization.models import DeadLetter, Event, Exposure, Profile, ProfileIdentity
+from personalization.people import subjects as subject_data
+from personalization.people.personal_data import (
+    ORDER_AFTER_PROFILE,
+    ORDER_IDENTITIES,
+    ORDER_PROFILE,
+    ORDER_ROWS,
+    ORDER_STREAM,
+    Location,
+    Subject,
+    count_erase,
+    register,
+    table,
+    units,
+)
+
+
+def _exposures_merge(source: int, target: int) -> None:
+    """Exposures keep one row per experience: the earlier of the two, since analysis counts from a
+    person's first exposure."""
+    table_name = Exposure._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table_name} later USING {table_name} earlier"
+            " WHERE later.profile_id IN (%s, %s) AND earlier.profile_id IN (%s, %s)"
+            " AND later.profile_id <> earlier.profile_id AND later.experience_key = earlier.experience_key"
+            " AND (later.exposed_at, later.id) > (earlier.exposed_at, earlier.id)",
+            [source, target, source, target],
+        )
+    Exposure.objects.filter(profile_id=source).update(profile_id=target)
+
+
+def _profile_merge(source: int, target: int) -> None:
+    Profile.objects.filter(pk=source).delete()
+
+
+def _exposure_segments_rows(subject: Subject):
+    exposures = Exposure.objects.filter(profile_id__in=subject.profile_ids)
+    return exposures.filter(behavior_segments__isnull=False)
+
+
+def _exposure_segments_clear(subject: Subject, progress: Callable[[int], None]) -> int:
+    """Objection and erasure: forget which segments the person was in when exposed (the exposures
+    stay for measurement until erasure deletes them)."""
+    cleared = _exposure_segments_rows(subject).update(behavior_segments=None)
+    progress(cleared)
+    return cleared
+
+
+register(
+    Location(
+        name="pending_events",
+        store="Redis",
+        category="behavior events not yet stored (stream entries)",
+        purpose="ingestion: events wait here for a few seconds until the drain stores them",
+        retention="seconds (until drained)",
+        mechanism="stream entries rewritten without the subject's events (XADD of the rest, XDEL)",
+        columns=("event_id", "type", "timestamp", "user_id", "anonymous_id", "properties"),
+        export=units(subject_data.stream_events_read),
+        erase=count_erase(subject_data.stream_events_purge),
+        verify=units(subject_data.stream_events_count),
+        order=ORDER_STREAM,
+        redis_key="EVENTS_STREAM",
+    )
+)
+register(
+    table(
+        name="events",
+        model=Event,
+        columns=("event_id", "type", "ts", "session_id", "value", "properties", "received_at"),
+        category="behavior events: pages viewed, clicks, searches, purchases, identify and consent calls",
+        purpose="personalization, behavior segments and measuring experiences",
+        retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
+    )
+)
+_exposure_segments = table(
+    name="exposure_segments",
+    model=Exposure,
+    order=ORDER_ROWS + 10,  # before "exposures", which deletes the rows this one clears
+    columns=("experience_key", "exposed_at", "behavior_segments"),
+    category="the segments (behavior clusters, lookalikes, rules) the person was in when shown an experience",
+    purpose="lift per behavior segment (profiling)",
+    retention="as long as the exposure; cleared on objection",
+    profiling=True,
+)
+register(
+    replace(
+        _exposure_segments,
+        mechanism="UPDATE of the person's exposures setting behavior_segments to NULL",
+        erase=_exposure_segments_clear,
+        verify=lambda subject: _exposure_segments_rows(subject).count(),
+        merge=None,  # the rows are the exposures', which "exposures" moves
+    )
+)
+register(
+    table(
+        name="exposures",
+        model=Exposure,
+        order=ORDER_ROWS + 20,
+        columns=("experience_key", "variant_key", "arm", "reason", "segment", "exposed_at", "source", "converted"),
+        category="experiences and variants shown, why (reason code), and their outcome",
+        purpose="measuring experiences; bandit allocation",
+        retention="as long as the profile",
+        merge=_exposures_merge,
+    )
+)
+register(
+    table(
+        name="dead_letters",
+        model=DeadLetter,
+        order=ORDER_ROWS + 30,
+        profile_field="",
+        id_fields=("user_id", "anonymous_id"),
+        columns=("event_id", "user_id", "anonymous_id", "payload", "error", "received_at"),
+        category="events the drain could not store, with the error",
+        purpose="letting an admin repair and retry events instead of losing them",
+        retention="until an admin retries or deletes them",
+    )
+)
+register(
+    table(
+        name="identities",
+        model=ProfileIdentity,
+        order=ORDER_IDENTITIES,
+        columns=("kind", "value", "created_at"),
+        category="identifiers: user id and anonymous (device) ids",
+        purpose="recognising the same person across visits and devices",
+        retention="as long as the profile",
+        id_fields=("value",),
+    )
+)
+register(
+    table(
+        name="profiles",
+        model=Profile,
+        order=ORDER_PROFILE,
+        profile_field="pk",
+        id_fields=("external_id",),
+        columns=("external_id", "attributes", "consent", "do_not_personalize", "first_seen", "last_seen"),
+        category="profile: user id, attributes sent by the site, consent, first and last activity",
+        purpose="personalization and targeting",
+        retention="until erased; inactive profiles' events expire with the event retention",
+        merge=_profile_merge,
+    )
+)
+register(
+    Location(
+        name="decide_hash",
+        store="Redis",
+        category="decide data: attributes, do-not-personalize and consent flags, segments, sticky assignments",
+        purpose="answering decide in one Redis round trip; showing a person the same variant",
+        retention="180 days after last use (key expiry)",
+        mechanism="DEL of every kr:<project>:u:<id> key",
+        columns=("unit_id", "fields"),
+        export=units(subject_data.unit_hashes_read),
+        erase=count_erase(subject_data.unit_hashes_delete),
+        verify=units(subject_data.unit_hashes_count),
+        order=ORDER_AFTER_PROFILE,
+        redis_key="unit",
+    )
+)

@@ -1,0 +1,89 @@
+"""Where segments keep data about a person: its entries in personalization's registry of personal
+data locations. Imported once, by SegmentsConfig.ready()."""
+
+from collections.abc import Callable, Iterator
+
+from django.db import transaction
+
+from personalization.people.personal_data import ORDER_ROWS, Location, Subject, register, table
+from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, SegmentMembership
+
+_ORDER = ORDER_ROWS + 100  # rows pointing at a profile: before the profile goes
+
+register(
+    table(
+        name="segment_memberships",
+        model=SegmentMembership,
+        order=_ORDER,
+        columns=("segment__key", "segment__name", "segment__kind", "score"),
+        category="segments the person is in: behavior clusters, lookalike audiences, rule segments",
+        purpose="targeting experiences and per-segment measurement (profiling)",
+        retention="until the next clustering run, lookalike rebuild or rule refresh",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="embeddings",
+        model=ProfileEmbedding,
+        order=_ORDER,
+        columns=("embedder_version", "events", "updated_at", "vector"),
+        category="behavior vector derived from the person's events",
+        purpose="behavior segments and lookalike audiences (profiling)",
+        retention="replaced at each refit; deleted with the profile",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="segment_map_points",
+        model=MapPoint,
+        order=_ORDER,
+        columns=("run_id", "x", "y", "index"),
+        category="the person's dot on a clustering run's 2-D segment map (a sample of up to 3,000 people)",
+        purpose="showing marketers how behavior segments lie (profiling)",
+        retention="as long as the clustering run",
+        profiling=True,
+    )
+)
+
+
+def _publish_outbox_rows(subject: Subject):
+    outbox = MembershipPublish.objects.filter(project_id=subject.project_id)
+    return outbox.filter(profile_ids__overlap=list(subject.profile_ids))
+
+
+def _publish_outbox_export(subject: Subject) -> Iterator[dict]:
+    for row in _publish_outbox_rows(subject):
+        yield {"pending_since": row.heartbeat_at.isoformat()}
+
+
+def _publish_outbox_erase(subject: Subject, progress: Callable[[int], None]) -> int:
+    """Take the person's profile ids out of pending publishes (the publish position moves with them)."""
+    gone, removed = set(subject.profile_ids), 0
+    with transaction.atomic():
+        for row in _publish_outbox_rows(subject).select_for_update():
+            row.done = sum(1 for pid in row.profile_ids[: row.done] if pid not in gone)
+            row.profile_ids = [pid for pid in row.profile_ids if pid not in gone]
+            row.save(update_fields=["profile_ids", "done"])
+            removed += 1
+    progress(removed)
+    return removed
+
+
+register(
+    Location(
+        name="segment_publish_outbox",
+        store="PostgreSQL",
+        category="the person's profile number in a pending publish of segment memberships to decide",
+        purpose="finishing a publish a crashed worker left undone",
+        retention="seconds: deleted once decide has the memberships",
+        mechanism="the profile numbers removed from each pending publish",
+        columns=("pending_since",),
+        export=_publish_outbox_export,
+        erase=_publish_outbox_erase,
+        verify=lambda subject: _publish_outbox_rows(subject).count(),
+        order=_ORDER,
+        model=MembershipPublish._meta.label,
+    )
+)
