@@ -1,10 +1,11 @@
 """The demo shop: users for every role, the "Demo Shop" project and its keys, 20,000 simulated
 visitors with two weeks of behavior, the demo experiences and their exposure history.
 
-The population and its behavior come from demo.world (pure); this module only writes.
-History is written with COPY in one transaction (about 0.5 M events in well under a minute), then
-the profiles' attributes and their sticky assignments are published to Redis so decide serves the
-same variant the history recorded.
+The population and its behavior come from demo.world (pure); this module only writes, and only
+through personalization's services: the history goes in with its bulk history load (COPY, in one
+transaction with the project: about 0.5 M events in well under a minute), then the profiles'
+attributes and their sticky assignments are published to Redis so decide serves the same variant
+the history recorded.
 """
 
 import hashlib
