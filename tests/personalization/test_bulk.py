@@ -67,6 +67,13 @@ def test_history_bulk_load__profiles_events_exposures__stored_as_the_drain_would
         "bold", "variant", True, "purchase")  # fmt: skip
     assert (rows[b.pk].arm, rows[b.pk].revenue, rows[b.pk].window_hours, rows[b.pk].source) == (
         "holdout_global", 3.0, 72, "decide")  # fmt: skip
+    # Statistics analysed in the load's own transaction, so the first reads are planned with these rows.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT concat(histogram_bounds::text, most_common_vals::text) FROM pg_stats"
+            " WHERE tablename = 'personalization_event' AND attname = 'event_id'"
+        )
+        assert "e4" in cursor.fetchone()[0]
 
 
 @pytest.mark.django_db
