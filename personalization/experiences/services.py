@@ -3,6 +3,7 @@ republishes the decide snapshot (personalization.decide.compile)."""
 
 import logging
 import math
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -317,8 +318,10 @@ def experience_salt_set(*, experience: Experience, salt: str, by: AbstractBaseUs
     return experience
 
 
-def experience_started_at_set(*, experience: Experience, started_at, by: AbstractBaseUser | None = None) -> Experience:
-    """Date a started experience's start back to where its loaded history begins (reports count from it)."""
+def experience_started_at_set(
+    *, experience: Experience, started_at: datetime, by: AbstractBaseUser | None = None
+) -> Experience:
+    """Date a started experience's start back to where its loaded history begins, as its page shows it."""
     if experience.started_at is None:
         raise ExperienceError("started_at", "the experience has not started; start it first")
     if started_at.tzinfo is None or started_at > timezone.now():
