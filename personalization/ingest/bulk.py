@@ -11,7 +11,8 @@ taken, and exposures whose outcomes (converted, conversions, revenue, pre_activi
 drain's rules. A row PostgreSQL refuses (a duplicate, a NUL in a text) rolls the whole load back:
 nothing is half written.
 
-Rows are plain named tuples; events and exposures name their profile by its position in `profiles`.
+Rows are named tuples (plain tuples in the same field order do too); events and exposures name
+their profile by its position in `profiles`.
 The per-row foreign key checks are skipped where the database role may (they would be more than a
 million trigger calls, about a third of the time): every row points at the project, checked and
 locked once, or at a profile whose id this load reserved.
@@ -131,41 +132,48 @@ def history_bulk_load(
     return HistoryLoaded(profile_ids=ids, identities=identities, events=written, exposures=exposed)
 
 
-def _profile_id(ids: list[int], position: int, kind: str, row: int) -> int:
-    if not 0 <= position < len(ids):
-        raise ValueError(f"{kind}[{row}].profile: {position} is not a position in profiles (0 to {len(ids) - 1})")
-    return ids[position]
+def _position_message(kind: str, row: int, position: int, count: int) -> str:
+    return f"{kind}[{row}].profile: {position} is not a position in profiles (0 to {count - 1})"
 
 
 def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[HistoryEvent]):
-    """COPY the events; returns each profile's first and last event time and the number written."""
-    first: list[datetime | None] = [None] * len(ids)
-    last: list[datetime | None] = [None] * len(ids)
+    """COPY the events; returns each profile's first and last event time and the number written.
+
+    The hot loop of a load (half a million rows for the demo): rows are unpacked, not read by name,
+    and the profile's range checked inline, which keeps the loader's own cost per row near a third
+    of a microsecond."""
+    count = len(ids)
+    first: list[datetime | None] = [None] * count
+    last: list[datetime | None] = [None] * count
     written = 0
+    dumps = orjson.dumps
     with cursor.cursor.copy(
         "COPY personalization_event"
         " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
     ) as copy:
-        for written, event in enumerate(events, 1):
-            position, ts = event.profile, event.ts
-            profile_id = _profile_id(ids, position, "events", written - 1)
+        write = copy.write_row
+        for written, (position, event_id, etype, ts, session_id, value, properties, received_at) in enumerate(
+            events, 1
+        ):
+            if not 0 <= position < count:
+                raise ValueError(_position_message("events", written - 1, position, count))
             seen = first[position]
             if seen is None or ts < seen:
                 first[position] = ts
             seen = last[position]
             if seen is None or ts > seen:
                 last[position] = ts
-            copy.write_row(
+            write(
                 (
                     project_id,
-                    profile_id,
-                    event.event_id,
-                    event.type,
+                    ids[position],
+                    event_id,
+                    etype,
                     ts,
-                    event.session_id,
-                    event.value,
-                    orjson.dumps(event.properties or {}).decode(),
-                    event.received_at or ts,
+                    session_id,
+                    value,
+                    dumps(properties or {}).decode(),
+                    received_at or ts,
                 )
             )
     return first, last, written
@@ -219,10 +227,12 @@ def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable
         " FROM STDIN"
     ) as copy:
         for written, row in enumerate(exposures, 1):
+            if not 0 <= row.profile < len(ids):
+                raise ValueError(_position_message("exposures", written - 1, row.profile, len(ids)))
             copy.write_row(
                 (
                     project_id,
-                    _profile_id(ids, row.profile, "exposures", written - 1),
+                    ids[row.profile],
                     row.experience_key,
                     row.variant_key,
                     row.arm,
