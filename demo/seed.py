@@ -1,61 +1,50 @@
 """The demo shop: users for every role, the "Demo Shop" project and its keys, 20,000 simulated
 visitors with two weeks of behavior, the demo experiences and their exposure history.
 
-The population and its behavior come from demo.world (pure); this module only writes.
-History is written with COPY in one transaction (about 0.5 M events in well under a minute), then
-the profiles' attributes and their sticky assignments are published to Redis so decide serves the
-same variant the history recorded.
+The population and its behavior come from demo.world (pure); this module only writes, and only
+through personalization's services: the history goes in with its bulk history load (COPY, in one
+transaction with the project: about 0.5 M events in well under a minute), then the profiles'
+attributes and their sticky assignments are published to Redis so decide serves the same variant
+the history recorded.
 """
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 
 from config.embedded import VAR
 from demo import world as demo
 from demo.world import PLANTED_ATTRIBUTE
-from personalization import redis_client, rkeys
+from personalization import selectors, services
 from personalization.decide import engine
-from personalization.models import Experience, IdentityKind, Project, Role
-from personalization.services import (
-    api_key_create,
-    experience_create,
-    experience_start,
-    membership_set,
-    profiles_publish,
-    project_create,
-    project_delete,
-    project_holdout_set,
-)
+from personalization.services import HistoryExposure, HistoryProfile
 
 log = logging.getLogger(__name__)
 
 DEMO_SLUG = "demo-shop"
 DEMO_NAME = "Demo Shop"
 DEMO_PASSWORD = "kairos-demo"  # noqa: S105 -- the published demo login of a local install
+# Plain role names: membership_set checks them against the roles personalization knows.
 DEMO_USERS = (
-    ("demo", Role.ADMIN),
-    ("marketer", Role.MARKETER),
-    ("analyst", Role.ANALYST),
-    ("compliance", Role.COMPLIANCE),
-    ("developer", Role.DEVELOPER),
+    ("demo", "admin"),
+    ("marketer", "marketer"),
+    ("analyst", "analyst"),
+    ("compliance", "compliance"),
+    ("developer", "developer"),
 )
 # 10 % rather than the 5 % default: 2,000 held-out visitors make the demo's overall lift readable.
 DEMO_GLOBAL_HOLDOUT = 0.10
 _RECEIVE_DELAY = timedelta(milliseconds=400)
 _PRE_PERIOD = timedelta(days=14)  # the CUPED covariate window, as the drain computes it
-_HOLDOUT_MARKS = {"holdout_global": engine.HOLDOUT_GLOBAL_MARK, "holdout_experience": engine.HOLDOUT_EXPERIENCE_MARK}
 
 
 def demo_keys_path() -> Path:
@@ -63,8 +52,9 @@ def demo_keys_path() -> Path:
     return VAR / "demo-keys.json"
 
 
-def demo_project_get() -> Project | None:
-    return Project.objects.filter(slug=DEMO_SLUG).first()
+def demo_project_get():
+    """The demo project, or None before the first seed."""
+    return selectors.project_by_slug_or_id(value=DEMO_SLUG)
 
 
 def demo_delete() -> bool:
@@ -72,7 +62,7 @@ def demo_delete() -> bool:
     project = demo_project_get()
     if project is None:
         return False
-    project_delete(project=project, confirm=project.slug)
+    services.project_delete(project=project, confirm=project.slug)
     return True
 
 
@@ -102,7 +92,7 @@ def _keys_write(path: Path, data: dict) -> None:
 class _Arms:
     """History arms of every demo profile, with the decide engine's hashing and the real salts."""
 
-    def __init__(self, project: Project, experiences: dict[str, Experience]):
+    def __init__(self, project, experiences: dict):
         self.project = project
         self.specs = []
         for spec in demo.EXPERIENCES:
@@ -134,36 +124,6 @@ class _Arms:
         return shown
 
 
-@contextlib.contextmanager
-def _fk_checks_skipped():
-    """Skip the per-row foreign key checks of the bulk writes inside, where the role may.
-
-    Every row written inside points at the project created and the profile ids reserved earlier in
-    the same transaction, so the checks cannot fail; they are over a million trigger calls, about a
-    third of the seed time. Changing `session_replication_role` needs a superuser (the embedded
-    PostgreSQL runs as one); elsewhere the checks just run. Kairos has no triggers of its own, which
-    replica mode would also skip: one added later must be fired here by hand.
-    """
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL session_replication_role = replica")
-        skipped = True
-    except DatabaseError:
-        skipped = False
-    try:
-        yield
-    finally:
-        if skipped:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL session_replication_role = origin")
-
-
-def _reserve_ids(table: str, count: int) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count])
-        return [row[0] for row in cursor.fetchall()]
-
-
 def demo_seed(
     *,
     profiles: int = 20_000,
@@ -172,10 +132,10 @@ def demo_seed(
     keys_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
     end: datetime | None = None,
-) -> Project:
-    """Create the demo from scratch (the caller deletes an old one first: see demo_delete). The same
-    seed and `end` (default: a minute ago) give the same data: visit times are drawn inside the window
-    before `end`, so another `end` draws other visits."""
+):
+    """Create the demo from scratch and return its project (the caller deletes an old one first: see
+    demo_delete). The same seed and `end` (default: a minute ago) give the same data: visit times are
+    drawn inside the window before `end`, so another `end` draws other visits."""
     say = progress or log.info
     started = time.monotonic()
 
@@ -188,30 +148,30 @@ def demo_seed(
     with transaction.atomic():
         users = {name: _user_ensure(name) for name, _ in DEMO_USERS}
         owner = users["demo"]
-        project = project_create(name=DEMO_NAME, owner=owner, slug=DEMO_SLUG)
-        project.holdout_salt = _salt(seed, "global-holdout")
-        project.save(update_fields=["holdout_salt"])
-        project = project_holdout_set(project=project, share=DEMO_GLOBAL_HOLDOUT, by=owner)
+        project = services.project_create(name=DEMO_NAME, owner=owner, slug=DEMO_SLUG)
+        project = services.project_holdout_salt_set(project=project, salt=_salt(seed, "global-holdout"), by=owner)
+        project = services.project_holdout_set(project=project, share=DEMO_GLOBAL_HOLDOUT, by=owner)
         for name, role in DEMO_USERS[1:]:
-            membership_set(project=project, user=users[name], role=role)
-        _, public_key = api_key_create(project=project, kind="public", name="Demo site (public)", by=owner)
-        _, secret_key = api_key_create(project=project, kind="secret", name="Demo backend (secret)", by=owner)
+            services.membership_set(project=project, user=users[name], role=role)
+        _, public_key = services.api_key_create(project=project, kind="public", name="Demo site (public)", by=owner)
+        _, secret_key = services.api_key_create(project=project, kind="secret", name="Demo backend (secret)", by=owner)
         experiences = _experiences_create(project, owner, end, seed)
         step(f"users, project, keys and {len(experiences)} experiences")
 
         population = demo.profiles_generate(profiles, seed=seed)
-        ids = _reserve_ids("personalization_profile", len(population))
         step(f"{len(population):,} profiles generated")
         arms = _Arms(project, experiences)
         starts = {key: experience.started_at for key, experience in experiences.items()}
-        history = demo.history_generate(population, end=end, days=days, seed=seed, arms=arms, starts=starts)
-        writer = _HistoryWriter(project, ids, arms, experiences)
-        with _fk_checks_skipped():
-            writer.events_copy(history)
-            step(f"{writer.events:,} events in {writer.sessions:,} visits ({writer.purchases:,} purchases)")
-            identities = _profiles_copy(project, population, ids, writer.seen)
-            exposures = writer.exposures_copy()
-        step(f"{len(population):,} profiles, {identities:,} identities, {len(exposures):,} exposures")
+        sessions = demo.history_generate(population, end=end, days=days, seed=seed, arms=arms, starts=starts)
+        history = _History(arms, experiences)
+        loaded = services.history_bulk_load(
+            project_id=project.pk,
+            profiles=[_history_profile(profile) for profile in population],
+            events=history.events(sessions),
+            exposures=history.exposures(),
+        )
+        step(f"{loaded.events:,} events in {history.sessions:,} visits ({history.purchases:,} purchases)")
+        step(f"{len(population):,} profiles, {loaded.identities:,} identities, {loaded.exposures:,} exposures")
     step("committed")
     _keys_write(
         keys_path or demo_keys_path(),
@@ -226,8 +186,8 @@ def demo_seed(
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
-    units = profiles_publish(project_id=project.pk)
-    _sticky_publish(project, population, arms, writer.exposed)
+    units = services.profiles_publish(project_id=project.pk)
+    services.unit_assignments_publish(project_id=project.pk, assignments=history.assignments(population))
     step(f"published {units:,} profile ids and their sticky assignments to Redis")
     return project
 
@@ -237,82 +197,73 @@ def _salt(seed: int, name: str) -> str:
     return hashlib.sha256(f"kairos-demo:{seed}:{name}".encode()).hexdigest()[:16]
 
 
-def _experiences_create(project: Project, owner, end: datetime, seed: int) -> dict[str, Experience]:
+def _experiences_create(project, owner, end: datetime, seed: int) -> dict:
     """The demo experiences through the experience services, started, then dated back to their history."""
     created = {}
     for spec in demo.EXPERIENCES:
-        fields = spec.service_fields()
-        experience = experience_create(project=project, by=owner, **fields)
-        experience.salt = _salt(seed, spec.key)
-        experience.save(update_fields=["salt"])
-        experience = experience_start(experience=experience, by=owner)
+        experience = services.experience_create(project=project, by=owner, **spec.service_fields())
+        experience = services.experience_salt_set(experience=experience, salt=_salt(seed, spec.key), by=owner)
+        experience = services.experience_start(experience=experience, by=owner)
         started_at = end - timedelta(days=spec.started_days_ago)
-        Experience.objects.filter(pk=experience.pk).update(started_at=started_at)
-        experience.started_at = started_at
-        created[spec.key] = experience
+        created[spec.key] = services.experience_started_at_set(experience=experience, started_at=started_at, by=owner)
     return created
 
 
-class _HistoryWriter:
-    """Streams the visits into personalization_event and derives, per profile, what the drain would
-    have kept: first and last seen, and each first exposure with its outcomes (goal events and
-    revenue in the attribution window, events in the 14 days before as the CUPED covariate)."""
+def _history_profile(profile: demo.DemoProfile) -> HistoryProfile:
+    return HistoryProfile(
+        anonymous_id=profile.anonymous_id,
+        external_id=profile.user_id,
+        # The planted truth is an ordinary attribute: a breakdown by it is the check.
+        attributes={**profile.attributes, PLANTED_ATTRIBUTE: profile.intent},
+        consent={"personalization": True},
+    )
 
-    def __init__(self, project: Project, ids: list[int], arms: _Arms, experiences: dict[str, Experience]):
-        self.project_id = project.pk
-        self.ids = ids
+
+class _History:
+    """Turns the visits into event rows as they stream and derives, per profile, what the drain would
+    have kept: each first exposure with its outcomes (goal events and revenue in the attribution
+    window, events in the 14 days before as the CUPED covariate)."""
+
+    def __init__(self, arms: _Arms, experiences: dict):
         self.arms = arms
         self.goals = {key: (e.goal_event, e.attribution_hours) for key, e in experiences.items()}
-        self.seen: dict[int, tuple[datetime, datetime]] = {}
-        self.exposure_rows: list[tuple] = []
+        self.exposure_rows: list[HistoryExposure] = []
         self.exposed: set[tuple[int, str]] = set()
-        self.events = self.sessions = self.purchases = 0
+        self.sessions = self.purchases = 0
 
-    def events_copy(self, history) -> None:
+    def events(self, sessions: Iterable[demo.Session]) -> Iterator[tuple]:
         current: int | None = None
         timeline: list[tuple[datetime, str, float | None]] = []
         first_shown: dict[str, datetime] = {}
-        project_id = self.project_id
-        with (
-            connection.cursor() as cursor,
-            cursor.cursor.copy(
-                "COPY personalization_event"
-                " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
-            ) as copy,
-        ):
-            for session in history:
-                n = session.profile.n
-                if n != current:
-                    if current is not None:
-                        self._profile_done(current, timeline, first_shown)
-                    current, timeline, first_shown = n, [], {}
-                profile_id = self.ids[n]
-                for key in session.shown:
-                    first_shown.setdefault(key, session.start)
-                for event in session.events:
-                    ts, etype, value = event["ts"], event["type"], event["value"]
-                    timeline.append((ts, etype, value))
-                    copy.write_row(
-                        (
-                            project_id,
-                            profile_id,
-                            event["event_id"],
-                            etype,
-                            ts,
-                            event["session_id"],
-                            value,
-                            orjson.dumps(event["properties"]).decode(),
-                            ts + _RECEIVE_DELAY,
-                        )
-                    )
-                self.sessions += 1
-                self.events += len(session.events)
-                self.purchases += session.events[-1]["type"] == "purchase"
-            if current is not None:
-                self._profile_done(current, timeline, first_shown)
+        for session in sessions:
+            n = session.profile.n
+            if n != current:
+                if current is not None:
+                    self._profile_done(current, timeline, first_shown)
+                current, timeline, first_shown = n, [], {}
+            for key in session.shown:
+                first_shown.setdefault(key, session.start)
+            for event in session.events:
+                ts, etype, value = event["ts"], event["type"], event["value"]
+                timeline.append((ts, etype, value))
+                # HistoryEvent's fields as a plain tuple: constructing half a million named tuples
+                # costs about half a second, more than the loader's own work per row.
+                yield (
+                    n,
+                    event["event_id"],
+                    etype,
+                    ts,
+                    event["session_id"],
+                    value,
+                    event["properties"],
+                    ts + _RECEIVE_DELAY,
+                )
+            self.sessions += 1
+            self.purchases += session.events[-1]["type"] == "purchase"
+        if current is not None:
+            self._profile_done(current, timeline, first_shown)
 
     def _profile_done(self, n: int, timeline: list, first_shown: dict[str, datetime]) -> None:
-        self.seen[n] = (min(t[0] for t in timeline), max(t[0] for t in timeline))
         record = self.arms.by_profile[n]
         for key, exposed_at in first_shown.items():
             goal, hours = self.goals[key]
@@ -327,88 +278,32 @@ class _HistoryWriter:
                     pre += 1
             variant, arm, reason, segment = record[key]
             self.exposure_rows.append(
-                (
-                    self.project_id,
-                    self.ids[n],
-                    key,
-                    variant,
-                    arm,
-                    reason,
-                    segment,
-                    exposed_at,
-                    "decide",
-                    goal,
-                    hours,
-                    goals > 0,
-                    goals,
-                    round(revenue, 2),
-                    pre,
+                HistoryExposure(
+                    profile=n,
+                    experience_key=key,
+                    variant_key=variant,
+                    arm=arm,
+                    exposed_at=exposed_at,
+                    reason=reason,
+                    segment=segment,
+                    goal=goal,
+                    window_hours=hours,
+                    converted=goals > 0,
+                    conversions=goals,
+                    revenue=round(revenue, 2),
+                    pre_activity=pre,
                 )
             )
             self.exposed.add((n, key))
 
-    def exposures_copy(self) -> list[tuple]:
-        with (
-            connection.cursor() as cursor,
-            cursor.cursor.copy(
-                "COPY personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-                " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
-                " FROM STDIN"
-            ) as copy,
-        ):
-            for row in self.exposure_rows:
-                copy.write_row(row)
-        return self.exposure_rows
+    def exposures(self) -> Iterator[HistoryExposure]:
+        """The exposures worked out while the events streamed (history_bulk_load reads these after them)."""
+        yield from self.exposure_rows
 
-
-def _profiles_copy(project, population, ids, seen) -> int:
-    identities = 0
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(
-            "COPY personalization_profile (id, project_id, external_id, attributes, consent, do_not_personalize,"
-            " first_seen, last_seen) FROM STDIN"
-        ) as copy:
-            for profile in population:
-                first, last = seen[profile.n]
-                copy.write_row(
-                    (
-                        ids[profile.n],
-                        project.pk,
-                        profile.user_id,
-                        # The planted truth is an ordinary attribute: a breakdown by it is the check.
-                        orjson.dumps({**profile.attributes, PLANTED_ATTRIBUTE: profile.intent}).decode(),
-                        '{"personalization": true}',
-                        False,
-                        first,
-                        last,
-                    )
-                )
-        with cursor.cursor.copy(
-            "COPY personalization_profileidentity (project_id, profile_id, kind, value, created_at) FROM STDIN"
-        ) as copy:
-            for profile in population:
-                profile_id, first = ids[profile.n], seen[profile.n][0]
-                copy.write_row((project.pk, profile_id, IdentityKind.ANONYMOUS.value, profile.anonymous_id, first))
-                identities += 1
-                if profile.user_id:
-                    copy.write_row((project.pk, profile_id, IdentityKind.USER.value, profile.user_id, first))
-                    identities += 1
-    return identities
-
-
-def _sticky_publish(project: Project, population, arms: _Arms, exposed: set, chunk: int = 2000) -> None:
-    """Each history exposure as decide's sticky field, so a returning visitor keeps its variant and
-    is not exposed twice; experiences a profile never saw stay unset, so decide records them live."""
-    pipe = redis_client.worker().pipeline(transaction=False)
-    for profile in population:
-        record = arms.by_profile[profile.n]
-        fields = {
-            f"a:{key}": _HOLDOUT_MARKS.get(record[key][1], record[key][0])
-            for key in record
-            if (profile.n, key) in exposed
-        }
-        if fields:
-            pipe.hset(rkeys.unit(project.pk, profile.anonymous_id), mapping=fields)
-        if len(pipe) >= chunk:
-            pipe.execute()
-    pipe.execute()
+    def assignments(self, population: list[demo.DemoProfile]) -> Iterator[tuple[str, str, str, str]]:
+        """Each history exposure as decide's sticky assignment, so a returning visitor keeps its variant
+        and is not exposed twice; experiences a profile never saw stay unset, so decide records them live."""
+        for profile in population:
+            for key, (variant, arm, _, _) in self.arms.by_profile[profile.n].items():
+                if (profile.n, key) in self.exposed:
+                    yield profile.anonymous_id, key, arm, variant

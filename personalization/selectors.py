@@ -26,6 +26,7 @@ from personalization.experiences.selectors import (
 from personalization.ingest.selectors import (
     dead_letters_summary,
     metric_per_minute,
+    project_history_counts,
 )
 from personalization.people.selectors import (
     behavior_clock,
@@ -98,6 +99,7 @@ __all__ = [
     "project_by_slug_or_id",
     "project_counts",
     "project_global_holdout_users",
+    "project_history_counts",
     "project_keys",
     "project_members",
     "projects_all",

@@ -1,7 +1,7 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
 from personalization.decide.compile import experience_compile_problem, snapshot_compile, snapshot_publish
-from personalization.decide.units import profiles_publish, unit_segments_publish
+from personalization.decide.units import profiles_publish, unit_assignments_publish, unit_segments_publish
 from personalization.experiences.bandits import bandit_counts, bandit_experiences_running, bandit_update
 from personalization.experiences.segment_migration import (
     experience_migration_due,
@@ -13,10 +13,14 @@ from personalization.experiences.services import (
     experience_complete,
     experience_create,
     experience_pause,
+    experience_salt_set,
     experience_start,
+    experience_started_at_set,
     experience_update,
+    project_holdout_salt_set,
     project_holdout_set,
 )
+from personalization.ingest.bulk import HistoryEvent, HistoryExposure, HistoryLoaded, HistoryProfile, history_bulk_load
 from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.ingest.drain import events_drain
 from personalization.ingest.stream import events_ingest, stream_ensure_group
@@ -42,6 +46,10 @@ from personalization.workspace.projects import (
 
 __all__ = [
     "ExperienceError",
+    "HistoryEvent",
+    "HistoryExposure",
+    "HistoryLoaded",
+    "HistoryProfile",
     "ProjectError",
     "api_key_create",
     "api_key_last_used_flush",
@@ -61,15 +69,19 @@ __all__ = [
     "experience_create",
     "experience_migration_due",
     "experience_pause",
+    "experience_salt_set",
     "experience_segment_use",
     "experience_segments_migrate",
     "experience_start",
+    "experience_started_at_set",
     "experience_update",
+    "history_bulk_load",
     "membership_set",
     "profiles_personalization_set",
     "profiles_publish",
     "project_create",
     "project_delete",
+    "project_holdout_salt_set",
     "project_holdout_set",
     "project_live_update",
     "project_rename",
@@ -77,6 +89,7 @@ __all__ = [
     "snapshot_publish",
     "stream_ensure_group",
     "suppression_publish",
+    "unit_assignments_publish",
     "unit_hashes_unprofile",
     "unit_segments_publish",
 ]

@@ -35,21 +35,9 @@ APPS = tuple(LAYER)
 SURFACE = ("services", "selectors", "signals", "hooks")
 EXTRA_SURFACE = {"personalization": ("personalization.people.personal_data", "personalization.workspace.web")}
 
-# Violations being removed on other branches right now: the demo (h5) stops reading and writing
-# personalization's tables and Redis keys itself. Each entry must still be found (the test below
-# fails on a stale one), so whoever fixes one takes it off this list.
-PENDING = {
-    ("demo/management/commands/demo_seed.py", "a", "personalization.models"),
-    ("demo/management/commands/demo_seed.py", "f", "personalization.models"),
-    ("demo/seed.py", "a", "personalization.models"),
-    ("demo/seed.py", "f", "personalization.models"),
-    ("demo/seed.py", "f", "personalization.redis_client"),
-    ("demo/seed.py", "f", "personalization.rkeys"),
-    ("demo/seed.py", "b", "personalization_event"),
-    ("demo/seed.py", "b", "personalization_exposure"),
-    ("demo/seed.py", "b", "personalization_profile"),
-    ("demo/seed.py", "b", "personalization_profileidentity"),
-}
+# Known violations waiting for a fix (none): each entry must still be found (a test fails on a stale
+# one), so whoever fixes one takes it off this list.
+PENDING: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 PURE = [
+    "demo.world",
     "experiments.stats",
     "experiments.stats_types",
     "experiments.sentences",
@@ -14,6 +15,7 @@ PURE = [
     "personalization.experiences.limits",
     "personalization.decide.hashing",
     "personalization.experiences.thompson",
+    "personalization.ingest.schema",
     "personalization.decide.redis_wire",
     "personalization.ingest.schema",
     "personalization.segment_keys",

@@ -2,9 +2,10 @@
 sticky assignments carried over at login, and segment memberships (the one way another app reaches
 what decide reads)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from personalization import redis_client, rkeys
+from personalization.decide.engine import HOLDOUT_EXPERIENCE_MARK, HOLDOUT_GLOBAL_MARK
 from personalization.models import Profile, ProfileIdentity
 
 UNIT_TTL_SECONDS = 180 * 24 * 3600
@@ -83,3 +84,27 @@ def units_stitch(*, project_id: int, pairs: list[tuple[str, str]]) -> None:
                 pipe.hsetnx(key, name, value)
         pipe.expire(key, UNIT_TTL_SECONDS)
     pipe.execute()
+
+
+_HOLDOUT_MARKS = {"holdout_global": HOLDOUT_GLOBAL_MARK, "holdout_experience": HOLDOUT_EXPERIENCE_MARK}
+
+
+def unit_assignments_publish(
+    *, project_id: int, assignments: Iterable[tuple[str, str, str, str]], chunk: int = 2000
+) -> int:
+    """Set decide's sticky assignments from a loaded history: each (unit id, experience key, arm,
+    variant key) as decide would have stored it, so a returning visitor keeps the variant the history
+    shows and is not exposed twice. Held-out units get decide's holdout mark, not the control's key.
+    Returns the number of unit hashes written."""
+    by_unit: dict[str, dict[str, str]] = {}
+    for unit, experience_key, arm, variant_key in assignments:
+        by_unit.setdefault(unit, {})["a:" + experience_key] = _HOLDOUT_MARKS.get(arm, variant_key)
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit, fields in by_unit.items():
+        key = rkeys.unit(project_id, unit)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, UNIT_TTL_SECONDS)
+        if len(pipe) >= chunk:
+            pipe.execute()
+    pipe.execute()
+    return len(by_unit)

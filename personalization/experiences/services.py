@@ -3,6 +3,7 @@ republishes the decide snapshot (personalization.decide.compile)."""
 
 import logging
 import math
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -273,19 +274,77 @@ def experience_complete(*, experience: Experience, by: AbstractBaseUser | None =
     return _transition(experience, "complete", by)
 
 
-def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser | None = None) -> Project:
-    if not 0 <= share < 0.5:
-        raise ExperienceError("global_holdout_share", "must be between 0 and 0.5 (e.g. 0.05 for 5 %)")
-    before = project.global_holdout_share
-    project.global_holdout_share = share
-    project.save(update_fields=["global_holdout_share"])
+def _holdout_audit(project: Project, by, changes: dict) -> None:
     audit_record(
         project_id=project.pk,
         actor=by,
         action="update",
         object_type="global_holdout",
         object_key=project.slug,
-        changes={"global_holdout_share": [before, share]},
+        changes=changes,
     )
+
+
+def project_holdout_set(*, project: Project, share: float, by: AbstractBaseUser | None = None) -> Project:
+    if not 0 <= share < 0.5:
+        raise ExperienceError("global_holdout_share", "must be between 0 and 0.5 (e.g. 0.05 for 5 %)")
+    before = project.global_holdout_share
+    project.global_holdout_share = share
+    project.save(update_fields=["global_holdout_share"])
+    _holdout_audit(project, by, {"global_holdout_share": [before, share]})
     transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
+    return project
+
+
+# A history loaded in bulk (ingest/bulk.py) keeps meaning only if the experiences say when they
+# started and hash as they did when it was recorded: a sticky visitor must get the variant the
+# history shows. The three services below set that, each only while it cannot move a visitor.
+_MAX_SALT = 32
+
+
+def _salt_check(salt: str) -> None:
+    if not isinstance(salt, str) or not 0 < len(salt) <= _MAX_SALT:
+        raise ExperienceError("salt", f"must be text of 1 to {_MAX_SALT} characters")
+
+
+def experience_salt_set(*, experience: Experience, salt: str, by: AbstractBaseUser | None = None) -> Experience:
+    """The salt of a draft's assignment hash, e.g. the one another tool assigned with. Once started,
+    a new salt would move visitors between variants, so only a draft takes one."""
+    _salt_check(salt)
+    if experience.status != ExperienceStatus.DRAFT:
+        raise ExperienceError("salt", f"can only be set on a draft; this experience is {experience.status}")
+    with transaction.atomic():
+        experience.salt = salt
+        experience.save(update_fields=["salt", "updated_at"])
+        _audit(experience, by, "update", {"salt": "set"})  # the salt itself stays out of the audit trail
+    return experience
+
+
+def experience_started_at_set(
+    *, experience: Experience, started_at: datetime, by: AbstractBaseUser | None = None
+) -> Experience:
+    """Date a started experience's start back to where its loaded history begins, as its page shows it."""
+    if experience.started_at is None:
+        raise ExperienceError("started_at", "the experience has not started; start it first")
+    if started_at.tzinfo is None or started_at > timezone.now():
+        raise ExperienceError("started_at", "must be a timezone-aware time that is not in the future")
+    with transaction.atomic():
+        before = experience.started_at
+        experience.started_at = started_at
+        experience.save(update_fields=["started_at", "updated_at"])
+        _audit(experience, by, "update", {"started_at": [before.isoformat(), started_at.isoformat()]})
+    return experience
+
+
+def project_holdout_salt_set(*, project: Project, salt: str, by: AbstractBaseUser | None = None) -> Project:
+    """The salt of the global holdout hash. Only before the project's first experience starts: a new
+    salt would move visitors in and out of the holdout."""
+    _salt_check(salt)
+    if Experience.objects.filter(project=project, started_at__isnull=False).exists():
+        raise ExperienceError("salt", "can only be set before the project's first experience starts")
+    with transaction.atomic():
+        project.holdout_salt = salt
+        project.save(update_fields=["holdout_salt"])
+        _holdout_audit(project, by, {"holdout_salt": "set"})  # the salt itself stays out of the audit trail
+        transaction.on_commit(lambda: snapshot_publish(project_id=project.pk))
     return project

@@ -166,8 +166,9 @@ def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
 _replica_role: dict[str, bool] = {}
 
 
-def row_checks_skip(cursor) -> None:
-    """Skip the per-row foreign key checks of the current transaction's inserts, where the role may.
+def row_checks_skip(cursor) -> bool:
+    """Skip the per-row foreign key checks of the current transaction's inserts, where the role may;
+    True when they are skipped.
 
     Every stored event fires two checks (its project, its profile) at commit, every new profile and
     identity one or two: together about 40 % of PostgreSQL's time in a drain. The drain instead
@@ -176,7 +177,7 @@ def row_checks_skip(cursor) -> None:
     call this in a transaction that deletes. Changing `session_replication_role` needs a superuser
     or the SET privilege on it (the embedded PostgreSQL and compose's run as a superuser); elsewhere
     the row checks just run. Kairos has no triggers of its own, which replica mode would also skip
-    (the demo seed does the same).
+    (the bulk history load does the same).
     """
     alias = connection.alias
     if alias not in _replica_role:
@@ -187,6 +188,7 @@ def row_checks_skip(cursor) -> None:
         _replica_role[alias] = cursor.fetchone()[0]
     if _replica_role[alias]:
         cursor.execute("SET LOCAL session_replication_role = replica")
+    return _replica_role[alias]
 
 
 def id_array(ids) -> str:

@@ -10,7 +10,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from demo import seed as demo_services
 from demo.world import PLANTED_ATTRIBUTE
-from personalization.models import Event, Exposure, Profile
+from experiments import services as experiments_services
+from personalization import selectors as personalization_selectors
+from segments import services as segments_services
 
 
 class Command(BaseCommand):
@@ -52,8 +54,6 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - started
         # Queue the first lift reports, so the Lift page has them as soon as a worker runs: the
         # usual ones, and the demo's planted heterogeneity (the pop-up against its control, by intent).
-        from experiments import services as experiments_services
-
         experiments_services.lift_reports_precompute()
         experiments_services.lift_report_request(
             project=project,
@@ -62,14 +62,8 @@ class Command(BaseCommand):
             segment_by=f"attribute:{PLANTED_ATTRIBUTE}",
         )
         # And the first behavior clustering, so the Segments page has segments once a worker runs.
-        from segments import services as segments_services
-
         segments_services.clustering_run_request(project=project)
-        counts = {
-            "profiles": Profile.objects.filter(project=project).count(),
-            "events": Event.objects.filter(project=project).count(),
-            "exposures": Exposure.objects.filter(project=project).count(),
-        }
+        counts = personalization_selectors.project_history_counts(project_id=project.pk)
         self.stdout.write(
             self.style.SUCCESS(
                 f"demo “{project.name}” ready in {elapsed:.1f}s: "
