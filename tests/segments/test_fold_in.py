@@ -106,6 +106,7 @@ def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_project
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
     from personalization.services import demo as demo_services
 

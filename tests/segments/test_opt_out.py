@@ -82,6 +82,7 @@ def _take(pool: list[int], n: int) -> list[int]:
     return taken
 
 
+@pytest.mark.slow
 def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_decide_hash(
     demo_project, django_capture_on_commit_callbacks
 ):
