@@ -6,11 +6,9 @@ export DJANGO_SETTINGS_MODULE ?= config.settings
 
 .PHONY: run test test-fast stop services migrate demo bench bench-quick lint format up down chromium clean
 
-# --no-compile: pip would byte-compile all ~11,000 modules of the lock (most of the install's CPU: plotly,
-# scipy, pandas ...); Python compiles only the modules a run imports, on first use.
 .venv/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --disable-pip-version-check --no-compile -r requirements.lock
+	$(PIP) install -q --disable-pip-version-check -r requirements.lock
 	touch $@
 
 services: .venv/.installed
