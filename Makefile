@@ -6,12 +6,9 @@ export DJANGO_SETTINGS_MODULE ?= config.settings
 
 .PHONY: run test test-fast stop services migrate demo bench bench-quick lint format up down chromium clean
 
-# Byte-compiled on both cores after the install: pip compiles the ~11,000 modules one at a time, about half the
-# install's CPU. Compiled ahead, not on first import: with PYTHONDONTWRITEBYTECODE set, no .pyc would ever be written.
 .venv/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --disable-pip-version-check --no-compile -r requirements.lock
-	$(PY) -m compileall -q -j 0 .venv/lib >/dev/null
+	$(PIP) install -q --disable-pip-version-check -r requirements.lock
 	touch $@
 
 services: .venv/.installed
