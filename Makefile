@@ -32,11 +32,11 @@ chromium:
 PYTEST_WORKERS ?= 2
 
 test: services chromium
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # Day-to-day: everything but the real-browser tests and those marked slow (real workers killed, big imports).
 test-fast: services
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not e2e and not slow" $(PYTEST_ARGS)
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e and not slow" $(PYTEST_ARGS)
 
 stop:
 	-$(PY) -m config.embedded stop

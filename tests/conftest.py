@@ -7,6 +7,25 @@ from personalization.workspace import auth
 from tests import factories
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django's own reordering (transactional tests last)
+def pytest_collection_modifyitems(items):
+    """The files with the most slow and browser tests first, each file's tests together.
+
+    `make test` hands whole files to the two xdist workers, the next file to whichever is free
+    (`--dist loadfile --no-loadscope-reorder`). A long file handed out last leaves one worker busy
+    with it while the other has nothing left to do (the runner fault test, alone in its file, was
+    among the last); handed out first, the many short files fill in around it. A slow test weighs
+    as much as about three browser tests."""
+    weight: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for n, item in enumerate(items):
+        path = item.nodeid.split("::")[0]
+        slow, e2e = (item.get_closest_marker(name) is not None for name in ("slow", "e2e"))
+        weight[path] = weight.get(path, 0) + 10 * slow + 3 * e2e
+        first.setdefault(path, n)
+    items.sort(key=lambda item: (-weight[path := item.nodeid.split("::")[0]], first[path]))
+
+
 @pytest.fixture(autouse=True)
 def clean_redis():
     """Every test starts with an empty test Redis database (never the demo's: see config.settings.test)."""

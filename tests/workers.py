@@ -33,7 +33,10 @@ def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
         **(env or {}),
     }
+    # Without mingle: a starting worker asks the others for their revoked tasks and waits a second for
+    # answers; a test's worker is alone, and the tests start some twenty of them.
     command = [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "--pool", pool, "-l", "info"]
+    command += ["--without-mingle", "--without-gossip"]
     if pool == "prefork":
         command += ["--concurrency", "1"]
     with log_path.open("ab") as log:

@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+VENDOR_URL = f"{settings.STATIC_URL}vendor/"
 SCREENSHOTS = settings.BASE_DIR / "var" / "screenshots"
 PASSWORD = "secret-pass-123"  # tests.factories.user_make's default
 # Generous waits: a passing test never waits for them, and on a busy two-core machine the live
@@ -65,20 +66,40 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+@pytest.fixture(scope="session")
+def vendor_answers() -> dict[str, tuple[int, dict[str, str], bytes]]:
+    """/static/vendor/ path -> the live server's answer (status, headers, body), kept for the session.
+
+    plotly.min.js is 4.8 MB, sent by the live server in Python on every page of every test (seconds on
+    a busy two-core machine). The first request of a session goes to the live server for real; later
+    ones, in fresh browser contexts with empty caches, get that same answer replayed, as a browser's
+    own cache would give it."""
+    return {}
+
+
 @pytest.fixture
 def browser_log() -> BrowserLog:
     return BrowserLog()
 
 
 @pytest.fixture
-def page(browser: Browser, live_server, browser_log: BrowserLog) -> Iterator[Page]:
+def page(browser: Browser, live_server, browser_log: BrowserLog, vendor_answers) -> Iterator[Page]:
     # Depends on live_server so the page closes before pytest-django flushes the database: an htmx
     # poll still in flight must not race the flush.
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
     context.set_default_timeout(TIMEOUT_MS)
 
     def only_local(route):
-        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+        url = urlsplit(route.request.url)
+        if url.hostname in LOCAL_HOSTS and url.path.startswith(VENDOR_URL) and route.request.method == "GET":
+            if url.path not in vendor_answers:
+                answer = route.fetch()
+                # The body comes decoded: drop what described its encoding on the wire.
+                headers = {k: v for k, v in answer.headers.items() if k not in ("content-encoding", "content-length")}
+                vendor_answers[url.path] = (answer.status, headers, answer.body())
+            status, headers, body = vendor_answers[url.path]
+            route.fulfill(status=status, headers=headers, body=body)
+        elif url.hostname in LOCAL_HOSTS:
             route.continue_()
         else:
             browser_log.external_requests.append(route.request.url)

@@ -33,7 +33,7 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
     page: Page, browser_log, log_in, screenshot, tmp_path, client
 ):
     with celery_worker(tmp_path / "worker.log"):
-        demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json")
+        demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json")
         keys = orjson.loads((tmp_path / "keys.json").read_bytes())
         log_in("demo", demo_services.DEMO_PASSWORD)
 

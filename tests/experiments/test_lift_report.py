@@ -92,6 +92,7 @@ def test_lift_segment_stats__sql_sums__match_per_user_python(project):
 
 
 @pytest.mark.django_db
+@pytest.mark.slow
 def test_lift_compute__planted_effects__found_with_the_right_signs(project):
     _population(project, n=12000)
     result = services.lift_compute(
@@ -215,6 +216,7 @@ def test_lift_compute__exclude_missing__none_left_out_of_totals_and_family(proje
 
 
 @pytest.mark.django_db
+@pytest.mark.slow
 def test_lift_compute__attribute_breakdown__sentences_name_it(project):
     _population(project, n=12000)
     result = services.lift_compute(

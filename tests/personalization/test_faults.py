@@ -107,12 +107,17 @@ class Stack:
         env = {k: v for k, v in self.env.items() if k != "DATABASE_URL"}
         subprocess.run([sys.executable, "-m", "config.embedded", action], cwd=ROOT, env=env, check=True, timeout=300)
 
-    def up(self) -> None:
+    def cluster_up(self) -> None:
         self.pg("start")
         self.run("manage.py", "migrate", "--noinput", "-v", "0")
+
+    def serve(self) -> None:
+        """A key (published to the test Redis database, which every test starts empty) and the server."""
         self.key = self.shell(
             "from personalization import services\n"
-            "p = services.project_create(name='Faults', slug='faults')\n"
+            "from personalization.models import Project\n"
+            "p = Project.objects.filter(slug='faults').first()\n"
+            "p = p or services.project_create(name='Faults', slug='faults')\n"
             "_, raw = services.api_key_create(project=p, kind='public', name='site')\n"
             "print(raw)"
         )
@@ -142,20 +147,30 @@ class Stack:
             row = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM personalization_event").fetchone()
         return row[0], row[1]
 
-    def down(self) -> None:
-        _common.process_stop(self.server)
+    def cluster_down(self) -> None:
         self.pg("stop")
         shutil.rmtree(self.var, ignore_errors=True)
 
 
-@pytest.fixture
-def stack():
+@pytest.fixture(scope="module")
+def cluster():
+    """The module's own PostgreSQL cluster, migrated once (an initdb and a migrate take tens of seconds)."""
     s = Stack(ROOT / "var" / f"test-faults-{os.getpid()}")
     try:
-        s.up()
+        s.cluster_up()
         yield s
     finally:
-        s.down()
+        s.cluster_down()
+
+
+@pytest.fixture
+def stack(cluster):
+    """The module's cluster, with a key and a decide server of this test's own."""
+    cluster.serve()
+    try:
+        yield cluster
+    finally:
+        _common.process_stop(cluster.server)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def _cases(n: int) -> list[tuple[str, bool, str]]:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("n", [3, 1_000, 100_000])
+@pytest.mark.parametrize("n", [3, 1_000, pytest.param(100_000, marks=pytest.mark.slow)])
 def test_import_over_http__every_line_stored__answer_equals_database(web_server, tmp_path, n):
     files = {"jsonl": _jsonl(tmp_path / "history.jsonl", n), "csv": _csv(tmp_path / "history.csv", n)}
     for number, (fmt, chunked, label) in enumerate(_cases(n)):

@@ -19,6 +19,13 @@ def demo_project(db, tmp_path):
     return demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
+@pytest.fixture
+def demo_small(db, tmp_path):
+    """The demo shop with 1,500 visitors, for tests of a flow (who is taken out, who moves), not of how
+    well segments are found: the walking, yoga and trail segments are there at k=8 all the same."""
+    return demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+
+
 @pytest.fixture(scope="module")
 def demo_refitted_module(django_db_setup, django_db_blocker, tmp_path_factory):
     """demo_project with its embedder fitted, seeded and committed once for a module whose tests only

@@ -21,11 +21,11 @@ from tests.workers import database_url
 
 
 @pytest.fixture
-def clustered(demo_project, django_capture_on_commit_callbacks):
-    services.embeddings_refit(project_id=demo_project.pk, now=DEMO_END)
+def clustered(demo_small, django_capture_on_commit_callbacks):
+    services.embeddings_refit(project_id=demo_small.pk, now=DEMO_END)
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo_project, k=8).pk)
-    return demo_project, run
+        run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo_small, k=8).pk)
+    return demo_small, run
 
 
 def _segs(project, profile_id) -> list[str]:
@@ -79,10 +79,10 @@ def test_opt_out_and_erasure__never_in_segments_maps_or_embeddings(clustered, dj
     assert not MapPoint.objects.filter(profile_id__in=members[:60]).exists()
 
 
-def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_project, django_capture_on_commit_callbacks):
+def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_small, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         segment = services.rule_segment_save(
-            project=demo_project,
+            project=demo_small,
             key="repeat-members",
             name="Repeat buyers",
             definition={
@@ -93,19 +93,20 @@ def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_project
     members = set(SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True))
     expected = {
         p.pk
-        for p in Profile.objects.filter(project=demo_project).exclude(attributes__plan="guest")
+        for p in Profile.objects.filter(project=demo_small).exclude(attributes__plan="guest")
         if p.event_set.filter(type="purchase", ts__gte=timezone.now() - timedelta(days=30)).exists()
     }
     assert members == expected and len(members) > 5
-    assert "repeat-members" in _segs(demo_project, next(iter(members)))
+    assert "repeat-members" in _segs(demo_small, next(iter(members)))
     with pytest.raises(services.SegmentsError) as err:
         services.rule_segment_save(
-            project=demo_project, key="x", name="X", definition={"events": [{"type": "purchase", "days": 900}]}
+            project=demo_small, key="x", name="X", definition={"events": [{"type": "purchase", "days": 900}]}
         )
     assert err.value.field == "events[0].days"
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
     from demo import seed as demo_services
 

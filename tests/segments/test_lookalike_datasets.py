@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from personalization import services as personalization_services
 from personalization.ingest.history import body_pieces, events_import
@@ -177,6 +178,7 @@ def _assert_quality(rows: list[dict], *, inside_share: float) -> None:
         assert row["interval"][0] <= row["estimate"] <= row["interval"][1]
 
 
+@pytest.mark.slow
 def test_movielens__imported_over_22_years__everyone_segmented_and_lookalikes_beat_genre_shares(project):
     events, counts = _movielens()
     _import(project, events)

@@ -82,10 +82,11 @@ def _take(pool: list[int], n: int) -> list[int]:
     return taken
 
 
+@pytest.mark.slow
 def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_decide_hash(
-    demo_project, django_capture_on_commit_callbacks
+    demo_small, django_capture_on_commit_callbacks
 ):
-    project, committed = demo_project, django_capture_on_commit_callbacks
+    project, committed = demo_small, django_capture_on_commit_callbacks
     gone = People(project, committed)
     pool = list(Profile.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))[::3]
 
@@ -172,16 +173,16 @@ def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_deci
 
 @pytest.mark.parametrize("how", ["do_not_personalize", "consent"])
 def test_opt_out__rule_segment_member__taken_out_of_it_and_decide_at_once(
-    demo_project, django_capture_on_commit_callbacks, how
+    demo_small, django_capture_on_commit_callbacks, how
 ):
-    people = People(demo_project, django_capture_on_commit_callbacks)
+    people = People(demo_small, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         rule = services.rule_segment_save(
-            project=demo_project, key="viewers", name="Viewers", definition={"events": [{"type": "page_view"}]}
+            project=demo_small, key="viewers", name="Viewers", definition={"events": [{"type": "page_view"}]}
         )
     member = min(_members(rule))
     people.remember([member])
-    assert redis_client.worker().hget(rkeys.unit(demo_project.pk, people.units[member][0]), "segs") == b"viewers"
+    assert redis_client.worker().hget(rkeys.unit(demo_small.pk, people.units[member][0]), "segs") == b"viewers"
     size = Segment.objects.get(pk=rule.pk).size
     people.opt_out([member], how=how)
     people.assert_nowhere()

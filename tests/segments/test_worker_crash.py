@@ -51,7 +51,7 @@ LATER = timedelta(minutes=5)  # the reaper's view of "a publish nobody is finish
 
 @pytest.fixture
 def demo(tmp_path):
-    return demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+    return demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
 
 
 @pytest.fixture
