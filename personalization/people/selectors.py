@@ -165,6 +165,17 @@ def profiles_matching_rule(*, project_id: int, attributes: list[dict], events: l
     events: {"type", "op": ">=" | "<=" | "=", "count", "days"} (events of that type in the last `days`).
     """
     operators = {">=": ">=", "<=": "<=", "=": "="}  # whitelisted: the operator is the one piece not a parameter
+    # Each event condition is one grouped count over the project's events of that type in the window
+    # (the (project, type, ts) index), joined to the profiles: a plan that cannot turn into a count per
+    # profile, as a correlated subquery did when the planner misjudged a freshly loaded table.
+    counts, joins, count_params = [], [], []
+    for n, cond in enumerate(events):
+        counts.append(
+            f"c{n} AS (SELECT e.profile_id, count(*) AS n FROM personalization_event e WHERE e.project_id = %s"
+            " AND e.type = %s AND e.ts >= %s::timestamptz - %s * interval '1 day' GROUP BY e.profile_id)"
+        )
+        count_params += [project_id, cond["type"], now, int(cond["days"])]
+        joins.append(f"LEFT JOIN c{n} ON c{n}.profile_id = p.id")
     where, params = [f"p.project_id = %s AND {_PROFILABLE}"], [project_id]
     for cond in attributes:
         if cond["op"] == "in":
@@ -173,14 +184,13 @@ def profiles_matching_rule(*, project_id: int, attributes: list[dict], events: l
         else:
             where.append(f"coalesce(p.attributes ->> %s, '') {'=' if cond['op'] == 'eq' else '<>'} %s")
             params += [cond["attribute"], str(cond["value"])]
-    for cond in events:
-        where.append(
-            "(SELECT count(*) FROM personalization_event e WHERE e.profile_id = p.id AND e.type = %s"
-            f" AND e.ts >= %s::timestamptz - %s * interval '1 day') {operators[cond['op']]} %s"
-        )
-        params += [cond["type"], now, int(cond["days"]), int(cond["count"])]
+    for n, cond in enumerate(events):
+        where.append(f"coalesce(c{n}.n, 0) {operators[cond['op']]} %s")
+        params.append(int(cond["count"]))
+    with_counts = f"WITH {', '.join(counts)} " if counts else ""
+    sql = f"{with_counts}SELECT p.id FROM personalization_profile p {' '.join(joins)} WHERE {' AND '.join(where)}"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT p.id FROM personalization_profile p WHERE {' AND '.join(where)}", params)
+        cursor.execute(sql, count_params + params)
         return [row[0] for row in cursor.fetchall()]
 
 
