@@ -56,7 +56,9 @@ ACTIONS: dict[str, frozenset[str]] = {
 def action_check(action: str) -> str:
     """`action`, after making sure the map declares it (called where a view names its action)."""
     if action not in ACTIONS:
-        raise KeyError(f"permission action {action!r} is not declared in personalization/permissions.py ACTIONS")
+        raise KeyError(
+            f"permission action {action!r} is not declared in ACTIONS of personalization/workspace/permissions.py"
+        )
     return action
 
 
