@@ -44,6 +44,7 @@ stop:
 bench: migrate
 	$(PY) bench/ingest.py
 	$(PY) bench/decide.py
+	$(PY) bench/live.py
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
 	$(PY) bench/segments.py
@@ -54,6 +55,7 @@ bench: migrate
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
 	$(PY) bench/decide.py --quick
+	$(PY) bench/live.py --quick
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
 	$(PY) bench/segments.py --quick

@@ -529,8 +529,11 @@ end
 class Load:
     """wrk against one running server: its figures, the server's CPU per request, exposures recorded."""
 
-    def __init__(self, wrk: str, base: str, key: str, project_id: int, server_pgid: int, workdir: Path):
+    def __init__(
+        self, wrk: str, base: str, key: str, project_id: int, server_pgid: int, workdir: Path, profiles: int = PROFILES
+    ):
         self.wrk, self.base, self.key, self.project_id, self.pgid = wrk, base, key, project_id, server_pgid
+        self.profiles = profiles  # known units are u0…u<profiles-1> and b0…b<profiles-1>
         self.closed = workdir / "closed.lua"
         self.closed.write_text(WRK_DECIDE_LUA + _common.WRK_DONE_LUA)
         self.paced = workdir / "paced.lua"
@@ -542,7 +545,7 @@ class Load:
         return {
             "BENCH_PATH": path,
             "BENCH_KEY": self.key,
-            "BENCH_PROFILES": str(PROFILES),
+            "BENCH_PROFILES": str(self.profiles),
             "BENCH_NEW_SHARE": str(new_share),
             "BENCH_TAG": f"{int(time.time()) % 100000}r{self.runs}",
             "BENCH_RATE": str(rate),

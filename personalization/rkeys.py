@@ -21,6 +21,8 @@ WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 # The unit hash's field of the live session state (people/live_session.py); named here because the
 # writers of the opt-out flags clear it too (decide/units.py, people/subjects.py).
 UNIT_LIVE_FIELD = "ls"
+# Every write to a unit hash renews this TTL (decide's sticky writes, the publishers, the live state).
+UNIT_TTL_SECONDS = 180 * 24 * 3600
 
 
 def unit(project_id: int, unit_id: str) -> str:

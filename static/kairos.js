@@ -71,6 +71,26 @@
     if (coarse && touch) return Math.min(screen.width, screen.height) >= 600 ? "tablet" : "mobile";
     return "desktop";
   }
+  function viewport() { // the layout the visitor sees, whatever the device says it is
+    var w = window.innerWidth || document.documentElement.clientWidth;
+    return w < 768 ? "mobile" : w < 1024 ? "tablet" : "desktop";
+  }
+  function utm() { // the landing page's utm_* (without the prefix), kept for the tab's session
+    var tags = {}, found = false;
+    new URLSearchParams(location.search).forEach(function (v, k) {
+      if (/^utm_[a-z_]+$/.test(k) && v) { tags[k.slice(4)] = v.slice(0, 100); found = true; }
+    });
+    try {
+      if (found) sessionStorage.setItem(PREFIX + "utm", JSON.stringify(tags)); // a new campaign landing replaces them
+      else tags = JSON.parse(sessionStorage.getItem(PREFIX + "utm") || "{}") || {};
+    } catch (e) { /* storage blocked: this page's tags only */ }
+    return tags;
+  }
+  function utmProperties() { // page views carry them, so the live state knows the session's channel
+    var tags = utm(), props = {};
+    for (var k in tags) if (Object.prototype.hasOwnProperty.call(tags, k)) props["utm_" + k] = tags[k];
+    return props;
+  }
   function path() { return location.pathname + location.search; }
 
   function url(p) { return cfg.endpoint + "/api/v1/" + p; }
@@ -192,12 +212,14 @@
 
   function page(properties) {
     reportPage(); // the previous virtual page's scroll and dwell (single-page apps)
+    // A virtual page was reached from the previous one, not from the document's referrer.
+    var referrer = pageUrl && pageUrl !== path() ? location.origin + pageUrl : document.referrer;
     visibleSince = document.visibilityState === "hidden" ? null : Date.now();
     dwellMs = 0;
     maxDepth = sentDepth = 0;
     pageUrl = path();
     pageViewId = enqueue("page_view", extras(document.body || document.documentElement,
-      Object.assign({ url: pageUrl, title: document.title, referrer: document.referrer }, properties || {})));
+      Object.assign({ url: pageUrl, title: document.title, referrer: referrer }, utmProperties(), properties || {})));
     if (document.readyState === "complete") maxDepth = depthNow();
   }
 
@@ -237,7 +259,7 @@
         o = o || {};
         var body = { anonymous_id: anonymousId(), context: {
           url: path(), referrer: document.referrer, consent: consent(),
-          device: device(),
+          device: device(), viewport: viewport(), utm: utm(),
           attributes: o.attributes || {}
         } };
         if (cfg.userId) body.user_id = cfg.userId;

@@ -1,6 +1,6 @@
 """Django REST Framework, the OpenAPI schema, and the limits of the public endpoints."""
 
-from config.env import env_int
+from config.env import env_bool, env_int
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -47,3 +47,7 @@ KAIROS_EVENTS_PER_IP_PER_SECOND = env_int("KAIROS_EVENTS_PER_IP_PER_SECOND", 100
 KAIROS_STREAM_CAP_PER_PROJECT = env_int("KAIROS_STREAM_CAP_PER_PROJECT", 1_000_000)
 # How many proxies in front of Kairos append to X-Forwarded-For (0: use the socket's address).
 KAIROS_TRUSTED_PROXIES = env_int("KAIROS_TRUSTED_PROXIES", 0)
+# The events request folds each batch into its visitors' live session state (one more Redis round
+# trip). Off (0): events are stored as usual but live targeting conditions see no new behaviour;
+# bench/live.py measures the events endpoint both ways.
+KAIROS_LIVE_STATE = env_bool("KAIROS_LIVE_STATE", default=True)

@@ -78,7 +78,8 @@ def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
     derived = {
         "local_hour": hour,
         "weekday": weekday,
-        "device": device_class(user_agent, context.get("device")),
+        # The snippet's device class, else its viewport class (a site's own caller may send only that).
+        "device": device_class(user_agent, context.get("device") or context.get("viewport")),
         # A referrer on the page's own host is navigation inside the site (direct).
         "referrer": referrer_class(
             _text(context.get("referrer")), url, utm if isinstance(utm, dict) else None, own_host=_host(url)

@@ -4,11 +4,13 @@ what decide reads)."""
 
 from collections.abc import Iterable, Mapping
 
+import orjson
+
 from personalization import redis_client, rkeys
 from personalization.decide.engine import HOLDOUT_EXPERIENCE_MARK, HOLDOUT_GLOBAL_MARK
 from personalization.models import Profile, ProfileIdentity
-
-UNIT_TTL_SECONDS = 180 * 24 * 3600
+from personalization.people import live_session
+from personalization.rkeys import UNIT_TTL_SECONDS
 
 
 def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str]], chunk: int = 2000) -> int:
@@ -70,20 +72,25 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
 
 
 def units_stitch(*, project_id: int, pairs: list[tuple[str, str]]) -> None:
-    """Copy sticky assignments from an anonymous id's decide hash to its user id's, where the user
-    has none yet, so a visitor who logs in keeps seeing what they saw."""
+    """Carry an anonymous id's decide hash over to its user id at login, so a visitor who logs in
+    keeps seeing what they saw and keeps their session: sticky assignments are copied where the
+    user has none yet, and the live state is merged (`live_session.live_state_merge`)."""
     client = redis_client.worker()
     pipe = client.pipeline(transaction=False)
-    for anonymous_id, _ in pairs:
+    for anonymous_id, user_id in pairs:
         pipe.hgetall(rkeys.unit(project_id, anonymous_id))
-    hashes = pipe.execute()
-    for (_, user_id), fields in zip(pairs, hashes, strict=True):
+        pipe.hget(rkeys.unit(project_id, user_id), rkeys.UNIT_LIVE_FIELD)
+    replies = pipe.execute()
+    states: list[tuple[str, bytes | None, bytes | None]] = []
+    for (_, user_id), fields, user_state in zip(pairs, replies[0::2], replies[1::2], strict=True):
         key = rkeys.unit(project_id, user_id)
         for name, value in fields.items():
             if name.startswith(b"a:"):
                 pipe.hsetnx(key, name, value)
         pipe.expire(key, UNIT_TTL_SECONDS)
+        states.append((key, fields.get(rkeys.UNIT_LIVE_FIELD.encode()), user_state))
     pipe.execute()
+    _live_states_stitch(client, states)
 
 
 _HOLDOUT_MARKS = {"holdout_global": HOLDOUT_GLOBAL_MARK, "holdout_experience": HOLDOUT_EXPERIENCE_MARK}
@@ -108,3 +115,32 @@ def unit_assignments_publish(
             pipe.execute()
     pipe.execute()
     return len(by_unit)
+
+
+_STITCH_ATTEMPTS = 3
+
+
+def _live_states_stitch(client, states: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Merge each anonymous live state into its user's, written only over the state it was merged
+    from; where an events request changed the user's state meanwhile, read it again and merge again."""
+    field = rkeys.UNIT_LIVE_FIELD
+    pending = [(key, anonymous, user) for key, anonymous, user in states if anonymous]
+    for _ in range(_STITCH_ATTEMPTS):
+        writes = []
+        for key, anonymous, user in pending:
+            before = live_session.live_state_parse({field: user})
+            merged = live_session.live_state_merge(live_session.live_state_parse({field: anonymous}), before)
+            if merged is not None and merged != before:
+                writes.append((key, anonymous, user, merged))
+        if not writes:
+            return
+        pipe = client.pipeline(transaction=False)
+        for key, _, user, merged in writes:
+            pipe.eval(live_session.LIVE_STITCH_LUA, 1, key, user or b"", orjson.dumps(merged))
+        raced = [write for write, reply in zip(writes, pipe.execute(), strict=True) if reply == -1]
+        if not raced:
+            return
+        pipe = client.pipeline(transaction=False)
+        for key, *_ in raced:
+            pipe.hget(key, field)
+        pending = [(key, anonymous, now) for (key, anonymous, _, _), now in zip(raced, pipe.execute(), strict=True)]

@@ -78,6 +78,7 @@ def events_ingest(
     carried Sec-GPC: 1, so where the project honours it only visitors who consented keep live state.
     """
     result = batch_validate(payload, max_past=max_past, experiences=experience_keys_known(project_id=project_id))
+    live = live and settings.KAIROS_LIVE_STATE
     if not result.accepted:
         return result
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND

@@ -41,7 +41,7 @@ import orjson
 from redis.exceptions import NoScriptError
 
 from personalization import rkeys
-from personalization.decide.units import UNIT_TTL_SECONDS
+from personalization.rkeys import UNIT_TTL_SECONDS
 
 LIVE_FIELD = rkeys.UNIT_LIVE_FIELD
 STATE_VERSION = 1
@@ -344,6 +344,48 @@ def live_state_parse(user: dict) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return state if isinstance(state, dict) and state.get("v") == STATE_VERSION else None
+
+
+def live_state_merge(anonymous: dict | None, user: dict | None) -> dict | None:
+    """The live state a user id keeps when an anonymous id is stitched to it at login. Pure.
+
+    Where only one side has a state it is taken whole. Where both have one, the user's wins (its
+    session, counters and open cart: the two sessions are not mixed field by field, which could
+    pair one id's cart add with the other's purchase), except what "first" and "how often" mean
+    across both ids: first seen and first touch come from whichever id was seen first, and the
+    sessions of the last 30 days are the union by day, a day counting the larger of its two counts
+    (the login session was counted under both ids, so a sum would count it twice).
+    """
+    if user is None:
+        return None if anonymous is None else dict(anonymous)
+    if anonymous is None:
+        return dict(user)
+    merged = dict(user)
+    first, theirs = anonymous.get("fs"), user.get("fs")
+    if first is not None and (theirs is None or first < theirs):
+        merged["fs"] = first
+        if anonymous.get("ft"):
+            merged["ft"] = anonymous["ft"]
+        else:
+            merged.pop("ft", None)  # the earlier visit came with no channel: direct
+    days: dict[int, int] = {}
+    for day, count in _pairs(anonymous.get("sd")) + _pairs(user.get("sd")):
+        days[day] = max(days.get(day, 0), count)
+    if days:
+        merged["sd"] = [[day, count] for day, count in sorted(days.items())][-MAX_DAYS:]
+    return merged
+
+
+# Writes a merged state only over the state it was merged from: an events request that updated the
+# user's state meanwhile makes it answer -1 (read again and merge again), and a user who opted out
+# keeps none (0).
+LIVE_STITCH_LUA = f"""
+local flags = redis.call('HMGET', KEYS[1], 'dnp', '{LIVE_FIELD}')
+if flags[1] == '1' then return 0 end
+if (flags[2] or '') ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], '{LIVE_FIELD}', ARGV[2])
+return 1
+"""
 
 
 def _pairs(value) -> list:

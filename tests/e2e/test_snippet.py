@@ -16,9 +16,10 @@ from django.core.signals import request_started
 from playwright.sync_api import Page, expect
 
 from demo import world as demo
-from personalization import services
+from personalization import redis_client, rkeys, services
 from personalization.decide import runtime as decide_runtime
 from personalization.models import Event, Exposure, IdentityKind, Profile, ProfileIdentity, Project
+from personalization.people import live_session
 from tests import factories
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -258,6 +259,7 @@ def test_snippet__spa_virtual_page__previous_page_sends_its_scroll_and_dwell(pag
     first, second = (e for e in events if e.type == "page_view")
     assert (first.properties["url"], second.properties["url"]) == (first_url, "/demo/shop/trail?tab=specs")
     assert second.properties["section"] == "specs"
+    assert second.properties["referrer"] == shop.url.split("/demo/")[0] + first_url  # reached from the page left
     reports = [e for e in events if e.type in ("scroll", "dwell")]
     of_first = {e.type: e for e in reports if e.properties["page_view_id"] == first.event_id}
     assert set(of_first) == {"scroll", "dwell"}, [(e.type, e.properties) for e in reports]
@@ -267,6 +269,50 @@ def test_snippet__spa_virtual_page__previous_page_sends_its_scroll_and_dwell(pag
     assert of_first["dwell"].ts <= second.ts  # sent when the next virtual page began, not at the end
     assert [e for e in reports if e.properties["page_view_id"] == second.event_id and e.type == "dwell"]
     assert browser_log.console_errors == []
+
+
+def test_snippet__campaign_landing__utm_kept_for_the_session_in_decide_page_views_and_first_touch(browser, shop: Shop):
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    try:
+        page = context.new_page()
+        landing = shop.url + "&utm_source=Newsletter&utm_medium=email&utm_campaign=autumn"
+        with page.expect_response(lambda r: r.url == f"{shop.api}/api/v1/decide") as answer:
+            page.goto(landing)
+        sent = answer.value.request.post_data_json["context"]
+        assert sent["utm"] == {"source": "Newsletter", "medium": "email", "campaign": "autumn"}
+        assert sent["viewport"] == "tablet"
+        # The next page of the session has no tags in its address; the snippet still knows them.
+        with page.expect_response(lambda r: r.url == f"{shop.api}/api/v1/decide") as answer:
+            page.goto(shop.url)
+        assert answer.value.request.post_data_json["context"]["utm"]["source"] == "Newsletter"
+        anonymous_id = page.evaluate("Kairos.anonymousId()")
+        page.goto("about:blank")  # the page views go by beacon
+
+        def stored():
+            views = [e for e in _events_of(shop.project, anonymous_id) if e.type == "page_view"]
+            return views if len(views) == 2 else None
+
+        views = _drain_until(stored)
+        assert views and [v.properties.get("utm_source") for v in views] == ["Newsletter", "Newsletter"]
+        unit = {
+            k.decode(): v.decode()
+            for k, v in redis_client.worker().hgetall(rkeys.unit(shop.project.pk, anonymous_id)).items()
+        }
+        state = live_session.session_view(live_session.live_state_parse(unit), now=time.time())
+        assert (state.first_touch, state.session_channel) == ("newsletter", "newsletter")
+    finally:
+        context.close()
+
+    # A new tab is a new session: the tags are not carried over.
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url == f"{shop.api}/api/v1/decide") as answer:
+            page.goto(shop.url)
+        assert answer.value.request.post_data_json["context"]["utm"] == {}
+        assert answer.value.request.post_data_json["context"]["viewport"] == "desktop"
+    finally:
+        context.close()
 
 
 IPAD_UA = "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"  # noqa: E501

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from personalization import redis_client, rkeys
-from personalization.decide.units import UNIT_TTL_SECONDS
+from personalization.decide.units import UNIT_TTL_SECONDS, units_stitch
 from personalization.people import live_session as ls
 
 NOW = 1_780_000_000.0  # a fixed clock: the script takes "now" from its caller
@@ -255,3 +255,71 @@ def test_live_state__100000_events_with_a_new_session_id_each__stay_one_bounded_
     assert max(sizes[10:]) - min(sizes[10:]) <= 64  # no growth once the caps are reached (names differ in length)
     print(f"\n100,000 events for one visitor: MEMORY USAGE {sizes[-1]} bytes")
     assert sizes[-1] <= 2048
+
+
+# --- login: the anonymous id's state merged into the user id's ---------------------------------------
+
+DAY = int(NOW // 86400)
+
+
+def test_live_state_merge__only_one_side_has_state__it_is_taken_whole():
+    state = {"v": 1, "fs": NOW, "ca": 1, "sd": [[DAY, 1]]}
+    assert ls.live_state_merge(state, None) == state
+    assert ls.live_state_merge(None, state) == state
+    assert ls.live_state_merge(None, None) is None
+
+
+def test_live_state_merge__both__user_session_wins_first_touch_from_the_earlier_id_days_unioned():
+    anonymous = {"v": 1, "fs": NOW - 86400 * 3, "ft": "newsletter", "ss": NOW - 600, "ca": 1, "ac": [NOW - 600, "x"]}
+    anonymous["sd"] = [[DAY - 3, 1], [DAY, 1]]
+    user = {"v": 1, "fs": NOW - 60, "ft": "google.com", "ss": NOW - 60, "pv": 2, "sd": [[DAY, 2]]}
+    merged = ls.live_state_merge(anonymous, user)
+    # The user's session is kept as a whole (no cart from the anonymous session mixed into it) …
+    assert merged["ss"] == NOW - 60 and merged["pv"] == 2 and "ca" not in merged and "ac" not in merged
+    # … while first seen / first touch are the anonymous id's, seen three days earlier …
+    assert (merged["fs"], merged["ft"]) == (NOW - 86400 * 3, "newsletter")
+    # … and today's login session, counted under both ids, counts once (the larger count).
+    assert merged["sd"] == [[DAY - 3, 1], [DAY, 2]]
+    assert user["fs"] == NOW - 60  # the inputs are left as they were
+
+
+def test_live_state_merge__user_seen_first__keeps_its_first_touch_and_days_stay_capped():
+    anonymous = {"v": 1, "fs": NOW, "ft": "newsletter", "sd": [[DAY - n, 1] for n in range(ls.MAX_DAYS)]}
+    user = {"v": 1, "fs": NOW - 86400 * 40, "sd": [[DAY - 35, 1], [DAY - 40, 1]]}
+    merged = ls.live_state_merge(anonymous, user)
+    assert merged["fs"] == NOW - 86400 * 40 and "ft" not in merged
+    assert len(merged["sd"]) == ls.MAX_DAYS and merged["sd"][-1] == [DAY, 1]
+
+
+def test_units_stitch__real_redis__anonymous_cart_reaches_the_user_and_first_seen_is_the_earlier():
+    _send([_event("page_view", -120, unit="anon-9", url="/", referrer="https://news.example.org/")], -120)
+    _send([_event("add_to_cart", -1, unit="anon-9", item="boot-1")], -1)
+    units_stitch(project_id=PROJECT, pairs=[("anon-9", "user-9")])
+    view = _view("user-9")
+    assert view.cart_adds == 1 and view.cart_open == (NOW - 60, "boot-1")
+    assert view.first_seen == NOW - 7200 and view.first_touch == "news.example.org"
+
+    # A user who already has a session keeps it; the earlier first visit still comes over.
+    _send([_event("page_view", -180, unit="anon-8", url="/", referrer="https://news.example.org/")], -180)
+    _send([_event("page_view", 0, unit="anon-x", user="user-8", url="/p/1", item="p1")])
+    units_stitch(project_id=PROJECT, pairs=[("anon-8", "user-8")])
+    view = _view("user-8")
+    assert view.page_views == 1 and view.items_viewed == 1 and view.cart_adds == 0
+    assert view.first_seen == NOW - 10800 and view.first_touch == "news.example.org"
+
+
+def test_units_stitch__user_opted_out__gets_no_state():
+    _send([_event("add_to_cart", 0, unit="anon-7", item="x")])
+    redis_client.worker().hset(rkeys.unit(PROJECT, "user-7"), "dnp", "1")
+    units_stitch(project_id=PROJECT, pairs=[("anon-7", "user-7")])
+    assert not redis_client.worker().hexists(rkeys.unit(PROJECT, "user-7"), ls.LIVE_FIELD)
+
+
+def test_live_stitch_script__state_changed_since_it_was_read__writes_nothing():
+    client = redis_client.worker()
+    key = rkeys.unit(PROJECT, "user-6")
+    client.hset(key, ls.LIVE_FIELD, '{"v":1,"n":2}')
+    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, '{"v":1,"n":1}', '{"v":1,"n":9}') == -1
+    assert client.hget(key, ls.LIVE_FIELD) == b'{"v":1,"n":2}'
+    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, '{"v":1,"n":2}', '{"v":1,"n":9}') == 1
+    assert client.hget(key, ls.LIVE_FIELD) == b'{"v":1,"n":9}'

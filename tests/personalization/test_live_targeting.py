@@ -205,6 +205,21 @@ def test_events__redis_refuses_the_live_update__answer_as_usual_and_the_events_a
 
 
 @pytest.mark.django_db
+def test_events__live_state_switched_off__events_queued_and_no_state_written(client, project, public_key, settings):
+    _shop(project)
+    settings.KAIROS_LIVE_STATE = False
+    queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk) or 0)
+    _send(client, public_key, [_event("add_to_cart", "v-off", item="x")])
+    assert int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk)) == queued + 1
+    assert not redis_client.worker().hexists(rkeys.unit(project.pk, "v-off"), rkeys.UNIT_LIVE_FIELD)
+    assert _reason(_decide(client, public_key, {"anonymous_id": "v-off"}), "returns-banner") == "targeting_miss"
+
+    settings.KAIROS_LIVE_STATE = True
+    _send(client, public_key, [_event("add_to_cart", "v-off", item="x")])
+    assert _reason(_decide(client, public_key, {"anonymous_id": "v-off"}), "returns-banner") == "fixed_split"
+
+
+@pytest.mark.django_db
 def test_rest__bad_condition__400_naming_targeting_conditions_and_the_condition(client, project, secret_key):
     body = {
         "key": "bad",
