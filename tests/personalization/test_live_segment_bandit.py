@@ -13,27 +13,16 @@ from tests import factories
 from tests.personalization.test_decide import make_experience
 
 
-def _snapshot(**experience) -> dict:
+def _snapshot() -> dict:
     """One per-segment bandit "hero" on the journey stage, no holdouts: b for comparing visitors, a
     for exploring ones, an even split for everyone else."""
-    exp = {
-        "key": "hero",
-        "version": 1,
-        "salt": "s",
-        "policy": "segment_bandit",
-        "holdout_share": 0.0,
-        "segment_field": "live:stage",
-        "targeting": {},
-        "control": "a",
-        "order": ["a", "b"],
-        "payloads": {"a": {}, "b": {}},
-        "goal": "purchase",
-        "window_hours": 72,
-        "fixed": [0.5, 0.5],
-        "weights": {"comparing": [0.0, 1.0], "exploring": [1.0, 0.0], "": [0.5, 0.5]},
-        **experience,
-    }
-    return {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.0}, "experiences": {"hero": exp}}
+    snapshot, _ = factories.engine_snapshot(
+        holdout_share=0.0,
+        segment_field="live:stage",
+        weights={"comparing": [0.0, 1.0], "exploring": [1.0, 0.0], "": [0.5, 0.5]},
+    )
+    snapshot["holdout"]["share"] = 0.0
+    return snapshot
 
 
 def _facts(stage: str, calls: list):
