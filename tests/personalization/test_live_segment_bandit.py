@@ -1,6 +1,8 @@
 """A per-segment bandit that learns on the visitor's live state (`live:stage`): decide keys the
 weights on the request's journey stage, the bandit update on the stage each exposure recorded."""
 
+import uuid
+
 import numpy as np
 import pytest
 from django.utils import timezone
@@ -10,7 +12,7 @@ from personalization.decide import engine
 from personalization.experiences.services import ExperienceError
 from personalization.models import Exposure
 from tests import factories
-from tests.personalization.test_decide import make_experience
+from tests.personalization.test_decide import drain_all, make_experience, post_decide
 
 
 def _snapshot() -> dict:
@@ -125,3 +127,40 @@ def test_bandit_update__live_stage_source__weights_per_recorded_stage_follow_the
         ]
         for key in keys
     }
+
+
+def _page_view(visitor: str, item: str) -> dict:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "type": "page_view",
+        "anonymous_id": visitor,
+        "timestamp": timezone.now().isoformat(),
+        "properties": {"item": item, "category": "trail-shoes", "url": f"/p/{item}"},
+    }
+
+
+@pytest.mark.django_db
+def test_decide__stage_bandit__segment_is_the_stage_of_the_request_then_the_update_learns_per_stage(
+    client, project, public_key
+):
+    """Through the events and decide endpoints: visitors who viewed three trail shoes are exposed as
+    "comparing", those who viewed one as "exploring"; the drained exposures say so in both columns,
+    and the update then gives each stage weights of its own, compiled for decide."""
+    services.project_holdout_set(project=project, share=0)
+    experience = make_experience(project, policy="segment_bandit", segment_attribute="live:stage", bandit_burn_in=1)
+    visitors = {f"v-c{n}": 3 for n in range(10)} | {f"v-e{n}": 1 for n in range(10)}
+    for visitor, items in visitors.items():
+        response = factories.events_post(client, public_key, [_page_view(visitor, f"shoe-{i}") for i in range(items)])
+        assert response.status_code == 200, response.content
+        status, answer = post_decide(client, public_key, {"anonymous_id": visitor})
+        assert status == 200 and answer["assignments"]["hero"]["reason"] == "bandit"  # no stage weights yet
+    drain_all()
+    rows = list(Exposure.objects.filter(project=project, experience_key="hero").values("segment", "live"))
+    assert len(rows) == len(visitors)
+    assert sorted(row["segment"] for row in rows) == ["comparing"] * 10 + ["exploring"] * 10
+    assert all(row["segment"] == row["live"]["stage"] for row in rows)
+
+    assert set(services.bandit_update(experience_id=experience.pk)) == {"", "comparing", "exploring"}
+    # What decide serves next (the engine test above shows it picks the request stage's weights).
+    served = services.snapshot_compile(project_id=project.pk)["experiences"]["hero"]
+    assert served["segment_field"] == "live:stage" and {"comparing", "exploring"} <= set(served["weights"])
