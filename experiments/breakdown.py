@@ -8,10 +8,14 @@ breakdown (behavior clusters, rule segments) plug in here and there as one more 
     "attribute:<name>"   a profile attribute (device, channel, plan …)
     "run:<id>"           the behavior segment of a clustering run the person was in at exposure
     "segment:<key>"      in one (rule or lookalike) segment at exposure, or not
+    "live:<field>"       what decide knew of the visitor's live state at exposure (LIVE_FIELDS):
+                         the journey stage, the first-touch channel, the tenure cohort
 
 People with no value fall into MISSING_LABEL, which `exclude_missing` leaves out of the report
 (its totals and its multiple-testing family). For the behavior breakdowns that is an exposure
-recorded before exposures kept their segments; one known to be in none is NO_SEGMENT.
+recorded before exposures kept their segments; one known to be in none is NO_SEGMENT. For the live
+breakdowns MISSING_LABEL is an exposure recorded before live state was kept (or answered without
+Redis), and NO_SEGMENT one whose state did not know the value.
 """
 
 import re
@@ -23,7 +27,14 @@ from personalization.selectors import NO_SEGMENT
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _RUN = re.compile(r"^[1-9][0-9]{0,17}$")
 
-__all__ = ["MISSING_LABEL", "NO_SEGMENT", "Breakdown", "BreakdownError"]
+__all__ = ["LIVE_FIELDS", "MISSING_LABEL", "NO_SEGMENT", "Breakdown", "BreakdownError"]
+
+# The live breakdowns: name after "live:" → what a report calls it.
+LIVE_FIELDS = {
+    "stage": "journey stage at exposure",
+    "first_touch": "first-touch channel",
+    "tenure": "tenure cohort",
+}
 
 
 class BreakdownError(ValueError):
@@ -47,9 +58,12 @@ class Breakdown:
             return cls("run", name, exclude_missing)
         if kind == "segment" and _NAME.match(name):
             return cls("segment", name, exclude_missing)
+        if kind == "live" and name in LIVE_FIELDS:
+            return cls("live", name, exclude_missing)
         raise BreakdownError(
-            f"segment_by={raw!r} is not supported; use exposure:segment, attribute:<name>, run:<clustering run id>"
-            " or segment:<segment key> (names and keys: letters, digits and _.- only)"
+            f"segment_by={raw!r} is not supported; use exposure:segment, attribute:<name>, run:<clustering run id>,"
+            " segment:<segment key> (names and keys: letters, digits and _.- only), or the live state at exposure:"
+            " live:stage, live:first_touch or live:tenure"
         )
 
     def __str__(self) -> str:
@@ -61,4 +75,6 @@ class Breakdown:
             return f"behavior segment (run #{self.name})"
         if self.kind == "segment":
             return f"segment {self.name}"
+        if self.kind == "live":
+            return LIVE_FIELDS[self.name]
         return "segment at exposure" if self.kind == "exposure" else self.name

@@ -8,7 +8,7 @@ SQL itself is a `personalization` selector: this app names none of that app's ta
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
+from experiments.breakdown import LIVE_FIELDS, MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
 from experiments.models import LiftReport
 from experiments.stats import ArmStats, SegmentStats
 from personalization import selectors as personalization_selectors
@@ -105,8 +105,10 @@ def lift_missing_count(*, cells) -> int:
 
 def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, str]:
     """What a report shows for each value of a behavior breakdown: the names the marketer gave its
-    segments, and words for "in none" and "not recorded". Empty for other breakdowns (their values
-    are their names)."""
+    segments, and words for "in none" and "not recorded"; for a live breakdown the words only (its
+    values are stages, channels, cohorts). Empty for other breakdowns (their values are their names)."""
+    if breakdown.kind == "live":
+        return {NO_SEGMENT: "Not known at exposure", MISSING_LABEL: "Recorded before live state was kept"}
     if breakdown.kind == "run":
         names = {s.key: s.name for s in segments_selectors.run_segments(run=_run_of(project_id, breakdown))}
         outside = "No segment"
@@ -213,6 +215,7 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
     label)]); the first group has no label. Behavior segments: one choice per kept clustering run,
     one per rule or lookalike segment (people may be in several, so each is "in it or not")."""
     general = [("exposure:segment", "Segment at exposure")]
+    live = [(f"live:{name}", label[0].upper() + label[1:]) for name, label in LIVE_FIELDS.items()]
     runs = [
         (run_source(run.pk), f"Behavior segments — run #{run.pk} (k={run.k})")
         for run in segments_selectors.runs_done(project_id=project_id)
@@ -223,5 +226,10 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
     ]
     names = personalization_selectors.profile_attribute_names(project_id=project_id)
     attributes = [(f"attribute:{name}", f"Profile attribute: {name}") for name in names]
-    groups = [("", general), ("Behavior segments", runs), ("Rule and lookalike segments", others)]
+    groups = [
+        ("", general),
+        ("Live state at exposure", live),
+        ("Behavior segments", runs),
+        ("Rule and lookalike segments", others),
+    ]
     return [group for group in [*groups, ("Profile attributes", attributes)] if group[1]]

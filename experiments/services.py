@@ -176,7 +176,9 @@ def lift_compute(
             )
     progress(95, "Writing the report")
     # Segment names say what they are; other values read as "plan = pro".
-    labels["breakdown_label"] = "" if breakdown.kind == "exposure" or segment_labels else breakdown.label
+    # Live values are plain words ("comparing"), so they keep the breakdown's name beside them.
+    named_values = segment_labels and breakdown.kind != "live"
+    labels["breakdown_label"] = "" if breakdown.kind == "exposure" or named_values else breakdown.label
     unchecked = [] if share is not None else [_no_split_sentence(experience_key, comparison)]
     named = {"labels": segment_labels, **labels}
     return {

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from experiments import charts, selectors, services
+from experiments.breakdown import MISSING_LABEL
 from experiments.models import LiftReport, ReportStatus
 from personalization.workspace.web import figures_json, workspace_view
 
@@ -50,7 +51,8 @@ def _report_context(report: LiftReport | None) -> dict:
     context = {}
     if result.get("segment_labels") and missing.get("users"):
         total = overall["users_treatment"] + overall["users_holdout"] + (missing["users"] if missing["excluded"] else 0)
-        context["missing"] = {**missing, "total": total, "percent": 100 * missing["users"] / total}
+        row = result["segment_labels"].get(MISSING_LABEL) or "Recorded before segments were kept"
+        context["missing"] = {**missing, "total": total, "percent": 100 * missing["users"] / total, "row": row}
     return context | {
         "charts_json": figures_json(
             {

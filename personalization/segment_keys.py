@@ -4,12 +4,21 @@ A clustering run's segments are keyed `b<run id>.<index>` (b12.3); a per-segment
 run as its segment source `run:<run id>`, which the engine reads as the prefix `segs:b<run id>.` of
 the unit hash's space-separated "segs" field. Segments, experiences, decide and lift all read keys
 through these functions, so the format can change here only.
+
+A per-segment bandit may also learn on the visitor's live state: `live:stage` (the journey stage),
+`live:visitor` (new or returning) or `live:first_touch` (the first-touch channel). The engine reads
+the value from the request's facts, the bandit update from what each exposure recorded (its "live").
 """
 
 import re
 
 _BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")
 SEGS_PREFIX = "segs:"
+LIVE_PREFIX = "live:"
+
+# A live segment source → the request fact it reads (experiences/conditions.py facts_of); the
+# exposure's "live" record keeps it under the source's own name (facts_record).
+LIVE_SOURCES = {"stage": "stage", "visitor": "visitor", "first_touch": "first_touch_class"}
 
 
 def run_prefix(run_id: int) -> str:
@@ -45,3 +54,9 @@ def segment_field(segment_attribute: str) -> str:
     share in the unit hash's "segs"; an attribute name stays as it is."""
     run_id = source_run(segment_attribute)
     return f"{SEGS_PREFIX}{run_prefix(run_id)}" if run_id is not None else segment_attribute
+
+
+def source_live(segment_attribute: str) -> str | None:
+    """The live field a per-segment bandit learns on ("live:stage" → "stage"), or None when the
+    source is not live. An unknown field ("live:cart") is returned as is: saving refuses it."""
+    return segment_attribute[len(LIVE_PREFIX) :] if segment_attribute.startswith(LIVE_PREFIX) else None

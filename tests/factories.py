@@ -1,13 +1,16 @@
 """Small builders for test data; they go through the services like real callers do."""
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from django.contrib.auth import get_user_model
 
+from experiments import services as experiments_services
+from experiments.breakdown import Breakdown
 from personalization import services
-from personalization.models import Project
+from personalization.models import Exposure, Project
 
 _seq = itertools.count(1)
 
@@ -151,3 +154,83 @@ def experience_form_data(**overrides) -> dict:
     }
     data.update(overrides)
     return data
+
+
+def assert_same_report(a, b, path="report") -> None:
+    """Two lift reports (JSON form) equal in every name, count and flag; floats equal up to the order
+    sums were added in (two breakdowns of the same data must give the same statistics)."""
+    assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_report(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_report(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def exposures_simulated(*, project: Project, people: list, rng, held_arm: str, effect, recorded, key: str = "hero"):
+    """Saved exposures of a simulated lift test, one per (profile, person) in `people`: held out 1 in
+    10 (`held_arm`), converting at 8 % plus `effect(person)` points when treated, revenue and
+    pre-period activity drawn from `rng`, over the last 5 days; `recorded(person)` gives what the
+    exposure kept (behavior_segments, live …)."""
+    rows = []
+    for profile, person in people:
+        held = rng.random() < 0.1
+        converted = rng.random() < 0.08 + (0 if held else effect(person))
+        rows.append(
+            Exposure(
+                project=project,
+                profile=profile,
+                experience_key=key,
+                variant_key="" if held else "b",
+                arm=held_arm if held else "variant",
+                exposed_at=datetime.now(UTC) - timedelta(days=int(rng.integers(0, 5))),
+                converted=converted,
+                conversions=int(converted),
+                revenue=float(round(rng.gamma(2, 30), 2)) if converted else 0.0,
+                pre_activity=int(rng.poisson(3)),
+                **recorded(person),
+            )
+        )
+    return Exposure.objects.bulk_create(rows)
+
+
+def lift_compute_recent(*, project: Project, segment_by: str, experience_key: str = "hero", exclude_missing=False):
+    """A lift report over the last 30 days, computed in process as the worker would."""
+    return experiments_services.lift_compute(
+        project=project,
+        experience_key=experience_key,
+        breakdown=Breakdown.parse(segment_by, exclude_missing=exclude_missing),
+        start=datetime.now(UTC) - timedelta(days=30),
+        end=datetime.now(UTC) + timedelta(days=1),
+    )
+
+
+def engine_snapshot(**experience) -> tuple[dict, dict]:
+    """(snapshot, its one experience "hero") as the engine takes them: 30 % global holdout, and by
+    default a per-segment bandit on `intent` holding out half of the rest."""
+    exp = {
+        "key": "hero",
+        "version": 1,
+        "salt": "s",
+        "policy": "segment_bandit",
+        "holdout_share": 0.5,
+        "segment_field": "intent",
+        "targeting": {},
+        "control": "a",
+        "order": ["a", "b"],
+        "payloads": {"a": {}, "b": {}},
+        "goal": "purchase",
+        "window_hours": 72,
+        "fixed": [0.5, 0.5],
+        "weights": {},
+        **experience,
+    }
+    snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
+    return snapshot, exp

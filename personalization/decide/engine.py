@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from personalization.decide.hashing import pick_index, unit_bucket
 from personalization.experiences.conditions import condition_fields, condition_function, facts_record
+from personalization.segment_keys import LIVE_PREFIX, LIVE_SOURCES
 
 HOLDOUT_GLOBAL_MARK = "~hg"
 HOLDOUT_EXPERIENCE_MARK = "~he"
@@ -146,7 +147,7 @@ def decide_unit(
         match = exp.get("_match")
         if targeted and match is not None:
             targeted = match(live())
-        segment = unit_segment(exp, user, context)
+        segment = unit_segment(exp, user, context, _no_facts if fallback else live)
         if in_global_holdout:
             decision.assignments[key] = _answer(exp, control, "fallback" if fallback else "holdout_global")
             if targeted:
@@ -189,17 +190,22 @@ def decide_unit(
     return decision
 
 
-def unit_segment(exp: dict, user: dict, context: dict) -> str:
+def unit_segment(exp: dict, user: dict, context: dict, live: Callable[[], dict] = _no_facts) -> str:
     """The unit's segment for this experience: the one value every arm's exposure records (so a
     breakdown by segment at exposure compares like with like) and the per-segment bandit keys on.
 
     The segment is a profile attribute the experience names (`segment_field`), or, for
     "segs:<prefix>" (a clustering run as segment source), the unit's segment key in the hash's
-    "segs" that starts with the run's prefix.
+    "segs" that starts with the run's prefix, or, for "live:<field>" (LIVE_SOURCES), that fact of
+    the request (`live`, computed only here and only for such an experience): "" when not known.
     """
     name = exp["segment_field"]
     if not name:
         return ""
+    if name.startswith(LIVE_PREFIX):
+        fact = LIVE_SOURCES.get(name[len(LIVE_PREFIX) :])
+        value = live().get(fact) if fact else None
+        return "" if value is None else str(value)
     if name.startswith("segs:"):
         prefix = name[5:]
         return next((key for key in (user.get("segs") or "").split() if key.startswith(prefix)), "")

@@ -8,26 +8,30 @@ from django.utils import timezone
 
 from personalization.experiences import thompson as bandit
 from personalization.models import BanditWeights, Experience, ExperienceStatus, Policy
-from personalization.segment_keys import segment_field
+from personalization.segment_keys import segment_field, source_live
 
 log = logging.getLogger(__name__)
 
-# Holdout arms never feed a bandit; opted-out users never produce an exposure at all.
+# Holdout arms never feed a bandit; opted-out users never produce an exposure at all. The segment
+# is the one recorded at exposure, or, for a live source, the live field the exposure recorded
+# (exposures without live state count in the global bandit only, as "").
 _COUNTS_SQL = """
-SELECT x.variant_key, x.segment, count(*) AS exposures, count(*) FILTER (WHERE x.converted) AS conversions
+SELECT x.variant_key, {segment} AS seg, count(*) AS exposures, count(*) FILTER (WHERE x.converted) AS conversions
 FROM personalization_exposure x
 WHERE x.project_id = %(project)s AND x.experience_key = %(key)s AND x.arm = 'variant'
-GROUP BY x.variant_key, x.segment
+GROUP BY 1, 2
 """
 
 
 def bandit_counts(*, experience: Experience) -> dict[str, dict[str, bandit.ArmStats]]:
     """segment → variant key → ArmStats, over every exposure so far."""
     order = list(experience.variants.values_list("key", flat=True))
+    live = source_live(experience.segment_attribute) if experience.policy == Policy.SEGMENT_BANDIT else None
+    segment = "coalesce(x.live ->> %(live)s, '')" if live else "x.segment"
     with connection.cursor() as cursor:
         cursor.execute(
-            _COUNTS_SQL,
-            {"project": experience.project_id, "key": experience.key},
+            _COUNTS_SQL.format(segment=segment),
+            {"project": experience.project_id, "key": experience.key, "live": live},
         )
         rows = cursor.fetchall()
     counts: dict[str, dict[str, list[int]]] = {}

@@ -48,14 +48,14 @@ _EXPOSURE_DAY = "floor(date_part('epoch', x.exposed_at) / 86400)"
 
 
 def _lift_population(
-    *, project_id, experience_key, comparison, control_key, start, end, behavior=False
+    *, project_id, experience_key, comparison, control_key, start, end, extra=""
 ) -> tuple[str, list, str, list]:
     """(FROM clause of rows aliased x, its parameters, the SQL "treated" test, its parameters).
-    `behavior`: the rows carry the exposure's behavior segments too."""
+    `extra`: one more column the rows carry (behavior_segments, live) for the breakdown."""
     if not experience_key:
         # Everyone's first exposure anywhere: personalized vs the global holdout. Ties (one decide
         # exposing several experiences at once) go to the first key, the same rule in every arm.
-        columns = _LIFT_COLUMNS + (", behavior_segments" if behavior else "")
+        columns = _LIFT_COLUMNS + (f", {extra}" if extra else "")
         source = (
             f"(SELECT DISTINCT ON (profile_id) {columns} FROM personalization_exposure"
             " WHERE project_id = %s AND arm IN ('variant', 'holdout_global') AND exposed_at >= %s AND exposed_at < %s"
@@ -91,8 +91,9 @@ def exposure_lift_cells_sql(
     Breakdown kinds: "exposure" (the segment recorded at exposure), "attribute" (a profile
     attribute named `breakdown_name`), and two over the behavior segments recorded at exposure:
     "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix: a person is
-    in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not)."""
-    behavior = breakdown_kind in ("segs_prefix", "segs_key")
+    in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not); and
+    "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure)."""
+    extra = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live"}
     source, params, treated, treated_params = _lift_population(
         project_id=project_id,
         experience_key=experience_key,
@@ -100,7 +101,7 @@ def exposure_lift_cells_sql(
         control_key=control_key,
         start=start,
         end=end,
-        behavior=behavior,
+        extra=extra.get(breakdown_kind, ""),
     )
     join, join_params = "", []
     if breakdown_kind == "exposure":
@@ -120,6 +121,8 @@ def exposure_lift_cells_sql(
         expr, expr_params = _behavior_expr("m.s"), []
     elif breakdown_kind == "segs_key":
         expr, expr_params = _behavior_expr("CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"), [breakdown_name] * 2
+    elif breakdown_kind == "live" and breakdown_name in _LIVE_EXPRESSIONS:
+        expr, expr_params = _LIVE_EXPRESSIONS[breakdown_name], []
     else:
         raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
     sql = (
@@ -133,6 +136,30 @@ def _behavior_expr(found: str) -> str:
     """The segment an exposure is counted in: `found`, else NO_SEGMENT; MISSING_SEGMENT when the
     exposure recorded no segments (before they were kept)."""
     return f"CASE WHEN x.behavior_segments IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({found}, '{NO_SEGMENT}') END"
+
+
+def _live_expr(value: str) -> str:
+    """The value of a live breakdown: `value` (SQL over x.live), NO_SEGMENT when the state did not
+    know it, MISSING_SEGMENT when the exposure kept no live state (recorded before it was kept, or
+    decide answered without Redis)."""
+    return f"CASE WHEN x.live IS NULL THEN '{MISSING_SEGMENT}' ELSE coalesce({value}, '{NO_SEGMENT}') END"
+
+
+# Tenure cohorts in whole days since first seen; the value is typed in JSON as a number only when
+# decide wrote it (facts_record), so the cast never meets text.
+TENURE_COHORTS = ("0 days", "1–7 days", "8–30 days", "31+ days")
+_TENURE = (
+    "CASE WHEN jsonb_typeof(x.live -> 'tenure_days') = 'number' THEN CASE"
+    f" WHEN (x.live ->> 'tenure_days')::float8 < 1 THEN '{TENURE_COHORTS[0]}'"
+    f" WHEN (x.live ->> 'tenure_days')::float8 < 8 THEN '{TENURE_COHORTS[1]}'"
+    f" WHEN (x.live ->> 'tenure_days')::float8 < 31 THEN '{TENURE_COHORTS[2]}'"
+    f" ELSE '{TENURE_COHORTS[3]}' END END"
+)
+_LIVE_EXPRESSIONS = {
+    "stage": _live_expr("nullif(x.live ->> 'stage', '')"),
+    "first_touch": _live_expr("nullif(x.live ->> 'first_touch', '')"),
+    "tenure": _live_expr(_TENURE),
+}
 
 
 def exposure_lift_cells(**kwargs) -> list[tuple]:

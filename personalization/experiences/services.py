@@ -26,7 +26,7 @@ from personalization.models import (
     Project,
     Variant,
 )
-from personalization.segment_keys import source_run
+from personalization.segment_keys import LIVE_SOURCES, source_live, source_run
 from personalization.workspace.audit import audit_record
 
 EDITABLE_FIELDS = (
@@ -66,7 +66,15 @@ def _validate(fields: dict, variants: list[dict] | None) -> list | None:
     if fields.get("policy") == Policy.SEGMENT_BANDIT and not fields.get("segment_attribute"):
         raise ExperienceError(
             "segment_attribute",
-            "a per-segment bandit needs the attribute that names the segment, or run:<id> for a clustering run",
+            "a per-segment bandit needs the attribute that names the segment, run:<id> for a clustering run,"
+            " or live:stage for the journey stage",
+        )
+    live = source_live(fields.get("segment_attribute") or "")
+    if live is not None and live not in LIVE_SOURCES:
+        raise ExperienceError(
+            "segment_attribute",
+            f"live:{live[:40]} is not a live field a bandit can learn on; use "
+            + ", ".join(f"live:{name}" for name in LIVE_SOURCES),
         )
     hours = fields.get("attribution_hours", 72)
     if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_WINDOW_HOURS:

@@ -2,18 +2,19 @@
 or one rule/lookalike segment. The statistics are the existing per-segment decomposition's: the
 report equals the one by a profile attribute holding the same values, and a direct computation."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 import pytest
 
 from experiments import charts, selectors, services
-from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown
+from experiments.breakdown import MISSING_LABEL, NO_SEGMENT
 from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
 from personalization.models import Exposure, Profile
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind
+from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent
 from tests.personalization.test_decide import make_experience
 
 NOW = datetime.now(UTC)
@@ -65,35 +66,20 @@ def behavior(project):
 
 
 def _expose(project, people, rng, *, held_arm: str, key: str = "hero") -> list[Exposure]:
-    rows = []
-    for profile, (cluster, recorded, _) in people:
-        held = rng.random() < 0.1
-        converted = rng.random() < 0.08 + (0 if held else EFFECTS[cluster])
-        rows.append(
-            Exposure(
-                project=project,
-                profile=profile,
-                experience_key=key,
-                variant_key="" if held else "b",
-                arm=held_arm if held else "variant",
-                behavior_segments=recorded,
-                exposed_at=NOW - timedelta(days=int(rng.integers(0, 5))),
-                converted=converted,
-                conversions=int(converted),
-                revenue=float(round(rng.gamma(2, 30), 2)) if converted else 0.0,
-                pre_activity=int(rng.poisson(3)),
-            )
-        )
-    return Exposure.objects.bulk_create(rows)
+    return exposures_simulated(
+        project=project,
+        people=people,
+        rng=rng,
+        held_arm=held_arm,
+        key=key,
+        effect=lambda person: EFFECTS[person[0]],
+        recorded=lambda person: {"behavior_segments": person[1]},
+    )
 
 
 def _compute(project, segment_by: str, *, experience_key: str = "hero", exclude_missing: bool = False) -> dict:
-    return services.lift_compute(
-        project=project,
-        experience_key=experience_key,
-        breakdown=Breakdown.parse(segment_by, exclude_missing=exclude_missing),
-        start=NOW - timedelta(days=30),
-        end=NOW + timedelta(days=1),
+    return lift_compute_recent(
+        project=project, segment_by=segment_by, experience_key=experience_key, exclude_missing=exclude_missing
     )
 
 
@@ -108,23 +94,6 @@ def _direct(rows, key_of) -> dict[str, dict]:
     for cell in out.values():
         cell["lift"] = cell["c_t"] / cell["n_t"] - cell["c_h"] / cell["n_h"]
     return out
-
-
-def _assert_same(a, b, path="report") -> None:
-    """Equal in every name, count and flag; floats equal up to the order sums were added in."""
-    assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
-    else:
-        assert a == b, path
 
 
 def _run_value(run):
@@ -159,8 +128,8 @@ def test_lift_by_run__matches_direct_computation_and_the_same_decomposition(
 
     # Exactly the statistics of the existing per-segment breakdown on the same values.
     by_attribute = _compute(project, "attribute:cluster", experience_key=experience_key)
-    _assert_same(result["report"], by_attribute["report"])
-    _assert_same(result["daily"], by_attribute["daily"])
+    assert_same_report(result["report"], by_attribute["report"])
+    assert_same_report(result["daily"], by_attribute["daily"])
     assert result["missing"] == {
         "users": direct[MISSING_LABEL]["n_t"] + direct[MISSING_LABEL]["n_h"],
         "excluded": False,

@@ -10,8 +10,8 @@ from personalization import redis_client, rkeys, services
 from personalization.decide import engine
 from personalization.models import Exposure, ProfileIdentity
 from tests import factories
+from tests.factories import engine_snapshot
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
-from tests.personalization.test_exposure_segment import engine_snapshot
 
 # What the segments app publishes: a clustering-run key, a lookalike key and a rule key, or nothing.
 MEMBERSHIPS = ["b7.0 ll-3f2a", "b7.1", "b7.2 repeat-buyers ll-3f2a", "", None]

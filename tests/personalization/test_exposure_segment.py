@@ -12,33 +12,10 @@ from experiments.breakdown import Breakdown
 from personalization import services
 from personalization.decide import engine
 from personalization.models import Exposure
+from tests.factories import engine_snapshot
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 
 SEGMENTS = ("trail", "road", "gift")
-
-
-def engine_snapshot(**experience) -> tuple[dict, dict]:
-    """(snapshot, its one experience "hero") as the engine takes them: 30 % global holdout, and by
-    default a per-segment bandit on `intent` holding out half of the rest."""
-    exp = {
-        "key": "hero",
-        "version": 1,
-        "salt": "s",
-        "policy": "segment_bandit",
-        "holdout_share": 0.5,
-        "segment_field": "intent",
-        "targeting": {},
-        "control": "a",
-        "order": ["a", "b"],
-        "payloads": {"a": {}, "b": {}},
-        "goal": "purchase",
-        "window_hours": 72,
-        "fixed": [0.5, 0.5],
-        "weights": {},
-        **experience,
-    }
-    snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
-    return snapshot, exp
 
 
 def test_unit_segment__every_arm__the_same_value():
