@@ -51,7 +51,7 @@ def _sessions_chart(counts: dict[str, int]) -> str:
     fig.update_layout(
         margin={"l": 40, "r": 10, "t": 20, "b": 30},
         height=260,
-        yaxis_title="sessions",
+        yaxis={"title": "sessions", "rangemode": "tozero", "dtick": 1 if max(counts.values()) <= 5 else None},
         template="plotly_white",
         showlegend=False,
     )
@@ -65,6 +65,7 @@ def sessions_context(project) -> dict:
     return {
         "sessions": stages,
         "sessions_total": total,
+        "stage_rows": [(stage, stages.counts[stage]) for stage in JOURNEY_ORDER],
         "sessions_chart_json": _sessions_chart(stages.counts) if total else "",
         "stage_sentences": definition_sentences(live_settings_of(project).definition),
         "idle_minutes": project.live_idle_minutes,
