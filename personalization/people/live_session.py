@@ -9,6 +9,8 @@ How it is written: `live_commands` turns an accepted events batch into one EVALS
 per unit (the user id when the event has one, else the anonymous id: the unit decide answers for).
 Python does the parsing (which event means what, truncation, item hashing); the script only folds
 fixed-width records into the state, so it stays small and its cost per event is constant.
+The same pipeline adds the batch's units to the index of the last hour's active visitors
+(`active_commands`, rkeys.live_active) that the live pages read (people/live_activity.py).
 
 Bounds (a hostile stream cannot grow the field): every counter stops at COUNT_CAP; the categories
 of a session are the MAX_CATEGORIES most recent; distinct items are counted through the
