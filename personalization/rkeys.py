@@ -30,6 +30,13 @@ def unit(project_id: int, unit_id: str) -> str:
     return f"kr:{project_id}:u:{unit_id}"
 
 
+def live_active(project_id: int) -> str:
+    """PERSONAL. Sorted set of the project's unit ids scored by the unix second of their last event,
+    trimmed to the last hour by every live update: what the live preview and the Sessions panel walk
+    instead of scanning every unit hash."""
+    return f"kr:{project_id}:live:active"
+
+
 def snapshot(project_id: int) -> str:
     """The compiled decide snapshot (JSON) of a project's running experiences."""
     return f"kr:{project_id}:snapshot"

@@ -41,6 +41,22 @@ def event_make(n: int = 0, **overrides) -> dict:
     return event
 
 
+def behavior_event_make(etype: str, visitor: str, *, user: str | None = None, **properties) -> dict:
+    """One behavior event of `visitor` (an anonymous id), now, with a unique id; a purchase gets a value."""
+    event = {
+        "event_id": f"ev-{next(_seq)}-{etype}",
+        "type": etype,
+        "anonymous_id": visitor,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "properties": properties,
+    }
+    if user:
+        event["user_id"] = user
+    if etype == "purchase":
+        event["value"] = 59.9
+    return event
+
+
 def member_make(*, project: Project, role: str):
     """A user with `role` in `project`."""
     user = user_make()

@@ -9,6 +9,8 @@ How it is written: `live_commands` turns an accepted events batch into one EVALS
 per unit (the user id when the event has one, else the anonymous id: the unit decide answers for).
 Python does the parsing (which event means what, truncation, item hashing); the script only folds
 fixed-width records into the state, so it stays small and its cost per event is constant.
+The same pipeline adds the batch's units to the index of the last hour's active visitors
+(`active_commands`, rkeys.live_active) that the live pages read (people/live_activity.py).
 
 Bounds (a hostile stream cannot grow the field): every counter stops at COUNT_CAP; the categories
 of a session are the MAX_CATEGORIES most recent; distinct items are counted through the
@@ -56,6 +58,8 @@ MAX_TEXT_CHARS = 64
 MAX_QUERY_CHARS = 32
 MAX_CHANNEL_CHARS = 24
 LONG_DWELL_MS = 30_000
+# The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
+ACTIVE_WINDOW_SECONDS = 3600
 FIELDS_PER_EVENT = 7  # ts, type, item, item hash, category, extra (query or channel), flags
 
 # Flags a record may carry (Python decides them, the script counts them).
@@ -303,6 +307,22 @@ def live_commands(
     ]
 
 
+def active_commands(*, project_id: int, events: Iterable[dict], now: float) -> list[tuple]:
+    """The index of recently active units (rkeys.live_active) that the live preview and the Sessions
+    panel walk instead of scanning every unit hash: three commands per batch, sent in the live
+    update's pipeline. A separate key, so the script stays single-key (Redis Cluster); trimmed on
+    every write, so it holds at most the units of the last ACTIVE_WINDOW_SECONDS."""
+    units = {unit: None for e in events if (unit := _unit_of(e)) is not None and e.get("type") not in _NOT_BEHAVIOR}
+    if not units:
+        return []
+    active, second = rkeys.live_active(project_id), int(now)
+    return [
+        ("ZADD", active, *(x for unit in units for x in (second, unit))),
+        ("ZREMRANGEBYSCORE", active, "-inf", f"({second - ACTIVE_WINDOW_SECONDS}"),
+        ("EXPIRE", active, ACTIVE_WINDOW_SECONDS + 60),
+    ]
+
+
 def live_apply(client, commands: list[tuple]) -> list:
     """Send the commands in one pipeline; if Redis does not know the script yet (a restart, a new
     server), load it and send them once more (the script either ran whole or not at all)."""
@@ -329,8 +349,12 @@ def live_apply(client, commands: list[tuple]) -> list:
 def live_update(
     client, *, project_id: int, events: Iterable[dict], now: float, settings: LiveSettings | None = None
 ) -> list:
-    """Fold accepted events into the live state: the events request's one call."""
-    return live_apply(client, live_commands(project_id=project_id, events=events, now=now, settings=settings))
+    """Fold accepted events into the live state and the index of active units: the events request's
+    one call (one pipeline). Returns the scripts' replies (1 written, 0 opted out), one per unit."""
+    events = list(events)
+    commands = live_commands(project_id=project_id, events=events, now=now, settings=settings)
+    index = active_commands(project_id=project_id, events=events, now=now)
+    return live_apply(client, commands + index)[: len(commands)]
 
 
 def live_state_parse(user: dict) -> dict | None:

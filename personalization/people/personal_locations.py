@@ -10,6 +10,7 @@ from dataclasses import replace
 from django.db import connection
 
 from personalization.models import DeadLetter, Event, Exposure, Profile, ProfileIdentity
+from personalization.people import live_activity
 from personalization.people import subjects as subject_data
 from personalization.people.personal_data import (
     ORDER_AFTER_PROFILE,
@@ -168,5 +169,21 @@ register(
         verify=units(subject_data.unit_hashes_count),
         order=ORDER_AFTER_PROFILE,
         redis_key="unit",
+    )
+)
+register(
+    Location(
+        name="live_active",
+        store="Redis",
+        category="that the person's device or account sent an event in the last hour, and when",
+        purpose="the live pages: who would match an experience now, sessions by journey stage",
+        retention="one hour (trimmed by every events request; the key expires an hour after the last)",
+        mechanism="ZREM of every id from kr:<project>:live:active",
+        columns=("unit_id", "last_event_at"),
+        export=units(live_activity.live_active_read),
+        erase=count_erase(live_activity.live_active_delete),
+        verify=units(live_activity.live_active_count),
+        order=ORDER_AFTER_PROFILE,
+        redis_key="live_active",
     )
 )

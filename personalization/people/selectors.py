@@ -228,3 +228,11 @@ def profile_attribute_names(*, project_id: int, sample: int = 2000) -> list[str]
             [project_id, sample],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def unit_events_recent(*, project_id: int, unit_id: str, limit: int = 50) -> list[Event]:
+    """The newest stored events of the profile a user or anonymous id belongs to (the visitor
+    timeline). Empty when PostgreSQL has no such id yet (its events may still be in the stream)."""
+    profile_ids = ProfileIdentity.objects.filter(project_id=project_id, value=unit_id).values("profile_id")
+    events = Event.objects.filter(project_id=project_id, profile_id__in=profile_ids).order_by("-ts", "-id")
+    return list(events.only("type", "ts", "session_id", "value", "properties")[:limit])

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from personalization import hooks, selectors, services
 from personalization.models import ApiKey, Experience, ExperienceStatus, KeyKind, Membership, Role
 from personalization.people.journey import MEASURES, JourneyDefinitionError, definition_sentences, journey_definition
+from personalization.views.live import sessions_context
 from personalization.workspace.web import back, figures_json, is_partial, render_page, workspace_view
 
 
@@ -62,6 +63,7 @@ def overview(request):
         "running_experiences": Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING).count(),
         "lift_headline": _lift_headline(project.pk),
         "public_key": ApiKey.objects.filter(project=project, kind=KeyKind.PUBLIC, revoked_at__isnull=True).first(),
+        **sessions_context(project),
     }
     return render(request, "personalization/overview.html", context)
 

@@ -41,6 +41,9 @@ ACTIONS: dict[str, frozenset[str]] = {
     # Data subject requests and consent over REST: compliance staff and the customer's own systems.
     "privacy.api": frozenset({_ADMIN, _COMPLIANCE, SECRET_KEY}),
     "privacy.settings": frozenset({_ADMIN, _COMPLIANCE}),
+    # A visitor's live state and recent events, for debugging an integration: the people who wire the
+    # site up, not every role (it is one person's behavior, looked up by id).
+    "visitors": frozenset({_ADMIN, _DEVELOPER}),
     "settings": frozenset({_ADMIN, _DEVELOPER}),
     "keys.manage": frozenset({_ADMIN, _DEVELOPER}),
     "members.manage": frozenset({_ADMIN}),

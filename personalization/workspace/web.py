@@ -19,6 +19,7 @@ NAV = [
     ("segments", "Segments"),
     ("lift", "Lift"),
     ("privacy", "Privacy"),
+    ("visitors", "Visitors"),
     ("settings", "Settings"),
 ]
 

@@ -6,13 +6,22 @@
     ["ridgeline-trail-3", "trail-shoes", "Ridgeline Trail 3", 139], ["tempo-carbon", "road-shoes", "Tempo Carbon", 189],
     ["race-vest-5l", "hydration", "Race Vest 5 L", 99], ["pace-pro-gps", "gps-watches", "Pace Pro GPS", 299],
     ["outlet-tee", "sale", "Outlet Tee", 15], ["runners-gift-box", "gifts", "Runner's Gift Box", 45],
-    ["cork-yoga-mat", "yoga", "Cork Yoga Mat", 69], ["jogging-stroller", "kids-baby", "Jogging Stroller", 449]
+    ["cork-yoga-mat", "yoga", "Cork Yoga Mat", 69], ["jogging-stroller", "kids-baby", "Jogging Stroller", 449],
+    ["summit-trail-gtx", "trail-shoes", "Summit Trail GTX", 159], ["canyon-trail-lite", "trail-shoes", "Canyon Trail Lite", 119]
   ];
   // The serving page may preset {key, endpoint} in <script type="application/json" id="kairos-demo">.
   var presetBlock = document.getElementById("kairos-demo");
   var params = new URLSearchParams(location.search), preset = presetBlock ? JSON.parse(presetBlock.textContent) : {};
   var key = params.get("key") || preset.key, endpoint = params.get("endpoint") || preset.endpoint || location.origin;
-  var cart = [], debug = document.getElementById("debug");
+  var debug = document.getElementById("debug");
+  // The cart outlives the page, as a real shop's does: a visitor who leaves and comes back still has it.
+  var cart = [];
+  try { cart = JSON.parse(localStorage.getItem("demo_cart") || "[]"); } catch (e) { cart = []; }
+  function cartSave() {
+    try { localStorage.setItem("demo_cart", JSON.stringify(cart)); } catch (e) { /* private mode: this page only */ }
+    document.getElementById("cart-count").textContent = cart.length;
+  }
+  cartSave();
 
   document.querySelector("form.search").addEventListener("submit", function (e) { e.preventDefault(); });
 
@@ -21,15 +30,23 @@
   PRODUCTS.forEach(function (p) {
     var card = document.createElement("div");
     card.className = "card";
-    card.innerHTML = "<strong></strong><div class='price'></div><p><button class='btn' data-kairos-target='add-to-cart'>Add to cart</button></p>";
-    card.querySelector("strong").textContent = p[2];
+    card.innerHTML = "<strong><a class='product-link' data-kairos-target='product'></a></strong><div class='price'></div><p><button class='btn' data-kairos-target='add-to-cart'>Add to cart</button></p>";
+    var link = card.querySelector("a");
+    link.textContent = p[2];
+    link.href = "#p/" + p[0];
+    // A product "page" the way a single-page shop shows one: a virtual page view with its item and category.
+    link.addEventListener("click", function (e) {
+      e.preventDefault();
+      history.pushState(null, "", "#p/" + p[0]);
+      Kairos.page({ item: p[0], category: p[1] });
+    });
     card.querySelector(".price").textContent = "$" + p[3];
     var button = card.querySelector("button");
     button.setAttribute("data-kairos-item", p[0]);
     button.setAttribute("data-kairos-category", p[1]);
     button.addEventListener("click", function () {
       cart.push(p);
-      text("cart-count", cart.length);
+      cartSave();
       Kairos.track("add_to_cart", { item: p[0], category: p[1], price: p[3] });
     });
     document.getElementById("products").appendChild(card);
@@ -40,7 +57,7 @@
     Kairos.track("purchase", { items: cart.map(function (p) { return p[0]; }), category: cart[0][1], value: value }, value);
     Kairos.flush();
     cart = [];
-    text("cart-count", 0);
+    cartSave();
     debug.textContent += "\npurchase sent: $" + value;
   });
 

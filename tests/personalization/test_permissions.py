@@ -144,7 +144,7 @@ def test_navigation__shows_exactly_the_sections_the_role_may_open(client, projec
         client.force_login(factories.member_make(project=project, role=role))
         page = client.get("/").content.decode()
         nav = page[page.index('<nav class="nav">') : page.index("</nav>")]
-        for name in ("experiences", "segments", "lift", "privacy", "settings"):
+        for name in ("experiences", "segments", "lift", "privacy", "visitors", "settings"):
             allowed = permissions.principal_allows(principal=role, action=name)
             assert (f'href="/{name}/"' in nav) == allowed, (role, name)
             if not allowed:  # nor anywhere else on the Overview
