@@ -193,7 +193,7 @@ def test_hostile_inputs__decide_keeps_answering(client, project, public_key):
 @pytest.mark.django_db
 def test_events__redis_refuses_the_live_update__answer_as_usual_and_the_events_are_queued(client, project, public_key):
     _shop(project)
-    # A real Redis error in the second round trip: the unit's key holds a string, so the script's
+    # A real Redis error in the live update: the unit's key holds a string, so the script's
     # HMGET fails with WRONGTYPE (a RedisError, as a connection lost there would be).
     redis_client.worker().set(rkeys.unit(project.pk, "v-down"), "not a hash")
     queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk) or 0)
