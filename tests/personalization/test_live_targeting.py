@@ -193,8 +193,8 @@ def test_hostile_inputs__decide_keeps_answering(client, project, public_key):
 @pytest.mark.django_db
 def test_events__redis_refuses_the_live_update__answer_as_usual_and_the_events_are_queued(client, project, public_key):
     _shop(project)
-    # A real Redis error in the live update: the unit's key holds a string, so the script's
-    # HMGET fails with WRONGTYPE (a RedisError, as a connection lost there would be).
+    # A real Redis error in the live update: the unit's key holds a string, so the script's HMGET
+    # fails with WRONGTYPE (that unit is skipped and logged; the batch's other units go on).
     redis_client.worker().set(rkeys.unit(project.pk, "v-down"), "not a hash")
     queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk) or 0)
     response = events_post(client, public_key, [_event("add_to_cart", "v-down", item="x")])
