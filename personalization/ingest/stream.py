@@ -4,12 +4,15 @@ The stream holds one entry per accepted batch; personalization.ingest.drain move
 PostgreSQL. Nothing is half written: one Lua script counts the batch against the limits, checks the
 project's cap and appends it, all or nothing.
 
-An appended batch then updates its visitors' live session state (people/live_session.py) in a
-second round trip, so the next decide sees it within milliseconds; not in the first one, since a
-batch the script refuses (429) must not count, or the client's retry would count it twice.
+An appended batch also updates its visitors' live session state (people/live_session.py), so the
+next decide sees it within milliseconds. The update rides in the same round trip, right behind the
+ingest script, but gated on its verdict: the ingest script sets a one-off gate key only when it
+appends the batch, and the live script does nothing unless it can take that key, so a batch refused
+(429) or held at the cap never counts, and the client's retry counts once.
 """
 
 import logging
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -32,16 +35,17 @@ _METRIC_TTL_SECONDS = 2 * 3600
 
 # One script, so a batch is counted against the limits, checked against the project's cap and
 # appended with its counters all at once or not at all.
-# KEYS: stream, queued hash, metric[, key counter, IP counter]
-# ARGV: project, events JSON, received, event count, metric ttl, cap, per-key limit, per-IP limit
+# KEYS: stream, queued hash, metric, live gate[, key counter, IP counter]
+# ARGV: project, events JSON, received, event count, metric ttl, cap, per-key limit, per-IP limit,
+#       set the live gate (1|0)
 # Returns {0, queued} when appended, {1|2, count} over the key|IP limit, {3, queued} at the cap.
 _INGEST_LUA = """
 local count = tonumber(ARGV[4])
-if #KEYS == 5 then
+if #KEYS == 6 then
   local limits = {tonumber(ARGV[7]), tonumber(ARGV[8])}
   for i = 1, 2 do
-    local n = redis.call('INCR', KEYS[3 + i])
-    if n == 1 then redis.call('EXPIRE', KEYS[3 + i], 2) end
+    local n = redis.call('INCR', KEYS[4 + i])
+    if n == 1 then redis.call('EXPIRE', KEYS[4 + i], 2) end
     if limits[i] > 0 and n > limits[i] then return {i, n} end
   end
 end
@@ -52,6 +56,7 @@ redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 'd', ARGV[2], 'r', ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[1], count)
 redis.call('INCRBY', KEYS[3], count)
 redis.call('EXPIRE', KEYS[3], ARGV[5])
+if ARGV[9] == '1' then redis.call('SET', KEYS[4], '1', 'PX', 10000) end
 return {0, queued}
 """
 
@@ -83,7 +88,23 @@ def events_ingest(
         return result
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
     cap = settings.KAIROS_STREAM_CAP_PER_PROJECT
-    keys = [rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED, rkeys.metric(project_id, "events", int(time.time() // 60))]
+    # The live update rides behind the ingest script with the project's settings as this process
+    # last saw them (decide answers with the same snapshot). Without a snapshot yet, or for a
+    # project that erased someone (whose ids need checking first), it takes a second round trip.
+    snapshot = decide_runtime.snapshots.get(project_id) if live else None
+    now = time.time()
+    live_command = None
+    if snapshot is not None and not (snapshot.get("privacy") or {}).get("suppressed"):
+        gate = rkeys.live_gate(secrets.token_hex(8))
+        live_command = live_session.live_command(
+            project_id=project_id, events=result.accepted, now=now, settings=_live_settings(snapshot, gpc), gate=gate
+        )
+    keys = [
+        rkeys.EVENTS_STREAM,
+        rkeys.EVENTS_QUEUED,
+        rkeys.metric(project_id, "events", int(now // 60)),
+        gate if live_command is not None else rkeys.live_gate("-"),
+    ]
     if key_id is not None and (per_key or per_ip):
         keys += throttle.rate_keys("e", key_id, ip)
     pipe = redis_client.fast().pipeline(transaction=False)
@@ -99,7 +120,10 @@ def events_ingest(
         cap,
         per_key,
         per_ip,
+        int(live_command is not None),
     )
+    if live_command is not None:
+        pipe.execute_command(*live_command)
     # The live state needs the project's settings from the decide snapshot; its version check rides
     # along here (about once a second per project and process), so it costs no round trip of its own.
     check = live and decide_runtime.snapshots.due(project_id, time.monotonic())
@@ -107,7 +131,17 @@ def events_ingest(
         pipe.get(rkeys.snapshot_version(project_id))
     if pipe_extra is not None:
         pipe_extra(pipe)
-    replies = pipe.execute()
+    # Last in the pipeline, their replies dropped: the index of the last hour's active visitors that
+    # the live pages read (a throttled batch is activity too; the state itself stays gated).
+    index = live_session.active_commands(project_id=project_id, events=result.accepted, now=now) if live_command else []
+    for part in index:
+        pipe.execute_command(*part)
+    replies = pipe.execute(raise_on_error=False)
+    del replies[len(replies) - len(index) :]
+    live_reply = replies.pop(1) if live_command is not None else None
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     verdict, _ = replies[0]
     if verdict == 1:
         raise throttle.key_over(per_key)
@@ -115,8 +149,12 @@ def events_ingest(
         raise throttle.ip_over(per_ip)
     if verdict == 3:
         raise throttle.queue_full(cap)
-    if live:
-        _live_update(project_id, result.accepted, replies[1] if check else None, checked=check, gpc=gpc)
+    if live_command is not None:
+        _live_settle(live_command, live_reply)
+    if check:
+        _snapshot_refresh(project_id, replies[1])
+    if live and live_command is None:
+        _live_update(project_id, result.accepted, gpc=gpc)
     return result
 
 
@@ -133,28 +171,54 @@ def _not_erased(client, project_id: int, events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("user_id") not in erased and e.get("anonymous_id") not in erased]
 
 
-def _live_update(project_id: int, events: list[dict], version, *, checked: bool, gpc: bool) -> None:
-    """Fold the appended events into the live state. A Redis fault here degrades: the events are in
-    the stream already, only the live state misses them, and the answer keeps its shape."""
+def _live_settings(snapshot: dict, gpc: bool) -> live_session.LiveSettings:
+    privacy = snapshot.get("privacy") or {}
+    return live_session.LiveSettings(
+        idle_minutes=int((snapshot.get("live") or {}).get("idle_minutes") or live_session.DEFAULT_IDLE_MINUTES),
+        require_consent=bool(privacy.get("require_consent") or (gpc and privacy.get("honor_gpc", True))),
+    )
+
+
+def _live_settle(command: tuple, reply) -> None:
+    """The gated update's answer: done, or the script sent again if Redis had forgotten it. A Redis
+    fault here degrades: the events are in the stream already, only the live state misses them."""
+    try:
+        units = live_session.live_reply(redis_client.fast(), command, reply)
+    except redis.RedisError as exc:
+        log.warning("events: live state not updated (%s); the events are stored", exc)
+        return
+    if -1 in units:
+        log.warning("events: live state not updated for %d unit(s) whose key is not a hash", units.count(-1))
+
+
+def _snapshot_refresh(project_id: int, version) -> None:
+    try:
+        decide_runtime.snapshots.refresh(redis_client.fast(), project_id, version, time.monotonic())
+    except redis.RedisError as exc:
+        log.warning("events: decide snapshot not refreshed (%s)", exc)
+
+
+def _live_update(project_id: int, events: list[dict], *, gpc: bool) -> None:
+    """Fold the appended events into the live state in a second round trip (no snapshot in this
+    process yet, or ids to check against the erased first). A Redis fault here degrades: the events
+    are in the stream already, only the live state misses them, and the answer keeps its shape."""
     client = redis_client.fast()
     try:
-        if checked:
-            decide_runtime.snapshots.refresh(client, project_id, version, time.monotonic())
         snapshot = decide_runtime.snapshots.get(project_id)
         if snapshot is None:
             # No snapshot published yet: the project's consent settings are not known here, and
             # keeping state for a visitor who may not have consented is worse than keeping none.
             return
-        privacy = snapshot.get("privacy") or {}
-        if privacy.get("suppressed"):
+        if (snapshot.get("privacy") or {}).get("suppressed"):
             events = _not_erased(client, project_id, events)
-        settings_live = live_session.LiveSettings(
-            idle_minutes=int((snapshot.get("live") or {}).get("idle_minutes") or live_session.DEFAULT_IDLE_MINUTES),
-            require_consent=bool(privacy.get("require_consent") or (gpc and privacy.get("honor_gpc", True))),
+        units = live_session.live_update(
+            client, project_id=project_id, events=events, now=time.time(), settings=_live_settings(snapshot, gpc)
         )
-        live_session.live_update(client, project_id=project_id, events=events, now=time.time(), settings=settings_live)
     except redis.RedisError as exc:
         log.warning("events: live state not updated (%s); the events are stored", exc)
+        return
+    if -1 in units:
+        log.warning("events: live state not updated for %d unit(s) whose key is not a hash", units.count(-1))
 
 
 _KNOWN_SECONDS = 5.0

@@ -3,10 +3,11 @@
 Where it lives: field "ls" of the visitor's decide unit hash (`rkeys.unit`), as compact JSON. Decide
 already reads that hash with HGETALL in its one round trip, so the state costs decide no command and
 no extra key; erasure and export of the unit hash carry it; and one visitor's whole picture is one
-key (one Redis Cluster slot), so the update is a single-key script.
+key (one Redis Cluster slot).
 
-How it is written: `live_commands` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
-per unit (the user id when the event has one, else the anonymous id: the unit decide answers for).
+How it is written: `live_command` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
+for all its units (the user id when the event has one, else the anonymous id: the unit decide
+answers for), which the events request sends in the ingest script's round trip, gated on its verdict.
 Python does the parsing (which event means what, truncation, item hashing); the script only folds
 fixed-width records into the state, so it stays small and its cost per event is constant.
 The same pipeline adds the batch's units to the index of the last hour's active visitors
@@ -37,6 +38,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import orjson
@@ -66,29 +68,22 @@ FIELDS_PER_EVENT = 7  # ts, type, item, item hash, category, extra (query or cha
 FLAG_CHECKOUT = "k"  # a page view of a cart or checkout page
 FLAG_LONG_DWELL = "d"  # a page view read for LONG_DWELL_MS or more
 
-_CHECKOUT_PATHS = ("/checkout", "/cart", "/basket")
+# A page view counts as a checkout view when its URL contains /checkout, /cart or /basket.
 
 LIVE_LUA = f"""
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local idle = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local consent_required = ARGV[4] == '1'
-local n = tonumber(ARGV[5])
+-- KEYS: [gate,] the units' hashes. ARGV: gated (1|0), now, idle, ttl, consent required (1|0), then
+-- per unit: its record count and its records.
+local gated = ARGV[1] == '1'
+-- The ingest script sets the gate only when it appended the batch; taking it here makes the update
+-- happen once, and not at all for a batch it refused.
+if gated and redis.call('DEL', KEYS[1]) == 0 then return {{}} end
+local now = tonumber(ARGV[2])
+local idle = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local consent_required = ARGV[5] == '1'
 local CAP, MAXC, MAXI = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}
 local MAXQ, MAXT, MAXD = {MAX_QUERIES}, {MAX_TYPES}, {MAX_DAYS}
-
-local flags = redis.call('HMGET', key, 'dnp', 'consent', '{LIVE_FIELD}')
-if flags[1] == '1' or (consent_required and flags[2] ~= '1') then
-  if flags[3] then redis.call('HDEL', key, '{LIVE_FIELD}') end
-  return 0
-end
 local s = nil
-if flags[3] then
-  local ok, decoded = pcall(cjson.decode, flags[3])
-  if ok and type(decoded) == 'table' and decoded.v == {STATE_VERSION} then s = decoded end
-end
-if s == nil then s = {{v = {STATE_VERSION}}} end
 
 local function bump(x) x = (x or 0) + 1; if x > CAP then return CAP end; return x end
 local function list(x) if type(x) ~= 'table' then return {{}} end; return x end
@@ -121,83 +116,106 @@ local function session_open(ts)
   s.sd = days
 end
 
-for i = 0, n - 1 do
-  local b = 6 + i * {FIELDS_PER_EVENT}
-  local ts, typ, item, ihash, cat, extra, fl =
-    tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-  if ts > now then ts = now end
-  if s.sl and ts < s.sl then ts = s.sl end
-  if s.fs == nil then s.fs = ts end
-  if s.sl == nil or ts - s.sl > idle then session_open(ts) end
-  s.sl = ts
-  s.n = bump(s.n)
-  local types = list(s.t)
-  local found = false
-  for _, pair in ipairs(types) do
-    if pair[1] == typ then pair[2] = bump(pair[2]); found = true; break end
+-- One unit: 1 written, 0 opted out (state dropped), -1 its key is not a hash (the other units go on).
+local function fold(key, base, n)
+  local flags = redis.pcall('HMGET', key, 'dnp', 'consent', '{LIVE_FIELD}')
+  if flags.err then return -1 end
+  if flags[1] == '1' or (consent_required and flags[2] ~= '1') then
+    if flags[3] then redis.call('HDEL', key, '{LIVE_FIELD}') end
+    return 0
   end
-  if not found then
-    -- MAXT - 1 types by name, then one 'other' for every type beyond them
-    if #types < MAXT - 1 then
-      types[#types + 1] = {{typ, 1}}
-    else
-      local other = nil
-      for _, pair in ipairs(types) do if pair[1] == 'other' then other = pair end end
-      if other == nil then types[#types + 1] = {{'other', 1}} else other[2] = bump(other[2]) end
-    end
+  s = nil
+  if flags[3] then
+    local ok, decoded = pcall(cjson.decode, flags[3])
+    if ok and type(decoded) == 'table' and decoded.v == {STATE_VERSION} then s = decoded end
   end
-  s.t = types
-  if s.ch == nil and extra ~= '' and typ == 'page_view' then s.ch = extra end
-  if s.ft == nil and extra ~= '' and typ == 'page_view' then s.ft = extra end
-  if typ == 'page_view' then
-    s.pv = bump(s.pv)
-    if string.find(fl, '{FLAG_CHECKOUT}', 1, true) then s.ck = bump(s.ck) end
-    if string.find(fl, '{FLAG_LONG_DWELL}', 1, true) then s.ld = bump(s.ld) end
-    if ihash ~= '' then
-      local items = list(s.it)
-      local seen = false
-      for _, h in ipairs(items) do if h == ihash then seen = true; break end end
-      if not seen then s.ni = bump(s.ni) end
-      s.it = front(items, ihash, MAXI)
+  if s == nil then s = {{v = {STATE_VERSION}}} end
+  for i = 0, n - 1 do
+    local b = base + i * {FIELDS_PER_EVENT}
+    local ts, typ, item, ihash, cat, extra, fl =
+      tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+    if ts > now then ts = now end
+    if s.sl and ts < s.sl then ts = s.sl end
+    if s.fs == nil then s.fs = ts end
+    if s.sl == nil or ts - s.sl > idle then session_open(ts) end
+    s.sl = ts
+    s.n = bump(s.n)
+    local types = list(s.t)
+    local found = false
+    for _, pair in ipairs(types) do
+      if pair[1] == typ then pair[2] = bump(pair[2]); found = true; break end
     end
-    if cat ~= '' then
-      local entry = {{cat, 0, 0}}
-      for _, e in ipairs(list(s.c)) do if e[1] == cat then entry = e; break end end
-      entry[2] = bump(entry[2])
-      if ihash ~= '' then entry[3] = bump(entry[3]) end
-      local out = {{entry}}
-      for _, e in ipairs(list(s.c)) do
-        if #out >= MAXC then break end
-        if e[1] ~= cat then out[#out + 1] = e end
+    if not found then
+      -- MAXT - 1 types by name, then one 'other' for every type beyond them
+      if #types < MAXT - 1 then
+        types[#types + 1] = {{typ, 1}}
+      else
+        local other = nil
+        for _, pair in ipairs(types) do if pair[1] == 'other' then other = pair end end
+        if other == nil then types[#types + 1] = {{'other', 1}} else other[2] = bump(other[2]) end
       end
-      s.c = out
     end
-  elseif typ == 'search' then
-    s.q = bump(s.q)
-    local previous = list(s.lq)[1]
-    if previous and previous ~= extra and extra ~= '' then
-      for word in string.gmatch(extra, '%S+') do
-        if string.len(word) >= 3 and string.find(' ' .. previous .. ' ', ' ' .. word .. ' ', 1, true) then
-          s.qr = bump(s.qr); break
+    s.t = types
+    if s.ch == nil and extra ~= '' and typ == 'page_view' then s.ch = extra end
+    if s.ft == nil and extra ~= '' and typ == 'page_view' then s.ft = extra end
+    if typ == 'page_view' then
+      s.pv = bump(s.pv)
+      if string.find(fl, '{FLAG_CHECKOUT}', 1, true) then s.ck = bump(s.ck) end
+      if string.find(fl, '{FLAG_LONG_DWELL}', 1, true) then s.ld = bump(s.ld) end
+      if ihash ~= '' then
+        local items = list(s.it)
+        local seen = false
+        for _, h in ipairs(items) do if h == ihash then seen = true; break end end
+        if not seen then s.ni = bump(s.ni) end
+        s.it = front(items, ihash, MAXI)
+      end
+      if cat ~= '' then
+        local entry = {{cat, 0, 0}}
+        for _, e in ipairs(list(s.c)) do if e[1] == cat then entry = e; break end end
+        entry[2] = bump(entry[2])
+        if ihash ~= '' then entry[3] = bump(entry[3]) end
+        local out = {{entry}}
+        for _, e in ipairs(list(s.c)) do
+          if #out >= MAXC then break end
+          if e[1] ~= cat then out[#out + 1] = e end
+        end
+        s.c = out
+      end
+    elseif typ == 'search' then
+      s.q = bump(s.q)
+      local previous = list(s.lq)[1]
+      if previous and previous ~= extra and extra ~= '' then
+        for word in string.gmatch(extra, '%S+') do
+          if string.len(word) >= 3 and string.find(' ' .. previous .. ' ', ' ' .. word .. ' ', 1, true) then
+            s.qr = bump(s.qr); break
+          end
         end
       end
+      if extra ~= '' then s.lq = front(list(s.lq), extra, MAXQ) end
+    elseif typ == 'add_to_cart' then
+      s.ca = bump(s.ca)
+      s.ac = {{ts, item}}
+    elseif typ == 'remove_from_cart' then
+      s.cr = bump(s.cr)
+      if s.ac and s.ac[2] == item then s.ac = nil end
+    elseif typ == 'purchase' then
+      s.pu = bump(s.pu)
+      s.ac = nil
     end
-    if extra ~= '' then s.lq = front(list(s.lq), extra, MAXQ) end
-  elseif typ == 'add_to_cart' then
-    s.ca = bump(s.ca)
-    s.ac = {{ts, item}}
-  elseif typ == 'remove_from_cart' then
-    s.cr = bump(s.cr)
-    if s.ac and s.ac[2] == item then s.ac = nil end
-  elseif typ == 'purchase' then
-    s.pu = bump(s.pu)
-    s.ac = nil
   end
+  redis.call('HSET', key, '{LIVE_FIELD}', cjson.encode(s))
+  redis.call('EXPIRE', key, ttl)
+  return 1
 end
 
-redis.call('HSET', key, '{LIVE_FIELD}', cjson.encode(s))
-redis.call('EXPIRE', key, ttl)
-return 1
+local out = {{}}
+local b = 6
+for k = gated and 2 or 1, #KEYS do
+  local n = tonumber(ARGV[b])
+  out[#out + 1] = fold(KEYS[k], b + 1, n)
+  b = b + 1 + n * {FIELDS_PER_EVENT}
+end
+return out
 """
 
 LIVE_SHA = hashlib.sha1(LIVE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
@@ -215,10 +233,7 @@ class LiveSettings:
         return self.idle_minutes * 60
 
 
-def _text(value, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
+@lru_cache(maxsize=4096)  # a shop's popular items recur in every batch
 def item_hash(item: str) -> str:
     """Eight hex characters standing for an item id in the distinct-items list (CRC-32: collisions
     only make two items count as one, and ids longer than a hash would make the list unbounded)."""
@@ -238,16 +253,21 @@ def _channel(properties: dict) -> str:
         return source.strip().lower()[:MAX_CHANNEL_CHARS]
     referrer = properties.get("referrer")
     if isinstance(referrer, str) and referrer:
-        try:
-            host = urlsplit(referrer).hostname or ""
-        except ValueError:
-            host = ""
-        return host.removeprefix("www.")[:MAX_CHANNEL_CHARS]
+        return _referrer_host(referrer)
     return ""
 
 
+@lru_cache(maxsize=4096)  # referrers repeat (the same search engines, the shop's own pages)
+def _referrer_host(referrer: str) -> str:
+    try:
+        host = urlsplit(referrer).hostname or ""
+    except ValueError:
+        host = ""
+    return host.removeprefix("www.")[:MAX_CHANNEL_CHARS]
+
+
 def _record(event: dict, now: float) -> list:
-    """One event as the script's fixed-width record."""
+    """One event as the script's fixed-width record (a few microseconds: it runs for every event)."""
     props = event.get("properties") or {}
     etype = event["type"]
     ts = event.get("ts")
@@ -255,32 +275,34 @@ def _record(event: dict, now: float) -> list:
         seconds = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else now
     except ValueError:
         seconds = now
-    item = _text(props.get("item"), MAX_TEXT_CHARS)
-    category = _text(props.get("category"), MAX_TEXT_CHARS)
-    extra, flags = "", ""
+    item = props.get("item")
+    item = item[:MAX_TEXT_CHARS] if isinstance(item, str) else ""
+    category = props.get("category")
+    category = category[:MAX_TEXT_CHARS] if isinstance(category, str) else ""
     if etype == "page_view":
-        extra = _channel(props)
+        flags = ""
         url = props.get("url")
-        if isinstance(url, str) and any(part in url.lower() for part in _CHECKOUT_PATHS):
-            flags += FLAG_CHECKOUT
+        if isinstance(url, str):
+            url = url.lower()
+            if "/checkout" in url or "/cart" in url or "/basket" in url:
+                flags = FLAG_CHECKOUT
         dwell = props.get("dwell_ms")
         if isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
             flags += FLAG_LONG_DWELL
-    elif etype == "search":
-        extra = query_normal(props.get("query")) if isinstance(props.get("query"), str) else ""
-    return [
-        int(min(seconds, now)),
-        etype[:MAX_TEXT_CHARS],
-        item,
-        item_hash(item) if item and etype == "page_view" else "",
-        category,
-        extra,
-        flags,
-    ]
-
-
-def _unit_of(event: dict) -> str | None:
-    return event.get("user_id") or event.get("anonymous_id") or None
+        return [
+            int(min(seconds, now)),
+            etype,
+            item,
+            item_hash(item) if item else "",
+            category,
+            _channel(props),
+            flags,
+        ]
+    extra = ""
+    if etype == "search":
+        query = props.get("query")
+        extra = query_normal(query) if isinstance(query, str) else ""
+    return [int(min(seconds, now)), etype[:MAX_TEXT_CHARS], item, "", category, extra, ""]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -288,23 +310,42 @@ def _unit_of(event: dict) -> str | None:
 _NOT_BEHAVIOR = {"exposure", "identify", "consent"}
 
 
-def live_commands(
-    *, project_id: int, events: Iterable[dict], now: float, settings: LiveSettings | None = None
-) -> list[tuple]:
-    """The EVALSHA commands (one per unit, events in batch order) that fold accepted, validated
-    events into their units' live state. Send them with `live_apply`."""
+def live_command(
+    *,
+    project_id: int,
+    events: Iterable[dict],
+    now: float,
+    settings: LiveSettings | None = None,
+    gate: str | None = None,
+) -> tuple | None:
+    """The one EVALSHA that folds accepted, validated events into their units' live state (a unit's
+    events in batch order), or None when no event concerns a unit. With `gate`, the script does
+    nothing unless it can take that key (the ingest script sets it when it appends the batch), so
+    the command can ride in the ingest's own round trip. Send it with `live_apply`.
+
+    One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
+    reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
+    the batch split per slot again (the ingest script spans slots already)."""
     by_unit: dict[str, list] = {}
     for event in events:
-        unit = _unit_of(event)
-        if unit is None or event.get("type") in _NOT_BEHAVIOR:
+        unit = event.get("user_id") or event.get("anonymous_id")
+        if not unit or event["type"] in _NOT_BEHAVIOR:
             continue
-        by_unit.setdefault(unit, []).extend(_record(event, now))
+        records = by_unit.get(unit)
+        if records is None:
+            records = by_unit[unit] = [0]
+        records[0] += 1
+        records += _record(event, now)
+    if not by_unit:
+        return None
     settings = settings or LiveSettings()
-    head = [int(now), settings.idle_seconds, UNIT_TTL_SECONDS, int(settings.require_consent)]
-    return [
-        ("EVALSHA", LIVE_SHA, 1, rkeys.unit(project_id, unit), *head, len(records) // FIELDS_PER_EVENT, *records)
-        for unit, records in by_unit.items()
-    ]
+    keys = [rkeys.unit(project_id, unit) for unit in by_unit]
+    if gate is not None:
+        keys.insert(0, gate)
+    args = [int(gate is not None), int(now), settings.idle_seconds, UNIT_TTL_SECONDS, int(settings.require_consent)]
+    for records in by_unit.values():
+        args += records
+    return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
 
 
 def active_commands(*, project_id: int, events: Iterable[dict], now: float) -> list[tuple]:
@@ -312,7 +353,11 @@ def active_commands(*, project_id: int, events: Iterable[dict], now: float) -> l
     panel walk instead of scanning every unit hash: three commands per batch, sent in the live
     update's pipeline. A separate key, so the script stays single-key (Redis Cluster); trimmed on
     every write, so it holds at most the units of the last ACTIVE_WINDOW_SECONDS."""
-    units = {unit: None for e in events if (unit := _unit_of(e)) is not None and e.get("type") not in _NOT_BEHAVIOR}
+    units = {
+        unit: None
+        for e in events
+        if (unit := e.get("user_id") or e.get("anonymous_id")) and e.get("type") not in _NOT_BEHAVIOR
+    }
     if not units:
         return []
     active, second = rkeys.live_active(project_id), int(now)
@@ -323,38 +368,43 @@ def active_commands(*, project_id: int, events: Iterable[dict], now: float) -> l
     ]
 
 
-def live_apply(client, commands: list[tuple]) -> list:
-    """Send the commands in one pipeline; if Redis does not know the script yet (a restart, a new
-    server), load it and send them once more (the script either ran whole or not at all)."""
-    if not commands:
+def live_reply(client, command: tuple, reply) -> list:
+    """The script's answer to `command`, sent in a pipeline: if Redis did not know the script yet (a
+    restart, a new server), load it and send the command once more (the script either ran whole or
+    not at all, and a gate it did not take is still there)."""
+    if isinstance(reply, NoScriptError):
+        client.script_load(LIVE_LUA)
+        return client.execute_command(*command)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def live_apply(client, command: tuple | None) -> list:
+    """Send the command on its own: 1 (written), 0 (opted out) or -1 (not a hash) per unit."""
+    if command is None:
         return []
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    replies = pipe.execute(raise_on_error=False)
-    if not any(isinstance(r, NoScriptError) for r in replies):
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-    client.script_load(LIVE_LUA)
-    pipe = client.pipeline(transaction=False)
-    for command, reply in zip(commands, replies, strict=True):
-        if isinstance(reply, Exception):
-            pipe.execute_command(*command)
-    again = iter(pipe.execute())
-    return [next(again) if isinstance(r, Exception) else r for r in replies]
+    try:
+        reply = client.execute_command(*command)
+    except NoScriptError as exc:
+        reply = exc
+    return live_reply(client, command, reply)
 
 
 def live_update(
     client, *, project_id: int, events: Iterable[dict], now: float, settings: LiveSettings | None = None
 ) -> list:
-    """Fold accepted events into the live state and the index of active units: the events request's
-    one call (one pipeline). Returns the scripts' replies (1 written, 0 opted out), one per unit."""
+    """Fold accepted events into the live state and the index of active units, in a round trip of
+    its own. Returns the script's replies (1 written, 0 opted out, -1 not a hash), one per unit."""
     events = list(events)
-    commands = live_commands(project_id=project_id, events=events, now=now, settings=settings)
+    command = live_command(project_id=project_id, events=events, now=now, settings=settings)
     index = active_commands(project_id=project_id, events=events, now=now)
-    return live_apply(client, commands + index)[: len(commands)]
+    if index:
+        pipe = client.pipeline(transaction=False)
+        for part in index:
+            pipe.execute_command(*part)
+        pipe.execute()
+    return live_apply(client, command)
 
 
 def live_state_parse(user: dict) -> dict | None:

@@ -78,18 +78,36 @@ def test_live_update__a_browsing_batch__is_read_back_by_decide_as_this_sessions_
     assert not view.returning and view.days_since_last_session is None
 
 
-def test_live_update__one_script_per_unit__and_the_user_id_is_the_unit_when_given():
+def test_live_update__one_script_per_batch__and_the_user_id_is_the_unit_when_given():
     events = [
         _event("page_view", 0, unit="a", url="/"),
         _event("page_view", 0, unit="b", url="/"),
         _event("page_view", 1, unit="a", user="u-1", url="/account"),
         _event("page_view", 2, unit="a", url="/"),
     ]
-    commands = ls.live_commands(project_id=PROJECT, events=events, now=NOW + 120)
-    assert [c[3] for c in commands] == [rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1")]
-    assert all(c[0] == "EVALSHA" and c[1] == ls.LIVE_SHA for c in commands)
+    command = ls.live_command(project_id=PROJECT, events=events, now=NOW + 120)
+    assert command[:6] == ("EVALSHA", ls.LIVE_SHA, 3, *(rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1")))
     assert _send(events, now_minutes=2) == [1, 1, 1]
     assert _view("a", 2).page_views == 2 and _view("b", 2).page_views == 1 and _view("u-1", 2).page_views == 1
+
+
+def test_live_update__a_unit_whose_key_is_not_a_hash__the_others_are_still_updated():
+    redis_client.worker().set(rkeys.unit(PROJECT, "a"), "not a hash")
+    events = [_event("page_view", 0, unit="a", url="/"), _event("page_view", 0, unit="b", url="/")]
+    assert _send(events) == [-1, 1]
+    assert redis_client.worker().get(rkeys.unit(PROJECT, "a")) == b"not a hash"
+    assert _view("b").page_views == 1
+
+
+def test_live_update__gated__applies_once_and_only_while_the_gate_is_there():
+    events = [_event("page_view", 0, url="/")]
+    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, gate="kr:live:gate:t1")
+    assert ls.live_apply(redis_client.worker(), command) == []  # no gate: a refused batch
+    assert _decide_reads() == {}
+    redis_client.worker().set("kr:live:gate:t1", "1")
+    assert ls.live_apply(redis_client.worker(), command) == [1]
+    assert ls.live_apply(redis_client.worker(), command) == []  # the gate was taken: never twice
+    assert _view().page_views == 1 and not redis_client.worker().exists("kr:live:gate:t1")
 
 
 def test_live_update__after_the_idle_boundary__a_new_session_opens_and_the_old_one_is_remembered():

@@ -193,8 +193,8 @@ def test_hostile_inputs__decide_keeps_answering(client, project, public_key):
 @pytest.mark.django_db
 def test_events__redis_refuses_the_live_update__answer_as_usual_and_the_events_are_queued(client, project, public_key):
     _shop(project)
-    # A real Redis error in the second round trip: the unit's key holds a string, so the script's
-    # HMGET fails with WRONGTYPE (a RedisError, as a connection lost there would be).
+    # A real Redis error in the live update: the unit's key holds a string, so the script's HMGET
+    # fails with WRONGTYPE (that unit is skipped and logged; the batch's other units go on).
     redis_client.worker().set(rkeys.unit(project.pk, "v-down"), "not a hash")
     queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk) or 0)
     response = events_post(client, public_key, [_event("add_to_cart", "v-down", item="x")])
@@ -202,6 +202,27 @@ def test_events__redis_refuses_the_live_update__answer_as_usual_and_the_events_a
     assert set(response.json()) == {"accepted", "rejected", "dropped_noise", "duplicates", "warnings"}
     assert int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk)) == queued + 1
     assert redis_client.worker().get(rkeys.unit(project.pk, "v-down")) == b"not a hash"
+
+
+@pytest.mark.django_db
+def test_events__throttled_or_capped_batch__leaves_the_live_state_unchanged(client, project, public_key, settings):
+    _shop(project)
+    _send(client, public_key, [_event("page_view", "v-retry", item="a")])  # the project's snapshot is known
+    settings.KAIROS_EVENTS_PER_KEY_PER_SECOND = 3
+    # 8 batches: whatever second boundary they straddle, one window holds more than 3.
+    codes = [
+        events_post(client, public_key, [_event("page_view", "v-retry", item=f"i{n}")]).status_code for n in range(8)
+    ]
+    assert 429 in codes and set(codes) <= {200, 429}
+    state = orjson.loads(redis_client.worker().hget(rkeys.unit(project.pk, "v-retry"), rkeys.UNIT_LIVE_FIELD))
+    assert state["pv"] == 1 + codes.count(200), "a refused batch is not counted, so its retry counts once"
+
+    settings.KAIROS_EVENTS_PER_KEY_PER_SECOND = 0
+    settings.KAIROS_STREAM_CAP_PER_PROJECT = 1
+    assert events_post(client, public_key, [_event("page_view", "v-retry", item="x")]).status_code == 503
+    again = orjson.loads(redis_client.worker().hget(rkeys.unit(project.pk, "v-retry"), rkeys.UNIT_LIVE_FIELD))
+    assert again == state
+    assert not redis_client.worker().keys("kr:live:gate:*"), "no gate is left behind"
 
 
 @pytest.mark.django_db
