@@ -234,15 +234,15 @@ class _History:
     def events(self, sessions: Iterable[demo.Session]) -> Iterator[tuple]:
         current: int | None = None
         timeline: list[tuple[datetime, str, float | None]] = []
-        first_shown: dict[str, datetime] = {}
+        first_shown: dict[str, tuple[datetime, dict | None]] = {}
         for session in sessions:
             n = session.profile.n
             if n != current:
                 if current is not None:
                     self._profile_done(current, timeline, first_shown)
                 current, timeline, first_shown = n, [], {}
-            for key in session.shown:
-                first_shown.setdefault(key, session.start)
+            for key, exposed in session.exposed.items():
+                first_shown.setdefault(key, exposed)
             for event in session.events:
                 ts, etype, value = event["ts"], event["type"], event["value"]
                 timeline.append((ts, etype, value))
@@ -263,9 +263,9 @@ class _History:
         if current is not None:
             self._profile_done(current, timeline, first_shown)
 
-    def _profile_done(self, n: int, timeline: list, first_shown: dict[str, datetime]) -> None:
+    def _profile_done(self, n: int, timeline: list, first_shown: dict[str, tuple[datetime, dict | None]]) -> None:
         record = self.arms.by_profile[n]
-        for key, exposed_at in first_shown.items():
+        for key, (exposed_at, live) in first_shown.items():
             goal, hours = self.goals[key]
             window_end = exposed_at + timedelta(hours=hours)
             pre_start = exposed_at - _PRE_PERIOD
@@ -292,6 +292,7 @@ class _History:
                     conversions=goals,
                     revenue=round(revenue, 2),
                     pre_activity=pre,
+                    live=live,
                 )
             )
             self.exposed.add((n, key))

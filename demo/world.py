@@ -29,6 +29,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from personalization.decide import hashing
+from personalization.experiences import conditions
+from personalization.people import journey, live_session
 
 STATED_INTENT_ACCURACY = 0.9
 # The profile attribute holding each demo visitor's planted intent (the truth segments are checked against).
@@ -81,6 +83,10 @@ class Intent:
     channels: Mapping[str, float]
     account_share: float  # has a user id (logged-in customer)
     plans: Mapping[str, float]  # of account holders
+    # Session behavior the journey stage reads, as it would live:
+    focus: float = 0.0  # chance a product view stays in the session's first category (comparing)
+    refine: float = 0.0  # chance a search narrows the previous one ("gps watch" → "gps watch battery")
+    product_share: float = 0.65  # share of pages after the first that are product pages (the rest categories)
 
 
 INTENTS: dict[str, Intent] = {
@@ -102,7 +108,7 @@ INTENTS: dict[str, Intent] = {
             30_000, (2.5, 2.0), 4.5, 3.5, 0.10, 0.12, 0.036, 115,
             {"mobile": 0.55, "desktop": 0.4, "tablet": 0.05},
             {"email": 0.3, "direct": 0.3, "organic_search": 0.2, "social": 0.15, "paid_search": 0.05},
-            0.50, {"member": 0.6, "plus": 0.4},
+            0.50, {"member": 0.6, "plus": 0.4}, focus=0.5, refine=0.5,
         ),
         Intent(
             "bargain_hunter", "Bargain hunter", 0.17,
@@ -130,7 +136,7 @@ INTENTS: dict[str, Intent] = {
             70_000, (6.0, 1.2), 7.0, 3.5, 0.20, 0.06, 0.018, 190,
             {"desktop": 0.65, "mobile": 0.3, "tablet": 0.05},
             {"organic_search": 0.45, "referral": 0.3, "direct": 0.15, "email": 0.1},
-            0.35, {"member": 0.6, "plus": 0.4},
+            0.35, {"member": 0.6, "plus": 0.4}, focus=0.6, refine=0.6,
         ),
         Intent(
             "casual_walker", "Casual walker", 0.14,
@@ -139,7 +145,7 @@ INTENTS: dict[str, Intent] = {
             22_000, (2.0, 2.5), 3.0, 1.8, 0.08, 0.10, 0.024, 75,
             {"mobile": 0.55, "desktop": 0.3, "tablet": 0.15},
             {"direct": 0.35, "organic_search": 0.35, "paid_search": 0.15, "social": 0.15},
-            0.25, {"member": 0.9, "plus": 0.1},
+            0.25, {"member": 0.9, "plus": 0.1}, product_share=0.4,
         ),
         Intent(
             "yoga_fan", "Yoga fan", 0.09,
@@ -174,6 +180,8 @@ class DemoVariant:
     is_control: bool = False
     weight: float = 1.0
     response: Mapping[str, float] = field(default_factory=dict)
+    # Journey stage at exposure -> multiplier on the visit's conversion (stage-targeted experiences).
+    stage_response: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,9 +196,14 @@ class DemoExperience:
     started_days_ago: float
     segment_attribute: str = ""
     holdout_share: float = 0.0
+    # Journey stages the experience targets: decide shows it only then, so in the history it is
+    # exposed at the first product or category page of a visit that is in one of them.
+    stages: tuple[str, ...] = ()
 
     def service_fields(self) -> dict:
+        targeting = {"targeting": {"conditions": "stage in " + ", ".join(self.stages)}} if self.stages else {}
         return {
+            **targeting,
             "key": self.key,
             "name": self.name,
             "touchpoint": self.touchpoint,
@@ -280,6 +293,17 @@ EXPERIENCES: tuple[DemoExperience, ...] = (
                                   "trail_runner": 0.55}),
         ),
         started_days_ago=7,
+    ),
+    DemoExperience(
+        "compare-guide", "Side-by-side comparison guide", "product page compare panel", "fixed",
+        (
+            DemoVariant("none", "No guide", {"show": False}, is_control=True),
+            DemoVariant("guide", "Comparison guide", {"show": True, "title": "Compare the top picks"},
+                        # The planted effect by journey stage (Lift by "Journey stage at exposure"):
+                        # the guide helps a visitor still comparing and distracts one with a cart.
+                        stage_response={"comparing": 1.5, "deciding": 0.5}),
+        ),
+        started_days_ago=8, stages=("comparing", "deciding"),
     ),
 )  # fmt: skip
 EXPERIENCE_BY_KEY = {e.key: e for e in EXPERIENCES}
@@ -429,6 +453,109 @@ def session_starts(profile: DemoProfile, rng: np.random.Generator, *, end: datet
     return sorted(starts)
 
 
+_REFINEMENTS = ("reviews", "comparison", "weight", "battery life", "waterproof", "best")
+
+
+class VisitorState:
+    """One visitor's live session state as the events script keeps it (the counters the journey
+    stage and an exposure's facts read), folded from the demo's own events: the demo runs without
+    Redis, and reads the state through the same SessionView, stage classifier and facts record as
+    decide, so an exposure's stage in the history is the one decide would have recorded."""
+
+    def __init__(self, idle_seconds: int = live_session.DEFAULT_IDLE_MINUTES * 60):
+        self.idle = idle_seconds
+        self.first_seen: float | None = None
+        self.last: float | None = None
+        self.previous_last: float | None = None
+        self.days: dict[int, int] = {}
+        self._open(None)
+
+    def _open(self, ts: float | None) -> None:
+        if ts is not None and self.last is not None:
+            self.previous_last = self.last
+        self.started = ts
+        self.types: dict[str, int] = {}
+        self.items: set[str] = set()
+        self.category_views: dict[str, int] = {}
+        self.category_items: dict[str, int] = {}
+        self.searches = self.refinements = self.page_views = self.checkouts = self.long_dwell = 0
+        self.cart_adds = self.purchases = 0
+        self.cart: tuple[float, str] | None = None
+        self.query = ""
+        if ts is not None:
+            day = int(ts // 86400)
+            self.days[day] = self.days.get(day, 0) + 1
+
+    def fold(self, event: dict) -> None:
+        ts = event["ts"].timestamp()
+        if self.last is None or ts - self.last > self.idle:
+            self._open(ts)
+        self.first_seen = ts if self.first_seen is None else self.first_seen
+        self.last = ts
+        etype, props = event["type"], event["properties"]
+        self.types[etype] = self.types.get(etype, 0) + 1
+        if etype == "page_view":
+            self.page_views += 1
+            self.checkouts += props["url"] == "/checkout"
+            self.long_dwell += props.get("dwell_ms", 0) >= live_session.LONG_DWELL_MS
+            category, item = props.get("category"), props.get("item")
+            if item:
+                self.items.add(item)
+            if category:
+                self.category_views[category] = self.category_views.get(category, 0) + 1
+                self.category_items[category] = self.category_items.get(category, 0) + bool(item)
+        elif etype == "search":
+            query = live_session.query_normal(props["query"])
+            words = f" {self.query} "
+            if self.query and query != self.query and any(len(w) >= 3 and f" {w} " in words for w in query.split()):
+                self.refinements += 1
+            self.searches += 1
+            self.query = query
+        elif etype == "add_to_cart":
+            self.cart_adds += 1
+            self.cart = (ts, props["item"])
+        elif etype == "purchase":
+            self.purchases += 1
+            self.cart = None
+
+    def view(self, now: datetime) -> live_session.SessionView:
+        at = now.timestamp()
+        return live_session.SessionView(
+            now=at,
+            known=self.last is not None,
+            ended=self.last is not None and at - self.last > self.idle,
+            started=self.started,
+            last=self.last,
+            events=sum(self.types.values()),
+            events_by_type=dict(self.types),
+            page_views=self.page_views,
+            items_viewed=len(self.items),
+            category_views=dict(self.category_views),
+            category_item_views=dict(self.category_items),
+            searches=self.searches,
+            search_refinements=self.refinements,
+            queries=(self.query,) if self.query else (),
+            cart_adds=self.cart_adds,
+            cart_removes=0,
+            purchases=self.purchases,
+            checkout_views=self.checkouts,
+            long_dwell_views=self.long_dwell,
+            session_channel="",
+            sessions_30d=sum(n for day, n in self.days.items() if day > at // 86400 - live_session.MAX_DAYS),
+            previous_session_last=self.previous_last,
+            cart_open=self.cart,
+            first_touch="",
+            first_seen=self.first_seen,
+        )
+
+    def record(self, now: datetime) -> dict:
+        """What decide's exposure would keep of the state at `now` (Exposure.live)."""
+        view = self.view(now)
+        facts = conditions.facts_of(view, {}, journey.stage_of(view).stage)
+        facts["first_touch_class"] = "direct"  # the demo's page views carry no referrer or utm
+        return conditions.facts_record(facts, ())
+
+
 _CLICK_TARGET = {"home": "hero-cta", "search": "search-result", "category": "product-card", "product": "reviews-tab"}
 _MAX_DWELL_MS = 600_000
 
@@ -445,8 +572,25 @@ def session_events(
 
     Events are dicts with event_id, type, ts (datetime), session_id, value and properties; `api_event`
     turns one into the shape POST /api/v1/events takes. The purchase is drawn from
-    conversion_probability(intent, shown).
+    conversion_probability(intent, shown) (live traffic: decide's answers carry no stage, so a
+    stage-targeted experience's effect is left out).
     """
+    return _session_play(profile, rng, start=start, shown=shown, session_id=session_id, state=VisitorState())[0]
+
+
+def _session_play(
+    profile: DemoProfile,
+    rng: np.random.Generator,
+    *,
+    start: datetime,
+    shown: Mapping[str, object],
+    session_id: str,
+    state: VisitorState,
+) -> tuple[list[dict], dict[str, tuple[datetime, dict]]]:
+    """The visit's events, folding each into `state`, and each stage-targeted experience of `shown`
+    exposed in it: key -> (time, Exposure.live), at the first product or category page whose stage (the
+    journey classifier on the state so far) is one it targets; its stage_response then scales the
+    purchase chance."""
     intent = INTENTS[profile.intent]
     pages = 1 + int(rng.poisson(intent.pages - 1))
     draws = rng.random((pages, 8)).tolist()
@@ -459,38 +603,68 @@ def session_events(
     cart: list[tuple[str, str]] = []
     last_product: tuple[str, str] | None = None
 
+    staged = [(spec, shown[spec.key]) for spec in EXPERIENCES if spec.stages and spec.key in shown]
+    exposed: dict[str, tuple[datetime, dict]] = {}
+    multiplier = 1.0
+    first_category = ""
+    base_query = ""
+
     def add(etype: str, properties: dict, value: float | None = None) -> None:
-        events.append(
-            {
-                "event_id": f"{session_id}-{len(events)}",
-                "type": etype,
-                "ts": start + timedelta(0, 0, 0, offset_ms),
-                "session_id": session_id,
-                "value": value,
-                "properties": properties,
-            }
-        )
+        event = {
+            "event_id": f"{session_id}-{len(events)}",
+            "type": etype,
+            "ts": start + timedelta(0, 0, 0, offset_ms),
+            "session_id": session_id,
+            "value": value,
+            "properties": properties,
+        }
+        events.append(event)
+        state.fold(event)
+
+    def expose() -> float:
+        """The stage-targeted experiences this page shows (decide is asked once the page is viewed)."""
+        factor = 1.0
+        for spec, assigned in staged:
+            if spec.key in exposed:
+                continue
+            stage = journey.stage_of(state.view(events[-1]["ts"])).stage
+            if stage in spec.stages:
+                exposed[spec.key] = (events[-1]["ts"], state.record(events[-1]["ts"]))
+                variant_key = assigned.get("variant") if isinstance(assigned, dict) else assigned
+                variant = next((v for v in spec.variants if v.key == variant_key), None)
+                factor *= variant.stage_response.get(stage, 1.0) if variant else 1.0
+        return factor
 
     for i, r in enumerate(draws):
         category = CATEGORIES[min(bisect.bisect_right(tastes, r[0]), len(CATEGORIES) - 1)]
+        first_category = first_category or category
+        # A focused visitor keeps looking at items of one category (r[5] is free on product pages).
+        if intent.focus and r[2] < intent.product_share and r[5] < intent.focus:
+            category = first_category
         item = CATALOG[category][int(r[1] * len(CATALOG[category]))]
         dwell_ms = int(dwells[i])
         if i == 0 and r[2] < 0.55:
             kind, url = "home", "/"
             add("page_view", {"url": url, "dwell_ms": dwell_ms})
         elif r[3] < intent.search_rate:
-            queries = intent.queries if r[5] < 0.85 else GENERIC_QUERIES
-            query = queries[int(r[4] * len(queries))]
+            if base_query and r[5] < intent.refine:
+                # The last search narrowed by a word: the live state counts it as a refinement.
+                query = f"{base_query} {_REFINEMENTS[int(r[4] * len(_REFINEMENTS))]}"
+            else:
+                queries = intent.queries if r[5] < 0.85 else GENERIC_QUERIES
+                query = base_query = queries[int(r[4] * len(queries))]
             kind, url = "search", f"/search?q={query.replace(' ', '+')}"
             add("search", {"query": query})
             add("page_view", {"url": url, "query": query, "dwell_ms": dwell_ms})
-        elif r[2] < 0.65:
+        elif r[2] < intent.product_share:
             kind, url = "product", f"/p/{item}"
             add("page_view", {"url": url, "category": category, "item": item, "dwell_ms": dwell_ms})
             last_product = (category, item)
+            multiplier *= expose() if staged else 1.0
         else:
             kind, url = "category", f"/c/{category}"
             add("page_view", {"url": url, "category": category, "dwell_ms": dwell_ms})
+            multiplier *= expose() if staged else 1.0
         spent = min(dwell_ms, _MAX_DWELL_MS)
         offset_ms += spent * 0.3
         if r[6] < 0.4:
@@ -503,7 +677,7 @@ def session_events(
             cart.append((category, item))
         offset_ms += spent * 0.2 + 500
 
-    if buy_draw < conversion_probability(profile.intent, shown):
+    if buy_draw < min(conversion_probability(profile.intent, shown) * multiplier, MAX_VISIT_CONVERSION):
         if not cart:
             category = last_product[0] if last_product else intent_top_category(profile.intent)
             item = last_product[1] if last_product else CATALOG[category][0]
@@ -514,7 +688,7 @@ def session_events(
         offset_ms += 60_000
         value = round(float(value_draw), 2)
         add("purchase", {"items": [i for _, i in cart], "category": cart[0][0], "value": value}, value)
-    return events
+    return events, exposed
 
 
 def intent_top_category(intent: str) -> str:
@@ -524,12 +698,14 @@ def intent_top_category(intent: str) -> str:
 
 @dataclass(slots=True)
 class Session:
-    """One generated visit: who, when, which variants it saw, its events."""
+    """One generated visit: who, when, which variants it saw, its events, and when each experience
+    was exposed in it with the live state decide would have recorded: key -> (time, Exposure.live)."""
 
     profile: DemoProfile
     start: datetime
     shown: dict[str, str]
     events: list[dict]
+    exposed: dict[str, tuple[datetime, dict]] = field(default_factory=dict)
 
 
 def history_generate(
@@ -548,12 +724,20 @@ def history_generate(
     are the pre-period that CUPED-style adjustments use.
     """
     rng = np.random.default_rng([seed, 2])
+    staged = {spec.key for spec in EXPERIENCES if spec.stages}
     for profile in profiles:
         shows = arms(profile)
+        state = VisitorState()
         for k, start in enumerate(session_starts(profile, rng, end=end, days=days)):
             shown = {key: variant for key, variant in shows.items() if starts[key] <= start}
-            events = session_events(profile, rng, start=start, shown=shown, session_id=f"s{profile.n}-{k}")
-            yield Session(profile, start, shown, events)
+            # Untargeted experiences are decided as the visit opens, on the state of the visits before.
+            at_start = state.record(start) if shown.keys() - staged else None
+            events, in_visit = _session_play(
+                profile, rng, start=start, shown=shown, session_id=f"s{profile.n}-{k}", state=state
+            )
+            exposed = {key: (start, at_start) for key in shown if key not in staged}
+            exposed.update(in_visit)
+            yield Session(profile, start, shown, events, exposed)
 
 
 def api_event(event: dict, *, anonymous_id: str, user_id: str | None) -> dict:

@@ -81,6 +81,9 @@ class HistoryExposure(NamedTuple):
     conversions: int = 0
     revenue: float = 0.0
     pre_activity: int = 0
+    # What decide knew of the live state at exposure ({"stage", "visitor", ...}, as facts_record
+    # keeps it); None for an exposure from before live state was kept.
+    live: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable
     written = 0
     with cursor.cursor.copy(
         "COPY personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-        " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)"
+        " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity, live)"
         " FROM STDIN"
     ) as copy:
         for written, row in enumerate(exposures, 1):
@@ -246,6 +249,7 @@ def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable
                     row.conversions,
                     row.revenue,
                     row.pre_activity,
+                    None if row.live is None else orjson.dumps(row.live).decode(),
                 )
             )
     return written

@@ -56,17 +56,28 @@ def test_demo_seed__small_demo__everything_in_place(tmp_path, django_capture_on_
 
     # Exposures: one per profile and experience seen, split by the same hashing as decide.
     exposures = Exposure.objects.filter(project=project)
-    assert exposures.count() == 500 * len(demo.EXPERIENCES)  # 2 days: every visit is after every start
+    staged = {spec.key for spec in demo.EXPERIENCES if spec.stages}
+    untargeted = len(demo.EXPERIENCES) - len(staged)
+    # 2 days: every visit is after every start; a stage-targeted experience only where a visit reached its stages.
+    assert exposures.exclude(experience_key__in=staged).count() == 500 * untargeted
+    for key in staged:
+        stages = {row.live["stage"] for row in exposures.filter(experience_key=key)}
+        assert stages and stages <= set(demo.EXPERIENCE_BY_KEY[key].stages)
+    assert not exposures.filter(live__isnull=True).exists(), "every exposure keeps the live state at exposure"
     snapshot = services.snapshot_compile(project_id=project.pk)
     anon = dict(ProfileIdentity.objects.filter(project=project, kind="anon").values_list("profile_id", "value"))
     for row in exposures:
-        decision = engine.decide_unit(snapshot, anon[row.profile_id], {}, {}, [row.experience_key])
+        decision = engine.decide_unit(
+            snapshot, anon[row.profile_id], {}, {}, [row.experience_key], live=lambda row=row: row.live
+        )
         expected = decision.exposures[0]
         assert (row.arm, row.variant_key) == (expected["arm"], expected["variant"])
     held_out = exposures.filter(experience_key="homepage-hero", arm="holdout_global").count()
     assert held_out / 500 == pytest.approx(project.global_holdout_share, abs=0.05)
     arms_per_profile = Counter(exposures.filter(arm="holdout_global").values_list("profile_id", flat=True))
-    assert set(arms_per_profile.values()) == {len(demo.EXPERIENCES)}, "the global holdout spans every experience"
+    assert {untargeted} <= set(arms_per_profile.values()) <= {untargeted, len(demo.EXPERIENCES)}, (
+        "the global holdout spans every experience"
+    )
     segments = set(exposures.filter(experience_key="homepage-hero", arm="variant").values_list("segment", flat=True))
     assert segments <= set(demo.INTENTS) and len(segments) > 4
 
@@ -85,7 +96,7 @@ def test_demo_seed__small_demo__everything_in_place(tmp_path, django_capture_on_
     unit = redis_client.worker().hgetall(rkeys.unit(project.pk, "d0"))
     fields = {k.decode(): v.decode() for k, v in unit.items()}
     assert fields["attr:intent"] in demo.INTENTS
-    assert {f"a:{spec.key}" for spec in demo.EXPERIENCES} <= set(fields)
+    assert {f"a:{spec.key}" for spec in demo.EXPERIENCES if not spec.stages} <= set(fields)
 
     # make run calls --if-empty on every start: nothing happens when the demo exists.
     call_command("demo_seed", "--if-empty", "--keys-file", str(keys_file))

@@ -1,4 +1,5 @@
-"""demo.world: the simulated visitors, their behavior and how they answer to content (pure, no database)."""
+"""demo.world: the simulated visitors, their behavior and how they answer to content (pure; one test checks
+its live-state fold against the real events script in Redis)."""
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -6,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from demo import world as demo
+from personalization import redis_client, rkeys
 from personalization.ingest.schema import batch_validate
+from personalization.people import journey, live_session
 
 END = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -148,3 +151,59 @@ def test_experiences__every_policy_and_a_control_each():
     assert [spec.segment_attribute for spec in segmented] == ["intent"]
     hero = demo.EXPERIENCE_BY_KEY["homepage-hero"]
     assert {"headline", "image", "cta"} <= set(hero.control.payload)
+
+
+def test_visitor_state__demo_visits__read_as_the_events_script_folds_them_in_redis(history):
+    # The demo folds its own events (it runs without Redis); the stage it records at exposure must be
+    # the one decide reads from the state the events script writes. Fold the same visits both ways.
+    client, project = redis_client.worker(), 990_017
+    checked, stages, states = 0, Counter(), {}
+    stale = client.keys(f"{rkeys.unit(project, '')}*")
+    if stale:
+        client.delete(*stale)
+    for session in history[:300]:
+        # One state per visitor across visits, as the unit hash keeps it.
+        state = states.setdefault(session.profile.n, demo.VisitorState())
+        for event in session.events:
+            state.fold(event)
+            at = event["ts"].timestamp()
+            sent = {
+                "type": event["type"],
+                "anonymous_id": session.profile.anonymous_id,
+                "ts": event["ts"].isoformat(),
+                "properties": event["properties"],
+            }
+            assert live_session.live_update(client, project_id=project, events=[sent], now=at + 1) == [1]
+            raw = client.hgetall(rkeys.unit(project, session.profile.anonymous_id))
+            redis_state = live_session.live_state_parse({k.decode(): v.decode() for k, v in raw.items()})
+            later = event["ts"] + timedelta(seconds=5)
+            theirs = live_session.session_view(redis_state, now=later.timestamp())
+            ours = state.view(later)
+            expected = {k: v for k, v in journey.measures_of(theirs).items() if k != "minutes"}
+            assert {k: v for k, v in journey.measures_of(ours).items() if k != "minutes"} == expected
+            assert journey.stage_of(ours).stage == journey.stage_of(theirs).stage
+            stages[journey.stage_of(ours).stage] += 1
+            checked += 1
+    client.delete(*client.keys(f"{rkeys.unit(project, '')}*"))
+    assert checked > 1000 and {"exploring", "comparing", "deciding", "bought"} <= set(stages)
+
+
+def test_history__planted_session_behavior__puts_intents_in_their_stages(history):
+    # Researchers compare before buying; bargain hunters put things in the cart (and mostly leave);
+    # casual walkers browse categories and mostly stay exploring.
+    comparing, deciding, visits = Counter(), Counter(), Counter()
+    for session in history:
+        state = demo.VisitorState()
+        for event in session.events:
+            state.fold(event)
+            if event["type"] == "add_to_cart":
+                break
+        visits[session.profile.intent] += 1
+        stage = journey.stage_of(state.view(session.start)).stage
+        comparing[session.profile.intent] += stage == "comparing"
+        deciding[session.profile.intent] += stage == "deciding"
+    share = {intent: comparing[intent] / visits[intent] for intent in visits}
+    assert share["gear_researcher"] > 2 * share["casual_walker"]
+    assert share["marathon_trainer"] > 2 * share["casual_walker"]
+    carts = {intent: deciding[intent] / visits[intent] for intent in visits}
+    assert max(carts, key=carts.__getitem__) == "bargain_hunter"

@@ -38,3 +38,27 @@ def test_lift__demo_by_planted_intent__finds_planted_signs(tmp_path):
         assert lift[intent] * direction > 0, f"{intent}: planted {direction:+d}, measured {lift[intent]:+.4f}"
     # and the report says the segments differ
     assert result["report"]["conversion_heterogeneity"]["p_value"] < 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_lift__demo_compare_guide_by_stage_at_exposure__finds_planted_signs(tmp_path):
+    # The compare guide targets "stage in comparing, deciding" and was built to help a visitor still
+    # comparing and to distract one with a cart: Lift by the stage decide recorded at exposure shows both.
+    end = DATA_END
+    project = demo_services.demo_seed(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json", end=end)
+    end += timedelta(minutes=1)
+    result = services.lift_compute(
+        project=project,
+        experience_key="compare-guide",
+        breakdown=Breakdown.parse("live:stage"),
+        start=end - timedelta(days=30),
+        end=end,
+        comparison="control",
+    )
+    assert not result["empty"], result.get("message")
+    lift = {s["name"]: s["conversion"]["absolute_lift"]["value"] for s in result["report"]["segments"]}
+    guide = next(v for v in demo.EXPERIENCE_BY_KEY["compare-guide"].variants if v.key == "guide")
+    assert set(lift) <= set(guide.stage_response), "exposed only in the stages it targets"
+    for stage, factor in guide.stage_response.items():
+        assert (lift[stage] > 0) == (factor > 1), f"{stage}: planted ×{factor}, measured {lift[stage]:+.4f}"
