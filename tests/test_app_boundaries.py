@@ -326,7 +326,7 @@ def test_rule_e__function_level_import_without_a_reason__fails():
         "from personalization.people.subjects import subject_resolve\n",
         "from personalization.decide import runtime\n",
         "import personalization.workspace.audit\n",
-        "from personalization import rkeys\n",
+        "from personalization import redis_client\n",
     ],
 )
 def test_rule_f__around_the_public_surface__fails(text):

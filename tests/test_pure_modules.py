@@ -22,6 +22,8 @@ PURE = [
     "personalization.experiences.conditions",
     "personalization.decide.context",
     "personalization.people.journey",
+    "personalization.people.live_session",
+    "personalization.rkeys",
     "personalization.throttle",
     "segments.embedding",
     "segments.kmeans",
