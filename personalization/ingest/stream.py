@@ -14,6 +14,7 @@ appends the batch, and the live script does nothing unless it can take that key,
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -89,15 +90,20 @@ def events_ingest(
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
     cap = settings.KAIROS_STREAM_CAP_PER_PROJECT
     # The live update rides behind the ingest script with the project's settings as this process
-    # last saw them (decide answers with the same snapshot). Without a snapshot yet, or for a
-    # project that erased someone (whose ids need checking first), it takes a second round trip.
+    # last saw them (decide answers with the same snapshot); the script itself skips erased ids.
+    # Without a snapshot in this process yet, it takes a second round trip.
     snapshot = decide_runtime.snapshots.get(project_id) if live else None
     now = time.time()
     live_command = None
-    if snapshot is not None and not (snapshot.get("privacy") or {}).get("suppressed"):
+    if snapshot is not None:
         gate = rkeys.live_gate(secrets.token_hex(8))
         live_command = live_session.live_command(
-            project_id=project_id, events=result.accepted, now=now, settings=_live_settings(snapshot, gpc), gate=gate
+            project_id=project_id,
+            events=result.accepted,
+            now=now,
+            settings=_live_settings(snapshot, gpc),
+            gate=gate,
+            suppressed=_suppression(project_id),
         )
     keys = [
         rkeys.EVENTS_STREAM,
@@ -156,6 +162,14 @@ def events_ingest(
     if live and live_command is None:
         _live_update(project_id, result.accepted, gpc=gpc)
     return result
+
+
+def _suppression(project_id: int) -> tuple[str, Callable[[str], str]]:
+    """What the live script checks each unit against: the project's suppression set and the digest
+    of an id. Checked in the script itself, not from the snapshot's "anyone erased" flag, which a
+    process may see up to a second late."""
+    key = settings.KAIROS_PRIVACY_KEY
+    return rkeys.suppressed(project_id), lambda unit: subject_digest(key, project_id, unit)
 
 
 def _not_erased(client, project_id: int, events: list[dict]) -> list[dict]:

@@ -35,7 +35,7 @@ now: a session idle past the boundary reads as ended, the next event will open a
 import hashlib
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -71,8 +71,9 @@ FLAG_LONG_DWELL = "d"  # a page view read for LONG_DWELL_MS or more
 # A page view counts as a checkout view when its URL contains /checkout, /cart or /basket.
 
 LIVE_LUA = f"""
--- KEYS: [gate,] the units' hashes. ARGV: gated (1|0), now, idle, ttl, consent required (1|0), then
--- per unit: its record count and its records.
+-- KEYS: [gate,] [the project's suppression set,] the units' hashes. ARGV: gated (1|0), now, idle,
+-- ttl, consent required (1|0), checked (1|0), then per unit: [the digest of its id,] its record count
+-- and its records.
 local gated = ARGV[1] == '1'
 -- The ingest script sets the gate only when it appended the batch; taking it here makes the update
 -- happen once, and not at all for a batch it refused.
@@ -209,10 +210,17 @@ local function fold(key, base, n)
 end
 
 local out = {{}}
-local b = 6
-for k = gated and 2 or 1, #KEYS do
+local checked = ARGV[6] == '1'
+local first = gated and 2 or 1
+local suppressed = nil
+if checked then suppressed = KEYS[first]; first = first + 1 end
+local b = 7
+for k = first, #KEYS do
+  -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
+  local erased = false
+  if checked then erased = redis.call('SISMEMBER', suppressed, ARGV[b]) == 1; b = b + 1 end
   local n = tonumber(ARGV[b])
-  out[#out + 1] = fold(KEYS[k], b + 1, n)
+  if erased then out[#out + 1] = 0 else out[#out + 1] = fold(KEYS[k], b + 1, n) end
   b = b + 1 + n * {FIELDS_PER_EVENT}
 end
 return out
@@ -317,11 +325,14 @@ def live_command(
     now: float,
     settings: LiveSettings | None = None,
     gate: str | None = None,
+    suppressed: tuple[str, Callable[[str], str]] | None = None,
 ) -> tuple | None:
     """The one EVALSHA that folds accepted, validated events into their units' live state (a unit's
     events in batch order), or None when no event concerns a unit. With `gate`, the script does
     nothing unless it can take that key (the ingest script sets it when it appends the batch), so
-    the command can ride in the ingest's own round trip. Send it with `live_apply`.
+    the command can ride in the ingest's own round trip. With `suppressed` (the project's suppression
+    set key, and the digest of an id), the script skips units whose id was erased. Send it with
+    `live_apply`.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
@@ -340,10 +351,15 @@ def live_command(
         return None
     settings = settings or LiveSettings()
     keys = [rkeys.unit(project_id, unit) for unit in by_unit]
+    if suppressed is not None:
+        keys.insert(0, suppressed[0])
     if gate is not None:
         keys.insert(0, gate)
     args = [int(gate is not None), int(now), settings.idle_seconds, UNIT_TTL_SECONDS, int(settings.require_consent)]
-    for records in by_unit.values():
+    args.append(int(suppressed is not None))
+    for unit, records in by_unit.items():
+        if suppressed is not None:
+            args.append(suppressed[1](unit))
         args += records
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
 

@@ -110,6 +110,17 @@ def test_live_update__gated__applies_once_and_only_while_the_gate_is_there():
     assert _view().page_views == 1 and not redis_client.worker().exists("kr:live:gate:t1")
 
 
+def test_live_update__an_erased_units_id_in_the_suppression_set__gets_no_state_the_others_do():
+    # Checked in the script: a sender whose snapshot does not know of the erasure yet still keeps nothing.
+    redis_client.worker().sadd(rkeys.suppressed(PROJECT), "digest-of-a")
+    events = [_event("page_view", 0, unit="a", url="/"), _event("page_view", 0, unit="b", url="/")]
+    suppressed = (rkeys.suppressed(PROJECT), lambda unit: f"digest-of-{unit}")
+    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, suppressed=suppressed)
+    assert ls.live_apply(redis_client.worker(), command) == [0, 1]
+    assert not redis_client.worker().exists(rkeys.unit(PROJECT, "a"))
+    assert _view("b").page_views == 1
+
+
 def test_live_update__after_the_idle_boundary__a_new_session_opens_and_the_old_one_is_remembered():
     _send([_event("page_view", 0, url="/"), _event("add_to_cart", 1, item="tent-2")], now_minutes=1)
     # 29 minutes later: the same session
