@@ -125,9 +125,11 @@ def visitor_timeline(request):
     project = request.workspace.project
     unit_id = request.GET.get("id", "").strip()
     context: dict = {"unit_id": unit_id}
+    # NUL and lone surrogates never get here: config/security.py refuses them in any query string.
     if len(unit_id) > MAX_ID_CHARS:
         context["error"] = f"id: at most {MAX_ID_CHARS} characters; paste the user_id or anonymous_id as sent."
-    elif unit_id:
+        return render(request, "personalization/visitors.html", context, status=400)
+    if unit_id:
         live = visitor_live(project=project, unit_id=unit_id)
         if live["found"]:
             view = live["view"]
