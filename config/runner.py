@@ -14,7 +14,7 @@ import redis
 
 from config import embedded
 from config.env import env_int, env_str
-from config.supervisor import Child, Daemon, Supervisor
+from config.supervisor import Backoff, Child, Daemon, Supervisor
 from personalization import rkeys
 
 REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
@@ -22,6 +22,13 @@ REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
 # either; past this it is taken for hung. Killing a busy worker only delays its tasks (they run again
 # after the visibility timeout, and are idempotent); a hung one would never drain events again.
 HUNG_AFTER_SECONDS = 300.0
+
+# How soon a process that stopped is started again (doubling per crash in a row, up to the cap). The
+# defaults suit a person watching the console; the fault tests shorten them so that recovery is not
+# waited for in seconds of backoff.
+BACKOFF = Backoff(
+    first=env_int("KAIROS_RESTART_FIRST_MS", 1000) / 1000, cap=env_int("KAIROS_RESTART_CAP_MS", 30_000) / 1000
+)
 
 HOST = env_str("KAIROS_HOST", "127.0.0.1")
 WEB_PORT = env_int("KAIROS_WEB_PORT", 8000)
@@ -96,7 +103,7 @@ def main() -> int:
         )
         for name, (command, extra_env) in processes().items()
     ]
-    supervisor = Supervisor([*embedded_daemons(), *children], hung_after=HUNG_AFTER_SECONDS)
+    supervisor = Supervisor([*embedded_daemons(), *children], backoff=BACKOFF, hung_after=HUNG_AFTER_SECONDS)
     signal.signal(signal.SIGINT, supervisor.stop)
     signal.signal(signal.SIGTERM, supervisor.stop)
     print(

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from config.env import env_bool, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -15,6 +15,9 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 # "web" serves the dashboard and REST API; "decide" serves only /api/v1/decide and /api/v1/events
 # with the smallest middleware stack, as its own process (docker compose service `decide`).
 KAIROS_ROLE = env_str("KAIROS_ROLE", "web")
+
+# How often an open experience page redraws its charts (seconds).
+KAIROS_LIVE_CHARTS_SECONDS = env_int("KAIROS_LIVE_CHARTS_SECONDS", 10)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -23,3 +23,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast log
 # Tests send thousands of requests a second from one address; the throttling tests set their own limits.
 KAIROS_DECIDE_PER_KEY_PER_SECOND = KAIROS_DECIDE_PER_IP_PER_SECOND = 1_000_000
 KAIROS_EVENTS_PER_KEY_PER_SECOND = KAIROS_EVENTS_PER_IP_PER_SECOND = 1_000_000
+# The experience page's charts redraw every second, so a browser test sees the next redraw without waiting 10 s.
+KAIROS_LIVE_CHARTS_SECONDS = 1

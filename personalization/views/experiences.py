@@ -4,6 +4,7 @@ with its live charts. Writes go through `personalization.services`, reads throug
 import json
 import math
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -395,6 +396,7 @@ def experience_detail(request, key: str):
         },
         "can_edit": _can_edit(request),
         "live": _live(experience, request.GET.get("segment", "")),
+        "live_seconds": settings.KAIROS_LIVE_CHARTS_SECONDS,
     }
     return render(request, "personalization/experiences/detail.html", context)
 

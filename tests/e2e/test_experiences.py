@@ -117,7 +117,8 @@ def test_experiences__create_start_and_watch_live_charts(page: Page, browser_log
     expect(page.locator("#history")).to_contain_text("start")
     expect(page.locator("#history")).to_contain_text(user.username)
 
-    # Traffic arrives while the page is open: the 10-second poll draws the charts without a reload.
+    # Traffic arrives while the page is open: the poll (every second in tests, 10 s by default) draws the
+    # charts without a reload.
     experience = Experience.objects.get(key="homepage-hero")
     bandit_simulate(experience, {"control": 0.04, "free-shipping": 0.09, "ten-off": 0.05})
     expect(page.locator("#chart-allocation .main-svg").first).to_be_visible(timeout=15_000)
