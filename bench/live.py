@@ -23,7 +23,7 @@ live state update costs the events endpoint, and how much Redis memory the state
     KAIROS_LIVE_STATE=0, loaded in turns with bench/ingest.py's batches of 100 events (page views
     carrying item and category, as the snippet sends them).
 (e) Memory: MEMORY USAGE (all samples) of the live project's unit hashes of active visitors, with
-    and without their "ls" field, and extrapolated to 1M visitors.
+    and without their live state fields, and extrapolated to 1M visitors.
 
 The last line of output is one JSON object.
 """
@@ -170,15 +170,16 @@ def memory_measure(project_id: int, visitors: int) -> dict:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
-        pipe.hstrlen(key, live_session.LIVE_FIELD)
+        pipe.hmget(key, live_session.LIVE_FIELDS)
     replies = pipe.execute()
     with_state = [r for r in replies[0::2] if r]
-    state_chars = replies[1::2]
+    state_chars = [sum(len(v or b"") for v in values) for values in replies[1::2]]
     scratch = f"{rkeys.unit(project_id, 'bench-memory-probe')}"
     without = []
     for key in keys[:200]:
         fields = client.hgetall(key)
-        fields.pop(live_session.LIVE_FIELD.encode(), None)
+        for name in live_session.LIVE_FIELDS:
+            fields.pop(name.encode(), None)
         client.delete(scratch)
         client.hset(scratch, mapping=fields)
         without.append(client.memory_usage(scratch, samples=0))

@@ -18,9 +18,10 @@ WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 
-# The unit hash's field of the live session state (people/live_session.py); named here because the
-# writers of the opt-out flags clear it too (decide/units.py, people/subjects.py).
-UNIT_LIVE_FIELD = "ls"
+# The unit hash's fields of the live session state (people/live_session.py): "ls" its numbers, the
+# others its short lists and texts. Named here because the writers of the opt-out flags clear them
+# too (decide/units.py, people/subjects.py).
+UNIT_LIVE_FIELDS = ("ls", "lt", "li", "lc", "lq", "la", "lh", "lf", "ld")
 # Every write to a unit hash renews this TTL (decide's sticky writes, the publishers, the live state).
 UNIT_TTL_SECONDS = 180 * 24 * 3600
 

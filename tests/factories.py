@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 
 from experiments import services as experiments_services
 from experiments.breakdown import Breakdown
-from personalization import services
+from personalization import redis_client, rkeys, services
 from personalization.models import Exposure, Project
+from personalization.people.live_session import live_state_parse
 
 _seq = itertools.count(1)
 
@@ -250,3 +251,9 @@ def engine_snapshot(**experience) -> tuple[dict, dict]:
     }
     snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
     return snapshot, exp
+
+
+def live_state_read(project_id: int, unit: str) -> dict | None:
+    """A unit's live state as decide reads it from its hash (people/live_session.py), or None."""
+    raw = redis_client.worker().hgetall(rkeys.unit(project_id, unit))
+    return live_state_parse({k.decode(): v.decode() for k, v in raw.items()})

@@ -13,7 +13,7 @@ Snapshot "privacy": {"require_consent", "honor_gpc", "suppressed" (the project h
 Unit hash fields (written by the workers, read in one round trip): "dnp" ("1" = do not personalize),
 "consent" ("1" = consented to personalization),
 "attr:<name>" (profile attributes), "segs" (space-separated segment keys), "a:<experience>" (the
-sticky variant key, or "~hg" / "~he" for the holdouts, to record each exposure once), "ls" (the live
+sticky variant key, or "~hg" / "~he" for the holdouts, to record each exposure once), "ls", "lt" … "ld" (the live
 session state, people/live_session.py).
 
 Targeting conditions (experiences/conditions.py): an experience's "conditions" (compiled lists) are

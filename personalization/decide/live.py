@@ -3,7 +3,7 @@ as of now, the context decide derives (local time, device, referrer) and the jou
 
 Computed at most once per request and only when something asks (an experience with conditions, or
 an exposure to record): `request_facts` returns a function that computes on its first call and
-returns the same dict after. Reading the state costs no Redis command: it is the "ls" field of the
+returns the same dict after. Reading the state costs no Redis command: it is the live fields ("ls" …) of the
 unit hash decide's one round trip already fetched.
 """
 

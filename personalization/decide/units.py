@@ -62,7 +62,7 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
             pipe.hset(key, mapping=mapping)
             if opted_out:
                 # At once, not at the visitor's next event: an opted-out visitor keeps no live state.
-                pipe.hdel(key, rkeys.UNIT_LIVE_FIELD)
+                pipe.hdel(key, *rkeys.UNIT_LIVE_FIELDS)
             pipe.expire(key, UNIT_TTL_SECONDS)
             written += 1
         if len(pipe) >= chunk:
@@ -74,23 +74,34 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
 def units_stitch(*, project_id: int, pairs: list[tuple[str, str]]) -> None:
     """Carry an anonymous id's decide hash over to its user id at login, so a visitor who logs in
     keeps seeing what they saw and keeps their session: sticky assignments are copied where the
-    user has none yet, and the live state is merged (`live_session.live_state_merge`)."""
+    user has none yet, and the live state is merged (`live_session.live_state_merge`), unless the
+    user opted out or has not consented where the project requires consent (as the project's
+    published snapshot says; without one, no state is written: it is not known to be allowed)."""
     client = redis_client.worker()
     pipe = client.pipeline(transaction=False)
+    pipe.get(rkeys.snapshot(project_id))
     for anonymous_id, user_id in pairs:
         pipe.hgetall(rkeys.unit(project_id, anonymous_id))
-        pipe.hget(rkeys.unit(project_id, user_id), rkeys.UNIT_LIVE_FIELD)
-    replies = pipe.execute()
-    states: list[tuple[str, bytes | None, bytes | None]] = []
+        pipe.hmget(rkeys.unit(project_id, user_id), rkeys.UNIT_LIVE_FIELDS)
+    snapshot, *replies = pipe.execute()
+    states: list[tuple[str, dict, dict]] = []
     for (_, user_id), fields, user_state in zip(pairs, replies[0::2], replies[1::2], strict=True):
         key = rkeys.unit(project_id, user_id)
         for name, value in fields.items():
             if name.startswith(b"a:"):
                 pipe.hsetnx(key, name, value)
         pipe.expire(key, UNIT_TTL_SECONDS)
-        states.append((key, fields.get(rkeys.UNIT_LIVE_FIELD.encode()), user_state))
+        anonymous = {name.decode(): value.decode() for name, value in fields.items()}
+        user = {
+            name: value.decode()
+            for name, value in zip(rkeys.UNIT_LIVE_FIELDS, user_state, strict=True)
+            if value is not None
+        }
+        states.append((key, anonymous, user))
     pipe.execute()
-    _live_states_stitch(client, states)
+    if snapshot is not None:
+        privacy = orjson.loads(snapshot).get("privacy") or {}
+        _live_states_stitch(client, states, require_consent=bool(privacy.get("require_consent")))
 
 
 _HOLDOUT_MARKS = {"holdout_global": HOLDOUT_GLOBAL_MARK, "holdout_experience": HOLDOUT_EXPERIENCE_MARK}
@@ -120,27 +131,31 @@ def unit_assignments_publish(
 _STITCH_ATTEMPTS = 3
 
 
-def _live_states_stitch(client, states: list[tuple[str, bytes | None, bytes | None]]) -> None:
+def _live_states_stitch(client, states: list[tuple[str, dict, dict]], *, require_consent: bool) -> None:
     """Merge each anonymous live state into its user's, written only over the state it was merged
     from; where an events request changed the user's state meanwhile, read it again and merge again."""
-    field = rkeys.UNIT_LIVE_FIELD
-    pending = [(key, anonymous, user) for key, anonymous, user in states if anonymous]
+    fields = rkeys.UNIT_LIVE_FIELDS
+    pending = [(key, anonymous, user) for key, anonymous, user in states if anonymous.get(fields[0])]
     for _ in range(_STITCH_ATTEMPTS):
         writes = []
         for key, anonymous, user in pending:
-            before = live_session.live_state_parse({field: user})
-            merged = live_session.live_state_merge(live_session.live_state_parse({field: anonymous}), before)
+            before = live_session.live_state_parse(user)
+            merged = live_session.live_state_merge(live_session.live_state_parse(anonymous), before)
             if merged is not None and merged != before:
                 writes.append((key, anonymous, user, merged))
         if not writes:
             return
         pipe = client.pipeline(transaction=False)
         for key, _, user, merged in writes:
-            pipe.eval(live_session.LIVE_STITCH_LUA, 1, key, user or b"", orjson.dumps(merged))
+            written = [x for pair in live_session.live_state_fields(merged).items() for x in pair]
+            pipe.eval(live_session.LIVE_STITCH_LUA, 1, key, int(require_consent), user.get(fields[0], ""), *written)
         raced = [write for write, reply in zip(writes, pipe.execute(), strict=True) if reply == -1]
         if not raced:
             return
         pipe = client.pipeline(transaction=False)
         for key, *_ in raced:
-            pipe.hget(key, field)
-        pending = [(key, anonymous, now) for (key, anonymous, _, _), now in zip(raced, pipe.execute(), strict=True)]
+            pipe.hmget(key, fields)
+        pending = [
+            (key, anonymous, {name: v.decode() for name, v in zip(fields, now, strict=True) if v is not None})
+            for (key, anonymous, _, _), now in zip(raced, pipe.execute(), strict=True)
+        ]

@@ -386,7 +386,9 @@ def facts_of(view: SessionView, context: dict, stage: str) -> Facts:
         "minutes_since_cart_add": view.minutes_since_cart_add,
         "cart_item": cart[1].lower() if cart else None,
         "tenure_days": view.tenure_days,
-        "first_touch": view.first_touch.lower() or None,
+        # A known visitor whose first visit came with no channel came direct: the same word the
+        # timeline and the first-touch class use. Unknown only without any live state.
+        "first_touch": view.first_touch.lower() or ("direct" if view.known else None),
         "local_hour": context.get("local_hour"),
         "weekday": context.get("weekday"),
         "device": context.get("device"),

@@ -35,7 +35,7 @@ def experience_live_preview(*, experience, now: float | None = None) -> Preview:
     now = time.time() if now is None else now
     targeting = experience.targeting or {}
     attributes = sorted({c["attribute"] for c in targeting.get("attributes", ())})
-    fields = (rkeys.UNIT_LIVE_FIELD, "dnp", "segs", *(f"attr:{name}" for name in attributes))
+    fields = (*rkeys.UNIT_LIVE_FIELDS, "dnp", "segs", *(f"attr:{name}" for name in attributes))
     active = live_active_units(project_id=experience.project_id, fields=fields, now=now)
     settings = live_settings_of(experience.project)
     matches = condition_function(experience.conditions)

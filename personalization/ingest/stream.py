@@ -90,7 +90,8 @@ def events_ingest(
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
     cap = settings.KAIROS_STREAM_CAP_PER_PROJECT
     # The live update rides behind the ingest script with the project's settings as this process
-    # last saw them (decide answers with the same snapshot); the script itself skips erased ids.
+    # last saw them (decide answers with the same snapshot); the script itself skips erased ids and
+    # keeps the index of active visitors.
     # Without a snapshot in this process yet, it takes a second round trip.
     snapshot = decide_runtime.snapshots.get(project_id) if live else None
     now = time.time()
@@ -101,9 +102,9 @@ def events_ingest(
             project_id=project_id,
             events=result.accepted,
             now=now,
+            digest=live_digest(project_id),
             settings=_live_settings(snapshot, gpc),
             gate=gate,
-            suppressed=_suppression(project_id),
         )
     keys = [
         rkeys.EVENTS_STREAM,
@@ -137,13 +138,7 @@ def events_ingest(
         pipe.get(rkeys.snapshot_version(project_id))
     if pipe_extra is not None:
         pipe_extra(pipe)
-    # Last in the pipeline, their replies dropped: the index of the last hour's active visitors that
-    # the live pages read (a throttled batch is activity too; the state itself stays gated).
-    index = live_session.active_commands(project_id=project_id, events=result.accepted, now=now) if live_command else []
-    for part in index:
-        pipe.execute_command(*part)
     replies = pipe.execute(raise_on_error=False)
-    del replies[len(replies) - len(index) :]
     live_reply = replies.pop(1) if live_command is not None else None
     for reply in replies:
         if isinstance(reply, Exception):
@@ -164,25 +159,11 @@ def events_ingest(
     return result
 
 
-def _suppression(project_id: int) -> tuple[str, Callable[[str], str]]:
-    """What the live script checks each unit against: the project's suppression set and the digest
-    of an id. Checked in the script itself, not from the snapshot's "anyone erased" flag, which a
-    process may see up to a second late."""
+def live_digest(project_id: int) -> Callable[[str], str]:
+    """The digest of an id as the project's suppression set keeps erased ones: the live script
+    checks every unit against that set itself, so no sender's stale view of erasures matters."""
     key = settings.KAIROS_PRIVACY_KEY
-    return rkeys.suppressed(project_id), lambda unit: subject_digest(key, project_id, unit)
-
-
-def _not_erased(client, project_id: int, events: list[dict]) -> list[dict]:
-    """The events whose ids are not an erased subject's (one SMISMEMBER, paid only by projects that
-    erased someone): the drain drops such late events, and the live state must not keep them either."""
-    ids = sorted({e[name] for e in events for name in ("user_id", "anonymous_id") if e.get(name)})
-    if not ids:
-        return events
-    digests = [subject_digest(settings.KAIROS_PRIVACY_KEY, project_id, i) for i in ids]
-    erased = {i for i, hit in zip(ids, client.smismember(rkeys.suppressed(project_id), digests), strict=True) if hit}
-    if not erased:
-        return events
-    return [e for e in events if e.get("user_id") not in erased and e.get("anonymous_id") not in erased]
+    return lambda unit: subject_digest(key, project_id, unit)
 
 
 def _live_settings(snapshot: dict, gpc: bool) -> live_session.LiveSettings:
@@ -213,9 +194,10 @@ def _snapshot_refresh(project_id: int, version) -> None:
 
 
 def _live_update(project_id: int, events: list[dict], *, gpc: bool) -> None:
-    """Fold the appended events into the live state in a second round trip (no snapshot in this
-    process yet, or ids to check against the erased first). A Redis fault here degrades: the events
-    are in the stream already, only the live state misses them, and the answer keeps its shape."""
+    """Fold the appended events into the live state in a second round trip: this process had no
+    snapshot of the project when the request began (its first request). A Redis fault here
+    degrades: the events are in the stream already, only the live state misses them, and the answer
+    keeps its shape."""
     client = redis_client.fast()
     try:
         snapshot = decide_runtime.snapshots.get(project_id)
@@ -223,10 +205,13 @@ def _live_update(project_id: int, events: list[dict], *, gpc: bool) -> None:
             # No snapshot published yet: the project's consent settings are not known here, and
             # keeping state for a visitor who may not have consented is worse than keeping none.
             return
-        if (snapshot.get("privacy") or {}).get("suppressed"):
-            events = _not_erased(client, project_id, events)
         units = live_session.live_update(
-            client, project_id=project_id, events=events, now=time.time(), settings=_live_settings(snapshot, gpc)
+            client,
+            project_id=project_id,
+            events=events,
+            now=time.time(),
+            digest=live_digest(project_id),
+            settings=_live_settings(snapshot, gpc),
         )
     except redis.RedisError as exc:
         log.warning("events: live state not updated (%s); the events are stored", exc)

@@ -1,7 +1,7 @@
 """Reads of the live session state for the dashboard: who was active in the last hour, their
 sessions by journey stage, and one visitor's state for a developer debugging.
 
-Which visitors were active comes from the index the live update keeps (rkeys.live_active: unit id →
+Which visitors were active comes from the index the live script keeps (rkeys.live_active: unit id →
 second of its last event, trimmed to one hour), not from scanning unit hashes: a SCAN walks every
 key of every project (the unit hashes live 180 days), the index only the last hour's visitors. The
 pages read at most ACTIVE_READ_LIMIT of them, the most recent first, and say so when there were more.
@@ -101,7 +101,7 @@ def sessions_by_stage(*, project, now: float | None = None) -> StageCounts:
     that read as abandoned or bought). Opted-out visitors keep no state and are not counted."""
     now = time.time() if now is None else now
     settings = live_settings_of(project)
-    active = live_active_units(project_id=project.pk, fields=(rkeys.UNIT_LIVE_FIELD,), now=now)
+    active = live_active_units(project_id=project.pk, fields=rkeys.UNIT_LIVE_FIELDS, now=now)
     counts = dict.fromkeys(STAGES, 0)
     for _, user in active.units:
         state = live_state_parse(user)
@@ -119,10 +119,10 @@ def visitor_live(*, project, unit_id: str, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     client = redis_client.worker()
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(rkeys.unit(project.pk, unit_id), (rkeys.UNIT_LIVE_FIELD, "dnp"))
+    pipe.hmget(rkeys.unit(project.pk, unit_id), (*rkeys.UNIT_LIVE_FIELDS, "dnp"))
     pipe.zscore(rkeys.live_active(project.pk), unit_id)
-    (raw, dnp), last_active = pipe.execute()
-    user = {rkeys.UNIT_LIVE_FIELD: raw.decode()} if raw else {}
+    (*raw, dnp), last_active = pipe.execute()
+    user = {name: value.decode() for name, value in zip(rkeys.UNIT_LIVE_FIELDS, raw, strict=True) if value is not None}
     found = live_facts(user, settings=live_settings_of(project), now=now)
     result = {"found": found is not None, "opted_out": dnp == b"1", "last_active": last_active}
     if found is not None:

@@ -1,24 +1,42 @@
 """The live session state of one visitor, kept in Redis and updated in the events request.
 
-Where it lives: field "ls" of the visitor's decide unit hash (`rkeys.unit`), as compact JSON. Decide
-already reads that hash with HGETALL in its one round trip, so the state costs decide no command and
-no extra key; erasure and export of the unit hash carry it; and one visitor's whole picture is one
-key (one Redis Cluster slot).
+Where it lives: fields "ls", "lt", "li", "lc", "lq", "la", "lh", "lf", "ld" of the visitor's decide
+unit hash (`rkeys.unit`, `rkeys.UNIT_LIVE_FIELDS`), as short texts. Decide already reads that hash
+with HGETALL in its one round trip, so the state costs decide no command and no extra key; erasure
+and export of the unit hash carry it; and one visitor's whole picture is one key.
+
+    ls  "2 ss sl ps fs n pv ni q qr ca cr pu ck ld": the version, session start, last event, the
+        previous session's last event, first seen ("-" when unknown) and the session's counters
+    lt  events by type: "page_view=5 search=2"
+    li  the last MAX_ITEMS distinct items viewed, most recent first, as 8-hex-character hashes
+    lc  categories, most recent first: name US views US item views, entries joined by RS
+    lq  the last MAX_QUERIES searches, most recent first, joined by RS
+    la  the last cart add not followed by a purchase: time US item ("" when none)
+    lh  this session's channel; lf the first touch (utm_source or referrer host)
+    ld  sessions by day over the last MAX_DAYS days: "day:count day:count"
+(US and RS are the ASCII unit and record separators, removed from names before they are sent.)
+
+Why texts in fields and not one JSON document: the script then reads and writes the state with
+string operations in C (HMGET, gmatch, concat) and never decodes or re-encodes a document, and each
+field stays short. A JSON codec in the script cost the events endpoint half its throughput.
 
 How it is written: `live_command` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
 for all its units (the user id when the event has one, else the anonymous id: the unit decide
-answers for), which the events request sends in the ingest script's round trip, gated on its verdict.
-Python does the parsing (which event means what, truncation, item hashing); the script only folds
-fixed-width records into the state, so it stays small and its cost per event is constant.
-The same pipeline adds the batch's units to the index of the last hour's active visitors
-(`active_commands`, rkeys.live_active) that the live pages read (people/live_activity.py).
+answers for), which the events request sends in the ingest script's round trip, gated on its
+verdict. Python does the parsing and the folding within the batch: a unit's events become
+"segments" (runs of events with no idle gap), each sent as one fixed-width record of counts and
+short lists; the script merges a segment into the state in constant time, whatever its length.
+The script also checks each unit against the project's suppression set (an erased person's late
+event brings nothing back, whatever the sender knows) and keeps the index of the last hour's
+active visitors (rkeys.live_active) for the units it wrote, dropping those it refused: one place
+decides what is kept.
 
-Bounds (a hostile stream cannot grow the field): every counter stops at COUNT_CAP; the categories
-of a session are the MAX_CATEGORIES most recent; distinct items are counted through the
-MAX_ITEMS most recent (8-character hashes); the last MAX_QUERIES searches, each cut to
-MAX_QUERY_CHARS; MAX_TYPES event types by name, the rest as "other"; the 30-day session count is at
-most MAX_DAYS (day, count) pairs; texts are cut to MAX_TEXT_CHARS. The hash gets the decide unit
-TTL on every write. The worst case is measured in tests/personalization/test_live_session.py.
+Bounds (a hostile stream cannot grow the state): every counter stops at COUNT_CAP; the categories
+of a session are the MAX_CATEGORIES most recent; distinct items are counted against the MAX_ITEMS
+most recent (within one batch segment, against all its items); the last MAX_QUERIES searches, each
+cut to MAX_QUERY_CHARS; MAX_TYPES event types by name, the rest as "other"; the 30-day session count
+is at most MAX_DAYS (day, count) pairs; texts are cut to MAX_TEXT_CHARS. The hash gets the decide
+unit TTL on every write. The worst case is measured in tests/personalization/test_live_session.py.
 
 Time: an event's own timestamp, never later than now and never earlier than the state's last event
 (a late or skewed event is folded in at the last event's time, so the state never runs backwards).
@@ -26,10 +44,10 @@ A session ends after `idle_seconds` without events; the client's session_id is n
 that changes it on every event would otherwise open a session per event).
 
 Opted out: a unit whose hash says do-not-personalize (dnp=1), or that has not consented where the
-project requires consent, keeps no state: the script deletes the field instead of writing it.
+project requires consent, keeps no state: the script deletes the fields instead of writing them.
 
-Reading: `live_state_parse` (the dict decide got from HGETALL) and `session_view` (the state as of
-now: a session idle past the boundary reads as ended, the next event will open a new one).
+Reading: `live_state_parse` (the fields decide got from HGETALL, as a dict) and `session_view` (the
+state as of now: a session idle past the boundary reads as ended, the next event opens a new one).
 """
 
 import hashlib
@@ -41,14 +59,14 @@ from datetime import datetime
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import orjson
 from redis.exceptions import NoScriptError
 
 from personalization import rkeys
 from personalization.rkeys import UNIT_TTL_SECONDS
 
-LIVE_FIELD = rkeys.UNIT_LIVE_FIELD
-STATE_VERSION = 1
+LIVE_FIELDS = rkeys.UNIT_LIVE_FIELDS
+LIVE_FIELD = LIVE_FIELDS[0]  # the numbers: a unit has live state when it has this field
+STATE_VERSION = "2"
 DEFAULT_IDLE_MINUTES = 30
 COUNT_CAP = 9999
 MAX_CATEGORIES = 8
@@ -60,171 +78,227 @@ MAX_TEXT_CHARS = 64
 MAX_QUERY_CHARS = 32
 MAX_CHANNEL_CHARS = 24
 LONG_DWELL_MS = 30_000
+HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
-FIELDS_PER_EVENT = 7  # ts, type, item, item hash, category, extra (query or channel), flags
+US, RS = "\x1f", "\x1e"
+# start, end, n, pv, q, qr, ca, cr, pu, ck, ld, distinct items, types, items, categories, queries,
+# first query, channel, cart op, cart time, cart item, items removed from the stored cart
+SEGMENT_ARGS = 22
+_SEPARATORS = str.maketrans("", "", US + RS)
 
-# Flags a record may carry (Python decides them, the script counts them).
-FLAG_CHECKOUT = "k"  # a page view of a cart or checkout page
-FLAG_LONG_DWELL = "d"  # a page view read for LONG_DWELL_MS or more
+_LUA_CONSTANTS = (
+    f"local CAP, MAXC, MAXI, MAXQ, MAXT, MAXD, HW = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}, {MAX_QUERIES},"
+    f" {MAX_TYPES}, {MAX_DAYS}, {HASH_CHARS}\n"
+    f"local VERSION, SEG = '{STATE_VERSION}', {SEGMENT_ARGS}\n"
+)
 
-# A page view counts as a checkout view when its URL contains /checkout, /cart or /basket.
-
-LIVE_LUA = f"""
--- KEYS: [gate,] [the project's suppression set,] the units' hashes. ARGV: gated (1|0), now, idle,
--- ttl, consent required (1|0), checked (1|0), then per unit: [the digest of its id,] its record count
--- and its records.
+LIVE_LUA = (
+    _LUA_CONSTANTS
+    + r"""
+-- KEYS: [gate,] the project's suppression set, its index of active units, the units' hashes.
+-- ARGV: gated (1|0), now, idle, ttl, consent required (1|0), index window, length of the unit key
+-- prefix, then per unit: the digest of its id, its segment count, SEG values per segment.
 local gated = ARGV[1] == '1'
 -- The ingest script sets the gate only when it appended the batch; taking it here makes the update
 -- happen once, and not at all for a batch it refused.
-if gated and redis.call('DEL', KEYS[1]) == 0 then return {{}} end
-local now = tonumber(ARGV[2])
-local idle = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
+if gated and redis.call('DEL', KEYS[1]) == 0 then return {} end
+local now, idle, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local consent_required = ARGV[5] == '1'
-local CAP, MAXC, MAXI = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}
-local MAXQ, MAXT, MAXD = {MAX_QUERIES}, {MAX_TYPES}, {MAX_DAYS}
-local s = nil
+local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
+local first = gated and 2 or 1
+local suppressed, active = KEYS[first], KEYS[first + 1]
+local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
 
-local function bump(x) x = (x or 0) + 1; if x > CAP then return CAP end; return x end
-local function list(x) if type(x) ~= 'table' then return {{}} end; return x end
+local function cap(x) if x > CAP then return CAP end; return x end
 
--- Rebuild lists densely: cjson stores a Lua table with holes as an object.
-local function front(items, value, limit)
-  local out = {{value}}
-  for _, v in ipairs(items) do
-    if #out >= limit then break end
-    if v ~= value then out[#out + 1] = v end
+-- fresh entries (most recent first) ahead of the old ones they do not repeat, at most `limit`
+local function merge_list(fresh, old, limit)
+  if fresh == '' then return old end
+  local out, seen = {}, {}
+  for v in string.gmatch(fresh, '[^\30]+') do
+    if #out < limit and not seen[v] then out[#out + 1] = v; seen[v] = true end
   end
-  return out
+  for v in string.gmatch(old, '[^\30]+') do
+    if #out >= limit then break end
+    if not seen[v] then out[#out + 1] = v; seen[v] = true end
+  end
+  return table.concat(out, '\30')
 end
 
-local function session_open(ts)
-  if s.ss then s.ps = s.sl end
-  s.ss = ts; s.n = 0; s.t = nil; s.pv = 0; s.it = nil; s.ni = 0; s.c = nil; s.q = 0; s.qr = 0
-  s.lq = nil; s.ca = 0; s.cr = 0; s.pu = 0; s.ck = 0; s.ld = 0; s.ch = nil
-  local day = math.floor(ts / 86400)
-  local days = {{}}
-  local counted = false
-  for _, pair in ipairs(list(s.sd)) do
-    if pair[1] > day - MAXD then
-      if pair[1] == day then pair[2] = bump(pair[2]); counted = true end
-      days[#days + 1] = pair
+local function merge_types(fresh, old)
+  local names, counts = {}, {}
+  for t, c in string.gmatch(old, '([%w_]+)=(%d+)') do names[#names + 1] = t; counts[t] = tonumber(c) end
+  for t, c in string.gmatch(fresh, '([%w_]+)=(%d+)') do
+    c = tonumber(c)
+    if counts[t] then
+      counts[t] = cap(counts[t] + c)
+    elseif #names < MAXT - 1 then
+      names[#names + 1] = t; counts[t] = cap(c)
+    else
+      -- MAXT - 1 types by name, then one 'other' for every type beyond them
+      if counts.other == nil then names[#names + 1] = 'other'; counts.other = 0 end
+      counts.other = cap(counts.other + c)
     end
   end
-  if not counted then days[#days + 1] = {{day, 1}} end
-  while #days > MAXD do table.remove(days, 1) end
-  s.sd = days
+  local out = {}
+  for i, t in ipairs(names) do out[i] = t .. '=' .. counts[t] end
+  return table.concat(out, ' ')
+end
+
+-- returns the merged list and how many of the fresh hashes it already held
+local function merge_items(fresh, old)
+  if fresh == '' then return old, 0 end
+  local set, found, out = {}, 0, {fresh}
+  for i = 1, #fresh, HW do set[string.sub(fresh, i, i + HW - 1)] = true end
+  local kept = #fresh / HW
+  for i = 1, #old, HW do
+    local h = string.sub(old, i, i + HW - 1)
+    if set[h] then found = found + 1
+    elseif kept < MAXI then out[#out + 1] = h; kept = kept + 1 end
+  end
+  return table.concat(out), found
+end
+
+local function merge_categories(fresh, old)
+  if fresh == '' then return old end
+  local counts, order = {}, {}
+  for name, v, iv in string.gmatch(old, '([^\30\31]+)\31(%d+)\31(%d+)') do
+    counts[name] = {tonumber(v), tonumber(iv)}; order[#order + 1] = name
+  end
+  local out, seen = {}, {}
+  for name, v, iv in string.gmatch(fresh, '([^\30\31]+)\31(%d+)\31(%d+)') do
+    local base = counts[name] or {0, 0}
+    out[#out + 1] = name .. '\31' .. cap(base[1] + tonumber(v)) .. '\31' .. cap(base[2] + tonumber(iv))
+    seen[name] = true
+  end
+  for _, name in ipairs(order) do
+    if #out >= MAXC then break end
+    if not seen[name] then out[#out + 1] = name .. '\31' .. counts[name][1] .. '\31' .. counts[name][2] end
+  end
+  return table.concat(out, '\30')
+end
+
+local function days_bump(raw, ts)
+  local day = math.floor(ts / 86400)
+  local out, counted = {}, false
+  for d, c in string.gmatch(raw, '(%d+):(%d+)') do
+    d = tonumber(d)
+    if d > day - MAXD then
+      c = tonumber(c)
+      if d == day then c = cap(c + 1); counted = true end
+      out[#out + 1] = d .. ':' .. c
+    end
+  end
+  if not counted then out[#out + 1] = day .. ':1' end
+  while #out > MAXD do table.remove(out, 1) end
+  return table.concat(out, ' ')
+end
+
+local function refines(query, previous)
+  for word in string.gmatch(query, '%S+') do
+    if string.len(word) >= 3 and string.find(' ' .. previous .. ' ', ' ' .. word .. ' ', 1, true) then return true end
+  end
+  return false
 end
 
 -- One unit: 1 written, 0 opted out (state dropped), -1 its key is not a hash (the other units go on).
-local function fold(key, base, n)
-  local flags = redis.pcall('HMGET', key, 'dnp', 'consent', '{LIVE_FIELD}')
-  if flags.err then return -1 end
-  if flags[1] == '1' or (consent_required and flags[2] ~= '1') then
-    if flags[3] then redis.call('HDEL', key, '{LIVE_FIELD}') end
+local function fold(key, b, segments)
+  local f = redis.pcall('HMGET', key, 'dnp', 'consent', 'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld')
+  if f.err then return -1 end
+  if f[1] == '1' or (consent_required and f[2] ~= '1') then
+    if f[3] then redis.call('HDEL', key, unpack(FIELDS)) end
     return 0
   end
-  s = nil
-  if flags[3] then
-    local ok, decoded = pcall(cjson.decode, flags[3])
-    if ok and type(decoded) == 'table' and decoded.v == {STATE_VERSION} then s = decoded end
+  -- ss sl ps fs n pv ni q qr ca cr pu ck ld
+  local x = {}
+  if f[3] and string.sub(f[3], 1, 2) == VERSION .. ' ' then
+    for w in string.gmatch(string.sub(f[3], 3), '%S+') do x[#x + 1] = tonumber(w) or false end
   end
-  if s == nil then s = {{v = {STATE_VERSION}}} end
-  for i = 0, n - 1 do
-    local b = base + i * {FIELDS_PER_EVENT}
-    local ts, typ, item, ihash, cat, extra, fl =
-      tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-    if ts > now then ts = now end
-    if s.sl and ts < s.sl then ts = s.sl end
-    if s.fs == nil then s.fs = ts end
-    if s.sl == nil or ts - s.sl > idle then session_open(ts) end
-    s.sl = ts
-    s.n = bump(s.n)
-    local types = list(s.t)
-    local found = false
-    for _, pair in ipairs(types) do
-      if pair[1] == typ then pair[2] = bump(pair[2]); found = true; break end
+  local lt, li, lc, lq, la, lh, lf, ld
+  if #x == 14 then
+    lt, li, lc, lq = f[4] or '', f[5] or '', f[6] or '', f[7] or ''
+    la, lh, lf, ld = f[8] or '', f[9] or '', f[10] or '', f[11] or ''
+  else  -- no state, or one this script cannot read: start afresh
+    x = {false, false, false, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    lt, li, lc, lq, la, lh, lf, ld = '', '', '', '', '', '', '', ''
+  end
+  for s = 0, segments - 1 do
+    local a = b + s * SEG
+    local sl = x[2]
+    local start, stop = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    if sl and start < sl then start = sl end
+    if sl and stop < sl then stop = sl end
+    if not x[4] then x[4] = start end
+    if not sl or start - sl > idle then
+      if x[1] then x[3] = sl end
+      x[1] = start
+      for i = 5, 14 do x[i] = 0 end
+      lt, li, lc, lq, lh = '', '', '', '', ''
+      ld = days_bump(ld, start)
     end
-    if not found then
-      -- MAXT - 1 types by name, then one 'other' for every type beyond them
-      if #types < MAXT - 1 then
-        types[#types + 1] = {{typ, 1}}
-      else
-        local other = nil
-        for _, pair in ipairs(types) do if pair[1] == 'other' then other = pair end end
-        if other == nil then types[#types + 1] = {{'other', 1}} else other[2] = bump(other[2]) end
-      end
+    x[2] = stop
+    x[5] = cap(x[5] + tonumber(ARGV[a + 2]))
+    x[6] = cap(x[6] + tonumber(ARGV[a + 3]))
+    local q, qr = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    local first_query = ARGV[a + 16]
+    if first_query ~= '' and lq ~= '' then
+      local previous = string.match(lq, '^[^\30]+')
+      if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
-    s.t = types
-    if s.ch == nil and extra ~= '' and typ == 'page_view' then s.ch = extra end
-    if s.ft == nil and extra ~= '' and typ == 'page_view' then s.ft = extra end
-    if typ == 'page_view' then
-      s.pv = bump(s.pv)
-      if string.find(fl, '{FLAG_CHECKOUT}', 1, true) then s.ck = bump(s.ck) end
-      if string.find(fl, '{FLAG_LONG_DWELL}', 1, true) then s.ld = bump(s.ld) end
-      if ihash ~= '' then
-        local items = list(s.it)
-        local seen = false
-        for _, h in ipairs(items) do if h == ihash then seen = true; break end end
-        if not seen then s.ni = bump(s.ni) end
-        s.it = front(items, ihash, MAXI)
-      end
-      if cat ~= '' then
-        local entry = {{cat, 0, 0}}
-        for _, e in ipairs(list(s.c)) do if e[1] == cat then entry = e; break end end
-        entry[2] = bump(entry[2])
-        if ihash ~= '' then entry[3] = bump(entry[3]) end
-        local out = {{entry}}
-        for _, e in ipairs(list(s.c)) do
-          if #out >= MAXC then break end
-          if e[1] ~= cat then out[#out + 1] = e end
-        end
-        s.c = out
-      end
-    elseif typ == 'search' then
-      s.q = bump(s.q)
-      local previous = list(s.lq)[1]
-      if previous and previous ~= extra and extra ~= '' then
-        for word in string.gmatch(extra, '%S+') do
-          if string.len(word) >= 3 and string.find(' ' .. previous .. ' ', ' ' .. word .. ' ', 1, true) then
-            s.qr = bump(s.qr); break
-          end
-        end
-      end
-      if extra ~= '' then s.lq = front(list(s.lq), extra, MAXQ) end
-    elseif typ == 'add_to_cart' then
-      s.ca = bump(s.ca)
-      s.ac = {{ts, item}}
-    elseif typ == 'remove_from_cart' then
-      s.cr = bump(s.cr)
-      if s.ac and s.ac[2] == item then s.ac = nil end
-    elseif typ == 'purchase' then
-      s.pu = bump(s.pu)
-      s.ac = nil
+    x[8] = cap(x[8] + q); x[9] = cap(x[9] + qr)
+    for i = 10, 14 do x[i] = cap(x[i] + tonumber(ARGV[a + i - 4])) end
+    lt = merge_types(ARGV[a + 12], lt)
+    local found
+    li, found = merge_items(ARGV[a + 13], li)
+    x[7] = cap(x[7] + tonumber(ARGV[a + 11]) - found)
+    lc = merge_categories(ARGV[a + 14], lc)
+    lq = merge_list(ARGV[a + 15], lq, MAXQ)
+    local channel = ARGV[a + 17]
+    if lh == '' then lh = channel end
+    if lf == '' then lf = channel end
+    local op = ARGV[a + 18]
+    if op == 's' then
+      local at = tonumber(ARGV[a + 19])
+      if sl and at < sl then at = sl end
+      la = at .. '\31' .. ARGV[a + 20]
+    elseif op == 'x' then
+      la = ''
+    elseif la ~= '' and ARGV[a + 21] ~= '' then
+      local item = string.match(la, '\31(.*)$')
+      if string.find('\30' .. ARGV[a + 21] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
-  redis.call('HSET', key, '{LIVE_FIELD}', cjson.encode(s))
+  for i = 1, 14 do if x[i] == false then x[i] = '-' end end
+  redis.call('HSET', key, 'ls', VERSION .. ' ' .. table.concat(x, ' '), 'lt', lt, 'li', li, 'lc', lc, 'lq', lq,
+    'la', la, 'lh', lh, 'lf', lf, 'ld', ld)
   redis.call('EXPIRE', key, ttl)
   return 1
 end
 
-local out = {{}}
-local checked = ARGV[6] == '1'
-local first = gated and 2 or 1
-local suppressed = nil
-if checked then suppressed = KEYS[first]; first = first + 1 end
-local b = 7
-for k = first, #KEYS do
+local out, written, dropped = {}, {}, {}
+local b = 8
+for k = first + 2, #KEYS do
+  local n = tonumber(ARGV[b + 1])
+  local unit = string.sub(KEYS[k], prefix + 1)
   -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
-  local erased = false
-  if checked then erased = redis.call('SISMEMBER', suppressed, ARGV[b]) == 1; b = b + 1 end
-  local n = tonumber(ARGV[b])
-  if erased then out[#out + 1] = 0 else out[#out + 1] = fold(KEYS[k], b + 1, n) end
-  b = b + 1 + n * {FIELDS_PER_EVENT}
+  local result = 0
+  if redis.call('SISMEMBER', suppressed, ARGV[b]) == 0 then result = fold(KEYS[k], b + 2, n) end
+  out[#out + 1] = result
+  if result == 1 then
+    written[#written + 1] = now; written[#written + 1] = unit
+  elseif result == 0 then
+    dropped[#dropped + 1] = unit
+  end
+  b = b + 2 + n * SEG
 end
+if #written > 0 then redis.call('ZADD', active, unpack(written)) end
+if #dropped > 0 then redis.call('ZREM', active, unpack(dropped)) end
+redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. (now - window))
+redis.call('EXPIRE', active, window + 60)
 return out
 """
+)
 
 LIVE_SHA = hashlib.sha1(LIVE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
 
@@ -249,8 +323,13 @@ def item_hash(item: str) -> str:
 
 
 def query_normal(query: str) -> str:
-    """A search as the state keeps it: lower case, single spaces, cut to MAX_QUERY_CHARS."""
+    """A search as the state keeps it: lower case, single spaces, cut to MAX_QUERY_CHARS (split()
+    also drops the separators the state uses, which Python counts as white space)."""
     return " ".join(query.lower().split())[:MAX_QUERY_CHARS]
+
+
+def _text(value) -> str:
+    return value[:MAX_TEXT_CHARS].translate(_SEPARATORS) if isinstance(value, str) else ""
 
 
 def _channel(properties: dict) -> str:
@@ -258,7 +337,7 @@ def _channel(properties: dict) -> str:
     decide context classifies it; the state keeps only this short text)."""
     source = properties.get("utm_source")
     if isinstance(source, str) and source.strip():
-        return source.strip().lower()[:MAX_CHANNEL_CHARS]
+        return " ".join(source.lower().split())[:MAX_CHANNEL_CHARS]
     referrer = properties.get("referrer")
     if isinstance(referrer, str) and referrer:
         return _referrer_host(referrer)
@@ -271,46 +350,138 @@ def _referrer_host(referrer: str) -> str:
         host = urlsplit(referrer).hostname or ""
     except ValueError:
         host = ""
-    return host.removeprefix("www.")[:MAX_CHANNEL_CHARS]
+    return host.removeprefix("www.")[:MAX_CHANNEL_CHARS].translate(_SEPARATORS)
 
 
-def _record(event: dict, now: float) -> list:
-    """One event as the script's fixed-width record (a few microseconds: it runs for every event)."""
-    props = event.get("properties") or {}
-    etype = event["type"]
-    ts = event.get("ts")
+def _refines(query: str, previous: str) -> bool:
+    words = f" {previous} "
+    return any(len(word) >= 3 and f" {word} " in words for word in query.split())
+
+
+class _Segment:
+    """A unit's run of events in one batch with no idle gap inside: what the script merges at once.
+    Which of them opens a session the script decides (it knows the state's last event)."""
+
+    __slots__ = ("cart", "categories", "channel", "counts", "end", "first_query", "items", "op", "queries")
+    __slots__ += ("query", "removed", "start", "types")
+
+    def __init__(self, ts: int):
+        self.start = self.end = ts
+        self.counts = [0] * 9  # n pv q qr ca cr pu ck ld
+        self.types: dict[str, int] = {}
+        self.items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
+        self.categories: dict[str, list[int]] = {}
+        self.queries: dict[str, None] = {}
+        self.query = self.first_query = self.channel = self.op = ""
+        self.cart: tuple[int, str] = (0, "")
+        self.removed: list[str] = []
+
+    def add(self, etype: str, props: dict, ts: int) -> None:
+        self.end = ts
+        counts = self.counts
+        counts[0] += 1
+        types = self.types
+        if etype in types or len(types) < 2 * MAX_TYPES:
+            types[etype] = types.get(etype, 0) + 1
+        else:  # the script keeps MAX_TYPES - 1 by name anyway
+            types["other"] = types.get("other", 0) + 1
+        if etype == "page_view":
+            counts[1] += 1
+            url = props.get("url")
+            if isinstance(url, str):
+                url = url.lower()
+                if "/checkout" in url or "/cart" in url or "/basket" in url:
+                    counts[7] += 1
+            dwell = props.get("dwell_ms")
+            if isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
+                counts[8] += 1
+            item = _text(props.get("item"))
+            if item:
+                h = item_hash(item)
+                self.items.pop(h, None)
+                self.items[h] = None
+            category = _text(props.get("category"))
+            if category:
+                entry = self.categories.pop(category, None) or [0, 0]
+                entry[0] += 1
+                entry[1] += bool(item)
+                self.categories[category] = entry
+            if not self.channel:
+                self.channel = _channel(props)
+        elif etype == "search":
+            counts[2] += 1
+            query = props.get("query")
+            query = query_normal(query) if isinstance(query, str) else ""
+            if query:
+                if not self.query:
+                    self.first_query = query  # the script checks it against the state's last search
+                elif query != self.query and _refines(query, self.query):
+                    counts[3] += 1
+                self.query = query
+                self.queries.pop(query, None)
+                self.queries[query] = None
+        elif etype == "add_to_cart":
+            counts[4] += 1
+            self.op, self.cart = "s", (ts, _text(props.get("item")))
+        elif etype == "remove_from_cart":
+            counts[5] += 1
+            item = _text(props.get("item"))
+            if self.op == "s" and self.cart[1] == item:
+                self.op = "x"
+            elif not self.op and len(self.removed) < MAX_ITEMS:
+                self.removed.append(item)
+        elif etype == "purchase":
+            counts[6] += 1
+            self.op = "x"
+
+    def args(self) -> list:
+        items = list(self.items)
+        categories = list(self.categories.items())[-MAX_CATEGORIES:]
+        return [
+            self.start,
+            self.end,
+            *self.counts,
+            len(items),
+            " ".join(f"{t}={c}" for t, c in self.types.items()),
+            "".join(reversed(items[-MAX_ITEMS:])),
+            RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in reversed(categories)),
+            RS.join(reversed(list(self.queries)[-MAX_QUERIES:])),
+            self.first_query,
+            self.channel,
+            self.op,
+            self.cart[0],
+            self.cart[1],
+            RS.join(self.removed),
+        ]
+
+
+def _seconds(ts, now: float) -> int:
     try:
         seconds = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else now
     except ValueError:
         seconds = now
-    item = props.get("item")
-    item = item[:MAX_TEXT_CHARS] if isinstance(item, str) else ""
-    category = props.get("category")
-    category = category[:MAX_TEXT_CHARS] if isinstance(category, str) else ""
-    if etype == "page_view":
-        flags = ""
-        url = props.get("url")
-        if isinstance(url, str):
-            url = url.lower()
-            if "/checkout" in url or "/cart" in url or "/basket" in url:
-                flags = FLAG_CHECKOUT
-        dwell = props.get("dwell_ms")
-        if isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
-            flags += FLAG_LONG_DWELL
-        return [
-            int(min(seconds, now)),
-            etype,
-            item,
-            item_hash(item) if item else "",
-            category,
-            _channel(props),
-            flags,
-        ]
-    extra = ""
-    if etype == "search":
-        query = props.get("query")
-        extra = query_normal(query) if isinstance(query, str) else ""
-    return [int(min(seconds, now)), etype[:MAX_TEXT_CHARS], item, "", category, extra, ""]
+    return int(min(seconds, now))
+
+
+def _unit_args(events: list[dict], now: float, idle: int) -> list:
+    """A unit's events (in batch order) as the script's segment records: its segment count, then
+    SEGMENT_ARGS values per segment."""
+    segments: list[_Segment] = []
+    segment = None
+    last = 0
+    for event in events:
+        ts = _seconds(event.get("ts"), now)
+        if segment is not None and ts < last:
+            ts = last
+        if segment is None or ts - last > idle:
+            segment = _Segment(ts)
+            segments.append(segment)
+        last = ts
+        segment.add(event["type"], event.get("properties") or {}, ts)
+    out: list = [len(segments)]
+    for segment in segments:
+        out += segment.args()
+    return out
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -323,65 +494,40 @@ def live_command(
     project_id: int,
     events: Iterable[dict],
     now: float,
+    digest: Callable[[str], str],
     settings: LiveSettings | None = None,
     gate: str | None = None,
-    suppressed: tuple[str, Callable[[str], str]] | None = None,
 ) -> tuple | None:
-    """The one EVALSHA that folds accepted, validated events into their units' live state (a unit's
-    events in batch order), or None when no event concerns a unit. With `gate`, the script does
-    nothing unless it can take that key (the ingest script sets it when it appends the batch), so
-    the command can ride in the ingest's own round trip. With `suppressed` (the project's suppression
-    set key, and the digest of an id), the script skips units whose id was erased. Send it with
+    """The one EVALSHA that folds accepted, validated events into their units' live state and the
+    index of active units, or None when no event concerns a unit. `digest` gives the keyed digest of
+    an id, as the project's suppression set keeps erased ones: the script skips those units. With
+    `gate`, the script does nothing unless it can take that key (the ingest script sets it when it
+    appends the batch), so the command can ride in the ingest's own round trip. Send it with
     `live_apply`.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
-    the batch split per slot again (the ingest script spans slots already)."""
-    by_unit: dict[str, list] = {}
+    the batch split per slot (the ingest script spans slots already)."""
+    by_unit: dict[str, list[dict]] = {}
     for event in events:
         unit = event.get("user_id") or event.get("anonymous_id")
         if not unit or event["type"] in _NOT_BEHAVIOR:
             continue
-        records = by_unit.get(unit)
-        if records is None:
-            records = by_unit[unit] = [0]
-        records[0] += 1
-        records += _record(event, now)
+        by_unit.setdefault(unit, []).append(event)
     if not by_unit:
         return None
     settings = settings or LiveSettings()
-    keys = [rkeys.unit(project_id, unit) for unit in by_unit]
-    if suppressed is not None:
-        keys.insert(0, suppressed[0])
+    idle = settings.idle_seconds
+    keys = [rkeys.suppressed(project_id), rkeys.live_active(project_id)]
     if gate is not None:
         keys.insert(0, gate)
-    args = [int(gate is not None), int(now), settings.idle_seconds, UNIT_TTL_SECONDS, int(settings.require_consent)]
-    args.append(int(suppressed is not None))
-    for unit, records in by_unit.items():
-        if suppressed is not None:
-            args.append(suppressed[1](unit))
-        args += records
+    keys += [rkeys.unit(project_id, unit) for unit in by_unit]
+    args = [int(gate is not None), int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
+    args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
+    for unit, unit_events in by_unit.items():
+        args.append(digest(unit))
+        args += _unit_args(unit_events, now, idle)
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
-
-
-def active_commands(*, project_id: int, events: Iterable[dict], now: float) -> list[tuple]:
-    """The index of recently active units (rkeys.live_active) that the live preview and the Sessions
-    panel walk instead of scanning every unit hash: three commands per batch, sent in the live
-    update's pipeline. A separate key, so the script stays single-key (Redis Cluster); trimmed on
-    every write, so it holds at most the units of the last ACTIVE_WINDOW_SECONDS."""
-    units = {
-        unit: None
-        for e in events
-        if (unit := e.get("user_id") or e.get("anonymous_id")) and e.get("type") not in _NOT_BEHAVIOR
-    }
-    if not units:
-        return []
-    active, second = rkeys.live_active(project_id), int(now)
-    return [
-        ("ZADD", active, *(x for unit in units for x in (second, unit))),
-        ("ZREMRANGEBYSCORE", active, "-inf", f"({second - ACTIVE_WINDOW_SECONDS}"),
-        ("EXPIRE", active, ACTIVE_WINDOW_SECONDS + 60),
-    ]
 
 
 def live_reply(client, command: tuple, reply) -> list:
@@ -397,7 +543,7 @@ def live_reply(client, command: tuple, reply) -> list:
 
 
 def live_apply(client, command: tuple | None) -> list:
-    """Send the command on its own: 1 (written), 0 (opted out) or -1 (not a hash) per unit."""
+    """Send the command on its own: 1 (written), 0 (opted out or erased) or -1 (not a hash) per unit."""
     if command is None:
         return []
     try:
@@ -408,32 +554,85 @@ def live_apply(client, command: tuple | None) -> list:
 
 
 def live_update(
-    client, *, project_id: int, events: Iterable[dict], now: float, settings: LiveSettings | None = None
+    client,
+    *,
+    project_id: int,
+    events: Iterable[dict],
+    now: float,
+    digest: Callable[[str], str],
+    settings: LiveSettings | None = None,
 ) -> list:
-    """Fold accepted events into the live state and the index of active units, in a round trip of
-    its own. Returns the script's replies (1 written, 0 opted out, -1 not a hash), one per unit."""
-    events = list(events)
-    command = live_command(project_id=project_id, events=events, now=now, settings=settings)
-    index = active_commands(project_id=project_id, events=events, now=now)
-    if index:
-        pipe = client.pipeline(transaction=False)
-        for part in index:
-            pipe.execute_command(*part)
-        pipe.execute()
+    """Fold accepted events into the live state and the index of active units in a round trip of
+    its own. Returns the script's replies (1 written, 0 opted out or erased, -1 not a hash), one per unit."""
+    command = live_command(project_id=project_id, events=events, now=now, digest=digest, settings=settings)
     return live_apply(client, command)
 
 
+def _int(value: str) -> int | None:
+    return None if value == "-" else int(value)
+
+
 def live_state_parse(user: dict) -> dict | None:
-    """The state from a unit hash as decide holds it (str → str), or None when there is none or it
+    """The state from a unit hash as decide holds it (str → str), as a dict of short names (ss sl ps
+    fs n pv ni q qr ca cr pu ck ld, t [[type, count]], it the items' hashes, c [[name, views, item
+    views]], lq, ac [time, item] or None, ch, ft, sd [[day, count]]), or None when there is none or it
     is unreadable (then decide answers as for a visitor without live state)."""
     raw = user.get(LIVE_FIELD)
-    if not raw:
+    if not raw or not raw.startswith(STATE_VERSION + " "):
+        return None
+    numbers = raw.split(" ")
+    if len(numbers) != 15:
         return None
     try:
-        state = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        ss, sl, ps, fs, *counts = (_int(v) for v in numbers[1:])
+        types = [[name, int(count)] for name, _, count in (p.partition("=") for p in user.get("lt", "").split())]
+        categories = []
+        for entry in user.get("lc", "").split(RS):
+            if entry:
+                name, views, item_views = entry.split(US)
+                categories.append([name, int(views), int(item_views)])
+        cart = user.get("la", "")
+        if cart:
+            at, _, item = cart.partition(US)
+            cart = [int(at), item]
+        days = [[int(d), int(c)] for d, _, c in (p.partition(":") for p in user.get("ld", "").split())]
+    except (ValueError, TypeError):
         return None
-    return state if isinstance(state, dict) and state.get("v") == STATE_VERSION else None
+    state = dict(zip(("n", "pv", "ni", "q", "qr", "ca", "cr", "pu", "ck", "ld"), counts, strict=True))
+    queries = user.get("lq", "")
+    state.update(
+        ss=ss,
+        sl=sl,
+        ps=ps,
+        fs=fs,
+        t=types,
+        it=user.get("li", ""),
+        c=categories,
+        lq=queries.split(RS) if queries else [],
+        ac=cart or None,
+        ch=user.get("lh", ""),
+        ft=user.get("lf", ""),
+        sd=days,
+    )
+    return state
+
+
+def live_state_fields(state: dict) -> dict[str, str]:
+    """A state dict (as `live_state_parse` returns it) as the unit hash's fields. Pure."""
+    numbers = [state.get(name) for name in ("ss", "sl", "ps", "fs")]
+    numbers += [state.get(name) or 0 for name in ("n", "pv", "ni", "q", "qr", "ca", "cr", "pu", "ck", "ld")]
+    cart = state.get("ac")
+    return {
+        "ls": " ".join([STATE_VERSION, *("-" if v is None else str(int(v)) for v in numbers)]),
+        "lt": " ".join(f"{name}={count}" for name, count in _pairs(state.get("t"))),
+        "li": state.get("it") or "",
+        "lc": RS.join(f"{name}{US}{v}{US}{iv}" for name, v, iv in _pairs(state.get("c"))),
+        "lq": RS.join(_pairs(state.get("lq"))),
+        "la": f"{int(cart[0])}{US}{cart[1]}" if cart else "",
+        "lh": state.get("ch") or "",
+        "lf": state.get("ft") or "",
+        "ld": " ".join(f"{day}:{count}" for day, count in _pairs(state.get("sd"))),
+    }
 
 
 def live_state_merge(anonymous: dict | None, user: dict | None) -> dict | None:
@@ -466,20 +665,20 @@ def live_state_merge(anonymous: dict | None, user: dict | None) -> dict | None:
     return merged
 
 
-# Writes a merged state only over the state it was merged from: an events request that updated the
-# user's state meanwhile makes it answer -1 (read again and merge again), and a user who opted out
-# keeps none (0).
-LIVE_STITCH_LUA = f"""
-local flags = redis.call('HMGET', KEYS[1], 'dnp', '{LIVE_FIELD}')
-if flags[1] == '1' then return 0 end
-if (flags[2] or '') ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], '{LIVE_FIELD}', ARGV[2])
+# Writes a merged state only over the state it was merged from (its "ls" field, which every fold
+# changes: the last event's time and the event count): an events request that updated the user's
+# state meanwhile makes it answer -1 (read again and merge again). A user who opted out, or has not
+# consented where the project requires it (ARGV[1]), keeps none (0).
+LIVE_STITCH_LUA = """
+local flags = redis.call('HMGET', KEYS[1], 'dnp', 'consent', 'ls')
+if flags[1] == '1' or (ARGV[1] == '1' and flags[2] ~= '1') then return 0 end
+if (flags[3] or '') ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 
 
 def _pairs(value) -> list:
-    # cjson writes an empty Lua table as {}: read it as an empty list.
     return value if isinstance(value, list) else []
 
 

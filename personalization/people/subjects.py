@@ -63,7 +63,7 @@ def unit_hashes_unprofile(*, project_id: int, unit_ids: list[str]) -> None:
     keep the rest (the do-not-personalize flag set with it keeps the state from coming back)."""
     pipe = redis_client.worker().pipeline(transaction=False)
     for unit_id in unit_ids:
-        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", rkeys.UNIT_LIVE_FIELD)
+        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", *rkeys.UNIT_LIVE_FIELDS)
     pipe.execute()
 
 

@@ -173,7 +173,7 @@ def test_visitor_state__demo_visits__read_as_the_events_script_folds_them_in_red
                 "ts": event["ts"].isoformat(),
                 "properties": event["properties"],
             }
-            assert live_session.live_update(client, project_id=project, events=[sent], now=at + 1) == [1]
+            assert live_session.live_update(client, project_id=project, events=[sent], now=at + 1, digest=str) == [1]
             raw = client.hgetall(rkeys.unit(project, session.profile.anonymous_id))
             redis_state = live_session.live_state_parse({k.decode(): v.decode() for k, v in raw.items()})
             later = event["ts"] + timedelta(seconds=5)

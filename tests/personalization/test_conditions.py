@@ -254,3 +254,9 @@ def test_property__any_text_is_a_condition_or_a_condition_error(text):
     if compiled is not None:
         assert cond.condition_parse(cond.condition_text(compiled)) == compiled
         assert isinstance(cond.condition_function(compiled)(_facts()), bool)
+
+
+def test_facts_of__known_visitor_without_a_channel__first_touch_reads_direct_as_the_timeline_does():
+    known = cond.facts_of(session_view({"fs": NOW, "sl": NOW, "ss": NOW}, now=NOW + 60), {}, "exploring")
+    assert known["first_touch"] == "direct"
+    assert cond.facts_of(session_view(None, now=NOW), {}, "exploring")["first_touch"] is None

@@ -54,9 +54,13 @@ def test_active_index__units_older_than_the_window_are_trimmed_by_the_next_write
     client = redis_client.worker()
     now = time.time()
     old = [_event("page_view", "old", url="/")]
-    live_session.live_update(client, project_id=7, events=old, now=now - live_session.ACTIVE_WINDOW_SECONDS - 5)
+    live_session.live_update(
+        client, project_id=7, events=old, now=now - live_session.ACTIVE_WINDOW_SECONDS - 5, digest=str
+    )
     assert set(_index(7)) == {"old"}
-    replies = live_session.live_update(client, project_id=7, events=[_event("page_view", "new", url="/")], now=now)
+    replies = live_session.live_update(
+        client, project_id=7, events=[_event("page_view", "new", url="/")], now=now, digest=str
+    )
     assert replies == [1]  # the scripts' replies only, the index's commands are not among them
     assert set(_index(7)) == {"new"}
 
@@ -70,7 +74,7 @@ def test_sessions_by_stage__counts_the_last_hours_states_and_skips_units_without
     events += [_event("add_to_cart", "decider", item="tent"), _event("purchase", "buyer", item="tent")]
     _send(client, public_key, events)
     # An id in the index whose hash lost its state (do-not-personalize clears it at once).
-    redis_client.worker().hdel(rkeys.unit(live_project.pk, "explorer"), rkeys.UNIT_LIVE_FIELD)
+    redis_client.worker().hdel(rkeys.unit(live_project.pk, "explorer"), *rkeys.UNIT_LIVE_FIELDS)
     stages = live_activity.sessions_by_stage(project=live_project)
     assert stages.active.total == 4 and not stages.active.capped
     assert stages.counts == {"bought": 1, "abandoned": 0, "deciding": 1, "comparing": 1, "exploring": 0}
@@ -82,12 +86,16 @@ def test_live_active_units__reads_at_most_the_limit__most_recent_first(live_proj
     now = time.time()
     for n in range(5):
         live_session.live_update(
-            client, project_id=live_project.pk, events=[_event("page_view", f"v{n}", url="/")], now=now - 50 + n
+            client,
+            project_id=live_project.pk,
+            events=[_event("page_view", f"v{n}", url="/")],
+            now=now - 50 + n,
+            digest=str,
         )
-    active = live_activity.live_active_units(project_id=live_project.pk, fields=(rkeys.UNIT_LIVE_FIELD,), limit=2)
+    active = live_activity.live_active_units(project_id=live_project.pk, fields=("ls",), limit=2)
     assert (active.total, active.read, active.capped) == (5, 2, True)
     assert [unit for unit, _ in active.units] == ["v4", "v3"]
-    assert all(rkeys.UNIT_LIVE_FIELD in user for _, user in active.units)
+    assert all("ls" in user for _, user in active.units)
 
 
 @pytest.mark.django_db

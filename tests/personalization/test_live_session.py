@@ -4,10 +4,12 @@ streams keep the field bounded."""
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from personalization import redis_client, rkeys
 from personalization.decide.units import UNIT_TTL_SECONDS, units_stitch
+from personalization.ingest.stream import live_digest
 from personalization.people import live_session as ls
 
 NOW = 1_780_000_000.0  # a fixed clock: the script takes "now" from its caller
@@ -28,7 +30,12 @@ def _event(etype: str, minutes: float = 0, unit: str = "anon-1", user: str | Non
 
 def _send(events, now_minutes: float = 0, settings: ls.LiveSettings | None = None) -> list:
     return ls.live_update(
-        redis_client.worker(), project_id=PROJECT, events=events, now=NOW + now_minutes * 60, settings=settings
+        redis_client.worker(),
+        project_id=PROJECT,
+        events=events,
+        now=NOW + now_minutes * 60,
+        digest=live_digest(PROJECT),
+        settings=settings,
     )
 
 
@@ -85,8 +92,10 @@ def test_live_update__one_script_per_batch__and_the_user_id_is_the_unit_when_giv
         _event("page_view", 1, unit="a", user="u-1", url="/account"),
         _event("page_view", 2, unit="a", url="/"),
     ]
-    command = ls.live_command(project_id=PROJECT, events=events, now=NOW + 120)
-    assert command[:6] == ("EVALSHA", ls.LIVE_SHA, 3, *(rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1")))
+    command = ls.live_command(project_id=PROJECT, events=events, now=NOW + 120, digest=live_digest(PROJECT))
+    units = (rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1"))
+    index = (rkeys.suppressed(PROJECT), rkeys.live_active(PROJECT))
+    assert command[:8] == ("EVALSHA", ls.LIVE_SHA, 5, *index, *units)
     assert _send(events, now_minutes=2) == [1, 1, 1]
     assert _view("a", 2).page_views == 2 and _view("b", 2).page_views == 1 and _view("u-1", 2).page_views == 1
 
@@ -101,7 +110,9 @@ def test_live_update__a_unit_whose_key_is_not_a_hash__the_others_are_still_updat
 
 def test_live_update__gated__applies_once_and_only_while_the_gate_is_there():
     events = [_event("page_view", 0, url="/")]
-    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, gate="kr:live:gate:t1")
+    command = ls.live_command(
+        project_id=PROJECT, events=events, now=NOW, digest=live_digest(PROJECT), gate="kr:live:gate:t1"
+    )
     assert ls.live_apply(redis_client.worker(), command) == []  # no gate: a refused batch
     assert _decide_reads() == {}
     redis_client.worker().set("kr:live:gate:t1", "1")
@@ -114,8 +125,7 @@ def test_live_update__an_erased_units_id_in_the_suppression_set__gets_no_state_t
     # Checked in the script: a sender whose snapshot does not know of the erasure yet still keeps nothing.
     redis_client.worker().sadd(rkeys.suppressed(PROJECT), "digest-of-a")
     events = [_event("page_view", 0, unit="a", url="/"), _event("page_view", 0, unit="b", url="/")]
-    suppressed = (rkeys.suppressed(PROJECT), lambda unit: f"digest-of-{unit}")
-    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, suppressed=suppressed)
+    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, digest=lambda unit: f"digest-of-{unit}")
     assert ls.live_apply(redis_client.worker(), command) == [0, 1]
     assert not redis_client.worker().exists(rkeys.unit(PROJECT, "a"))
     assert _view("b").page_views == 1
@@ -259,7 +269,7 @@ def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded(
             else:
                 events.append(_event(f"custom_type_{n}_{long[:50]}", 1))
         _send(events, now_minutes=1)
-    raw = _decide_reads()["ls"]
+    raw = "".join(v for k, v in _decide_reads().items() if k in ls.LIVE_FIELDS)
     view = _view(now_minutes=1)
     assert len(view.category_views) == ls.MAX_CATEGORIES
     assert all(len(name) <= ls.MAX_TEXT_CHARS for name in view.category_views)
@@ -320,7 +330,13 @@ def test_live_state_merge__user_seen_first__keeps_its_first_touch_and_days_stay_
     assert len(merged["sd"]) == ls.MAX_DAYS and merged["sd"][-1] == [DAY, 1]
 
 
+def _snapshot_published(require_consent: bool = False) -> None:
+    # units_stitch reads the project's consent setting from its published decide snapshot
+    redis_client.worker().set(rkeys.snapshot(PROJECT), orjson.dumps({"privacy": {"require_consent": require_consent}}))
+
+
 def test_units_stitch__real_redis__anonymous_cart_reaches_the_user_and_first_seen_is_the_earlier():
+    _snapshot_published()
     _send([_event("page_view", -120, unit="anon-9", url="/", referrer="https://news.example.org/")], -120)
     _send([_event("add_to_cart", -1, unit="anon-9", item="boot-1")], -1)
     units_stitch(project_id=PROJECT, pairs=[("anon-9", "user-9")])
@@ -338,17 +354,68 @@ def test_units_stitch__real_redis__anonymous_cart_reaches_the_user_and_first_see
 
 
 def test_units_stitch__user_opted_out__gets_no_state():
+    _snapshot_published()
     _send([_event("add_to_cart", 0, unit="anon-7", item="x")])
     redis_client.worker().hset(rkeys.unit(PROJECT, "user-7"), "dnp", "1")
     units_stitch(project_id=PROJECT, pairs=[("anon-7", "user-7")])
     assert not redis_client.worker().hexists(rkeys.unit(PROJECT, "user-7"), ls.LIVE_FIELD)
 
 
+@pytest.mark.parametrize(("consent", "kept"), [(None, False), ("0", False), ("1", True)])
+def test_units_stitch__consent_required__only_a_consenting_user_gets_the_state(consent, kept):
+    _send([_event("add_to_cart", 0, unit="anon-5", item="x")])  # kept: the anonymous id consented below
+    _snapshot_published(require_consent=True)
+    if consent is not None:
+        redis_client.worker().hset(rkeys.unit(PROJECT, "user-5"), "consent", consent)
+    units_stitch(project_id=PROJECT, pairs=[("anon-5", "user-5")])
+    assert redis_client.worker().hexists(rkeys.unit(PROJECT, "user-5"), ls.LIVE_FIELD) is kept
+
+
+def test_units_stitch__no_snapshot_published__writes_no_state():
+    _send([_event("add_to_cart", 0, unit="anon-4", item="x")])
+    units_stitch(project_id=PROJECT, pairs=[("anon-4", "user-4")])
+    assert not redis_client.worker().hexists(rkeys.unit(PROJECT, "user-4"), ls.LIVE_FIELD)
+
+
 def test_live_stitch_script__state_changed_since_it_was_read__writes_nothing():
     client = redis_client.worker()
     key = rkeys.unit(PROJECT, "user-6")
-    client.hset(key, ls.LIVE_FIELD, '{"v":1,"n":2}')
-    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, '{"v":1,"n":1}', '{"v":1,"n":9}') == -1
-    assert client.hget(key, ls.LIVE_FIELD) == b'{"v":1,"n":2}'
-    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, '{"v":1,"n":2}', '{"v":1,"n":9}') == 1
-    assert client.hget(key, ls.LIVE_FIELD) == b'{"v":1,"n":9}'
+    client.hset(key, ls.LIVE_FIELD, "2 a")
+    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, 0, "2 b", "ls", "2 c", "lt", "x=1") == -1
+    assert client.hget(key, ls.LIVE_FIELD) == b"2 a" and not client.hexists(key, "lt")
+    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, 0, "2 a", "ls", "2 c", "lt", "x=1") == 1
+    assert client.hmget(key, "ls", "lt") == [b"2 c", b"x=1"]
+    assert client.eval(ls.LIVE_STITCH_LUA, 1, key, 1, "2 c", "ls", "2 d") == 0  # consent required, none given
+
+
+def test_live_state_fields__round_trip_through_parse():
+    _send(_typical_session("anon-1"), now_minutes=10)
+    state = ls.live_state_parse(_decide_reads())
+    assert ls.live_state_parse(ls.live_state_fields(state)) == state
+    assert ls.live_state_fields(state) == {k: v for k, v in _decide_reads().items() if k in ls.LIVE_FIELDS}
+
+
+def test_live_update__erased_then_a_late_event__no_state_and_no_index_entry_come_back():
+    client = redis_client.worker()
+    _send([_event("page_view", 0, unit="gone", url="/")])
+    assert client.zscore(rkeys.live_active(PROJECT), "gone") is not None
+    # Erasure: the hash and the index entry go, the id's digest joins the suppression set.
+    client.delete(rkeys.unit(PROJECT, "gone"))
+    client.zrem(rkeys.live_active(PROJECT), "gone")
+    client.sadd(rkeys.suppressed(PROJECT), live_digest(PROJECT)("gone"))
+    assert _send([_event("page_view", 1, unit="gone", url="/"), _event("page_view", 1, unit="kept", url="/")], 1) == [
+        0,
+        1,
+    ]
+    assert not client.exists(rkeys.unit(PROJECT, "gone"))
+    assert client.zscore(rkeys.live_active(PROJECT), "gone") is None
+    assert client.zscore(rkeys.live_active(PROJECT), "kept") is not None
+
+
+def test_live_update__opted_out_unit__leaves_the_index_at_its_next_event():
+    client = redis_client.worker()
+    _send([_event("page_view", 0, unit="leaving", url="/")])
+    client.hset(rkeys.unit(PROJECT, "leaving"), "dnp", "1")
+    assert _send([_event("page_view", 1, unit="leaving", url="/")], 1) == [0]
+    assert client.zscore(rkeys.live_active(PROJECT), "leaving") is None
+    assert not any(client.hexists(rkeys.unit(PROJECT, "leaving"), f) for f in ls.LIVE_FIELDS)

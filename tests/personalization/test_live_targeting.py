@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from personalization import redis_client, rkeys, services
 from personalization.decide import runtime as decide_runtime
 from personalization.models import Exposure, Project
-from tests.factories import events_post, key_make, project_make
+from tests.factories import events_post, key_make, live_state_read, project_make
 
 ABANDONED = "session.cart_adds >= 1 and session.purchases = 0"
 
@@ -214,13 +214,13 @@ def test_events__throttled_or_capped_batch__leaves_the_live_state_unchanged(clie
         events_post(client, public_key, [_event("page_view", "v-retry", item=f"i{n}")]).status_code for n in range(8)
     ]
     assert 429 in codes and set(codes) <= {200, 429}
-    state = orjson.loads(redis_client.worker().hget(rkeys.unit(project.pk, "v-retry"), rkeys.UNIT_LIVE_FIELD))
+    state = live_state_read(project.pk, "v-retry")
     assert state["pv"] == 1 + codes.count(200), "a refused batch is not counted, so its retry counts once"
 
     settings.KAIROS_EVENTS_PER_KEY_PER_SECOND = 0
     settings.KAIROS_STREAM_CAP_PER_PROJECT = 1
     assert events_post(client, public_key, [_event("page_view", "v-retry", item="x")]).status_code == 503
-    again = orjson.loads(redis_client.worker().hget(rkeys.unit(project.pk, "v-retry"), rkeys.UNIT_LIVE_FIELD))
+    again = live_state_read(project.pk, "v-retry")
     assert again == state
     assert not redis_client.worker().keys("kr:live:gate:*"), "no gate is left behind"
 
@@ -232,7 +232,7 @@ def test_events__live_state_switched_off__events_queued_and_no_state_written(cli
     queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk) or 0)
     _send(client, public_key, [_event("add_to_cart", "v-off", item="x")])
     assert int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk)) == queued + 1
-    assert not redis_client.worker().hexists(rkeys.unit(project.pk, "v-off"), rkeys.UNIT_LIVE_FIELD)
+    assert not redis_client.worker().hexists(rkeys.unit(project.pk, "v-off"), "ls")
     assert _reason(_decide(client, public_key, {"anonymous_id": "v-off"}), "returns-banner") == "targeting_miss"
 
     settings.KAIROS_LIVE_STATE = True

@@ -67,7 +67,7 @@ def test_preview__counts_the_last_hours_visitors_whose_state_matches(shop, proje
     )
     # An objection sets do-not-personalize and clears the state at once; the index still lists the id.
     redis_client.worker().hset(rkeys.unit(project.pk, "opted-out"), "dnp", "1")
-    redis_client.worker().hdel(rkeys.unit(project.pk, "opted-out"), rkeys.UNIT_LIVE_FIELD)
+    redis_client.worker().hdel(rkeys.unit(project.pk, "opted-out"), *rkeys.UNIT_LIVE_FIELDS)
     body = shop.get("/experiences/returns-banner/preview").content.decode()
     assert _matching(body) == 1
     assert "of 3 visitors with a session in the last hour" in body

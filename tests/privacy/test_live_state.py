@@ -6,11 +6,12 @@ import zipfile
 import orjson
 import pytest
 
-from personalization import redis_client, rkeys, services
+from personalization import services
 from personalization.models import Profile
+from personalization.people.live_session import live_state_parse
 from personalization.people.subjects import profiles_consent_set
 from privacy import services as privacy_services
-from tests.factories import event_make, events_post, privacy_request_make
+from tests.factories import event_make, events_post, live_state_read, privacy_request_make
 
 
 def _visit(client, project, public_key, user: str, anon: str, tag: str) -> None:
@@ -32,8 +33,7 @@ def _visit(client, project, public_key, user: str, anon: str, tag: str) -> None:
 
 
 def _live(project, unit: str) -> dict | None:
-    raw = redis_client.worker().hget(rkeys.unit(project.pk, unit), "ls")
-    return None if raw is None else orjson.loads(raw)
+    return live_state_read(project.pk, unit)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_export_contains_the_live_state__erasure_removes_it(visitors):
     path = privacy_services.subject_export(request=privacy_request_make(project=project, kind="access", user_id="lena"))
     with zipfile.ZipFile(path) as archive:
         hashes = orjson.loads(archive.read("data.json"))["locations"]["decide_hash"]
-    exported = {row["unit_id"]: orjson.loads(row["fields"]["ls"]) for row in hashes}
+    exported = {row["unit_id"]: live_state_parse(row["fields"]) for row in hashes}
     assert exported == {"lena": _live(project, "lena"), "anon-lena": _live(project, "anon-lena")}
     assert exported["lena"]["ca"] == 1 and exported["anon-lena"]["pv"] == 3
 
