@@ -46,6 +46,8 @@ KAIROS_EVENTS_PER_IP_PER_SECOND = env_int("KAIROS_EVENTS_PER_IP_PER_SECOND", 100
 # with Retry-After, so one project cannot fill Redis's memory (0: no cap).
 KAIROS_STREAM_CAP_PER_PROJECT = env_int("KAIROS_STREAM_CAP_PER_PROJECT", 1_000_000)
 # How many proxies in front of Kairos append to X-Forwarded-For (0: use the socket's address).
+# How long a server trusts an API key it has looked up: a revoked key stops working everywhere within this.
+KAIROS_KEY_CACHE_MS = env_int("KAIROS_KEY_CACHE_MS", 10_000)
 KAIROS_TRUSTED_PROXIES = env_int("KAIROS_TRUSTED_PROXIES", 0)
 # The events request folds each batch into its visitors' live session state (one more Redis round
 # trip). Off (0): events are stored as usual but live targeting conditions see no new behaviour;

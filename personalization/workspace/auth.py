@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError
 from rest_framework import authentication, exceptions, permissions
 
 from personalization import redis_client, rkeys
 
-KEY_CACHE_SECONDS = 10.0
+KEY_CACHE_SECONDS = settings.KAIROS_KEY_CACHE_MS / 1000
 _LAST_USED_EVERY_SECONDS = 60.0
 
 
