@@ -234,8 +234,30 @@ def top_percent(values: np.ndarray) -> np.ndarray:
     return 100.0 * (higher + 1) / n
 
 
+FOLDS = 5
+
+
+def fold_of(profile_ids: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """Each person's fold: a fixed hash of the profile id, so a person keeps their fold across retrains."""
+    return ((profile_ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(1_000_003) % np.uint64(folds)).astype(
+        np.int64
+    )
+
+
 def holdout_mask(profile_ids: np.ndarray, share: float = 0.3) -> np.ndarray:
-    """Held-out people: a fixed hash of the profile id, so a person stays on one side across retrains
-    and the current model is never judged on people it was fitted on."""
+    """Held-out people: a fixed hash of the profile id, the same person on the same side every time."""
     mixed = (profile_ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(1000)
     return mixed < np.uint64(int(share * 1000))
+
+
+def out_of_fold(score: str, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, spec: dict, horizon_days: float):
+    """Predictions for every person from a model fitted without their fold (cross-fitting): the whole
+    population is held out once, which gives the judge several times the outcomes of a single split."""
+    predicted = np.full(len(y), np.nan)
+    for fold in np.unique(folds):
+        train = folds != fold
+        if score not in REGRESSORS and len(np.unique(y[train])) < 2:
+            continue
+        model = model_fit(score, X[train], y[train], spec=spec, horizon_days=horizon_days)
+        predicted[~train] = model_predict(model, X[~train])
+    return predicted

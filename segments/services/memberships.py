@@ -22,7 +22,6 @@ from segments.models import (
     SegmentMembership,
 )
 from segments.services.embeddings import embedder_load
-from segments.services.scores import scores_delete
 
 PUBLISH_CHUNK = 20_000
 # A publish whose heartbeat is older than this was cut short (its worker died); the reaper finishes it.
@@ -60,10 +59,8 @@ def profiling_data_delete(*, project_id: int, profile_ids: Iterable[int]) -> Non
 
 
 def profiles_opted_out_receiver(sender, *, project_id: int, profile_ids: list[int], **kwargs) -> None:
-    """Someone may no longer be profiled: out of every segment, map and lookalike, without predictive
-    scores, and all of it out of decide's hash."""
+    """Someone may no longer be profiled: out of every segment, map and lookalike, and decide's hash."""
     memberships_publish(project_id=project_id, profile_ids=profile_ids)
-    scores_delete(project_id=project_id, profile_ids=profile_ids)
 
 
 def memberships_publish_on_commit(*, project_id: int, profile_ids: Iterable[int]) -> None:

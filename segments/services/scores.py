@@ -3,8 +3,12 @@ everyone with the models in use, and hand the scores to decide.
 
 Design decisions:
 - Time split. Features are computed as of a cutoff one horizon before the latest behavior, labels
-  from the horizon after it; the model is fitted on 70 % of the people and judged on the other 30 %
-  (a fixed hash of the profile id, so the model in use is never judged on people it was fitted on).
+  from the horizon after it. Judged by cross-fitting over people (5 folds by a fixed hash of the
+  profile id): every person's prediction comes from a model fitted without them, so the judge sees
+  all the outcomes, not a 30 % slice (on the 3,000-person demo a 30 % holdout held 15 buyers, too
+  few to tell a model from chance). The promoted model is then fitted on everyone. The model in use
+  is compared on the same people; it was fitted at an earlier cutoff, possibly on them, which can
+  only favour it: a new model must beat that to replace it.
   When the history is shorter than two horizons, the horizon is shortened to half of it and the page
   says so (a 14-day demo cannot label "no return in 30 days").
 - A refused model changes nothing: everyone is still scored afresh, with the model in use.
@@ -112,28 +116,30 @@ def _train_one(
     spec = scoring.feature_spec(table, goal=run.goal, before=cutoff)
     X, present = scoring.features_at(table, cutoff=cutoff, spec=spec)
     y = scoring.labels_after(table, cutoff=cutoff, horizon_days=horizon, goal=run.goal)[name]
-    held = scoring.holdout_mask(table.profiles)
-    train, test = present & ~held, present & held
-    if train.sum() < MIN_PEOPLE or test.sum() < MIN_PEOPLE // 2:
+    if present.sum() < MIN_PEOPLE:
         result["reason"] = f"kept out: only {int(present.sum())} people had behavior before the cutoff"
         return result
-    y_train = np.random.default_rng(run.pk).permutation(y[train]) if run.placebo else y[train]
+    X, y, ids = X[present], y[present], table.profiles[present]
+    y_fit = np.random.default_rng(run.pk).permutation(y) if run.placebo else y
     amount = name in scoring.REGRESSORS
-    if not amount and len(np.unique(y_train)) < 2:
-        result["reason"] = "kept out: everyone in the training set had the same outcome"
+    if not amount and len(np.unique(y_fit)) < 2:
+        result["reason"] = "kept out: everyone had the same outcome in the window"
         return result
-    model = scoring.model_fit(name, X[train], y_train, spec=spec, horizon_days=horizon)
-    predicted = scoring.model_predict(model, X[test])
+    folds = scoring.fold_of(ids)
+    predicted = scoring.out_of_fold(name, X, y_fit, folds, spec=spec, horizon_days=horizon)
+    judged = ~np.isnan(predicted)
     evaluate = scoring_eval.evaluate_amount if amount else scoring_eval.evaluate_probability
-    figures = evaluate(y[test], predicted, seed=run.pk)
+    figures = evaluate(y[judged], predicted[judged], seed=run.pk)
     comparison = None
     if in_use is not None:
         current = in_use[1]
         current_X, _ = scoring.features_at(table, cutoff=cutoff, spec=current["spec"])
+        current_p = scoring.model_predict(current, current_X[present])
         comparison = scoring_eval.paired_difference(
-            y[test], predicted, scoring.model_predict(current, current_X[test]), amount=amount, seed=run.pk
+            y[judged], predicted[judged], current_p[judged], amount=amount, seed=run.pk
         )
         comparison["run"] = in_use[0]
+    model = scoring.model_fit(name, X, y_fit, spec=spec, horizon_days=horizon)
     promoted, reason = scoring_eval.promotion_verdict(name, figures, comparison, amount=amount)
     if run.placebo and promoted:
         # A placebo is a check of the gate: even if it slipped through, it never serves.
@@ -258,6 +264,11 @@ def scores_delete(*, project_id: int, profile_ids: Iterable[int]) -> int:
     deleted, _ = ProfileScore.objects.filter(project_id=project_id, profile_id__in=ids).delete()
     personalization_services.unit_scores_publish(project_id=project_id, scores=dict.fromkeys(ids))
     return deleted
+
+
+def scores_opted_out_receiver(sender, *, project_id: int, profile_ids: list[int], **kwargs) -> None:
+    """Someone may no longer be profiled: their scores go, here and in decide's hash."""
+    scores_delete(project_id=project_id, profile_ids=profile_ids)
 
 
 def score_runs_scheduled(*, now=None) -> int:
