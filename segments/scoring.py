@@ -191,8 +191,11 @@ def model_fit(score: str, X: np.ndarray, y: np.ndarray, *, spec: dict, horizon_d
     scale[scale == 0] = 1.0
     Z = (X - mean) / scale
     if score in REGRESSORS:
-        fitted = PoissonRegressor(alpha=1e-3, max_iter=500).fit(Z, y)
-        coef, intercept, kind = fitted.coef_, float(fitted.intercept_), "poisson"
+        # Fitted on revenue in units of its mean (the log link then starts near 0): on raw amounts in
+        # the hundreds L-BFGS took ~200 iterations and 10 s per fit on the 3,000-person demo.
+        unit = float(y.mean()) if y.mean() > 0 else 1.0
+        fitted = PoissonRegressor(alpha=1e-3, max_iter=300).fit(Z, y / unit)
+        coef, intercept, kind = fitted.coef_, float(fitted.intercept_) + np.log(unit), "poisson"
     else:
         fitted = LogisticRegression(C=1.0, max_iter=1000).fit(Z, y.astype(int))
         coef, intercept, kind = fitted.coef_[0], float(fitted.intercept_[0]), "logistic"
