@@ -250,3 +250,19 @@ def engine_snapshot(**experience) -> tuple[dict, dict]:
     }
     snapshot = {"project_id": 1, "version": 1, "holdout": {"salt": "g", "share": 0.3}, "experiences": {"hero": exp}}
     return snapshot, exp
+
+
+def targeted_experience_start(*, project: Project, key: str, conditions: str) -> None:
+    """A running two-variant banner (all traffic to "on") shown only where `conditions` hold."""
+    services.experience_create(
+        project=project,
+        key=key,
+        name=key.title(),
+        touchpoint="banner",
+        variants=[
+            {"key": "off", "payload": {}, "is_control": True, "weight": 0},
+            {"key": "on", "payload": {"banner": "hi"}, "weight": 1},
+        ],
+        targeting={"conditions": conditions},
+    )
+    services.experience_start(experience=project.experiences.get(key=key))

@@ -6,21 +6,11 @@ import pytest
 from personalization import redis_client, rkeys, services
 from personalization.decide import runtime as decide_runtime
 from personalization.score_fields import UNIT_SCORES_FIELD, scores_pack
+from tests import factories
 
 
 def _experience(project, key: str, conditions: str) -> None:
-    services.experience_create(
-        project=project,
-        key=key,
-        name=key.title(),
-        touchpoint="banner",
-        variants=[
-            {"key": "off", "payload": {}, "is_control": True, "weight": 0},
-            {"key": "on", "payload": {"banner": "hi"}, "weight": 1},
-        ],
-        targeting={"conditions": conditions},
-    )
-    services.experience_start(experience=project.experiences.get(key=key))
+    factories.targeted_experience_start(project=project, key=key, conditions=conditions)
 
 
 def _scores(project, unit: str, buy: tuple[float, float], lapse: tuple[float, float]) -> None:
