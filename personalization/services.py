@@ -1,7 +1,12 @@
 """Every write of the personalization app. Import from here: `from personalization import services`."""
 
 from personalization.decide.compile import experience_compile_problem, snapshot_compile, snapshot_publish
-from personalization.decide.units import profiles_publish, unit_assignments_publish, unit_segments_publish
+from personalization.decide.units import (
+    profiles_publish,
+    unit_assignments_publish,
+    unit_scores_publish,
+    unit_segments_publish,
+)
 from personalization.experiences.bandits import bandit_counts, bandit_experiences_running, bandit_update
 from personalization.experiences.segment_migration import (
     experience_migration_due,
@@ -91,5 +96,6 @@ __all__ = [
     "suppression_publish",
     "unit_assignments_publish",
     "unit_hashes_unprofile",
+    "unit_scores_publish",
     "unit_segments_publish",
 ]

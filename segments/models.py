@@ -183,3 +183,59 @@ class MembershipPublish(models.Model):
 
     def __str__(self) -> str:
         return f"publish of {len(self.profile_ids)} profiles ({self.done} done)"
+
+
+class ScoreRun(models.Model):
+    """One retrain of a project's predictive scores: each model judged on held-out people before it
+    is promoted, then everyone scored with the models in use.
+
+    `results` per score: {"horizon_days", "note" (why the horizon was shortened), "figures" (held-out
+    evaluation), "comparison" (against the model in use, same people), "promoted", "reason",
+    "model" (segments/scoring.py JSON), "drivers"}. The model in use for a score is the one of the
+    latest done run that promoted it.
+    """
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    goal = models.CharField(max_length=64, default="purchase")
+    horizons = models.JSONField(default=dict, help_text="score -> days ahead it predicts")
+    placebo = models.BooleanField(default=False, help_text="trained on shuffled labels: a check that the gate works")
+    status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_label = models.CharField(max_length=120, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    clock = models.DateTimeField(null=True, blank=True, help_text="the moment scores are as of")
+    results = models.JSONField(default=dict, blank=True)
+    scored = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"score run #{self.pk} ({self.status})"
+
+
+class ProfileScore(models.Model):
+    """A profile's predictive scores and its top percent on each (None: no model in use for that score).
+    Replaced at each retrain; not unique per profile for the same reason as ProfileEmbedding."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    likely_to_buy = models.FloatField(null=True)
+    likely_to_buy_top = models.FloatField(null=True)
+    expected_revenue = models.FloatField(null=True)
+    expected_revenue_top = models.FloatField(null=True)
+    lapse_risk = models.FloatField(null=True)
+    lapse_risk_top = models.FloatField(null=True)
+    run_id = models.PositiveIntegerField()
+    scored_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "profile"], name="score_project_profile")]
+
+    def __str__(self) -> str:
+        return f"scores of profile {self.profile_id}"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from django.db import transaction
 
 from personalization.people.personal_data import ORDER_ROWS, Location, Subject, register, table
-from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, SegmentMembership
+from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, ProfileScore, SegmentMembership
 
 _ORDER = ORDER_ROWS + 100  # rows pointing at a profile: before the profile goes
 
@@ -43,6 +43,26 @@ register(
         category="the person's dot on a clustering run's 2-D segment map (a sample of up to 3,000 people)",
         purpose="showing marketers how behavior segments lie (profiling)",
         retention="as long as the clustering run",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="profile_scores",
+        model=ProfileScore,
+        order=_ORDER,
+        columns=(
+            "likely_to_buy",
+            "likely_to_buy_top",
+            "expected_revenue",
+            "expected_revenue_top",
+            "lapse_risk",
+            "lapse_risk_top",
+            "scored_at",
+        ),
+        category="predictive scores derived from the person's events: likely to buy, expected revenue, lapse risk",
+        purpose="targeting experiences by predicted behavior (profiling)",
+        retention="replaced at each retrain; deleted on opt-out or objection",
         profiling=True,
     )
 )

@@ -5,7 +5,17 @@ from django.db.models import F
 
 from personalization import selectors as people
 from personalization.segment_keys import run_of_key
-from segments.models import ClusteringRun, EmbedderVersion, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import (
+    ClusteringRun,
+    EmbedderVersion,
+    MapPoint,
+    ProfileScore,
+    RunStatus,
+    ScoreRun,
+    Segment,
+    SegmentKind,
+    SegmentMembership,
+)
 
 
 def runs_for_project(*, project_id: int, limit: int = 20) -> list[ClusteringRun]:
@@ -216,3 +226,13 @@ def _coverage_sentence(coverage: dict) -> str:
             f"{left['outside_window']:,} people left out: no events in the last {coverage['window_days']:,} days."
         )
     return " ".join(parts)
+
+
+def score_runs(*, project_id: int) -> list:
+    """The project's score retrains, newest first."""
+    return list(ScoreRun.objects.filter(project_id=project_id).order_by("-created_at")[:50])
+
+
+def scores_count(*, project_id: int) -> int:
+    """How many people have predictive scores now."""
+    return ProfileScore.objects.filter(project_id=project_id).count()

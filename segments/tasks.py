@@ -51,3 +51,14 @@ def embeddings_refit_nightly_task() -> int:
 @shared_task(acks_late=True, **_RETRY)
 def rule_segments_refresh_task() -> int:
     return services.rule_segments_refresh_all()
+
+
+@shared_task(acks_late=True, **_RETRY)
+def score_run_task(run_id: int) -> str:
+    run = services.score_run_execute(run_id=run_id)
+    return run.status if run else "gone"  # a deleted run: nothing to do
+
+
+@shared_task(acks_late=True, **_RETRY)
+def score_runs_scheduled_task() -> int:
+    return services.score_runs_scheduled()

@@ -8,6 +8,9 @@ urlpatterns = [
     path("segments/runs/<int:run_id>/progress", views.run_progress, name="segments-run-progress"),
     path("segments/lookalikes/new", views.lookalike_builder, name="segments-lookalike"),
     path("segments/rules/new", views.rule_editor, name="segments-rule"),
+    path("segments/scores/", views.scores, name="segments-scores"),
+    path("segments/scores/start", views.score_run_start, name="segments-score-start"),
+    path("segments/scores/<int:run_id>/progress", views.score_run_progress, name="segments-score-progress"),
     path("segments/s/<str:key>/", views.segment_detail, name="segments-detail"),
     path("segments/s/<str:key>/rename", views.segment_rename, name="segments-rename"),
 ]

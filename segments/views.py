@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from personalization import selectors as people
 from personalization.workspace.web import render_page, workspace_view
 from segments import embedding, selectors, services
-from segments.models import ClusteringRun, RunStatus, SegmentKind
+from segments.models import ClusteringRun, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
 
 _COLORS = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#84cc16", "#ec4899", "#64748b"]
@@ -256,3 +256,89 @@ def rule_editor(request):
         except services.SegmentsError as exc:
             context["error"] = exc
     return render(request, "segments/rule.html", context, status=400 if "error" in context else 200)
+
+
+def _calibration_figure(results: dict) -> str:
+    """Calibration (predicted beside observed, by decile) of each probability score, and the revenue
+    score's deciles, on one plot; decile 10 is the highest scores."""
+    fig = go.Figure()
+    for index, (name, result) in enumerate(results.items()):
+        deciles = (result.get("figures") or {}).get("calibration") or []
+        if not deciles:
+            continue
+        color = _COLORS[index % len(_COLORS)]
+        axis = "y2" if name == "expected_revenue" else "y"
+        x = [d["decile"] for d in deciles]
+        fig.add_scatter(
+            x=x,
+            y=[d["observed"] for d in deciles],
+            name=f"{name}: observed",
+            yaxis=axis,
+            mode="lines+markers",
+            line={"color": color},
+        )
+        fig.add_scatter(x=x, y=[d["predicted"] for d in deciles], name=f"{name}: predicted", yaxis=axis,
+                        mode="lines", line={"color": color, "dash": "dot"})  # fmt: skip
+    fig.update_layout(
+        margin={"l": 50, "r": 50, "t": 10, "b": 40},
+        height=380,
+        template="plotly_white",
+        xaxis={"title": "decile of the score (10 = highest)", "dtick": 1},
+        yaxis={"title": "rate (likely to buy, lapse risk)"},
+        yaxis2={"title": "revenue per person", "overlaying": "y", "side": "right"},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig.to_json()
+
+
+@workspace_view("segments")
+def scores(request):
+    project = request.workspace.project
+    runs = selectors.score_runs(project_id=project.pk)
+    run = next((r for r in runs if r.status == RunStatus.DONE), None)
+    in_use = services.score_models_in_use(project_id=project.pk)
+    context = {
+        "runs": runs[:10],
+        "run": run,
+        "rows": [
+            {"name": name, "result": result, "in_use": in_use.get(name, (None,))[0]}
+            for name, result in (run.results if run else {}).items()
+        ],
+        "active": [r for r in runs if r.status in (RunStatus.QUEUED, RunStatus.RUNNING)],
+        "figure_json": _calibration_figure(run.results) if run else "",
+        "defaults": services.scores.DEFAULT_HORIZONS,
+        "scored": selectors.scores_count(project_id=project.pk),
+    }
+    return render(request, "segments/scores.html", context)
+
+
+@require_POST
+@workspace_view("segments")
+def score_run_start(request):
+    horizons = {}
+    try:
+        for name in services.scores.DEFAULT_HORIZONS:
+            raw = (request.POST.get(name) or "").strip()
+            if raw:
+                if not raw.isdigit():
+                    raise services.SegmentsError(name, "give a whole number of days from 1 to 365")
+                horizons[name] = int(raw)
+        services.score_run_request(
+            project=request.workspace.project,
+            goal=request.POST.get("goal") or "purchase",
+            horizons=horizons,
+            placebo=request.POST.get("placebo") == "1",
+            by=request.user,
+        )
+    except services.SegmentsError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+    return redirect("segments-scores")
+
+
+@workspace_view("segments")
+def score_run_progress(request, run_id: int):
+    run = get_object_or_404(ScoreRun, pk=run_id, project=request.workspace.project)
+    response = render(request, "segments/partials/score_run_progress.html", {"run": run})
+    if run.status in (RunStatus.DONE, RunStatus.FAILED):
+        response["HX-Refresh"] = "true"
+    return response

@@ -257,3 +257,19 @@ def live_state_read(project_id: int, unit: str) -> dict | None:
     """A unit's live state as decide reads it from its hash (people/live_session.py), or None."""
     raw = redis_client.worker().hgetall(rkeys.unit(project_id, unit))
     return live_state_parse({k.decode(): v.decode() for k, v in raw.items()})
+
+
+def targeted_experience_start(*, project: Project, key: str, conditions: str) -> None:
+    """A running two-variant banner (all traffic to "on") shown only where `conditions` hold."""
+    services.experience_create(
+        project=project,
+        key=key,
+        name=key.title(),
+        touchpoint="banner",
+        variants=[
+            {"key": "off", "payload": {}, "is_control": True, "weight": 0},
+            {"key": "on", "payload": {"banner": "hi"}, "weight": 1},
+        ],
+        targeting={"conditions": conditions},
+    )
+    services.experience_start(experience=project.experiences.get(key=key))

@@ -19,6 +19,7 @@ PURE = [
     "personalization.decide.redis_wire",
     "personalization.ingest.schema",
     "personalization.segment_keys",
+    "personalization.score_fields",
     "personalization.experiences.conditions",
     "personalization.decide.context",
     "personalization.people.journey",
@@ -27,6 +28,8 @@ PURE = [
     "personalization.throttle",
     "segments.embedding",
     "segments.kmeans",
+    "segments.scoring",
+    "segments.scoring_eval",
 ]
 
 

@@ -71,6 +71,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=0),
         "options": {"expires": 3600},
     },
+    # Predictive scores retrained nightly, after the embedder refit, with each project's latest settings.
+    "score-runs-nightly": {
+        "task": "segments.tasks.score_runs_scheduled_task",
+        "schedule": crontab(hour=4, minute=0),
+        "options": {"expires": 3600},
+    },
     "clustering-runs-resume": {
         "task": "segments.tasks.clustering_runs_resume_task",
         "schedule": 30.0,

@@ -20,6 +20,7 @@ from personalization.people.live_session import (
     live_state_parse,
     session_view,
 )
+from personalization.score_fields import UNIT_SCORES_FIELD, scores_parse
 
 log = logging.getLogger(__name__)
 
@@ -88,4 +89,6 @@ def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
     result = facts_of(view, derived, stage.stage)
     facts_check(result)
     result["first_touch_class"] = first_touch_class(view.first_touch)
+    # Predictive scores come in the same hash (segments writes them at each retrain); floats or absent.
+    result.update(scores_parse(user.get(UNIT_SCORES_FIELD)))
     return result

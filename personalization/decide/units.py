@@ -11,6 +11,7 @@ from personalization.decide.engine import HOLDOUT_EXPERIENCE_MARK, HOLDOUT_GLOBA
 from personalization.models import Profile, ProfileIdentity
 from personalization.people import live_session
 from personalization.rkeys import UNIT_TTL_SECONDS
+from personalization.score_fields import UNIT_SCORES_FIELD
 
 
 def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str]], chunk: int = 2000) -> int:
@@ -39,6 +40,29 @@ def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str
     return written
 
 
+def unit_scores_publish(*, project_id: int, scores: Mapping[int, str | None], chunk: int = 2000) -> int:
+    """Set field "ps" (predictive scores, personalization/score_fields.py) on the hash of every id of
+    each profile; None deletes it. Returns the number of hashes written."""
+    profile_ids = list(scores)
+    client = redis_client.worker()
+    written = 0
+    for start in range(0, len(profile_ids), chunk):
+        pipe = client.pipeline(transaction=False)
+        part = profile_ids[start : start + chunk]
+        identities = ProfileIdentity.objects.filter(project_id=project_id, profile_id__in=part)
+        for profile_id, value in identities.values_list("profile_id", "value").iterator(chunk_size=chunk):
+            key = rkeys.unit(project_id, value)
+            field = scores[profile_id]
+            if field is None:
+                pipe.hdel(key, UNIT_SCORES_FIELD)
+                continue
+            pipe.hset(key, UNIT_SCORES_FIELD, field)
+            pipe.expire(key, UNIT_TTL_SECONDS)
+            written += 1
+        pipe.execute()
+    return written
+
+
 def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, chunk: int = 2000) -> int:
     """Write profiles' attributes and do-not-personalize flag to the Redis hash of each of their ids."""
     profiles = Profile.objects.filter(project_id=project_id)
@@ -61,8 +85,9 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
             key = rkeys.unit(project_id, unit_id)
             pipe.hset(key, mapping=mapping)
             if opted_out:
-                # At once, not at the visitor's next event: an opted-out visitor keeps no live state.
-                pipe.hdel(key, *rkeys.UNIT_LIVE_FIELDS)
+                # At once, not at the visitor's next event or retrain: an opted-out visitor keeps no
+                # live state and no predictive scores.
+                pipe.hdel(key, *rkeys.UNIT_LIVE_FIELDS, UNIT_SCORES_FIELD)
             pipe.expire(key, UNIT_TTL_SECONDS)
             written += 1
         if len(pipe) >= chunk:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from personalization.decide.context import DEVICES, REFERRERS, WEEKDAYS
 from personalization.people.journey import STAGES
+from personalization.score_fields import PROBABILITIES, SCORES, TOP_SUFFIX, top_fact
 
 # The type only: live_session talks to Redis and reads the unit TTL from decide/units.py (Django);
 # this module stays pure.
@@ -67,6 +68,14 @@ FIELDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "referrer": (ENUM, REFERRERS, "where this visit came from"),
     "visitor": (ENUM, ("new", "returning"), "new or returning visitor"),
     "stage": (ENUM, STAGES, "journey stage of the session"),
+    # Predictive scores (segments' Scores page), written to the unit hash at each retrain; unknown
+    # (so every comparison false) for someone not scored yet. "likely_to_buy top 10%" reads as
+    # "likely_to_buy.top_percent <= 10".
+    **{name: (NUMBER, (), meaning) for name, meaning in SCORES.items()},
+    **{
+        top_fact(name): (NUMBER, (), f"place among everyone scored by {name}, in percent from the top (1 = top 1 %)")
+        for name in SCORES
+    },
 }
 # Fields read with a name in brackets: session.category_views[trail-shoes]
 KEYED_FIELDS: dict[str, str] = {
@@ -75,9 +84,9 @@ KEYED_FIELDS: dict[str, str] = {
     "session.events": "events of this type in this session",
 }
 
-_ALLOWED = re.compile(r"""[A-Za-z0-9 _.\-:,()\[\]=<>!"']*""")
+_ALLOWED = re.compile(r"""[A-Za-z0-9 _.\-:,()\[\]=<>!"'%]*""")
 _TOKEN = re.compile(
-    r"""\s*(?:(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z_\-])|(?P<op><=|>=|!=|==|=|<|>)|(?P<punct>[(),\]])"""
+    r"""\s*(?:(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z_\-])|(?P<op><=|>=|!=|==|=|<|>)|(?P<punct>[(),\]%])"""
     r"""|\[(?P<key>[^\]]*)\]|"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<word>[A-Za-z0-9_][A-Za-z0-9_.\-:]*))"""
 )
 _KEY = re.compile(r"[A-Za-z0-9_.:\- ]{1,64}")
@@ -209,6 +218,13 @@ class _Parser:
                 self.fail(f"{name} is a number; compare it with a number", token)
             if abs(token.value) > MAX_NUMBER:
                 self.fail(f"numbers must be between -{MAX_NUMBER:.0f} and {MAX_NUMBER:.0f}", token)
+            if name in PROBABILITIES and not 0 <= token.value <= 1:
+                self.fail(
+                    f"{name} is a chance from 0 to 1; write e.g. {name} >= 0.8, or {name} top 10% for the top tenth",
+                    token,
+                )
+            if name.endswith(".top_percent") and not 0 <= token.value <= 100:
+                self.fail(f"{name} is a percent from 0 to 100", token)
             return token.value
         text = str(token.value).strip().lower()
         allowed = FIELDS[name][1]
@@ -223,6 +239,9 @@ class _Parser:
         if self.comparisons > MAX_COMPARISONS:
             self.fail(f"has too many comparisons; use at most {MAX_COMPARISONS}")
         name, key, kind = self.field()
+        top = self.peek("word")
+        if top is not None and str(top.value).lower() == "top":
+            return self.top(name, top)
         following = self.tokens[self.at + 1] if self.at + 1 < len(self.tokens) else None
         negated = bool(self.peek("kw", "not") and following and following.kind == "kw" and following.value == "in")
         if negated:
@@ -256,6 +275,17 @@ class _Parser:
             self.fail(f"{name} is not a number; use =, != or in", op)
         return ["cmp", name, key, op.value, self.value(name, kind)]
 
+    def top(self, name: str, top: _Token) -> list:
+        """ "likely_to_buy top 10%": the top 10 percent of everyone scored, as a comparison of the score's place."""
+        self.at += 1
+        if name not in SCORES:
+            self.fail(f'"top" goes after a score: {", ".join(SCORES)}; e.g. likely_to_buy top 10%', top)
+        token = self.take("num")
+        if token is None or not 0 < token.value <= 100:
+            self.fail(f"expected a percent above 0 and at most 100 after top, as in {name} top 10%", token)
+        self.take("punct", "%")
+        return ["cmp", top_fact(name), "", "<=", token.value]
+
 
 def condition_parse(text: object) -> list | None:
     """The compiled condition, None for an empty one (no condition: everyone), or ConditionError."""
@@ -269,7 +299,7 @@ def condition_parse(text: object) -> list | None:
         bad = next(c for c in text if not _ALLOWED.fullmatch(c))
         raise ConditionError(
             f"contains {bad!r} (character {text.index(bad) + 1}); "
-            "use letters, digits, spaces and _ . - : , ( ) [ ] = < > ! quotes"
+            "use letters, digits, spaces and _ . - : , ( ) [ ] = < > ! % quotes"
         )
     if not text.strip():
         return None
@@ -296,6 +326,8 @@ def condition_text(compiled: list) -> str:
         return f"not ({condition_text(inner)})" if inner[0] in ("and", "or") else f"not {condition_text(inner)}"
     field = compiled[1] + (f"[{compiled[2]}]" if compiled[2] else "")
     if head == "cmp":
+        if field.endswith(TOP_SUFFIX) and compiled[3] == "<=" and 0 < compiled[4] <= 100:
+            return f"{field.removesuffix(TOP_SUFFIX)} top {compiled[4]}%"
         return f"{field} {compiled[3]} {_value_text(compiled[4])}"
     if head == "in":
         return f"{field} {'not in' if compiled[4] else 'in'} {', '.join(_value_text(v) for v in compiled[3])}"

@@ -173,6 +173,23 @@ register(
 )
 register(
     Location(
+        name="decide_scores",
+        store="Redis",
+        category="predictive scores decide reads: likely to buy, expected revenue, lapse risk and top percents",
+        purpose="targeting experiences by predicted behavior (profiling)",
+        retention="replaced at each retrain; cleared on objection or opt-out; 180 days after last use",
+        mechanism='HDEL of the "ps" field of every kr:<project>:u:<id> key',
+        columns=("unit_id", "scores"),
+        export=units(subject_data.unit_scores_read),
+        erase=count_erase(subject_data.unit_scores_delete),
+        verify=units(subject_data.unit_scores_count),
+        # Before decide_hash, which deletes the whole hash on erasure; objection clears only this.
+        order=ORDER_AFTER_PROFILE - 10,
+        profiling=True,
+    )
+)
+register(
+    Location(
         name="live_active",
         store="Redis",
         category="that the person's device or account sent an event in the last hour, and when",

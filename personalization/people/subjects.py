@@ -14,6 +14,7 @@ from django.db.models import Q
 from personalization import redis_client, rkeys
 from personalization.decide.units import profiles_publish
 from personalization.models import Event, Profile, ProfileIdentity
+from personalization.score_fields import UNIT_SCORES_FIELD, scores_parse
 from personalization.signals import profiles_opted_out
 
 _STREAM_PAGE = 500
@@ -59,12 +60,36 @@ def unit_hashes_count(*, project_id: int, unit_ids: list[str]) -> int:
 
 
 def unit_hashes_unprofile(*, project_id: int, unit_ids: list[str]) -> None:
-    """Objection to profiling: drop the behavior segments and the live session state decide reads,
-    keep the rest (the do-not-personalize flag set with it keeps the state from coming back)."""
+    """Objection to profiling: drop the behavior segments, predictive scores and the live session
+    state decide reads, keep the rest (the do-not-personalize flag set with it keeps the state from coming back)."""
     pipe = redis_client.worker().pipeline(transaction=False)
     for unit_id in unit_ids:
-        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", *rkeys.UNIT_LIVE_FIELDS)
+        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", UNIT_SCORES_FIELD, *rkeys.UNIT_LIVE_FIELDS)
     pipe.execute()
+
+
+def unit_scores_read(*, project_id: int, unit_ids: list[str]) -> Iterator[dict]:
+    """The predictive scores decide holds for each id, as the targeting facts they give."""
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit_id in unit_ids:
+        pipe.hget(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
+    for unit_id, raw in zip(unit_ids, pipe.execute(), strict=True):
+        if raw is not None:
+            yield {"unit_id": unit_id, "scores": scores_parse(raw.decode())}
+
+
+def unit_scores_delete(*, project_id: int, unit_ids: list[str]) -> int:
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit_id in unit_ids:
+        pipe.hdel(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
+    return sum(pipe.execute())
+
+
+def unit_scores_count(*, project_id: int, unit_ids: list[str]) -> int:
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit_id in unit_ids:
+        pipe.hexists(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
+    return sum(pipe.execute())
 
 
 def _stream_pages(client) -> Iterator[tuple[bytes, dict]]:

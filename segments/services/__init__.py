@@ -18,6 +18,13 @@ from segments.services.lookalikes import (
 )
 from segments.services.memberships import memberships_publish, memberships_publish_resume, profiling_data_delete
 from segments.services.rules import rule_segment_refresh, rule_segment_save, rule_segments_refresh_all
+from segments.services.scores import (
+    score_models_in_use,
+    score_run_execute,
+    score_run_request,
+    score_runs_scheduled,
+    scores_delete,
+)
 
 __all__ = [
     "SegmentsError",
@@ -35,6 +42,11 @@ __all__ = [
     "rule_segment_refresh",
     "rule_segment_save",
     "rule_segments_refresh_all",
+    "score_models_in_use",
+    "score_run_execute",
+    "score_run_request",
+    "score_runs_scheduled",
+    "scores_delete",
     "seed_from_converters",
     "seed_from_ids",
     "seed_from_segment",
