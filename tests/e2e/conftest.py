@@ -6,6 +6,7 @@ offline, with htmx and plotly.js served from /static/vendor/.
 """
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,16 @@ PASSWORD = "secret-pass-123"  # tests.factories.user_make's default
 # server can take several seconds to send plotly.min.js (4.8 MB).
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+def page_until(page: Page, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Poll a JavaScript expression until it is truthy. Not `page.wait_for_function`: that re-evaluates a
+    string with eval() in the page, which the dashboard's and the shop's CSP (no 'unsafe-eval') refuse as
+    soon as the first check is false; `page.evaluate` runs through the DevTools protocol."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout_ms} ms: {expression}"
+        page.wait_for_timeout(50)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from personalization.decide import runtime as decide_runtime
 from personalization.models import Exposure
 from personalization.people.live_session import live_state_parse, session_view
 from tests import factories
+from tests.e2e.conftest import page_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -142,7 +143,7 @@ def test_live_intent__three_trail_shoes_viewed__comparing_on_the_timeline_and_in
 
     page.goto("/")
     expect(page.locator('#sessions-table [data-stage="comparing"]')).to_have_text("1")
-    page.wait_for_function("document.querySelector('#sessions-chart .main-svg') !== null")
+    page_until(page, "document.querySelector('#sessions-chart .main-svg') !== null")
     page.locator("#stage-definition summary").click()
     expect(page.locator("#stage-definition")).to_contain_text("Otherwise comparing when any of:")
     screenshot("live_overview_sessions")

@@ -21,6 +21,7 @@ from personalization.decide import runtime as decide_runtime
 from personalization.models import Event, Exposure, IdentityKind, Profile, ProfileIdentity, Project
 from personalization.people import live_session
 from tests import factories
+from tests.e2e.conftest import page_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -110,7 +111,7 @@ def test_snippet__demo_shop__hero_from_decide_and_behavior_events_stored(
     expect(page.locator("#hero-cta")).to_have_attribute("href", payload["cta_url"])
     expect(page.locator("#hero-image")).to_have_attribute("src", payload["image"])
     expect(page.locator("#debug")).to_contain_text(f"homepage-hero → {variant}  (fixed_split)")
-    page.wait_for_function("document.getElementById('hero-image').naturalWidth > 0")  # the image loaded
+    page_until(page, "document.getElementById('hero-image').naturalWidth > 0")  # the image loaded
     anonymous_id = page.evaluate("Kairos.anonymousId()")
     screenshot("demo_shop")
 
@@ -243,7 +244,7 @@ def test_snippet__spa_virtual_page__previous_page_sends_its_scroll_and_dwell(pag
     page.goto(shop.url)
     _decided(page)
     page.mouse.wheel(0, 3000)
-    page.wait_for_function("window.scrollY > 0")
+    page_until(page, "window.scrollY > 0")
     first_url = page.evaluate("location.pathname + location.search")
     page.evaluate("history.pushState({}, '', '/demo/shop/trail?tab=specs'); Kairos.page({section: 'specs'})")
     anonymous_id = page.evaluate("Kairos.anonymousId()")
