@@ -67,10 +67,10 @@ def kaplan_meier(*, times: Sequence[float], events: Sequence[int], censored: Seq
     step = d > 0
     t, d, at_risk = t[step], d[step], at_risk[step]
     survival = np.cumprod(1 - d / at_risk)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = d / (at_risk * (at_risk - d))
     # The last person converting makes n = d: S drops to 0 and Greenwood's sum is undefined there.
-    variance = np.where(np.cumsum(~np.isfinite(terms)) > 0, NAN, survival**2 * np.cumsum(terms))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        greenwood = np.cumsum(d / (at_risk * (at_risk - d)))
+        variance = np.where(np.isfinite(greenwood), survival**2 * greenwood, NAN)
     reached = np.flatnonzero(survival <= 0.5)
     median = float(t[reached[0]]) if reached.size else NAN
     return SurvivalCurve(
