@@ -2,9 +2,9 @@
 
 Each experiment gets `users_per_day` new users per arm per day, converting with `base_rate` (holdout)
 and `base_rate * (1 + relative_lift)` (treatment). Daily conversions are binomial, which is exactly
-what per-user Bernoulli draws would aggregate to, so 1,000 experiments x 28 days is a few
-thousand numbers instead of tens of millions. At every look the difference of conversion rates is
-tested three ways:
+what per-user Bernoulli draws would aggregate to (and only converters draw a revenue), so 1,000
+experiments x 28 days is a few million numbers instead of tens of millions. At every look the
+difference of the metric's means is tested three ways:
 
 - fixed horizon, peeking: the usual z-test each day, stopping at the first p < alpha;
 - fixed horizon, honest: the same test once, on the last day;
@@ -18,6 +18,7 @@ Pure numpy, no Django import.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,26 +63,42 @@ def peeking_simulation(
     users_per_day: int = 1000,
     base_rate: float = 0.05,
     relative_lift: float = 0.0,
+    revenue_sigma: float | None = None,
     alpha: float = 0.05,
     seed: int = 20,
 ) -> PeekingResult:
-    """Run the experiments and report the share found significant by each way of looking."""
+    """Run the experiments and report the share found significant by each way of looking.
+
+    The metric is conversion (0/1 per user), or with `revenue_sigma` revenue per user: converters
+    spend a lognormal amount with that log-scale spread (2 is a heavy tail: the top 1 % of buyers
+    spend over 100 times the median), which tests the large-sample approximation both intervals lean on.
+    """
     rng = np.random.default_rng(seed)
     rates = np.array([base_rate * (1 + relative_lift), base_rate])
     daily = rng.binomial(users_per_day, rates, size=(experiments, days, 2))
-    conversions = daily.cumsum(axis=1)
+    if revenue_sigma is None:
+        sums = sumsq = daily  # a 0/1 value per user: its square is itself
+        per_user_variance = base_rate * (1 - base_rate)
+    else:
+        # Each converter spends a lognormal amount (median 1): the sums per (experiment, day, arm) cell.
+        cell = np.repeat(np.arange(daily.size), daily.ravel())
+        spend = rng.lognormal(0.0, revenue_sigma, cell.size)
+        sums = np.bincount(cell, weights=spend, minlength=daily.size).reshape(daily.shape)
+        sumsq = np.bincount(cell, weights=spend * spend, minlength=daily.size).reshape(daily.shape)
+        moment1, moment2 = math.exp(revenue_sigma**2 / 2), math.exp(2 * revenue_sigma**2)
+        per_user_variance = base_rate * moment2 - (base_rate * moment1) ** 2
     n = users_per_day * np.arange(1, days + 1)[None, :, None]
-    p = conversions / n
-    # The delta-method variance of a mean of 0/1 values, as metrics_stats computes it from sums.
-    variance = (p * (1 - p) / (n - 1)).sum(axis=2)
-    difference = p[..., 0] - p[..., 1]
+    total, total_sq = sums.cumsum(axis=1), sumsq.cumsum(axis=1)
+    # The delta-method variance of a mean, as metrics_stats computes it from the same sums.
+    variance = ((total_sq - total * total / n) / (n * (n - 1))).sum(axis=2)
+    difference = (total[..., 0] - total[..., 1]) / n[..., 0]
 
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(difference) / np.sqrt(variance)
     critical = special.ndtri(1 - alpha / 2)
     fixed = z > critical
 
-    planned_variance = base_rate * (1 - base_rate) * 2 / (users_per_day * days)
+    planned_variance = per_user_variance * 2 / (users_per_day * days)
     tau2 = mixture_variance_for_horizon(variance_at_horizon=planned_variance, alpha=alpha)
     half = mixture_half_width(variance=variance, mixture_variance=tau2, alpha=alpha)
     excludes = np.abs(difference) > half
