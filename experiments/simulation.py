@@ -12,7 +12,7 @@ difference of the metric's means is tested three ways:
   documented rule from the planned end, stopping at the first interval that excludes 0.
 
 The sequential sample-ratio check is simulated the same way on the arm counts of a 50/50 split
-(optionally broken to `srm_share`). Used by tests/experiments/test_simulation.py and bench/peeking.py.
+(optionally broken to `treatment_share`). Used by tests/experiments/test_simulation.py and bench/peeking.py.
 Pure numpy, no Django import.
 """
 

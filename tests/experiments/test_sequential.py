@@ -87,28 +87,22 @@ def test_sequential_compare__wider_than_fixed_horizon_and_consistent_with_its_p_
     assert result.p_value > fixed.p_value
 
 
+def conversion_look(users: int, converted_t: int, converted_c: int, previous=None):
+    """One daily look at a conversion metric (0/1 per user: the sum of squares is the sum)."""
+    return sequential_compare(
+        treatment=Moments(users, (converted_t,), ((converted_t,),)),
+        holdout=Moments(users, (converted_c,), ((converted_c,),)),
+        metric=(0,),
+        mixture_variance=1e-4,
+        previous=previous,
+    )
+
+
 def test_sequential_compare__previous_look__narrows_the_interval_and_keeps_the_smallest_p():
-    tau2 = 1e-4
-    first = sequential_compare(
-        treatment=Moments(1000, (80.0,), ((80.0,),)),
-        holdout=Moments(1000, (40.0,), ((40.0,),)),
-        metric=(0,),
-        mixture_variance=tau2,
-    )
+    first = conversion_look(1000, 80, 40)
     # A later look where the difference shrank: its own interval would sit lower and its p be larger.
-    later = sequential_compare(
-        treatment=Moments(4000, (230.0,), ((230.0,),)),
-        holdout=Moments(4000, (200.0,), ((200.0,),)),
-        metric=(0,),
-        mixture_variance=tau2,
-        previous=first,
-    )
-    alone = sequential_compare(
-        treatment=Moments(4000, (230.0,), ((230.0,),)),
-        holdout=Moments(4000, (200.0,), ((200.0,),)),
-        metric=(0,),
-        mixture_variance=tau2,
-    )
+    later = conversion_look(4000, 230, 200, previous=first)
+    alone = conversion_look(4000, 230, 200)
     assert later.p_value == min(first.p_value, alone.p_value) == first.p_value
     assert later.difference.ci_low == max(first.difference.ci_low, alone.difference.ci_low)
     assert later.difference.ci_high == min(first.difference.ci_high, alone.difference.ci_high)
