@@ -51,6 +51,7 @@ bench: migrate
 	$(PY) bench/live.py
 	$(PY) bench/bandit_sim.py
 	$(PY) bench/lift.py
+	$(PY) bench/peeking.py
 	$(PY) bench/segments.py
 	$(PY) bench/segment_migration.py
 	$(PY) bench/soak.py
@@ -62,6 +63,7 @@ bench-quick: migrate
 	$(PY) bench/live.py --quick
 	$(PY) bench/bandit_sim.py --quick
 	$(PY) bench/lift.py --quick
+	$(PY) bench/peeking.py --quick
 	$(PY) bench/segments.py --quick
 	$(PY) bench/segment_migration.py --quick
 	$(PY) bench/soak.py --quick
