@@ -106,7 +106,7 @@ class WordLlamaEncoder:
     dims = 256
 
     def __init__(self) -> None:
-        import wordllama
+        import wordllama  # the measured runner-up, not a dependency: only bench/encoders.py asks for it
 
         # cache_dir at the package and downloads disabled: the wheel's own weights, never the network.
         self._model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
