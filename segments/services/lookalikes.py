@@ -157,7 +157,7 @@ def _directions(x: np.ndarray, seed_x: np.ndarray, weights: np.ndarray, rng_seed
 
 def _seed_vectors(project_id: int, seed: Seed):
     ids, x = embeddings_service.embeddings_matrix(project_id=project_id)
-    weight = meaning_service.meaning_weight()
+    weight = meaning_service.lookalike_meaning_weight()
     if weight > 0 and len(ids):
         meanings = meaning_service.meanings_matrix(project_id=project_id, profile_ids=ids)
         if meanings.any():

@@ -23,8 +23,13 @@ LOOKUP_BATCH = 5_000
 
 
 def meaning_weight() -> float:
-    """The share of meaning in the similarity behavior segments and lookalikes use (a setting)."""
+    """The share of meaning in the similarity clustering runs use (a setting)."""
     return float(settings.SEGMENTS_MEANING_WEIGHT)
+
+
+def lookalike_meaning_weight() -> float:
+    """The share of meaning in the similarity lookalikes use (a setting of its own, off by default)."""
+    return float(settings.SEGMENTS_LOOKALIKE_MEANING_WEIGHT)
 
 
 def text_vectors(*, texts: Sequence[str], encoder: text_encoder.TextEncoder | None = None) -> dict[str, np.ndarray]:
