@@ -8,6 +8,9 @@ from pgvector.django import HnswIndex, VectorField
 from personalization.segment_keys import run_prefix
 from segments.embedding import DIMS
 
+# The text encoder's width (segments/text_encoder.py, use-multilingual-v3); a vector names its encoder.
+TEXT_DIMS = 512
+
 
 class EmbedderVersion(models.Model):
     """One fitted embedder (its basis), kept so vectors can be traced to the basis that made them."""
@@ -62,6 +65,41 @@ class ProfileEmbedding(models.Model):
         return f"embedding of profile {self.profile_id}"
 
 
+class TextEmbedding(models.Model):
+    """A text's vector from one encoder, keyed by the SHA-256 of its normalised form: queries, titles and
+    names repeat across people, so each is encoded once. Holds no text and no link to a person."""
+
+    encoder = models.CharField(max_length=40)
+    digest = models.BinaryField(max_length=32)
+    vector = VectorField(dimensions=TEXT_DIMS)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder", "digest"], name="text_embedding_unique_digest")]
+
+    def __str__(self) -> str:
+        return f"{self.encoder} vector of {bytes(self.digest).hex()[:12]}"
+
+
+class ProfileMeaning(models.Model):
+    """A profile's meaning vector: the recency-weighted mean of its texts' vectors (unit length).
+
+    Not unique per profile for the reason ProfileEmbedding is not: a stitch moves rows first."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    encoder = models.CharField(max_length=40)
+    vector = VectorField(dimensions=TEXT_DIMS)
+    texts = models.PositiveIntegerField(default=0, help_text="distinct texts the vector was made from")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "profile"], name="meaning_project_profile")]
+
+    def __str__(self) -> str:
+        return f"meaning of profile {self.profile_id}"
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -83,6 +121,8 @@ class ClusteringRun(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     embedder_version = models.PositiveIntegerField(null=True, blank=True)
+    # Share of meaning (text vectors) in the similarity the run clustered on; 0: behavior alone.
+    meaning_weight = models.FloatField(default=0.0)
     profiles = models.PositiveIntegerField(default=0)
     inertia = models.FloatField(null=True, blank=True)
     silhouette = models.FloatField(null=True, blank=True)
@@ -125,6 +165,10 @@ class Segment(models.Model):
     card = models.JSONField(default=dict, blank=True, help_text="over-indexing features, behaviors more/less")
     definition = models.JSONField(default=dict, blank=True, help_text="rule conditions or lookalike parameters")
     centroid = VectorField(dimensions=DIMS, null=True, blank=True)
+    # A run with meaning: the center's meaning part and the behavior part's share of the center's length
+    # (segments/meaning.py split_center), so fold-in places people as the run did.
+    meaning_centroid = VectorField(dimensions=TEXT_DIMS, null=True, blank=True)
+    behavior_share = models.FloatField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

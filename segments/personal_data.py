@@ -5,8 +5,18 @@ from collections.abc import Callable, Iterator
 
 from django.db import transaction
 
+from personalization import selectors as people
 from personalization.people.personal_data import ORDER_ROWS, Location, Subject, register, table
-from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, ProfileScore, SegmentMembership
+from segments import meaning, text_encoder
+from segments.models import (
+    MapPoint,
+    MembershipPublish,
+    ProfileEmbedding,
+    ProfileMeaning,
+    ProfileScore,
+    SegmentMembership,
+    TextEmbedding,
+)
 
 _ORDER = ORDER_ROWS + 100  # rows pointing at a profile: before the profile goes
 
@@ -31,6 +41,18 @@ register(
         category="behavior vector derived from the person's events",
         purpose="behavior segments and lookalike audiences (profiling)",
         retention="replaced at each refit; deleted with the profile",
+        profiling=True,
+    )
+)
+register(
+    table(
+        name="meaning_vectors",
+        model=ProfileMeaning,
+        order=_ORDER,
+        columns=("encoder", "texts", "updated_at", "vector"),
+        category="meaning vector: what the person's searches, page titles and product names are about (text vectors)",
+        purpose="behavior segments and lookalike audiences (profiling)",
+        retention="replaced at each refit and fold-in; deleted with the profile or on objection",
         profiling=True,
     )
 )
@@ -105,5 +127,46 @@ register(
         verify=lambda subject: _publish_outbox_rows(subject).count(),
         order=_ORDER,
         model=MembershipPublish._meta.label,
+    )
+)
+
+
+def _text_digests(subject: Subject) -> list[bytes]:
+    """The cache keys of the texts the person's stored events carry."""
+    digests: set[bytes] = set()
+    for profile_id in subject.profile_ids:
+        events = people.profile_events(project_id=subject.project_id, profile_id=profile_id)
+        for properties in events.values_list("properties", flat=True).iterator(chunk_size=5_000):
+            digests.update(text_encoder.text_digest(text) for text, _ in meaning.event_texts(properties or {}))
+    return sorted(digests)
+
+
+def _text_vector_rows(subject: Subject):
+    return TextEmbedding.objects.filter(digest__in=_text_digests(subject))
+
+
+def _text_vectors_erase(subject: Subject, progress: Callable[[int], None]) -> int:
+    removed = _text_vector_rows(subject).delete()[1].get(TextEmbedding._meta.label, 0)
+    progress(removed)
+    return removed
+
+
+# The cache holds a digest and a vector per text, no text and no link to anyone; but a vector is derived
+# from the person's words, so erasure takes out the vectors of every text their events carry (another
+# person's same query is encoded again when needed). Before the events go, which it reads.
+register(
+    Location(
+        name="text_vectors",
+        store="PostgreSQL",
+        category="vectors of the texts the person's events carry (queries, titles, product names), keyed by a digest",
+        purpose="encoding each text once for meaning vectors",
+        retention="until the texts' events are erased",
+        mechanism="DELETE of the cached vectors of the texts found in the person's events",
+        columns=("texts_with_a_cached_vector",),
+        export=lambda subject: iter([{"texts_with_a_cached_vector": _text_vector_rows(subject).count()}]),
+        erase=_text_vectors_erase,
+        verify=lambda subject: _text_vector_rows(subject).count(),
+        order=ORDER_ROWS - 1,
+        model=TextEmbedding._meta.label,
     )
 )

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('personalization', '0012_live_intent'),
-        ('segments', '0004_embedder_coverage'),
+        ('segments', '0005_profile_meaning'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

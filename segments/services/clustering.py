@@ -19,9 +19,10 @@ from django.utils import timezone
 
 from personalization import selectors as people
 from personalization.segment_keys import behavior_key
-from segments import embedding, kmeans
+from segments import embedding, kmeans, meaning
 from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
+from segments.services import meaning as meaning_service
 from segments.services.memberships import memberships_publish_on_commit
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,17 @@ def _suggested_name(over: list, names: list[str], taken: Counter) -> str:
     return name if taken[name] == 1 else f"{name} ({taken[name]})"
 
 
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+
+
+def _label_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The mean behavior vector of each segment's people (its behavior center, whatever was clustered)."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    return (sums / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]).astype(np.float32)
+
+
 def _map_points(run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int) -> list[MapPoint]:
     """A principal-component projection of a sample of the run's people, one row per person."""
     if not len(x):
@@ -174,31 +186,42 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     ids, x = embeddings_service.embeddings_matrix(project_id=project_id, version=latest.version)
     if len(ids) < embeddings_service.MIN_PROFILES_TO_FIT:
         raise SegmentsError("k", "not enough embedded people to cluster yet; send more events and try again")
+    # With meaning, people are clustered on [behavior, meaning] (segments/meaning.py); cards still read
+    # the behavior part, which comes first.
+    weight, z = meaning_service.meaning_weight(), x
+    if weight > 0:
+        meanings = meaning_service.meanings_matrix(project_id=project_id, profile_ids=ids)
+        if meanings.any():
+            z = meaning.combine(x, meanings, weight)
+        else:
+            weight = 0.0  # nobody's events carry text: behavior alone
     if run.k_requested:
         k, scores = min(run.k_requested, len(ids)), {}
     else:
         progress(35, "Choosing the number of segments")
         k, scores = kmeans.k_choose(
-            x, seed=seed, progress=lambda i, n: progress(35 + 30 * i // n, f"Choosing k: tried {i} of {n}")
+            z, seed=seed, progress=lambda i, n: progress(35 + 30 * i // n, f"Choosing k: tried {i} of {n}")
         )
     progress(70, f"Clustering {len(ids):,} people into {k} segments")
-    result = kmeans.kmeans_fit(x, k, seed=seed)
+    result = kmeans.kmeans_fit(z, k, seed=seed)
     k = len(result.centers)  # fewer when people's behavior has fewer distinct groups than asked for
-    centroids = result.centers / np.maximum(np.linalg.norm(result.centers, axis=1, keepdims=True), 1e-9)
+    parts = [meaning.split_center(center, x.shape[1]) for center in result.centers]
+    centroids = np.array([p[0] for p in parts]) if weight > 0 else _unit(result.centers)
+    behavior_centers = _label_means(x, result.labels, k)
     progress(85, "Describing segments")
     embedder = embeddings_service.embedder_load(project_id=project_id, version=latest.version)
     names = embedder.feature_names()
     components = embedder.components
     rank = components.shape[0]
     overall_tokens = np.clip(x.mean(axis=0)[:rank] @ components, 0, None)
-    centroid_tokens = np.clip(result.centers[:, :rank] @ components, 0, None)
+    centroid_tokens = np.clip(behavior_centers[:, :rank] @ components, 0, None)
     over = kmeans.over_index(centroid_tokens, overall_tokens)
     # Anyone who opted out while this run was computing is left out here; one who opts out between
     # this check and the commit is taken out by the publish after it (memberships_publish).
     blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids.tolist())
     if blocked:
         keep = ~np.isin(ids, np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
-        ids, x, labels = ids[keep], x[keep], result.labels[keep]
+        ids, z, labels = ids[keep], z[keep], result.labels[keep]
     else:
         labels = result.labels
     clock = people.behavior_clock(project_id=project_id)
@@ -214,7 +237,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     if scores:
         silhouette = scores.get(k)
     taken: Counter = Counter()
-    map_points = _map_points(run.pk, ids, x, labels, seed)
+    map_points = _map_points(run.pk, ids, z, labels, seed)
     with transaction.atomic():
         Segment.objects.filter(run=run).delete()  # a retry after a crash between here and commit
         MapPoint.objects.filter(run=run).delete()
@@ -235,6 +258,8 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
                     value_per_profile=float(revenue[i] / sizes[i]) if sizes[i] else 0.0,
                     card=_card(centroid_tokens[i], overall_tokens, names, over[i]),
                     centroid=centroids[i],
+                    meaning_centroid=parts[i][1] if weight > 0 else None,
+                    behavior_share=parts[i][2] if weight > 0 else None,
                     created_by=run.created_by,
                 )
             )
@@ -245,6 +270,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
             k=k,
             k_scores={str(key): round(v, 4) for key, v in scores.items()},
             embedder_version=latest.version,
+            meaning_weight=weight,
             profiles=len(ids),
             inertia=result.inertia,
             silhouette=silhouette,

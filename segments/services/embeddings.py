@@ -15,8 +15,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from personalization import selectors as people
-from segments import embedding
+from segments import embedding, meaning
 from segments.models import EmbedderVersion, ProfileEmbedding
+from segments.services import meaning as meaning_service
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,6 @@ def _behavior_events(rows: list[tuple]) -> list[embedding.BehaviorEvent]:
     return [embedding.BehaviorEvent(etype, ts, props, value) for etype, ts, props, value in rows]
 
 
-def _vector_text(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{v:.6g}" for v in vector.tolist()) + "]"
-
-
 def embeddings_write(*, project_id: int, version: int, profile_ids: list[int], vectors: np.ndarray, events: list[int]):
     """Replace these profiles' vectors (COPY into the table; the caller holds the transaction)."""
     now = timezone.now()
@@ -87,7 +84,7 @@ def embeddings_write(*, project_id: int, version: int, profile_ids: list[int], v
             f"COPY {table} (project_id, profile_id, embedder_version, vector, events, updated_at) FROM STDIN"
         ) as copy:
             for profile_id, vector, count in zip(profile_ids, vectors, events, strict=True):
-                copy.write_row((project_id, profile_id, version, _vector_text(vector), count, now))
+                copy.write_row((project_id, profile_id, version, meaning.vector_text(vector), count, now))
 
 
 def embedder_latest(*, project_id: int) -> EmbedderVersion | None:
@@ -131,6 +128,8 @@ def embeddings_refit(
     progress(15, f"Fitting the embedder on {len(ids):,} people")
     embedder = embedding.TfidfSvdEmbedder(half_life_days=coverage["half_life_days"])
     vectors = embedder.fit(docs, now=now)
+    progress(20, "Reading the meaning of people's searches and pages")
+    meanings, texts, encoder = meaning_service.meanings_compute(docs=docs, half_life_days=coverage["half_life_days"])
     progress(25, "Storing vectors")
     with transaction.atomic():
         latest = embedder_latest(project_id=project_id)
@@ -148,6 +147,11 @@ def embeddings_refit(
         ProfileEmbedding.objects.filter(project_id=project_id).delete()
         embeddings_write(
             project_id=project_id, version=row.version, profile_ids=ids, vectors=vectors, events=[len(d) for d in docs]
+        )
+        # Everyone's meaning is rewritten with their behavior: people no longer eligible lose both.
+        meaning_service.meanings_delete(project_id=project_id)
+        meaning_service.meanings_write(
+            project_id=project_id, profile_ids=ids, vectors=meanings, texts=texts, encoder=encoder
         )
     return row
 
@@ -175,9 +179,14 @@ def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: date
         docs.append(_behavior_events(rows))
     # Opted out, consent withdrawn or not enough behavior (any more): no vector, no segment.
     gone = sorted(set(wanted) - set(ids))
+    if ids:
+        meanings, texts, encoder = meaning_service.meanings_compute(
+            docs=docs, half_life_days=window.get("half_life_days", embedding.HALF_LIFE_DAYS)
+        )
     with transaction.atomic():
         if gone:
             ProfileEmbedding.objects.filter(project_id=project_id, profile_id__in=gone).delete()
+            meaning_service.meanings_delete(project_id=project_id, profile_ids=gone)
         if ids:
             vectors = embedder_load(project_id=project_id, version=latest.version).transform(docs, now=now)
             embeddings_write(
@@ -186,6 +195,9 @@ def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: date
                 profile_ids=ids,
                 vectors=vectors,
                 events=[len(d) for d in docs],
+            )
+            meaning_service.meanings_write(
+                project_id=project_id, profile_ids=ids, vectors=meanings, texts=texts, encoder=encoder
             )
         memberships_reassign(project_id=project_id, docs=dict(zip(ids, docs, strict=True)), gone=gone, now=now)
     return {"embedded": len(ids), "removed": len(gone)}

@@ -39,9 +39,10 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from personalization import selectors as people
-from segments import embedding
+from segments import embedding, meaning
 from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
+from segments.services import meaning as meaning_service
 from segments.services.clustering import SegmentsError
 from segments.services.memberships import memberships_publish_on_commit
 
@@ -156,6 +157,11 @@ def _directions(x: np.ndarray, seed_x: np.ndarray, weights: np.ndarray, rng_seed
 
 def _seed_vectors(project_id: int, seed: Seed):
     ids, x = embeddings_service.embeddings_matrix(project_id=project_id)
+    weight = meaning_service.lookalike_meaning_weight()
+    if weight > 0 and len(ids):
+        meanings = meaning_service.meanings_matrix(project_id=project_id, profile_ids=ids)
+        if meanings.any():
+            x = meaning.combine(x, meanings, weight)
     in_seed = np.isin(ids, np.fromiter(seed.weights, dtype=np.int64, count=len(seed.weights)))
     return ids, x, in_seed
 
@@ -353,6 +359,14 @@ def lookalike_query(*, project_id: int, centers: np.ndarray, exclude: list[int],
     return found
 
 
+def _exact_top(ids: np.ndarray, x: np.ndarray, centers: np.ndarray, *, exclude: list[int], limit: int) -> dict:
+    """profile → cosine to the nearest center, the `limit` best, seed excluded (exact, in numpy)."""
+    scores = (x @ centers.T).max(axis=1)
+    scores[np.isin(ids, np.asarray(exclude, dtype=np.int64))] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:limit]
+    return {int(ids[i]): float(scores[i]) for i in top if np.isfinite(scores[i])}
+
+
 def lookalike_build(
     *,
     project,
@@ -377,7 +391,12 @@ def lookalike_build(
     weights = np.array([seed.weights[int(pid)] for pid in seed_ids], dtype=np.float64)
     centers = _directions(x, x[in_seed], weights, rng_seed)
     exclude = sorted(int(pid) for pid in seed.weights)
-    found = lookalike_query(project_id=project.pk, centers=centers, exclude=exclude, limit=size)
+    if x.shape[1] > embedding.DIMS:
+        # With meaning the vectors are [behavior, meaning]; the HNSW index holds behavior alone, so the
+        # ranking is an exact scan in numpy (the matrix is in memory already).
+        found = _exact_top(ids, x, centers, exclude=exclude, limit=size)
+    else:
+        found = lookalike_query(project_id=project.pk, centers=centers, exclude=exclude, limit=size)
     blocked = people.profiles_not_profilable(project_id=project.pk, profile_ids=found)
     ranked = sorted(((s, pid) for pid, s in found.items() if pid not in blocked), reverse=True)[:size]
     if not ranked:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from personalization import selectors as people
 from personalization import services as personalization_services
+from segments import meaning
 from segments.models import (
     ClusteringRun,
     MapPoint,
@@ -21,6 +22,7 @@ from segments.models import (
     SegmentKind,
     SegmentMembership,
 )
+from segments.services import meaning as meaning_service
 from segments.services.embeddings import embedder_load
 
 PUBLISH_CHUNK = 20_000
@@ -46,7 +48,8 @@ def memberships_publish(*, project_id: int, profile_ids: Iterable[int]) -> int:
 
 
 def profiling_data_delete(*, project_id: int, profile_ids: Iterable[int]) -> None:
-    """Delete what profiling derived about these profiles: memberships, vectors, map points."""
+    """Delete what profiling derived about these profiles: memberships, behavior and meaning vectors,
+    map points."""
     ids = list(profile_ids)
     with transaction.atomic():
         rows = SegmentMembership.objects.filter(segment__project_id=project_id, profile_id__in=ids)
@@ -55,6 +58,7 @@ def profiling_data_delete(*, project_id: int, profile_ids: Iterable[int]) -> Non
             Segment.objects.filter(pk=segment_id, size__gte=count).update(size=F("size") - count)
         rows.delete()
         ProfileEmbedding.objects.filter(project_id=project_id, profile_id__in=ids).delete()
+        meaning_service.meanings_delete(project_id=project_id, profile_ids=ids)
         MapPoint.objects.filter(run__project_id=project_id, profile_id__in=ids).delete()
 
 
@@ -127,7 +131,7 @@ def memberships_reassign(*, project_id: int, docs: dict[int, list], gone: list[i
         SegmentMembership.objects.filter(
             segment__project_id=project_id, segment__kind=SegmentKind.BEHAVIOR, profile_id__in=gone
         ).delete()
-    rows = []
+    rows, meanings = [], None
     for run in runs:
         segments = [s for s in run.segments.all() if s.centroid is not None]
         embedder = embedder_load(project_id=project_id, version=run.embedder_version)
@@ -135,8 +139,22 @@ def memberships_reassign(*, project_id: int, docs: dict[int, list], gone: list[i
             continue
         vectors = embedder.transform([docs[i] for i in ids], now=now)
         centroids = np.asarray([s.centroid for s in segments], dtype=np.float32)
+        if run.meaning_weight > 0 and all(s.meaning_centroid is not None for s in segments):
+            # Placed as the run placed people: on behavior and meaning (written by the caller just before).
+            if meanings is None:
+                meanings = meaning_service.meanings_matrix(project_id=project_id, profile_ids=np.array(ids))
+            indexes = meaning.nearest_combined(
+                vectors,
+                meanings,
+                run.meaning_weight,
+                centroids,
+                np.asarray([s.meaning_centroid for s in segments], dtype=np.float32),
+                np.array([s.behavior_share for s in segments], dtype=np.float32),
+            )
+        else:
+            indexes = nearest(vectors, centroids)
         SegmentMembership.objects.filter(segment__run=run, profile_id__in=ids).delete()
-        for profile_id, index in zip(ids, nearest(vectors, centroids).tolist(), strict=True):
+        for profile_id, index in zip(ids, indexes.tolist(), strict=True):
             rows.append(SegmentMembership(segment=segments[index], profile_id=profile_id))
     SegmentMembership.objects.bulk_create(rows, batch_size=5000)
     if runs or gone:

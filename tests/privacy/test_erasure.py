@@ -15,8 +15,9 @@ from personalization.models import AuditEntry, DeadLetter, Event, Exposure, Prof
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import DataSubjectRequest, RequestStatus, Suppression
+from segments import text_encoder
 from segments.embedding import DIMS
-from segments.models import ProfileEmbedding, Segment, SegmentMembership
+from segments.models import TEXT_DIMS, ProfileEmbedding, ProfileMeaning, Segment, SegmentMembership, TextEmbedding
 from tests.factories import event_make, events_post, privacy_request_make
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 from tests.personalization.test_drain_crash import ROOT, drain_env, process_kill
@@ -38,9 +39,16 @@ def person_events(user: str, anon: str, n: int, tag: str) -> list[dict]:
         )
     )
     events.append(
+        event_make(0, event_id=f"{tag}-search", type="search", anonymous_id=anon, properties={"query": _query(user)})
+    )
+    events.append(
         event_make(0, event_id=f"{tag}-buy", type="purchase", user_id=user, anonymous_id=anon, value=42, properties={})
     )
     return events
+
+
+def _query(user: str) -> str:
+    return f"hotel near the station for {user}"
 
 
 def erasure_request(project, **identifiers) -> DataSubjectRequest:
@@ -71,6 +79,8 @@ def subject_rows(project, user: str, anon: str) -> dict[str, int]:
         "stream": len(stream),
         "segment_memberships": SegmentMembership.objects.filter(profile_id__in=profiles).count(),
         "embeddings": ProfileEmbedding.objects.filter(profile_id__in=profiles).count(),
+        "meaning_vectors": ProfileMeaning.objects.filter(profile_id__in=profiles).count(),
+        "text_vectors": TextEmbedding.objects.filter(digest=text_encoder.text_digest(_query(user))).count(),
         "dead_letters": DeadLetter.objects.filter(project=project, user_id=user).count()
         + DeadLetter.objects.filter(project=project, anonymous_id=anon).count(),
     }
@@ -103,6 +113,16 @@ def profiling_make(project, user: str) -> None:
     ProfileEmbedding.objects.create(
         project=project, profile=profile, embedder_version=1, vector=vector, events=7, updated_at=profile.last_seen
     )
+    # What the worker derives from the person's search: its cached text vector and their meaning vector.
+    text_vector = [1.0] + [0.0] * (TEXT_DIMS - 1)
+    TextEmbedding.objects.create(
+        encoder="use-multilingual-v3", digest=text_encoder.text_digest(_query(user)), vector=text_vector,
+        created_at=profile.last_seen,
+    )  # fmt: skip
+    ProfileMeaning.objects.create(
+        project=project, profile=profile, encoder="use-multilingual-v3", vector=text_vector, texts=1,
+        updated_at=profile.last_seen,
+    )  # fmt: skip
 
 
 def pending_post(client, public_key, user: str, tag: str) -> None:
@@ -138,6 +158,7 @@ def test_erase__subject_everywhere__nothing_left_and_others_untouched(client, pr
     assert removed["events"] == before["events"] and removed["pending_events"] == 3
     assert removed["exposures"] == 1 and removed["decide_hash"] == 2 and removed["dead_letters"] == 1
     assert removed["segment_memberships"] == 2 and removed["embeddings"] == 1
+    assert removed["meaning_vectors"] == 1 and removed["text_vectors"] == 1
     assert subject_rows(project, "alice", "anon-alice") == dict.fromkeys(before, 0)
     assert subject_rows(project, "bob", "anon-bob") == bob_before
     request.refresh_from_db()

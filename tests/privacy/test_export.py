@@ -64,6 +64,8 @@ def test_export__exactly_the_subjects_data(client, project, public_key):
         and located["embeddings"][0]["vector"][0] == 1.0
         and "Segments you are in: behavior, lookalike" in summary
     )
+    assert len(located["meaning_vectors"]) == 1 and located["meaning_vectors"][0]["vector"][0] == 1.0
+    assert located["text_vectors"] == [{"texts_with_a_cached_vector": 1}]
     assert "hero" in summary and "fixed_split" in summary and "Recipients" in summary and "purpose" in summary
     request.refresh_from_db()
     assert request.status == RequestStatus.COMPLETED and request.export_path == str(path)

@@ -14,7 +14,7 @@ from personalization.models import Profile, ProfileIdentity
 from personalization.people.subjects import profiles_consent_set, profiles_personalization_set
 from privacy import services as privacy_services
 from segments import selectors, services
-from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, Segment, SegmentMembership
+from segments.models import MapPoint, MembershipPublish, ProfileEmbedding, ProfileMeaning, Segment, SegmentMembership
 from tests.factories import privacy_request_make
 from tests.segments.conftest import DEMO_END
 
@@ -62,6 +62,7 @@ class People:
         assert ids
         assert not SegmentMembership.objects.filter(profile_id__in=ids).exists()
         assert not ProfileEmbedding.objects.filter(profile_id__in=ids).exists()
+        assert not ProfileMeaning.objects.filter(profile_id__in=ids).exists()
         assert not MapPoint.objects.filter(profile_id__in=ids).exists()
         client = redis_client.worker()
         for pid, units in self.units.items():
@@ -96,6 +97,8 @@ def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_deci
     with committed(execute=True):
         services.embeddings_refit(project_id=project.pk, now=DEMO_END)
     assert not ProfileEmbedding.objects.filter(profile_id__in=list(gone.units)).exists()
+    assert not ProfileMeaning.objects.filter(profile_id__in=list(gone.units)).exists()
+    assert ProfileMeaning.objects.filter(project=project).exists()  # the others have one
 
     # 2. A clustering run has committed; its publish to decide has not run yet. People who opted out
     # in that window (their opt-out found no rows to delete yet) are swept out by the publish.
