@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from urllib.parse import urlsplit
 
 from redis.exceptions import NoScriptError
@@ -328,10 +329,6 @@ def query_normal(query: str) -> str:
     return " ".join(query.lower().split())[:MAX_QUERY_CHARS]
 
 
-def _text(value) -> str:
-    return value[:MAX_TEXT_CHARS].translate(_SEPARATORS) if isinstance(value, str) else ""
-
-
 def _channel(properties: dict) -> str:
     """The entry channel a page view says it came from: utm_source, else the referrer's host (the
     decide context classifies it; the state keeps only this short text)."""
@@ -358,130 +355,138 @@ def _refines(query: str, previous: str) -> bool:
     return any(len(word) >= 3 and f" {word} " in words for word in query.split())
 
 
-class _Segment:
-    """A unit's run of events in one batch with no idle gap inside: what the script merges at once.
-    Which of them opens a session the script decides (it knows the state's last event)."""
+@lru_cache(maxsize=8192)  # item ids and category names recur across a shop's events
+def _clean(value: str) -> str:
+    return value[:MAX_TEXT_CHARS].translate(_SEPARATORS)
 
-    __slots__ = ("cart", "categories", "channel", "counts", "end", "first_query", "items", "op", "queries")
-    __slots__ += ("query", "removed", "start", "types")
 
-    def __init__(self, ts: int):
-        self.start = self.end = ts
-        self.counts = [0] * 9  # n pv q qr ca cr pu ck ld
-        self.types: dict[str, int] = {}
-        self.items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
-        self.categories: dict[str, list[int]] = {}
-        self.queries: dict[str, None] = {}
-        self.query = self.first_query = self.channel = self.op = ""
-        self.cart: tuple[int, str] = (0, "")
-        self.removed: list[str] = []
-
-    def add(self, etype: str, props: dict, ts: int) -> None:
-        self.end = ts
-        counts = self.counts
-        counts[0] += 1
-        types = self.types
-        if etype in types or len(types) < 2 * MAX_TYPES:
-            types[etype] = types.get(etype, 0) + 1
-        else:  # the script keeps MAX_TYPES - 1 by name anyway
-            types["other"] = types.get("other", 0) + 1
-        if etype == "page_view":
-            counts[1] += 1
-            url = props.get("url")
-            if isinstance(url, str):
-                url = url.lower()
-                if "/checkout" in url or "/cart" in url or "/basket" in url:
-                    counts[7] += 1
-            dwell = props.get("dwell_ms")
-            if isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
-                counts[8] += 1
-            item = _text(props.get("item"))
-            if item:
-                h = item_hash(item)
-                self.items.pop(h, None)
-                self.items[h] = None
-            category = _text(props.get("category"))
-            if category:
-                entry = self.categories.pop(category, None) or [0, 0]
-                entry[0] += 1
-                entry[1] += bool(item)
-                self.categories[category] = entry
-            if not self.channel:
-                self.channel = _channel(props)
-        elif etype == "search":
-            counts[2] += 1
-            query = props.get("query")
-            query = query_normal(query) if isinstance(query, str) else ""
-            if query:
-                if not self.query:
-                    self.first_query = query  # the script checks it against the state's last search
-                elif query != self.query and _refines(query, self.query):
-                    counts[3] += 1
-                self.query = query
-                self.queries.pop(query, None)
-                self.queries[query] = None
-        elif etype == "add_to_cart":
-            counts[4] += 1
-            self.op, self.cart = "s", (ts, _text(props.get("item")))
-        elif etype == "remove_from_cart":
-            counts[5] += 1
-            item = _text(props.get("item"))
-            if self.op == "s" and self.cart[1] == item:
-                self.op = "x"
-            elif not self.op and len(self.removed) < MAX_ITEMS:
-                self.removed.append(item)
-        elif etype == "purchase":
-            counts[6] += 1
-            self.op = "x"
-
-    def args(self) -> list:
-        items = list(self.items)
-        categories = list(self.categories.items())[-MAX_CATEGORIES:]
-        return [
-            self.start,
-            self.end,
-            *self.counts,
-            len(items),
-            " ".join(f"{t}={c}" for t, c in self.types.items()),
-            "".join(reversed(items[-MAX_ITEMS:])),
-            RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in reversed(categories)),
-            RS.join(reversed(list(self.queries)[-MAX_QUERIES:])),
-            self.first_query,
-            self.channel,
-            self.op,
-            self.cart[0],
-            self.cart[1],
-            RS.join(self.removed),
-        ]
+def _text(value) -> str:
+    return _clean(value) if value.__class__ is str else ""
 
 
 def _seconds(ts, now: float) -> int:
     try:
-        seconds = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else now
-    except ValueError:
-        seconds = now
-    return int(min(seconds, now))
+        return int(min(datetime.fromisoformat(ts).timestamp(), now))
+    except (TypeError, ValueError):  # no time, or not one (events a test or import sends unvalidated)
+        return int(now)
 
 
-def _unit_args(events: list[dict], now: float, idle: int) -> list:
+def _unit_args(events: list[dict], times: list[int | None], now: float, idle: int) -> list:
     """A unit's events (in batch order) as the script's segment records: its segment count, then
-    SEGMENT_ARGS values per segment."""
-    segments: list[_Segment] = []
-    segment = None
-    last = 0
-    for event in events:
-        ts = _seconds(event.get("ts"), now)
-        if segment is not None and ts < last:
+    SEGMENT_ARGS values per segment. A segment is a run of events with no idle gap inside: what the
+    script merges at once (which of them opens a session it decides: it knows the state's last event).
+
+    One loop with the segment in local variables, no object per segment or method call per event:
+    this runs for every accepted event in the events request (the live update's share of its cost)."""
+    out: list = [0]
+    last = -1
+    types: dict[str, int] = {}
+    items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
+    categories: dict[str, list[int]] = {}
+    queries: dict[str, None] = {}
+    removed: list[str] = []
+    n = pv = q = qr = ca = cr = pu = ck = ld = 0
+    start = 0
+    query = first_query = channel = op = cart_item = ""
+    cart_at = 0
+    for event, ts in zip(events, times, strict=True):
+        ts = _seconds(event.get("ts"), now) if ts is None else min(ts, int(now))
+        if ts < last:
             ts = last
-        if segment is None or ts - last > idle:
-            segment = _Segment(ts)
-            segments.append(segment)
+        if last < 0 or ts - last > idle:
+            if last >= 0:
+                out += _segment_args(start, last, (n, pv, q, qr, ca, cr, pu, ck, ld), types, items, categories)
+                out += _segment_tail(queries, first_query, channel, op, cart_at, cart_item, removed)
+            out[0] += 1
+            start = ts
+            types, items, categories, queries, removed = {}, {}, {}, {}, []
+            n = pv = q = qr = ca = cr = pu = ck = ld = 0
+            query = first_query = channel = op = cart_item = ""
+            cart_at = 0
         last = ts
-        segment.add(event["type"], event.get("properties") or {}, ts)
-    out: list = [len(segments)]
-    for segment in segments:
-        out += segment.args()
+        n += 1
+        etype = event["type"]
+        if etype in types:
+            types[etype] += 1
+        elif len(types) < 2 * MAX_TYPES:
+            types[etype] = 1
+        else:  # the script keeps MAX_TYPES - 1 by name anyway
+            types["other"] = types.get("other", 0) + 1
+        if etype == "page_view":
+            props = event.get("properties") or {}
+            pv += 1
+            url = props.get("url")
+            if url.__class__ is str:
+                url = url.lower()
+                if "/checkout" in url or "/cart" in url or "/basket" in url:
+                    ck += 1
+            dwell = props.get("dwell_ms")
+            if dwell is not None and isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
+                ld += 1
+            item = _text(props.get("item"))
+            if item:
+                h = item_hash(item)
+                items.pop(h, None)
+                items[h] = None
+            category = _text(props.get("category"))
+            if category:
+                entry = categories.pop(category, None) or [0, 0]
+                entry[0] += 1
+                entry[1] += bool(item)
+                categories[category] = entry
+            if not channel:
+                channel = _channel(props)
+        elif etype == "search":
+            q += 1
+            text = (event.get("properties") or {}).get("query")
+            text = query_normal(text) if text.__class__ is str else ""
+            if text:
+                if not query:
+                    first_query = text  # the script checks it against the state's last search
+                elif text != query and _refines(text, query):
+                    qr += 1
+                query = text
+                queries.pop(text, None)
+                queries[text] = None
+        elif etype == "add_to_cart":
+            ca += 1
+            op, cart_at, cart_item = "s", ts, _text((event.get("properties") or {}).get("item"))
+        elif etype == "remove_from_cart":
+            cr += 1
+            item = _text((event.get("properties") or {}).get("item"))
+            if op == "s" and cart_item == item:
+                op = "x"
+            elif not op and len(removed) < MAX_ITEMS:
+                removed.append(item)
+        elif etype == "purchase":
+            pu += 1
+            op = "x"
+    if last >= 0:
+        out += _segment_args(start, last, (n, pv, q, qr, ca, cr, pu, ck, ld), types, items, categories)
+        out += _segment_tail(queries, first_query, channel, op, cart_at, cart_item, removed)
     return out
+
+
+def _segment_args(start: int, end: int, counts: tuple, types: dict, items: dict, categories: dict) -> list:
+    hashes = list(items)[-MAX_ITEMS:]
+    hashes.reverse()
+    kept = list(categories.items())[-MAX_CATEGORIES:]
+    kept.reverse()
+    return [
+        start,
+        end,
+        *counts,
+        len(items),
+        " ".join(f"{t}={c}" for t, c in types.items()),
+        "".join(hashes),
+        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in kept),
+    ]
+
+
+def _segment_tail(queries: dict, first_query: str, channel: str, op: str, at: int, item: str, removed: list) -> list:
+    recent = list(queries)[-MAX_QUERIES:]
+    recent.reverse()
+    return [RS.join(recent), first_query, channel, op, at, item, RS.join(removed)]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -497,23 +502,29 @@ def live_command(
     digest: Callable[[str], str],
     settings: LiveSettings | None = None,
     gate: str | None = None,
+    seconds: list[int] | None = None,
 ) -> tuple | None:
     """The one EVALSHA that folds accepted, validated events into their units' live state and the
     index of active units, or None when no event concerns a unit. `digest` gives the keyed digest of
     an id, as the project's suppression set keeps erased ones: the script skips those units. With
     `gate`, the script does nothing unless it can take that key (the ingest script sets it when it
     appends the batch), so the command can ride in the ingest's own round trip. Send it with
-    `live_apply`.
+    `live_apply`. `seconds`: the events' times in epoch seconds, as batch_validate gives them
+    (BatchResult.seconds), else each event's "ts" is parsed.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
     the batch split per slot (the ingest script spans slots already)."""
-    by_unit: dict[str, list[dict]] = {}
-    for event in events:
+    by_unit: dict[str, tuple[list[dict], list[int | None]]] = {}
+    for event, ts in zip(events, seconds or repeat(None), strict=False):  # repeat is endless
         unit = event.get("user_id") or event.get("anonymous_id")
         if not unit or event["type"] in _NOT_BEHAVIOR:
             continue
-        by_unit.setdefault(unit, []).append(event)
+        pair = by_unit.get(unit)
+        if pair is None:
+            by_unit[unit] = pair = ([], [])
+        pair[0].append(event)
+        pair[1].append(ts)
     if not by_unit:
         return None
     settings = settings or LiveSettings()
@@ -524,9 +535,9 @@ def live_command(
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
     args = [int(gate is not None), int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
-    for unit, unit_events in by_unit.items():
+    for unit, (unit_events, times) in by_unit.items():
         args.append(digest(unit))
-        args += _unit_args(unit_events, now, idle)
+        args += _unit_args(unit_events, times, now, idle)
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
 
 
