@@ -83,9 +83,11 @@ HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
 US, RS = "\x1f", "\x1e"
-# start, end, n, pv, q, qr, ca, cr, pu, ck, ld, distinct items, types, items, categories, queries,
-# first query, channel, cart op, cart time, cart item, items removed from the stored cart
-SEGMENT_ARGS = 22
+# "start end n pv q qr ca cr pu ck ld ni cart-time" (the numbers as one text: a script argument
+# costs Python encoding and Redis parsing whatever its size, and one match splits them), types,
+# items, categories, queries, first query, channel, cart op, cart item, items removed from the
+# stored cart
+SEGMENT_ARGS = 10
 _SEPARATORS = str.maketrans("", "", US + RS)
 
 _LUA_CONSTANTS = (
@@ -110,6 +112,8 @@ local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
 local first = gated and 2 or 1
 local suppressed, active = KEYS[first], KEYS[first + 1]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
+local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', 13) .. '(%S+)$'
+local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+)$'
 
 local function cap(x) if x > CAP then return CAP end; return x end
 
@@ -213,11 +217,11 @@ local function fold(key, b, segments)
   end
   -- ss sl ps fs n pv ni q qr ca cr pu ck ld
   local x = {}
-  if f[3] and string.sub(f[3], 1, 2) == VERSION .. ' ' then
-    for w in string.gmatch(string.sub(f[3], 3), '%S+') do x[#x + 1] = tonumber(w) or false end
-  end
+  if f[3] then x = {string.match(f[3], STATE)} end
+  for i = 1, #x do x[i] = tonumber(x[i]) or false end
   local lt, li, lc, lq, la, lh, lf, ld
-  if #x == 14 then
+  local fresh = #x ~= 14
+  if not fresh then
     lt, li, lc, lq = f[4] or '', f[5] or '', f[6] or '', f[7] or ''
     la, lh, lf, ld = f[8] or '', f[9] or '', f[10] or '', f[11] or ''
   else  -- no state, or one this script cannot read: start afresh
@@ -227,7 +231,8 @@ local function fold(key, b, segments)
   for s = 0, segments - 1 do
     local a = b + s * SEG
     local sl = x[2]
-    local start, stop = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at = string.match(ARGV[a], RECORD)
+    start, stop = tonumber(start), tonumber(stop)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
     if not x[4] then x[4] = start end
@@ -239,40 +244,45 @@ local function fold(key, b, segments)
       ld = days_bump(ld, start)
     end
     x[2] = stop
-    x[5] = cap(x[5] + tonumber(ARGV[a + 2]))
-    x[6] = cap(x[6] + tonumber(ARGV[a + 3]))
-    local q, qr = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-    local first_query = ARGV[a + 16]
+    x[5] = cap(x[5] + n)
+    x[6] = cap(x[6] + pv)
+    q, qr = tonumber(q), tonumber(qr)
+    local first_query = ARGV[a + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
     x[8] = cap(x[8] + q); x[9] = cap(x[9] + qr)
-    for i = 10, 14 do x[i] = cap(x[i] + tonumber(ARGV[a + i - 4])) end
-    lt = merge_types(ARGV[a + 12], lt)
+    x[10], x[11], x[12] = cap(x[10] + ca), cap(x[11] + cr), cap(x[12] + pu)
+    x[13], x[14] = cap(x[13] + ck), cap(x[14] + dwell)
+    lt = merge_types(ARGV[a + 1], lt)
     local found
-    li, found = merge_items(ARGV[a + 13], li)
-    x[7] = cap(x[7] + tonumber(ARGV[a + 11]) - found)
-    lc = merge_categories(ARGV[a + 14], lc)
-    lq = merge_list(ARGV[a + 15], lq, MAXQ)
-    local channel = ARGV[a + 17]
+    li, found = merge_items(ARGV[a + 2], li)
+    x[7] = cap(x[7] + ni - found)
+    lc = merge_categories(ARGV[a + 3], lc)
+    lq = merge_list(ARGV[a + 4], lq, MAXQ)
+    local channel = ARGV[a + 6]
     if lh == '' then lh = channel end
     if lf == '' then lf = channel end
-    local op = ARGV[a + 18]
+    local op = ARGV[a + 7]
     if op == 's' then
-      local at = tonumber(ARGV[a + 19])
+      local at = tonumber(cart_at)
       if sl and at < sl then at = sl end
-      la = at .. '\31' .. ARGV[a + 20]
+      la = at .. '\31' .. ARGV[a + 8]
     elseif op == 'x' then
       la = ''
-    elseif la ~= '' and ARGV[a + 21] ~= '' then
+    elseif la ~= '' and ARGV[a + 9] ~= '' then
       local item = string.match(la, '\31(.*)$')
-      if string.find('\30' .. ARGV[a + 21] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
+      if string.find('\30' .. ARGV[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
   for i = 1, 14 do if x[i] == false then x[i] = '-' end end
-  redis.call('HSET', key, 'ls', VERSION .. ' ' .. table.concat(x, ' '), 'lt', lt, 'li', li, 'lc', lc, 'lq', lq,
-    'la', la, 'lh', lh, 'lf', lf, 'ld', ld)
+  -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
+  local w, values = {'ls', VERSION .. ' ' .. table.concat(x, ' ')}, {lt, li, lc, lq, la, lh, lf, ld}
+  for i = 1, 8 do
+    if fresh or values[i] ~= f[i + 3] then w[#w + 1] = FIELDS[i + 1]; w[#w + 1] = values[i] end
+  end
+  redis.call('HSET', key, unpack(w))
   redis.call('EXPIRE', key, ttl)
   return 1
 end
@@ -379,7 +389,7 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
     One loop with the segment in local variables, no object per segment or method call per event:
     this runs for every accepted event in the events request (the live update's share of its cost)."""
     out: list = [0]
-    last = -1
+    last = 0
     types: dict[str, int] = {}
     items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
     categories: dict[str, list[int]] = {}
@@ -391,12 +401,13 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
     cart_at = 0
     for event, ts in zip(events, times, strict=True):
         ts = _seconds(event.get("ts"), now) if ts is None else min(ts, int(now))
-        if ts < last:
+        if out[0] and ts < last:
             ts = last
-        if last < 0 or ts - last > idle:
-            if last >= 0:
-                out += _segment_args(start, last, (n, pv, q, qr, ca, cr, pu, ck, ld), types, items, categories)
-                out += _segment_tail(queries, first_query, channel, op, cart_at, cart_item, removed)
+        if not out[0] or ts - last > idle:
+            if out[0]:
+                numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+                out += _segment_args(numbers, types, items, categories)
+                out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
             out[0] += 1
             start = ts
             types, items, categories, queries, removed = {}, {}, {}, {}, []
@@ -461,32 +472,30 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
         elif etype == "purchase":
             pu += 1
             op = "x"
-    if last >= 0:
-        out += _segment_args(start, last, (n, pv, q, qr, ca, cr, pu, ck, ld), types, items, categories)
-        out += _segment_tail(queries, first_query, channel, op, cart_at, cart_item, removed)
+    if out[0]:
+        numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+        out += _segment_args(numbers, types, items, categories)
+        out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
     return out
 
 
-def _segment_args(start: int, end: int, counts: tuple, types: dict, items: dict, categories: dict) -> list:
+def _segment_args(numbers: tuple, types: dict, items: dict, categories: dict) -> list:
     hashes = list(items)[-MAX_ITEMS:]
     hashes.reverse()
     kept = list(categories.items())[-MAX_CATEGORIES:]
     kept.reverse()
     return [
-        start,
-        end,
-        *counts,
-        len(items),
+        " ".join(map(str, numbers)),
         " ".join(f"{t}={c}" for t, c in types.items()),
         "".join(hashes),
         RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in kept),
     ]
 
 
-def _segment_tail(queries: dict, first_query: str, channel: str, op: str, at: int, item: str, removed: list) -> list:
+def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: str, removed: list) -> list:
     recent = list(queries)[-MAX_QUERIES:]
     recent.reverse()
-    return [RS.join(recent), first_query, channel, op, at, item, RS.join(removed)]
+    return [RS.join(recent), first_query, channel, op, item, RS.join(removed)]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -579,10 +588,6 @@ def live_update(
     return live_apply(client, command)
 
 
-def _int(value: str) -> int | None:
-    return None if value == "-" else int(value)
-
-
 def live_state_parse(user: dict) -> dict | None:
     """The state from a unit hash as decide holds it (str → str), as a dict of short names (ss sl ps
     fs n pv ni q qr ca cr pu ck ld, t [[type, count]], it the items' hashes, c [[name, views, item
@@ -595,7 +600,7 @@ def live_state_parse(user: dict) -> dict | None:
     if len(numbers) != 15:
         return None
     try:
-        ss, sl, ps, fs, *counts = (_int(v) for v in numbers[1:])
+        ss, sl, ps, fs, *counts = [None if v == "-" else int(v) for v in numbers[1:]]
         types = [[name, int(count)] for name, _, count in (p.partition("=") for p in user.get("lt", "").split())]
         categories = []
         for entry in user.get("lc", "").split(RS):
