@@ -21,7 +21,10 @@ live state update costs the events endpoint, and how much Redis memory the state
     same server, one visitor at a time (no other load).
 (d) Events throughput: two servers side by side, one with the live state update on and one with
     KAIROS_LIVE_STATE=0, loaded in turns with bench/ingest.py's batches of 100 events (page views
-    carrying item and category, as the snippet sends them).
+    carrying item and category, as the snippet sends them), then with the snippet's own flushes of
+    1-5 events of one visitor. Beside requests/s, the servers' and Redis's CPU per request, and
+    services.events_ingest's CPU per event in this process (Python + Redis, on and off): figures a
+    busy machine moves far less than throughput.
 (e) Memory: MEMORY USAGE (all samples) of the live project's unit hashes of active visitors, with
     and without their live state fields, and extrapolated to 1M visitors.
 
@@ -193,10 +196,19 @@ def memory_measure(project_id: int, visitors: int) -> dict:
     }
 
 
+def queued_forget(project_ids: list[int]) -> None:
+    """Drop the projects' counts of events waiting for the drain (the per-project cap): the bench
+    takes its entries out of the stream by hand, and a later project may get the same id."""
+    from personalization import redis_client, rkeys
+
+    redis_client.worker().hdel(rkeys.EVENTS_QUEUED, *project_ids)
+
+
 def project_keys_delete(project_ids: list[int]) -> None:
     from personalization import redis_client
 
     client = redis_client.worker()
+    queued_forget(project_ids)
     for project_id in project_ids:
         batch = []
         for key in client.scan_iter(match=f"kr:{project_id}:*", count=5_000):
@@ -277,35 +289,104 @@ def events_bodies(path: Path, bodies: int) -> None:
             out.write(json.dumps(batch, separators=(",", ":")) + "\n")
 
 
-def events_phase(wrk: str, key: str, workdir: Path, rounds: int, seconds: int) -> dict:
-    """Events requests/s with the live update on and off, two servers loaded in turns."""
-    bodies = workdir / "bodies.jsonl"
-    events_bodies(bodies, 300)
+def snippet_bodies(path: Path, bodies: int) -> None:
+    """What static/kairos.js sends: a flush of 1-5 events of one visitor (page views carrying item and
+    category, now and then a search or a cart add)."""
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    with path.open("w") as out:
+        for n in range(bodies):
+            visitor = rng.randrange(ingest_bench.USERS)
+            events = []
+            for k in range(rng.randint(1, 5)):
+                item = rng.randrange(2_000)
+                etype = rng.choices(["page_view", "search", "add_to_cart"], weights=[8, 1, 1])[0]
+                properties: dict = {"item": f"sku-{item}"}
+                if etype == "page_view":
+                    properties.update(url=f"/products/{item}", category=CATEGORIES[item % len(CATEGORIES)])
+                elif etype == "search":
+                    properties = {"query": rng.choice(["trail shoes", "rain jacket", "tent"])}
+                stamp = (now - timedelta(seconds=10 * (5 - k))).isoformat()
+                events.append(
+                    {"event_id": f"@@-{n}-{k}", "type": etype, "anonymous_id": f"anon-{visitor}", "timestamp": stamp}
+                    | {"properties": properties}
+                )
+            out.write(json.dumps({"events": events}, separators=(",", ":")) + "\n")
+
+
+def _redis_cpu_seconds() -> float:
+    from personalization import redis_client
+
+    info = redis_client.worker().info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
+def events_cpu_measure(project_id: int, bodies: Path, rounds: int) -> dict:
+    """CPU µs per accepted event of services.events_ingest in this process (time.process_time) and in
+    Redis (INFO cpu), the live update on and off in turns over the same bodies: a figure the load on
+    the machine cannot move the way it moves throughput. The HTTP layer is not in it (the same for
+    both), so its on/off ratio is lower than the endpoint's."""
+    from personalization import services
+
+    lines = bodies.read_text().splitlines()
+
+    def one(live: bool, tag: str) -> tuple[int, float, float]:
+        payloads = [orjson.loads(line.replace("@@", tag)) for line in lines]
+        redis_before, before = _redis_cpu_seconds(), time.process_time()
+        events = sum(
+            len(services.events_ingest(project_id=project_id, payload=payload, live=live).accepted)
+            for payload in payloads
+        )
+        return events, time.process_time() - before, _redis_cpu_seconds() - redis_before
+
+    one(True, "cw")  # warm-up: the snapshot, the script, the experience keys
+    totals = {"on": [0, 0.0, 0.0], "off": [0, 0.0, 0.0]}
+    for r in range(rounds):
+        for name in ("on", "off"):
+            for i, value in enumerate(one(name == "on", f"c{name}{r}")):
+                totals[name][i] += value
+    result = {}
+    for name, (events, process_s, redis_s) in totals.items():
+        result[name] = {"process_us": process_s / events * 1e6, "redis_us": redis_s / events * 1e6}
+        result[name]["total_us"] = result[name]["process_us"] + result[name]["redis_us"]
+    return result
+
+
+def events_phase(wrk: str, key: str, bodies: dict[str, Path], workdir: Path, rounds: int, seconds: int) -> dict:
+    """Events requests/s with the live update on and off, two servers loaded in turns, for each kind
+    of body (`bodies`: shape → file). Also the servers' CPU (process group) and Redis's CPU per request."""
     script = workdir / "events.lua"
     script.write_text(ingest_bench.WRK_EVENTS_LUA + _common.WRK_DONE_LUA)
     servers = {}
+    runs: dict[tuple[str, str], list[dict]] = {}
     try:
         for name, flag in (("on", "1"), ("off", "0")):
             port = _common.free_port()
             servers[name] = (port, _common.server_start(port, env={"KAIROS_LIVE_STATE": flag}))
-        runs: dict[str, list[dict]] = {"on": [], "off": []}
         auth = {"BENCH_KEY": key}
         urls = {name: f"http://127.0.0.1:{port}/api/v1/events" for name, (port, _) in servers.items()}
         for name, url in urls.items():  # warm-up
-            _common.wrk_run(wrk, url, script, 2, 8, ["w" + name, str(bodies)], auth)
-        for r in range(rounds):
-            for name, url in urls.items():
-                runs[name].append(_common.wrk_run(wrk, url, script, seconds, 8, [f"{name}{r}", str(bodies)], auth))
+            _common.wrk_run(wrk, url, script, 2, 8, ["w" + name, str(bodies["batch"])], auth)
+        for shape, path in bodies.items():
+            for r in range(rounds):
+                for name, url in urls.items():
+                    pgid = servers[name][1].pid
+                    cpu, redis_cpu = _common.process_group_cpu_seconds(pgid), _redis_cpu_seconds()
+                    run = _common.wrk_run(wrk, url, script, seconds, 8, [f"{shape[0]}{name}{r}", str(path)], auth)
+                    run["cpu_s"] = _common.process_group_cpu_seconds(pgid) - cpu
+                    run["redis_cpu_s"] = _redis_cpu_seconds() - redis_cpu
+                    runs.setdefault((shape, name), []).append(run)
     finally:
         for _, server in servers.values():
             _common.process_stop(server)
-    result = {}
-    for name, name_runs in runs.items():
+    result: dict = {}
+    for (shape, name), name_runs in runs.items():
         requests = sum(r["requests"] for r in name_runs)
-        result[name] = {
+        result.setdefault(shape, {})[name] = {
             "rps": requests / (sum(r["duration_us"] for r in name_runs) / 1e6),
             "p99_us": statistics.median(r["p99_us"] for r in name_runs),
             "errors": sum(r["non_2xx"] + r["socket_errors"] for r in name_runs),
+            "cpu_us_per_request": sum(r["cpu_s"] + r["redis_cpu_s"] for r in name_runs) / max(requests, 1) * 1e6,
         }
     return result
 
@@ -370,6 +451,21 @@ def facts_cost(project_id: int, visitors: int) -> float:
     return best
 
 
+def _cpu_figures(prefix: str, http: dict, in_process: dict) -> dict:
+    """The CPU figures of one body shape: server process group + Redis CPU per request during the
+    HTTP runs (their off/on ratio is what throughput would be on an idle machine), and
+    services.events_ingest's Python + Redis CPU per event in process (no HTTP layer)."""
+    on, off = http["on"]["cpu_us_per_request"], http["off"]["cpu_us_per_request"]
+    return {
+        f"{prefix}server_cpu_us_per_request_on": round(on, 1),
+        f"{prefix}server_cpu_us_per_request_off": round(off, 1),
+        f"{prefix}server_cpu_off_vs_on_ratio": round(off / on, 3),
+        f"{prefix}cpu_us_per_event_on": round(in_process["on"]["total_us"], 1),
+        f"{prefix}cpu_us_per_event_off": round(in_process["off"]["total_us"], 1),
+        f"{prefix}live_update_cpu_us_per_event": round(in_process["on"]["total_us"] - in_process["off"]["total_us"], 1),
+    }
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 
@@ -389,6 +485,7 @@ def main() -> int:
     )
     projects = projects_create(str(int(time.time())))
     project_ids = [project_id for project_id, _ in projects.values()]
+    queued_forget(project_ids)  # an earlier run's projects of the same ids may have left a count
     since = decide_bench.stream_last_id()
     workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-live-"))
     for name in projects:
@@ -401,7 +498,17 @@ def main() -> int:
         memory = memory_measure(projects["live"][0], visitors)
         facts_us = facts_cost(projects["live"][0], visitors)
         decide = decide_phase(args, projects, wrk, workdir, visitors)
-        events = events_phase(wrk, projects["live"][1], workdir, 2 if args.quick else 3, 4 if args.quick else 8)
+        # bench/ingest.py's batches of 100 events from many visitors, and the snippet's flushes of 1-5
+        # events of one visitor.
+        bodies = {"batch": workdir / "batch.jsonl", "snippet": workdir / "snippet.jsonl"}
+        events_bodies(bodies["batch"], 300)
+        snippet_bodies(bodies["snippet"], 300)
+        # In process first, on the project the HTTP load does not fill up to its cap of waiting events.
+        cpu_rounds = 1 if args.quick else 3
+        events_cpu = {
+            shape: events_cpu_measure(projects["plain"][0], path, cpu_rounds) for shape, path in bodies.items()
+        }
+        events = events_phase(wrk, projects["live"][1], bodies, workdir, 2 if args.quick else 3, 4 if args.quick else 8)
     finally:
         for project_id in project_ids:
             decide_bench.stream_take(project_id, since)  # the exposures and events this run queued
@@ -412,7 +519,10 @@ def main() -> int:
     peaks, paced, fresh = decide["peaks"], decide["paced"], decide["fresh"]
     live_ratio = peaks["live"]["rps"] / peaks["ping"]["rps"]
     plain_ratio = peaks["plain"]["rps"] / peaks["ping"]["rps"]
-    events_ratio = events["on"]["rps"] / events["off"]["rps"]
+    batch, snippet = events["batch"], events["snippet"]
+    events_ratio = batch["on"]["rps"] / batch["off"]["rps"]
+    snippet_ratio = snippet["on"]["rps"] / snippet["off"]["rps"]
+    cpu_batch, cpu_snippet = events_cpu["batch"], events_cpu["snippet"]
     ms = decide_bench._ms
     figures = {
         "freshness_p50_ms": round(statistics.median(fresh), 2),
@@ -432,20 +542,26 @@ def main() -> int:
         "live_decide_p99_at_70pct_ms": ms(paced["p99_us"]),
         "live_decide_p99_at_70pct_from_schedule_ms": ms(paced["PACED"]["p99_us"]),
         "live_facts_cpu_us_per_request": round(facts_us, 1),
-        "events_rps_live_state_on": round(events["on"]["rps"], 1),
-        "events_rps_live_state_off": round(events["off"]["rps"], 1),
+        "events_rps_live_state_on": round(batch["on"]["rps"], 1),
+        "events_rps_live_state_off": round(batch["off"]["rps"], 1),
         "events_on_vs_off_ratio": round(events_ratio, 3),
-        "events_p99_on_ms": ms(events["on"]["p99_us"]),
-        "events_p99_off_ms": ms(events["off"]["p99_us"]),
+        "events_p99_on_ms": ms(batch["on"]["p99_us"]),
+        "events_p99_off_ms": ms(batch["off"]["p99_us"]),
         "events_per_request": ingest_bench.BATCH,
+        **_cpu_figures("events_", batch, cpu_batch),
+        "events_cpu_us_per_event_on_python": round(cpu_batch["on"]["process_us"], 1),
+        "events_cpu_us_per_event_on_redis": round(cpu_batch["on"]["redis_us"], 1),
+        "events_snippet_rps_on": round(snippet["on"]["rps"], 1),
+        "events_snippet_rps_off": round(snippet["off"]["rps"], 1),
+        "events_snippet_on_vs_off_ratio": round(snippet_ratio, 3),
+        **_cpu_figures("events_snippet_", snippet, cpu_snippet),
         "redis_bytes_per_active_visitor": round(memory["bytes_per_visitor"]),
         "redis_bytes_per_active_visitor_max": memory["bytes_per_visitor_max"],
         "redis_bytes_per_visitor_without_live_state": round(memory["bytes_without_state"]),
         "live_state_chars_mean": round(memory["state_chars"]),
         "redis_mb_per_1m_active_visitors": round(memory["bytes_per_visitor"] * 1e6 / 2**20),
         "http_errors": sum(p["non_2xx"] + p["socket_errors"] for p in (*peaks.values(), paced))
-        + events["on"]["errors"]
-        + events["off"]["errors"],
+        + sum(runs["errors"] for shape in events.values() for runs in shape.values()),
         "visitors_per_project": 2 * visitors,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
@@ -454,6 +570,7 @@ def main() -> int:
         "live_ratio_within_10pct_of_plain": live_ratio >= (1 - TARGET_RATIO_GAP) * plain_ratio,
         "p99_at_70pct_le_10ms": figures["live_decide_p99_at_70pct_ms"] <= TARGET_P99_MS,
         "events_on_vs_off_ge_0_8": events_ratio >= TARGET_EVENTS_RATIO,
+        "events_snippet_on_vs_off_ge_0_8": snippet_ratio >= TARGET_EVENTS_RATIO,
         "bytes_per_visitor_le_2kb": memory["bytes_per_visitor"] <= TARGET_BYTES_PER_VISITOR,
     }
     print(
@@ -465,8 +582,15 @@ def main() -> int:
         f" facts per request {facts_us:.1f} µs CPU in process"
     )
     print(
-        f"events: {events['on']['rps']:,.0f} req/s with the live update, {events['off']['rps']:,.0f} without"
-        f" (ratio {events_ratio:.2f}, target ≥ {TARGET_EVENTS_RATIO})"
+        f"events, 100 per request: {batch['on']['rps']:,.0f} req/s with the live update, {batch['off']['rps']:,.0f}"
+        f" without (ratio {events_ratio:.2f}, target ≥ {TARGET_EVENTS_RATIO}); server + Redis CPU per request"
+        f" {batch['on']['cpu_us_per_request']:,.0f} µs vs {batch['off']['cpu_us_per_request']:,.0f} µs;"
+        f" in process {cpu_batch['on']['total_us']:.1f} vs {cpu_batch['off']['total_us']:.1f} µs CPU per event"
+    )
+    print(
+        f"events, snippet flushes (1-5 of one visitor): {snippet['on']['rps']:,.0f} req/s with,"
+        f" {snippet['off']['rps']:,.0f} without (ratio {snippet_ratio:.2f}); server + Redis CPU per request"
+        f" {snippet['on']['cpu_us_per_request']:,.0f} µs vs {snippet['off']['cpu_us_per_request']:,.0f} µs"
     )
     print(
         f"Redis: {memory['bytes_per_visitor']:,.0f} B per active visitor ({memory['bytes_without_state']:,.0f} B"

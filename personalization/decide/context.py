@@ -58,7 +58,12 @@ def time_zone_valid(name: str) -> bool:
 def local_time(now: float, time_zone: str) -> tuple[int, str]:
     """(hour 0-23, weekday "mon".."sun") at unix time `now` in the project's time zone (UTC when the
     name is unknown: a bad setting must not stop decide)."""
-    local = datetime.fromtimestamp(now, UTC).astimezone(_zone(time_zone))
+    return _local_minute(int(now // 60), time_zone)
+
+
+@lru_cache(maxsize=64)  # every decide request of a minute asks the same: once per minute and zone
+def _local_minute(minute: int, time_zone: str) -> tuple[int, str]:
+    local = datetime.fromtimestamp(minute * 60, UTC).astimezone(_zone(time_zone))
     return local.hour, WEEKDAYS[local.weekday()]
 
 
@@ -66,7 +71,11 @@ def device_class(user_agent: str, provided: object = None) -> str:
     """mobile, tablet or desktop. The snippet's class wins (it also knows the screen and touch)."""
     if isinstance(provided, str) and provided.lower() in DEVICES:
         return provided.lower()
-    ua = user_agent or ""
+    return _agent_class(user_agent or "")
+
+
+@lru_cache(maxsize=4096)  # a site's visitors come with a few hundred user agents: three regex searches each
+def _agent_class(ua: str) -> str:
     if _TABLET.search(ua) or (_ANDROID.search(ua) and "mobile" not in ua.lower()):
         return "tablet"
     if _MOBILE.search(ua):
@@ -74,6 +83,7 @@ def device_class(user_agent: str, provided: object = None) -> str:
     return "desktop"
 
 
+@lru_cache(maxsize=4096)  # decide classifies the same few referrers and pages over and over
 def _host(url: str) -> str:
     try:
         host = urlsplit(url).hostname or ""
@@ -93,6 +103,7 @@ def _host_in(host: str, names: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)  # a shop's landing URLs repeat; the answer is read, never changed
 def _query(url: str) -> dict[str, str]:
     try:
         pairs = parse_qs(urlsplit(url).query)
@@ -109,8 +120,8 @@ def referrer_class(referrer: str = "", url: str = "", utm: dict | None = None, o
     referrer's host. A referrer on the site's own host (`own_host`) is navigation: direct.
     `utm` is what the snippet sent ({"medium", "source", ...}); tags in `url` fill what it did not.
     """
-    tags = {k.removeprefix("utm_"): v for k, v in _query(url).items() if k.startswith("utm_")}
     params = _query(url)
+    tags = {k.removeprefix("utm_"): v for k, v in params.items() if k.startswith("utm_")}
     tags.update({k.removeprefix("utm_"): v for k, v in (utm or {}).items() if isinstance(v, str)})
     medium = (tags.get("medium") or "").strip().lower()
     source = (tags.get("source") or "").strip().lower()

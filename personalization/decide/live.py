@@ -10,6 +10,7 @@ unit hash decide's one round trip already fetched.
 import logging
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from personalization.decide.context import device_class, local_time, referrer_class
@@ -36,6 +37,7 @@ def _host(url: str) -> str:
         return ""
 
 
+@lru_cache(maxsize=4096)  # a few sources and referrer hosts make most first touches
 def first_touch_class(first_touch: str) -> str:
     """The referrer class of the state's first touch, which keeps a host ("google.com") or a
     utm_source ("newsletter"): a host is classified as a referrer, anything else as a source."""

@@ -457,16 +457,21 @@ def facts_record(facts: Facts, fields) -> dict | None:
     return record
 
 
+# Looked up once, not per decide request: facts_check runs on every request with conditions.
+_NUMBER_FIELDS = tuple(name for name, (kind, _, _) in FIELDS.items() if kind == NUMBER)
+_KEYED_FACTS = tuple((name, name + "[]") for name in KEYED_FIELDS)
+_NUMBERS = (int, float)  # by exact class: a bool (an int subclass) is not a number here
+
+
 def facts_check(facts: Facts) -> None:
     """ValueError unless every number fact is a number (or unknown) and every keyed fact maps names
     to numbers: a state written by anything but the events script must not reach a comparison."""
-    for name, (kind, _, _) in FIELDS.items():
-        value = facts.get(name)
-        if kind == NUMBER and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+    get = facts.get
+    for name in _NUMBER_FIELDS:
+        value = get(name)
+        if value is not None and value.__class__ not in _NUMBERS:
             raise ValueError(f"{name} is {type(value).__name__}, not a number")
-    for name in KEYED_FIELDS:
-        mapping = facts.get(name + "[]")
-        if not isinstance(mapping, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in mapping.values()
-        ):
+    for name, key in _KEYED_FACTS:
+        mapping = get(key)
+        if mapping.__class__ is not dict or not all(v.__class__ in _NUMBERS for v in mapping.values()):
             raise ValueError(f"{name} is not a map of numbers")

@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import orjson
 import redis
@@ -101,6 +102,7 @@ def events_ingest(
         live_command = live_session.live_command(
             project_id=project_id,
             events=result.accepted,
+            seconds=result.seconds,
             now=now,
             digest=live_digest(project_id),
             settings=_live_settings(snapshot, gpc),
@@ -163,7 +165,11 @@ def live_digest(project_id: int) -> Callable[[str], str]:
     """The digest of an id as the project's suppression set keeps erased ones: the live script
     checks every unit against that set itself, so no sender's stale view of erasures matters."""
     key = settings.KAIROS_PRIVACY_KEY
-    return lambda unit: subject_digest(key, project_id, unit)
+    return lambda unit: _digest(key, project_id, unit)
+
+
+# A returning visitor's digest is an HMAC the events request would otherwise compute on every batch.
+_digest = lru_cache(maxsize=16_384)(subject_digest)
 
 
 def _live_settings(snapshot: dict, gpc: bool) -> live_session.LiveSettings:

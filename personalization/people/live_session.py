@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from urllib.parse import urlsplit
 
 from redis.exceptions import NoScriptError
@@ -82,9 +83,11 @@ HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
 US, RS = "\x1f", "\x1e"
-# start, end, n, pv, q, qr, ca, cr, pu, ck, ld, distinct items, types, items, categories, queries,
-# first query, channel, cart op, cart time, cart item, items removed from the stored cart
-SEGMENT_ARGS = 22
+# "start end n pv q qr ca cr pu ck ld ni cart-time" (the numbers as one text: a script argument
+# costs Python encoding and Redis parsing whatever its size, and one match splits them), types,
+# items, categories, queries, first query, channel, cart op, cart item, items removed from the
+# stored cart
+SEGMENT_ARGS = 10
 _SEPARATORS = str.maketrans("", "", US + RS)
 
 _LUA_CONSTANTS = (
@@ -109,6 +112,8 @@ local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
 local first = gated and 2 or 1
 local suppressed, active = KEYS[first], KEYS[first + 1]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
+local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', 13) .. '(%S+)$'
+local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+)$'
 
 local function cap(x) if x > CAP then return CAP end; return x end
 
@@ -212,11 +217,11 @@ local function fold(key, b, segments)
   end
   -- ss sl ps fs n pv ni q qr ca cr pu ck ld
   local x = {}
-  if f[3] and string.sub(f[3], 1, 2) == VERSION .. ' ' then
-    for w in string.gmatch(string.sub(f[3], 3), '%S+') do x[#x + 1] = tonumber(w) or false end
-  end
+  if f[3] then x = {string.match(f[3], STATE)} end
+  for i = 1, #x do x[i] = tonumber(x[i]) or false end
   local lt, li, lc, lq, la, lh, lf, ld
-  if #x == 14 then
+  local fresh = #x ~= 14
+  if not fresh then
     lt, li, lc, lq = f[4] or '', f[5] or '', f[6] or '', f[7] or ''
     la, lh, lf, ld = f[8] or '', f[9] or '', f[10] or '', f[11] or ''
   else  -- no state, or one this script cannot read: start afresh
@@ -226,7 +231,8 @@ local function fold(key, b, segments)
   for s = 0, segments - 1 do
     local a = b + s * SEG
     local sl = x[2]
-    local start, stop = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at = string.match(ARGV[a], RECORD)
+    start, stop = tonumber(start), tonumber(stop)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
     if not x[4] then x[4] = start end
@@ -238,40 +244,45 @@ local function fold(key, b, segments)
       ld = days_bump(ld, start)
     end
     x[2] = stop
-    x[5] = cap(x[5] + tonumber(ARGV[a + 2]))
-    x[6] = cap(x[6] + tonumber(ARGV[a + 3]))
-    local q, qr = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-    local first_query = ARGV[a + 16]
+    x[5] = cap(x[5] + n)
+    x[6] = cap(x[6] + pv)
+    q, qr = tonumber(q), tonumber(qr)
+    local first_query = ARGV[a + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
     x[8] = cap(x[8] + q); x[9] = cap(x[9] + qr)
-    for i = 10, 14 do x[i] = cap(x[i] + tonumber(ARGV[a + i - 4])) end
-    lt = merge_types(ARGV[a + 12], lt)
+    x[10], x[11], x[12] = cap(x[10] + ca), cap(x[11] + cr), cap(x[12] + pu)
+    x[13], x[14] = cap(x[13] + ck), cap(x[14] + dwell)
+    lt = merge_types(ARGV[a + 1], lt)
     local found
-    li, found = merge_items(ARGV[a + 13], li)
-    x[7] = cap(x[7] + tonumber(ARGV[a + 11]) - found)
-    lc = merge_categories(ARGV[a + 14], lc)
-    lq = merge_list(ARGV[a + 15], lq, MAXQ)
-    local channel = ARGV[a + 17]
+    li, found = merge_items(ARGV[a + 2], li)
+    x[7] = cap(x[7] + ni - found)
+    lc = merge_categories(ARGV[a + 3], lc)
+    lq = merge_list(ARGV[a + 4], lq, MAXQ)
+    local channel = ARGV[a + 6]
     if lh == '' then lh = channel end
     if lf == '' then lf = channel end
-    local op = ARGV[a + 18]
+    local op = ARGV[a + 7]
     if op == 's' then
-      local at = tonumber(ARGV[a + 19])
+      local at = tonumber(cart_at)
       if sl and at < sl then at = sl end
-      la = at .. '\31' .. ARGV[a + 20]
+      la = at .. '\31' .. ARGV[a + 8]
     elseif op == 'x' then
       la = ''
-    elseif la ~= '' and ARGV[a + 21] ~= '' then
+    elseif la ~= '' and ARGV[a + 9] ~= '' then
       local item = string.match(la, '\31(.*)$')
-      if string.find('\30' .. ARGV[a + 21] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
+      if string.find('\30' .. ARGV[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
   for i = 1, 14 do if x[i] == false then x[i] = '-' end end
-  redis.call('HSET', key, 'ls', VERSION .. ' ' .. table.concat(x, ' '), 'lt', lt, 'li', li, 'lc', lc, 'lq', lq,
-    'la', la, 'lh', lh, 'lf', lf, 'ld', ld)
+  -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
+  local w, values = {'ls', VERSION .. ' ' .. table.concat(x, ' ')}, {lt, li, lc, lq, la, lh, lf, ld}
+  for i = 1, 8 do
+    if fresh or values[i] ~= f[i + 3] then w[#w + 1] = FIELDS[i + 1]; w[#w + 1] = values[i] end
+  end
+  redis.call('HSET', key, unpack(w))
   redis.call('EXPIRE', key, ttl)
   return 1
 end
@@ -328,10 +339,6 @@ def query_normal(query: str) -> str:
     return " ".join(query.lower().split())[:MAX_QUERY_CHARS]
 
 
-def _text(value) -> str:
-    return value[:MAX_TEXT_CHARS].translate(_SEPARATORS) if isinstance(value, str) else ""
-
-
 def _channel(properties: dict) -> str:
     """The entry channel a page view says it came from: utm_source, else the referrer's host (the
     decide context classifies it; the state keeps only this short text)."""
@@ -358,130 +365,137 @@ def _refines(query: str, previous: str) -> bool:
     return any(len(word) >= 3 and f" {word} " in words for word in query.split())
 
 
-class _Segment:
-    """A unit's run of events in one batch with no idle gap inside: what the script merges at once.
-    Which of them opens a session the script decides (it knows the state's last event)."""
+@lru_cache(maxsize=8192)  # item ids and category names recur across a shop's events
+def _clean(value: str) -> str:
+    return value[:MAX_TEXT_CHARS].translate(_SEPARATORS)
 
-    __slots__ = ("cart", "categories", "channel", "counts", "end", "first_query", "items", "op", "queries")
-    __slots__ += ("query", "removed", "start", "types")
 
-    def __init__(self, ts: int):
-        self.start = self.end = ts
-        self.counts = [0] * 9  # n pv q qr ca cr pu ck ld
-        self.types: dict[str, int] = {}
-        self.items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
-        self.categories: dict[str, list[int]] = {}
-        self.queries: dict[str, None] = {}
-        self.query = self.first_query = self.channel = self.op = ""
-        self.cart: tuple[int, str] = (0, "")
-        self.removed: list[str] = []
-
-    def add(self, etype: str, props: dict, ts: int) -> None:
-        self.end = ts
-        counts = self.counts
-        counts[0] += 1
-        types = self.types
-        if etype in types or len(types) < 2 * MAX_TYPES:
-            types[etype] = types.get(etype, 0) + 1
-        else:  # the script keeps MAX_TYPES - 1 by name anyway
-            types["other"] = types.get("other", 0) + 1
-        if etype == "page_view":
-            counts[1] += 1
-            url = props.get("url")
-            if isinstance(url, str):
-                url = url.lower()
-                if "/checkout" in url or "/cart" in url or "/basket" in url:
-                    counts[7] += 1
-            dwell = props.get("dwell_ms")
-            if isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
-                counts[8] += 1
-            item = _text(props.get("item"))
-            if item:
-                h = item_hash(item)
-                self.items.pop(h, None)
-                self.items[h] = None
-            category = _text(props.get("category"))
-            if category:
-                entry = self.categories.pop(category, None) or [0, 0]
-                entry[0] += 1
-                entry[1] += bool(item)
-                self.categories[category] = entry
-            if not self.channel:
-                self.channel = _channel(props)
-        elif etype == "search":
-            counts[2] += 1
-            query = props.get("query")
-            query = query_normal(query) if isinstance(query, str) else ""
-            if query:
-                if not self.query:
-                    self.first_query = query  # the script checks it against the state's last search
-                elif query != self.query and _refines(query, self.query):
-                    counts[3] += 1
-                self.query = query
-                self.queries.pop(query, None)
-                self.queries[query] = None
-        elif etype == "add_to_cart":
-            counts[4] += 1
-            self.op, self.cart = "s", (ts, _text(props.get("item")))
-        elif etype == "remove_from_cart":
-            counts[5] += 1
-            item = _text(props.get("item"))
-            if self.op == "s" and self.cart[1] == item:
-                self.op = "x"
-            elif not self.op and len(self.removed) < MAX_ITEMS:
-                self.removed.append(item)
-        elif etype == "purchase":
-            counts[6] += 1
-            self.op = "x"
-
-    def args(self) -> list:
-        items = list(self.items)
-        categories = list(self.categories.items())[-MAX_CATEGORIES:]
-        return [
-            self.start,
-            self.end,
-            *self.counts,
-            len(items),
-            " ".join(f"{t}={c}" for t, c in self.types.items()),
-            "".join(reversed(items[-MAX_ITEMS:])),
-            RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in reversed(categories)),
-            RS.join(reversed(list(self.queries)[-MAX_QUERIES:])),
-            self.first_query,
-            self.channel,
-            self.op,
-            self.cart[0],
-            self.cart[1],
-            RS.join(self.removed),
-        ]
+def _text(value) -> str:
+    return _clean(value) if value.__class__ is str else ""
 
 
 def _seconds(ts, now: float) -> int:
     try:
-        seconds = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else now
-    except ValueError:
-        seconds = now
-    return int(min(seconds, now))
+        return int(min(datetime.fromisoformat(ts).timestamp(), now))
+    except (TypeError, ValueError):  # no time, or not one (events a test or import sends unvalidated)
+        return int(now)
 
 
-def _unit_args(events: list[dict], now: float, idle: int) -> list:
+def _unit_args(events: list[dict], times: list[int | None], now: float, idle: int) -> list:
     """A unit's events (in batch order) as the script's segment records: its segment count, then
-    SEGMENT_ARGS values per segment."""
-    segments: list[_Segment] = []
-    segment = None
+    SEGMENT_ARGS values per segment. A segment is a run of events with no idle gap inside: what the
+    script merges at once (which of them opens a session it decides: it knows the state's last event).
+
+    One loop with the segment in local variables, no object per segment or method call per event:
+    this runs for every accepted event in the events request (the live update's share of its cost)."""
+    out: list = [0]
     last = 0
-    for event in events:
-        ts = _seconds(event.get("ts"), now)
-        if segment is not None and ts < last:
+    types: dict[str, int] = {}
+    items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
+    categories: dict[str, list[int]] = {}
+    queries: dict[str, None] = {}
+    removed: list[str] = []
+    n = pv = q = qr = ca = cr = pu = ck = ld = 0
+    start = 0
+    query = first_query = channel = op = cart_item = ""
+    cart_at = 0
+    for event, ts in zip(events, times, strict=True):
+        ts = _seconds(event.get("ts"), now) if ts is None else min(ts, int(now))
+        if out[0] and ts < last:
             ts = last
-        if segment is None or ts - last > idle:
-            segment = _Segment(ts)
-            segments.append(segment)
+        if not out[0] or ts - last > idle:
+            if out[0]:
+                numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+                out += _segment_args(numbers, types, items, categories)
+                out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
+            out[0] += 1
+            start = ts
+            types, items, categories, queries, removed = {}, {}, {}, {}, []
+            n = pv = q = qr = ca = cr = pu = ck = ld = 0
+            query = first_query = channel = op = cart_item = ""
+            cart_at = 0
         last = ts
-        segment.add(event["type"], event.get("properties") or {}, ts)
-    out: list = [len(segments)]
-    for segment in segments:
-        out += segment.args()
+        n += 1
+        etype = event["type"]
+        if etype in types:
+            types[etype] += 1
+        elif len(types) < 2 * MAX_TYPES:
+            types[etype] = 1
+        else:  # the script keeps MAX_TYPES - 1 by name anyway
+            types["other"] = types.get("other", 0) + 1
+        if etype == "page_view":
+            props = event.get("properties") or {}
+            pv += 1
+            url = props.get("url")
+            if url.__class__ is str:
+                url = url.lower()
+                if "/checkout" in url or "/cart" in url or "/basket" in url:
+                    ck += 1
+            dwell = props.get("dwell_ms")
+            if dwell is not None and isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
+                ld += 1
+            item = _text(props.get("item"))
+            if item:
+                h = item_hash(item)
+                items.pop(h, None)
+                items[h] = None
+            category = _text(props.get("category"))
+            if category:
+                entry = categories.pop(category, None) or [0, 0]
+                entry[0] += 1
+                entry[1] += bool(item)
+                categories[category] = entry
+            if not channel:
+                channel = _channel(props)
+        elif etype == "search":
+            q += 1
+            text = (event.get("properties") or {}).get("query")
+            text = query_normal(text) if text.__class__ is str else ""
+            if text:
+                if not query:
+                    first_query = text  # the script checks it against the state's last search
+                elif text != query and _refines(text, query):
+                    qr += 1
+                query = text
+                queries.pop(text, None)
+                queries[text] = None
+        elif etype == "add_to_cart":
+            ca += 1
+            op, cart_at, cart_item = "s", ts, _text((event.get("properties") or {}).get("item"))
+        elif etype == "remove_from_cart":
+            cr += 1
+            item = _text((event.get("properties") or {}).get("item"))
+            if op == "s" and cart_item == item:
+                op = "x"
+            elif not op and len(removed) < MAX_ITEMS:
+                removed.append(item)
+        elif etype == "purchase":
+            pu += 1
+            op = "x"
+    if out[0]:
+        numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+        out += _segment_args(numbers, types, items, categories)
+        out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
     return out
+
+
+def _segment_args(numbers: tuple, types: dict, items: dict, categories: dict) -> list:
+    hashes = list(items)[-MAX_ITEMS:]
+    hashes.reverse()
+    kept = list(categories.items())[-MAX_CATEGORIES:]
+    kept.reverse()
+    return [
+        " ".join(map(str, numbers)),
+        " ".join(f"{t}={c}" for t, c in types.items()),
+        "".join(hashes),
+        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in kept),
+    ]
+
+
+def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: str, removed: list) -> list:
+    recent = list(queries)[-MAX_QUERIES:]
+    recent.reverse()
+    return [RS.join(recent), first_query, channel, op, item, RS.join(removed)]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -497,23 +511,29 @@ def live_command(
     digest: Callable[[str], str],
     settings: LiveSettings | None = None,
     gate: str | None = None,
+    seconds: list[int] | None = None,
 ) -> tuple | None:
     """The one EVALSHA that folds accepted, validated events into their units' live state and the
     index of active units, or None when no event concerns a unit. `digest` gives the keyed digest of
     an id, as the project's suppression set keeps erased ones: the script skips those units. With
     `gate`, the script does nothing unless it can take that key (the ingest script sets it when it
     appends the batch), so the command can ride in the ingest's own round trip. Send it with
-    `live_apply`.
+    `live_apply`. `seconds`: the events' times in epoch seconds, as batch_validate gives them
+    (BatchResult.seconds), else each event's "ts" is parsed.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
     the batch split per slot (the ingest script spans slots already)."""
-    by_unit: dict[str, list[dict]] = {}
-    for event in events:
+    by_unit: dict[str, tuple[list[dict], list[int | None]]] = {}
+    for event, ts in zip(events, seconds or repeat(None), strict=False):  # repeat is endless
         unit = event.get("user_id") or event.get("anonymous_id")
         if not unit or event["type"] in _NOT_BEHAVIOR:
             continue
-        by_unit.setdefault(unit, []).append(event)
+        pair = by_unit.get(unit)
+        if pair is None:
+            by_unit[unit] = pair = ([], [])
+        pair[0].append(event)
+        pair[1].append(ts)
     if not by_unit:
         return None
     settings = settings or LiveSettings()
@@ -524,9 +544,9 @@ def live_command(
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
     args = [int(gate is not None), int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
-    for unit, unit_events in by_unit.items():
+    for unit, (unit_events, times) in by_unit.items():
         args.append(digest(unit))
-        args += _unit_args(unit_events, now, idle)
+        args += _unit_args(unit_events, times, now, idle)
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
 
 
@@ -568,10 +588,6 @@ def live_update(
     return live_apply(client, command)
 
 
-def _int(value: str) -> int | None:
-    return None if value == "-" else int(value)
-
-
 def live_state_parse(user: dict) -> dict | None:
     """The state from a unit hash as decide holds it (str → str), as a dict of short names (ss sl ps
     fs n pv ni q qr ca cr pu ck ld, t [[type, count]], it the items' hashes, c [[name, views, item
@@ -584,7 +600,7 @@ def live_state_parse(user: dict) -> dict | None:
     if len(numbers) != 15:
         return None
     try:
-        ss, sl, ps, fs, *counts = (_int(v) for v in numbers[1:])
+        ss, sl, ps, fs, *counts = [None if v == "-" else int(v) for v in numbers[1:]]
         types = [[name, int(count)] for name, _, count in (p.partition("=") for p in user.get("lt", "").split())]
         categories = []
         for entry in user.get("lc", "").split(RS):
