@@ -55,7 +55,7 @@ class _ProfilePlan:
     """
 
     profile_refs: list[int] = field(default_factory=list)  # per event
-    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, attributes, dropped
+    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, last_seen, attributes, dropped
     logins: dict[int, str] = field(default_factory=dict)  # stored anonymous profile -> its new user id
     identities: dict[tuple[str, str], int] = field(default_factory=dict)  # new (kind, value) -> profile ref
     merges: list[tuple[int, int]] = field(default_factory=list)  # (stored anonymous profile, user profile ref)
@@ -119,7 +119,27 @@ def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user
         plan.profile_refs.append(by_user if by_user is not None else by_anon)
     if merged_into:
         plan.profile_refs = [merged_into.get(ref, ref) for ref in plan.profile_refs]
+    if plan.new_profiles:
+        _new_profiles_last_seen(events, plan)
     return plan
+
+
+def _new_profiles_last_seen(events: list[dict], plan: _ProfilePlan) -> None:
+    """A profile this batch creates is written with last_seen at its newest event of the batch, as the
+    drain's last_seen update would set it (exposures do not count there either), so that update, a
+    second write of every new person moments later, finds nothing to move."""
+    parse = datetime.fromisoformat
+    latest: dict[int, datetime] = {}
+    for event, ref in zip(events, plan.profile_refs, strict=True):
+        if ref < 0 and event["type"] != "exposure":
+            ts = parse(event["ts"])
+            seen = latest.get(ref)
+            if seen is None or ts > seen:
+                latest[ref] = ts
+    for ref, ts in latest.items():
+        spec = plan.new_profiles[-ref - 1]
+        if ts > parse(spec["first_seen"]):
+            spec["last_seen"] = ts.isoformat()
 
 
 def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
@@ -142,7 +162,8 @@ def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
             ) as copy:
                 for n, spec in specs:
                     seen, attributes = spec["first_seen"], orjson.dumps(spec["attributes"]).decode()
-                    copy.write_row((real[-n - 1], project_id, spec["external_id"], attributes, "{}", False, seen, seen))
+                    last = spec.get("last_seen", seen)
+                    copy.write_row((real[-n - 1], project_id, spec["external_id"], attributes, "{}", False, seen, last))
         stored = sorted({ref for ref in plan.identities.values() if ref > 0})
         references_lock(cursor, project_id=project_id, profile_ids=stored)
     for profile_id, user_id in plan.logins.items():
@@ -222,12 +243,15 @@ def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
     transaction of its own before the events are. A drain that dies between the two leaves profiles
     whose events are stored when its entries are drained again; nothing is written twice.
     """
-    plan = _profiles_plan(events, *_identities_load(project_id, events))
+    known = _identities_load(project_id, events)
+    plan = _profiles_plan(events, *known)
     if plan.writes:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PROFILES_LOCK, project_id % 2**31])
-            plan = _profiles_plan(events, *_identities_load(project_id, events))
+            locked = _identities_load(project_id, events)
+            if locked != known:  # another drain wrote some of these people meanwhile
+                plan = _profiles_plan(events, *locked)
             refs = _profiles_plan_apply(project_id, plan)
     else:
         refs = plan.profile_refs
