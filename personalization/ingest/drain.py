@@ -34,7 +34,13 @@ from personalization.ingest.dead_letters import dead_letters_write, text_storabl
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
 from personalization.models import Experience, Project
-from personalization.people.profiles import id_array, profiles_resolve, references_lock, row_checks_skip
+from personalization.people.profiles import (
+    id_array,
+    newest_stamps,
+    profiles_resolve,
+    references_lock,
+    row_checks_skip,
+)
 from personalization.people.subjects import profiles_consent_set
 from personalization.signals import events_drained
 
@@ -459,16 +465,9 @@ def _last_seen_advance(cursor, events: list[dict], profile_of: dict[str, int]) -
     """Move each person's last_seen to their newest event of the batch. Only rows that move forward
     are written (profiles this batch created already carry it: people.profiles), locked in id order,
     so drains running side by side wait for each other instead of deadlocking on the people they share."""
-    latest: dict[int, datetime] = {}
-    parse = datetime.fromisoformat
-    for event in events:
-        profile_id, ts = profile_of[event["event_id"]], parse(event["ts"])
-        seen = latest.get(profile_id)
-        if seen is None or ts > seen:
-            latest[profile_id] = ts
+    latest = newest_stamps([(profile_of[event["event_id"]], event["ts"]) for event in events])
     if latest:
-        stamps = "{" + ",".join(ts.isoformat() for ts in latest.values()) + "}"
-        cursor.execute(_LAST_SEEN_SQL, [id_array(latest), stamps])
+        cursor.execute(_LAST_SEEN_SQL, [id_array(latest), "{" + ",".join(latest.values()) + "}"])
 
 
 _LAST_SEEN_SQL = """
