@@ -19,6 +19,7 @@ import random
 import socket
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import orjson
@@ -69,30 +70,79 @@ def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _read_entries(client: redis.Redis, consumer: str, count: int, claim_idle_ms: int) -> list:
-    """Entries abandoned by a dead consumer first, then new ones."""
+def _read_entries(
+    client: redis.Redis, consumer: str, count: int, claim_idle_ms: int, in_flight: frozenset = frozenset()
+) -> list:
+    """Entries abandoned by a dead consumer first, then new ones. `in_flight`: entries this drain is
+    writing right now, which a short claim_idle_ms would otherwise hand back to it a second time."""
     claimed = client.xautoclaim(
         rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
     )
-    entries = claimed[1]
+    entries = [entry for entry in claimed[1] if entry[0] not in in_flight]
     if entries:
         return entries
     fresh = client.xreadgroup(rkeys.EVENTS_GROUP, consumer, {rkeys.EVENTS_STREAM: ">"}, count=count)
     return fresh[0][1] if fresh else []
 
 
+def _read_parsed(client: redis.Redis, consumer: str, count: int, idle: int, in_flight: frozenset = frozenset()):
+    """One step's entries and what _entries_parse makes of them (no database: it may run in a thread)."""
+    entries = _read_entries(client, consumer, count, idle, in_flight)
+    return entries, _entries_parse(entries)
+
+
+def _drain_options(max_entries: int | None, claim_idle_ms: int | None, consumer: str) -> tuple:
+    client = redis_client.worker()
+    stream_ensure_group(client)
+    count = max_entries or settings.KAIROS_DRAIN_ENTRIES
+    idle = settings.KAIROS_DRAIN_CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
+    return client, consumer or _consumer_name(), count, idle
+
+
 def events_drain(*, max_entries: int | None = None, claim_idle_ms: int | None = None, consumer: str = "") -> int:
     """Move one step of the stream into PostgreSQL; returns how many events were stored, skipped as
     duplicates or dead-lettered."""
-    client = redis_client.worker()
-    stream_ensure_group(client)
-    consumer = consumer or _consumer_name()
-    count = max_entries or settings.KAIROS_DRAIN_ENTRIES
-    idle = settings.KAIROS_DRAIN_CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
-    entries = _read_entries(client, consumer, count, idle)
+    client, consumer, count, idle = _drain_options(max_entries, claim_idle_ms, consumer)
+    return _entries_drain(client, *_read_parsed(client, consumer, count, idle))
+
+
+def events_drain_backlog(
+    *,
+    budget_seconds: float | None = None,
+    max_entries: int | None = None,
+    claim_idle_ms: int | None = None,
+    consumer: str = "",
+) -> int:
+    """Drain step after step until the stream is empty or `budget_seconds` have passed (the step under
+    way is finished); returns what the steps moved.
+
+    Each next step's entries are read and decoded in a thread while PostgreSQL writes the current
+    step's (the thread touches only Redis and JSON; the database work stays in this thread, in
+    order). What that costs: if a step fails, or the process dies, the entries read ahead stay
+    pending for this consumer and are claimed again once idle (KAIROS_DRAIN_CLAIM_IDLE_MS), as the
+    failed step's own are; nothing is lost or stored twice.
+    """
+    client, consumer, count, idle = _drain_options(max_entries, claim_idle_ms, consumer)
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    moved = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-read") as reader:
+        entries, parsed = _read_parsed(client, consumer, count, idle)
+        while entries:
+            ahead = None
+            if deadline is None or time.monotonic() < deadline:
+                in_flight = frozenset(entry_id for entry_id, _ in entries)
+                ahead = reader.submit(_read_parsed, client, consumer, count, idle, in_flight)
+            moved += _entries_drain(client, entries, parsed)
+            if ahead is None:
+                break
+            entries, parsed = ahead.result()
+    return moved
+
+
+def _entries_drain(client: redis.Redis, entries: list, parsed: tuple) -> int:
     if not entries:
         return 0
-    by_project, counts, dead = _entries_parse(entries)
+    by_project, counts, dead = parsed
     _drop_deleted_projects(by_project)
     _drop_suppressed(by_project)
     _exposures_segments_read(client, by_project)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from personalization import services
+from personalization import redis_client, rkeys, services
 from personalization.models import DeadLetter, Event, Exposure, Profile
 from tests.factories import events_post, external_experience_make
 
@@ -138,3 +138,36 @@ def test_drain__a_new_persons_exposure_after_their_events__not_their_last_seen(c
     person = Profile.objects.get(project=project, identities__value="v1")
     assert (person.first_seen.isoformat(), person.last_seen.isoformat()) == (at(3), at(2))
     assert Exposure.objects.get(project=project).profile_id == person.pk
+
+
+def stream_state() -> tuple[int, int]:
+    """(entries in the stream, entries read but not acknowledged)."""
+    client = redis_client.worker()
+    return client.xlen(rkeys.EVENTS_STREAM), client.xpending(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP)["pending"]
+
+
+@pytest.mark.django_db
+def test_drain_backlog__steps_read_ahead_with_claims_at_once__every_event_once_counted_once(
+    client, project, public_key
+):
+    for b in range(6):
+        post(client, public_key, [page_view(f"b{b}-{i}", f"v{i}", 1) for i in range(50)])
+
+    # One entry per step, and claim_idle_ms=0: the read ahead would claim the entry being written
+    # (idle for milliseconds) and write it again, if it did not leave it to the step under way.
+    assert services.events_drain_backlog(max_entries=1, claim_idle_ms=0) == 300
+    assert Event.objects.filter(project=project).count() == 300
+    assert Event.objects.filter(project=project).values("event_id").distinct().count() == 300
+    assert stream_state() == (0, 0)
+
+
+@pytest.mark.django_db
+def test_drain_backlog__budget_spent__the_step_under_way_finished_nothing_read_ahead(client, project, public_key):
+    for b in range(3):
+        post(client, public_key, [page_view(f"b{b}-{i}", f"v{i}", 1) for i in range(10)])
+
+    assert services.events_drain_backlog(budget_seconds=0, max_entries=1) == 10
+    assert Event.objects.filter(project=project).count() == 10
+    assert stream_state() == (2, 0), "the rest waits in the stream, none of it held by this drain"
+    assert services.events_drain_backlog(max_entries=1) == 20
+    assert stream_state() == (0, 0)
