@@ -128,14 +128,14 @@ def _new_profiles_last_seen(events: list[dict], plan: _ProfilePlan) -> None:
     """A profile this batch creates is written with last_seen at its newest event of the batch, as the
     drain's last_seen update would set it (exposures do not count there either), so that update, a
     second write of every new person moments later, finds nothing to move."""
-    pairs = [
+    pairs = [(-n - 1, spec["first_seen"]) for n, spec in enumerate(plan.new_profiles)]
+    pairs += [
         (ref, event["ts"])
         for event, ref in zip(events, plan.profile_refs, strict=True)
         if ref < 0 and event["type"] != "exposure"
     ]
     for ref, ts in newest_stamps(pairs).items():
-        spec = plan.new_profiles[-ref - 1]
-        spec["last_seen"] = newest_stamps([(0, spec["first_seen"]), (0, ts)])[0]
+        plan.new_profiles[-ref - 1]["last_seen"] = ts
 
 
 def newest_stamps(pairs: list[tuple[int, str]]) -> dict[int, str]:
@@ -174,7 +174,7 @@ def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
             ) as copy:
                 for n, spec in specs:
                     seen, attributes = spec["first_seen"], orjson.dumps(spec["attributes"]).decode()
-                    last = spec.get("last_seen", seen)
+                    last = spec["last_seen"]
                     copy.write_row((real[-n - 1], project_id, spec["external_id"], attributes, "{}", False, seen, last))
         stored = sorted({ref for ref in plan.identities.values() if ref > 0})
         references_lock(cursor, project_id=project_id, profile_ids=stored)
