@@ -426,13 +426,15 @@ def _events_insert(cursor, project_id: int, events: list[dict], profile_of: dict
             )
         )
     try:
-        with transaction.atomic(), cursor.cursor.copy(_EVENTS_COPY) as copy:
+        # Errors as Django's, like every other statement of the write: a deadlock with another drain
+        # (OperationalError 40P01) is then retried by _events_write, a bad value narrowed down.
+        with transaction.atomic(), connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
             write = copy.write_row
             for row in rows:
                 write(row)
         return rows
-    except psycopg.errors.UniqueViolation as error:
-        if error.diag.constraint_name != _EVENTS_UNIQUE:
+    except IntegrityError as error:
+        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _EVENTS_UNIQUE:
             raise
     cursor.execute(_DRAIN_TABLE)
     with cursor.cursor.copy(f"COPY drain_event {_EVENT_COLUMNS} FROM STDIN") as copy:
