@@ -10,8 +10,9 @@
     click, search and purchase over 10,000 users) and rewrites every event_id per request, so
     every accepted event is unique. The same server's /healthz gives the trivial-endpoint rate.
     wrk shares the two cores with the server, so both rates are lower than on separate machines.
-(c) With the server stopped, the drain (services.events_drain in a loop, in process, as the Celery
-    task runs it) moves three passes of N events into PostgreSQL:
+(c) With the server stopped, the drain (services.events_drain_backlog, in process, as the Celery
+    task runs it: each next step read while the current one is written) moves three passes of N
+    events into PostgreSQL:
       1. the newest N events accepted over HTTP (older entries are trimmed away), from people
          mostly seen for the first time, so it creates their profiles as it goes;
       2. N more events from the same 10,000 people, every one of them already known;
@@ -171,11 +172,9 @@ def drain_loop() -> tuple[int, float, dict]:
     and by its PostgreSQL backend (less sensitive than the rate to other work on the machine)."""
     from personalization import services
 
-    moved = 0
     backend, process = backend_cpu_seconds(), time.process_time()
     started = time.perf_counter()
-    while step := services.events_drain():
-        moved += step
+    moved = services.events_drain_backlog()
     seconds = time.perf_counter() - started
     backend_after = backend_cpu_seconds()
     cpu = {"drain": time.process_time() - process, "postgres": None if backend is None else backend_after - backend}

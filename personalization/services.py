@@ -27,7 +27,7 @@ from personalization.experiences.services import (
 )
 from personalization.ingest.bulk import HistoryEvent, HistoryExposure, HistoryLoaded, HistoryProfile, history_bulk_load
 from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
-from personalization.ingest.drain import events_drain
+from personalization.ingest.drain import events_drain, events_drain_backlog
 from personalization.ingest.stream import events_ingest, stream_ensure_group
 from personalization.people.subjects import (
     events_delete_before,
@@ -68,6 +68,7 @@ __all__ = [
     "dead_letters_retry",
     "events_delete_before",
     "events_drain",
+    "events_drain_backlog",
     "events_ingest",
     "experience_compile_problem",
     "experience_complete",

@@ -20,14 +20,7 @@ HEARTBEAT_MAX_AGE_SECONDS = rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
 )
 def events_drain_task() -> int:
     """Drain the event stream until it is empty or the time budget is spent (beat starts another)."""
-    moved = 0
-    deadline = time.monotonic() + _DRAIN_BUDGET_SECONDS
-    while time.monotonic() < deadline:
-        step = services.events_drain()
-        if step == 0:
-            break
-        moved += step
-    return moved
+    return services.events_drain_backlog(budget_seconds=_DRAIN_BUDGET_SECONDS)
 
 
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)

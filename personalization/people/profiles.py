@@ -55,7 +55,7 @@ class _ProfilePlan:
     """
 
     profile_refs: list[int] = field(default_factory=list)  # per event
-    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, attributes, dropped
+    new_profiles: list[dict] = field(default_factory=list)  # external_id, first_seen, last_seen, attributes, dropped
     logins: dict[int, str] = field(default_factory=dict)  # stored anonymous profile -> its new user id
     identities: dict[tuple[str, str], int] = field(default_factory=dict)  # new (kind, value) -> profile ref
     merges: list[tuple[int, int]] = field(default_factory=list)  # (stored anonymous profile, user profile ref)
@@ -119,7 +119,51 @@ def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user
         plan.profile_refs.append(by_user if by_user is not None else by_anon)
     if merged_into:
         plan.profile_refs = [merged_into.get(ref, ref) for ref in plan.profile_refs]
+    if plan.new_profiles:
+        _new_profiles_last_seen(events, plan)
     return plan
+
+
+def _new_profiles_last_seen(events: list[dict], plan: _ProfilePlan) -> None:
+    """A profile this batch creates is written with last_seen at its newest event of the batch, as the
+    drain's last_seen update would set it (exposures do not count there either), so that update, a
+    second write of every new person moments later, finds nothing to move."""
+    pairs = [(-n - 1, spec["first_seen"]) for n, spec in enumerate(plan.new_profiles)]
+    pairs += [
+        (ref, event["ts"])
+        for event, ref in zip(events, plan.profile_refs, strict=True)
+        if ref < 0 and event["type"] != "exposure"
+    ]
+    for ref, ts in newest_stamps(pairs).items():
+        plan.new_profiles[-ref - 1]["last_seen"] = ts
+
+
+def newest_stamps(pairs: list[tuple[int, str]]) -> dict[int, str]:
+    """The newest of each key's times, given as events carry them (ISO 8601 from datetime.isoformat()).
+
+    Times in UTC (what an SDK sends, mostly) compare as text, a fraction of the cost of parsing each:
+    the fields are fixed-width, and the "+" of the offset sorts before the "." of a fraction, so
+    12:00:00+00:00 comes before 12:00:00.500000+00:00. One time with another offset, and all are parsed."""
+    newest: dict[int, str] = {}
+    get = newest.get
+    for ref, ts in pairs:
+        if not ts.endswith("+00:00"):
+            return _newest_parsed(pairs)
+        seen = get(ref)
+        if seen is None or ts > seen:
+            newest[ref] = ts
+    return newest
+
+
+def _newest_parsed(pairs: list[tuple[int, str]]) -> dict[int, str]:
+    parse = datetime.fromisoformat
+    newest: dict[int, tuple[datetime, str]] = {}
+    for ref, ts in pairs:
+        moment = parse(ts)
+        seen = newest.get(ref)
+        if seen is None or moment > seen[0]:
+            newest[ref] = (moment, ts)
+    return {ref: ts for ref, (_, ts) in newest.items()}
 
 
 def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
@@ -142,7 +186,8 @@ def _profiles_plan_apply(project_id: int, plan: _ProfilePlan) -> list[int]:
             ) as copy:
                 for n, spec in specs:
                     seen, attributes = spec["first_seen"], orjson.dumps(spec["attributes"]).decode()
-                    copy.write_row((real[-n - 1], project_id, spec["external_id"], attributes, "{}", False, seen, seen))
+                    last = spec["last_seen"]
+                    copy.write_row((real[-n - 1], project_id, spec["external_id"], attributes, "{}", False, seen, last))
         stored = sorted({ref for ref in plan.identities.values() if ref > 0})
         references_lock(cursor, project_id=project_id, profile_ids=stored)
     for profile_id, user_id in plan.logins.items():
@@ -222,12 +267,15 @@ def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
     transaction of its own before the events are. A drain that dies between the two leaves profiles
     whose events are stored when its entries are drained again; nothing is written twice.
     """
-    plan = _profiles_plan(events, *_identities_load(project_id, events))
+    known = _identities_load(project_id, events)
+    plan = _profiles_plan(events, *known)
     if plan.writes:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PROFILES_LOCK, project_id % 2**31])
-            plan = _profiles_plan(events, *_identities_load(project_id, events))
+            locked = _identities_load(project_id, events)
+            if locked != known:  # another drain wrote some of these people meanwhile
+                plan = _profiles_plan(events, *locked)
             refs = _profiles_plan_apply(project_id, plan)
     else:
         refs = plan.profile_refs

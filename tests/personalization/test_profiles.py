@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 
 from personalization import services
 from personalization.models import Event, Profile, ProfileIdentity
-from personalization.people.profiles import _IDENTITIES_SQL, references_lock
+from personalization.people.profiles import _IDENTITIES_SQL, newest_stamps, references_lock
 from tests.factories import event_make
 
 
@@ -80,3 +80,13 @@ def test_identities_lookup__a_project_the_statistics_do_not_know_yet__index_prob
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert plan.count("Index Scan using identity_unique_value on personalization_profileidentity") == 2, plan
     assert plan.count("AND ((value)::text = ANY") == 2 and "Filter" not in plan, plan
+
+
+def test_newest_stamps__utc_text_or_mixed_offsets__the_latest_instant_per_key():
+    # All in UTC: compared as text, a whole second before the same second with a fraction.
+    utc = [(1, "2026-12-01T12:00:00+00:00"), (1, "2026-12-01T12:00:00.500000+00:00"), (2, "2026-11-30T23:59:59+00:00")]
+    assert newest_stamps(utc) == {1: "2026-12-01T12:00:00.500000+00:00", 2: "2026-11-30T23:59:59+00:00"}
+    # One other offset among them: 13:30+02:00 is 11:30 UTC, earlier than 12:00 UTC though it reads later.
+    mixed = [(1, "2026-12-01T12:00:00+00:00"), (1, "2026-12-01T13:30:00+02:00"), (2, "2026-12-01T13:30:00+02:00")]
+    assert newest_stamps(mixed) == {1: "2026-12-01T12:00:00+00:00", 2: "2026-12-01T13:30:00+02:00"}
+    assert newest_stamps([]) == {}

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand
 
 from personalization import services
 
+_ROUND_SECONDS = 3.0
+
 
 class Command(BaseCommand):
     help = "Move accepted events from the Redis stream into PostgreSQL."
@@ -21,7 +23,10 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool, entries: int | None, claim_idle_ms: int | None, **options):
         total = 0
         while True:
-            moved = services.events_drain(max_entries=entries, claim_idle_ms=claim_idle_ms)
+            # In rounds, as the Celery task drains: each round first claims entries a dead drain left.
+            moved = services.events_drain_backlog(
+                budget_seconds=_ROUND_SECONDS, max_entries=entries, claim_idle_ms=claim_idle_ms
+            )
             total += moved
             if moved == 0:
                 if once:
