@@ -27,7 +27,7 @@ from segments.models import (
     SegmentMembership,
     TextEmbedding,
 )
-from tests.segments.conftest import DEMO_END, yoga_events_ingest
+from tests.segments.conftest import DEMO_END, profile_events_ingest, yoga_events_ingest
 from tests.workers import database_url
 
 
@@ -149,22 +149,6 @@ def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tm
     assert SegmentMembership.objects.filter(segment__run=run).count() == done.profiles
 
 
-def _searches_ingest(project, profile_id: int, queries: list[str]) -> None:
-    unit = ProfileIdentity.objects.filter(profile_id=profile_id, kind="anon").values_list("value", flat=True).first()
-    now = timezone.now()
-    events = [
-        {
-            "event_id": f"trip-{profile_id}-{i}",
-            "type": "search",
-            "anonymous_id": unit,
-            "timestamp": (now - timedelta(seconds=len(queries) - i)).isoformat(),
-            "properties": {"query": query},
-        }
-        for i, query in enumerate(queries)
-    ]
-    personalization_services.events_ingest(project_id=project.pk, payload={"events": events})
-
-
 def _meaning(profile_id: int) -> np.ndarray:
     return np.asarray(ProfileMeaning.objects.get(profile_id=profile_id).vector, dtype=np.float32)
 
@@ -180,7 +164,7 @@ def test_fold_in__new_searches__move_the_meaning_vector_and_opted_out_lose_it(
     trip = text_encoder.encoder_load().encode(["planning a trip abroad"])[0]
     before = float(_meaning(mover) @ trip)
     queries = ["passport renewal", "travel insurance for asia", "visa rules for japan", "hotel near the station"]
-    _searches_ingest(project, mover, queries * 10)
+    profile_events_ingest(project, mover, "search", [{"query": q} for q in queries * 10], f"trip-{mover}")
     personalization_services.events_drain()
     profiles_personalization_set(project_id=project.pk, profile_ids=[leaver], do_not_personalize=True)
     with django_capture_on_commit_callbacks(execute=True):
