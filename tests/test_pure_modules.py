@@ -27,6 +27,7 @@ PURE = [
     "personalization.throttle",
     "segments.embedding",
     "segments.kmeans",
+    "segments.meaning",
     "segments.text_encoder",
 ]
 
