@@ -66,6 +66,7 @@ def weights(profiles: int) -> dict:
     from segments.models import SegmentMembership
 
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    demo_services.demo_delete()  # a run stopped midway leaves its demo behind
     with tempfile.TemporaryDirectory() as folder:
         project = demo_services.demo_seed(
             profiles=profiles, days=14, seed=11, keys_path=Path(folder) / "keys.json", end=end

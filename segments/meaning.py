@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from segments.embedding import _CATEGORY_KEYS, _ITEM_KEYS, _QUERY_KEYS, BehaviorEvent, _category_levels, _norm_key
+from segments.embedding import _CATEGORY_KEYS, _ITEM_KEYS, _QUERY_KEYS, BehaviorEvent, _norm_key
 from segments.text_encoder import text_normalise
 
 _TITLE_KEYS = frozenset({"title", "pagetitle", "documenttitle", "headline"})
@@ -68,10 +68,8 @@ def event_texts(properties: Mapping) -> list[tuple[str, float]]:
         norm = _norm_key(key)
         if norm in _QUERY_KEYS or norm in _TITLE_KEYS:
             add(value, 1.0)
-        elif norm in _CATEGORY_KEYS and isinstance(value, str):
-            add(_category_levels(value)[-1], NAME_WEIGHT)  # the most specific level names the category
         elif norm in _NAME_KEYS or norm in _CATEGORY_KEYS or norm in _ITEM_KEYS:
-            add(value, NAME_WEIGHT)
+            add(value, NAME_WEIGHT)  # a category path reads as words: "footwear.trail-shoes" → "footwear trail shoes"
     return list(texts.items())[:MAX_TEXTS_PER_EVENT]
 
 

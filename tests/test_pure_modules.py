@@ -35,6 +35,7 @@ PURE = [
     "segments.kmeans",
     "segments.scoring",
     "segments.scoring_eval",
+    "segments.meaning",
     "segments.text_encoder",
 ]
 

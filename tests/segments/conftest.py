@@ -47,18 +47,24 @@ def refitted(demo_refitted_module, db):
     return type(demo_refitted_module).objects.get(pk=demo_refitted_module.pk)
 
 
-def yoga_events_ingest(project, profile_id: int, n: int = 60) -> None:
-    """A minute of yoga browsing by the profile (its anonymous id), accepted but not drained yet."""
+def profile_events_ingest(project, profile_id: int, etype: str, properties: list[dict], tag: str) -> None:
+    """Events of the profile (its anonymous id) a second apart up to now, accepted but not drained yet."""
     unit = ProfileIdentity.objects.filter(profile_id=profile_id, kind="anon").values_list("value", flat=True).first()
     now = timezone.now()
     events = [
         {
-            "event_id": f"yoga-{i}",
-            "type": "page_view",
+            "event_id": f"{tag}-{i}",
+            "type": etype,
             "anonymous_id": unit,
-            "timestamp": (now - timedelta(seconds=n - i)).isoformat(),
-            "properties": {"url": "/c/yoga", "category": "yoga", "item": "cork-yoga-mat", "dwell_ms": 20_000},
+            "timestamp": (now - timedelta(seconds=len(properties) - i)).isoformat(),
+            "properties": props,
         }
-        for i in range(n)
+        for i, props in enumerate(properties)
     ]
     personalization_services.events_ingest(project_id=project.pk, payload={"events": events})
+
+
+def yoga_events_ingest(project, profile_id: int, n: int = 60) -> None:
+    """A minute of yoga browsing by the profile (its anonymous id), accepted but not drained yet."""
+    yoga = {"url": "/c/yoga", "category": "yoga", "item": "cork-yoga-mat", "dwell_ms": 20_000}
+    profile_events_ingest(project, profile_id, "page_view", [yoga] * n, "yoga")

@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -14,9 +15,19 @@ from django.utils import timezone
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
 from personalization.models import Profile, ProfileIdentity
-from segments import services
-from segments.models import ClusteringRun, MapPoint, ProfileEmbedding, RunStatus, Segment, SegmentMembership
-from tests.segments.conftest import DEMO_END, yoga_events_ingest
+from personalization.people.subjects import profiles_personalization_set
+from segments import services, text_encoder
+from segments.models import (
+    ClusteringRun,
+    MapPoint,
+    ProfileEmbedding,
+    ProfileMeaning,
+    RunStatus,
+    Segment,
+    SegmentMembership,
+    TextEmbedding,
+)
+from tests.segments.conftest import DEMO_END, profile_events_ingest, yoga_events_ingest
 from tests.workers import database_url
 
 
@@ -136,3 +147,32 @@ def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tm
     assert done.status == RunStatus.DONE and done.attempts == 2
     assert Segment.objects.filter(run=run).count() == done.k
     assert SegmentMembership.objects.filter(segment__run=run).count() == done.profiles
+
+
+def _meaning(profile_id: int) -> np.ndarray:
+    return np.asarray(ProfileMeaning.objects.get(profile_id=profile_id).vector, dtype=np.float32)
+
+
+def test_fold_in__new_searches__move_the_meaning_vector_and_opted_out_lose_it(
+    demo_small, django_capture_on_commit_callbacks
+):
+    project = demo_small
+    services.embeddings_refit(project_id=project.pk, now=DEMO_END)
+    mover, leaver = (
+        ProfileMeaning.objects.filter(project=project).order_by("pk").values_list("profile_id", flat=True)[:2]
+    )
+    trip = text_encoder.encoder_load().encode(["planning a trip abroad"])[0]
+    before = float(_meaning(mover) @ trip)
+    queries = ["passport renewal", "travel insurance for asia", "visa rules for japan", "hotel near the station"]
+    profile_events_ingest(project, mover, "search", [{"query": q} for q in queries * 10], f"trip-{mover}")
+    personalization_services.events_drain()
+    profiles_personalization_set(project_id=project.pk, profile_ids=[leaver], do_not_personalize=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.embeddings_fold_in(project_id=project.pk, profile_ids=[mover, leaver])
+    assert result == {"embedded": 1, "removed": 1}
+    after = float(_meaning(mover) @ trip)
+    print(f"\ncosine of the person's meaning to 'planning a trip abroad': {before:.3f} before, {after:.3f} after")
+    assert after > before + 0.1
+    assert not ProfileMeaning.objects.filter(profile_id=leaver).exists()
+    for query in queries:  # encoded in the worker, kept for the next person who searches the same
+        assert TextEmbedding.objects.filter(digest=text_encoder.text_digest(query)).exists()
