@@ -29,7 +29,7 @@ from experiments.stats_types import jsonable
 Cell = tuple[str, int, bool, Sequence[Moments]]
 
 # How a kind's value reads in a sentence, and the factor it is shown with.
-_UNITS = {
+UNITS = {
     "conversion": (" points", 100.0),
     "retention": (" points", 100.0),
     "revenue": (" per user", 1.0),
@@ -161,7 +161,7 @@ def metric_amount(section: Mapping, value: float | None, *, signed: bool = False
     """A difference of this metric in words: "+1.20 points", "-0.42 per user"."""
     if value is None:
         return "—"
-    unit, factor = _UNITS[section["kind"]]
+    unit, factor = UNITS[section["kind"]]
     return (f"{value * factor:+.2f}" if signed else f"{value * factor:.2f}") + unit
 
 
