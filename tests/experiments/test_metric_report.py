@@ -11,7 +11,7 @@ from experiments import metric_report, selectors, services
 from experiments.breakdown import Breakdown
 from experiments.metric_services import metric_create, metric_defaults_ensure
 from experiments.metrics_stats import Moments
-from experiments.models import Metric
+from experiments.models import LiftReport, Metric
 from personalization.models import Event, Exposure, Profile
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -205,3 +205,23 @@ def test_metric_section__one_segment__q_equals_p_and_decomposition_adds_up():
     parts = section["decomposition"]
     assert sum(c["contribution"] for c in parts["contributions"]) + parts["mix"] == pytest.approx(parts["total"])
     assert section["overall"]["difference"]["value"] == pytest.approx(treat[:, 0].mean() - hold[:, 0].mean())
+
+
+@pytest.mark.django_db
+def test_lift_page__guardrail_worse__badge_and_sentence_shown(client, project, marketer):
+    _world(project, n=1500, seed=5, retention_drop=0.8)
+    report = LiftReport.objects.create(
+        project=project,
+        experience_key="hero",
+        segment_by="attribute:plan",
+        span="exposures",
+        start=NOW - 90 * DAY,
+        end=NOW + DAY,
+    )
+    services.lift_report_run(report=report)
+    page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=return-30d").content.decode()
+    assert 'class="badge bad lift-guardrail"' in page
+    assert "Guardrail worse: Came back on days 8–30" in page
+    assert "Guardrail Came back on days 8–30 got worse: -" in page
+    assert 'id="lift-metrics-table"' in page and "Always-valid interval:" in page
+    assert '"metric-forest"' in page and '"metric-waterfall"' in page  # the picked metric's charts
