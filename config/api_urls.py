@@ -26,6 +26,7 @@ router.register("projects", personalization_api.ProjectsViewSet, basename="proje
 
 router.register("segments", segments_api.SegmentViewSet, basename="segment")
 router.register("lift", experiments_api.LiftReportView, basename="lift")
+router.register("metrics", experiments_api.MetricView, basename="metric")
 router.register("privacy/requests", privacy_api.PrivacyRequestViewSet, basename="privacy-request")
 router.register("privacy/consent", privacy_api.ConsentView, basename="privacy-consent")
 

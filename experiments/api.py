@@ -11,10 +11,12 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from experiments import services
-from experiments.models import LiftReport, ReportStatus
+from experiments import metric_services, selectors, services
+from experiments.models import LiftReport, Metric, ReportStatus
 from personalization import selectors as personalization_selectors
 
 # A report of the last N days slides with the clock: past this age it is recomputed even if no data came.
@@ -140,3 +142,107 @@ class LiftReportView(viewsets.ViewSet):
     def retrieve(self, request, pk=None):
         """One report by id: 202 while it is computed, 200 with `result` when done."""
         return _answer(get_object_or_404(LiftReport, pk=pk, project_id=request.kairos_project_id))
+
+
+def _metric_body(metric: Metric) -> dict:
+    return {**metric.spec(), "created_at": metric.created_at}
+
+
+class MetricView(viewsets.ViewSet):
+    """The project's metrics (conversion, revenue, retention, time to conversion, ratio, count) and
+    which of them each report shows. Every project starts with conversion, revenue, 30-day return and
+    events per user."""
+
+    required_action = {
+        "list": "lift",
+        "retrieve": "lift",
+        "choice": "lift",
+        "choice_set": "experiences.edit",
+        "create": "experiences.edit",
+        "partial_update": "experiences.edit",
+        "destroy": "experiences.edit",
+    }
+    lookup_field = "key"
+    lookup_value_regex = "[-a-zA-Z0-9_]{1,64}"
+
+    def _project(self, request):
+        project = personalization_selectors.project_by_id(project_id=request.kairos_project_id)
+        metric_services.metric_defaults_ensure(project=project)
+        return project
+
+    def _metric(self, request, key):
+        project = self._project(request)
+        metric = selectors.metric_by_key(project_id=project.pk, key=key)
+        if metric is None:
+            raise NotFound("No metric with this key in your project: list them with GET /api/v1/metrics/.")
+        return metric
+
+    @extend_schema(responses={200: dict})
+    def list(self, request):
+        project = self._project(request)
+        return Response([_metric_body(m) for m in selectors.metrics_for_project(project_id=project.pk)])
+
+    @extend_schema(responses={200: dict, 404: dict})
+    def retrieve(self, request, key=None):
+        return Response(_metric_body(self._metric(request, key)))
+
+    @extend_schema(request=dict, responses={201: dict, 400: dict})
+    def create(self, request):
+        body = request.data if isinstance(request.data, dict) else {}
+        data = {k: v for k, v in body.items() if k != "key"}
+        try:
+            metric = metric_services.metric_create(project=self._project(request), key=body.get("key"), data=data)
+        except services.LiftInputError as exc:
+            return _bad(exc.field, exc.message)
+        return Response(_metric_body(metric), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=dict, responses={200: dict, 400: dict, 404: dict})
+    def partial_update(self, request, key=None):
+        metric = self._metric(request, key)
+        try:
+            metric = metric_services.metric_update(
+                metric=metric, data=request.data if isinstance(request.data, dict) else {}
+            )
+        except services.LiftInputError as exc:
+            return _bad(exc.field, exc.message)
+        return Response(_metric_body(metric))
+
+    @extend_schema(responses={204: None, 404: dict})
+    def destroy(self, request, key=None):
+        metric_services.metric_delete(metric=self._metric(request, key))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("experience", str, description="experience key; empty for the global holdout")],
+        responses={200: dict},
+    )
+    @action(detail=False, methods=["get"], url_path="choice")
+    def choice(self, request):
+        """The primary, secondary and guardrail metric keys a report shows (PUT the same shape to change them)."""
+        project = self._project(request)
+        experience = request.query_params.get("experience", "")
+        return Response(selectors.experience_metrics_choice(project_id=project.pk, experience_key=experience))
+
+    @extend_schema(request=dict, responses={200: dict, 400: dict})
+    @choice.mapping.put
+    def choice_set(self, request):
+        """Change a report's metrics: {"primary": key, "secondary": [keys], "guardrails": [keys]}."""
+        project = self._project(request)
+        experience = request.query_params.get("experience", "")
+        body = request.data if isinstance(request.data, dict) else {}
+        for field in ("secondary", "guardrails"):
+            if not isinstance(body.get(field, []), list) or not all(isinstance(k, str) for k in body.get(field, [])):
+                return _bad(field, 'give a list of metric keys, e.g. ["revenue"]')
+        if not isinstance(body.get("primary", ""), str):
+            return _bad("primary", 'give one metric key, e.g. "conversion"')
+        try:
+            metric_services.experience_metrics_set(
+                project=project,
+                experience_key=experience,
+                primary=body.get("primary", ""),
+                secondary=body.get("secondary", []),
+                guardrails=body.get("guardrails", []),
+            )
+        except services.LiftInputError as exc:
+            return _bad(exc.field, exc.message)
+        return Response(selectors.experience_metrics_choice(project_id=project.pk, experience_key=experience))

@@ -4,6 +4,8 @@ from html import escape
 
 import plotly.graph_objects as go
 
+from experiments.metric_report import UNITS
+
 GOOD, BAD, NEUTRAL, INK = "#059669", "#dc2626", "#9ca3af", "#111827"
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 10, "r": 10, "t": 30, "b": 40}, "font": {"size": 12}}
 
@@ -208,3 +210,71 @@ def table_rows(result: dict) -> list[list]:
             ]
         )
     return rows
+
+
+def metric_forest(result: dict, section: dict) -> str:
+    """One metric's difference per segment and for all users (a section of result["metrics"])."""
+    _unit, factor = UNITS[section["kind"]]
+    rows = [*section["segments"], {**section["overall"], "significant": None}]
+    names, values, low, high, colors = [], [], [], [], []
+    for index, row in enumerate(rows):
+        estimate, last = row["difference"], index == len(rows) - 1
+        value = estimate["value"]
+        names.append("All users" if last else _tick(result, row["name"]))
+        values.append(None if value is None else value * factor)
+        low.append(None if value is None or estimate["ci_low"] is None else (value - estimate["ci_low"]) * factor)
+        high.append(None if value is None or estimate["ci_high"] is None else (estimate["ci_high"] - value) * factor)
+        good = value is not None and (value > 0) == section["higher_is_better"]
+        colors.append(INK if last else (GOOD if good else BAD) if row["significant"] else NEUTRAL)
+    fig = go.Figure(
+        go.Scatter(
+            x=values,
+            y=names,
+            mode="markers",
+            marker={"color": colors, "size": 11},
+            error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": "#6b7280"},
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0, line_dash="dot", line_color="#6b7280")
+    fig.update_layout(
+        **_LAYOUT,
+        height=80 + 34 * len(rows),
+        showlegend=False,
+        xaxis_title=f"difference, {_unit.strip() or section['name']}",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig.to_json()
+
+
+def metric_waterfall(result: dict, section: dict) -> str | None:
+    """One metric's segment contributions and mix (None for a ratio, which has no decomposition)."""
+    decomposition = section.get("decomposition")
+    if not decomposition:
+        return None
+    _unit, factor = UNITS[section["kind"]]
+    parts = sorted(decomposition["contributions"], key=lambda c: -(c["contribution"] or 0))
+    values = [(c["contribution"] or 0) * factor for c in parts] + [decomposition["mix"] * factor, None]
+    fig = go.Figure(
+        go.Waterfall(
+            x=[_tick(result, c["name"]) for c in parts] + ["Mix", "Total"],
+            y=values,
+            measure=["relative"] * (len(parts) + 1) + ["total"],
+            increasing={"marker": {"color": GOOD if section["higher_is_better"] else BAD}},
+            decreasing={"marker": {"color": BAD if section["higher_is_better"] else GOOD}},
+            totals={"marker": {"color": "#4f46e5"}},
+            text=[f"{v:+.3f}" for v in values[:-1]] + [f"{decomposition['total'] * factor:+.3f}"],
+            texttemplate="%{text}",
+            textposition="outside",
+        )
+    )
+    fig.update_layout(**_LAYOUT, height=360, yaxis_title=_unit.strip() or section["name"], showlegend=False)
+    return fig.to_json()
+
+
+# Rates in points, like the conversion charts; other kinds in their own units.
+_METRIC_UNITS = {
+    "conversion": (" points", 100.0),
+    "retention": (" points", 100.0),
+    "time_to_conversion": (" hours", 1.0),
+}

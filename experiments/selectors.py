@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from experiments.breakdown import LIVE_FIELDS, MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
-from experiments.models import LiftReport
+from experiments.metrics_stats import Moments
+from experiments.models import ExperienceMetrics, LiftReport, Metric
 from experiments.stats import ArmStats, SegmentStats
 from personalization import selectors as personalization_selectors
 from personalization.segment_keys import run_prefix, run_source
@@ -90,6 +91,32 @@ def lift_cells(
     rows = personalization_selectors.exposure_lift_cells(**_cells_arguments(population, breakdown))
     cells = [(seg, int(day), bool(treated), _arm(sums)) for seg, day, treated, *sums in rows]
     if breakdown.exclude_missing and not keep_missing:
+        cells = lift_cells_without_missing(cells=cells)
+    return cells
+
+
+def lift_metric_cells(
+    *, population: Population, breakdown: Breakdown, specs: list[dict], as_of: datetime
+) -> list[tuple[str, int, bool, list[Moments]]]:
+    """(segment, day number, treated, one Moments per metric) cells from ONE scan of exposures joined
+    to the events around them (personalization's exposure_metric_cells)."""
+    rows, widths = personalization_selectors.exposure_metric_cells(
+        **_cells_arguments(population, breakdown), metrics=specs, as_of=as_of
+    )
+    cells = []
+    for seg, day, treated, *values in rows:
+        moments, at = [], 0
+        for width in widths:
+            n, sums = values[at], values[at + 1 : at + 1 + width]
+            flat = iter(values[at + 1 + width : at + 1 + width + width * (width + 1) // 2])
+            matrix = [[0.0] * width for _ in range(width)]
+            for a in range(width):
+                for b in range(a, width):
+                    matrix[a][b] = matrix[b][a] = next(flat)
+            moments.append(Moments(n, tuple(sums), tuple(map(tuple, matrix))))
+            at += 1 + width + width * (width + 1) // 2
+        cells.append((seg, int(day), bool(treated), moments))
+    if breakdown.exclude_missing:
         cells = lift_cells_without_missing(cells=cells)
     return cells
 
@@ -233,3 +260,41 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
         ("Rule and lookalike segments", others),
     ]
     return [group for group in [*groups, ("Profile attributes", attributes)] if group[1]]
+
+
+# With no choice saved, a report shows today's conversion as primary, revenue and events per user
+# beside it, and watches 30-day return as a guardrail (what the issue's marketers asked for).
+DEFAULT_CHOICE = {"primary": "conversion", "secondary": ["revenue", "events"], "guardrails": ["return-30d"]}
+
+
+def metrics_for_project(*, project_id: int):
+    return Metric.objects.filter(project_id=project_id).order_by("pk")
+
+
+def metric_by_key(*, project_id: int, key: str) -> Metric | None:
+    return Metric.objects.filter(project_id=project_id, key=key).first()
+
+
+def experience_metrics_choice(*, project_id: int, experience_key: str) -> dict[str, list[str] | str]:
+    """{"primary": key, "secondary": [keys], "guardrails": [keys]} of a report: the saved choice, else
+    DEFAULT_CHOICE (both limited to metrics that exist)."""
+    existing = set(Metric.objects.filter(project_id=project_id).values_list("key", flat=True))
+    chosen = (
+        ExperienceMetrics.objects.filter(project_id=project_id, experience_key=experience_key)
+        .select_related("primary")
+        .prefetch_related("secondary", "guardrails")
+        .first()
+    )
+    if chosen is None:
+        choice = DEFAULT_CHOICE
+    else:
+        choice = {
+            "primary": chosen.primary.key if chosen.primary else "",
+            "secondary": sorted(m.key for m in chosen.secondary.all()),
+            "guardrails": sorted(m.key for m in chosen.guardrails.all()),
+        }
+    return {
+        "primary": choice["primary"] if choice["primary"] in existing else "",
+        "secondary": [k for k in choice["secondary"] if k in existing],
+        "guardrails": [k for k in choice["guardrails"] if k in existing],
+    }

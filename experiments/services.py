@@ -11,20 +11,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import selectors, sentences, stats
+from experiments import metric_report, selectors, sentences, stats
 from experiments.breakdown import Breakdown
+from experiments.errors import LiftInputError
+from experiments.metric_services import metric_defaults_ensure
 from experiments.models import LiftReport, ReportStatus
 from personalization import selectors as personalization_selectors
 
 CORRECTIONS = ("bh", "holm")
 COMPARISONS = ("holdout", "control")
-
-
-class LiftInputError(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _expected_split(*, project, experience_key: str, comparison: str) -> tuple[float | None, str]:
@@ -174,6 +169,16 @@ def lift_compute(
                     "users": running_t.n + running_h.n,
                 }
             )
+    progress(85, "Aggregating every metric in PostgreSQL")
+    metrics = _metric_sections(
+        project=project,
+        population=population,
+        breakdown=breakdown,
+        order=[seg.name for seg in segments],
+        correction=correction,
+        labels=segment_labels,
+        treatment_label=labels.get("treatment_label", "Personalization"),
+    )
     progress(95, "Writing the report")
     # Segment names say what they are; other values read as "plan = pro".
     # Live values are plain words ("comparing"), so they keep the breakdown's name beside them.
@@ -194,7 +199,33 @@ def lift_compute(
         "segment_labels": segment_labels,
         "exclude_missing": breakdown.exclude_missing,
         "missing": missing,
+        "metrics": metrics,
+        "guardrails_worse": [m["key"] for m in metrics if m["role"] == "guardrail" and m["worse"]],
     }
+
+
+def _metric_sections(
+    *, project, population, breakdown: Breakdown, order: list[str], correction: str, labels: dict, treatment_label: str
+) -> list[dict]:
+    """Every metric chosen for this report (primary, secondary, guardrails), per segment, from one scan."""
+    metric_defaults_ensure(project=project)
+    choice = selectors.experience_metrics_choice(project_id=project.pk, experience_key=population.experience_key)
+    by_key = {m.key: m for m in selectors.metrics_for_project(project_id=project.pk)}
+    roles = [("primary", [choice["primary"]] if choice["primary"] else []), ("secondary", choice["secondary"])]
+    specs = [
+        {**by_key[key].spec(), "role": role}
+        for role, keys in [*roles, ("guardrail", choice["guardrails"])]
+        for key in keys
+    ]
+    if not specs:
+        return []
+    cells = selectors.lift_metric_cells(population=population, breakdown=breakdown, specs=specs, as_of=timezone.now())
+    sections = metric_report.metrics_report(specs=specs, cells=cells, correction=correction, order=order)
+    for section in sections:  # said with the segments' names and the arms' words of this report
+        section["sentences"] = metric_report.metric_sentences(
+            section, correction=correction, labels=labels, treatment_label=treatment_label
+        )
+    return sections
 
 
 def _empty_message(

@@ -10,9 +10,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from experiments import charts, selectors, services
+from experiments import charts, metric_services, selectors, services
 from experiments.breakdown import MISSING_LABEL
-from experiments.models import LiftReport, ReportStatus
+from experiments.models import LiftReport, MetricKind, ReportStatus
 from personalization.workspace.web import figures_json, workspace_view
 
 _DEFAULTS = {
@@ -23,6 +23,7 @@ _DEFAULTS = {
     "end": "",
     "comparison": "holdout",
     "correction": "bh",
+    "metric": "",  # the metric whose charts are shown; empty: the report's primary metric
 }
 
 
@@ -34,7 +35,25 @@ def _params(source) -> dict:
     return params
 
 
-def _report_context(report: LiftReport | None) -> dict:
+def _metrics_context(result: dict, picked: str) -> dict:
+    """The metrics panel: every metric's overall line, guardrail warnings, and the picked metric's charts."""
+    sections = result.get("metrics") or []
+    if not sections:
+        return {}
+    section = next((m for m in sections if m["key"] == picked), sections[0])
+    figures = {"metric-forest": charts.metric_forest(result, section)}
+    waterfall = charts.metric_waterfall(result, section)
+    if waterfall:
+        figures["metric-waterfall"] = waterfall
+    return {
+        "metrics": sections,
+        "metric": section,
+        "metric_figures": figures,
+        "guardrails_worse": [m for m in sections if m["role"] == "guardrail" and m["worse"]],
+    }
+
+
+def _report_context(report: LiftReport | None, picked: str = "") -> dict:
     if report is None or report.status != ReportStatus.DONE or not report.result or report.result.get("empty"):
         return {}
     result = report.result
@@ -53,22 +72,28 @@ def _report_context(report: LiftReport | None) -> dict:
         total = overall["users_treatment"] + overall["users_holdout"] + (missing["users"] if missing["excluded"] else 0)
         row = result["segment_labels"].get(MISSING_LABEL) or "Recorded before segments were kept"
         context["missing"] = {**missing, "total": total, "percent": 100 * missing["users"] / total, "row": row}
-    return context | {
-        "charts_json": figures_json(
-            {
-                "waterfall": charts.waterfall(result),
-                "forest": charts.forest(result),
-                "over-time": charts.over_time(result),
-            }
-        ),
-        "rows": charts.table_rows(result),
-        "overall": result["report"]["overall"],
-        "heterogeneity": result["report"]["conversion_heterogeneity"],
-        "decomposition": result["report"]["conversion_decomposition"],
-        "warnings": warnings,
-        "srm_failed": srm_failed,
-        "srm_title": srm_title,
-    }
+    metrics = _metrics_context(result, picked)
+    return (
+        context
+        | metrics
+        | {
+            "charts_json": figures_json(
+                {
+                    "waterfall": charts.waterfall(result),
+                    "forest": charts.forest(result),
+                    "over-time": charts.over_time(result),
+                    **metrics.get("metric_figures", {}),
+                }
+            ),
+            "rows": charts.table_rows(result),
+            "overall": result["report"]["overall"],
+            "heterogeneity": result["report"]["conversion_heterogeneity"],
+            "decomposition": result["report"]["conversion_decomposition"],
+            "warnings": warnings,
+            "srm_failed": srm_failed,
+            "srm_title": srm_title,
+        }
+    )
 
 
 def _range(params: dict) -> dict:
@@ -110,7 +135,7 @@ def lift_page(request):
         "behavior_breakdowns": any(
             value.startswith(("run:", "segment:")) for _, choices in segmentations for value, _ in choices
         ),
-        **_report_context(report),
+        **_report_context(report, params["metric"]),
     }
     return render(request, "experiments/lift.html", context)
 
@@ -167,3 +192,52 @@ def csv_cell(value):
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
+
+
+@workspace_view("lift")
+def lift_metrics(request):
+    """The project's metrics, a form to add one, and which an experience's report shows."""
+    project = request.workspace.project
+    metric_services.metric_defaults_ensure(project=project)
+    experience = request.GET.get("experience", "")
+    context = {
+        "metrics": selectors.metrics_for_project(project_id=project.pk),
+        "kinds": MetricKind.choices,
+        "experiences": selectors.lift_experience_keys(project_id=project.pk),
+        "experience": experience,
+        "choice": selectors.experience_metrics_choice(project_id=project.pk, experience_key=experience),
+    }
+    return render(request, "experiments/metrics.html", context)
+
+
+@require_POST
+@workspace_view("experiences.edit")
+def lift_metric_create(request):
+    data = {name: request.POST[name] for name in metric_services.FIELDS if request.POST.get(name, "") != ""}
+    data["higher_is_better"] = request.POST.get("higher_is_better") != "0"
+    try:
+        metric = metric_services.metric_create(
+            project=request.workspace.project, key=request.POST.get("key", ""), data=data
+        )
+        messages.success(request, f"Metric {metric.name} added.")
+    except services.LiftInputError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+    return redirect("lift-metrics")
+
+
+@require_POST
+@workspace_view("experiences.edit")
+def lift_metrics_choose(request):
+    experience = request.POST.get("experience", "")
+    try:
+        metric_services.experience_metrics_set(
+            project=request.workspace.project,
+            experience_key=experience,
+            primary=request.POST.get("primary", ""),
+            secondary=request.POST.getlist("secondary"),
+            guardrails=request.POST.getlist("guardrails"),
+        )
+        messages.success(request, "Saved: reports computed from now on show these metrics.")
+    except services.LiftInputError as exc:
+        messages.error(request, f"{exc.field}: {exc.message}")
+    return redirect(f"{reverse('lift-metrics')}?{urlencode({'experience': experience})}")

@@ -11,6 +11,7 @@ from personalization.experiences.exposures import (
     exposure_range,
     stored_version_for_report,
 )
+from personalization.experiences.metric_cells import exposure_metric_cells, exposure_metric_cells_sql
 from personalization.experiences.selectors import (
     experience_arm_outcomes,
     experience_audit,
@@ -80,6 +81,8 @@ __all__ = [
     "exposure_experience_keys",
     "exposure_lift_cells",
     "exposure_lift_cells_sql",
+    "exposure_metric_cells",
+    "exposure_metric_cells_sql",
     "exposure_range",
     "member_role",
     "metric_per_minute",

@@ -12,6 +12,7 @@ PURE = [
     "experiments.sentences",
     "experiments.decomposition",
     "experiments.metrics_stats",
+    "experiments.metric_report",
     "experiments.retention",
     "experiments.sequential",
     "experiments.simulation",

@@ -93,16 +93,37 @@ def exposure_lift_cells_sql(
     "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix: a person is
     in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not); and
     "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure)."""
-    extra = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live"}
-    source, params, treated, treated_params = _lift_population(
+    (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
         project_id=project_id,
         experience_key=experience_key,
         comparison=comparison,
         control_key=control_key,
         start=start,
         end=end,
-        extra=extra.get(breakdown_kind, ""),
+        breakdown_kind=breakdown_kind,
+        breakdown_name=breakdown_name,
     )
+    sql = (
+        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
+        f" FROM {source} {join} GROUP BY 1, 2, 3"
+    )
+    return sql, [*expr_params, *treated_params, *params, *join_params]
+
+
+def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **population) -> tuple[tuple, tuple]:
+    """((JOIN, its parameters, breakdown value SQL, its parameters), (FROM, its parameters, treated
+    test, its parameters)) of a report's rows; `also`: more columns the global population carries."""
+    join, join_params, expr, expr_params, extra = breakdown_sql(
+        breakdown_kind=breakdown_kind, breakdown_name=breakdown_name
+    )
+    extra = ", ".join(column for column in (extra, also) if column)
+    return (join, join_params, expr, expr_params), _lift_population(**population, extra=extra)
+
+
+def breakdown_sql(*, breakdown_kind: str, breakdown_name: str) -> tuple[str, list, str, list, str]:
+    """(JOIN clause, its parameters, the SQL value of the breakdown over rows aliased x, its
+    parameters, the extra column the rows must carry) for a breakdown kind (exposure_lift_cells_sql)."""
+    extras = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live"}
     join, join_params = "", []
     if breakdown_kind == "exposure":
         expr, expr_params = f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
@@ -125,11 +146,7 @@ def exposure_lift_cells_sql(
         expr, expr_params = _LIVE_EXPRESSIONS[breakdown_name], []
     else:
         raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
-    sql = (
-        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
-        f" FROM {source} {join} GROUP BY 1, 2, 3"
-    )
-    return sql, [*expr_params, *treated_params, *params, *join_params]
+    return join, join_params, expr, expr_params, extras.get(breakdown_kind, "")
 
 
 def _behavior_expr(found: str) -> str:

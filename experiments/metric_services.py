@@ -1,0 +1,189 @@
+"""Metrics as objects: create, change and delete a project's metrics, and choose an experience's.
+
+Every write of a Metric or ExperienceMetrics goes through here (the dashboard form and the REST API
+alike), so validation is said once, naming the field and the fix. Each project starts with the
+DEFAULT_METRICS, created the first time anything asks for its metrics.
+"""
+
+import re
+
+from django.db import IntegrityError, transaction
+
+from experiments.errors import LiftInputError
+from experiments.models import ExperienceMetrics, Metric, MetricKind, RatioPart
+
+# Today's conversion first: it is what every report showed before metrics existed, and stays the
+# default primary metric.
+DEFAULT_METRICS: tuple[dict, ...] = (
+    {"key": "conversion", "name": "Conversion (the experience's goal)", "kind": MetricKind.CONVERSION},
+    {
+        "key": "revenue",
+        "name": "Revenue per user (capped at the 99th percentile)",
+        "kind": MetricKind.REVENUE,
+        "event_types": ["purchase"],
+        "window_days": 30,
+        "winsorize_percentile": 0.99,
+    },
+    {
+        "key": "return-30d",
+        "name": "Came back on days 8–30",
+        "kind": MetricKind.RETENTION,
+        "return_from_day": 8,
+        "return_to_day": 30,
+    },
+    {"key": "events", "name": "Events per user (30 days)", "kind": MetricKind.COUNT, "window_days": 30},
+)
+
+_EVENT_TYPE = re.compile(r"^[A-Za-z0-9_.:$-]{1,64}$")
+_KEY = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+MAX_WINDOW_DAYS = 365
+FIELDS = (
+    "name",
+    "kind",
+    "event_types",
+    "window_days",
+    "return_from_day",
+    "return_to_day",
+    "winsorize_percentile",
+    "numerator_event_types",
+    "numerator_part",
+    "denominator_event_types",
+    "denominator_part",
+    "higher_is_better",
+)
+
+
+def metric_defaults_ensure(*, project) -> None:
+    """Create the default metrics this project lacks (idempotent: a default the marketer deleted
+    under its key comes back, one they changed is left as they made it)."""
+    have = set(Metric.objects.filter(project=project).values_list("key", flat=True))
+    for definition in DEFAULT_METRICS:
+        if definition["key"] not in have:
+            try:
+                with transaction.atomic():
+                    Metric.objects.create(project=project, **definition)
+            except IntegrityError:
+                pass  # created by a concurrent request: what we wanted
+
+
+def _event_types(field: str, value) -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and _EVENT_TYPE.match(v) for v in value):
+        raise LiftInputError(
+            field, 'give event types as a list of names (letters, digits, _ . : $ -), e.g. ["purchase"]'
+        )
+    return sorted(set(value))
+
+
+def _day(field: str, value, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise LiftInputError(field, f"give a whole number of days between {low} and {MAX_WINDOW_DAYS}")
+    if not low <= int(value) <= MAX_WINDOW_DAYS:
+        raise LiftInputError(field, f"give a whole number of days between {low} and {MAX_WINDOW_DAYS}")
+    return int(value)
+
+
+def metric_validate(*, data: dict, current: Metric | None = None) -> dict:
+    """The clean field values of a metric from `data` (over `current`'s, for a partial change)."""
+    unknown = sorted(set(data) - set(FIELDS) - {"key"})
+    if unknown:
+        raise LiftInputError(unknown[0], f"is not a metric field; use {', '.join(FIELDS)}")
+    merged = {**(current.spec() if current else {}), **data}
+    clean: dict = {}
+    name = merged.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 120:
+        raise LiftInputError("name", 'give the metric a name of 1 to 120 characters, e.g. "Refunds per user"')
+    clean["name"] = name.strip()
+    if merged.get("kind") not in MetricKind.values:
+        raise LiftInputError("kind", f"use one of {', '.join(MetricKind.values)}")
+    clean["kind"] = kind = merged["kind"]
+    clean["event_types"] = _event_types("event_types", merged.get("event_types"))
+    clean["window_days"] = _day("window_days", merged.get("window_days", 7), low=1)
+    clean["return_from_day"] = _day("return_from_day", merged.get("return_from_day", 8), low=1)
+    clean["return_to_day"] = _day("return_to_day", merged.get("return_to_day", 30), low=1)
+    if kind == MetricKind.RETENTION and clean["return_from_day"] > clean["return_to_day"]:
+        raise LiftInputError("return_to_day", "must not be before return_from_day (e.g. days 8 to 30)")
+    percentile = merged.get("winsorize_percentile")
+    if percentile in ("", None):
+        clean["winsorize_percentile"] = None
+    else:
+        try:
+            percentile = float(percentile)
+        except (TypeError, ValueError):
+            percentile = -1.0
+        if isinstance(merged.get("winsorize_percentile"), bool) or not 0.5 <= percentile < 1:
+            raise LiftInputError(
+                "winsorize_percentile", "give a share between 0.5 and 1 (0.99 caps the top 1 %), or null for no cap"
+            )
+        if kind not in (MetricKind.REVENUE, MetricKind.COUNT, MetricKind.RATIO):
+            raise LiftInputError(
+                "winsorize_percentile", "only revenue, count and ratio metrics are capped; leave it empty"
+            )
+        clean["winsorize_percentile"] = percentile
+    for part in ("numerator", "denominator"):
+        clean[f"{part}_event_types"] = _event_types(f"{part}_event_types", merged.get(f"{part}_event_types"))
+        value = merged.get(f"{part}_part", RatioPart.SUM if part == "numerator" else RatioPart.SESSIONS)
+        if value not in RatioPart.values:
+            raise LiftInputError(f"{part}_part", f"use one of {', '.join(RatioPart.values)}")
+        clean[f"{part}_part"] = value
+    if (
+        kind == MetricKind.RATIO
+        and clean["numerator_part"] != RatioPart.SESSIONS
+        and not clean["numerator_event_types"]
+    ):
+        raise LiftInputError("numerator_event_types", "name the events whose count or value is the top of the ratio")
+    higher = merged.get("higher_is_better", kind != MetricKind.TIME_TO_CONVERSION)
+    if not isinstance(higher, bool):
+        raise LiftInputError("higher_is_better", "use true (more is better) or false (less is better)")
+    clean["higher_is_better"] = higher
+    return clean
+
+
+def metric_create(*, project, key, data: dict) -> Metric:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise LiftInputError("key", "give a key of letters, digits, - and _ (up to 64), e.g. refunds")
+    clean = metric_validate(data=data)
+    if Metric.objects.filter(project=project, key=key).exists():
+        raise LiftInputError("key", f"this project already has a metric {key!r}; pick another key or change that one")
+    return Metric.objects.create(project=project, key=key, **clean)
+
+
+def metric_update(*, metric: Metric, data: dict) -> Metric:
+    if "key" in data and data["key"] != metric.key:
+        raise LiftInputError("key", "a metric's key cannot change (reports name it); create a new metric instead")
+    clean = metric_validate(data={k: v for k, v in data.items() if k != "key"}, current=metric)
+    for name, value in clean.items():
+        setattr(metric, name, value)
+    metric.save(update_fields=list(clean))
+    return metric
+
+
+def metric_delete(*, metric: Metric) -> None:
+    metric.delete()
+
+
+def experience_metrics_set(
+    *, project, experience_key: str, primary: str, secondary: list[str], guardrails: list[str]
+) -> ExperienceMetrics:
+    """Choose an experience's primary, secondary and guardrail metrics, by metric key."""
+    metrics = {m.key: m for m in Metric.objects.filter(project=project)}
+    for field, keys in (
+        ("primary", [primary] if primary else []),
+        ("secondary", secondary),
+        ("guardrails", guardrails),
+    ):
+        unknown = [k for k in keys if k not in metrics]
+        if unknown:
+            raise LiftInputError(field, f"this project has no metric {unknown[0]!r}; pick one of {', '.join(metrics)}")
+    if primary in guardrails:
+        raise LiftInputError("guardrails", f"{primary} is the primary metric; a guardrail watches another one")
+    with transaction.atomic():
+        chosen, _ = ExperienceMetrics.objects.update_or_create(
+            project=project, experience_key=experience_key, defaults={"primary": metrics.get(primary)}
+        )
+        chosen.secondary.set([metrics[k] for k in secondary if k != primary])
+        chosen.guardrails.set([metrics[k] for k in guardrails])
+    return chosen
