@@ -230,6 +230,20 @@ def test_live_state_parse__missing_or_unreadable__is_no_state():
     assert _view().page_views == 1
 
 
+def test_live_update__a_state_of_the_previous_format__starts_afresh_once():
+    # Format "2" kept event types as a "type=count" list; its numbers do not fit the fixed slots.
+    old = {"ls": f"2 {int(NOW) - 600} {int(NOW) - 60} - {int(NOW) - 600} 7 5 2 1 0 1 0 0 0 0", "lt": "page_view=5 x=2"}
+    redis_client.worker().hset(rkeys.unit(PROJECT, "anon-1"), mapping=old)
+    assert ls.live_state_parse(_decide_reads()) is None  # decide answers as for a visitor without state
+    assert _send([_event("page_view", 0, url="/"), _event("click", 0), _event("scroll", 0), _event("x", 0)]) == [1]
+    view = _view()
+    assert view.events == 4 and view.started == NOW
+    assert view.events_by_type == {"page_view": 1, "click": 1, "scroll": 1, "x": 1}
+    assert _decide_reads()["lt"] == "x=1"  # the old list is replaced, the standard types are in "ls"
+    assert _send([_event("click", 1), _event("x", 1)], now_minutes=1) == [1]
+    assert _view(now_minutes=1).events_by_type == {"page_view": 1, "click": 2, "scroll": 1, "x": 2}
+
+
 def _memory(unit: str = "anon-1") -> int:
     return redis_client.worker().memory_usage(rkeys.unit(PROJECT, unit), samples=0)
 
@@ -274,7 +288,9 @@ def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded(
     assert len(view.category_views) == ls.MAX_CATEGORIES
     assert all(len(name) <= ls.MAX_TEXT_CHARS for name in view.category_views)
     assert len(view.queries) == ls.MAX_QUERIES and all(len(q) <= ls.MAX_QUERY_CHARS for q in view.queries)
-    assert len(view.events_by_type) == ls.MAX_TYPES and view.events_by_type["other"] > 3000
+    custom = {name: count for name, count in view.events_by_type.items() if name not in ls.FIXED_TYPES}
+    assert len(custom) == ls.MAX_CUSTOM_TYPES and custom["other"] > 3000
+    assert view.events_by_type["page_view"] == view.page_views and view.events_by_type["search"] == view.searches
     assert view.events == 10_000 - 1 == ls.COUNT_CAP  # counters stop at the cap
     print(f"\nhostile session: field {len(raw)} characters, MEMORY USAGE {_memory()} bytes")
     assert len(raw) <= 2048 and _memory() <= 2048
