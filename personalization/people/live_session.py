@@ -197,21 +197,30 @@ local function merge_items(fresh, old)
   return table.concat(out), found
 end
 
+-- Fresh entries (old counts added) ahead of the old ones they do not repeat, at most MAXC. The old
+-- entries a batch does not touch are found with plain searches and carried as one substring, not
+-- split into a table and joined again (most batches touch one or two of a visitor's categories).
 local function merge_categories(fresh, old)
   if fresh == '' then return old end
-  local counts, order = {}, {}
-  for name, v, iv in string.gmatch(old, '([^\30\31]+)\31(%d+)\31(%d+)') do
-    counts[name] = {tonumber(v), tonumber(iv)}; order[#order + 1] = name
+  if old == '' then return fresh end
+  local rest, out = '\30' .. old .. '\30', {}
+  for entry, name, v, iv in string.gmatch(fresh, '(([^\30\31]+)\31(%d+)\31(%d+))') do
+    local i, j = string.find(rest, '\30' .. name .. '\31', 1, true)
+    if i then
+      local ov, oiv, k = string.match(rest, '^(%d+)\31(%d+)()', j + 1)
+      rest = string.sub(rest, 1, i) .. string.sub(rest, k + 1)
+      entry = name .. '\31' .. cap(v + ov) .. '\31' .. cap(iv + oiv)
+    end
+    out[#out + 1] = entry
   end
-  local out, seen = {}, {}
-  for name, v, iv in string.gmatch(fresh, '([^\30\31]+)\31(%d+)\31(%d+)') do
-    local base = counts[name] or {0, 0}
-    out[#out + 1] = name .. '\31' .. cap(base[1] + tonumber(v)) .. '\31' .. cap(base[2] + tonumber(iv))
-    seen[name] = true
-  end
-  for _, name in ipairs(order) do
-    if #out >= MAXC then break end
-    if not seen[name] then out[#out + 1] = name .. '\31' .. counts[name][1] .. '\31' .. counts[name][2] end
+  local room, pos = MAXC - #out, 1
+  if room > 0 and #rest > 1 then
+    -- the RS that ends the room-th old entry, or the last one
+    for _ = 1, room do
+      pos = string.find(rest, '\30', pos + 1, true)
+      if pos == #rest then break end
+    end
+    out[#out + 1] = string.sub(rest, 2, pos - 1)
   end
   return table.concat(out, '\30')
 end
