@@ -488,7 +488,7 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
                 entry[0] += 1
                 entry[1] += bool(item)
                 categories[category] = entry
-            if not channel:
+            if not channel and ("utm_source" in props or "referrer" in props):
                 channel = _channel(props)
         elif etype == "search":
             q += 1
