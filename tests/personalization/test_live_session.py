@@ -270,6 +270,26 @@ def test_live_state__memory_of_a_typical_visitor_with_decide_fields__is_under_2_
     assert size <= 2048
 
 
+def test_live_update__categories_and_items_across_batches__merge_most_recent_first_within_bounds():
+    # Eight categories in the state; a later batch views an old one again and a new one: both move
+    # first with their counts added, the oldest falls out. Items: a repeat counts once, new ones count.
+    _send([_event("page_view", n / 10, url="/c", category=f"c{n}", item=f"i{n}") for n in range(8)])
+    _send(
+        [
+            _event("page_view", 1, url="/c", category="c2", item="i2"),
+            _event("page_view", 1, url="/c", category="new", item="i9"),
+            _event("page_view", 1, url="/c", category="c2"),
+        ],
+        now_minutes=1,
+    )
+    view = _view(now_minutes=1)
+    assert list(view.category_views) == ["c2", "new", "c7", "c6", "c5", "c4", "c3", "c1"]
+    assert view.category_views["c2"] == 3 and view.category_item_views["c2"] == 2
+    assert view.category_views["new"] == 1 and view.category_views["c1"] == 1
+    assert view.items_viewed == 9  # i0..i7, then i2 again and i9
+    assert view.events_by_type == {"page_view": 11}
+
+
 def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded():
     long = "x" * 200  # longer than any kept text
     for batch in range(10):
