@@ -5,9 +5,10 @@ unit hash (`rkeys.unit`, `rkeys.UNIT_LIVE_FIELDS`), as short texts. Decide alrea
 with HGETALL in its one round trip, so the state costs decide no command and no extra key; erasure
 and export of the unit hash carry it; and one visitor's whole picture is one key.
 
-    ls  "2 ss sl ps fs n pv ni q qr ca cr pu ck ld": the version, session start, last event, the
-        previous session's last event, first seen ("-" when unknown) and the session's counters
-    lt  events by type: "page_view=5 search=2"
+    ls  "3 ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc": the version, session start, last event, the
+        previous session's last event, first seen ("-" when unknown) and the session's counters,
+        the standard event types among them in fixed slots (STATE_NUMBERS, FIXED_TYPES)
+    lt  events of custom types: "newsletter_signup=2 video_play=1" (usually empty)
     li  the last MAX_ITEMS distinct items viewed, most recent first, as 8-hex-character hashes
     lc  categories, most recent first: name US views US item views, entries joined by RS
     lq  the last MAX_QUERIES searches, most recent first, joined by RS
@@ -18,7 +19,12 @@ and export of the unit hash carry it; and one visitor's whole picture is one key
 
 Why texts in fields and not one JSON document: the script then reads and writes the state with
 string operations in C (HMGET, gmatch, concat) and never decodes or re-encodes a document, and each
-field stays short. A JSON codec in the script cost the events endpoint half its throughput.
+field stays short. A JSON codec in the script cost the events endpoint half its throughput. Why not
+binary (struct.pack): every reader decodes the unit hash as UTF-8 text (decide, stitch, export).
+Why fixed slots for the standard types: the script adds numbers it already matched in one call,
+where a "type=count" list cost a gmatch, a table and a concat per visitor on every batch; it touches
+the lists (items, categories, searches, custom types) only when the batch brings something for them,
+and checks the whole batch against the suppression set in one SMISMEMBER.
 
 How it is written: `live_command` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
 for all its units (the user id when the event has one, else the anonymous id: the unit decide
@@ -34,7 +40,8 @@ decides what is kept.
 Bounds (a hostile stream cannot grow the state): every counter stops at COUNT_CAP; the categories
 of a session are the MAX_CATEGORIES most recent; distinct items are counted against the MAX_ITEMS
 most recent (within one batch segment, against all its items); the last MAX_QUERIES searches, each
-cut to MAX_QUERY_CHARS; MAX_TYPES event types by name, the rest as "other"; the 30-day session count
+cut to MAX_QUERY_CHARS; the standard types in their slots,
+MAX_CUSTOM_TYPES custom types (MAX_CUSTOM_TYPES - 1 by name, "other" for the rest); the 30-day session count
 is at most MAX_DAYS (day, count) pairs; texts are cut to MAX_TEXT_CHARS. The hash gets the decide
 unit TTL on every write. The worst case is measured in tests/personalization/test_live_session.py.
 
@@ -67,13 +74,29 @@ from personalization.rkeys import UNIT_TTL_SECONDS
 
 LIVE_FIELDS = rkeys.UNIT_LIVE_FIELDS
 LIVE_FIELD = LIVE_FIELDS[0]  # the numbers: a unit has live state when it has this field
-STATE_VERSION = "2"
+STATE_VERSION = "3"  # "2" states (text lists of types) start afresh once: the script cannot read them
+# The numbers of field "ls", in order. The standard event types have fixed slots (page_view is pv,
+# search q, add_to_cart ca, remove_from_cart cr, purchase pu, click cl, scroll sc): the script adds
+# to them without reading or writing a "type=count" list; only custom types go to field "lt".
+STATE_NUMBERS = ("ss", "sl", "ps", "fs", "n", "pv", "ni", "q", "qr", "ca", "cr", "pu", "ck", "ld", "cl", "sc")
+_COUNTERS = STATE_NUMBERS[4:]
+FIXED_TYPES = {
+    "page_view": "pv",
+    "search": "q",
+    "add_to_cart": "ca",
+    "remove_from_cart": "cr",
+    "purchase": "pu",
+    "click": "cl",
+    "scroll": "sc",
+}
 DEFAULT_IDLE_MINUTES = 30
 COUNT_CAP = 9999
 MAX_CATEGORIES = 8
 MAX_ITEMS = 12
 MAX_QUERIES = 3
-MAX_TYPES = 8
+# Six custom entries: the standard types left the list for fixed slots, and a hostile stream of long
+# custom names must keep the hash as small as the eight-type list did (page_view, search and six).
+MAX_CUSTOM_TYPES = 6
 MAX_DAYS = 30
 MAX_TEXT_CHARS = 64
 MAX_QUERY_CHARS = 32
@@ -83,8 +106,8 @@ HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
 US, RS = "\x1f", "\x1e"
-# "start end n pv q qr ca cr pu ck ld ni cart-time" (the numbers as one text: a script argument
-# costs Python encoding and Redis parsing whatever its size, and one match splits them), types,
+# "start end n pv q qr ca cr pu ck ld ni cart-time clicks scrolls" (the numbers as one text: a script argument
+# costs Python encoding and Redis parsing whatever its size, and one match splits them), custom types,
 # items, categories, queries, first query, channel, cart op, cart item, items removed from the
 # stored cart
 SEGMENT_ARGS = 10
@@ -92,8 +115,8 @@ _SEPARATORS = str.maketrans("", "", US + RS)
 
 _LUA_CONSTANTS = (
     f"local CAP, MAXC, MAXI, MAXQ, MAXT, MAXD, HW = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}, {MAX_QUERIES},"
-    f" {MAX_TYPES}, {MAX_DAYS}, {HASH_CHARS}\n"
-    f"local VERSION, SEG = '{STATE_VERSION}', {SEGMENT_ARGS}\n"
+    f" {MAX_CUSTOM_TYPES}, {MAX_DAYS}, {HASH_CHARS}\n"
+    f"local VERSION, SEG, NUMBERS = '{STATE_VERSION}', {SEGMENT_ARGS}, {len(STATE_NUMBERS)}\n"
 )
 
 LIVE_LUA = (
@@ -112,8 +135,8 @@ local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
 local first = gated and 2 or 1
 local suppressed, active = KEYS[first], KEYS[first + 1]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
-local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', 13) .. '(%S+)$'
-local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+)$'
+local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', NUMBERS - 1) .. '(%S+)$'
+local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+) (%d+) (%d+)$'
 
 local function cap(x) if x > CAP then return CAP end; return x end
 
@@ -131,7 +154,9 @@ local function merge_list(fresh, old, limit)
   return table.concat(out, '\30')
 end
 
+-- the custom types (the standard ones have fixed slots in 'ls'): most segments have none
 local function merge_types(fresh, old)
+  if fresh == '' then return old end
   local names, counts = {}, {}
   for t, c in string.gmatch(old, '([%w_]+)=(%d+)') do names[#names + 1] = t; counts[t] = tonumber(c) end
   for t, c in string.gmatch(fresh, '([%w_]+)=(%d+)') do
@@ -154,6 +179,13 @@ end
 -- returns the merged list and how many of the fresh hashes it already held
 local function merge_items(fresh, old)
   if fresh == '' then return old, 0 end
+  -- The common case, no fresh item among the old ones, costs a few searches in C (a hit not on a
+  -- hash boundary is a false alarm that only sends the merge the slow way).
+  local hit = false
+  for i = 1, #fresh, HW do
+    if string.find(old, string.sub(fresh, i, i + HW - 1), 1, true) then hit = true; break end
+  end
+  if not hit then return string.sub(fresh .. old, 1, MAXI * HW), 0 end
   local set, found, out = {}, 0, {fresh}
   for i = 1, #fresh, HW do set[string.sub(fresh, i, i + HW - 1)] = true end
   local kept = #fresh / HW
@@ -165,21 +197,30 @@ local function merge_items(fresh, old)
   return table.concat(out), found
 end
 
+-- Fresh entries (old counts added) ahead of the old ones they do not repeat, at most MAXC. The old
+-- entries a batch does not touch are found with plain searches and carried as one substring, not
+-- split into a table and joined again (most batches touch one or two of a visitor's categories).
 local function merge_categories(fresh, old)
   if fresh == '' then return old end
-  local counts, order = {}, {}
-  for name, v, iv in string.gmatch(old, '([^\30\31]+)\31(%d+)\31(%d+)') do
-    counts[name] = {tonumber(v), tonumber(iv)}; order[#order + 1] = name
+  if old == '' then return fresh end
+  local rest, out = '\30' .. old .. '\30', {}
+  for entry, name, v, iv in string.gmatch(fresh, '(([^\30\31]+)\31(%d+)\31(%d+))') do
+    local i, j = string.find(rest, '\30' .. name .. '\31', 1, true)
+    if i then
+      local ov, oiv, k = string.match(rest, '^(%d+)\31(%d+)()', j + 1)
+      rest = string.sub(rest, 1, i) .. string.sub(rest, k + 1)
+      entry = name .. '\31' .. cap(v + ov) .. '\31' .. cap(iv + oiv)
+    end
+    out[#out + 1] = entry
   end
-  local out, seen = {}, {}
-  for name, v, iv in string.gmatch(fresh, '([^\30\31]+)\31(%d+)\31(%d+)') do
-    local base = counts[name] or {0, 0}
-    out[#out + 1] = name .. '\31' .. cap(base[1] + tonumber(v)) .. '\31' .. cap(base[2] + tonumber(iv))
-    seen[name] = true
-  end
-  for _, name in ipairs(order) do
-    if #out >= MAXC then break end
-    if not seen[name] then out[#out + 1] = name .. '\31' .. counts[name][1] .. '\31' .. counts[name][2] end
+  local room, pos = MAXC - #out, 1
+  if room > 0 and #rest > 1 then
+    -- the RS that ends the room-th old entry, or the last one
+    for _ = 1, room do
+      pos = string.find(rest, '\30', pos + 1, true)
+      if pos == #rest then break end
+    end
+    out[#out + 1] = string.sub(rest, 2, pos - 1)
   end
   return table.concat(out, '\30')
 end
@@ -215,23 +256,23 @@ local function fold(key, b, segments)
     if f[3] then redis.call('HDEL', key, unpack(FIELDS)) end
     return 0
   end
-  -- ss sl ps fs n pv ni q qr ca cr pu ck ld
+  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc
   local x = {}
   if f[3] then x = {string.match(f[3], STATE)} end
   for i = 1, #x do x[i] = tonumber(x[i]) or false end
   local lt, li, lc, lq, la, lh, lf, ld
-  local fresh = #x ~= 14
+  local fresh = #x ~= NUMBERS
   if not fresh then
     lt, li, lc, lq = f[4] or '', f[5] or '', f[6] or '', f[7] or ''
     la, lh, lf, ld = f[8] or '', f[9] or '', f[10] or '', f[11] or ''
   else  -- no state, or one this script cannot read: start afresh
-    x = {false, false, false, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    x = {false, false, false, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
     lt, li, lc, lq, la, lh, lf, ld = '', '', '', '', '', '', '', ''
   end
   for s = 0, segments - 1 do
     local a = b + s * SEG
     local sl = x[2]
-    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at = string.match(ARGV[a], RECORD)
+    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = string.match(ARGV[a], RECORD)
     start, stop = tonumber(start), tonumber(stop)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
@@ -239,7 +280,7 @@ local function fold(key, b, segments)
     if not sl or start - sl > idle then
       if x[1] then x[3] = sl end
       x[1] = start
-      for i = 5, 14 do x[i] = 0 end
+      for i = 5, NUMBERS do x[i] = 0 end
       lt, li, lc, lq, lh = '', '', '', '', ''
       ld = days_bump(ld, start)
     end
@@ -255,6 +296,7 @@ local function fold(key, b, segments)
     x[8] = cap(x[8] + q); x[9] = cap(x[9] + qr)
     x[10], x[11], x[12] = cap(x[10] + ca), cap(x[11] + cr), cap(x[12] + pu)
     x[13], x[14] = cap(x[13] + ck), cap(x[14] + dwell)
+    x[15], x[16] = cap(x[15] + cl), cap(x[16] + sc)
     lt = merge_types(ARGV[a + 1], lt)
     local found
     li, found = merge_items(ARGV[a + 2], li)
@@ -276,7 +318,7 @@ local function fold(key, b, segments)
       if string.find('\30' .. ARGV[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
-  for i = 1, 14 do if x[i] == false then x[i] = '-' end end
+  for i = 1, NUMBERS do if x[i] == false then x[i] = '-' end end
   -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
   local w, values = {'ls', VERSION .. ' ' .. table.concat(x, ' ')}, {lt, li, lc, lq, la, lh, lf, ld}
   for i = 1, 8 do
@@ -288,13 +330,20 @@ local function fold(key, b, segments)
 end
 
 local out, written, dropped = {}, {}, {}
-local b = 8
+-- An erased person's late event must not bring their state back, whatever snapshot the sender had.
+-- One SMISMEMBER for the batch: a command from the script costs about as much as a small fold.
+local digests, b = {}, 8
+for k = first + 2, #KEYS do
+  digests[#digests + 1] = ARGV[b]
+  b = b + 2 + tonumber(ARGV[b + 1]) * SEG
+end
+local erased = redis.call('SMISMEMBER', suppressed, unpack(digests))
+b = 8
 for k = first + 2, #KEYS do
   local n = tonumber(ARGV[b + 1])
   local unit = string.sub(KEYS[k], prefix + 1)
-  -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
   local result = 0
-  if redis.call('SISMEMBER', suppressed, ARGV[b]) == 0 then result = fold(KEYS[k], b + 2, n) end
+  if erased[k - first - 1] == 0 then result = fold(KEYS[k], b + 2, n) end
   out[#out + 1] = result
   if result == 1 then
     written[#written + 1] = now; written[#written + 1] = unit
@@ -395,7 +444,7 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
     categories: dict[str, list[int]] = {}
     queries: dict[str, None] = {}
     removed: list[str] = []
-    n = pv = q = qr = ca = cr = pu = ck = ld = 0
+    n = pv = q = qr = ca = cr = pu = ck = ld = cl = sc = 0
     start = 0
     query = first_query = channel = op = cart_item = ""
     cart_at = 0
@@ -405,24 +454,18 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             ts = last
         if not out[0] or ts - last > idle:
             if out[0]:
-                numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+                numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at, cl, sc)
                 out += _segment_args(numbers, types, items, categories)
                 out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
             out[0] += 1
             start = ts
             types, items, categories, queries, removed = {}, {}, {}, {}, []
-            n = pv = q = qr = ca = cr = pu = ck = ld = 0
+            n = pv = q = qr = ca = cr = pu = ck = ld = cl = sc = 0
             query = first_query = channel = op = cart_item = ""
             cart_at = 0
         last = ts
         n += 1
         etype = event["type"]
-        if etype in types:
-            types[etype] += 1
-        elif len(types) < 2 * MAX_TYPES:
-            types[etype] = 1
-        else:  # the script keeps MAX_TYPES - 1 by name anyway
-            types["other"] = types.get("other", 0) + 1
         if etype == "page_view":
             props = event.get("properties") or {}
             pv += 1
@@ -445,7 +488,7 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
                 entry[0] += 1
                 entry[1] += bool(item)
                 categories[category] = entry
-            if not channel:
+            if not channel and ("utm_source" in props or "referrer" in props):
                 channel = _channel(props)
         elif etype == "search":
             q += 1
@@ -472,8 +515,18 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
         elif etype == "purchase":
             pu += 1
             op = "x"
+        elif etype == "click":
+            cl += 1
+        elif etype == "scroll":
+            sc += 1
+        elif etype in types:
+            types[etype] += 1
+        elif len(types) < 2 * MAX_CUSTOM_TYPES:
+            types[etype] = 1
+        else:  # the script keeps MAX_CUSTOM_TYPES - 1 by name anyway
+            types["other"] = types.get("other", 0) + 1
     if out[0]:
-        numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at)
+        numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at, cl, sc)
         out += _segment_args(numbers, types, items, categories)
         out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
     return out
@@ -590,18 +643,21 @@ def live_update(
 
 def live_state_parse(user: dict) -> dict | None:
     """The state from a unit hash as decide holds it (str → str), as a dict of short names (ss sl ps
-    fs n pv ni q qr ca cr pu ck ld, t [[type, count]], it the items' hashes, c [[name, views, item
-    views]], lq, ac [time, item] or None, ch, ft, sd [[day, count]]), or None when there is none or it
-    is unreadable (then decide answers as for a visitor without live state)."""
+    fs n pv ni q qr ca cr pu ck ld cl sc, t [[type, count]]: the standard types that occurred, then
+    the custom ones, it the items' hashes, c [[name, views, item views]], lq, ac [time, item] or
+    None, ch, ft, sd [[day, count]]), or None when there is none or it is unreadable (then decide
+    answers as for a visitor without live state)."""
     raw = user.get(LIVE_FIELD)
     if not raw or not raw.startswith(STATE_VERSION + " "):
         return None
     numbers = raw.split(" ")
-    if len(numbers) != 15:
+    if len(numbers) != len(STATE_NUMBERS) + 1:
         return None
     try:
         ss, sl, ps, fs, *counts = [None if v == "-" else int(v) for v in numbers[1:]]
-        types = [[name, int(count)] for name, _, count in (p.partition("=") for p in user.get("lt", "").split())]
+        state = dict(zip(_COUNTERS, counts, strict=True))
+        types = [[name, state[slot]] for name, slot in FIXED_TYPES.items() if state[slot]]
+        types += [[name, int(count)] for name, _, count in (p.partition("=") for p in user.get("lt", "").split())]
         categories = []
         for entry in user.get("lc", "").split(RS):
             if entry:
@@ -614,7 +670,6 @@ def live_state_parse(user: dict) -> dict | None:
         days = [[int(d), int(c)] for d, _, c in (p.partition(":") for p in user.get("ld", "").split())]
     except (ValueError, TypeError):
         return None
-    state = dict(zip(("n", "pv", "ni", "q", "qr", "ca", "cr", "pu", "ck", "ld"), counts, strict=True))
     queries = user.get("lq", "")
     state.update(
         ss=ss,
@@ -635,12 +690,12 @@ def live_state_parse(user: dict) -> dict | None:
 
 def live_state_fields(state: dict) -> dict[str, str]:
     """A state dict (as `live_state_parse` returns it) as the unit hash's fields. Pure."""
-    numbers = [state.get(name) for name in ("ss", "sl", "ps", "fs")]
-    numbers += [state.get(name) or 0 for name in ("n", "pv", "ni", "q", "qr", "ca", "cr", "pu", "ck", "ld")]
+    numbers = [state.get(name) for name in STATE_NUMBERS[:4]]
+    numbers += [state.get(name) or 0 for name in _COUNTERS]
     cart = state.get("ac")
     return {
         "ls": " ".join([STATE_VERSION, *("-" if v is None else str(int(v)) for v in numbers)]),
-        "lt": " ".join(f"{name}={count}" for name, count in _pairs(state.get("t"))),
+        "lt": " ".join(f"{name}={count}" for name, count in _pairs(state.get("t")) if name not in FIXED_TYPES),
         "li": state.get("it") or "",
         "lc": RS.join(f"{name}{US}{v}{US}{iv}" for name, v, iv in _pairs(state.get("c"))),
         "lq": RS.join(_pairs(state.get("lq"))),

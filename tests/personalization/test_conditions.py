@@ -151,6 +151,15 @@ _numbers = st.integers(-1000, 1000) | st.floats(-1000, 1000, allow_nan=False).ma
 _keys = st.from_regex(r"[a-z0-9][a-z0-9_.:\-]{0,10}", fullmatch=True)
 
 
+def _value_of(field: str):
+    """A number the parser takes for `field`: chances are 0 to 1, top percents 0 to 100."""
+    if field in cond.PROBABILITIES:
+        return st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 2))
+    if field.endswith(".top_percent"):
+        return st.integers(0, 100)
+    return _numbers
+
+
 @st.composite
 def _comparisons(draw):
     kind = draw(st.sampled_from(["cmp", "between", "in", "keyed"]))
@@ -159,10 +168,10 @@ def _comparisons(draw):
         return ["cmp", field, draw(_keys), draw(st.sampled_from(sorted(cond._OPS))), draw(_numbers)]
     if kind == "cmp":
         field = draw(st.sampled_from(_NUMBER_FIELDS))
-        return ["cmp", field, "", draw(st.sampled_from(sorted(cond._OPS))), draw(_numbers)]
+        return ["cmp", field, "", draw(st.sampled_from(sorted(cond._OPS))), draw(_value_of(field))]
     if kind == "between":
         field = draw(st.sampled_from(_NUMBER_FIELDS))
-        low, high = sorted([draw(_numbers), draw(_numbers)])
+        low, high = sorted([draw(_value_of(field)), draw(_value_of(field))])
         return ["between", field, "", low, high]
     field = draw(st.sampled_from(_ENUM_FIELDS))
     values = draw(st.lists(st.sampled_from(cond.FIELDS[field][1]), min_size=1, max_size=4))

@@ -230,6 +230,20 @@ def test_live_state_parse__missing_or_unreadable__is_no_state():
     assert _view().page_views == 1
 
 
+def test_live_update__a_state_of_the_previous_format__starts_afresh_once():
+    # Format "2" kept event types as a "type=count" list; its numbers do not fit the fixed slots.
+    old = {"ls": f"2 {int(NOW) - 600} {int(NOW) - 60} - {int(NOW) - 600} 7 5 2 1 0 1 0 0 0 0", "lt": "page_view=5 x=2"}
+    redis_client.worker().hset(rkeys.unit(PROJECT, "anon-1"), mapping=old)
+    assert ls.live_state_parse(_decide_reads()) is None  # decide answers as for a visitor without state
+    assert _send([_event("page_view", 0, url="/"), _event("click", 0), _event("scroll", 0), _event("x", 0)]) == [1]
+    view = _view()
+    assert view.events == 4 and view.started == NOW
+    assert view.events_by_type == {"page_view": 1, "click": 1, "scroll": 1, "x": 1}
+    assert _decide_reads()["lt"] == "x=1"  # the old list is replaced, the standard types are in "ls"
+    assert _send([_event("click", 1), _event("x", 1)], now_minutes=1) == [1]
+    assert _view(now_minutes=1).events_by_type == {"page_view": 1, "click": 2, "scroll": 1, "x": 2}
+
+
 def _memory(unit: str = "anon-1") -> int:
     return redis_client.worker().memory_usage(rkeys.unit(PROJECT, unit), samples=0)
 
@@ -256,6 +270,26 @@ def test_live_state__memory_of_a_typical_visitor_with_decide_fields__is_under_2_
     assert size <= 2048
 
 
+def test_live_update__categories_and_items_across_batches__merge_most_recent_first_within_bounds():
+    # Eight categories in the state; a later batch views an old one again and a new one: both move
+    # first with their counts added, the oldest falls out. Items: a repeat counts once, new ones count.
+    _send([_event("page_view", n / 10, url="/c", category=f"c{n}", item=f"i{n}") for n in range(8)])
+    _send(
+        [
+            _event("page_view", 1, url="/c", category="c2", item="i2"),
+            _event("page_view", 1, url="/c", category="new", item="i9"),
+            _event("page_view", 1, url="/c", category="c2"),
+        ],
+        now_minutes=1,
+    )
+    view = _view(now_minutes=1)
+    assert list(view.category_views) == ["c2", "new", "c7", "c6", "c5", "c4", "c3", "c1"]
+    assert view.category_views["c2"] == 3 and view.category_item_views["c2"] == 2
+    assert view.category_views["new"] == 1 and view.category_views["c1"] == 1
+    assert view.items_viewed == 9  # i0..i7, then i2 again and i9
+    assert view.events_by_type == {"page_view": 11}
+
+
 def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded():
     long = "x" * 200  # longer than any kept text
     for batch in range(10):
@@ -274,7 +308,9 @@ def test_live_state__10000_distinct_categories_items_and_searches__stay_bounded(
     assert len(view.category_views) == ls.MAX_CATEGORIES
     assert all(len(name) <= ls.MAX_TEXT_CHARS for name in view.category_views)
     assert len(view.queries) == ls.MAX_QUERIES and all(len(q) <= ls.MAX_QUERY_CHARS for q in view.queries)
-    assert len(view.events_by_type) == ls.MAX_TYPES and view.events_by_type["other"] > 3000
+    custom = {name: count for name, count in view.events_by_type.items() if name not in ls.FIXED_TYPES}
+    assert len(custom) == ls.MAX_CUSTOM_TYPES and custom["other"] > 3000
+    assert view.events_by_type["page_view"] == view.page_views and view.events_by_type["search"] == view.searches
     assert view.events == 10_000 - 1 == ls.COUNT_CAP  # counters stop at the cap
     print(f"\nhostile session: field {len(raw)} characters, MEMORY USAGE {_memory()} bytes")
     assert len(raw) <= 2048 and _memory() <= 2048
