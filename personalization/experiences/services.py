@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from personalization import hooks
 from personalization.decide.compile import experience_compile_problem, snapshot_publish
+from personalization.experiences.conditions import condition_intents
 from personalization.experiences.limits import (
     EXPERIENCE_MAX_CHARS,
     payload_check,
@@ -152,6 +153,20 @@ def _segments_check(project_id: int, fields: dict, current: dict | None = None) 
             )
 
 
+def _intents_check(project_id: int, conditions: list | None, before: list | None = None) -> None:
+    """Intents a condition names must be the project's (an unknown key would never match anyone). On an
+    edit only the intents the edit adds are checked, as for segments."""
+    added = sorted(condition_intents(conditions) - condition_intents(before))
+    unknown = hooks.segments().intent_keys_unknown(project_id=project_id, keys=added) if added else []
+    if unknown:
+        names = ", ".join(f"“{key}”" for key in unknown[:5])
+        raise ExperienceError(
+            "targeting.conditions",
+            f"no intent {names} in this project: use the key of an intent listed under Segments → Intents,"
+            " as in intent planning-a-trip >= 0.4",
+        )
+
+
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:
     audit_record(
         project_id=experience.project_id,
@@ -199,6 +214,7 @@ def experience_create(
         raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
     conditions = _validate(fields, variants)
     _segments_check(project.pk, fields)
+    _intents_check(project.pk, conditions)
     if Experience.objects.filter(project=project, key=key).exists():
         raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
     with transaction.atomic():
@@ -231,6 +247,7 @@ def experience_update(
         merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
     )
     _segments_check(experience.project_id, fields, current)
+    _intents_check(experience.project_id, conditions, experience.conditions)
     changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
     changes.update(audit_note or {})
     with transaction.atomic():

@@ -9,6 +9,15 @@ from segments.services.clustering import (
     segment_rename,
 )
 from segments.services.embeddings import embeddings_fold_in, embeddings_refit
+from segments.services.intents import (
+    intent_create,
+    intent_delete,
+    intent_preview,
+    intent_update,
+    intents_delete,
+    intents_rescore,
+    intents_score,
+)
 from segments.services.lookalikes import (
     lookalike_build,
     lookalike_preview,
@@ -34,6 +43,13 @@ __all__ = [
     "clustering_runs_resume",
     "embeddings_fold_in",
     "embeddings_refit",
+    "intent_create",
+    "intent_delete",
+    "intent_preview",
+    "intent_update",
+    "intents_delete",
+    "intents_rescore",
+    "intents_score",
     "lookalike_build",
     "lookalike_preview",
     "memberships_publish",
