@@ -25,6 +25,7 @@ PURE = [
     "personalization.ingest.schema",
     "personalization.segment_keys",
     "personalization.score_fields",
+    "personalization.intent_fields",
     "personalization.experiences.conditions",
     "personalization.decide.context",
     "personalization.people.journey",
@@ -36,6 +37,9 @@ PURE = [
     "segments.scoring",
     "segments.scoring_eval",
     "segments.text_encoder",
+    "segments.intents",
+    "segments.meaning",
+    "segments.sensitive",
 ]
 
 
