@@ -116,17 +116,42 @@ def profile_scores(
 ) -> dict[str, tuple[float, list[str]]]:
     """intent key → (score in [0, 1], the up to TOP_PHRASES texts that drove it, strongest first) for
     one person. Texts without a vector are skipped; a person without texts scores 0 on every intent."""
-    known = [t for t in texts if t.text in vectors]
-    out: dict[str, tuple[float, list[str]]] = {}
-    if not known:
-        return {m.key: (0.0, []) for m in models}
-    matrix = np.stack([vectors[t.text] for t in known])
-    weights = np.asarray([t.weight for t in known], dtype=np.float32)
-    for model in models:
-        contribution = model.scores(matrix) * weights
-        order = np.argsort(-contribution, kind="stable")[:TOP_PHRASES]
-        drivers = [known[i].text for i in order if contribution[i] > 0]
-        out[model.key] = (round(float(contribution[order[0]]), 4), drivers)
+    return profiles_scores([texts], vectors, models)[0]
+
+
+def profiles_scores(
+    people: Sequence[Sequence[WeightedText]], vectors: Mapping[str, np.ndarray], models: Sequence[IntentModel]
+) -> list[dict[str, tuple[float, list[str]]]]:
+    """profile_scores for many people at once: every distinct text is scored on every intent in one
+    matrix product (queries repeat across people), then each person takes the weighted maximum."""
+    index: dict[str, int] = {}
+    for person in people:
+        for t in person:
+            if t.text in vectors:
+                index.setdefault(t.text, len(index))
+    empty = {m.key: (0.0, []) for m in models}
+    if not index or not models:
+        return [dict(empty) for _ in people]
+    texts = list(index)
+    matrix = np.stack([vectors[t] for t in texts])
+    table = np.stack([m.scores(matrix) for m in models], axis=1)  # distinct texts × intents
+    keys = [m.key for m in models]
+    out = []
+    for person in people:
+        rows = [(index[t.text], t.weight) for t in person if t.text in index]
+        if not rows:
+            out.append(dict(empty))
+            continue
+        ids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
+        weights = np.fromiter((w for _, w in rows), dtype=np.float32, count=len(rows))
+        contribution = table[ids] * weights[:, None]
+        order = np.argsort(-contribution, axis=0, kind="stable")[:TOP_PHRASES]
+        best = contribution[order[0], np.arange(len(keys))]
+        result = {}
+        for column, key in enumerate(keys):
+            drivers = [texts[ids[i]] for i in order[:, column] if contribution[i, column] > 0]
+            result[key] = (round(float(best[column]), 4), drivers)
+        out.append(result)
     return out
 
 

@@ -207,8 +207,7 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
     keys = {m.key: m for m in models}
     ids_by_key = dict(Intent.objects.filter(project_id=project_id, key__in=keys).values_list("key", "pk"))
     rows, fields = [], {}
-    for profile_id, person in texts.items():
-        scores = intents.profile_scores(person, vectors, models)
+    for profile_id, scores in zip(texts, intents.profiles_scores(list(texts.values()), vectors, models), strict=True):
         fields[profile_id] = intents_pack({key: score for key, (score, _) in scores.items()})
         rows += [
             ProfileIntent(
@@ -301,6 +300,5 @@ def _people_above(*, project_id: int, model: intents.IntentModel, threshold: flo
         events = [BehaviorEvent(etype, ts, properties or {}) for etype, ts, properties, _ in rows]
         people_texts.append(intents.recent_texts(events, now=now))
     vectors = text_vectors(texts=[t.text for person in people_texts for t in person])
-    return sum(
-        1 for person in people_texts if intents.profile_scores(person, vectors, [model])["preview"][0] >= threshold
-    )
+    scores = intents.profiles_scores(people_texts, vectors, [model])
+    return sum(1 for person in scores if person["preview"][0] >= threshold)
