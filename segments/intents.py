@@ -15,9 +15,9 @@ examples then inflates everything near it. So a person's best intent is also the
 
 A person's score is the highest score of their texts, each weighed by its recency (half-life from the
 moment of scoring, so an intent fades when it is no longer expressed) and its role (names of products
-and categories count NAME_ROLE of free text); the three texts that weighed most are kept as the
-reason. The highest, not the mean: one clear search for a visa says "planning a trip" whatever else the
-person browsed.
+and categories count NAME_ROLE of free text); the three texts that weighed most are kept as the reason
+(from a score of PHRASES_FROM on). The highest, not the mean: one clear search for a visa says
+"planning a trip" whatever else the person browsed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ MAX_PHRASE_CHARS = 200
 MAX_NAME_CHARS = 80
 DEFAULT_THRESHOLD = 0.4
 TOP_PHRASES = 3
+# The driving phrases are kept from this score on: half the default threshold, where "why" starts to matter.
+PHRASES_FROM = 0.2
 HALF_LIFE_DAYS = 7.0
 NAME_ROLE = 0.6
 # Texts older than this many half-lives weigh under 1 %: not read.
@@ -116,43 +118,70 @@ def profile_scores(
 ) -> dict[str, tuple[float, list[str]]]:
     """intent key → (score in [0, 1], the up to TOP_PHRASES texts that drove it, strongest first) for
     one person. Texts without a vector are skipped; a person without texts scores 0 on every intent."""
-    return profiles_scores([texts], vectors, models)[0]
+    return profiles_scores([texts], vectors, models).person(0)
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Scores of many people: best[row, column] is person `row`'s score on intent keys[column];
+    phrases[(row, column)] the texts that drove it (absent below PHRASES_FROM)."""
+
+    keys: list[str]
+    best: np.ndarray
+    phrases: dict[tuple[int, int], list[str]]
+
+    def person(self, row: int) -> dict[str, tuple[float, list[str]]]:
+        values = self.best[row].tolist()
+        return {key: (values[c], self.phrases.get((row, c), [])) for c, key in enumerate(self.keys)}
 
 
 def profiles_scores(
     people: Sequence[Sequence[WeightedText]], vectors: Mapping[str, np.ndarray], models: Sequence[IntentModel]
-) -> list[dict[str, tuple[float, list[str]]]]:
+) -> BatchScores:
     """profile_scores for many people at once: every distinct text is scored on every intent in one
-    matrix product (queries repeat across people), then each person takes the weighted maximum."""
+    matrix product (queries repeat across people), each person's best by a segmented maximum, and the
+    driving phrases only where the score reaches PHRASES_FROM (no one reads why someone scores 0.03)."""
     index: dict[str, int] = {}
-    for person in people:
+    ids, weights, owners = [], [], []
+    for owner, person in enumerate(people):
         for t in person:
             if t.text in vectors:
-                index.setdefault(t.text, len(index))
-    empty = {m.key: (0.0, []) for m in models}
-    if not index or not models:
-        return [dict(empty) for _ in people]
-    texts = list(index)
-    matrix = np.stack([vectors[t] for t in texts])
-    table = np.stack([m.scores(matrix) for m in models], axis=1)  # distinct texts × intents
+                ids.append(index.setdefault(t.text, len(index)))
+                weights.append(t.weight)
+                owners.append(owner)
     keys = [m.key for m in models]
-    out = []
-    for person in people:
-        rows = [(index[t.text], t.weight) for t in person if t.text in index]
-        if not rows:
-            out.append(dict(empty))
+    if not index or not models:
+        return BatchScores(keys, np.zeros((len(people), len(models))), {})
+    texts = list(index)
+    table = _scores_table(np.stack([vectors[t] for t in texts]), models)
+    contribution = table[np.asarray(ids)] * np.asarray(weights, dtype=np.float32)[:, None]  # rows × intents
+    owner = np.asarray(owners)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    best = np.zeros((len(people), len(models)), dtype=np.float32)
+    best[owner[starts]] = np.maximum.reduceat(contribution, starts, axis=0)
+    phrases: dict[tuple[int, int], list[str]] = {}
+    for column in range(len(models)):
+        # The up to TOP_PHRASES strongest texts of each person who reaches PHRASES_FROM: rows sorted by
+        # person, then by contribution, strongest first; a rank within the person's run of rows.
+        keep = np.flatnonzero(best[owner, column] >= PHRASES_FROM)
+        if not len(keep):
             continue
-        ids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
-        weights = np.fromiter((w for _, w in rows), dtype=np.float32, count=len(rows))
-        contribution = table[ids] * weights[:, None]
-        order = np.argsort(-contribution, axis=0, kind="stable")[:TOP_PHRASES]
-        best = contribution[order[0], np.arange(len(keys))]
-        result = {}
-        for column, key in enumerate(keys):
-            drivers = [texts[ids[i]] for i in order[:, column] if contribution[i, column] > 0]
-            result[key] = (round(float(best[column]), 4), drivers)
-        out.append(result)
-    return out
+        order = keep[np.lexsort((-contribution[keep, column], owner[keep]))]
+        first = np.r_[True, owner[order][1:] != owner[order][:-1]]
+        rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        for position in order[(rank < TOP_PHRASES) & (contribution[order, column] > 0)].tolist():
+            phrases.setdefault((owners[position], column), []).append(texts[ids[position]])
+    return BatchScores(keys, np.round(best.astype(np.float64), 4), phrases)
+
+
+def _scores_table(matrix: np.ndarray, models: Sequence[IntentModel]) -> np.ndarray:
+    """IntentModel.scores of these unit rows on every intent at once: rows × intents."""
+    prototypes = np.stack([m.prototype for m in models], axis=1)
+    low = np.asarray([m.low for m in models], dtype=np.float32)
+    span = np.maximum(np.asarray([m.high for m in models], dtype=np.float32) - low, 1e-6)
+    table = np.clip((matrix @ prototypes - low) / span, 0.0, 1.0)
+    table[~np.any(matrix, axis=1)] = 0.0
+    return table
 
 
 def key_from_name(name: str) -> str:

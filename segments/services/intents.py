@@ -206,9 +206,12 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
     vectors = text_vectors(texts=[t.text for person in texts.values() for t in person])
     keys = {m.key: m for m in models}
     ids_by_key = dict(Intent.objects.filter(project_id=project_id, key__in=keys).values_list("key", "pk"))
+    batch = intents.profiles_scores(list(texts.values()), vectors, models)
     rows, fields = [], {}
-    for profile_id, scores in zip(texts, intents.profiles_scores(list(texts.values()), vectors, models), strict=True):
+    for row, profile_id in enumerate(texts):
+        scores = batch.person(row)
         fields[profile_id] = intents_pack({key: score for key, (score, _) in scores.items()})
+        # No row for a score of 0: nothing of the intent in their words (the field still says 0).
         rows += [
             ProfileIntent(
                 project_id=project_id,
@@ -219,7 +222,7 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
                 scored_at=now,
             )
             for key, (score, phrases) in scores.items()
-            if key in ids_by_key
+            if key in ids_by_key and score > 0
         ]
     gone = [pid for pid in wanted if pid not in texts]
     with transaction.atomic():
@@ -300,5 +303,4 @@ def _people_above(*, project_id: int, model: intents.IntentModel, threshold: flo
         events = [BehaviorEvent(etype, ts, properties or {}) for etype, ts, properties, _ in rows]
         people_texts.append(intents.recent_texts(events, now=now))
     vectors = text_vectors(texts=[t.text for person in people_texts for t in person])
-    scores = intents.profiles_scores(people_texts, vectors, [model])
-    return sum(1 for person in scores if person["preview"][0] >= threshold)
+    return int((intents.profiles_scores(people_texts, vectors, [model]).best[:, 0] >= threshold).sum())
