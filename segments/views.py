@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from personalization import selectors as people
-from personalization.workspace.web import render_page, workspace_view
+from personalization.workspace.web import is_partial, render_page, workspace_view
 from segments import embedding, selectors, services
 from segments.models import ClusteringRun, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
@@ -342,3 +342,51 @@ def score_run_progress(request, run_id: int):
     if run.status in (RunStatus.DONE, RunStatus.FAILED):
         response["HX-Refresh"] = "true"
     return response
+
+
+def _intent_fields(post) -> dict:
+    fields = {"name": post.get("name", ""), "examples": post.get("examples", "")}
+    if post.get("key", "").strip():
+        fields["key"] = post["key"].strip()
+    if post.get("threshold", "").strip():
+        fields["threshold"] = post["threshold"].strip()
+    return fields
+
+
+@workspace_view("segments")
+def intents_page(request):
+    """The project's named intents, and the editor: save with "Save", see what it finds with "Preview"."""
+    project = request.workspace.project
+    context = {"values": request.POST if request.method == "POST" else {"threshold": "0.4"}}
+    status = 200
+    if request.method == "POST":
+        try:
+            fields = _intent_fields(request.POST)
+            if request.POST.get("action") == "preview":
+                context["preview"] = services.intent_preview(
+                    project_id=project.pk,
+                    name=fields["name"],
+                    examples=fields["examples"],
+                    threshold=fields.get("threshold"),
+                )
+            else:
+                intent = services.intent_create(project_id=project.pk, by=request.user, **fields)
+                messages.success(request, f"Intent “{intent.name}” saved ({intent.key}); everyone is being scored.")
+                return redirect("segments-intents")
+        except services.SegmentsError as exc:
+            # htmx swaps only 2xx answers: the preview partial shows the error in place; a full page says 400.
+            context["error"], status = exc, 200 if is_partial(request) else 400
+    rows = [(i, selectors.intent_people_above(intent=i)) for i in selectors.intents_for_project(project_id=project.pk)]
+    context["intents"] = rows
+    return render_page(request, "segments/intents.html", "segments/partials/intent_preview.html", context, status)
+
+
+@require_POST
+@workspace_view("segments")
+def intent_delete(request, key: str):
+    intent = selectors.intent_by_key(project_id=request.workspace.project.pk, key=key)
+    if intent is None:
+        raise Http404("no such intent")
+    services.intent_delete(intent=intent, by=request.user)
+    messages.success(request, f"Intent “{intent.name}” deleted with everyone's scores on it.")
+    return redirect("segments-intents")

@@ -168,3 +168,23 @@ def test_intents__registered_as_profiling_data_in_postgresql_and_redis():
     by_name = {location.name: location for location in locations()}
     assert by_name["intent_scores"].profiling and by_name["decide_intents"].profiling
     assert "phrases" in by_name["intent_scores"].columns
+
+
+def test_intents_page__preview_partial_save_refusal_and_delete(client, project, public_key):
+    client.force_login(factories.member_make(project=project, role="marketer"))
+    _searches(client, public_key, "a", ["passport renewal how long", "order status"])
+    personalization_services.events_drain()
+    form = {"name": TRIP["name"], "examples": "\n".join(TRIP["examples"]), "threshold": "0.4"}
+    partial = client.post("/segments/intents/", {**form, "action": "preview"}, HTTP_HX_REQUEST="true")
+    body = partial.content.decode()
+    assert partial.status_code == 200 and 'id="intent-preview-result"' in body and "<html" not in body
+    assert body.index("passport renewal how long") < body.index("order status")
+    assert "<strong>1</strong> people would score 0.4 or more" in body
+    refused = client.post("/segments/intents/", {**form, "name": "church events", "action": "save"})
+    assert refused.status_code == 400 and "name: “church events” is about religion" in refused.content.decode()
+    saved = client.post("/segments/intents/", {**form, "action": "save"}, follow=True)
+    assert "Intent “planning a trip” saved (planning-a-trip)" in saved.content.decode()
+    assert Intent.objects.filter(project=project, key="planning-a-trip").exists()
+    assert 'id="intents-link"' in client.get("/segments/").content.decode()
+    client.post("/segments/intents/planning-a-trip/delete")
+    assert not Intent.objects.filter(project=project).exists()
