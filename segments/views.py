@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from personalization import selectors as people
 from personalization.workspace.web import is_partial, render_page, workspace_view
 from segments import embedding, selectors, services
-from segments.models import ClusteringRun, RunStatus, ScoreRun, SegmentKind
+from segments.models import ClusteringRun, Intent, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
 
 _COLORS = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#84cc16", "#ec4899", "#64748b"]
@@ -384,9 +384,7 @@ def intents_page(request):
 @require_POST
 @workspace_view("segments")
 def intent_delete(request, key: str):
-    intent = selectors.intent_by_key(project_id=request.workspace.project.pk, key=key)
-    if intent is None:
-        raise Http404("no such intent")
+    intent = get_object_or_404(Intent, key=key, project=request.workspace.project)
     services.intent_delete(intent=intent, by=request.user)
     messages.success(request, f"Intent “{intent.name}” deleted with everyone's scores on it.")
     return redirect("segments-intents")
