@@ -4,6 +4,7 @@ cannot work (unknown intent, score outside 0 to 1), evaluated by decide from the
 import pytest
 
 from personalization import redis_client, rkeys, services
+from personalization.decide import engine
 from personalization.decide import runtime as decide_runtime
 from personalization.experiences.conditions import (
     ConditionError,
@@ -83,3 +84,34 @@ def test_decide__intent_condition__matches_from_the_unit_hash_in_its_one_round_t
         "targeting_miss",
         "targeting_miss",
     ]
+
+
+def test_unit_segment__intent_source__yes_no_or_unknown_from_the_hash():
+    source = {"segment_field": "intent:planning-a-trip"}
+    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.4"}, {}) == "yes"
+    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.39 other=0.9"}, {}) == "no"
+    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "other=0.9"}, {}) == ""
+    assert engine.unit_segment(source, {}, {}) == ""
+
+
+def _bandit(project, key: str, source: str):
+    return services.experience_create(
+        project=project,
+        key=key,
+        name=key.title(),
+        touchpoint="banner",
+        variants=[{"key": "a", "payload": {}, "is_control": True}, {"key": "b", "payload": {"x": 1}}],
+        policy="segment_bandit",
+        segment_attribute=source,
+    )
+
+
+@pytest.mark.django_db
+def test_experience_save__intent_bandit_source__unknown_400_known_compiled(project):
+    with pytest.raises(services.ExperienceError) as caught:
+        _bandit(project, "by-intent", "intent:planning-a-trip")
+    assert caught.value.field == "segment_attribute" and "no intent “planning-a-trip”" in caught.value.message
+    segments_services.intent_create(project_id=project.pk, **TRIP)
+    services.experience_start(experience=_bandit(project, "by-intent", "intent:planning-a-trip"))
+    compiled = services.snapshot_compile(project_id=project.pk)["experiences"]["by-intent"]
+    assert compiled["segment_field"] == "intent:planning-a-trip"
