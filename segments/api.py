@@ -123,8 +123,9 @@ class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"], url_path="lookalike-preview")
     def lookalike_preview(self, request):
-        """Expected quality of a lookalike of a seed, before saving: `{"seed_segment": key}` or
-        `{"seed_ids": ["u1", ...]}`. Each curve point has recall (with its interval), lift, estimated
+        """Expected quality of a lookalike of a seed, before saving: `{"seed_segment": key}`,
+        `{"seed_intent": intent key}` (people at or above its threshold) or `{"seed_ids": ["u1", ...]}`.
+        Each curve point has recall (with its interval), lift, estimated
         precision as `precision_interval` (the range the data allow: cautious and optimistic reading,
         each with its 90 % sampling uncertainty; `precision_meaning` says so) and its middle as
         `precision`, or null with `precision_reason` saying why there is none."""
@@ -133,11 +134,15 @@ class SegmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         try:
             if isinstance(body.get("seed_segment"), str):
                 seed = services.seed_from_segment(project_id=project_id, segment_key=body["seed_segment"])
+            elif isinstance(body.get("seed_intent"), str):
+                seed = services.seed_from_intent(project_id=project_id, intent_key=body["seed_intent"])
             elif isinstance(body.get("seed_ids"), list) and all(isinstance(i, str) for i in body["seed_ids"]):
                 seed = services.seed_from_ids(project_id=project_id, text="\n".join(body["seed_ids"]))
             else:
                 raise services.SegmentsError(
-                    "seed_segment", "give a segment key as seed_segment, or a list of user ids as seed_ids"
+                    "seed_segment",
+                    "give a segment key as seed_segment, an intent key as seed_intent,"
+                    " or a list of user ids as seed_ids",
                 )
             return Response(services.lookalike_preview(project_id=project_id, seed=seed))
         except services.SegmentsError as exc:

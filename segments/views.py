@@ -184,7 +184,9 @@ def _seed_from_post(project, post):
         )
     if source == "ids":
         return services.seed_from_ids(project_id=project.pk, text=post.get("seed_ids", ""))
-    raise services.SegmentsError("seed_source", "choose a segment, converters on a goal, or uploaded ids")
+    if source == "intent":
+        return services.seed_from_intent(project_id=project.pk, intent_key=post.get("seed_intent", ""))
+    raise services.SegmentsError("seed_source", "choose a segment, converters on a goal, an intent, or uploaded ids")
 
 
 @workspace_view("segments")
@@ -192,6 +194,7 @@ def lookalike_builder(request):
     project = request.workspace.project
     context = {
         "choices": selectors.segment_choices(project_id=project.pk),
+        "intents": selectors.intents_for_project(project_id=project.pk),
         "values": request.POST if request.method == "POST" else {"seed_source": "segment", "seed_days": "30"},
     }
     if request.method == "POST":

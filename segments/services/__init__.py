@@ -23,6 +23,7 @@ from segments.services.lookalikes import (
     lookalike_preview,
     seed_from_converters,
     seed_from_ids,
+    seed_from_intent,
     seed_from_segment,
 )
 from segments.services.memberships import memberships_publish, memberships_publish_resume, profiling_data_delete
@@ -65,6 +66,7 @@ __all__ = [
     "scores_delete",
     "seed_from_converters",
     "seed_from_ids",
+    "seed_from_intent",
     "seed_from_segment",
     "segment_rename",
 ]

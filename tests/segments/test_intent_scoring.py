@@ -188,3 +188,18 @@ def test_intents_page__preview_partial_save_refusal_and_delete(client, project, 
     assert 'id="intents-link"' in client.get("/segments/").content.decode()
     client.post("/segments/intents/planning-a-trip/delete")
     assert not Intent.objects.filter(project=project).exists()
+
+
+def test_seed_from_intent__people_at_or_above_the_threshold_weighted_by_score(client, project, public_key):
+    services.intent_create(project_id=project.pk, **TRIP)
+    _searches(client, public_key, "traveller", ["visa and travel insurance for thailand"])
+    _searches(client, public_key, "shopper", ["order status"])
+    personalization_services.events_drain()
+    ids = [_profile(project, "traveller"), _profile(project, "shopper")]
+    services.intents_score(project_id=project.pk, profile_ids=ids)
+    seed = services.seed_from_intent(project_id=project.pk, intent_key="planning-a-trip")
+    stored = ProfileIntent.objects.get(profile_id=ids[0]).score
+    assert seed.weights == {ids[0]: stored} and seed.description["kind"] == "intent"
+    with pytest.raises(services.SegmentsError) as caught:
+        services.seed_from_intent(project_id=project.pk, intent_key="nope")
+    assert caught.value.field == "seed_intent"
