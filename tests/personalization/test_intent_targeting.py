@@ -1,6 +1,9 @@
 """Intents in targeting: "intent <key> >= 0.4" read as a sentence, refused with a clear message when it
 cannot work (unknown intent, score outside 0 to 1), evaluated by decide from the hash it already reads."""
 
+import subprocess
+
+import orjson
 import pytest
 
 from personalization import redis_client, rkeys, services
@@ -15,6 +18,7 @@ from personalization.experiences.conditions import (
 )
 from personalization.intent_fields import UNIT_INTENTS_FIELD, intents_pack, intents_parse
 from segments import services as segments_services
+from segments.models import Intent
 from tests import factories
 
 TRIP = {"name": "planning a trip", "examples": ["visa rules for japan", "travel insurance", "hotel near the station"]}
@@ -115,3 +119,28 @@ def test_experience_save__intent_bandit_source__unknown_400_known_compiled(proje
     services.experience_start(experience=_bandit(project, "by-intent", "intent:planning-a-trip"))
     compiled = services.snapshot_compile(project_id=project.pk)["experiences"]["by-intent"]
     assert compiled["segment_field"] == "intent:planning-a-trip"
+
+
+def _curl_json(url: str, key: str, method: str = "GET", body_path=None) -> tuple[int, dict | list]:
+    command = ["curl", "-sS", "-X", method, "-w", "\n%{http_code}", url, "-H", f"Authorization: Bearer {key}"]
+    if body_path is not None:
+        command += ["-H", "Content-Type: application/json", "--data-binary", f"@{body_path}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code), (orjson.loads(body) if body.strip() else {})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_intents_over_http__curl_with_a_file_body__saved_refused_and_counted_as_in_the_database(web_server, tmp_path):
+    project = factories.project_make(name="Intents over HTTP")
+    key = factories.key_make(project=project, kind="secret")
+    good, bad = tmp_path / "trip.json", tmp_path / "health.json"
+    good.write_bytes(orjson.dumps(TRIP))
+    bad.write_bytes(orjson.dumps({**TRIP, "name": "managing diabetes"}))
+    status, created = _curl_json(f"{web_server}/api/v1/intents/", key, "POST", good)
+    assert status == 201 and created["key"] == "planning-a-trip" and created["people_above"] == 0
+    status, refused = _curl_json(f"{web_server}/api/v1/intents/", key, "POST", bad)
+    assert status == 400 and refused["error"]["field"] == "name" and "health" in refused["error"]["message"]
+    status, listed = _curl_json(f"{web_server}/api/v1/intents/", key)
+    assert status == 200 and [i["key"] for i in listed] == ["planning-a-trip"]
+    assert len(listed) == Intent.objects.filter(project=project).count()
