@@ -78,3 +78,9 @@ def intents_score_task(project_id: int, profile_ids: list[int]) -> dict:
 @shared_task(acks_late=True, **_RETRY)
 def intents_rescore_task(project_id: int) -> int:
     return services.intents_rescore(project_id=project_id)
+
+
+@shared_task(acks_late=True, **_RETRY)
+def intents_rescore_nightly_task() -> int:
+    """Score everyone of every project with intents again (their scores fade with the age of their words)."""
+    return services.intents_rescore_all()

@@ -16,6 +16,7 @@ from segments.services.intents import (
     intent_update,
     intents_delete,
     intents_rescore,
+    intents_rescore_all,
     intents_score,
 )
 from segments.services.lookalikes import (
@@ -50,6 +51,7 @@ __all__ = [
     "intent_update",
     "intents_delete",
     "intents_rescore",
+    "intents_rescore_all",
     "intents_score",
     "lookalike_build",
     "lookalike_preview",

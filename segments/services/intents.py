@@ -249,9 +249,17 @@ def intents_rescore(*, project_id: int) -> int:
             scored += intents_score(project_id=project_id, profile_ids=chunk, now=now)["scored"]
             previously.difference_update(chunk)
             chunk = []
+    previously.difference_update(chunk)
     if chunk or previously:
         scored += intents_score(project_id=project_id, profile_ids=[*chunk, *previously], now=now)["scored"]
     return scored
+
+
+def intents_rescore_all() -> int:
+    """intents_rescore for every project that has an intent; returns the people scored."""
+    # order_by(): the model's ordering by name would make DISTINCT keep one row per intent, not per project.
+    projects = Intent.objects.order_by().values_list("project_id", flat=True).distinct()
+    return sum(intents_rescore(project_id=project_id) for project_id in projects)
 
 
 def intents_delete(*, project_id: int, profile_ids: Sequence[int]) -> None:

@@ -203,3 +203,21 @@ def test_seed_from_intent__people_at_or_above_the_threshold_weighted_by_score(cl
     with pytest.raises(services.SegmentsError) as caught:
         services.seed_from_intent(project_id=project.pk, intent_key="nope")
     assert caught.value.field == "seed_intent"
+
+
+def test_intents_rescore__everyone_scored_and_a_deleted_intent_leaves_the_field(client, project, public_key):
+    services.intent_create(project_id=project.pk, **TRIP)
+    puppy = services.intent_create(
+        project_id=project.pk, name="getting a puppy", examples=["puppy food", "dog crate", "lead training"]
+    )
+    _searches(client, public_key, "traveller", ["visa and travel insurance for thailand"])
+    _searches(client, public_key, "dog", ["best chew toys for a teething puppy"])
+    personalization_services.events_drain()
+    assert services.intents_rescore_all() == 2
+    dog = _field(project, "dog")
+    assert "planning-a-trip=0" in dog.split() and "getting-a-puppy=0." in dog
+    services.intent_delete(intent=puppy)
+    assert services.intents_rescore(project_id=project.pk) == 2
+    assert "getting-a-puppy" not in _field(project, "dog")
+    assert _field(project, "traveller").startswith("planning-a-trip=")
+    assert not ProfileIntent.objects.filter(intent_id=puppy.pk).exists()
