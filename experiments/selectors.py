@@ -109,6 +109,13 @@ def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, s
     values are stages, channels, cohorts). Empty for other breakdowns (their values are their names)."""
     if breakdown.kind == "live":
         return {NO_SEGMENT: "Not known at exposure", MISSING_LABEL: "Recorded before live state was kept"}
+    if breakdown.kind == "intent":
+        return {
+            "yes": f"{breakdown.name}: score 0.4 or more",
+            "no": f"{breakdown.name}: below 0.4",
+            NO_SEGMENT: "Not scored at exposure",
+            MISSING_LABEL: "Recorded before live state was kept",
+        }
     if breakdown.kind == "run":
         names = {s.key: s.name for s in segments_selectors.run_segments(run=_run_of(project_id, breakdown))}
         outside = "No segment"

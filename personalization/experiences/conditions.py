@@ -483,6 +483,11 @@ def facts_record(facts: Facts, fields) -> dict | None:
     for name in fields:
         value = _fact_value(facts, name)
         record[name] = round(value, 2) if isinstance(value, float) else value
+    # The visitor's intent scores, in every arm, so a lift report can break down by intent at exposure
+    # (like the stage); only for someone scored, so other exposures keep their shape.
+    intents = facts.get(INTENT_FACT + "[]")
+    if intents:
+        record["intents"] = {key: round(score, 2) for key, score in intents.items()}
     return record
 
 
