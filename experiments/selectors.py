@@ -231,11 +231,16 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
         (f"segment:{s.key}", f"{s.get_kind_display()}: {s.name}")
         for s in segments_selectors.segments_rule_and_lookalike(project_id=project_id)
     ]
+    intents = [
+        (f"intent:{i.key}", f"Intent: {i.name} (0.4 or more)")
+        for i in segments_selectors.intents_for_project(project_id=project_id)
+    ]
     names = personalization_selectors.profile_attribute_names(project_id=project_id)
     attributes = [(f"attribute:{name}", f"Profile attribute: {name}") for name in names]
     groups = [
         ("", general),
         ("Live state at exposure", live),
+        ("Intents at exposure", intents),
         ("Behavior segments", runs),
         ("Rule and lookalike segments", others),
     ]

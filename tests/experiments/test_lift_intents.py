@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from experiments import selectors
 from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
 from personalization.experiences.conditions import facts_record
 from personalization.intent_fields import intents_parse
 from personalization.models import Exposure, Profile
+from segments import services as segments_services
 from tests.factories import exposures_simulated, lift_compute_recent
 
 NOW = datetime.now(UTC)
@@ -65,3 +67,11 @@ def test_breakdown_parse__intent_key__named_and_bad_keys_refused():
     assert Breakdown.parse("intent:planning-a-trip").label == "intent planning-a-trip at exposure"
     with pytest.raises(BreakdownError, match="intent:<intent key>"):
         Breakdown.parse("intent:Planning Trip")
+
+
+@pytest.mark.django_db
+def test_lift_choices__project_with_an_intent__offers_it(project):
+    examples = ["visa rules", "travel insurance", "hotel near the station"]
+    segments_services.intent_create(project_id=project.pk, name="planning a trip", examples=examples)
+    groups = dict(selectors.lift_segmentation_choices(project_id=project.pk))
+    assert groups["Intents at exposure"] == [("intent:planning-a-trip", "Intent: planning a trip (0.4 or more)")]
