@@ -1,6 +1,8 @@
 """Named intents end to end: saved over REST (refusals named), people scored in the worker after the
 drain with the phrases that drove it, published to decide's hash, and never kept for the opted out."""
 
+import zipfile
+
 import orjson
 import pytest
 
@@ -11,6 +13,7 @@ from personalization.intent_fields import UNIT_INTENTS_FIELD
 from personalization.models import ProfileIdentity
 from personalization.people.personal_data import locations
 from personalization.people.subjects import profiles_personalization_set
+from privacy import services as privacy_services
 from segments import services
 from segments.models import Intent, ProfileIntent
 from tests import factories
@@ -221,3 +224,31 @@ def test_intents_rescore__everyone_scored_and_a_deleted_intent_leaves_the_field(
     assert "getting-a-puppy" not in _field(project, "dog")
     assert _field(project, "traveller").startswith("planning-a-trip=")
     assert not ProfileIntent.objects.filter(intent_id=puppy.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_intents_privacy__export_holds_them_objection_and_erasure_remove_them(client, project, public_key):
+    services.intent_create(project_id=project.pk, **TRIP)
+    for who in ("traveller", "other"):
+        _searches(client, public_key, who, ["visa and travel insurance for thailand"])
+    personalization_services.events_drain()
+    ids = {who: _profile(project, who) for who in ("traveller", "other")}
+    services.intents_score(project_id=project.pk, profile_ids=list(ids.values()))
+
+    def request(kind: str):
+        return factories.privacy_request_make(project=project, kind=kind, anonymous_id="traveller")
+
+    with zipfile.ZipFile(privacy_services.subject_export(request=request("access"))) as archive:
+        located = orjson.loads(archive.read("data.json"))["locations"]
+    stored = ProfileIntent.objects.get(profile_id=ids["traveller"])
+    assert [(r["intent__key"], r["score"], r["phrases"]) for r in located["intent_scores"]] == [
+        ("planning-a-trip", stored.score, stored.phrases)
+    ]
+    published = {"planning-a-trip": round(stored.score, 2)}
+    assert located["decide_intents"] == [{"unit_id": "traveller", "intents": published}]
+    privacy_services.subject_object(request=request("objection"))
+    assert not ProfileIntent.objects.filter(profile_id=ids["traveller"]).exists()
+    assert _field(project, "traveller") is None and _field(project, "other") is not None
+    assert ProfileIntent.objects.filter(profile_id=ids["other"]).exists()
+    privacy_services.subject_erase(request=request("erasure"))
+    assert not ProfileIntent.objects.filter(profile_id=ids["traveller"]).exists()
