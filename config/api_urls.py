@@ -25,6 +25,7 @@ router.register("experiences", personalization_api.ExperienceViewSet, basename="
 router.register("projects", personalization_api.ProjectsViewSet, basename="projects")
 
 router.register("segments", segments_api.SegmentViewSet, basename="segment")
+router.register("intents", segments_api.IntentViewSet, basename="intent")
 router.register("lift", experiments_api.LiftReportView, basename="lift")
 router.register("metrics", experiments_api.MetricView, basename="metric")
 router.register("privacy/requests", privacy_api.PrivacyRequestViewSet, basename="privacy-request")

@@ -10,6 +10,7 @@ breakdown (behavior clusters, rule segments) plug in here and there as one more 
     "segment:<key>"      in one (rule or lookalike) segment at exposure, or not
     "live:<field>"       what decide knew of the visitor's live state at exposure (LIVE_FIELDS):
                          the journey stage, the first-touch channel, the tenure cohort
+    "intent:<key>"       whether the visitor's score on a named intent was 0.4 or more at exposure
 
 People with no value fall into MISSING_LABEL, which `exclude_missing` leaves out of the report
 (its totals and its multiple-testing family). For the behavior breakdowns that is an exposure
@@ -21,6 +22,7 @@ Redis), and NO_SEGMENT one whose state did not know the value.
 import re
 from dataclasses import dataclass
 
+from personalization.intent_fields import INTENT_KEY
 from personalization.selectors import MISSING_SEGMENT as MISSING_LABEL
 from personalization.selectors import NO_SEGMENT
 
@@ -60,10 +62,12 @@ class Breakdown:
             return cls("segment", name, exclude_missing)
         if kind == "live" and name in LIVE_FIELDS:
             return cls("live", name, exclude_missing)
+        if kind == "intent" and INTENT_KEY.fullmatch(name):
+            return cls("intent", name, exclude_missing)
         raise BreakdownError(
             f"segment_by={raw!r} is not supported; use exposure:segment, attribute:<name>, run:<clustering run id>,"
             " segment:<segment key> (names and keys: letters, digits and _.- only), or the live state at exposure:"
-            " live:stage, live:first_touch or live:tenure"
+            " live:stage, live:first_touch or live:tenure, or a named intent: intent:<intent key>"
         )
 
     def __str__(self) -> str:
@@ -77,4 +81,6 @@ class Breakdown:
             return f"segment {self.name}"
         if self.kind == "live":
             return LIVE_FIELDS[self.name]
+        if self.kind == "intent":
+            return f"intent {self.name} at exposure"
         return "segment at exposure" if self.kind == "exposure" else self.name

@@ -136,6 +136,13 @@ def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, s
     values are stages, channels, cohorts). Empty for other breakdowns (their values are their names)."""
     if breakdown.kind == "live":
         return {NO_SEGMENT: "Not known at exposure", MISSING_LABEL: "Recorded before live state was kept"}
+    if breakdown.kind == "intent":
+        return {
+            "yes": f"{breakdown.name}: score 0.4 or more",
+            "no": f"{breakdown.name}: below 0.4",
+            NO_SEGMENT: "Not scored at exposure",
+            MISSING_LABEL: "Recorded before live state was kept",
+        }
     if breakdown.kind == "run":
         names = {s.key: s.name for s in segments_selectors.run_segments(run=_run_of(project_id, breakdown))}
         outside = "No segment"
@@ -251,11 +258,16 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
         (f"segment:{s.key}", f"{s.get_kind_display()}: {s.name}")
         for s in segments_selectors.segments_rule_and_lookalike(project_id=project_id)
     ]
+    intents = [
+        (f"intent:{i.key}", f"Intent: {i.name} (0.4 or more)")
+        for i in segments_selectors.intents_for_project(project_id=project_id)
+    ]
     names = personalization_selectors.profile_attribute_names(project_id=project_id)
     attributes = [(f"attribute:{name}", f"Profile attribute: {name}") for name in names]
     groups = [
         ("", general),
         ("Live state at exposure", live),
+        ("Intents at exposure", intents),
         ("Behavior segments", runs),
         ("Rule and lookalike segments", others),
     ]

@@ -62,6 +62,7 @@ class SegmentCatalog(Protocol):
     attributes only (pk, key, name, kind, status, k, index, size, run)."""
 
     def segment_keys_untargetable(self, *, project_id: int, keys: list[str]) -> list[str]: ...
+    def intent_keys_unknown(self, *, project_id: int, keys: list[str]) -> list[str]: ...
     def segment_names(self, *, project_id: int) -> dict[str, str]: ...
     def segment_picker_groups(self, *, project_id: int) -> list[dict]: ...
     def segments_by_keys(self, *, project_id: int, keys: list[str]) -> dict[str, Any]: ...
@@ -115,6 +116,9 @@ class _NoSegments:
     """The catalog without the segments app: nothing to target, pick or migrate to."""
 
     def segment_keys_untargetable(self, *, project_id: int, keys: list[str]) -> list[str]:
+        return list(keys)
+
+    def intent_keys_unknown(self, *, project_id: int, keys: list[str]) -> list[str]:
         return list(keys)
 
     def segment_names(self, *, project_id: int) -> dict[str, str]:

@@ -8,6 +8,10 @@ through these functions, so the format can change here only.
 A per-segment bandit may also learn on the visitor's live state: `live:stage` (the journey stage),
 `live:visitor` (new or returning) or `live:first_touch` (the first-touch channel). The engine reads
 the value from the request's facts, the bandit update from what each exposure recorded (its "live").
+
+Or on a named intent: `intent:planning-a-trip` puts a visitor in segment "yes" when their score on it
+(field "pi" of the unit hash, personalization/intent_fields.py) is at least INTENT_SOURCE_THRESHOLD,
+"no" below it, "" when not scored; the exposure records it as its segment.
 """
 
 import re
@@ -15,6 +19,9 @@ import re
 _BEHAVIOR_KEY = re.compile(r"^b(\d+)\.\d+$")
 SEGS_PREFIX = "segs:"
 LIVE_PREFIX = "live:"
+INTENT_PREFIX = "intent:"
+# One cut for every intent: the default threshold of an intent (segments/intents.py DEFAULT_THRESHOLD).
+INTENT_SOURCE_THRESHOLD = 0.4
 
 # A live segment source → the request fact it reads (experiences/conditions.py facts_of); the
 # exposure's "live" record keeps it under the source's own name (facts_record).
@@ -60,3 +67,8 @@ def source_live(segment_attribute: str) -> str | None:
     """The live field a per-segment bandit learns on ("live:stage" → "stage"), or None when the
     source is not live. An unknown field ("live:cart") is returned as is: saving refuses it."""
     return segment_attribute[len(LIVE_PREFIX) :] if segment_attribute.startswith(LIVE_PREFIX) else None
+
+
+def source_intent(segment_attribute: str) -> str | None:
+    """The intent a per-segment bandit learns on ("intent:planning-a-trip" → "planning-a-trip"), or None."""
+    return segment_attribute[len(INTENT_PREFIX) :] if segment_attribute.startswith(INTENT_PREFIX) else None

@@ -32,6 +32,7 @@ from personalization.ingest.selectors import (
 from personalization.people.selectors import (
     behavior_clock,
     behavior_first,
+    events_properties_recent,
     experiences_by_run,
     profile_attribute_names,
     profile_events,
@@ -68,6 +69,7 @@ __all__ = [
     "behavior_first",
     "dead_letters_summary",
     "decide_snapshot_settle_seconds",
+    "events_properties_recent",
     "experience_arm_outcomes",
     "experience_audit",
     "experience_conversion_buckets",

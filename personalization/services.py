@@ -4,6 +4,7 @@ from personalization.decide.compile import experience_compile_problem, snapshot_
 from personalization.decide.units import (
     profiles_publish,
     unit_assignments_publish,
+    unit_intents_publish,
     unit_scores_publish,
     unit_segments_publish,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "suppression_publish",
     "unit_assignments_publish",
     "unit_hashes_unprofile",
+    "unit_intents_publish",
     "unit_scores_publish",
     "unit_segments_publish",
 ]

@@ -283,3 +283,47 @@ class ProfileScore(models.Model):
 
     def __str__(self) -> str:
         return f"scores of profile {self.profile_id}"
+
+
+class Intent(models.Model):
+    """A named intent: a need in plain words with example phrases, scored for every profile from its texts.
+    The prototype is encoded when the intent is saved (segments/intents.py)."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    key = models.SlugField(max_length=48, help_text="the name conditions use: intent planning-a-trip >= 0.4")
+    name = models.CharField(max_length=80)
+    examples = ArrayField(models.CharField(max_length=200))
+    threshold = models.FloatField(default=0.4)
+    encoder = models.CharField(max_length=40)
+    prototype = VectorField(dimensions=TEXT_DIMS)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="intent_unique_key")]
+
+    def __str__(self) -> str:
+        return f"intent {self.key}"
+
+
+class ProfileIntent(models.Model):
+    """A profile's score on one intent and the (up to three) texts of its events that drove it.
+    Replaced whenever the profile is scored; not unique per profile for the same reason as ProfileEmbedding."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("personalization.Profile", on_delete=models.CASCADE, related_name="+")
+    intent = models.ForeignKey(Intent, on_delete=models.CASCADE, related_name="+", db_index=False)
+    score = models.FloatField()
+    phrases = ArrayField(models.CharField(max_length=200), default=list)
+    scored_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "profile"], name="intent_project_profile"),
+            models.Index(fields=["intent", "score"], name="intent_score"),
+        ]
+
+    def __str__(self) -> str:
+        return f"intent {self.intent_id} of profile {self.profile_id}"

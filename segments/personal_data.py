@@ -12,6 +12,7 @@ from segments.models import (
     MapPoint,
     MembershipPublish,
     ProfileEmbedding,
+    ProfileIntent,
     ProfileMeaning,
     ProfileScore,
     SegmentMembership,
@@ -85,6 +86,21 @@ register(
         category="predictive scores derived from the person's events: likely to buy, expected revenue, lapse risk",
         purpose="targeting experiences by predicted behavior (profiling)",
         retention="replaced at each retrain; deleted on opt-out or objection",
+        profiling=True,
+    )
+)
+
+
+register(
+    table(
+        name="intent_scores",
+        model=ProfileIntent,
+        order=_ORDER,
+        columns=("intent__key", "intent__name", "score", "phrases", "scored_at"),
+        category="how strongly the person's recent searches, page titles and product names express each named"
+        " intent, with the (up to three) texts that drove it",
+        purpose="targeting experiences by intent (profiling)",
+        retention="replaced after each drain of the person's events; deleted on opt-out, objection or with the intent",
         profiling=True,
     )
 )

@@ -8,7 +8,9 @@ from personalization.segment_keys import run_of_key
 from segments.models import (
     ClusteringRun,
     EmbedderVersion,
+    Intent,
     MapPoint,
+    ProfileIntent,
     ProfileScore,
     RunStatus,
     ScoreRun,
@@ -122,6 +124,26 @@ def segment_keys_untargetable(*, project_id: int, keys: list[str]) -> list[str]:
         .values_list("key", flat=True)
     )
     return [key for key in keys if key not in known]
+
+
+def intent_keys_unknown(*, project_id: int, keys: list[str]) -> list[str]:
+    """The keys among `keys` that name none of the project's intents."""
+    known = set(Intent.objects.filter(project_id=project_id, key__in=keys).values_list("key", flat=True))
+    return [key for key in keys if key not in known]
+
+
+def intents_for_project(*, project_id: int):
+    """The project's intents by name."""
+    return Intent.objects.filter(project_id=project_id).order_by("name")
+
+
+def intent_by_key(*, project_id: int, key: str) -> Intent | None:
+    return Intent.objects.filter(project_id=project_id, key=key).first()
+
+
+def intent_people_above(*, intent: Intent) -> int:
+    """People whose stored score on this intent is at or above its threshold."""
+    return ProfileIntent.objects.filter(intent=intent, score__gte=intent.threshold).count()
 
 
 def segment_key_run(key: str) -> int | None:

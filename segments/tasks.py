@@ -6,7 +6,7 @@ from django.db import OperationalError
 
 from personalization import selectors as personalization_selectors
 from segments import services
-from segments.models import EmbedderVersion
+from segments.models import EmbedderVersion, Intent
 
 _RETRY = {"autoretry_for": (redis.ConnectionError, OperationalError), "retry_backoff": True, "retry_jitter": True}
 
@@ -62,3 +62,25 @@ def score_run_task(run_id: int) -> str:
 @shared_task(acks_late=True, **_RETRY)
 def score_runs_scheduled_task() -> int:
     return services.score_runs_scheduled()
+
+
+def intents_drained_receiver(sender, *, project_id: int, profile_ids: list[int], **kwargs) -> None:
+    """After a drain step: score the profiles with new events on the project's intents, if it has any."""
+    if profile_ids and Intent.objects.filter(project_id=project_id).exists():
+        intents_score_task.delay(project_id, profile_ids)
+
+
+@shared_task(acks_late=True, **_RETRY)
+def intents_score_task(project_id: int, profile_ids: list[int]) -> dict:
+    return services.intents_score(project_id=project_id, profile_ids=profile_ids)
+
+
+@shared_task(acks_late=True, **_RETRY)
+def intents_rescore_task(project_id: int) -> int:
+    return services.intents_rescore(project_id=project_id)
+
+
+@shared_task(acks_late=True, **_RETRY)
+def intents_rescore_nightly_task() -> int:
+    """Score everyone of every project with intents again (their scores fade with the age of their words)."""
+    return services.intents_rescore_all()

@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from personalization import selectors as people
-from personalization.workspace.web import render_page, workspace_view
+from personalization.workspace.web import is_partial, render_page, workspace_view
 from segments import embedding, selectors, services
-from segments.models import ClusteringRun, RunStatus, ScoreRun, SegmentKind
+from segments.models import ClusteringRun, Intent, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
 
 _COLORS = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#84cc16", "#ec4899", "#64748b"]
@@ -184,7 +184,9 @@ def _seed_from_post(project, post):
         )
     if source == "ids":
         return services.seed_from_ids(project_id=project.pk, text=post.get("seed_ids", ""))
-    raise services.SegmentsError("seed_source", "choose a segment, converters on a goal, or uploaded ids")
+    if source == "intent":
+        return services.seed_from_intent(project_id=project.pk, intent_key=post.get("seed_intent", ""))
+    raise services.SegmentsError("seed_source", "choose a segment, converters on a goal, an intent, or uploaded ids")
 
 
 @workspace_view("segments")
@@ -192,6 +194,7 @@ def lookalike_builder(request):
     project = request.workspace.project
     context = {
         "choices": selectors.segment_choices(project_id=project.pk),
+        "intents": selectors.intents_for_project(project_id=project.pk),
         "values": request.POST if request.method == "POST" else {"seed_source": "segment", "seed_days": "30"},
     }
     if request.method == "POST":
@@ -342,3 +345,49 @@ def score_run_progress(request, run_id: int):
     if run.status in (RunStatus.DONE, RunStatus.FAILED):
         response["HX-Refresh"] = "true"
     return response
+
+
+def _intent_fields(post) -> dict:
+    fields = {"name": post.get("name", ""), "examples": post.get("examples", "")}
+    if post.get("key", "").strip():
+        fields["key"] = post["key"].strip()
+    if post.get("threshold", "").strip():
+        fields["threshold"] = post["threshold"].strip()
+    return fields
+
+
+@workspace_view("segments")
+def intents_page(request):
+    """The project's named intents, and the editor: save with "Save", see what it finds with "Preview"."""
+    project = request.workspace.project
+    context = {"values": request.POST if request.method == "POST" else {"threshold": "0.4"}}
+    status = 200
+    if request.method == "POST":
+        try:
+            fields = _intent_fields(request.POST)
+            if request.POST.get("action") == "preview":
+                context["preview"] = services.intent_preview(
+                    project_id=project.pk,
+                    name=fields["name"],
+                    examples=fields["examples"],
+                    threshold=fields.get("threshold"),
+                )
+            else:
+                intent = services.intent_create(project_id=project.pk, by=request.user, **fields)
+                messages.success(request, f"Intent “{intent.name}” saved ({intent.key}); everyone is being scored.")
+                return redirect("segments-intents")
+        except services.SegmentsError as exc:
+            # htmx swaps only 2xx answers: the preview partial shows the error in place; a full page says 400.
+            context["error"], status = exc, 200 if is_partial(request) else 400
+    rows = [(i, selectors.intent_people_above(intent=i)) for i in selectors.intents_for_project(project_id=project.pk)]
+    context["intents"] = rows
+    return render_page(request, "segments/intents.html", "segments/partials/intent_preview.html", context, status)
+
+
+@require_POST
+@workspace_view("segments")
+def intent_delete(request, key: str):
+    intent = get_object_or_404(Intent, key=key, project=request.workspace.project)
+    services.intent_delete(intent=intent, by=request.user)
+    messages.success(request, f"Intent “{intent.name}” deleted with everyone's scores on it.")
+    return redirect("segments-intents")

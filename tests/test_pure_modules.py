@@ -26,6 +26,7 @@ PURE = [
     "personalization.ingest.schema",
     "personalization.segment_keys",
     "personalization.score_fields",
+    "personalization.intent_fields",
     "personalization.experiences.conditions",
     "personalization.decide.context",
     "personalization.people.journey",
@@ -38,6 +39,9 @@ PURE = [
     "segments.scoring_eval",
     "segments.meaning",
     "segments.text_encoder",
+    "segments.intents",
+    "segments.meaning",
+    "segments.sensitive",
 ]
 
 

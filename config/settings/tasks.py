@@ -77,6 +77,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=4, minute=0),
         "options": {"expires": 3600},
     },
+    # Intent scores fade with the age of the words that made them: everyone is scored again nightly, so
+    # someone who stopped searching does not keep last month's score until their next event.
+    "intents-rescore-nightly": {
+        "task": "segments.tasks.intents_rescore_nightly_task",
+        "schedule": crontab(hour=4, minute=30),
+        "options": {"expires": 3600},
+    },
     "clustering-runs-resume": {
         "task": "segments.tasks.clustering_runs_resume_task",
         "schedule": 30.0,

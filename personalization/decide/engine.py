@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 from personalization.decide.hashing import pick_index, unit_bucket
 from personalization.experiences.conditions import condition_fields, condition_function, facts_record
-from personalization.segment_keys import LIVE_PREFIX, LIVE_SOURCES
+from personalization.intent_fields import INTENT_FACT, UNIT_INTENTS_FIELD, intents_parse
+from personalization.segment_keys import INTENT_PREFIX, INTENT_SOURCE_THRESHOLD, LIVE_PREFIX, LIVE_SOURCES
 
 HOLDOUT_GLOBAL_MARK = "~hg"
 HOLDOUT_EXPERIENCE_MARK = "~he"
@@ -197,7 +198,8 @@ def unit_segment(exp: dict, user: dict, context: dict, live: Callable[[], dict] 
     The segment is a profile attribute the experience names (`segment_field`), or, for
     "segs:<prefix>" (a clustering run as segment source), the unit's segment key in the hash's
     "segs" that starts with the run's prefix, or, for "live:<field>" (LIVE_SOURCES), that fact of
-    the request (`live`, computed only here and only for such an experience): "" when not known.
+    the request (`live`, computed only here and only for such an experience), or, for
+    "intent:<key>", "yes" or "no" by the unit's score on that intent: "" when not known.
     """
     name = exp["segment_field"]
     if not name:
@@ -206,6 +208,9 @@ def unit_segment(exp: dict, user: dict, context: dict, live: Callable[[], dict] 
         fact = LIVE_SOURCES.get(name[len(LIVE_PREFIX) :])
         value = live().get(fact) if fact else None
         return "" if value is None else str(value)
+    if name.startswith(INTENT_PREFIX):
+        score = intents_parse(user.get(UNIT_INTENTS_FIELD)).get(INTENT_FACT + "[]", {}).get(name[len(INTENT_PREFIX) :])
+        return "" if score is None else ("yes" if score >= INTENT_SOURCE_THRESHOLD else "no")
     if name.startswith("segs:"):
         prefix = name[5:]
         return next((key for key in (user.get("segs") or "").split() if key.startswith(prefix)), "")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from personalization.decide.context import device_class, local_time, referrer_class
 from personalization.experiences.conditions import facts_check, facts_of
+from personalization.intent_fields import UNIT_INTENTS_FIELD, intents_parse
 from personalization.people.journey import stage_of
 from personalization.people.live_session import (
     DEFAULT_IDLE_MINUTES,
@@ -93,4 +94,6 @@ def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
     result["first_touch_class"] = first_touch_class(view.first_touch)
     # Predictive scores come in the same hash (segments writes them at each retrain); floats or absent.
     result.update(scores_parse(user.get(UNIT_SCORES_FIELD)))
+    # Intent scores likewise (segments writes them after each drain): {"intent[]": {key: score}} or absent.
+    result.update(intents_parse(user.get(UNIT_INTENTS_FIELD)))
     return result

@@ -8,6 +8,7 @@ import orjson
 
 from personalization import redis_client, rkeys
 from personalization.decide.engine import HOLDOUT_EXPERIENCE_MARK, HOLDOUT_GLOBAL_MARK
+from personalization.intent_fields import UNIT_INTENTS_FIELD
 from personalization.models import Profile, ProfileIdentity
 from personalization.people import live_session
 from personalization.rkeys import UNIT_TTL_SECONDS
@@ -43,7 +44,17 @@ def unit_segments_publish(*, project_id: int, memberships: Mapping[int, list[str
 def unit_scores_publish(*, project_id: int, scores: Mapping[int, str | None], chunk: int = 2000) -> int:
     """Set field "ps" (predictive scores, personalization/score_fields.py) on the hash of every id of
     each profile; None deletes it. Returns the number of hashes written."""
-    profile_ids = list(scores)
+    return _unit_field_publish(project_id, UNIT_SCORES_FIELD, scores, chunk)
+
+
+def unit_intents_publish(*, project_id: int, intents: Mapping[int, str | None], chunk: int = 2000) -> int:
+    """Set field "pi" (intent scores, personalization/intent_fields.py) on the hash of every id of each
+    profile; None deletes it. Returns the number of hashes written."""
+    return _unit_field_publish(project_id, UNIT_INTENTS_FIELD, intents, chunk)
+
+
+def _unit_field_publish(project_id: int, name: str, values: Mapping[int, str | None], chunk: int) -> int:
+    profile_ids = list(values)
     client = redis_client.worker()
     written = 0
     for start in range(0, len(profile_ids), chunk):
@@ -52,11 +63,11 @@ def unit_scores_publish(*, project_id: int, scores: Mapping[int, str | None], ch
         identities = ProfileIdentity.objects.filter(project_id=project_id, profile_id__in=part)
         for profile_id, value in identities.values_list("profile_id", "value").iterator(chunk_size=chunk):
             key = rkeys.unit(project_id, value)
-            field = scores[profile_id]
+            field = values[profile_id]
             if field is None:
-                pipe.hdel(key, UNIT_SCORES_FIELD)
+                pipe.hdel(key, name)
                 continue
-            pipe.hset(key, UNIT_SCORES_FIELD, field)
+            pipe.hset(key, name, field)
             pipe.expire(key, UNIT_TTL_SECONDS)
             written += 1
         pipe.execute()
@@ -86,8 +97,8 @@ def profiles_publish(*, project_id: int, profile_ids: list[int] | None = None, c
             pipe.hset(key, mapping=mapping)
             if opted_out:
                 # At once, not at the visitor's next event or retrain: an opted-out visitor keeps no
-                # live state and no predictive scores.
-                pipe.hdel(key, *rkeys.UNIT_LIVE_FIELDS, UNIT_SCORES_FIELD)
+                # live state, no predictive scores and no intent scores.
+                pipe.hdel(key, *rkeys.UNIT_LIVE_FIELDS, UNIT_SCORES_FIELD, UNIT_INTENTS_FIELD)
             pipe.expire(key, UNIT_TTL_SECONDS)
             written += 1
         if len(pipe) >= chunk:

@@ -6,6 +6,7 @@
     session.category_views[trail-shoes] >= 2
     local_hour between 18 and 23
     days_since_last_session >= 7 or (device = tablet and not referrer = paid)
+    intent planning-a-trip >= 0.4
 
 `condition_parse(text)` validates when the experience is saved (ConditionError says where and how
 to fix it) and returns the compiled form the snapshot carries: nested JSON lists,
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from personalization.decide.context import DEVICES, REFERRERS, WEEKDAYS
+from personalization.intent_fields import INTENT_FACT, INTENT_KEY
 from personalization.people.journey import STAGES
 from personalization.score_fields import PROBABILITIES, SCORES, TOP_SUFFIX, top_fact
 
@@ -191,6 +193,8 @@ class _Parser:
         if token is None:
             self.fail("expected a fact such as session.cart_adds, stage or device")
         name = token.value.lower()
+        if name == INTENT_FACT:
+            return self.intent(token)
         key_token = self.take("key")
         if key_token is not None:
             if name not in KEYED_FIELDS:
@@ -209,6 +213,18 @@ class _Parser:
             self.fail(f"{name} is not a fact Kairos knows; {hint}", token)
         return name, "", FIELDS[name][0]
 
+    def intent(self, token: _Token) -> tuple[str, str, str]:
+        """ "intent planning-a-trip" (or intent[planning-a-trip]): a named intent's score, 0 to 1."""
+        key_token = self.take("key") or self.take("word")
+        key = str(key_token.value).strip().lower() if key_token else ""
+        if key_token is None or not INTENT_KEY.fullmatch(key):
+            self.fail(
+                "intent needs the key of one of the project's intents, as in intent planning-a-trip >= 0.4"
+                " (Segments → Intents lists them)",
+                key_token or token,
+            )
+        return INTENT_FACT, key, NUMBER
+
     def value(self, name: str, kind: str):
         token = self.take("num") or self.take("word")
         if token is None:
@@ -218,6 +234,8 @@ class _Parser:
                 self.fail(f"{name} is a number; compare it with a number", token)
             if abs(token.value) > MAX_NUMBER:
                 self.fail(f"numbers must be between -{MAX_NUMBER:.0f} and {MAX_NUMBER:.0f}", token)
+            if name == INTENT_FACT and not 0 <= token.value <= 1:
+                self.fail("an intent's score runs from 0 to 1; write e.g. intent planning-a-trip >= 0.4", token)
             if name in PROBABILITIES and not 0 <= token.value <= 1:
                 self.fail(
                     f"{name} is a chance from 0 to 1; write e.g. {name} >= 0.8, or {name} top 10% for the top tenth",
@@ -325,6 +343,8 @@ def condition_text(compiled: list) -> str:
         inner = compiled[1]
         return f"not ({condition_text(inner)})" if inner[0] in ("and", "or") else f"not {condition_text(inner)}"
     field = compiled[1] + (f"[{compiled[2]}]" if compiled[2] else "")
+    if compiled[1] == INTENT_FACT:
+        field = f"{INTENT_FACT} {compiled[2]}"
     if head == "cmp":
         if field.endswith(TOP_SUFFIX) and compiled[3] == "<=" and 0 < compiled[4] <= 100:
             return f"{field.removesuffix(TOP_SUFFIX)} top {compiled[4]}%"
@@ -349,6 +369,9 @@ _COMPARE: dict[str, Callable] = {
 
 
 def _reader(name: str, key: str) -> Callable[[Facts], object]:
+    if name == INTENT_FACT:
+        # Unknown for someone not scored (no field): every comparison false, as for a predictive score.
+        return lambda facts: (facts.get(INTENT_FACT + "[]") or {}).get(key)
     if key:
         slot = name + "[]"
         return lambda facts: (facts.get(slot) or {}).get(key, 0)
@@ -390,6 +413,12 @@ def condition_fields(compiled: list | None) -> set[str]:
     if compiled[0] == "not":
         return condition_fields(compiled[1])
     return {compiled[1] + (f"[{compiled[2]}]" if compiled[2] else "")}
+
+
+def condition_intents(compiled: list | None) -> set[str]:
+    """The keys of the intents a condition reads (each must be one of the project's intents)."""
+    prefix = INTENT_FACT + "["
+    return {field[len(prefix) : -1] for field in condition_fields(compiled) if field.startswith(prefix)}
 
 
 def facts_of(view: SessionView, context: dict, stage: str) -> Facts:
@@ -454,12 +483,17 @@ def facts_record(facts: Facts, fields) -> dict | None:
     for name in fields:
         value = _fact_value(facts, name)
         record[name] = round(value, 2) if isinstance(value, float) else value
+    # The visitor's intent scores, in every arm, so a lift report can break down by intent at exposure
+    # (like the stage); only for someone scored, so other exposures keep their shape.
+    intents = facts.get(INTENT_FACT + "[]")
+    if intents:
+        record["intents"] = {key: round(score, 2) for key, score in intents.items()}
     return record
 
 
 # Looked up once, not per decide request: facts_check runs on every request with conditions.
 _NUMBER_FIELDS = tuple(name for name, (kind, _, _) in FIELDS.items() if kind == NUMBER)
-_KEYED_FACTS = tuple((name, name + "[]") for name in KEYED_FIELDS)
+_KEYED_FACTS = (*((name, name + "[]", None) for name in KEYED_FIELDS), (INTENT_FACT, INTENT_FACT + "[]", {}))
 _NUMBERS = (int, float)  # by exact class: a bool (an int subclass) is not a number here
 
 
@@ -471,7 +505,8 @@ def facts_check(facts: Facts) -> None:
         value = get(name)
         if value is not None and value.__class__ not in _NUMBERS:
             raise ValueError(f"{name} is {type(value).__name__}, not a number")
-    for name, key in _KEYED_FACTS:
-        mapping = get(key)
+    # Intent scores are absent for someone never scored: an empty map, not an error.
+    for name, key, default in _KEYED_FACTS:
+        mapping = get(key, default)
         if mapping.__class__ is not dict or not all(v.__class__ in _NUMBERS for v in mapping.values()):
             raise ValueError(f"{name} is not a map of numbers")

@@ -11,6 +11,7 @@ from personalization.models import (
     Experience,
     Exposure,
 )
+from personalization.segment_keys import INTENT_SOURCE_THRESHOLD
 
 # Exposures as lift reports read them (the experiments app names no table of this one).
 
@@ -92,7 +93,8 @@ def exposure_lift_cells_sql(
     attribute named `breakdown_name`), and two over the behavior segments recorded at exposure:
     "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix: a person is
     in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not); and
-    "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure)."""
+    "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure);
+    and "intent", yes or no by the visitor's score on the intent `breakdown_name` at exposure."""
     (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
         project_id=project_id,
         experience_key=experience_key,
@@ -123,7 +125,7 @@ def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **
 def breakdown_sql(*, breakdown_kind: str, breakdown_name: str) -> tuple[str, list, str, list, str]:
     """(JOIN clause, its parameters, the SQL value of the breakdown over rows aliased x, its
     parameters, the extra column the rows must carry) for a breakdown kind (exposure_lift_cells_sql)."""
-    extras = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live"}
+    extras = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live", "intent": "live"}
     join, join_params = "", []
     if breakdown_kind == "exposure":
         expr, expr_params = f"coalesce(nullif(x.segment, ''), '{MISSING_SEGMENT}')", []
@@ -144,6 +146,8 @@ def breakdown_sql(*, breakdown_kind: str, breakdown_name: str) -> tuple[str, lis
         expr, expr_params = _behavior_expr("CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"), [breakdown_name] * 2
     elif breakdown_kind == "live" and breakdown_name in _LIVE_EXPRESSIONS:
         expr, expr_params = _LIVE_EXPRESSIONS[breakdown_name], []
+    elif breakdown_kind == "intent":
+        expr, expr_params = _INTENT_EXPRESSION, [breakdown_name, INTENT_SOURCE_THRESHOLD, breakdown_name]
     else:
         raise ValueError(f"unknown breakdown kind {breakdown_kind!r}")
     return join, join_params, expr, expr_params, extras.get(breakdown_kind, "")
@@ -171,6 +175,12 @@ _TENURE = (
     f" WHEN (x.live ->> 'tenure_days')::float8 < 8 THEN '{TENURE_COHORTS[1]}'"
     f" WHEN (x.live ->> 'tenure_days')::float8 < 31 THEN '{TENURE_COHORTS[2]}'"
     f" ELSE '{TENURE_COHORTS[3]}' END END"
+)
+# An intent at exposure: "yes" at or above the cut a per-segment bandit uses, "no" below, NO_SEGMENT when
+# the visitor was not scored on it.
+_INTENT_EXPRESSION = _live_expr(
+    "CASE WHEN (x.live -> 'intents' ->> %s)::float8 >= %s THEN 'yes'"
+    " WHEN x.live -> 'intents' ->> %s IS NOT NULL THEN 'no' END"
 )
 _LIVE_EXPRESSIONS = {
     "stage": _live_expr("nullif(x.live ->> 'stage', '')"),

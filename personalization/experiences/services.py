@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from personalization import hooks
 from personalization.decide.compile import experience_compile_problem, snapshot_publish
+from personalization.experiences.conditions import condition_intents
 from personalization.experiences.limits import (
     EXPERIENCE_MAX_CHARS,
     payload_check,
@@ -26,7 +27,7 @@ from personalization.models import (
     Project,
     Variant,
 )
-from personalization.segment_keys import LIVE_SOURCES, source_live, source_run
+from personalization.segment_keys import LIVE_SOURCES, source_intent, source_live, source_run
 from personalization.workspace.audit import audit_record
 
 EDITABLE_FIELDS = (
@@ -67,7 +68,7 @@ def _validate(fields: dict, variants: list[dict] | None) -> list | None:
         raise ExperienceError(
             "segment_attribute",
             "a per-segment bandit needs the attribute that names the segment, run:<id> for a clustering run,"
-            " or live:stage for the journey stage",
+            " live:stage for the journey stage, or intent:<key> for a named intent",
         )
     live = source_live(fields.get("segment_attribute") or "")
     if live is not None and live not in LIVE_SOURCES:
@@ -152,6 +153,30 @@ def _segments_check(project_id: int, fields: dict, current: dict | None = None) 
             )
 
 
+def _intents_check(
+    project_id: int, conditions: list | None, fields: dict, before: list | None = None, current: dict | None = None
+) -> None:
+    """Intents a condition or the bandit's segment source names must be the project's (an unknown key
+    would never match anyone). On an edit only what the edit adds is checked, as for segments."""
+    source = source_intent(fields.get("segment_attribute") or "")
+    changed = fields.get("segment_attribute") != (current or {}).get("segment_attribute")
+    if source is not None and changed and hooks.segments().intent_keys_unknown(project_id=project_id, keys=[source]):
+        raise ExperienceError(
+            "segment_attribute",
+            f"no intent “{source[:48]}” in this project: name one listed under Segments → Intents,"
+            " as in intent:planning-a-trip",
+        )
+    added = sorted(condition_intents(conditions) - condition_intents(before))
+    unknown = hooks.segments().intent_keys_unknown(project_id=project_id, keys=added) if added else []
+    if unknown:
+        names = ", ".join(f"“{key}”" for key in unknown[:5])
+        raise ExperienceError(
+            "targeting.conditions",
+            f"no intent {names} in this project: use the key of an intent listed under Segments → Intents,"
+            " as in intent planning-a-trip >= 0.4",
+        )
+
+
 def _audit(experience: Experience, by, action: str, changes: dict) -> None:
     audit_record(
         project_id=experience.project_id,
@@ -199,6 +224,7 @@ def experience_create(
         raise ExperienceError(sorted(unknown)[0], "is not a field of an experience")
     conditions = _validate(fields, variants)
     _segments_check(project.pk, fields)
+    _intents_check(project.pk, conditions, fields)
     if Experience.objects.filter(project=project, key=key).exists():
         raise ExperienceError("key", f"“{key}” is taken in this project; choose another key")
     with transaction.atomic():
@@ -231,6 +257,7 @@ def experience_update(
         merged, variants if variants is not None else list(experience.variants.values("key", "is_control", "weight"))
     )
     _segments_check(experience.project_id, fields, current)
+    _intents_check(experience.project_id, conditions, fields, experience.conditions, current)
     changes = {name: [current[name], value] for name, value in fields.items() if current[name] != value}
     changes.update(audit_note or {})
     with transaction.atomic():

@@ -190,6 +190,23 @@ register(
 )
 register(
     Location(
+        name="decide_intents",
+        store="Redis",
+        category="intent scores decide reads: how strongly the person's recent words express each named intent",
+        purpose="targeting experiences by intent (profiling)",
+        retention="replaced after each drain of their events; cleared on objection or opt-out; 180 days after last use",
+        mechanism='HDEL of the "pi" field of every kr:<project>:u:<id> key',
+        columns=("unit_id", "intents"),
+        export=units(subject_data.unit_intents_read),
+        erase=count_erase(subject_data.unit_intents_delete),
+        verify=units(subject_data.unit_intents_count),
+        # Before decide_hash, which deletes the whole hash on erasure; objection clears only this.
+        order=ORDER_AFTER_PROFILE - 10,
+        profiling=True,
+    )
+)
+register(
+    Location(
         name="live_active",
         store="Redis",
         category="that the person's device or account sent an event in the last hour, and when",

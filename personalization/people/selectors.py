@@ -236,3 +236,15 @@ def unit_events_recent(*, project_id: int, unit_id: str, limit: int = 50) -> lis
     profile_ids = ProfileIdentity.objects.filter(project_id=project_id, value=unit_id).values("profile_id")
     events = Event.objects.filter(project_id=project_id, profile_id__in=profile_ids).order_by("-ts", "-id")
     return list(events.only("type", "ts", "session_id", "value", "properties")[:limit])
+
+
+def events_properties_recent(*, project_id: int, limit: int = 20_000) -> list[dict]:
+    """The properties of the project's newest `limit` behavior events of profilable people, newest
+    first: where an editor finds the real words people use (intent preview)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT e.properties FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
+            f" WHERE e.project_id = %s AND e.type <> ALL(%s) AND {_PROFILABLE} ORDER BY e.ts DESC LIMIT %s",
+            [project_id, list(_NOT_BEHAVIOR), limit],
+        )
+        return [orjson.loads(row[0]) if isinstance(row[0], str) else row[0] for row in cursor.fetchall()]

@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from personalization import redis_client, rkeys
 from personalization.decide.units import profiles_publish
+from personalization.intent_fields import INTENT_FACT, UNIT_INTENTS_FIELD, intents_parse
 from personalization.models import Event, Profile, ProfileIdentity
 from personalization.score_fields import UNIT_SCORES_FIELD, scores_parse
 from personalization.signals import profiles_opted_out
@@ -64,31 +65,60 @@ def unit_hashes_unprofile(*, project_id: int, unit_ids: list[str]) -> None:
     state decide reads, keep the rest (the do-not-personalize flag set with it keeps the state from coming back)."""
     pipe = redis_client.worker().pipeline(transaction=False)
     for unit_id in unit_ids:
-        pipe.hdel(rkeys.unit(project_id, unit_id), "segs", UNIT_SCORES_FIELD, *rkeys.UNIT_LIVE_FIELDS)
+        pipe.hdel(
+            rkeys.unit(project_id, unit_id), "segs", UNIT_SCORES_FIELD, UNIT_INTENTS_FIELD, *rkeys.UNIT_LIVE_FIELDS
+        )
     pipe.execute()
 
 
 def unit_scores_read(*, project_id: int, unit_ids: list[str]) -> Iterator[dict]:
     """The predictive scores decide holds for each id, as the targeting facts they give."""
-    pipe = redis_client.worker().pipeline(transaction=False)
-    for unit_id in unit_ids:
-        pipe.hget(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
-    for unit_id, raw in zip(unit_ids, pipe.execute(), strict=True):
-        if raw is not None:
-            yield {"unit_id": unit_id, "scores": scores_parse(raw.decode())}
+    for unit_id, raw in _unit_field_values(project_id, unit_ids, UNIT_SCORES_FIELD):
+        yield {"unit_id": unit_id, "scores": scores_parse(raw)}
 
 
 def unit_scores_delete(*, project_id: int, unit_ids: list[str]) -> int:
-    pipe = redis_client.worker().pipeline(transaction=False)
-    for unit_id in unit_ids:
-        pipe.hdel(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
-    return sum(pipe.execute())
+    return _unit_field_delete(project_id, unit_ids, UNIT_SCORES_FIELD)
 
 
 def unit_scores_count(*, project_id: int, unit_ids: list[str]) -> int:
+    return _unit_field_count(project_id, unit_ids, UNIT_SCORES_FIELD)
+
+
+def unit_intents_read(*, project_id: int, unit_ids: list[str]) -> Iterator[dict]:
+    """The intent scores decide holds for each id: {intent key: score}."""
+    for unit_id, raw in _unit_field_values(project_id, unit_ids, UNIT_INTENTS_FIELD):
+        yield {"unit_id": unit_id, "intents": intents_parse(raw).get(INTENT_FACT + "[]", {})}
+
+
+def unit_intents_delete(*, project_id: int, unit_ids: list[str]) -> int:
+    return _unit_field_delete(project_id, unit_ids, UNIT_INTENTS_FIELD)
+
+
+def unit_intents_count(*, project_id: int, unit_ids: list[str]) -> int:
+    return _unit_field_count(project_id, unit_ids, UNIT_INTENTS_FIELD)
+
+
+def _unit_field_values(project_id: int, unit_ids: list[str], field: str) -> Iterator[tuple[str, str]]:
     pipe = redis_client.worker().pipeline(transaction=False)
     for unit_id in unit_ids:
-        pipe.hexists(rkeys.unit(project_id, unit_id), UNIT_SCORES_FIELD)
+        pipe.hget(rkeys.unit(project_id, unit_id), field)
+    for unit_id, raw in zip(unit_ids, pipe.execute(), strict=True):
+        if raw is not None:
+            yield unit_id, raw.decode()
+
+
+def _unit_field_delete(project_id: int, unit_ids: list[str], field: str) -> int:
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit_id in unit_ids:
+        pipe.hdel(rkeys.unit(project_id, unit_id), field)
+    return sum(pipe.execute())
+
+
+def _unit_field_count(project_id: int, unit_ids: list[str], field: str) -> int:
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for unit_id in unit_ids:
+        pipe.hexists(rkeys.unit(project_id, unit_id), field)
     return sum(pipe.execute())
 
 

@@ -9,11 +9,22 @@ from segments.services.clustering import (
     segment_rename,
 )
 from segments.services.embeddings import embeddings_fold_in, embeddings_refit
+from segments.services.intents import (
+    intent_create,
+    intent_delete,
+    intent_preview,
+    intent_update,
+    intents_delete,
+    intents_rescore,
+    intents_rescore_all,
+    intents_score,
+)
 from segments.services.lookalikes import (
     lookalike_build,
     lookalike_preview,
     seed_from_converters,
     seed_from_ids,
+    seed_from_intent,
     seed_from_segment,
 )
 from segments.services.memberships import memberships_publish, memberships_publish_resume, profiling_data_delete
@@ -34,6 +45,14 @@ __all__ = [
     "clustering_runs_resume",
     "embeddings_fold_in",
     "embeddings_refit",
+    "intent_create",
+    "intent_delete",
+    "intent_preview",
+    "intent_update",
+    "intents_delete",
+    "intents_rescore",
+    "intents_rescore_all",
+    "intents_score",
     "lookalike_build",
     "lookalike_preview",
     "memberships_publish",
@@ -49,6 +68,7 @@ __all__ = [
     "scores_delete",
     "seed_from_converters",
     "seed_from_ids",
+    "seed_from_intent",
     "seed_from_segment",
     "segment_rename",
 ]

@@ -40,7 +40,7 @@ from scipy.stats import norm
 
 from personalization import selectors as people
 from segments import embedding, meaning
-from segments.models import Segment, SegmentKind, SegmentMembership
+from segments.models import Intent, ProfileIntent, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
 from segments.services import meaning as meaning_service
 from segments.services.clustering import SegmentsError
@@ -96,6 +96,18 @@ def seed_from_segment(*, project_id: int, segment_key: str, by_value: bool = Fal
         )
         weights = {pid: 1.0 + values.get(pid, (0, 0.0))[1] for pid in weights}
     return Seed(weights, {"kind": "segment", "segment": segment_key, "by_value": by_value})
+
+
+def seed_from_intent(*, project_id: int, intent_key: str) -> Seed:
+    """The people whose score on a named intent is at or above its threshold, weighted by the score: a
+    lookalike of them finds people who behave like those who expressed the need."""
+    intent = Intent.objects.filter(project_id=project_id, key=intent_key).first()
+    if intent is None:
+        raise SegmentsError(
+            "seed_intent", f"no intent “{intent_key[:48]}” in this project; pick one under Segments → Intents"
+        )
+    rows = ProfileIntent.objects.filter(intent=intent, score__gte=intent.threshold).values_list("profile_id", "score")
+    return Seed(dict(rows), {"kind": "intent", "intent": intent_key, "threshold": intent.threshold})
 
 
 def seed_from_converters(*, project_id: int, goal: str, start: datetime, end: datetime, by_value: bool = False) -> Seed:
