@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import statistics
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -390,9 +389,6 @@ class DemoProfile:
     user_id: str | None
     attributes: dict
     tastes: list[float]  # cumulative category weights: the intent's, with personal variation
-    # Personal buying habit: a multiplier on every visit's purchase chance, lognormal with mean 1, so
-    # that someone who bought before is likelier to buy again (what predictive scores learn from).
-    habit: float = 1.0
 
 
 class _Choice:
@@ -422,12 +418,6 @@ _HOUR_CUMULATIVE = list(itertools.accumulate(HOUR_WEIGHTS / HOUR_WEIGHTS.sum()))
 _TASTE_CONCENTRATION = 20.0  # lower: visitors of one intent differ more from each other
 
 
-# Spread of the personal buying habit (sigma of its log): wide enough that past purchases predict the
-# next ones, as in real shops, while the population's conversion keeps its planted mean.
-HABIT_SIGMA = 0.8
-_NORMAL = statistics.NormalDist()
-
-
 def intent_mix() -> dict[str, float]:
     """Planted share of each intent in the population."""
     total = sum(i.share for i in INTENTS.values())
@@ -451,8 +441,7 @@ def profile_make(n: int, rng: np.random.Generator, *, anonymous_id: str | None =
     base = categories + 0.05
     taste = rng.dirichlet(base / base.sum() * _TASTE_CONCENTRATION)
     taste = (1 - BROWSE_NOISE) * taste + BROWSE_NOISE / len(CATEGORIES)
-    habit = math.exp(HABIT_SIGMA * _NORMAL.inv_cdf(min(max(u[7], 1e-9), 1 - 1e-9)) - HABIT_SIGMA**2 / 2)
-    return DemoProfile(n, intent_key, anonymous_id or f"d{n}", user_id, attributes, np.cumsum(taste).tolist(), habit)
+    return DemoProfile(n, intent_key, anonymous_id or f"d{n}", user_id, attributes, np.cumsum(taste).tolist())
 
 
 def profiles_generate(count: int, *, seed: int) -> list[DemoProfile]:
@@ -704,7 +693,7 @@ def _session_play(
             cart.append((category, item))
         offset_ms += spent * 0.2 + 500
 
-    if buy_draw < min(conversion_probability(profile.intent, shown) * multiplier * profile.habit, MAX_VISIT_CONVERSION):
+    if buy_draw < min(conversion_probability(profile.intent, shown) * multiplier, MAX_VISIT_CONVERSION):
         if not cart:
             category = last_product[0] if last_product else intent_top_category(profile.intent)
             item = last_product[1] if last_product else CATALOG[category][0]

