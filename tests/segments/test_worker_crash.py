@@ -32,7 +32,9 @@ from segments.models import (
     EmbedderVersion,
     MembershipPublish,
     ProfileEmbedding,
+    ProfileScore,
     RunStatus,
+    ScoreRun,
     Segment,
     SegmentMembership,
 )
@@ -242,3 +244,27 @@ def test_clustering__worker_killed_mid_publish__run_whole_and_decide_catches_up(
     assert clustering_run_task.apply(args=[run.pk]).get() == RunStatus.DONE
     assert services.memberships_publish_resume(now=timezone.now() + LATER) == 1
     assert all(_segs(demo, pid) == {labels[pid]} for pid in sample)
+
+
+def test_score_run__worker_killed_mid_write__no_half_scores_and_the_redelivered_retrain_finishes(demo, tmp_path):
+    log_path = tmp_path / "worker.log"
+    holder = {}
+
+    def start():
+        holder["run"] = services.score_run_request(project=demo)  # queues score_run_task
+
+    _kill_at(DbLock.table(ProfileScore._meta.db_table), start, log_path)
+    run = ScoreRun.objects.get(pk=holder["run"].pk)
+    assert run.status == RunStatus.RUNNING, run.status
+    assert not ProfileScore.objects.filter(project=demo).exists(), "killed inside the write: nothing half written"
+
+    with celery_worker(log_path, env=WORKER_ENV):
+        run = until(
+            lambda: (r := ScoreRun.objects.get(pk=run.pk)).status == RunStatus.DONE and r,
+            "the redelivered retrain to finish",
+            log_path,
+            timeout=300,
+        )
+    rows = ProfileScore.objects.filter(project=demo)
+    assert rows.count() == run.scored > 500
+    assert set(rows.values_list("run_id", flat=True)) == {run.pk}
