@@ -32,6 +32,7 @@ from segments.models import (
     EmbedderVersion,
     MembershipPublish,
     ProfileEmbedding,
+    ProfileIntent,
     ProfileScore,
     RunStatus,
     ScoreRun,
@@ -268,3 +269,28 @@ def test_score_run__worker_killed_mid_write__no_half_scores_and_the_redelivered_
     rows = ProfileScore.objects.filter(project=demo)
     assert rows.count() == run.scored > 500
     assert set(rows.values_list("run_id", flat=True)) == {run.pk}
+
+
+def test_intents_rescore__worker_killed_mid_write__no_half_chunk_and_the_redelivered_task_writes_them_all(
+    demo, tmp_path
+):
+    log_path = tmp_path / "worker.log"
+    trail = {"name": "trail running", "examples": ["grippy shoes for muddy paths", "trail shoes", "running vest"]}
+
+    def start():
+        services.intent_create(project_id=demo.pk, **trail)  # queues intents_rescore_task
+
+    _kill_at(DbLock.table(ProfileIntent._meta.db_table), start, log_path)
+    assert not ProfileIntent.objects.filter(project=demo).exists(), "killed inside a chunk's write: none of it kept"
+
+    with celery_worker(log_path, env=WORKER_ENV):
+        until(lambda: ProfileIntent.objects.filter(project=demo).exists(), "the redelivered rescore", log_path)
+
+    # Leaving the block stops the worker warmly: the task it runs finishes first. What it wrote is what a
+    # rescore in one go writes.
+    def written():
+        return set(ProfileIntent.objects.filter(project=demo).values_list("profile_id", "intent__key", "score"))
+
+    after_crash = written()
+    services.intents_rescore(project_id=demo.pk)
+    assert len(after_crash) > 100 and after_crash == written()
