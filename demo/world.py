@@ -389,6 +389,8 @@ class DemoProfile:
     user_id: str | None
     attributes: dict
     tastes: list[float]  # cumulative category weights: the intent's, with personal variation
+    habit: float = 1.0  # multiplier on every visit's purchase chance (see REPEAT_BUYER_SHARE)
+    repeat_buyer: bool = False
 
 
 class _Choice:
@@ -418,6 +420,16 @@ _HOUR_CUMULATIVE = list(itertools.accumulate(HOUR_WEIGHTS / HOUR_WEIGHTS.sum()))
 _TASTE_CONCENTRATION = 20.0  # lower: visitors of one intent differ more from each other
 
 
+# Repeat buyers: in intents whose shopping comes back (training fuel, growing children, deals, studio
+# kit), this share of visitors come back REPEAT_BUYER_VISITS more times per 14 days and buy on
+# REPEAT_BUYER_HABIT times as many visits; the rest of their intent buy on fewer, so that the intent's
+# purchase chance per visit keeps its planted mean. Past purchases and visits then predict the next
+# ones, as in real shops: what the likely_to_buy score learns from.
+REPEAT_BUYER_SHARE = {"marathon_trainer": 0.25, "new_parent": 0.25, "yoga_fan": 0.25, "bargain_hunter": 0.25}
+REPEAT_BUYER_HABIT = 3.0
+REPEAT_BUYER_VISITS = 3.0
+
+
 def intent_mix() -> dict[str, float]:
     """Planted share of each intent in the population."""
     total = sum(i.share for i in INTENTS.values())
@@ -441,7 +453,11 @@ def profile_make(n: int, rng: np.random.Generator, *, anonymous_id: str | None =
     base = categories + 0.05
     taste = rng.dirichlet(base / base.sum() * _TASTE_CONCENTRATION)
     taste = (1 - BROWSE_NOISE) * taste + BROWSE_NOISE / len(CATEGORIES)
-    return DemoProfile(n, intent_key, anonymous_id or f"d{n}", user_id, attributes, np.cumsum(taste).tolist())
+    share = REPEAT_BUYER_SHARE.get(intent_key, 0.0)
+    repeat = u[7] < share
+    habit = REPEAT_BUYER_HABIT if repeat else (1 - share * REPEAT_BUYER_HABIT) / (1 - share)
+    cumulative = np.cumsum(taste).tolist()
+    return DemoProfile(n, intent_key, anonymous_id or f"d{n}", user_id, attributes, cumulative, habit, repeat)
 
 
 def profiles_generate(count: int, *, seed: int) -> list[DemoProfile]:
@@ -455,11 +471,24 @@ def session_starts(profile: DemoProfile, rng: np.random.Generator, *, end: datet
     a daily rhythm: a calendar day, then an hour by HOUR_WEIGHTS, drawn again if outside the window."""
     intent = INTENTS[profile.intent]
     count = 1 + int(rng.poisson(max(intent.sessions - 1, 0.0) * days / 14.0))
+    return _starts_draw(count, rng, end=end, days=days)
+
+
+def repeat_visit_starts(profile: DemoProfile, *, seed: int, end: datetime, days: float) -> list[datetime]:
+    """A repeat buyer's visits on top of their intent's (none for anyone else), drawn from the profile's
+    own random stream so that everyone else's history stays what the same seed always gave."""
+    if not profile.repeat_buyer:
+        return []
+    rng = np.random.default_rng([seed, 3, profile.n])
+    return _starts_draw(int(rng.poisson(REPEAT_BUYER_VISITS * days / 14.0)), rng, end=end, days=days)
+
+
+def _starts_draw(count: int, rng: np.random.Generator, *, end: datetime, days: float) -> list[datetime]:
     window_start = end - timedelta(days=days)
     latest = end - timedelta(minutes=30)
     first_day = window_start.replace(hour=0, minute=0, second=0, microsecond=0)
     calendar_days = (latest - first_day).days + 1
-    starts = []
+    starts: list[datetime] = []
     while len(starts) < count:
         for u_day, u_hour, u_second in rng.random((count - len(starts), 3)).tolist():
             hour = min(bisect.bisect_right(_HOUR_CUMULATIVE, u_hour), 23)
@@ -693,7 +722,7 @@ def _session_play(
             cart.append((category, item))
         offset_ms += spent * 0.2 + 500
 
-    if buy_draw < min(conversion_probability(profile.intent, shown) * multiplier, MAX_VISIT_CONVERSION):
+    if buy_draw < min(conversion_probability(profile.intent, shown) * multiplier * profile.habit, MAX_VISIT_CONVERSION):
         if not cart:
             category = last_product[0] if last_product else intent_top_category(profile.intent)
             item = last_product[1] if last_product else CATALOG[category][0]
@@ -744,12 +773,17 @@ def history_generate(
     for profile in profiles:
         shows = arms(profile)
         state = VisitorState()
-        for k, start in enumerate(session_starts(profile, rng, end=end, days=days)):
+        visits = [(start, rng) for start in session_starts(profile, rng, end=end, days=days)]
+        if profile.repeat_buyer:
+            extra = np.random.default_rng([seed, 4, profile.n])  # plays the extra visits, apart from `rng`
+            visits += [(s, extra) for s in repeat_visit_starts(profile, seed=seed, end=end, days=days)]
+            visits.sort(key=lambda visit: visit[0])
+        for k, (start, draws) in enumerate(visits):
             shown = {key: variant for key, variant in shows.items() if starts[key] <= start}
             # Untargeted experiences are decided as the visit opens, on the state of the visits before.
             at_start = state.record(start) if shown.keys() - staged else None
             events, in_visit = _session_play(
-                profile, rng, start=start, shown=shown, session_id=f"s{profile.n}-{k}", state=state
+                profile, draws, start=start, shown=shown, session_id=f"s{profile.n}-{k}", state=state
             )
             exposed = {key: (start, at_start) for key in shown if key not in staged}
             exposed.update(in_visit)

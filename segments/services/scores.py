@@ -6,9 +6,10 @@ Design decisions:
   from the horizon after it. Judged by cross-fitting over people (5 folds by a fixed hash of the
   profile id): every person's prediction comes from a model fitted without them, so the judge sees
   all the outcomes, not a 30 % slice (on the 3,000-person demo a 30 % holdout held 15 buyers, too
-  few to tell a model from chance). The promoted model is then fitted on everyone. The model in use
-  is compared on the same people; it was fitted at an earlier cutoff, possibly on them, which can
-  only favour it: a new model must beat that to replace it.
+  few to tell a model from chance); the figures are taken within folds, as pooled across folds they
+  lean below the truth (segments/scoring_eval.py). The promoted model is then fitted on everyone.
+  The model in use is compared on the same people; it was fitted at an earlier cutoff, possibly on
+  them, which can only favour it: a new model must beat that to replace it.
   When the history is shorter than two horizons, the horizon is shortened to half of it and the page
   says so (a 14-day demo cannot label "no return in 30 days").
 - A refused model changes nothing: everyone is still scored afresh, with the model in use.
@@ -129,14 +130,15 @@ def _train_one(
     predicted = scoring.out_of_fold(name, X, y_fit, folds, spec=spec, horizon_days=horizon)
     judged = ~np.isnan(predicted)
     evaluate = scoring_eval.evaluate_amount if amount else scoring_eval.evaluate_probability
-    figures = evaluate(y[judged], predicted[judged], seed=run.pk)
+    # Judged within folds: pooled across them, the figures lean below the truth (scoring_eval docstring).
+    figures = evaluate(y[judged], predicted[judged], seed=run.pk, groups=folds[judged])
     comparison = None
     if in_use is not None:
         current = in_use[1]
         current_X, _ = scoring.features_at(table, cutoff=cutoff, spec=current["spec"])
         current_p = scoring.model_predict(current, current_X[present])
         comparison = scoring_eval.paired_difference(
-            y[judged], predicted[judged], current_p[judged], amount=amount, seed=run.pk
+            y[judged], predicted[judged], current_p[judged], amount=amount, seed=run.pk, groups=folds[judged]
         )
         comparison["run"] = in_use[0]
     model = scoring.model_fit(name, X, y_fit, spec=spec, horizon_days=horizon)

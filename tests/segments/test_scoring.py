@@ -167,3 +167,39 @@ def test_revenue__poisson_model_ranks_spenders__top_decile_share_above_random():
     assert figures["top_decile_share_interval"][0] > 0.1
     # A Poisson fit matches the mean amount, not a median of mostly-zero revenue.
     assert figures["predicted_mean"] == pytest.approx(figures["actual_mean"], rel=0.25)
+
+
+def _cross_fitted(seed: int, signal: float, n: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """`n` people, 5 % buyers, one feature whose true AUC is known (0.5 when `signal` is 0),
+    predicted out of fold as the retrain does."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1))
+    y = (rng.random(n) < 1 / (1 + np.exp(2.9 - signal * x[:, 0]))).astype(float)
+    folds = scoring.fold_of(np.arange(1, n + 1))
+    spec = {"types": [], "categories": []}
+    p = scoring.out_of_fold("likely_to_buy", x, y, folds, spec=spec, horizon_days=7)
+    return y, p, folds, (roc_auc_score(y, x[:, 0]) if signal else 0.5)
+
+
+def test_auc__cross_fitted_with_no_signal__pooled_leans_below_random__within_folds_does_not():
+    # A fold with more buyers leaves a training set with fewer, whose model answers lower for the whole
+    # fold: pooled, its buyers rank under other folds' non-buyers. Within folds that cannot happen.
+    pooled, within = [], []
+    for seed in range(16):
+        y, p, folds, _ = _cross_fitted(seed, signal=0.0)
+        pooled.append(scoring_eval.auc_delong(y, p)[0])
+        within.append(scoring_eval.auc_delong(y, p, folds)[0])
+    print(f"no signal, 16 draws: pooled AUC {np.mean(pooled):.3f}, within folds {np.mean(within):.3f}")
+    assert np.mean(pooled) < 0.48
+    assert np.mean(within) == pytest.approx(0.5, abs=0.015)
+
+
+def test_auc__within_folds__pairs_weighted_and_a_signal_is_found():
+    y, p, folds, truth = _cross_fitted(1, signal=0.8, n=3000)
+    auc, se = scoring_eval.auc_delong(y, p, folds)
+    parts = [(roc_auc_score(y[folds == k], p[folds == k]), y[folds == k]) for k in range(scoring.FOLDS)]
+    weights = np.array([(yk == 1).sum() * (yk == 0).sum() for _, yk in parts], dtype=float)
+    assert auc == pytest.approx(np.dot(weights / weights.sum(), [a for a, _ in parts]))
+    assert auc - 1.96 * se < truth < auc + 1.96 * se and auc - 1.96 * se > 0.5
+    figures = scoring_eval.evaluate_probability(y, p, groups=folds)
+    assert figures["auc"] == auc and figures["top_decile_lift_interval"][0] > 1
