@@ -49,15 +49,33 @@ def kmeans_fit(x: np.ndarray, k: int, *, seed: int = 0, full_iterations: int = F
         # Fewer distinct behaviors than k (identical people, k above the number of people): drop the
         # clusters nobody is in, so every segment a marketer sees has people. sklearn's centers are then
         # not the means of its labels (it relocates empty clusters onto points), so take the means.
-        counts = np.bincount(labels, minlength=len(used)).astype(np.float64)
-        sums = np.zeros((len(used), x.shape[1]))
-        np.add.at(sums, labels, x)
-        centers = sums / counts[:, None]
+        # Spare centers relocated onto one point split identical people between them (a rounding
+        # difference in the distance sums, not their behavior, picked which): clusters whose means
+        # coincide are one.
+        centers = _label_means(x, labels, len(used))
+        used, labels = np.unique(_coincident(centers)[labels], return_inverse=True)
+        centers = _label_means(x, labels, len(used))
     return KMeansResult(
         centers=centers.astype(np.float32),
         labels=labels.astype(np.int32),
         inertia=float(model.inertia_),
     )
+
+
+def _label_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, labels, x)
+    return sums / counts[:, None]
+
+
+def _coincident(centers: np.ndarray, tolerance: float = 1e-5) -> np.ndarray:
+    """For each center, the first center at the same point (itself when none before it is)."""
+    c = centers.astype(np.float64)
+    squared = (c**2).sum(axis=1)
+    distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * c @ c.T, 0.0))
+    close = distances <= tolerance * np.maximum(1.0, np.sqrt(squared))[:, None]
+    return np.argmax(close, axis=1)  # the first True of each row: the diagonal is always close
 
 
 def k_choose(

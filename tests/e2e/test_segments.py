@@ -86,12 +86,7 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
     assert browser_log.console_errors == [] and browser_log.external_requests == []
 
 
-def test_segments__more_segments_asked_than_behaviors__note_map_and_cards(
-    page: Page, browser_log, log_in, screenshot, settings
-):
-    # Behavior alone: with meaning on, these three groups of identical people come out as five segments
-    # (a known defect of the meaning vectors, written in the closing note of issue 19).
-    settings.SEGMENTS_MEANING_WEIGHT = 0.0
+def test_segments__more_segments_asked_than_behaviors__note_map_and_cards(page: Page, browser_log, log_in, screenshot):
     project = factories.project_make(name="Odd shop")
     user = factories.member_make(project=project, role="marketer")
     now = datetime.now(UTC)

@@ -115,6 +115,20 @@ def test_kmeans__k_above_distinct_points__empty_clusters_dropped_and_centers_are
         assert np.allclose(center, x[result.labels == label].mean(axis=0))
 
 
+def test_kmeans__k_above_distinct_points_in_many_dimensions__identical_people_share_a_cluster():
+    # As behavior + meaning vectors (612 dimensions): sklearn relocates spare centers onto the few
+    # distinct points, several onto one, and a rounding difference in the distance sums then split
+    # identical people between them (5 or 6 clusters of 3 points before the fix).
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(3, 612)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    x = np.repeat(points, 10, axis=0)
+    result = kmeans_fit(x, 40)
+    assert len(result.centers) == 3
+    assert all(len(set(result.labels[i : i + 10].tolist())) == 1 for i in (0, 10, 20))
+    assert np.allclose(result.centers[result.labels[[0, 10, 20]]], points, atol=1e-6)
+
+
 def test_tokens__list_valued_properties__each_value_counts_bounded():
     event = BehaviorEvent(
         "rate",
