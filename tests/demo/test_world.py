@@ -71,11 +71,16 @@ def test_profiles__same_seed__same_population():
     assert [p.intent for p in demo.profiles_generate(300, seed=6)] != [p.intent for p in first]
 
 
-def test_history__visit_conversion__between_2_and_4_percent(history):
+def test_history__visit_conversion__between_2_and_5_percent(history):
     purchases = sum(s.events[-1]["type"] == "purchase" for s in history)
     expected = sum(demo.conversion_probability(s.profile.intent, s.shown) for s in history) / len(history)
     assert 0.02 <= expected <= 0.04
-    assert 0.02 <= purchases / len(history) <= 0.04
+    # Repeat buyers (demo.REPEAT_BUYER_SHARE) make more of the visits and buy on more of them: a shop's
+    # returning customers convert at several times its newcomers' rate, which lifts the average.
+    assert 0.02 <= purchases / len(history) <= 0.05
+    repeat = [s for s in history if s.profile.repeat_buyer]
+    rate = sum(s.events[-1]["type"] == "purchase" for s in repeat) / len(repeat)
+    assert rate > 2 * purchases / len(history)
 
 
 def test_history__intents__behave_differently(history):
