@@ -26,12 +26,14 @@ where a "type=count" list cost a gmatch, a table and a concat per visitor on eve
 the lists (items, categories, searches, custom types) only when the batch brings something for them,
 and checks the whole batch against the suppression set in one SMISMEMBER.
 
-How it is written: `live_command` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
-for all its units (the user id when the event has one, else the anonymous id: the unit decide
-answers for), which the events request sends in the ingest script's round trip, gated on its
-verdict. Python does the parsing and the folding within the batch: a unit's events become
-"segments" (runs of events with no idle gap), each sent as one fixed-width record of counts and
-short lists; the script merges a segment into the state in constant time, whatever its length.
+How it is written: `live_parts` turns an accepted events batch into the keys and arguments of one
+call of the script function `live_fold` (LIVE_FUNCTION_LUA) for all its units (the user id when the
+event has one, else the anonymous id: the unit decide answers for). The events request runs it
+inside its ingest script, right after the append and only when the batch was appended (one
+EVALSHA, one round trip); `live_command` / `live_update` send it on its own (LIVE_LUA). Python does
+the parsing and the folding within the batch: a unit's events become "segments" (runs of events
+with no idle gap), each sent as one fixed-width record of counts and short lists; the script merges
+a segment into the state in constant time, whatever its length.
 The script also checks each unit against the project's suppression set (an erased person's late
 event brings nothing back, whatever the sender knows) and keeps the index of the last hour's
 active visitors (rkeys.live_active) for the units it wrote, dropping those it refused: one place
@@ -119,21 +121,19 @@ _LUA_CONSTANTS = (
     f"local VERSION, SEG, NUMBERS = '{STATE_VERSION}', {SEGMENT_ARGS}, {len(STATE_NUMBERS)}\n"
 )
 
-LIVE_LUA = (
+LIVE_FUNCTION_LUA = (
     _LUA_CONSTANTS
     + r"""
--- KEYS: [gate,] the project's suppression set, its index of active units, the units' hashes.
--- ARGV: gated (1|0), now, idle, ttl, consent required (1|0), index window, length of the unit key
--- prefix, then per unit: the digest of its id, its segment count, SEG values per segment.
-local gated = ARGV[1] == '1'
--- The ingest script sets the gate only when it appended the batch; taking it here makes the update
--- happen once, and not at all for a batch it refused.
-if gated and redis.call('DEL', KEYS[1]) == 0 then return {} end
-local now, idle, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local consent_required = ARGV[5] == '1'
-local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
-local first = gated and 2 or 1
-local suppressed, active = KEYS[first], KEYS[first + 1]
+-- One function, so the ingest script (ingest/stream.py) can run it in its own call, right after it
+-- appends the batch: KB keys and AB arguments of the caller's come first.
+-- KEYS: the project's suppression set, its index of active units, the units' hashes.
+-- ARGV: now, idle, ttl, consent required (1|0), index window, length of the unit key prefix, then
+-- per unit: the digest of its id, its segment count, SEG values per segment.
+local function live_fold(KB, AB)
+local now, idle, ttl = tonumber(ARGV[AB + 1]), tonumber(ARGV[AB + 2]), tonumber(ARGV[AB + 3])
+local consent_required = ARGV[AB + 4] == '1'
+local window, prefix = tonumber(ARGV[AB + 5]), tonumber(ARGV[AB + 6])
+local suppressed, active = KEYS[KB + 1], KEYS[KB + 2]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
 local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', NUMBERS - 1) .. '(%S+)$'
 local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+) (%d+) (%d+)$'
@@ -332,18 +332,18 @@ end
 local out, written, dropped = {}, {}, {}
 -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
 -- One SMISMEMBER for the batch: a command from the script costs about as much as a small fold.
-local digests, b = {}, 8
-for k = first + 2, #KEYS do
+local digests, b = {}, AB + 7
+for k = KB + 3, #KEYS do
   digests[#digests + 1] = ARGV[b]
   b = b + 2 + tonumber(ARGV[b + 1]) * SEG
 end
 local erased = redis.call('SMISMEMBER', suppressed, unpack(digests))
-b = 8
-for k = first + 2, #KEYS do
+b = AB + 7
+for k = KB + 3, #KEYS do
   local n = tonumber(ARGV[b + 1])
   local unit = string.sub(KEYS[k], prefix + 1)
   local result = 0
-  if erased[k - first - 1] == 0 then result = fold(KEYS[k], b + 2, n) end
+  if erased[k - KB - 2] == 0 then result = fold(KEYS[k], b + 2, n) end
   out[#out + 1] = result
   if result == 1 then
     written[#written + 1] = now; written[#written + 1] = unit
@@ -357,8 +357,10 @@ if #dropped > 0 then redis.call('ZREM', active, unpack(dropped)) end
 redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. (now - window))
 redis.call('EXPIRE', active, window + 60)
 return out
+end
 """
 )
+LIVE_LUA = LIVE_FUNCTION_LUA + "return live_fold(0, 0)\n"
 
 LIVE_SHA = hashlib.sha1(LIVE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
 
@@ -556,23 +558,20 @@ def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: 
 _NOT_BEHAVIOR = {"exposure", "identify", "consent"}
 
 
-def live_command(
+def live_parts(
     *,
     project_id: int,
     events: Iterable[dict],
     now: float,
     digest: Callable[[str], str],
     settings: LiveSettings | None = None,
-    gate: str | None = None,
     seconds: list[int] | None = None,
-) -> tuple | None:
-    """The one EVALSHA that folds accepted, validated events into their units' live state and the
-    index of active units, or None when no event concerns a unit. `digest` gives the keyed digest of
-    an id, as the project's suppression set keeps erased ones: the script skips those units. With
-    `gate`, the script does nothing unless it can take that key (the ingest script sets it when it
-    appends the batch), so the command can ride in the ingest's own round trip. Send it with
-    `live_apply`. `seconds`: the events' times in epoch seconds, as batch_validate gives them
-    (BatchResult.seconds), else each event's "ts" is parsed.
+) -> tuple[list[str], list] | None:
+    """The keys and arguments of `live_fold` (LIVE_FUNCTION_LUA) that fold accepted, validated events
+    into their units' live state and the index of active units, or None when no event concerns a
+    unit. `digest` gives the keyed digest of an id, as the project's suppression set keeps erased
+    ones: the script skips those units. `seconds`: the events' times in epoch seconds, as
+    batch_validate gives them (BatchResult.seconds), else each event's "ts" is parsed.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
@@ -592,27 +591,22 @@ def live_command(
     settings = settings or LiveSettings()
     idle = settings.idle_seconds
     keys = [rkeys.suppressed(project_id), rkeys.live_active(project_id)]
-    if gate is not None:
-        keys.insert(0, gate)
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
-    args = [int(gate is not None), int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
+    args = [int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
     for unit, (unit_events, times) in by_unit.items():
         args.append(digest(unit))
         args += _unit_args(unit_events, times, now, idle)
+    return keys, args
+
+
+def live_command(parts: tuple[list[str], list] | None) -> tuple | None:
+    """`live_parts` as one EVALSHA of LIVE_LUA on its own (the events request runs `live_fold`
+    inside its ingest script instead). Send it with `live_apply`."""
+    if parts is None:
+        return None
+    keys, args = parts
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
-
-
-def live_reply(client, command: tuple, reply) -> list:
-    """The script's answer to `command`, sent in a pipeline: if Redis did not know the script yet (a
-    restart, a new server), load it and send the command once more (the script either ran whole or
-    not at all, and a gate it did not take is still there)."""
-    if isinstance(reply, NoScriptError):
-        client.script_load(LIVE_LUA)
-        return client.execute_command(*command)
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
 
 
 def live_apply(client, command: tuple | None) -> list:
@@ -620,10 +614,11 @@ def live_apply(client, command: tuple | None) -> list:
     if command is None:
         return []
     try:
-        reply = client.execute_command(*command)
-    except NoScriptError as exc:
-        reply = exc
-    return live_reply(client, command, reply)
+        return client.execute_command(*command)
+    except NoScriptError:
+        # Redis did not know the script yet (a restart, a new server): it ran nothing, so send it again.
+        client.script_load(LIVE_LUA)
+        return client.execute_command(*command)
 
 
 def live_update(
@@ -637,8 +632,8 @@ def live_update(
 ) -> list:
     """Fold accepted events into the live state and the index of active units in a round trip of
     its own. Returns the script's replies (1 written, 0 opted out or erased, -1 not a hash), one per unit."""
-    command = live_command(project_id=project_id, events=events, now=now, digest=digest, settings=settings)
-    return live_apply(client, command)
+    parts = live_parts(project_id=project_id, events=events, now=now, digest=digest, settings=settings)
+    return live_apply(client, live_command(parts))
 
 
 def live_state_parse(user: dict) -> dict | None:
