@@ -280,6 +280,7 @@ def flag_experiences_start(*, project: Project) -> None:
     (object payloads, 30 % experience holdout), "color" (no payloads: a string flag), "beta"
     (string payloads) and "gold" (targeted at plan = gold); a 10 % global holdout."""
     services.project_holdout_set(project=project, share=0.1)
+    services.project_holdout_salt_set(project=project, salt="flags")  # fixed salts: the same units held out each run
     specs = {
         "hero": ([{"headline": "Hello"}, {"headline": "Welcome back"}], {"holdout_share": 0.3}),
         "color": ([{}, {}], {}),
@@ -294,6 +295,7 @@ def flag_experiences_start(*, project: Project) -> None:
         experience = services.experience_create(
             project=project, key=key, name=key.title(), touchpoint=key, variants=variants, **fields
         )
+        services.experience_salt_set(experience=experience, salt=f"flags-{key}")
         services.experience_start(experience=experience)
     services.snapshot_publish(project_id=project.pk)
 

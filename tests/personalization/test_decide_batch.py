@@ -102,7 +102,7 @@ def test_batch__redis_away__fallback_answers_and_exposures_kept_for_later(client
     decide_runtime.redis_down_note(time.monotonic())
     answers = _lines(_batch(client, public_key, {"units": [f"f-{n}" for n in range(20)]}))
     # No plan given: gold misses its targeting, unless the global holdout (checked first) takes the unit.
-    assert {a["assignments"]["gold"]["reason"] for a in answers} == {"targeting_miss", "fallback"}
+    assert "targeting_miss" in {a["assignments"]["gold"]["reason"] for a in answers} <= {"targeting_miss", "fallback"}
     assert {a["assignments"][k]["reason"] for a in answers for k in ("hero", "color", "beta")} == {"fallback"}
     decide_runtime._redis_down_until = 0.0
     decide_runtime.buffer.flush()
