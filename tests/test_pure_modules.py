@@ -18,6 +18,8 @@ PURE = [
     "experiments.simulation",
     "experiments.survival",
     "personalization.decide.engine",
+    "personalization.decide.ofrep",
+    "personalization.decide.batch_csv",
     "personalization.experiences.limits",
     "personalization.decide.hashing",
     "personalization.experiences.thompson",
