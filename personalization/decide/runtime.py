@@ -23,6 +23,7 @@ from django.conf import settings
 
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import engine, redis_wire
+from personalization.decide.explain import assignment_explanation
 from personalization.decide.hashing import subject_digest
 from personalization.decide.live import request_facts
 from personalization.decide.units import UNIT_TTL_SECONDS
@@ -319,6 +320,14 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
+def _explain_of(body: dict) -> bool:
+    """The request's `explain` (default false): a reason text with each assignment."""
+    value = body.get("explain", False)
+    if not isinstance(value, bool):
+        raise DecideInputError("explain", "must be true or false (true adds an explanation to each assignment)")
+    return value
+
+
 def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
     """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
     (or when the snapshot is about to be refreshed, since the new one may say it has)."""
@@ -340,6 +349,7 @@ def decide(
     """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
+    explain = _explain_of(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
@@ -385,7 +395,11 @@ def decide(
         return {
             "decision_id": decision_id,
             "version": None,
-            "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
+            "assignments": {
+                k: {"variant": None, "payload": None, "reason": "fallback", "version": None}
+                | ({"explanation": None} if explain else {})
+                for k in keys
+            },
             "unknown_experiences": [],
         }
     if erased:
@@ -396,6 +410,13 @@ def decide(
         decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc, live=live)
         exposures = _exposure_events(decision, decision_id, kind, unit)
         buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
+        if explain:
+            experiences = snapshot["experiences"]
+            for key, answer in decision.assignments.items():
+                answer["explanation"] = assignment_explanation(experiences[key], answer, user, live)
+    if explain:
+        for answer in decision.assignments.values():
+            answer.setdefault("explanation", None)
     return {
         "decision_id": decision_id,
         "version": snapshot["version"],

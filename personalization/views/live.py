@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from django.core.cache import cache
 from django.shortcuts import render
 
-from personalization import selectors
+from personalization import hooks, selectors
 from personalization.experiences.conditions import FIELDS, KEYED_FIELDS
 from personalization.experiences.live_preview import experience_live_preview
 from personalization.people import selectors as people_selectors
@@ -141,6 +141,8 @@ def visitor_timeline(request):
         context["events"] = _event_rows(people_selectors.unit_events_recent(project_id=project.pk, unit_id=unit_id))
         context["idle_minutes"] = project.live_idle_minutes
         context["stage_sentences"] = definition_sentences(live_settings_of(project).definition)
+        why = hooks.person_why.get()
+        context["why"] = why(project_id=project.pk, unit_id=unit_id) if why is not None else None
     return render(request, "personalization/visitors.html", context)
 
 
