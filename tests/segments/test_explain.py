@@ -67,7 +67,11 @@ def test_segment_reasons__the_cards_behaviors_the_person_shows__most_characteris
     labels = explain.person_labels(events, now=NOW)
     assert labels["page_view · category: yoga"] == pytest.approx(5, abs=1e-6)  # every event counts once
     reasons = explain.segment_reasons(labels, CARD)
-    assert [r.text for r in reasons] == ["viewed yoga pages (5 times)", "looked at cork-yoga-mat (once)", "bought (once)"]
+    assert [r.text for r in reasons] == [
+        "viewed yoga pages (5 times)",
+        "looked at cork-yoga-mat (once)",
+        "bought (once)",
+    ]
     assert [r.weight for r in reasons] == [6.1, 3.2, 1.6]
     sentence = explain.segment_sentence("Yoga", reasons)
     assert sentence.startswith("In “Yoga” because they viewed yoga pages (5 times); looked at")
