@@ -112,7 +112,9 @@ def _event_rows(events) -> list[dict]:
             "ts": e.ts,
             "session_id": e.session_id,
             "value": e.value,
-            "properties": {k: v for k, v in (e.properties or {}).items() if k != "attributes"},
+            # Pairs, not a dict: the template's `.items` would read an event property named "items" (a
+            # cart's list of items), not the method, and the page failed with a 500.
+            "properties": [(k, v) for k, v in (e.properties or {}).items() if k != "attributes"],
         }
         for e in events
     ]
