@@ -120,7 +120,7 @@ def _fitted_model() -> tuple[dict, np.ndarray]:
 
 
 def test_score_contributions__sum_to_the_link_and_push_up_for_many_visits():
-    model, X = _fitted_model()
+    model, _ = _fitted_model()
     x = np.array([math.log1p(9), 0.0])
     parts = explain.score_contributions(model, x)
     link = sum(part for _, _, part in parts) + model["intercept"]
@@ -129,7 +129,7 @@ def test_score_contributions__sum_to_the_link_and_push_up_for_many_visits():
     up, down = explain.score_reasons(model, x)
     assert up[0].text == "9 visits in the last 7 days" and up[0].weight > 0
     assert all(r.weight < 0 for r in down)
-    few_up, few_down = explain.score_reasons(model, np.array([0.0, 0.0]))
+    _, few_down = explain.score_reasons(model, np.array([0.0, 0.0]))
     assert few_down[0].text == "0 visits in the last 7 days"
     sentence = explain.score_sentence(label="Likely to buy", value=0.8, top_percent=7, up=up, down=[])
     assert sentence.startswith("Likely to buy 0.8, top 10 % of everyone scored: pushed up by 9 visits")
