@@ -40,6 +40,8 @@ PURE = [
     "segments.scoring",
     "segments.scoring_eval",
     "segments.meaning",
+    "segments.explain",
+    "personalization.decide.explain",
     "segments.text_encoder",
     "segments.intents",
     "segments.meaning",

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import engine, redis_wire
+from personalization.decide.explain import assignment_explanation
 from personalization.decide.hashing import subject_digest
 from personalization.decide.live import request_facts
 from personalization.decide.units import UNIT_TTL_SECONDS
@@ -354,6 +355,14 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
+def _explain_of(body: dict) -> bool:
+    """The request's `explain` (default false): a reason text with each assignment."""
+    value = body.get("explain", False)
+    if not isinstance(value, bool):
+        raise DecideInputError("explain", "must be true or false (true adds an explanation to each assignment)")
+    return value
+
+
 def suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
     """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
     (or when the snapshot is about to be refreshed, since the new one may say it has)."""
@@ -375,6 +384,7 @@ def decide(
     """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
+    explain = _explain_of(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
@@ -415,21 +425,33 @@ def decide(
             throttle.rate_verdict([key_count, ip_count], per_key, per_ip)
     snapshot = snapshots.get(project_id)
     if snapshot is None:
-        return no_snapshot_answer(requested)
+        return no_snapshot_answer(requested, explain=explain)
     answer, sticky, exposures = unit_decide(
-        snapshot, kind, unit, user, context, requested, erased=erased, fallback=fallback, gpc=gpc, user_agent=user_agent
+        snapshot,
+        kind,
+        unit,
+        user,
+        context,
+        requested,
+        erased=erased,
+        fallback=fallback,
+        gpc=gpc,
+        user_agent=user_agent,
+        explain=explain,
     )
     buffer.add(project_id, unit_key, sticky, exposures)
     return answer
 
 
-def no_snapshot_answer(requested: list[str] | None) -> dict:
+def no_snapshot_answer(requested: list[str] | None, *, explain: bool = False) -> dict:
     """Without a snapshot (never published, or not yet loaded with Redis away): defaults."""
     return {
         "decision_id": uuid.uuid4().hex,
         "version": None,
         "assignments": {
-            k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in requested or []
+            k: {"variant": None, "payload": None, "reason": "fallback", "version": None}
+            | ({"explanation": None} if explain else {})
+            for k in requested or []
         },
         "unknown_experiences": [],
     }
@@ -447,6 +469,7 @@ def unit_decide(
     fallback: bool,
     gpc: bool,
     user_agent: str,
+    explain: bool = False,
 ) -> tuple[dict, dict, list[dict]]:
     """One unit's answer, its sticky writes and its exposure events, from what the round trip read:
     the one engine call behind decide, batch decide and OFREP."""
@@ -458,6 +481,13 @@ def unit_decide(
         live = request_facts(user, context, settings=snapshot.get("live") or {}, user_agent=user_agent)
         decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc, live=live)
         sticky, exposures = decision.sticky_updates, _exposure_events(decision, decision_id, kind, unit)
+        if explain:
+            experiences = snapshot["experiences"]
+            for key, assignment in decision.assignments.items():
+                assignment["explanation"] = assignment_explanation(experiences[key], assignment, user, live)
+    if explain:
+        for assignment in decision.assignments.values():
+            assignment.setdefault("explanation", None)
     answer = {
         "decision_id": decision_id,
         "version": snapshot["version"],
