@@ -99,3 +99,6 @@ def test_lift__demo_long_term_discount__guardrail_catches_the_lower_return(tmp_p
     assert 'class="badge bad lift-guardrail"' in page
     assert "Guardrail worse: Came back on days 8–30" in page
     assert html.escape(guardrail["sentences"][0]) in page
+    # The picked metric per segment, with the variance CUPED removed in each.
+    table = page.split('id="lift-metric-segments"')[1].split("</table>")[0]
+    assert table.count("<tr>") == len(guardrail["segments"]) + 1 and "Variance CUPED removed" in table
