@@ -8,6 +8,13 @@ PostgreSQL aggregation by segment and by day, and the statistics) the way the Li
 it. The baseline, measured in the same run, is one plain count(*) over the same exposures: the
 ratio says how much the report costs beyond reading the rows once.
 
+Every person also has 4 events (page views, carts, purchases with a value) from 14 days before to
+31 days after exposure, so the report with five metrics (conversion, revenue, events per user, return
+within a week and revenue per session, by 20 segments: one scan joined to the events) is timed against the
+single-metric report (the exposures' own conversion and revenue, the plain GROUP BY) in the same run:
+`metrics5_vs_single_ratio`, which the issue wants at 3 or less. The other figures are the
+single-metric report's.
+
 Every exposure also records behavior segments (a key of the benched clustering run among keys of
 other runs and rule segments, 7,280 different sets; 5 % recorded before segments were kept, 10 % in
 no segment of the run), so the report by a run's behavior segments is timed next to the one by the
@@ -118,6 +125,60 @@ def build(project, n: int, prefix: str) -> None:
     print(f"  {n:,} exposures built in {time.perf_counter() - started:.0f} s", flush=True)
 
 
+EVENTS_MARK = "lb-"  # the bench's event ids start with it
+
+
+def events_build(project) -> None:
+    """4 events per bench person around their exposure (once): what the metrics read."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            "INSERT INTO personalization_event"
+            " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
+            " SELECT %(project)s, x.profile_id, %(mark)s || x.profile_id || '-' || g, t.type,"
+            " x.exposed_at + (random() * 45 - 14) * interval '1 day', 's' || x.profile_id || '-' || (g %% 2),"
+            " CASE WHEN t.type = 'purchase' THEN round((20 + random() * 80)::numeric, 2) END, '{}', now()"
+            " FROM personalization_exposure x, generate_series(1, 4) g,"
+            " LATERAL (SELECT CASE WHEN r < 0.8 THEN 'page_view' WHEN r < 0.9 THEN 'add_to_cart' ELSE 'purchase' END"
+            "          AS type FROM (SELECT random() + g * 0 AS r) q) t"
+            " WHERE x.project_id = %(project)s AND x.experience_key = %(key)s",
+            {"project": project.pk, "mark": EVENTS_MARK, "key": EXPERIENCE},
+        )
+        cursor.execute("ANALYZE personalization_event")
+    print(f"  events built in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def metrics_choose(project, *, five: bool) -> None:
+    """The bench experience's report: five metrics, or none beyond the exposures' own conversion."""
+    from experiments import metric_services, selectors
+
+    metric_services.metric_defaults_ensure(project=project)
+    if selectors.metric_by_key(project_id=project.pk, key="revenue-per-session") is None:
+        metric_services.metric_create(
+            project=project,
+            key="revenue-per-session",
+            data={"name": "Revenue per session", "kind": "ratio", "numerator_event_types": ["purchase"]},
+        )
+    # Return on days 1–7, not 8–30: the bench's exposures are at most 13 days old, and a window that
+    # has not closed for anyone would count nobody.
+    if selectors.metric_by_key(project_id=project.pk, key="return-week") is None:
+        metric_services.metric_create(
+            project=project,
+            key="return-week",
+            data={"name": "Came back within a week", "kind": "retention", "return_from_day": 1, "return_to_day": 7},
+        )
+    metric_services.experience_metrics_set(
+        project=project,
+        experience_key=EXPERIENCE,
+        primary="conversion" if five else "",
+        secondary=["revenue", "events", "revenue-per-session"] if five else [],
+        guardrails=["return-week"] if five else [],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000,000 exposures and 2 timed runs")
@@ -148,6 +209,12 @@ def main() -> None:
     else:
         with connection.cursor() as cursor:  # as autovacuum would have by now (statistics added since)
             cursor.execute("ANALYZE personalization_exposure")
+    from personalization.models import Event
+
+    if not Event.objects.filter(project=project, event_id__startswith=EVENTS_MARK).exists():
+        print("building the events around the exposures (once)…", flush=True)
+        with transaction.atomic():
+            events_build(project)
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(days=14)
 
@@ -173,30 +240,7 @@ def main() -> None:
         )
         return time.perf_counter() - began, result
 
-    def aggregation(multi: bool) -> float:
-        """The report's scan alone: conversion's one GROUP BY, or five metrics' scan joined to events."""
-        from experiments import metric_services, selectors
-        from experiments.models import Metric
-
-        metric_services.metric_defaults_ensure(project=project)
-        if not Metric.objects.filter(project=project, key="revenue-per-session").exists():
-            metric_services.metric_create(
-                project=project,
-                key="revenue-per-session",
-                data={"name": "Revenue per session", "kind": "ratio", "numerator_event_types": ["purchase"]},
-            )
-        specs = [m.spec() for m in selectors.metrics_for_project(project_id=project.pk)][:5]
-        population = selectors.lift_population(
-            project_id=project.pk, experience_key=EXPERIENCE, comparison="holdout", start=start, end=end
-        )
-        breakdown = Breakdown.parse("attribute:seg")
-        began = time.perf_counter()
-        if multi:
-            selectors.lift_metric_cells(population=population, breakdown=breakdown, specs=specs, as_of=end)
-        else:
-            selectors.lift_cells(population=population, breakdown=breakdown)
-        return time.perf_counter() - began
-
+    metrics_choose(project, five=False)  # the figures below are the single-metric report's
     baseline()  # warm the cache the same way for both
     report("exposure:segment")
     scan = statistics.median(baseline() for _ in range(runs))
@@ -207,17 +251,32 @@ def main() -> None:
     t_attribute = statistics.median(t for t, _ in by_attribute)
     t_run = statistics.median(t for t, _ in by_run)
     run_result = by_run[0][1]
+    events = Event.objects.filter(project=project).count()
     result = by_exposure[0][1]
     segments = result["report"]["segments"]
     lifts = sorted((s["name"], s["conversion"]["absolute_lift"]["value"] * 100) for s in segments)
 
-    t_single = statistics.median(aggregation(False) for _ in range(runs))
-    t_multi = statistics.median(aggregation(True) for _ in range(runs))
+    # The same breakdown (20 segments by a profile attribute), alternated so load changes hit both alike.
+    t_single_runs, t_multi_runs = [], []
+    for _ in range(runs):
+        metrics_choose(project, five=False)
+        t_single_runs.append(report("attribute:seg")[0])
+        metrics_choose(project, five=True)
+        t, multi = report("attribute:seg")
+        t_multi_runs.append(t)
+    assert {m["key"] for m in multi["metrics"]} == {
+        "conversion",
+        "revenue",
+        "events",
+        "revenue-per-session",
+        "return-week",
+    }
+    t_single, t_multi = statistics.median(t_single_runs), statistics.median(t_multi_runs)
 
     print(f"\nexposures: {n:,} over {len(segments)} segments; median of {runs} runs")
     print(
-        f"  aggregation, 1 metric (conversion):   {t_single:6.2f} s; 5 metrics x {SEGMENTS} segments, joined to"
-        f" events: {t_multi:6.2f} s ({t_multi / t_single:.1f}x; the issue asks for at most 3x)"
+        f"  full report, 1 metric (conversion):  {t_single:6.2f} s; 5 metrics x {SEGMENTS} segments, joined to"
+        f" {events:,} events: {t_multi:6.2f} s ({t_multi / t_single:.1f}x; the issue asks for at most 3x)"
     )
     print(f"  baseline count(*) scan:              {scan:6.2f} s")
     print(f"  full report, segment at exposure:    {t_exposure:6.2f} s  ({t_exposure / scan:.1f}× the scan)")
@@ -239,6 +298,10 @@ def main() -> None:
                 "behavior_run_vs_segment_column_ratio": round(t_run / t_exposure, 2),
                 "baseline_scan_s": round(scan, 3),
                 "report_vs_scan_ratio": round(t_exposure / scan, 2),
+                "events": events,
+                "report_single_metric_s": round(t_single, 3),
+                "report_5_metrics_s": round(t_multi, 3),
+                "metrics5_vs_single_ratio": round(t_multi / t_single, 2),
             }
         )
     )

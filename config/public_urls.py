@@ -3,7 +3,7 @@
 from django.http import JsonResponse
 from django.urls import path
 
-from personalization import public_api
+from personalization import ofrep_api, public_api
 
 
 def healthz(request):
@@ -13,6 +13,10 @@ def healthz(request):
 urlpatterns = [
     path("api/v1/events", public_api.events, name="api-events"),
     path("api/v1/decide", public_api.decide, name="api-decide"),
+    path("api/v1/decide/batch", public_api.decide_batch, name="api-decide-batch"),
+    path("api/v1/decide/export", public_api.decide_export, name="api-decide-export"),
+    path("ofrep/v1/evaluate/flags", ofrep_api.evaluate_flags, name="ofrep-evaluate-flags"),
+    path("ofrep/v1/evaluate/flags/<str:key>", ofrep_api.evaluate_flag, name="ofrep-evaluate-flag"),
     path("api/v1/ping", public_api.ping, name="api-ping"),
     path("healthz", healthz, name="healthz"),
 ]

@@ -94,7 +94,7 @@ class StorableInputMiddleware:
     One check here instead of one per form; the public endpoints check every field themselves
     (event_schema)."""
 
-    _PUBLIC = ("/api/v1/events", "/api/v1/decide")
+    _PUBLIC = ("/api/v1/events", "/api/v1/decide", "/ofrep/")
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -24,6 +24,7 @@ from django.db import transaction
 from config.embedded import VAR
 from demo import world as demo
 from demo.world import PLANTED_ATTRIBUTE
+from experiments import metric_services
 from personalization import selectors, services
 from personalization.decide import engine
 from personalization.services import HistoryExposure, HistoryProfile
@@ -95,7 +96,7 @@ class _Arms:
     def __init__(self, project, experiences: dict):
         self.project = project
         self.specs = []
-        for spec in demo.EXPERIENCES:
+        for spec in (demo.EXPERIENCE_BY_KEY[key] for key in experiences):
             experience = experiences[spec.key]
             weights = [v.weight for v in spec.variants]
             total = sum(weights)
@@ -132,10 +133,12 @@ def demo_seed(
     keys_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
     end: datetime | None = None,
+    long_term: bool = False,
 ):
     """Create the demo from scratch and return its project (the caller deletes an old one first: see
     demo_delete). The same seed and `end` (default: a minute ago) give the same data: visit times are
-    drawn inside the window before `end`, so another `end` draws other visits."""
+    drawn inside the window before `end`, so another `end` draws other visits. `long_term` adds the
+    long-term story (demo.LONG_TERM_EXPERIENCES), which needs at least LONG_TERM_MIN_DAYS of history."""
     say = progress or log.info
     started = time.monotonic()
 
@@ -144,6 +147,12 @@ def demo_seed(
 
     if demo_project_get() is not None:
         raise ValueError(f"the demo project “{DEMO_SLUG}” exists; delete it first (demo_seed --reset)")
+    if long_term and days < demo.LONG_TERM_MIN_DAYS:
+        raise ValueError(
+            f"days: the long-term story needs at least {demo.LONG_TERM_MIN_DAYS} days of history (30-day"
+            f" return after exposures {demo.LONG_TERM_EXPERIENCES[0].started_days_ago} days ago); give more days"
+        )
+    specs = (*demo.EXPERIENCES, *(demo.LONG_TERM_EXPERIENCES if long_term else ()))
     end = end or datetime.now(UTC) - timedelta(minutes=1)
     with transaction.atomic():
         users = {name: _user_ensure(name) for name, _ in DEMO_USERS}
@@ -155,7 +164,7 @@ def demo_seed(
             services.membership_set(project=project, user=users[name], role=role)
         _, public_key = services.api_key_create(project=project, kind="public", name="Demo site (public)", by=owner)
         _, secret_key = services.api_key_create(project=project, kind="secret", name="Demo backend (secret)", by=owner)
-        experiences = _experiences_create(project, owner, end, seed)
+        experiences = _experiences_create(project, owner, end, seed, specs)
         step(f"users, project, keys and {len(experiences)} experiences")
 
         population = demo.profiles_generate(profiles, seed=seed)
@@ -183,6 +192,7 @@ def demo_seed(
             "profiles": profiles,
             "seed": seed,
             "days": days,
+            "long_term": long_term,
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
@@ -197,15 +207,23 @@ def _salt(seed: int, name: str) -> str:
     return hashlib.sha256(f"kairos-demo:{seed}:{name}".encode()).hexdigest()[:16]
 
 
-def _experiences_create(project, owner, end: datetime, seed: int) -> dict:
-    """The demo experiences through the experience services, started, then dated back to their history."""
+def _experiences_create(project, owner, end: datetime, seed: int, specs) -> dict:
+    """The demo experiences through the experience services, started, then dated back to their history;
+    the long-term ones with the metrics their story is read by."""
     created = {}
-    for spec in demo.EXPERIENCES:
+    for spec in specs:
         experience = services.experience_create(project=project, by=owner, **spec.service_fields())
         experience = services.experience_salt_set(experience=experience, salt=_salt(seed, spec.key), by=owner)
         experience = services.experience_start(experience=experience, by=owner)
         started_at = end - timedelta(days=spec.started_days_ago)
         created[spec.key] = services.experience_started_at_set(experience=experience, started_at=started_at, by=owner)
+    if any(spec in demo.LONG_TERM_EXPERIENCES for spec in specs):
+        metric_services.metric_defaults_ensure(project=project)
+    for spec in demo.LONG_TERM_EXPERIENCES:
+        if spec.key in created:  # conversion first, and return on days 8–30 watched as a guardrail
+            metric_services.experience_metrics_set(
+                project=project, experience_key=spec.key, primary="conversion", secondary=[], guardrails=["return-30d"]
+            )
     return created
 
 

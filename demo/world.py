@@ -198,6 +198,8 @@ class DemoVariant:
     response: Mapping[str, float] = field(default_factory=dict)
     # Journey stage at exposure -> multiplier on the visit's conversion (stage-targeted experiences).
     stage_response: Mapping[str, float] = field(default_factory=dict)
+    # Share of the visits a week or more after the first exposure that still happen (1.0: all of them).
+    return_response: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,32 @@ EXPERIENCES: tuple[DemoExperience, ...] = (
         started_days_ago=8, stages=("comparing", "deciding"),
     ),
 )  # fmt: skip
-EXPERIENCE_BY_KEY = {e.key: e for e in EXPERIENCES}
+# The long-term story, planted only in a demo asked for it (demo_seed(long_term=True)): its effect
+# shows a month after exposure, so it needs a history of more than 30 days, too long for the
+# default demo. The discount lifts the first order and teaches people to wait for the next one:
+# conversion up, return on days 8–30 down, which the Lift page's guardrail (return-30d) catches.
+LONG_TERM_EXPERIENCES: tuple[DemoExperience, ...] = (
+    DemoExperience(
+        "first-order-discount",
+        "Half price on the first order",
+        "first-visit banner",
+        "fixed",
+        (
+            DemoVariant("none", "No discount", {"show": False}, is_control=True),
+            DemoVariant(
+                "half-off",
+                "50 % off the first order",
+                {"show": True, "headline": "Half price on your first order"},
+                response=dict.fromkeys(INTENTS, 2.5),
+                return_response=0.3,
+            ),
+        ),
+        started_days_ago=70,
+    ),
+)
+# Days of history the long-term story needs: its start, plus a little pre-period before it.
+LONG_TERM_MIN_DAYS = 75
+EXPERIENCE_BY_KEY = {e.key: e for e in (*EXPERIENCES, *LONG_TERM_EXPERIENCES)}
 _REASON = {"fixed": "fixed_split", "bandit": "bandit", "segment_bandit": "segment_bandit"}
 
 
@@ -337,7 +364,12 @@ def planted_direction(experience_key: str, variant_key: str, *, at_least: float 
 
 
 # (experience, variant) -> intent -> multiplier on the visit's conversion chance
-_RESPONSES = {(e.key, v.key): v.response for e in EXPERIENCES for v in e.variants}
+_RESPONSES = {(e.key, v.key): v.response for e in EXPERIENCE_BY_KEY.values() for v in e.variants}
+# (experience, variant) -> share of later visits kept, for the variants that change it
+_RETURNS = {
+    (e.key, v.key): v.return_response for e in EXPERIENCE_BY_KEY.values() for v in e.variants if v.return_response < 1
+}
+_RETURN_AFTER = timedelta(days=7)
 
 
 def conversion_probability(intent: str, assignments: Mapping[str, object]) -> float:
@@ -766,9 +798,12 @@ def history_generate(
 
     `arms(profile)` gives the variant key each experience shows that profile (the control for
     holdouts); a visit sees an experience only once it has started (`starts`), so earlier visits
-    are the pre-period that CUPED-style adjustments use.
+    are the pre-period that CUPED-style adjustments use. A variant with a return_response keeps
+    only that share of the visits a week or more after the profile first saw it.
     """
     rng = np.random.default_rng([seed, 2])
+    # Its own stream, drawn only for variants that change returns: every other draw stays the same.
+    returns = np.random.default_rng([seed, 3])
     staged = {spec.key for spec in EXPERIENCES if spec.stages}
     for profile in profiles:
         shows = arms(profile)
@@ -778,8 +813,14 @@ def history_generate(
             extra = np.random.default_rng([seed, 4, profile.n])  # plays the extra visits, apart from `rng`
             visits += [(s, extra) for s in repeat_visit_starts(profile, seed=seed, end=end, days=days)]
             visits.sort(key=lambda visit: visit[0])
+        first_seen: dict[tuple[str, str], datetime] = {}
         for k, (start, draws) in enumerate(visits):
             shown = {key: variant for key, variant in shows.items() if starts[key] <= start}
+            for pair in _RETURNS.keys() & shown.items():
+                first_seen.setdefault(pair, start)
+            kept = math.prod(_RETURNS[pair] for pair, seen in first_seen.items() if start - seen >= _RETURN_AFTER)
+            if kept < 1 and returns.random() >= kept:
+                continue  # a visit the variant put off
             # Untargeted experiences are decided as the visit opens, on the state of the visits before.
             at_start = state.record(start) if shown.keys() - staged else None
             events, in_visit = _session_play(

@@ -1,7 +1,8 @@
 """Reads for lift reports: sufficient statistics per (segment, arm), aggregated in PostgreSQL.
 
 One GROUP BY over the exposure table (whose outcomes the drain keeps current) gives, per segment
-and arm: users, converted users, revenue sum and sum of squares, and the CUPED covariate sums. The
+and arm: users, converted users, revenue sum and sum of squares, and the CUPED covariate sums; the
+same scan, joined to the events around each exposure, gives every chosen metric's moments. The
 SQL itself is a `personalization` selector: this app names none of that app's tables.
 """
 
@@ -77,19 +78,68 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
     }
 
 
-def lift_cells_sql(*, population: Population, breakdown: Breakdown) -> tuple[str, list]:
-    return personalization_selectors.exposure_lift_cells_sql(**_cells_arguments(population, breakdown))
+def lift_cells_sql(*, population: Population, breakdown: Breakdown, specs: list[dict] = (), as_of=None):
+    """(SQL, parameters, columns per block) of the one scan lift_report_cells runs."""
+    return personalization_selectors.exposure_metric_cells_sql(
+        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True
+    )
+
+
+def _moments(values, widths: list[int]) -> list[Moments]:
+    """One Moments per block of a row's values (n, the sums, the upper triangle of the products)."""
+    moments, at = [], 0
+    for width in widths:
+        n, sums = values[at], values[at + 1 : at + 1 + width]
+        flat = iter(values[at + 1 + width : at + 1 + width + width * (width + 1) // 2])
+        matrix = [[0.0] * width for _ in range(width)]
+        for a in range(width):
+            for b in range(a, width):
+                matrix[a][b] = matrix[b][a] = next(flat)
+        moments.append(Moments(n, tuple(sums), tuple(map(tuple, matrix))))
+        at += 1 + width + width * (width + 1) // 2
+    return moments
+
+
+def _outcomes_arm(outcomes: Moments) -> ArmStats:
+    """ArmStats of the OUTCOMES block (converted, revenue, pre_activity): its count, sums and products.
+    Converted is 0 or 1, so its float8 sum is an exact whole number."""
+    (_, sum_y, sum_x), products = outcomes.sums, outcomes.products
+    return ArmStats(
+        n=outcomes.n,
+        conversions=round(outcomes.sums[0]),
+        sum_y=sum_y,
+        sum_y2=products[1][1],
+        sum_x=sum_x,
+        sum_x2=products[2][2],
+        sum_xy=products[1][2],
+    )
+
+
+def lift_report_cells(
+    *, population: Population, breakdown: Breakdown, specs: list[dict], as_of: datetime
+) -> tuple[list[tuple[str, int, bool, ArmStats]], list[tuple[str, int, bool, list[Moments]]]]:
+    """(conversion cells, metric cells) of a report, both (segment, day number, treated, ...) from ONE
+    scan of the exposures (joined to the events around them when a metric needs them): the exposure's
+    own outcomes as ArmStats, and one Moments per metric of `specs`. Segments and days are roll-ups of
+    these cells (sufficient statistics add up), done in Python on a few hundred rows. People without
+    a value for the breakdown stay in (MISSING_LABEL): the caller counts them, then may drop them."""
+    rows, widths = personalization_selectors.exposure_metric_cells(
+        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True
+    )
+    cells, metric_cells = [], []
+    for seg, day, treated, *values in rows:
+        outcomes, *moments = _moments(values, widths)
+        cells.append((seg, int(day), bool(treated), _outcomes_arm(outcomes)))
+        metric_cells.append((seg, int(day), bool(treated), moments))
+    return cells, metric_cells
 
 
 def lift_cells(
     *, population: Population, breakdown: Breakdown, keep_missing: bool = False
 ) -> list[tuple[str, int, bool, ArmStats]]:
-    """(segment, day number, treated, sums) cells from ONE parallel scan; segments and days are
-    roll-ups of these cells (sufficient statistics add up), done in Python on a few hundred rows.
-    With `exclude_missing`, people without a value are left out of everything (unless
-    `keep_missing`: the caller counts them first, then calls lift_cells_without_missing)."""
-    rows = personalization_selectors.exposure_lift_cells(**_cells_arguments(population, breakdown))
-    cells = [(seg, int(day), bool(treated), _arm(sums)) for seg, day, treated, *sums in rows]
+    """The conversion cells alone (lift_report_cells without metrics: the plain parallel GROUP BY).
+    With `exclude_missing`, people without a value are left out (unless `keep_missing`)."""
+    cells, _ = lift_report_cells(population=population, breakdown=breakdown, specs=[], as_of=population.end)
     if breakdown.exclude_missing and not keep_missing:
         cells = lift_cells_without_missing(cells=cells)
     return cells
@@ -98,24 +148,8 @@ def lift_cells(
 def lift_metric_cells(
     *, population: Population, breakdown: Breakdown, specs: list[dict], as_of: datetime
 ) -> list[tuple[str, int, bool, list[Moments]]]:
-    """(segment, day number, treated, one Moments per metric) cells from ONE scan of exposures joined
-    to the events around them (personalization's exposure_metric_cells)."""
-    rows, widths = personalization_selectors.exposure_metric_cells(
-        **_cells_arguments(population, breakdown), metrics=specs, as_of=as_of
-    )
-    cells = []
-    for seg, day, treated, *values in rows:
-        moments, at = [], 0
-        for width in widths:
-            n, sums = values[at], values[at + 1 : at + 1 + width]
-            flat = iter(values[at + 1 + width : at + 1 + width + width * (width + 1) // 2])
-            matrix = [[0.0] * width for _ in range(width)]
-            for a in range(width):
-                for b in range(a, width):
-                    matrix[a][b] = matrix[b][a] = next(flat)
-            moments.append(Moments(n, tuple(sums), tuple(map(tuple, matrix))))
-            at += 1 + width + width * (width + 1) // 2
-        cells.append((seg, int(day), bool(treated), moments))
+    """The metric cells alone (lift_report_cells), without people the breakdown excludes."""
+    _, cells = lift_report_cells(population=population, breakdown=breakdown, specs=specs, as_of=as_of)
     if breakdown.exclude_missing:
         cells = lift_cells_without_missing(cells=cells)
     return cells

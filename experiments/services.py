@@ -127,13 +127,18 @@ def lift_compute(
         control_key=control_key,
     )
     segment_labels = selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)
-    progress(10, "Aggregating exposures and outcomes in PostgreSQL")
-    cells = selectors.lift_cells(population=population, breakdown=breakdown, keep_missing=True)
+    specs = _metric_specs(project=project, experience_key=experience_key)
+    progress(10, "Aggregating exposures, outcomes and every metric in PostgreSQL")
+    # One scan serves the conversion report and every metric (its cells carry both).
+    cells, metric_cells = selectors.lift_report_cells(
+        population=population, breakdown=breakdown, specs=specs, as_of=timezone.now()
+    )
     # Said, never silently dropped: how many people the breakdown has no value for (for behavior
     # segments: exposures recorded before exposures kept them).
     missing = {"users": selectors.lift_missing_count(cells=cells), "excluded": breakdown.exclude_missing}
     if breakdown.exclude_missing:
         cells = selectors.lift_cells_without_missing(cells=cells)
+        metric_cells = selectors.lift_cells_without_missing(cells=metric_cells)
     segments = selectors.lift_segment_stats(cells=cells)
     daily = selectors.lift_daily_stats(cells=cells)
     progress(80, "Computing statistics")
@@ -169,11 +174,9 @@ def lift_compute(
                     "users": running_t.n + running_h.n,
                 }
             )
-    progress(85, "Aggregating every metric in PostgreSQL")
     metrics = _metric_sections(
-        project=project,
-        population=population,
-        breakdown=breakdown,
+        specs=specs,
+        cells=metric_cells,
         order=[seg.name for seg in segments],
         correction=correction,
         labels=segment_labels,
@@ -204,22 +207,25 @@ def lift_compute(
     }
 
 
-def _metric_sections(
-    *, project, population, breakdown: Breakdown, order: list[str], correction: str, labels: dict, treatment_label: str
-) -> list[dict]:
-    """Every metric chosen for this report (primary, secondary, guardrails), per segment, from one scan."""
+def _metric_specs(*, project, experience_key: str) -> list[dict]:
+    """Every metric chosen for this report (primary, secondary, guardrails), as specs with their role."""
     metric_defaults_ensure(project=project)
-    choice = selectors.experience_metrics_choice(project_id=project.pk, experience_key=population.experience_key)
+    choice = selectors.experience_metrics_choice(project_id=project.pk, experience_key=experience_key)
     by_key = {m.key: m for m in selectors.metrics_for_project(project_id=project.pk)}
-    roles = [("primary", [choice["primary"]] if choice["primary"] else []), ("secondary", choice["secondary"])]
-    specs = [
-        {**by_key[key].spec(), "role": role}
-        for role, keys in [*roles, ("guardrail", choice["guardrails"])]
-        for key in keys
+    roles = [
+        ("primary", [choice["primary"]] if choice["primary"] else []),
+        ("secondary", choice["secondary"]),
+        ("guardrail", choice["guardrails"]),
     ]
+    return [{**by_key[key].spec(), "role": role} for role, keys in roles for key in keys]
+
+
+def _metric_sections(
+    *, specs: list[dict], cells, order: list[str], correction: str, labels: dict, treatment_label: str
+) -> list[dict]:
+    """Every chosen metric's section, per segment, from the report's metric cells."""
     if not specs:
         return []
-    cells = selectors.lift_metric_cells(population=population, breakdown=breakdown, specs=specs, as_of=timezone.now())
     sections = metric_report.metrics_report(specs=specs, cells=cells, correction=correction, order=order)
     for section in sections:  # said with the segments' names and the arms' words of this report
         section["sentences"] = metric_report.metric_sentences(

@@ -41,6 +41,8 @@ def _metrics_context(result: dict, picked: str) -> dict:
     if not sections:
         return {}
     section = next((m for m in sections if m["key"] == picked), sections[0])
+    labels = result.get("segment_labels") or {}  # its per-segment table names segments as the marketer does
+    section = {**section, "segments": [{**r, "label": labels.get(r["name"], r["name"])} for r in section["segments"]]}
     figures = {"metric-forest": charts.metric_forest(result, section)}
     waterfall = charts.metric_waterfall(result, section)
     if waterfall:

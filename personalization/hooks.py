@@ -8,6 +8,7 @@ provider here, and the higher app fills the slot in its `AppConfig.ready()`:
 - `decide_privacy` (privacy): the consent, GPC and "anyone erased" settings decide's snapshot carries.
 - `segment_catalog` (segments): the saved segments and clustering runs experiences target and migrate.
 - `lift_headline` (experiments): the first sentence of the newest global-holdout lift report (Overview).
+- `person_why` (segments): why a visitor is in each segment, intent and score band (the visitor page's Why panel).
 
 Signals (personalization/signals.py) are for "this happened, whoever cares"; a provider here is for
 "personalization needs an answer", so each slot takes exactly one provider and says in `when_missing`
@@ -64,6 +65,7 @@ class SegmentCatalog(Protocol):
     def segment_keys_untargetable(self, *, project_id: int, keys: list[str]) -> list[str]: ...
     def intent_keys_unknown(self, *, project_id: int, keys: list[str]) -> list[str]: ...
     def segment_names(self, *, project_id: int) -> dict[str, str]: ...
+    def segment_traits(self, *, project_id: int, keys: list[str]) -> dict[str, str]: ...
     def segment_picker_groups(self, *, project_id: int) -> list[dict]: ...
     def segments_by_keys(self, *, project_id: int, keys: list[str]) -> dict[str, Any]: ...
     def segments_overlap(self, *, project_id: int, old_keys: list[str], run_id: int) -> dict[str, list[dict]]: ...
@@ -99,7 +101,14 @@ lift_headline: Provider[Callable[..., str]] = Provider(
     when_missing="the Overview shows no lift sentence",
 )
 
-HOOKS = (suppression, decide_privacy, segment_catalog, lift_headline)
+person_why: Provider[Callable[..., dict]] = Provider(
+    "person_why",
+    owner="segments",
+    required=False,
+    when_missing="the visitor page shows no Why panel",
+)
+
+HOOKS = (suppression, decide_privacy, segment_catalog, lift_headline, person_why)
 
 
 def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:
@@ -122,6 +131,9 @@ class _NoSegments:
         return list(keys)
 
     def segment_names(self, *, project_id: int) -> dict[str, str]:
+        return {}
+
+    def segment_traits(self, *, project_id: int, keys: list[str]) -> dict[str, str]:
         return {}
 
     def segment_picker_groups(self, *, project_id: int) -> list[dict]:

@@ -4,13 +4,17 @@ are the hot path and need none of DRF's machinery. Any origin may call them (the
 Every answer, errors included, is JSON with the CORS header, so a browser script can read it.
 """
 
+from itertools import chain
+
 import orjson
 import redis
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from personalization import services, throttle
+from personalization.decide import batch as decide_batch_runtime
+from personalization.decide import batch_csv
 from personalization.decide import runtime as decide_runtime
 from personalization.ingest.schema import MAX_BATCH, BatchError
 from personalization.workspace import auth
@@ -19,7 +23,7 @@ from personalization.workspace import auth
 # costs a few µs of Django's header validation, on every decide.
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Sec-GPC",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Sec-GPC, X-API-Key, If-None-Match",
     "Access-Control-Max-Age": "86400",
 }
 MAX_BODY_BYTES = 2_000_000
@@ -55,12 +59,13 @@ def error(status: int, field: str, message: str, retry_after: int | None = None)
     return response
 
 
-def _too_large() -> BodyError:
-    return BodyError(413, "body", f"is larger than {MAX_BODY_BYTES:,} bytes; send at most {MAX_BATCH} events a batch")
+def _too_large(limit: int) -> BodyError:
+    hint = f"send at most {MAX_BATCH} events a batch" if limit == MAX_BODY_BYTES else "split it into smaller calls"
+    return BodyError(413, "body", f"is larger than {limit:,} bytes; {hint}")
 
 
-def body_read(request: HttpRequest) -> bytes:
-    """The raw body, at most MAX_BODY_BYTES. A declared length over it is refused before reading
+def body_read(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, at most `limit` bytes. A declared length over it is refused before reading
     (Django would answer its own HTML 400 past DATA_UPLOAD_MAX_MEMORY_SIZE); a chunked body, which
     has no length and which Django reads as empty, is read from the server's stream up to the limit."""
     meta = request.META
@@ -70,18 +75,18 @@ def body_read(request: HttpRequest) -> bytes:
             length = int(declared)
         except ValueError:
             raise BodyError(400, "Content-Length", "is not a number of bytes") from None
-        if length > MAX_BODY_BYTES:
+        if length > limit:
             _discard(meta["wsgi.input"], length)
-            raise _too_large()
+            raise _too_large(limit)
         return request.body
     if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         return b""
     stream, parts, size = meta["wsgi.input"], [], 0
     while chunk := stream.read(_READ_CHUNK):
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             _discard(stream, MAX_DISCARD_BYTES)
-            raise _too_large()
+            raise _too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -95,9 +100,9 @@ def _discard(stream, length: int) -> None:
         left -= len(chunk)
 
 
-def body_json(request: HttpRequest):
+def body_json(request: HttpRequest, limit: int = MAX_BODY_BYTES):
     """The request body as JSON, whatever the content type (sendBeacon sends text/plain)."""
-    raw = body_read(request)
+    raw = body_read(request, limit)
     if not raw:
         raise BodyError(400, "body", 'is empty; send a JSON object like {"events": [...]}')
     try:
@@ -130,12 +135,19 @@ def _key_refused(raw: str, info: auth.KeyInfo | None) -> HttpResponse | None:
     return None
 
 
-def public_key_required(view):
+def public_key_required(view=None, *, max_body: int = MAX_BODY_BYTES, body=None, body_error=error):
     """Answers CORS preflights, reads the body (request.json), and resolves the public key — from the
     Authorization header, or from a "key" field in the body (sendBeacon cannot set headers) — into
-    request.key_info. Keys in the URL are refused: URLs end up in logs and browser history."""
+    request.key_info. Keys in the URL are refused: URLs end up in logs and browser history.
 
-    def wrapper(request: HttpRequest) -> HttpResponse:
+    `body(request)` reads the body instead of JSON parsing (the export's CSV of ids), `body_error`
+    shapes a refused body (OFREP has its own error body; it gets the view's URL arguments too);
+    `max_body` is the body's size limit."""
+    if view is None:
+        return lambda view: public_key_required(view, max_body=max_body, body=body, body_error=body_error)
+    read = body or (lambda request: body_json(request, max_body))
+
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method == "OPTIONS":
             return _preflight()
         if request.method != "POST":
@@ -154,9 +166,9 @@ def public_key_required(view):
                 info = _key_check(raw)
                 if isinstance(info, HttpResponse):
                     return info
-            request.json = body_json(request)
+            request.json = read(request)
         except BodyError as exc:
-            return error(exc.status, exc.field, exc.message)
+            return body_error(exc.status, exc.field, exc.message, **kwargs)
         if not raw:
             in_body = request.json.get("key") if isinstance(request.json, dict) else None
             if not isinstance(in_body, str) or not in_body:
@@ -165,13 +177,25 @@ def public_key_required(view):
             if isinstance(info, HttpResponse):
                 return info
         request.key_info = info
-        return view(request)
+        return view(request, *args, **kwargs)
 
     return csrf_exempt(wrapper)
 
 
-def _client_ip(request: HttpRequest) -> str:
+def request_ip(request: HttpRequest) -> str:
     return throttle.client_ip(request.META, settings.KAIROS_TRUSTED_PROXIES)
+
+
+def caller_of(request: HttpRequest) -> dict:
+    """What decide takes from the request besides the body: the key and address its limits count,
+    the Global Privacy Control signal, the user agent (device class for targeting)."""
+    meta = request.META
+    return {
+        "key_id": request.key_info.key_id,
+        "ip": request_ip(request),
+        "gpc": meta.get("HTTP_SEC_GPC") == "1",
+        "user_agent": meta.get("HTTP_USER_AGENT", ""),
+    }
 
 
 @public_key_required
@@ -182,7 +206,7 @@ def events(request: HttpRequest) -> HttpResponse:
             project_id=info.project_id,
             payload=request.json,
             key_id=info.key_id,
-            ip=_client_ip(request),
+            ip=request_ip(request),
             pipe_extra=lambda pipe: auth.last_used_note(pipe, info),
             gpc=request.META.get("HTTP_SEC_GPC") == "1",
         )
@@ -207,21 +231,71 @@ def events(request: HttpRequest) -> HttpResponse:
 def decide(request: HttpRequest) -> HttpResponse:
     info = request.key_info
     try:
-        gpc = request.META.get("HTTP_SEC_GPC") == "1"
-        answer = decide_runtime.decide(
-            info.project_id,
-            request.json,
-            key_id=info.key_id,
-            ip=_client_ip(request),
-            gpc=gpc,
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        )
+        answer = decide_runtime.decide(info.project_id, request.json, **caller_of(request))
         decide_runtime.buffer.note_key(info.key_id)
     except decide_runtime.DecideInputError as exc:
         return error(400, exc.field, exc.message)
     except throttle.Throttled as exc:
         return error(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
     return json_response(answer)
+
+
+def _batch_start(request: HttpRequest, body) -> HttpResponse | object:
+    """Batch decide's answers chunk by chunk, or the answer refusing the call (nothing decided)."""
+    info = request.key_info
+    try:
+        chunks = decide_batch_runtime.decide_batch(info.project_id, body, **caller_of(request))
+    except decide_runtime.DecideInputError as exc:
+        return error(400, exc.field, exc.message)
+    except throttle.Throttled as exc:
+        return error(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
+    decide_runtime.buffer.note_key(info.key_id)
+    return chunks
+
+
+def _streamed(lines, content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type=content_type)
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@public_key_required(max_body=decide_batch_runtime.MAX_BODY_BYTES)
+def decide_batch(request: HttpRequest) -> HttpResponse:
+    """NDJSON: one line per unit, in the order given, each a single decide's answer with its unit."""
+    chunks = _batch_start(request, request.json)
+    if isinstance(chunks, HttpResponse):
+        return chunks
+    lines = (b"".join(orjson.dumps(answer) + b"\n" for answer in chunk) for chunk in chunks)
+    return _streamed(lines, "application/x-ndjson")
+
+
+def _export_body(request: HttpRequest):
+    """A JSON body as batch decide's, or a CSV of ids (text/csv; experiences in `?experiences=a,b`)."""
+    if request.content_type != "text/csv":
+        return body_json(request, decide_batch_runtime.MAX_BODY_BYTES)
+    try:
+        text = body_read(request, decide_batch_runtime.MAX_BODY_BYTES).decode()
+    except UnicodeDecodeError:
+        raise BodyError(400, "body", "is not UTF-8 text; save the CSV of ids as UTF-8") from None
+    try:
+        body: dict = {"units": batch_csv.ids_parse(text)}
+    except batch_csv.IdsError as exc:
+        raise BodyError(400, exc.field, exc.message) from None
+    if experiences := request.GET.get("experiences"):
+        body["experiences"] = [key.strip() for key in experiences.split(",") if key.strip()]
+    return body
+
+
+@public_key_required(body=_export_body)
+def decide_export(request: HttpRequest) -> HttpResponse:
+    """CSV: one row per unit and experience (batch_csv.EXPORT_HEADER), from a batch decide."""
+    chunks = _batch_start(request, request.json)
+    if isinstance(chunks, HttpResponse):
+        return chunks
+    parts = chain([[batch_csv.EXPORT_HEADER]], (batch_csv.export_rows(chunk) for chunk in chunks))
+    response = _streamed(("".join(batch_csv.csv_lines(part)) for part in parts), "text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="decide-export.csv"'
+    return response
 
 
 def ping(request: HttpRequest) -> HttpResponse:

@@ -38,12 +38,6 @@ def live_active(project_id: int) -> str:
     return f"kr:{project_id}:live:active"
 
 
-def live_gate(token: str) -> str:
-    """Set by the ingest script when it appends a batch, taken by that batch's live state update
-    moments later in the same round trip (no personal data; expires on its own if never taken)."""
-    return f"kr:live:gate:{token}"
-
-
 def snapshot(project_id: int) -> str:
     """The compiled decide snapshot (JSON) of a project's running experiences."""
     return f"kr:{project_id}:snapshot"

@@ -6,8 +6,6 @@ from personalization.experiences.exposures import (
     MISSING_SEGMENT,
     NO_SEGMENT,
     exposure_experience_keys,
-    exposure_lift_cells,
-    exposure_lift_cells_sql,
     exposure_range,
     stored_version_for_report,
 )
@@ -81,8 +79,6 @@ __all__ = [
     "experiences_by_run",
     "experiences_for_project",
     "exposure_experience_keys",
-    "exposure_lift_cells",
-    "exposure_lift_cells_sql",
     "exposure_metric_cells",
     "exposure_metric_cells_sql",
     "exposure_range",

@@ -8,7 +8,7 @@ class SegmentsConfig(AppConfig):
         # Imported here, not at the top: these modules load models, which Django allows only once apps are ready.
         from personalization import hooks
         from personalization.signals import events_drained, profiles_opted_out
-        from segments import personal_data, selectors  # noqa: F401 -- personal_data registers segments' locations
+        from segments import personal_data, selectors, why  # noqa: F401 -- personal_data registers segments' locations
         from segments.services.intents import intents_opted_out_receiver
         from segments.services.memberships import profiles_opted_out_receiver
         from segments.services.scores import scores_opted_out_receiver
@@ -20,3 +20,4 @@ class SegmentsConfig(AppConfig):
         events_drained.connect(intents_drained_receiver, dispatch_uid="segments-intents")
         profiles_opted_out.connect(intents_opted_out_receiver, dispatch_uid="segments-intents-opt-out")
         hooks.segment_catalog.provide(selectors)
+        hooks.person_why.provide(why.unit_explanations)

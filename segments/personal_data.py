@@ -7,7 +7,7 @@ from django.db import transaction
 
 from personalization import selectors as people
 from personalization.people.personal_data import ORDER_ROWS, Location, Subject, register, table
-from segments import meaning, text_encoder
+from segments import meaning, text_encoder, why
 from segments.models import (
     MapPoint,
     MembershipPublish,
@@ -184,5 +184,34 @@ register(
         verify=lambda subject: _text_vector_rows(subject).count(),
         order=ORDER_ROWS - 1,
         model=TextEmbedding._meta.label,
+    )
+)
+
+
+def _explanations_export(subject: Subject) -> Iterator[dict]:
+    found = why.profile_explanations(project_id=subject.project_id, profile_ids=list(subject.profile_ids))
+    if found["items"]:
+        yield {"kind": "behavior", "key": "", "name": "what the explanations rest on", "why": found["summary"]}
+    for item in found["items"]:
+        yield {"kind": item["kind"], "key": item["key"], "name": item["name"], "why": item["why"]}
+
+
+# Nothing is stored here: the explanations are worked out, at export, from the memberships, intent
+# and predictive scores above (segments/why.py), so a person reads why, not only what (Art. 15 (1)(h)).
+# Erasing or objecting removes what they rest on; there is nothing of their own to remove.
+register(
+    Location(
+        name="profiling_explanations",
+        store="PostgreSQL",
+        category="why the person is in each segment, intent and score band, in words (derived when exported)",
+        purpose="telling the person the logic of the profiling that targets experiences",
+        retention="not stored: derived from the segment, intent and score rows at export",
+        mechanism="nothing stored: gone with the rows it is derived from",
+        columns=("kind", "key", "name", "why"),
+        export=_explanations_export,
+        erase=lambda subject, progress: 0,
+        verify=lambda subject: 0,
+        order=_ORDER,
+        profiling=True,
     )
 )

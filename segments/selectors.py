@@ -5,6 +5,7 @@ from django.db.models import F
 
 from personalization import selectors as people
 from personalization.segment_keys import run_of_key
+from segments.explain import segment_headline
 from segments.models import (
     ClusteringRun,
     EmbedderVersion,
@@ -49,6 +50,14 @@ def segment_members_sample(*, segment: Segment, limit: int = 8) -> list[int]:
 def segment_names(*, project_id: int) -> dict[str, str]:
     """segment key → name, for labels elsewhere (targeting, lift)."""
     return dict(Segment.objects.filter(project_id=project_id).values_list("key", "name"))
+
+
+def segment_traits(*, project_id: int, keys: list[str]) -> dict[str, str]:
+    """segment key → the behavior that sets it apart most, as words ("viewed trail-shoes pages"), for
+    the behavior segments among `keys` that have a card; decide's explain says it of a targeted segment."""
+    rows = Segment.objects.filter(project_id=project_id, key__in=keys, kind=SegmentKind.BEHAVIOR)
+    traits = {key: segment_headline(card or {}) for key, card in rows.values_list("key", "card")}
+    return {key: trait for key, trait in traits.items() if trait}
 
 
 def segment_choices(*, project_id: int) -> list[tuple[str, str]]:

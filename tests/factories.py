@@ -273,3 +273,37 @@ def targeted_experience_start(*, project: Project, key: str, conditions: str) ->
         targeting={"conditions": conditions},
     )
     services.experience_start(experience=project.experiences.get(key=key))
+
+
+def flag_experiences_start(*, project: Project) -> None:
+    """Four running experiences that cover OFREP's flag kinds and decide's reasons, published: "hero"
+    (object payloads, 30 % experience holdout), "color" (no payloads: a string flag), "beta"
+    (string payloads) and "gold" (targeted at plan = gold); a 10 % global holdout."""
+    services.project_holdout_set(project=project, share=0.1)
+    services.project_holdout_salt_set(project=project, salt="flags")  # fixed salts: the same units held out each run
+    specs = {
+        "hero": ([{"headline": "Hello"}, {"headline": "Welcome back"}], {"holdout_share": 0.3}),
+        "color": ([{}, {}], {}),
+        "beta": (["light", "dark"], {}),
+        "gold": (
+            [{"badge": None}, {"badge": "gold"}],
+            {"targeting": {"attributes": [{"attribute": "plan", "op": "in", "values": ["gold"]}]}},
+        ),
+    }
+    for key, (payloads, fields) in specs.items():
+        variants = [{"key": f"{key}-{i}", "payload": p, "is_control": i == 0} for i, p in enumerate(payloads)]
+        experience = services.experience_create(
+            project=project, key=key, name=key.title(), touchpoint=key, variants=variants, **fields
+        )
+        services.experience_salt_set(experience=experience, salt=f"flags-{key}")
+        services.experience_start(experience=experience)
+    services.snapshot_publish(project_id=project.pk)
+
+
+def stream_exposures(project_id: int) -> list[dict]:
+    """The exposure events waiting in the events stream for a project (decide's write-behind)."""
+    found = []
+    for _, fields in redis_client.worker().xrange(rkeys.EVENTS_STREAM):
+        if int(fields[b"p"]) == project_id:
+            found += [e for e in orjson.loads(fields[b"d"]) if e["type"] == "exposure"]
+    return found

@@ -31,6 +31,11 @@ def _entry(exp: Experience) -> dict:
     order = [v.key for v in variants]
     total = sum(v.weight for v in variants) or 1.0
     latest = _latest_weights(exp) if exp.policy != Policy.FIXED else {}
+    targeted_segments = (exp.targeting or {}).get("segments") or []
+    # What decide's `explain` says of a targeted segment (personalization/decide/explain.py).
+    traits = {}
+    if targeted_segments:
+        traits = hooks.segments().segment_traits(project_id=exp.project_id, keys=targeted_segments)
     return {
         "key": exp.key,
         "version": exp.version,
@@ -47,7 +52,7 @@ def _entry(exp: Experience) -> dict:
         "payloads": {v.key: v.payload for v in variants},
         "fixed": [v.weight / total for v in variants],
         "weights": {segment: [float(weights.get(key, 0.0)) for key in order] for segment, weights in latest.items()},
-    }
+    } | ({"why_segments": traits} if traits else {})
 
 
 _FIX = "Edit the experience and correct it (Experiences → this experience → Edit, or PATCH /api/v1/experiences/<key>/)."

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 from personalization.decide.context import device_class, local_time, referrer_class
 from personalization.experiences.conditions import facts_check, facts_of
 from personalization.intent_fields import UNIT_INTENTS_FIELD, intents_parse
-from personalization.people.journey import stage_of
+from personalization.people.journey import stage_name
 from personalization.people.live_session import (
     DEFAULT_IDLE_MINUTES,
+    LIVE_FIELDS,
     live_state_parse,
     session_view,
 )
@@ -49,6 +50,13 @@ def first_touch_class(first_touch: str) -> str:
     return referrer_class(utm={"source": first_touch})
 
 
+@lru_cache(maxsize=4096)  # a visitor asks decide several times between two events: parse their state once
+def _state(fields: tuple) -> dict | None:
+    """live_state_parse of the unit hash's live fields (None where absent). Its result is shared
+    between requests: session_view only reads it."""
+    return live_state_parse({name: value for name, value in zip(LIVE_FIELDS, fields, strict=True) if value is not None})
+
+
 def request_facts(user: dict, context: dict, *, settings: dict, user_agent: str = "") -> Callable[[], dict]:
     """`user` is the unit hash as read (str → str, empty when Redis was away), `context` the
     request's, `settings` the snapshot's "live" ({"idle_minutes", "time_zone", "journey"})."""
@@ -73,9 +81,9 @@ def request_facts(user: dict, context: dict, *, settings: dict, user_agent: str 
 def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
     now = time.time()
     idle = int(settings.get("idle_minutes") or DEFAULT_IDLE_MINUTES) * 60
-    view = session_view(live_state_parse(user), now=now, idle_seconds=idle)
+    view = session_view(_state(tuple(map(user.get, LIVE_FIELDS))), now=now, idle_seconds=idle)
     definition = settings.get("journey")
-    stage = stage_of(view, definition) if definition else stage_of(view)
+    stage = stage_name(view, definition) if definition else stage_name(view)
     hour, weekday = local_time(now, settings.get("time_zone") or "UTC")
     url = _text(context.get("url"))
     utm = context.get("utm")
@@ -89,7 +97,7 @@ def _facts(user: dict, context: dict, settings: dict, user_agent: str) -> dict:
             _text(context.get("referrer")), url, utm if isinstance(utm, dict) else None, own_host=_host(url)
         ),
     }
-    result = facts_of(view, derived, stage.stage)
+    result = facts_of(view, derived, stage)
     facts_check(result)
     result["first_touch_class"] = first_touch_class(view.first_touch)
     # Predictive scores come in the same hash (segments writes them at each retrain); floats or absent.

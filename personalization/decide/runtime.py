@@ -23,6 +23,7 @@ from django.conf import settings
 
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import engine, redis_wire
+from personalization.decide.explain import assignment_explanation
 from personalization.decide.hashing import subject_digest
 from personalization.decide.live import request_facts
 from personalization.decide.units import UNIT_TTL_SECONDS
@@ -87,6 +88,29 @@ def _held_connection(held: tuple | None, client) -> tuple:
     return held
 
 
+def writes_pack(*, sticky: list[tuple[str, dict]], exposures: dict[int, list[dict]], decisions: dict[int, int]) -> list:
+    """The commands that record decisions: sticky fields (renewing the unit's TTL), one stream entry
+    per project with all its exposure events, and the per-minute decisions counter. The write-behind
+    flush and batch decide's per-chunk write both send these, so both record alike."""
+    commands: list[tuple] = []
+    for unit_key, fields in sticky:
+        commands.append(("HSET", unit_key, *chain.from_iterable(fields.items())))
+        commands.append(("EXPIRE", unit_key, UNIT_TTL_SECONDS))
+    received = datetime.now(UTC).isoformat()
+    for project_id, events in exposures.items():
+        if events:
+            commands.append(
+                ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
+            )
+            commands.append(("HINCRBY", rkeys.EVENTS_QUEUED, project_id, len(events)))
+    minute = int(time.time() // 60)
+    for project_id, count in decisions.items():
+        metric = rkeys.metric(project_id, "decisions", minute)
+        commands.append(("INCRBY", metric, count))
+        commands.append(("EXPIRE", metric, 7200))
+    return commands
+
+
 class _Buffer:
     """Writes that may wait ~50 ms: sticky fields, exposure events, the decisions counter."""
 
@@ -115,6 +139,18 @@ class _Buffer:
             if exposures:
                 self.exposures[project_id].extend(exposures)
             self.size += len(exposures) + bool(sticky)
+        if self.thread is None:
+            self._start()
+
+    def add_chunk(self, project_id: int, sticky: list[tuple[str, dict]], exposures: list[dict], decisions: int) -> None:
+        """A batch chunk whose own write failed: the flusher retries it with the rest (same limit)."""
+        with self.lock:
+            self.decisions[project_id] += decisions
+            if self.size >= MAX_BUFFERED:
+                return
+            self.sticky.extend(sticky)
+            self.exposures[project_id].extend(exposures)
+            self.size += len(exposures) + len(sticky)
         if self.thread is None:
             self._start()
 
@@ -150,24 +186,10 @@ class _Buffer:
             if not (sticky or exposures or decisions or keys_used or rate_commands):
                 return
             self.sticky, self.exposures, self.decisions, self.size = [], defaultdict(list), defaultdict(int), 0
-        commands: list[tuple] = []
-        for unit_key, fields in sticky:
-            commands.append(("HSET", unit_key, *chain.from_iterable(fields.items())))
-            commands.append(("EXPIRE", unit_key, UNIT_TTL_SECONDS))
-        received = datetime.now(UTC).isoformat()
-        for project_id, events in exposures.items():
-            commands.append(
-                ("XADD", rkeys.EVENTS_STREAM, "*", "p", project_id, "d", orjson.dumps(events), "r", received)
-            )
-            commands.append(("HINCRBY", rkeys.EVENTS_QUEUED, project_id, len(events)))
+        commands = writes_pack(sticky=sticky, exposures=exposures, decisions=decisions)
         if keys_used:
             now = int(time.time())
             commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
-        minute = int(time.time() // 60)
-        for project_id, count in decisions.items():
-            metric = rkeys.metric(project_id, "decisions", minute)
-            commands.append(("INCRBY", metric, count))
-            commands.append(("EXPIRE", metric, 7200))
         commands += rate_commands
         try:
             replies = self._connection().execute(*commands)
@@ -239,13 +261,14 @@ class _KeyRates:
 class _UnitReads:
     """The request's one round trip, on a bare connection (redis_wire) each request thread keeps to
     itself: redis-py's pooled path costs several times the round trip's own CPU, and decide's
-    throughput is CPU-bound."""
+    throughput is CPU-bound. `client` gives the settings (timeouts) of the connection."""
 
-    def __init__(self):
+    def __init__(self, client=redis_client.fast):
         self.local = threading.local()
+        self.client = client
 
     def _connection(self) -> redis_wire.Connection:
-        client = redis_client.fast()
+        client = self.client()
         self.local.held = _held_connection(getattr(self.local, "held", None), client)
         return self.local.held[2]
 
@@ -257,7 +280,7 @@ class _UnitReads:
             return conn.execute(*commands)  # a stale socket (Redis restarted): once more on a fresh one
 
 
-def _as_dict(reply) -> dict:
+def hash_as_dict(reply) -> dict:
     """HGETALL's reply: a map under RESP3, a flat list of field, value under RESP2."""
     if isinstance(reply, dict):
         return {k.decode(): v.decode() for k, v in reply.items()}
@@ -268,7 +291,20 @@ snapshots = _Snapshots()
 key_rates = _KeyRates()
 buffer = _Buffer()
 unit_reads = _UnitReads()
+# Batch decide's per-chunk writes: the patient settings of the flusher (a chunk may wait for Redis).
+chunk_writes = _UnitReads(redis_client.worker)
 _redis_down_until = 0.0
+
+
+def redis_down(now: float) -> bool:
+    """Redis failed less than REDIS_RETRY_SECONDS ago: answer from the snapshot without asking it."""
+    return now < _redis_down_until
+
+
+def redis_down_note(now: float) -> None:
+    global _redis_down_until
+    log.warning("decide: Redis unavailable; answering from the in-process snapshot")
+    _redis_down_until = now + REDIS_RETRY_SECONDS
 
 
 class DecideInputError(ValueError):
@@ -319,7 +355,15 @@ def request_parse(body) -> tuple[str, str, dict, list[str] | None]:
     return kind, unit, context, requested
 
 
-def _suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
+def _explain_of(body: dict) -> bool:
+    """The request's `explain` (default false): a reason text with each assignment."""
+    value = body.get("explain", False)
+    if not isinstance(value, bool):
+        raise DecideInputError("explain", "must be true or false (true adds an explanation to each assignment)")
+    return value
+
+
+def suppression_check(project_id: int, unit: str, check: bool) -> tuple | None:
     """SISMEMBER of the unit's keyed digest in the erased subjects' set, once the project has one
     (or when the snapshot is about to be refreshed, since the new one may say it has)."""
     snapshot = snapshots.get(project_id)
@@ -340,6 +384,7 @@ def decide(
     """
     global _redis_down_until
     kind, unit, context, requested = request_parse(body)
+    explain = _explain_of(body)
     now = time.monotonic()
     unit_key = rkeys.unit(project_id, unit)
     user: dict = {}
@@ -354,7 +399,7 @@ def decide(
         ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
         try:
             check = snapshots.due(project_id, now)
-            suppression = _suppression_check(project_id, unit, check)
+            suppression = suppression_check(project_id, unit, check)
             commands = [("HGETALL", unit_key)]
             if check:
                 commands.append(("GET", rkeys.snapshot_version(project_id)))
@@ -364,7 +409,7 @@ def decide(
             if per_ip:
                 commands.append(("INCR", ip_counter))
             results = unit_reads.execute(*commands)
-            user = _as_dict(results[0])
+            user = hash_as_dict(results[0])
             erased = suppression is not None and results[suppressed_at] == 1
             if check:
                 snapshots.refresh(redis_client.fast(), project_id, results[1], now)
@@ -379,29 +424,77 @@ def decide(
             key_count = key_rates.count(key_id, window) if per_key else 0
             throttle.rate_verdict([key_count, ip_count], per_key, per_ip)
     snapshot = snapshots.get(project_id)
-    decision_id = uuid.uuid4().hex
     if snapshot is None:
-        keys = requested or []
-        return {
-            "decision_id": decision_id,
-            "version": None,
-            "assignments": {k: {"variant": None, "payload": None, "reason": "fallback", "version": None} for k in keys},
-            "unknown_experiences": [],
-        }
+        return no_snapshot_answer(requested, explain=explain)
+    answer, sticky, exposures = unit_decide(
+        snapshot,
+        kind,
+        unit,
+        user,
+        context,
+        requested,
+        erased=erased,
+        fallback=fallback,
+        gpc=gpc,
+        user_agent=user_agent,
+        explain=explain,
+    )
+    buffer.add(project_id, unit_key, sticky, exposures)
+    return answer
+
+
+def no_snapshot_answer(requested: list[str] | None, *, explain: bool = False) -> dict:
+    """Without a snapshot (never published, or not yet loaded with Redis away): defaults."""
+    return {
+        "decision_id": uuid.uuid4().hex,
+        "version": None,
+        "assignments": {
+            k: {"variant": None, "payload": None, "reason": "fallback", "version": None}
+            | ({"explanation": None} if explain else {})
+            for k in requested or []
+        },
+        "unknown_experiences": [],
+    }
+
+
+def unit_decide(
+    snapshot: dict,
+    kind: str,
+    unit: str,
+    user: dict,
+    context: dict,
+    requested: list[str] | None,
+    *,
+    erased: bool,
+    fallback: bool,
+    gpc: bool,
+    user_agent: str,
+    explain: bool = False,
+) -> tuple[dict, dict, list[dict]]:
+    """One unit's answer, its sticky writes and its exposure events, from what the round trip read:
+    the one engine call behind decide, batch decide and OFREP."""
+    decision_id = uuid.uuid4().hex
     if erased:
         decision = engine.decide_unit(snapshot, unit, {"dnp": "1"}, context, requested)
-        buffer.add(project_id, unit_key, {}, [])
+        sticky, exposures = {}, []
     else:
         live = request_facts(user, context, settings=snapshot.get("live") or {}, user_agent=user_agent)
         decision = engine.decide_unit(snapshot, unit, user, context, requested, fallback=fallback, gpc=gpc, live=live)
-        exposures = _exposure_events(decision, decision_id, kind, unit)
-        buffer.add(project_id, unit_key, decision.sticky_updates, exposures)
-    return {
+        sticky, exposures = decision.sticky_updates, _exposure_events(decision, decision_id, kind, unit)
+        if explain:
+            experiences = snapshot["experiences"]
+            for key, assignment in decision.assignments.items():
+                assignment["explanation"] = assignment_explanation(experiences[key], assignment, user, live)
+    if explain:
+        for assignment in decision.assignments.values():
+            assignment.setdefault("explanation", None)
+    answer = {
         "decision_id": decision_id,
         "version": snapshot["version"],
         "assignments": decision.assignments,
         "unknown_experiences": decision.unknown,
     }
+    return answer, sticky, exposures
 
 
 def _exposure_events(decision: engine.Decision, decision_id: str, kind: str, unit: str) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from datetime import datetime
 
-from django.db import connection
 from django.db.models import Max, Min
 
 from personalization.ingest.stored_version import stored_version_read
@@ -22,20 +21,6 @@ MISSING_SEGMENT = "(none)"
 # apart from any segment key (slugs) or run key ("b12.3").
 NO_SEGMENT = "(no segment)"
 
-
-_LIFT_SUMS = """
-    count(*) AS n,
-    count(*) FILTER (WHERE x.converted) AS conversions,
-    coalesce(sum(x.revenue::float8), 0) AS sum_y,
-    coalesce(sum(x.revenue::float8 * x.revenue::float8), 0) AS sum_y2,
-    coalesce(sum(x.pre_activity::float8), 0) AS sum_x,
-    coalesce(sum(x.pre_activity::float8 * x.pre_activity), 0) AS sum_x2,
-    coalesce(sum(x.pre_activity * x.revenue::float8), 0) AS sum_xy
-"""
-
-
-# float8 arithmetic: summing numeric is several times slower, and cents survive float8 exactly
-# far beyond any realistic revenue total.
 
 # What the report reads of an exposure: the global population sorts every row by person, and
 # carrying only these through the sort instead of whole rows takes a third off its time.
@@ -76,18 +61,9 @@ def _lift_population(
     return source, [project_id, experience_key, start, end], "x.arm = 'variant'", []
 
 
-def exposure_lift_cells_sql(
-    *,
-    project_id: int,
-    experience_key: str,
-    comparison: str,
-    start,
-    end,
-    control_key: str = "",
-    breakdown_kind: str = "exposure",
-    breakdown_name: str = "segment",
-) -> tuple[str, list]:
-    """The one GROUP BY a lift report runs: sums per (segment, UTC day, treated).
+def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **population) -> tuple[tuple, tuple]:
+    """((JOIN, its parameters, breakdown value SQL, its parameters), (FROM, its parameters, treated
+    test, its parameters)) of a report's rows; `also`: more columns the global population carries.
 
     Breakdown kinds: "exposure" (the segment recorded at exposure), "attribute" (a profile
     attribute named `breakdown_name`), and two over the behavior segments recorded at exposure:
@@ -95,26 +71,6 @@ def exposure_lift_cells_sql(
     in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not); and
     "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure);
     and "intent", yes or no by the visitor's score on the intent `breakdown_name` at exposure."""
-    (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
-        project_id=project_id,
-        experience_key=experience_key,
-        comparison=comparison,
-        control_key=control_key,
-        start=start,
-        end=end,
-        breakdown_kind=breakdown_kind,
-        breakdown_name=breakdown_name,
-    )
-    sql = (
-        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated, {_LIFT_SUMS}"
-        f" FROM {source} {join} GROUP BY 1, 2, 3"
-    )
-    return sql, [*expr_params, *treated_params, *params, *join_params]
-
-
-def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **population) -> tuple[tuple, tuple]:
-    """((JOIN, its parameters, breakdown value SQL, its parameters), (FROM, its parameters, treated
-    test, its parameters)) of a report's rows; `also`: more columns the global population carries."""
     join, join_params, expr, expr_params, extra = breakdown_sql(
         breakdown_kind=breakdown_kind, breakdown_name=breakdown_name
     )
@@ -124,7 +80,7 @@ def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **
 
 def breakdown_sql(*, breakdown_kind: str, breakdown_name: str) -> tuple[str, list, str, list, str]:
     """(JOIN clause, its parameters, the SQL value of the breakdown over rows aliased x, its
-    parameters, the extra column the rows must carry) for a breakdown kind (exposure_lift_cells_sql)."""
+    parameters, the extra column the rows must carry) for a breakdown kind (cells_source)."""
     extras = {"segs_prefix": "behavior_segments", "segs_key": "behavior_segments", "live": "live", "intent": "live"}
     join, join_params = "", []
     if breakdown_kind == "exposure":
@@ -187,15 +143,6 @@ _LIVE_EXPRESSIONS = {
     "first_touch": _live_expr("nullif(x.live ->> 'first_touch', '')"),
     "tenure": _live_expr(_TENURE),
 }
-
-
-def exposure_lift_cells(**kwargs) -> list[tuple]:
-    """Rows (segment, day number, treated, n, conversions, sum_y, sum_y2, sum_x, sum_x2, sum_xy) from
-    ONE parallel scan; the keyword arguments are exposure_lift_cells_sql's."""
-    sql, params = exposure_lift_cells_sql(**kwargs)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def exposure_range(*, project_id: int, experience_key: str) -> tuple[datetime, datetime] | None:

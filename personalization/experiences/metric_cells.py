@@ -8,6 +8,12 @@ window computes every metric's per-person columns at once; the outer GROUP BY th
 their pairwise products (experiments.metrics_stats.Moments). A metric's columns are
 [value, pre-exposure value] (mean metrics) or [numerator, denominator, pre numerator, pre
 denominator] (ratios); the pre-exposure values are the CUPED covariates.
+
+The same scan also carries the exposure's own outcomes (OUTCOMES: converted, revenue and the
+pre_activity covariate the drain keeps), so a lift report reads the exposures once for its
+conversion and revenue figures and every metric. Parts a report does not need are left out of the
+SQL: without event metrics there is no lateral join, without a capped metric no materialized pass,
+and the query is the plain parallel GROUP BY of the exposures.
 """
 
 from django.db import connection
@@ -88,6 +94,13 @@ def _metric_columns(index: int, metric: dict, lateral: list[str], lateral_params
     raise ValueError(f"unknown metric kind {kind!r}")
 
 
+# The exposure row's outcomes as a block of columns: what ArmStats needs (n, conversions, Σ revenue,
+# Σ revenue², Σ pre, Σ pre², Σ pre·revenue) are its count, sums and products. Every column is summed
+# as float8: summing numeric is several times slower, and cents survive float8 exactly far beyond
+# any realistic revenue total.
+OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
+
+
 def _reach_days(metric: dict) -> int:
     return int(metric["return_to_day"]) + 1 if metric["kind"] == "retention" else int(metric["window_days"])
 
@@ -104,12 +117,14 @@ def exposure_metric_cells_sql(
     control_key: str = "",
     breakdown_kind: str = "exposure",
     breakdown_name: str = "segment",
-) -> tuple[str, list, list[int]]:
-    """(SQL, parameters, columns per metric): rows (segment, day, treated, then per metric n, Σ column
-    a, and Σ column a x column b for a <= b). Capped metrics (winsorize_percentile) cap each column
-    at that percentile of every exposed person's value (percentile_cont, zeros included)."""
-    if not metrics:
-        raise ValueError("metrics must name at least one metric")
+    outcomes: bool = False,
+) -> tuple[str, dict, list[int]]:
+    """(SQL, parameters, columns per block): rows (segment, day, treated, then per block n, Σ column
+    a, and Σ column a x column b for a <= b). The blocks are OUTCOMES first when `outcomes`, then one
+    per metric. Capped metrics (winsorize_percentile) cap each column at that percentile of every
+    exposed person's value (percentile_cont, zeros included)."""
+    if not metrics and not outcomes:
+        raise ValueError("metrics must name at least one metric, or outcomes be asked for")
     (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
         project_id=project_id,
         experience_key=experience_key,
@@ -123,16 +138,16 @@ def exposure_metric_cells_sql(
     )
     lateral: list[str] = []
     lateral_params: dict = {}
+    blocks = [(list(OUTCOMES), "true", None)] if outcomes else []
+    for index, metric in enumerate(metrics, start=len(blocks)):
+        blocks.append((*_metric_columns(index, metric, lateral, lateral_params), metric.get("winsorize_percentile")))
     person, eligibility, widths = [], [], []
-    for index, metric in enumerate(metrics):
-        columns, eligible = _metric_columns(index, metric, lateral, lateral_params)
+    for index, (columns, eligible, _) in enumerate(blocks):
         widths.append(len(columns))
         person += [f"({column})::float8 AS c{index}_{k}" for k, column in enumerate(columns)]
         eligibility.append(f"({eligible}) AS ok{index}")
-    reach = max(_reach_days(m) for m in metrics)
     caps, sums = [], []
-    for index, (metric, width) in enumerate(zip(metrics, widths, strict=True)):
-        percentile = metric.get("winsorize_percentile")
+    for index, ((_, _, percentile), width) in enumerate(zip(blocks, widths, strict=True)):
         names = [f"u.c{index}_{k}" for k in range(width)]
         if percentile:
             caps += [
@@ -147,16 +162,28 @@ def exposure_metric_cells_sql(
     # Named parameters: the as-of time and the event types are used in several places of the text.
     numbered = [*expr_params, *treated_params, *params, *join_params]
     positional = iter(range(len(numbered)))
-    sql = (
-        f"WITH u AS MATERIALIZED (SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated,"
-        f" {', '.join(person)}, {', '.join(eligibility)}"
-        f" FROM {source} {join}"
-        f" LEFT JOIN LATERAL (SELECT {', '.join(lateral) or '1 AS none'} FROM personalization_event e"
-        f" WHERE e.profile_id = x.profile_id AND e.ts >= x.exposed_at - interval '{PRE_DAYS} days'"
-        f" AND e.ts < x.exposed_at + make_interval(days => {reach})) ev ON true)"
-        f", caps AS (SELECT {', '.join(caps) or '1 AS none'} FROM u)"
-        f" SELECT u.seg, u.day, u.treated, {', '.join(sums)} FROM u CROSS JOIN caps GROUP BY 1, 2, 3"
+    events = ""
+    if lateral:
+        reach = max(_reach_days(m) for m in metrics)
+        events = (
+            f" LEFT JOIN LATERAL (SELECT {', '.join(lateral)} FROM personalization_event e"
+            f" WHERE e.profile_id = x.profile_id AND e.ts >= x.exposed_at - interval '{PRE_DAYS} days'"
+            f" AND e.ts < x.exposed_at + make_interval(days => {reach})) ev ON true"
+        )
+    rows = (
+        f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated,"
+        f" {', '.join(person)}, {', '.join(eligibility)} FROM {source} {join}{events}"
     )
+    grouped = f"SELECT u.seg, u.day, u.treated, {', '.join(sums)} FROM"
+    if caps:
+        # The caps are percentiles over every row, so the rows are computed once and read twice; the
+        # caps are materialized too, else a nested loop may recompute them for every row (quadratic).
+        sql = (
+            f"WITH u AS MATERIALIZED ({rows}), caps AS MATERIALIZED (SELECT {', '.join(caps)} FROM u)"
+            f" {grouped} u CROSS JOIN caps GROUP BY 1, 2, 3"
+        )
+    else:  # a subquery PostgreSQL flattens: one parallel GROUP BY over the exposures
+        sql = f"{grouped} ({rows}) u GROUP BY 1, 2, 3"
     # Turn the positional %s into named ones, in order, so as_of can be named and reused.
     parts = sql.split("%s")
     named = parts[0] + "".join(f"%(p{next(positional)})s{part}" for part in parts[1:])

@@ -5,14 +5,13 @@ PostgreSQL. Nothing is half written: one Lua script counts the batch against the
 project's cap and appends it, all or nothing.
 
 An appended batch also updates its visitors' live session state (people/live_session.py), so the
-next decide sees it within milliseconds. The update rides in the same round trip, right behind the
-ingest script, but gated on its verdict: the ingest script sets a one-off gate key only when it
-appends the batch, and the live script does nothing unless it can take that key, so a batch refused
-(429) or held at the cap never counts, and the client's retry counts once.
+next decide sees it within milliseconds. The update runs inside the same script, right after the
+append and only when the batch was appended, so a batch refused (429) or held at the cap never
+counts, the client's retry counts once, and the request costs one EVALSHA in one round trip.
 """
 
+import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ import orjson
 import redis
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import NoScriptError
 
 from personalization import redis_client, rkeys, throttle
 from personalization.decide import runtime as decide_runtime
@@ -36,18 +36,23 @@ _METRIC_TTL_SECONDS = 2 * 3600
 
 
 # One script, so a batch is counted against the limits, checked against the project's cap and
-# appended with its counters all at once or not at all.
-# KEYS: stream, queued hash, metric, live gate[, key counter, IP counter]
+# appended with its counters all at once or not at all; then, for an appended batch, the live state
+# update (live_session.live_fold) in the same call. Its fault is caught (pcall) and answered beside
+# the verdict: the batch is in the stream already, only the live state misses it.
+# KEYS: stream, queued hash, metric[, key counter, IP counter], then the live update's keys.
 # ARGV: project, events JSON, received, event count, metric ttl, cap, per-key limit, per-IP limit,
-#       set the live gate (1|0)
-# Returns {0, queued} when appended, {1|2, count} over the key|IP limit, {3, queued} at the cap.
-_INGEST_LUA = """
-local count = tonumber(ARGV[4])
-if #KEYS == 6 then
+#       the number of the ingest's own keys (3|5), then the live update's arguments.
+# Returns {0, queued[, the live update's replies or its error text]} when appended, {1|2, count}
+# over the key|IP limit, {3, queued} at the cap.
+_INGEST_LUA = (
+    live_session.LIVE_FUNCTION_LUA
+    + """
+local count, own = tonumber(ARGV[4]), tonumber(ARGV[9])
+if own == 5 then
   local limits = {tonumber(ARGV[7]), tonumber(ARGV[8])}
   for i = 1, 2 do
-    local n = redis.call('INCR', KEYS[4 + i])
-    if n == 1 then redis.call('EXPIRE', KEYS[4 + i], 2) end
+    local n = redis.call('INCR', KEYS[3 + i])
+    if n == 1 then redis.call('EXPIRE', KEYS[3 + i], 2) end
     if limits[i] > 0 and n > limits[i] then return {i, n} end
   end
 end
@@ -58,9 +63,13 @@ redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 'd', ARGV[2], 'r', ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[1], count)
 redis.call('INCRBY', KEYS[3], count)
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-if ARGV[9] == '1' then redis.call('SET', KEYS[4], '1', 'PX', 10000) end
-return {0, queued}
+if #KEYS == own then return {0, queued} end
+local ok, units = pcall(live_fold, own, 9)
+if not ok then units = tostring(units) end
+return {0, queued, units}
 """
+)
+_INGEST_SHA = hashlib.sha1(_INGEST_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
 
 
 def events_ingest(
@@ -90,37 +99,16 @@ def events_ingest(
         return result
     per_key, per_ip = settings.KAIROS_EVENTS_PER_KEY_PER_SECOND, settings.KAIROS_EVENTS_PER_IP_PER_SECOND
     cap = settings.KAIROS_STREAM_CAP_PER_PROJECT
-    # The live update rides behind the ingest script with the project's settings as this process
-    # last saw them (decide answers with the same snapshot); the script itself skips erased ids and
-    # keeps the index of active visitors.
-    # Without a snapshot in this process yet, it takes a second round trip.
+    # The live update runs in the ingest script with the project's settings as this process last
+    # saw them (decide answers with the same snapshot); the script itself skips erased ids and keeps
+    # the index of active visitors. Without a snapshot in this process yet, it takes a second round trip.
     snapshot = decide_runtime.snapshots.get(project_id) if live else None
     now = time.time()
-    live_command = None
-    if snapshot is not None:
-        gate = rkeys.live_gate(secrets.token_hex(8))
-        live_command = live_session.live_command(
-            project_id=project_id,
-            events=result.accepted,
-            seconds=result.seconds,
-            now=now,
-            digest=live_digest(project_id),
-            settings=_live_settings(snapshot, gpc),
-            gate=gate,
-        )
-    keys = [
-        rkeys.EVENTS_STREAM,
-        rkeys.EVENTS_QUEUED,
-        rkeys.metric(project_id, "events", int(now // 60)),
-        gate if live_command is not None else rkeys.live_gate("-"),
-    ]
+    keys = [rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED, rkeys.metric(project_id, "events", int(now // 60))]
     if key_id is not None and (per_key or per_ip):
         keys += throttle.rate_keys("e", key_id, ip)
-    pipe = redis_client.fast().pipeline(transaction=False)
-    pipe.eval(
-        _INGEST_LUA,
-        len(keys),
-        *keys,
+    own = len(keys)
+    args = [
         project_id,
         orjson.dumps(result.accepted),
         datetime.now(UTC).isoformat(),
@@ -129,10 +117,24 @@ def events_ingest(
         cap,
         per_key,
         per_ip,
-        int(live_command is not None),
-    )
-    if live_command is not None:
-        pipe.execute_command(*live_command)
+        own,
+    ]
+    parts = None
+    if snapshot is not None:
+        parts = live_session.live_parts(
+            project_id=project_id,
+            events=result.accepted,
+            seconds=result.seconds,
+            now=now,
+            digest=live_digest(project_id),
+            settings=_live_settings(snapshot, gpc),
+        )
+        if parts is not None:
+            keys += parts[0]
+            args += parts[1]
+    command = ("EVALSHA", _INGEST_SHA, len(keys), *keys, *args)
+    pipe = redis_client.fast().pipeline(transaction=False)
+    pipe.execute_command(*command)
     # The live state needs the project's settings from the decide snapshot; its version check rides
     # along here (about once a second per project and process), so it costs no round trip of its own.
     check = live and decide_runtime.snapshots.due(project_id, time.monotonic())
@@ -141,22 +143,26 @@ def events_ingest(
     if pipe_extra is not None:
         pipe_extra(pipe)
     replies = pipe.execute(raise_on_error=False)
-    live_reply = replies.pop(1) if live_command is not None else None
+    if isinstance(replies[0], NoScriptError):
+        # Redis did not know the script yet (a restart, a new server): it ran nothing, so send it again.
+        client = redis_client.fast()
+        client.script_load(_INGEST_LUA)
+        replies[0] = client.execute_command(*command)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    verdict, _ = replies[0]
+    verdict = replies[0][0]
     if verdict == 1:
         raise throttle.key_over(per_key)
     if verdict == 2:
         raise throttle.ip_over(per_ip)
     if verdict == 3:
         raise throttle.queue_full(cap)
-    if live_command is not None:
-        _live_settle(live_command, live_reply)
+    if parts is not None:
+        _live_settle(replies[0][2])
     if check:
         _snapshot_refresh(project_id, replies[1])
-    if live and live_command is None:
+    if live and snapshot is None:
         _live_update(project_id, result.accepted, gpc=gpc)
     return result
 
@@ -180,16 +186,17 @@ def _live_settings(snapshot: dict, gpc: bool) -> live_session.LiveSettings:
     )
 
 
-def _live_settle(command: tuple, reply) -> None:
-    """The gated update's answer: done, or the script sent again if Redis had forgotten it. A Redis
-    fault here degrades: the events are in the stream already, only the live state misses them."""
-    try:
-        units = live_session.live_reply(redis_client.fast(), command, reply)
-    except redis.RedisError as exc:
-        log.warning("events: live state not updated (%s); the events are stored", exc)
-        return
-    if -1 in units:
+def _live_settle(units) -> None:
+    """The live update's answer from the ingest script: one reply per unit, or the text of the fault
+    it met. A fault here degrades: the events are in the stream already, only the live state misses them."""
+    if not isinstance(units, list):
+        log.warning("events: live state not updated (%s); the events are stored", _text(units))
+    elif -1 in units:
         log.warning("events: live state not updated for %d unit(s) whose key is not a hash", units.count(-1))
+
+
+def _text(reply) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _snapshot_refresh(project_id: int, version) -> None:

@@ -130,11 +130,18 @@ def _holds(rule: dict, measures: dict) -> bool:
 
 def stage_of(view: SessionView, definition: tuple[dict, ...] = DEFAULT_DEFINITION) -> Stage:
     """The stage of the visitor's (last) session and why. A visitor with no state is exploring."""
+    stage = stage_name(view, definition)
+    return Stage(stage, _reason(stage, view))
+
+
+def stage_name(view: SessionView, definition: tuple[dict, ...] = DEFAULT_DEFINITION) -> str:
+    """The stage alone: what decide reads on every request with conditions, where the reason's
+    sentence would be built and thrown away."""
     measures = measures_of(view)
     for rule in definition:
         if _holds(rule, measures):
-            return Stage(rule["stage"], _reason(rule["stage"], view))
-    return Stage("exploring", _reason("exploring", view))  # unreachable with a definition from journey_definition
+            return rule["stage"]
+    return "exploring"  # unreachable with a definition from journey_definition
 
 
 def _plural(n: float, one: str, many: str | None = None) -> str:

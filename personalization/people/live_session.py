@@ -26,12 +26,14 @@ where a "type=count" list cost a gmatch, a table and a concat per visitor on eve
 the lists (items, categories, searches, custom types) only when the batch brings something for them,
 and checks the whole batch against the suppression set in one SMISMEMBER.
 
-How it is written: `live_command` turns an accepted events batch into one EVALSHA of `LIVE_LUA`
-for all its units (the user id when the event has one, else the anonymous id: the unit decide
-answers for), which the events request sends in the ingest script's round trip, gated on its
-verdict. Python does the parsing and the folding within the batch: a unit's events become
-"segments" (runs of events with no idle gap), each sent as one fixed-width record of counts and
-short lists; the script merges a segment into the state in constant time, whatever its length.
+How it is written: `live_parts` turns an accepted events batch into the keys and arguments of one
+call of the script function `live_fold` (LIVE_FUNCTION_LUA) for all its units (the user id when the
+event has one, else the anonymous id: the unit decide answers for). The events request runs it
+inside its ingest script, right after the append and only when the batch was appended (one
+EVALSHA, one round trip); `live_command` / `live_update` send it on its own (LIVE_LUA). Python does
+the parsing and the folding within the batch: a unit's events become "segments" (runs of events
+with no idle gap), each sent as one fixed-width record of counts and short lists; the script merges
+a segment into the state in constant time, whatever its length.
 The script also checks each unit against the project's suppression set (an erased person's late
 event brings nothing back, whatever the sender knows) and keeps the index of the last hour's
 active visitors (rkeys.live_active) for the units it wrote, dropping those it refused: one place
@@ -117,26 +119,27 @@ _LUA_CONSTANTS = (
     f"local CAP, MAXC, MAXI, MAXQ, MAXT, MAXD, HW = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}, {MAX_QUERIES},"
     f" {MAX_CUSTOM_TYPES}, {MAX_DAYS}, {HASH_CHARS}\n"
     f"local VERSION, SEG, NUMBERS = '{STATE_VERSION}', {SEGMENT_ARGS}, {len(STATE_NUMBERS)}\n"
+    # The patterns as constants of the script, not built by every call: field "ls", a segment record.
+    f"local STATE = '^{STATE_VERSION} {'(%S+) ' * (len(STATE_NUMBERS) - 1)}(%S+)$'\n"
+    f"local RECORD = '^(-?%d+) (-?%d+) {'(%d+) ' * 10}(-?%d+) (%d+) (%d+)$'\n"
 )
 
-LIVE_LUA = (
+LIVE_FUNCTION_LUA = (
     _LUA_CONSTANTS
     + r"""
--- KEYS: [gate,] the project's suppression set, its index of active units, the units' hashes.
--- ARGV: gated (1|0), now, idle, ttl, consent required (1|0), index window, length of the unit key
--- prefix, then per unit: the digest of its id, its segment count, SEG values per segment.
-local gated = ARGV[1] == '1'
--- The ingest script sets the gate only when it appended the batch; taking it here makes the update
--- happen once, and not at all for a batch it refused.
-if gated and redis.call('DEL', KEYS[1]) == 0 then return {} end
-local now, idle, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local consent_required = ARGV[5] == '1'
-local window, prefix = tonumber(ARGV[6]), tonumber(ARGV[7])
-local first = gated and 2 or 1
-local suppressed, active = KEYS[first], KEYS[first + 1]
+-- One function, so the ingest script (ingest/stream.py) can run it in its own call, right after it
+-- appends the batch: KB keys and AB arguments of the caller's come first.
+-- KEYS: the project's suppression set, its index of active units, the units' hashes.
+-- ARGV: now, idle, ttl, consent required (1|0), index window, length of the unit key prefix, then
+-- per unit: the digest of its id, its segment count, SEG values per segment.
+local function live_fold(KB, AB)
+-- now and ttl stay texts where they only go back to Redis: a number costs a conversion there.
+local now, idle, ttl = tonumber(ARGV[AB + 1]), tonumber(ARGV[AB + 2]), ARGV[AB + 3]
+local now_text = ARGV[AB + 1]
+local consent_required = ARGV[AB + 4] == '1'
+local window, prefix = tonumber(ARGV[AB + 5]), tonumber(ARGV[AB + 6])
+local suppressed, active = KEYS[KB + 1], KEYS[KB + 2]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
-local STATE = '^' .. VERSION .. ' ' .. string.rep('(%S+) ', NUMBERS - 1) .. '(%S+)$'
-local RECORD = '^(-?%d+) (-?%d+) ' .. string.rep('(%d+) ', 10) .. '(-?%d+) (%d+) (%d+)$'
 
 local function cap(x) if x > CAP then return CAP end; return x end
 
@@ -256,51 +259,57 @@ local function fold(key, b, segments)
     if f[3] then redis.call('HDEL', key, unpack(FIELDS)) end
     return 0
   end
-  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc
+  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc, as the texts read: a field becomes a number only
+  -- where a segment changes it (a number costs a conversion each way, and most segments change five
+  -- or six of the sixteen). The times the merge compares are numbers in ss, sl and fs (nil: unknown).
   local x = {}
   if f[3] then x = {string.match(f[3], STATE)} end
-  for i = 1, #x do x[i] = tonumber(x[i]) or false end
   local lt, li, lc, lq, la, lh, lf, ld
   local fresh = #x ~= NUMBERS
   if not fresh then
     lt, li, lc, lq = f[4] or '', f[5] or '', f[6] or '', f[7] or ''
     la, lh, lf, ld = f[8] or '', f[9] or '', f[10] or '', f[11] or ''
   else  -- no state, or one this script cannot read: start afresh
-    x = {false, false, false, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    x = {'-', '-', '-', '-', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'}
     lt, li, lc, lq, la, lh, lf, ld = '', '', '', '', '', '', '', ''
   end
+  local ss, sl, fs = tonumber(x[1]), tonumber(x[2]), tonumber(x[4])
   for s = 0, segments - 1 do
     local a = b + s * SEG
-    local sl = x[2]
     local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = string.match(ARGV[a], RECORD)
     start, stop = tonumber(start), tonumber(stop)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
-    if not x[4] then x[4] = start end
+    if not fs then fs = start; x[4] = start end
     if not sl or start - sl > idle then
-      if x[1] then x[3] = sl end
-      x[1] = start
-      for i = 5, NUMBERS do x[i] = 0 end
+      if ss then x[3] = sl or '-' end
+      ss = start; x[1] = start
+      for i = 5, NUMBERS do x[i] = '0' end
       lt, li, lc, lq, lh = '', '', '', '', ''
       ld = days_bump(ld, start)
     end
-    x[2] = stop
+    local prior = sl  -- the state's last event before this segment
+    sl = stop; x[2] = stop
     x[5] = cap(x[5] + n)
-    x[6] = cap(x[6] + pv)
-    q, qr = tonumber(q), tonumber(qr)
+    if pv ~= '0' then x[6] = cap(x[6] + pv) end
     local first_query = ARGV[a + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
-    x[8] = cap(x[8] + q); x[9] = cap(x[9] + qr)
-    x[10], x[11], x[12] = cap(x[10] + ca), cap(x[11] + cr), cap(x[12] + pu)
-    x[13], x[14] = cap(x[13] + ck), cap(x[14] + dwell)
-    x[15], x[16] = cap(x[15] + cl), cap(x[16] + sc)
+    if q ~= '0' then x[8] = cap(x[8] + q) end
+    if qr ~= '0' then x[9] = cap(x[9] + qr) end
+    if ca ~= '0' then x[10] = cap(x[10] + ca) end
+    if cr ~= '0' then x[11] = cap(x[11] + cr) end
+    if pu ~= '0' then x[12] = cap(x[12] + pu) end
+    if ck ~= '0' then x[13] = cap(x[13] + ck) end
+    if dwell ~= '0' then x[14] = cap(x[14] + dwell) end
+    if cl ~= '0' then x[15] = cap(x[15] + cl) end
+    if sc ~= '0' then x[16] = cap(x[16] + sc) end
     lt = merge_types(ARGV[a + 1], lt)
     local found
     li, found = merge_items(ARGV[a + 2], li)
-    x[7] = cap(x[7] + ni - found)
+    if ni ~= '0' then x[7] = cap(x[7] + ni - found) end
     lc = merge_categories(ARGV[a + 3], lc)
     lq = merge_list(ARGV[a + 4], lq, MAXQ)
     local channel = ARGV[a + 6]
@@ -309,7 +318,7 @@ local function fold(key, b, segments)
     local op = ARGV[a + 7]
     if op == 's' then
       local at = tonumber(cart_at)
-      if sl and at < sl then at = sl end
+      if prior and at < prior then at = prior end
       la = at .. '\31' .. ARGV[a + 8]
     elseif op == 'x' then
       la = ''
@@ -318,7 +327,6 @@ local function fold(key, b, segments)
       if string.find('\30' .. ARGV[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
-  for i = 1, NUMBERS do if x[i] == false then x[i] = '-' end end
   -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
   local w, values = {'ls', VERSION .. ' ' .. table.concat(x, ' ')}, {lt, li, lc, lq, la, lh, lf, ld}
   for i = 1, 8 do
@@ -332,21 +340,21 @@ end
 local out, written, dropped = {}, {}, {}
 -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
 -- One SMISMEMBER for the batch: a command from the script costs about as much as a small fold.
-local digests, b = {}, 8
-for k = first + 2, #KEYS do
+local digests, b = {}, AB + 7
+for k = KB + 3, #KEYS do
   digests[#digests + 1] = ARGV[b]
   b = b + 2 + tonumber(ARGV[b + 1]) * SEG
 end
 local erased = redis.call('SMISMEMBER', suppressed, unpack(digests))
-b = 8
-for k = first + 2, #KEYS do
+b = AB + 7
+for k = KB + 3, #KEYS do
   local n = tonumber(ARGV[b + 1])
   local unit = string.sub(KEYS[k], prefix + 1)
   local result = 0
-  if erased[k - first - 1] == 0 then result = fold(KEYS[k], b + 2, n) end
+  if erased[k - KB - 2] == 0 then result = fold(KEYS[k], b + 2, n) end
   out[#out + 1] = result
   if result == 1 then
-    written[#written + 1] = now; written[#written + 1] = unit
+    written[#written + 1] = now_text; written[#written + 1] = unit
   elseif result == 0 then
     dropped[#dropped + 1] = unit
   end
@@ -357,8 +365,10 @@ if #dropped > 0 then redis.call('ZREM', active, unpack(dropped)) end
 redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. (now - window))
 redis.call('EXPIRE', active, window + 60)
 return out
+end
 """
 )
+LIVE_LUA = LIVE_FUNCTION_LUA + "return live_fold(0, 0)\n"
 
 LIVE_SHA = hashlib.sha1(LIVE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
 
@@ -423,6 +433,12 @@ def _text(value) -> str:
     return _clean(value) if value.__class__ is str else ""
 
 
+@lru_cache(maxsize=8192)  # the hash of an item id as sent: one cached call per page view, not two
+def _item_key(value: str) -> str:
+    item = _clean(value)
+    return item_hash(item) if item else ""
+
+
 def _seconds(ts, now: float) -> int:
     try:
         return int(min(datetime.fromisoformat(ts).timestamp(), now))
@@ -448,8 +464,12 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
     start = 0
     query = first_query = channel = op = cart_item = ""
     cart_at = 0
+    latest = int(now)
     for event, ts in zip(events, times, strict=True):
-        ts = _seconds(event.get("ts"), now) if ts is None else min(ts, int(now))
+        if ts is None:
+            ts = _seconds(event.get("ts"), now)
+        elif ts > latest:
+            ts = latest
         if out[0] and ts < last:
             ts = last
         if not out[0] or ts - last > idle:
@@ -477,18 +497,20 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             dwell = props.get("dwell_ms")
             if dwell is not None and isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
                 ld += 1
-            item = _text(props.get("item"))
-            if item:
-                h = item_hash(item)
+            h = props.get("item")
+            h = _item_key(h) if h.__class__ is str else ""
+            if h:
                 items.pop(h, None)
                 items[h] = None
-            category = _text(props.get("category"))
-            if category:
+            category = props.get("category")
+            if category.__class__ is str and category:
+                category = _clean(category)
                 entry = categories.pop(category, None) or [0, 0]
                 entry[0] += 1
-                entry[1] += bool(item)
+                entry[1] += bool(h)
                 categories[category] = entry
-            if not channel and ("utm_source" in props or "referrer" in props):
+            # Most page views name no channel (an empty referrer): _channel would find none.
+            if not channel and ("utm_source" in props or props.get("referrer")):
                 channel = _channel(props)
         elif etype == "search":
             q += 1
@@ -556,23 +578,20 @@ def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: 
 _NOT_BEHAVIOR = {"exposure", "identify", "consent"}
 
 
-def live_command(
+def live_parts(
     *,
     project_id: int,
     events: Iterable[dict],
     now: float,
     digest: Callable[[str], str],
     settings: LiveSettings | None = None,
-    gate: str | None = None,
     seconds: list[int] | None = None,
-) -> tuple | None:
-    """The one EVALSHA that folds accepted, validated events into their units' live state and the
-    index of active units, or None when no event concerns a unit. `digest` gives the keyed digest of
-    an id, as the project's suppression set keeps erased ones: the script skips those units. With
-    `gate`, the script does nothing unless it can take that key (the ingest script sets it when it
-    appends the batch), so the command can ride in the ingest's own round trip. Send it with
-    `live_apply`. `seconds`: the events' times in epoch seconds, as batch_validate gives them
-    (BatchResult.seconds), else each event's "ts" is parsed.
+) -> tuple[list[str], list] | None:
+    """The keys and arguments of `live_fold` (LIVE_FUNCTION_LUA) that fold accepted, validated events
+    into their units' live state and the index of active units, or None when no event concerns a
+    unit. `digest` gives the keyed digest of an id, as the project's suppression set keeps erased
+    ones: the script skips those units. `seconds`: the events' times in epoch seconds, as
+    batch_validate gives them (BatchResult.seconds), else each event's "ts" is parsed.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
     reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
@@ -592,27 +611,22 @@ def live_command(
     settings = settings or LiveSettings()
     idle = settings.idle_seconds
     keys = [rkeys.suppressed(project_id), rkeys.live_active(project_id)]
-    if gate is not None:
-        keys.insert(0, gate)
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
-    args = [int(gate is not None), int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
+    args = [int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
     for unit, (unit_events, times) in by_unit.items():
         args.append(digest(unit))
         args += _unit_args(unit_events, times, now, idle)
+    return keys, args
+
+
+def live_command(parts: tuple[list[str], list] | None) -> tuple | None:
+    """`live_parts` as one EVALSHA of LIVE_LUA on its own (the events request runs `live_fold`
+    inside its ingest script instead). Send it with `live_apply`."""
+    if parts is None:
+        return None
+    keys, args = parts
     return ("EVALSHA", LIVE_SHA, len(keys), *keys, *args)
-
-
-def live_reply(client, command: tuple, reply) -> list:
-    """The script's answer to `command`, sent in a pipeline: if Redis did not know the script yet (a
-    restart, a new server), load it and send the command once more (the script either ran whole or
-    not at all, and a gate it did not take is still there)."""
-    if isinstance(reply, NoScriptError):
-        client.script_load(LIVE_LUA)
-        return client.execute_command(*command)
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
 
 
 def live_apply(client, command: tuple | None) -> list:
@@ -620,10 +634,11 @@ def live_apply(client, command: tuple | None) -> list:
     if command is None:
         return []
     try:
-        reply = client.execute_command(*command)
-    except NoScriptError as exc:
-        reply = exc
-    return live_reply(client, command, reply)
+        return client.execute_command(*command)
+    except NoScriptError:
+        # Redis did not know the script yet (a restart, a new server): it ran nothing, so send it again.
+        client.script_load(LIVE_LUA)
+        return client.execute_command(*command)
 
 
 def live_update(
@@ -637,8 +652,8 @@ def live_update(
 ) -> list:
     """Fold accepted events into the live state and the index of active units in a round trip of
     its own. Returns the script's replies (1 written, 0 opted out or erased, -1 not a hash), one per unit."""
-    command = live_command(project_id=project_id, events=events, now=now, digest=digest, settings=settings)
-    return live_apply(client, command)
+    parts = live_parts(project_id=project_id, events=events, now=now, digest=digest, settings=settings)
+    return live_apply(client, live_command(parts))
 
 
 def live_state_parse(user: dict) -> dict | None:

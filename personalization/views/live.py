@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from django.core.cache import cache
 from django.shortcuts import render
 
-from personalization import selectors
+from personalization import hooks, selectors
 from personalization.experiences.conditions import FIELDS, KEYED_FIELDS
 from personalization.experiences.live_preview import experience_live_preview
 from personalization.people import selectors as people_selectors
@@ -112,7 +112,9 @@ def _event_rows(events) -> list[dict]:
             "ts": e.ts,
             "session_id": e.session_id,
             "value": e.value,
-            "properties": {k: v for k, v in (e.properties or {}).items() if k != "attributes"},
+            # Pairs, not a dict: the template's `.items` would read an event property named "items" (a
+            # cart's list of items), not the method, and the page failed with a 500.
+            "properties": [(k, v) for k, v in (e.properties or {}).items() if k != "attributes"],
         }
         for e in events
     ]
@@ -141,6 +143,8 @@ def visitor_timeline(request):
         context["events"] = _event_rows(people_selectors.unit_events_recent(project_id=project.pk, unit_id=unit_id))
         context["idle_minutes"] = project.live_idle_minutes
         context["stage_sentences"] = definition_sentences(live_settings_of(project).definition)
+        why = hooks.person_why.get()
+        context["why"] = why(project_id=project.pk, unit_id=unit_id) if why is not None else None
     return render(request, "personalization/visitors.html", context)
 
 

@@ -71,6 +71,7 @@ class _Profiling:
         self.shown: Counter = Counter()
         self.segments: set[str] = set()
         self.behaviors: Counter = Counter()
+        self.why: list[str] = []
 
     def see(self, location: str, row: dict) -> None:
         if location == "exposures":
@@ -79,6 +80,8 @@ class _Profiling:
                 self.segments.add(row["segment"])
         elif location == "segment_memberships":
             self.segments.add(row.get("segment__name") or row.get("segment__key") or "")
+        elif location == "profiling_explanations":
+            self.why.append(row["why"])
         elif location == "decide_hash":
             self.segments.update((row["fields"].get("segs") or "").split())
 
@@ -105,6 +108,9 @@ def _summary(request: DataSubjectRequest, counts: dict[str, int], profiling: _Pr
         lines.append(f"  Segments you are in: {', '.join(sorted(profiling.segments))}.")
     else:
         lines.append("  You are in no behavior segment.")
+    if profiling.why:
+        lines.append("  Why (worked out from the data above):")
+        lines += [f"    - {line}" for line in profiling.why]
     if profiling.behaviors:
         top = ", ".join(f"{name} ({n})" for name, n in profiling.behaviors.most_common(8))
         lines.append(f"  The behavior these rely on: {top}.")

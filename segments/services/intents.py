@@ -210,7 +210,10 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
     rows, fields = [], {}
     for row, profile_id in enumerate(texts):
         scores = batch.person(row)
-        fields[profile_id] = intents_pack({key: score for key, (score, _) in scores.items()})
+        fields[profile_id] = intents_pack(
+            {key: score for key, (score, _) in scores.items()},
+            why={key: phrases[0] for key, (_, phrases) in scores.items() if phrases},
+        )
         # No row for a score of 0: nothing of the intent in their words (the field still says 0).
         rows += [
             ProfileIntent(

@@ -115,3 +115,12 @@ def test_demo_seed__small_demo__everything_in_place(tmp_path, django_capture_on_
     assert not Profile.objects.filter(project_id=project.pk).exists()
     auth.cache_clear()
     assert auth.api_key_lookup(keys["public_key"]) is None
+
+
+@pytest.mark.django_db
+def test_demo_seed__long_term_with_a_short_history__refused_naming_the_days(tmp_path):
+    with pytest.raises(ValueError, match=f"days: the long-term story needs at least {demo.LONG_TERM_MIN_DAYS} days"):
+        demo_services.demo_seed(profiles=10, days=14, long_term=True, keys_path=tmp_path / "keys.json")
+    with pytest.raises(CommandError, match=f"--days must be between {demo.LONG_TERM_MIN_DAYS} and 120"):
+        call_command("demo_seed", "--long-term", "--days", "30", "--keys-file", str(tmp_path / "keys.json"))
+    assert demo_services.demo_project_get() is None, "nothing written"

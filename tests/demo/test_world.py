@@ -212,3 +212,21 @@ def test_history__planted_session_behavior__puts_intents_in_their_stages(history
     assert share["marathon_trainer"] > 2 * share["casual_walker"]
     carts = {intent: deciding[intent] / visits[intent] for intent in visits}
     assert max(carts, key=carts.__getitem__) == "bargain_hunter"
+
+
+def test_history__long_term_discount__fewer_visits_a_week_after_exposure():
+    # The long-term story's variant keeps 30 % of the visits a week or more after its first showing;
+    # its control keeps them all, and the visits before showing are drawn alike.
+    spec = demo.LONG_TERM_EXPERIENCES[0]
+    profiles = demo.profiles_generate(200, seed=5)
+    starts = {spec.key: END - timedelta(days=spec.started_days_ago)}
+    shown = {p.n: (spec.variants[p.n % 2].key) for p in profiles}
+    later = {"none": 0, "half-off": 0}
+    first: dict[int, datetime] = {}
+    for session in demo.history_generate(
+        profiles, end=END, days=demo.LONG_TERM_MIN_DAYS, seed=5, arms=lambda p: {spec.key: shown[p.n]}, starts=starts
+    ):
+        if spec.key in session.exposed:
+            seen = first.setdefault(session.profile.n, session.start)
+            later[shown[session.profile.n]] += session.start - seen >= timedelta(days=7)
+    assert later["half-off"] < 0.5 * later["none"], later

@@ -1,9 +1,12 @@
 """Acceptance: on the demo data, segmented by the planted intent, the lift report finds the planted
-heterogeneity — intents built to respond negatively show negative lift, positively positive."""
+heterogeneity — intents built to respond negatively show negative lift, positively positive; and
+the long-term story's guardrail warning catches a variant that sells more and brings people back less."""
 
+import html
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from demo import seed as demo_services
 from demo import world as demo
@@ -62,3 +65,40 @@ def test_lift__demo_compare_guide_by_stage_at_exposure__finds_planted_signs(tmp_
     assert set(lift) <= set(guide.stage_response), "exposed only in the stages it targets"
     for stage, factor in guide.stage_response.items():
         assert (lift[stage] > 0) == (factor > 1), f"{stage}: planted ×{factor}, measured {lift[stage]:+.4f}"
+
+
+@pytest.mark.django_db
+def test_lift__demo_long_term_discount__guardrail_catches_the_lower_return(tmp_path, client):
+    # The demo's long-term story, small: a discount planted to lift conversion and put people off
+    # coming back. Its report (as a worker computes it) and the Lift page warn on 30-day return.
+    project = demo_services.demo_seed(
+        profiles=600, days=demo.LONG_TERM_MIN_DAYS, seed=3, keys_path=tmp_path / "keys.json", end=DATA_END,
+        long_term=True,
+    )  # fmt: skip
+    report = services.lift_report_request(project=project, experience_key="first-order-discount", comparison="control")
+    result = services.lift_report_run(report=report).result
+    assert not result["empty"], result.get("message")
+    metrics = {m["key"]: m for m in result["metrics"]}
+    assert [(m["key"], m["role"]) for m in result["metrics"]] == [
+        ("conversion", "primary"),
+        ("return-30d", "guardrail"),
+    ]
+    assert metrics["conversion"]["overall"]["difference"]["value"] > 0  # planted: the discount sells
+    assert result["guardrails_worse"] == ["return-30d"]
+    guardrail = metrics["return-30d"]
+    assert guardrail["worse"] and guardrail["overall"]["difference"]["ci_high"] < 0
+    assert guardrail["sentences"][0].startswith("Guardrail Came back on days 8–30 got worse: -")
+    # Only people exposed more than 30 days before the report count; here every exposure is that old.
+    exposed = result["report"]["overall"]["conversion"]
+    assert guardrail["overall"]["users_treatment"] + guardrail["overall"]["users_holdout"] == (
+        exposed["users_treatment"] + exposed["users_holdout"]
+    )
+
+    client.force_login(get_user_model().objects.get(username="marketer"))
+    page = client.get("/lift/?experience=first-order-discount&comparison=control&metric=return-30d").content.decode()
+    assert 'class="badge bad lift-guardrail"' in page
+    assert "Guardrail worse: Came back on days 8–30" in page
+    assert html.escape(guardrail["sentences"][0]) in page
+    # The picked metric per segment, with the variance CUPED removed in each.
+    table = page.split('id="lift-metric-segments"')[1].split("</table>")[0]
+    assert table.count("<tr>") == len(guardrail["segments"]) + 1 and "Variance CUPED removed" in table

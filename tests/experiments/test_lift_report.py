@@ -147,7 +147,7 @@ def test_lift_cells__planner__expects_a_few_groups_not_one_per_timestamp(project
         for i, p in enumerate(profiles)
     )
     population = _hero_vs_holdout(project)
-    sql, params = selectors.lift_cells_sql(population=population, breakdown=Breakdown.parse("exposure:segment"))
+    sql, params, _ = selectors.lift_cells_sql(population=population, breakdown=Breakdown.parse("exposure:segment"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE personalization_exposure")
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)

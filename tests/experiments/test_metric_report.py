@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.db.models import Case, F, When
 
 from experiments import metric_report, selectors, services
 from experiments.breakdown import Breakdown
@@ -165,6 +166,35 @@ def test_lift_metric_cells__every_kind__equals_per_person_python(project):
     # Retention counts only people whose window has closed: the most recently exposed are left out.
     retention = specs.index(next(s for s in specs if s["kind"] == "retention"))
     assert sum(c[3][retention].n for c in cells) < len(exposures)
+
+
+@pytest.mark.django_db
+def test_lift_report_cells__with_every_metric__conversion_cells_equal_the_plain_scan(project):
+    # The report's one scan (lateral join to events, capped metrics materialized) must give the
+    # conversion figures the plain GROUP BY of the exposures gives: the statistics are exact on them.
+    _world(project)
+    Exposure.objects.filter(project=project).update(
+        pre_activity=F("id") % 7, revenue=Case(When(converted=True, then=(F("id") % 13) * 7.31), default=0.0)
+    )
+    metric_defaults_ensure(project=project)
+    specs = [m.spec() for m in Metric.objects.filter(project=project).order_by("pk")]
+    population = selectors.lift_population(
+        project_id=project.pk, experience_key="hero", comparison="holdout", start=NOW - 90 * DAY, end=NOW + DAY
+    )
+    breakdown = Breakdown.parse("attribute:plan")
+    alone = sorted(selectors.lift_cells(population=population, breakdown=breakdown), key=lambda c: c[:3])
+    cells, metric_cells = selectors.lift_report_cells(
+        population=population, breakdown=breakdown, specs=specs, as_of=NOW
+    )
+    assert [c[:3] for c in sorted(cells, key=lambda c: c[:3])] == [c[:3] for c in alone]
+    for (*_, mine), (*_, plain) in zip(sorted(cells, key=lambda c: c[:3]), alone, strict=True):
+        assert (mine.n, mine.conversions) == (plain.n, plain.conversions)
+        for field in ("sum_y", "sum_y2", "sum_x", "sum_x2", "sum_xy"):
+            assert getattr(mine, field) == pytest.approx(getattr(plain, field), rel=1e-12, abs=1e-9), field
+    assert sum(c[3].sum_xy for c in alone) > 0 and sum(c[3].conversions for c in alone) > 0  # not all zeros
+    assert [c[:3] for c in metric_cells] == [c[:3] for c in cells] and all(
+        len(c[3]) == len(specs) for c in metric_cells
+    )
 
 
 @pytest.mark.django_db

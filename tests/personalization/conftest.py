@@ -48,11 +48,9 @@ def own_redis(tmp_path, settings):
     redis_client.reset()
 
 
-@pytest.fixture(scope="module")
-def web_server(django_db_setup):
-    """The web service as `make run` starts it (config.runner's granian command line) on a free port,
-    on the tests' PostgreSQL and Redis databases; yields its base URL. Tests that use it need
-    `django_db(transaction=True)`, so the server sees what they write."""
+def _granian_server(role_env: dict, workers: int):
+    """config.runner's granian command line on a free port, on the tests' PostgreSQL and Redis
+    databases; yields its base URL and stops it after."""
     from django.conf import settings
     from django.db import connection
 
@@ -69,11 +67,28 @@ def web_server(django_db_setup):
         "REDIS_URL": settings.REDIS_URL,
         "KAIROS_LOG_LEVEL": "WARNING",
         **_common.THROTTLE_ENV,
+        **role_env,
     }
-    command = runner._granian("config.wsgi:application", port, 1)
+    command = runner._granian("config.wsgi:application", port, workers)
     server = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
     try:
         _common.wait_healthy(port, server)
         yield f"http://{runner.HOST}:{port}"
     finally:
         _common.process_stop(server)
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup):
+    """The web service as `make run` starts it, on a free port; yields its base URL. Tests that use
+    it need `django_db(transaction=True)`, so the server sees what they write."""
+    yield from _granian_server({}, 1)
+
+
+@pytest.fixture(scope="module")
+def decide_server(django_db_setup):
+    """The decide service as `make run` starts it (KAIROS_ROLE=decide: the public endpoints only, no
+    middleware), with one worker and no CPU pinning (the test machine's cores are shared)."""
+    from config import runner
+
+    yield from _granian_server({**runner.DECIDE_ENV, "KAIROS_DECIDE_CPU_PINNING": "0"}, 1)

@@ -38,6 +38,7 @@ def test_hooks__at_startup__each_registered_by_its_owner_and_the_check_is_clean(
         "decide_privacy": "privacy.selectors",
         "segment_catalog": "segments.selectors",
         "lift_headline": "experiments.selectors",
+        "person_why": "segments.why",
     }
     assert hooks.hooks_check() == []
 

@@ -92,7 +92,9 @@ def test_live_update__one_script_per_batch__and_the_user_id_is_the_unit_when_giv
         _event("page_view", 1, unit="a", user="u-1", url="/account"),
         _event("page_view", 2, unit="a", url="/"),
     ]
-    command = ls.live_command(project_id=PROJECT, events=events, now=NOW + 120, digest=live_digest(PROJECT))
+    command = ls.live_command(
+        ls.live_parts(project_id=PROJECT, events=events, now=NOW + 120, digest=live_digest(PROJECT))
+    )
     units = (rkeys.unit(PROJECT, u) for u in ("a", "b", "u-1"))
     index = (rkeys.suppressed(PROJECT), rkeys.live_active(PROJECT))
     assert command[:8] == ("EVALSHA", ls.LIVE_SHA, 5, *index, *units)
@@ -108,24 +110,13 @@ def test_live_update__a_unit_whose_key_is_not_a_hash__the_others_are_still_updat
     assert _view("b").page_views == 1
 
 
-def test_live_update__gated__applies_once_and_only_while_the_gate_is_there():
-    events = [_event("page_view", 0, url="/")]
-    command = ls.live_command(
-        project_id=PROJECT, events=events, now=NOW, digest=live_digest(PROJECT), gate="kr:live:gate:t1"
-    )
-    assert ls.live_apply(redis_client.worker(), command) == []  # no gate: a refused batch
-    assert _decide_reads() == {}
-    redis_client.worker().set("kr:live:gate:t1", "1")
-    assert ls.live_apply(redis_client.worker(), command) == [1]
-    assert ls.live_apply(redis_client.worker(), command) == []  # the gate was taken: never twice
-    assert _view().page_views == 1 and not redis_client.worker().exists("kr:live:gate:t1")
-
-
 def test_live_update__an_erased_units_id_in_the_suppression_set__gets_no_state_the_others_do():
     # Checked in the script: a sender whose snapshot does not know of the erasure yet still keeps nothing.
     redis_client.worker().sadd(rkeys.suppressed(PROJECT), "digest-of-a")
     events = [_event("page_view", 0, unit="a", url="/"), _event("page_view", 0, unit="b", url="/")]
-    command = ls.live_command(project_id=PROJECT, events=events, now=NOW, digest=lambda unit: f"digest-of-{unit}")
+    command = ls.live_command(
+        ls.live_parts(project_id=PROJECT, events=events, now=NOW, digest=lambda unit: f"digest-of-{unit}")
+    )
     assert ls.live_apply(redis_client.worker(), command) == [0, 1]
     assert not redis_client.worker().exists(rkeys.unit(PROJECT, "a"))
     assert _view("b").page_views == 1

@@ -222,7 +222,17 @@ def test_events__throttled_or_capped_batch__leaves_the_live_state_unchanged(clie
     assert events_post(client, public_key, [_event("page_view", "v-retry", item="x")]).status_code == 503
     again = live_state_read(project.pk, "v-retry")
     assert again == state
-    assert not redis_client.worker().keys("kr:live:gate:*"), "no gate is left behind"
+
+
+@pytest.mark.django_db
+def test_events__redis_forgot_the_ingest_script__the_batch_is_queued_and_counted_once(client, project, public_key):
+    _shop(project)
+    _send(client, public_key, [_event("page_view", "v-flush", item="a")])  # the project's snapshot is known
+    queued = int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk))
+    redis_client.worker().script_flush()  # what a Redis restart does to the scripts it knew
+    _send(client, public_key, [_event("page_view", "v-flush", item="b")])
+    assert int(redis_client.worker().hget(rkeys.EVENTS_QUEUED, project.pk)) == queued + 1
+    assert live_state_read(project.pk, "v-flush")["pv"] == 2
 
 
 @pytest.mark.django_db

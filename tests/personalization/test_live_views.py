@@ -137,6 +137,8 @@ def test_visitor_timeline__other_roles__refused(client, project, role):
 @pytest.mark.django_db
 def test_visitor_timeline__stage_reason_facts_and_stored_events__no_profile_attributes(shop, project, public_key):
     events = [_event("page_view", "v-7", url=f"/p/{n}", item=f"j-{n}", category="rain-jackets") for n in range(3)]
+    # A property named "items" (a cart's list) once made the template read it instead of dict.items: a 500.
+    events.append(_event("view_cart", "v-7", items=[{"item_id": "j-1"}]))
     events.append(
         _event("identify", "v-7", user="shopper-7", attributes={"email": "someone@example.com", "plan": "gold"})
     )
@@ -148,6 +150,7 @@ def test_visitor_timeline__stage_reason_facts_and_stored_events__no_profile_attr
     assert "3 rain jackets viewed in" in body
     assert "<code>session.category_item_views[rain-jackets]</code></td><td>3<" in body
     assert body.count("<code>page_view</code>") == 3 and "<code>identify</code>" in body
+    assert "items=[{&#x27;item_id&#x27;: &#x27;j-1&#x27;}]" in body
     assert "someone@example.com" not in body and "gold" not in body
 
 

@@ -6,8 +6,9 @@ from django.utils import timezone
 
 from demo import seed as demo_services
 from personalization import services as personalization_services
-from personalization.models import ProfileIdentity
+from personalization.models import ProfileIdentity, Project
 from segments import services as segments_services
+from tests.seeded import demo_seed_cached, state_cached
 
 # Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.
 DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -16,14 +17,14 @@ DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 @pytest.fixture
 def demo_project(db, tmp_path):
     """The demo shop with 3,000 visitors over 14 days: raw events, planted intents kept aside."""
-    return demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+    return demo_seed_cached(profiles=3000, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
 @pytest.fixture
 def demo_small(db, tmp_path):
     """The demo shop with 1,500 visitors, for tests of a flow (who is taken out, who moves), not of how
     well segments are found: the walking, yoga and trail segments are there at k=8 all the same."""
-    return demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+    return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,14 @@ def demo_refitted_module(django_db_setup, django_db_blocker, tmp_path_factory):
     read it: each test's own writes roll back with its transaction (plain `db` tests only). Seeding and
     fitting take most of such a test's time, so the module pays them once, not per test."""
     keys = tmp_path_factory.mktemp("demo") / "keys.json"
-    with django_db_blocker.unblock():
-        project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=keys, end=DEMO_END)
+
+    def build() -> int:
+        project = demo_seed_cached(profiles=3000, days=14, seed=11, keys_path=keys, end=DEMO_END)
         segments_services.embeddings_refit(project_id=project.pk, now=DEMO_END)
+        return project.pk
+
+    with django_db_blocker.unblock():
+        project = state_cached(("demo-refitted", 3000, 14, 11, DEMO_END), build, _project_get)
     yield project
     with django_db_blocker.unblock():
         demo_services.demo_delete()
@@ -45,6 +51,10 @@ def demo_refitted_module(django_db_setup, django_db_blocker, tmp_path_factory):
 def refitted(demo_refitted_module, db):
     """The module's refitted demo (see demo_refitted_module), read fresh in this test's transaction."""
     return type(demo_refitted_module).objects.get(pk=demo_refitted_module.pk)
+
+
+def _project_get(pk: int) -> Project:
+    return Project.objects.get(pk=pk)
 
 
 def profile_events_ingest(project, profile_id: int, etype: str, properties: list[dict], tag: str) -> None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
-from personalization.models import Profile, ProfileIdentity
+from personalization.models import Profile, ProfileIdentity, Project
 from personalization.people.subjects import profiles_personalization_set
 from segments import services, text_encoder
 from segments.models import (
@@ -27,16 +27,24 @@ from segments.models import (
     SegmentMembership,
     TextEmbedding,
 )
+from tests.seeded import demo_seed_cached, state_cached
 from tests.segments.conftest import DEMO_END, profile_events_ingest, yoga_events_ingest
 from tests.workers import database_url
 
 
 @pytest.fixture
-def clustered(demo_small, django_capture_on_commit_callbacks):
-    services.embeddings_refit(project_id=demo_small.pk, now=DEMO_END)
-    with django_capture_on_commit_callbacks(execute=True):
-        run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo_small, k=8).pk)
-    return demo_small, run
+def clustered(db, tmp_path, django_capture_on_commit_callbacks):
+    def build() -> tuple[int, int]:
+        demo = demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+        services.embeddings_refit(project_id=demo.pk, now=DEMO_END)
+        with django_capture_on_commit_callbacks(execute=True):
+            run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo, k=8).pk)
+        return demo.pk, run.pk
+
+    def reload(pks: tuple[int, int]):
+        return Project.objects.get(pk=pks[0]), ClusteringRun.objects.get(pk=pks[1])
+
+    return state_cached(("clustered", 1500, 14, 11, DEMO_END, 8), build, reload)
 
 
 def _segs(project, profile_id) -> list[str]:
@@ -119,9 +127,7 @@ def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_small, 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
-    from demo import seed as demo_services
-
-    project = demo_services.demo_seed(profiles=3000, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+    project = demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
     run = services.clustering_run_request(project=project)  # automatic k: the slow path
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
     code = (

@@ -64,7 +64,11 @@ def test_intent__drained_search__scored_named_published_and_targeted(
     # A score of 0 keeps no row (nothing of the intent in their words); the field says 0 all the same.
     assert rows[traveller].score >= 0.4 > (rows[shopper].score if shopper in rows else 0.0)
     assert rows[traveller].phrases[0] == "visa and travel insurance for thailand"
-    assert _field(project, "traveller") == f"planning-a-trip={rows[traveller].score:.2f}".replace(".00", "")
+    # The scores, then the text that drove the intent (for decide's explain), percent-encoded.
+    score = f"planning-a-trip={rows[traveller].score:.2f}".replace(".00", "")
+    assert (
+        _field(project, "traveller") == f"{score} why:planning-a-trip=visa%20and%20travel%20insurance%20for%20thailand"
+    )
     # The count the API reports is the database's.
     listed = client.get("/api/v1/intents/", HTTP_AUTHORIZATION=f"Bearer {secret_key}").json()
     above = ProfileIntent.objects.filter(intent__key="planning-a-trip", score__gte=0.4).count()

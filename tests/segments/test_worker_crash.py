@@ -22,10 +22,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from demo import seed as demo_services
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
-from personalization.models import Profile, ProfileIdentity
+from personalization.models import Profile, ProfileIdentity, Project
 from segments import services
 from segments.models import (
     ClusteringRun,
@@ -42,6 +41,7 @@ from segments.models import (
 from segments.services.embeddings import embedder_latest
 from segments.services.lookalikes import Seed
 from segments.tasks import clustering_run_task, embeddings_refit_nightly_task, rule_segments_refresh_task
+from tests.seeded import demo_seed_cached, state_cached
 from tests.segments.conftest import DEMO_END, yoga_events_ingest
 from tests.workers import DbLock, celery_worker, database_url, until
 
@@ -54,15 +54,22 @@ LATER = timedelta(minutes=5)  # the reaper's view of "a publish nobody is finish
 
 @pytest.fixture
 def demo(tmp_path):
-    return demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+    return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
 
 
 @pytest.fixture
-def clustered(demo):
-    services.embeddings_refit(project_id=demo.pk, now=DEMO_END)
-    run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo, k=8).pk)
-    assert run.status == RunStatus.DONE
-    return demo, run
+def clustered(tmp_path):
+    def build() -> tuple[int, int]:
+        demo = demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+        services.embeddings_refit(project_id=demo.pk, now=DEMO_END)
+        run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo, k=8).pk)
+        assert run.status == RunStatus.DONE
+        return demo.pk, run.pk
+
+    def reload(pks: tuple[int, int]):
+        return Project.objects.get(pk=pks[0]), ClusteringRun.objects.get(pk=pks[1])
+
+    return state_cached(("clustered", 1500, 14, 11, DEMO_END, 8), build, reload)
 
 
 def _segs(project, profile_id) -> set[str]:

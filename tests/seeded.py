@@ -1,0 +1,161 @@
+"""States that take seconds to build (the demo seeded, its embedder refitted, a clustering run), built once
+per test process and put back in a fraction of a second for every later test that asks for the same one.
+
+A test that seeds the demo spends ~10 s generating and loading visits; a dozen tests in a file ask for
+the very same demo. `state_cached(key, build)` runs `build()` the first time, then copies what it left
+behind: every row of every table (COPY … TO STDOUT in binary, so vectors and JSON come back bit for bit)
+and every Redis key of the test's database (DUMP with its TTL). The next time, in a database that the
+test framework has emptied again, it COPYs the rows back, RESTOREs the keys and returns what `build`
+returned, read again from the database by `reload`.
+
+It only replays into an empty database: if a test has already written rows (its own users, a project),
+`build()` runs for real. The key includes whether the test runs in a transaction that rolls back
+(on-commit hooks never run there, so what the build leaves differs), and the state is keyed by the
+arguments of the build, so a test never receives a state it did not ask for.
+"""
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.db import connection, transaction
+
+from demo.seed import demo_seed
+from personalization import redis_client
+from personalization.models import Project
+
+# Filled by migrations, not by a build (and refilled with new ids after each flush): never copied.
+_NOT_COPIED = {"django_migrations", "django_content_type", "auth_permission"}
+# What points at content types or permissions would point at ids a flush has renumbered.
+_REFUSE_IF_USED = {"auth_group_permissions", "auth_user_user_permissions", "django_admin_log"}
+_KEEP = 4  # states kept per process (each holds its rows in memory: tens of MB for the 3,000-person demo)
+
+
+@dataclass
+class _State:
+    tables: dict[str, tuple[list[str], bytes]]  # table -> (columns, binary COPY)
+    keys: list[tuple[bytes, int, bytes]]  # Redis key, PTTL (0: none), DUMP
+    value: Any
+
+
+_states: OrderedDict[Hashable, _State] = OrderedDict()
+
+
+def state_cached(key: Hashable, build: Callable[[], Any], reload: Callable[[Any], Any]) -> Any:
+    """reload(build()), with build() run once per process for `key` and its state replayed after:
+    reload(value) turns what build returned (ids, text) into the objects the test gets, read again."""
+    full_key = (key, connection.in_atomic_block)
+    tables = _tables()
+    if _has_rows(tables):
+        return reload(build())
+    state = _states.get(full_key)
+    if state is None:
+        value = build()
+        if not _has_rows(_REFUSE_IF_USED & set(tables)):
+            _states[full_key] = _copy(tables, value)
+            while len(_states) > _KEEP:
+                _states.popitem(last=False)
+        return reload(value)
+    _states.move_to_end(full_key)
+    _replay(state)
+    return reload(state.value)
+
+
+def _tables() -> list[str]:
+    names = connection.introspection.django_table_names(only_existing=True, include_views=False)
+    return sorted(set(names) - _NOT_COPIED)
+
+
+def _has_rows(tables) -> bool:
+    if not tables:
+        return False
+    sql = " OR ".join(f'EXISTS (SELECT 1 FROM "{table}")' for table in tables)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}")
+        return cursor.fetchone()[0]
+
+
+def _columns(cursor, table: str) -> list[str]:
+    """The columns a COPY can write (not generated ones)."""
+    cursor.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+        " AND attgenerated = '' ORDER BY attnum",
+        [f'"{table}"'],
+    )
+    return [name for (name,) in cursor.fetchall()]
+
+
+def _copy(tables: list[str], value: Any) -> _State:
+    copied = {}
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor: Django's has no copy()
+        for table in tables:
+            columns = _columns(cursor, table)
+            names = ", ".join(f'"{c}"' for c in columns)
+            data = bytearray()
+            with raw.copy(f'COPY (SELECT {names} FROM "{table}") TO STDOUT (FORMAT binary)') as copy:
+                for chunk in copy:
+                    data += chunk
+            copied[table] = (columns, bytes(data))
+    client = redis_client.worker()
+    keys = list(client.scan_iter(count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+        pipe.dump(key)
+    answers = pipe.execute()
+    dumps = [(key, max(answers[2 * i], 0), answers[2 * i + 1]) for i, key in enumerate(keys)]
+    return _State(tables=copied, keys=[d for d in dumps if d[2] is not None], value=value)
+
+
+def _replay(state: _State) -> None:
+    # Foreign keys are DEFERRABLE INITIALLY DEFERRED (Django's): checked at the end of the atomic block,
+    # so the order of the tables does not matter.
+    with transaction.atomic(), connection.cursor() as cursor:
+        raw = cursor.cursor
+        for table, (columns, data) in state.tables.items():
+            if len(data) <= 21:  # a binary COPY of no rows: header and trailer only
+                continue
+            names = ", ".join(f'"{c}"' for c in columns)
+            with raw.copy(f'COPY "{table}" ({names}) FROM STDIN (FORMAT binary)') as copy:
+                copy.write(data)
+            if "id" in columns:  # a later insert must not reuse a replayed id
+                cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [f'"{table}"'])
+                (sequence,) = cursor.fetchone()
+                if sequence:
+                    cursor.execute(
+                        f'SELECT setval(%s, max(id)) FROM "{table}"'
+                        " HAVING max(id) > COALESCE(pg_sequence_last_value(%s::regclass), 0)",
+                        [sequence, sequence],
+                    )
+    pipe = redis_client.worker().pipeline(transaction=False)
+    for key, ttl, dump in state.keys:
+        pipe.restore(key, ttl, dump, replace=True)
+    pipe.execute()
+
+
+def demo_seed_cached(*, keys_path: Path, **kwargs) -> Project:
+    """demo_seed(**kwargs) (with an explicit `end`, so that the same arguments mean the same data), its raw
+    keys written to keys_path as the seed writes them."""
+    assert kwargs.get("end") is not None, "a cached demo needs a fixed end: without one each seed draws other visits"
+    key = ("demo", *sorted(kwargs.items()))
+    return state_cached(key, lambda: _demo_build(keys_path, kwargs), _demo_reload(keys_path))
+
+
+def _demo_build(keys_path: Path, kwargs: dict) -> tuple[int, str]:
+    project = demo_seed(keys_path=keys_path, **kwargs)
+    return project.pk, keys_path.read_text()
+
+
+def _demo_reload(keys_path: Path) -> Callable[[tuple[int, str]], Project]:
+    def reload(value: tuple[int, str]) -> Project:
+        pk, keys = value
+        if not keys_path.exists():  # replayed: the seed's keys file, private as the seed writes it
+            keys_path.parent.mkdir(parents=True, exist_ok=True)
+            keys_path.write_text(keys)
+            keys_path.chmod(0o600)
+        return Project.objects.get(pk=pk)
+
+    return reload
