@@ -263,6 +263,32 @@ class ScoreRun(models.Model):
         return f"score run #{self.pk} ({self.status})"
 
 
+class LookalikeBuild(models.Model):
+    """A lookalike being built by a worker (at a million people it outlasts a web request); its segment
+    appears when it is done. The seed is kept as chosen, so a retry builds the same lookalike."""
+
+    project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=120)
+    key = models.CharField(max_length=64, blank=True, default="")
+    size = models.PositiveIntegerField()
+    seed_weights = models.JSONField(default=dict, help_text="profile id -> weight")
+    seed_description = models.JSONField(default=dict)
+    status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_label = models.CharField(max_length=120, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    segment = models.ForeignKey("Segment", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"lookalike build #{self.pk} ({self.status})"
+
+
 class ProfileScore(models.Model):
     """A profile's predictive scores and its top percent on each (None: no model in use for that score).
     Replaced at each retrain; not unique per profile for the same reason as ProfileEmbedding."""

@@ -29,6 +29,12 @@ def clustering_run_task(run_id: int) -> str:
 
 
 @shared_task(acks_late=True, **_RETRY)
+def lookalike_build_task(build_id: int) -> str:
+    build = services.lookalike_build_execute(build_id=build_id)
+    return build.status if build else "gone"  # a deleted build: nothing to do
+
+
+@shared_task(acks_late=True, **_RETRY)
 def clustering_runs_resume_task() -> int:
     return services.clustering_runs_resume()
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from personalization import selectors as people
 from personalization.workspace.web import is_partial, render_page, workspace_view
 from segments import embedding, selectors, services
-from segments.models import ClusteringRun, Intent, RunStatus, ScoreRun, SegmentKind
+from segments.models import ClusteringRun, Intent, LookalikeBuild, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
 
 _COLORS = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#84cc16", "#ec4899", "#64748b"]
@@ -204,18 +204,28 @@ def lookalike_builder(request):
                 raw_size = request.POST.get("size", "")
                 if not raw_size.isdigit():
                     raise services.SegmentsError("size", "pick a size on the curve")
-                segment = services.lookalike_build(
+                build = services.lookalike_build_request(
                     project=project, seed=seed, size=int(raw_size), name=request.POST.get("name", ""), by=request.user
                 )
-                messages.success(
-                    request, f"Lookalike “{segment.name}” saved with {segment.size:,} people ({segment.key})."
-                )
-                return redirect("segments")
+                return redirect("segments-lookalike-build", build_id=build.pk)
             preview = services.lookalike_preview(project_id=project.pk, seed=seed)
             context.update(preview=preview, curve_json=_curve_figure(preview["curve"]))
         except services.SegmentsError as exc:
             context["error"] = exc
     return render_page(request, "segments/lookalike.html", "segments/lookalike.html", context)
+
+
+@workspace_view("segments")
+def lookalike_build_page(request, build_id: int):
+    """A lookalike being built: the progress bar, polled every second by htmx (the partial alone), then
+    the finished lookalike or why it failed (HX-Refresh reloads the whole page once)."""
+    build = get_object_or_404(LookalikeBuild, pk=build_id, project=request.workspace.project)
+    response = render_page(
+        request, "segments/lookalike_build.html", "segments/partials/lookalike_build_progress.html", {"build": build}
+    )
+    if is_partial(request) and build.status in (RunStatus.DONE, RunStatus.FAILED):
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def _rule_from_post(post) -> dict:

@@ -19,6 +19,7 @@ from segments.services.intents import (
     intents_rescore_all,
     intents_score,
 )
+from segments.services.lookalike_builds import lookalike_build_execute, lookalike_build_request
 from segments.services.lookalikes import (
     lookalike_build,
     lookalike_preview,
@@ -54,6 +55,8 @@ __all__ = [
     "intents_rescore_all",
     "intents_score",
     "lookalike_build",
+    "lookalike_build_execute",
+    "lookalike_build_request",
     "lookalike_preview",
     "memberships_publish",
     "memberships_publish_resume",

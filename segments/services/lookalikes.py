@@ -29,6 +29,7 @@ the demo (tests/segments/test_lookalike_datasets.py, test_lookalikes.py).
 
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -379,6 +380,19 @@ def _exact_top(ids: np.ndarray, x: np.ndarray, centers: np.ndarray, *, exclude: 
     return {int(ids[i]): float(scores[i]) for i in top if np.isfinite(scores[i])}
 
 
+def lookalike_name_check(name: str) -> str:
+    """The name stripped, or SegmentsError("name") saying what a name must be."""
+    name = (name or "").strip()
+    if not name or len(name) > 120:
+        raise SegmentsError("name", "give the lookalike a name of 1 to 120 characters")
+    return name
+
+
+def lookalike_size_check(size: int) -> None:
+    if not 1 <= size <= MAX_SIZE:
+        raise SegmentsError("size", f"choose a size between 1 and {MAX_SIZE:,} people")
+
+
 def lookalike_build(
     *,
     project,
@@ -388,21 +402,24 @@ def lookalike_build(
     key: str = "",
     by: AbstractBaseUser | None = None,
     rng_seed: int = 0,
+    progress: Callable[[int, str], None] | None = None,
 ) -> Segment:
     """Save the `size` people most like the seed (never the seed, never anyone who may not be
-    profiled) as a lookalike segment that decide can target."""
-    name = (name or "").strip()
-    if not name or len(name) > 120:
-        raise SegmentsError("name", "give the lookalike a name of 1 to 120 characters")
-    if not 1 <= size <= MAX_SIZE:
-        raise SegmentsError("size", f"choose a size between 1 and {MAX_SIZE:,} people")
+    profiled) as a lookalike segment that decide can target. The dashboard calls it in a worker
+    (lookalike_build_request); `progress(percent, label)` is told each step."""
+    name = lookalike_name_check(name)
+    lookalike_size_check(size)
+    progress = progress or (lambda pct, label: None)
+    progress(10, "Reading the people's behavior vectors")
     ids, x, in_seed = _seed_vectors(project.pk, seed)
     if not in_seed.any():
         raise SegmentsError("seed", "none of the seed's people has enough behavior to compare; choose a larger seed")
     seed_ids = ids[in_seed]
     weights = np.array([seed.weights[int(pid)] for pid in seed_ids], dtype=np.float64)
+    progress(40, f"Learning what {int(in_seed.sum()):,} seed people share")
     centers = _directions(x, x[in_seed], weights, rng_seed)
     exclude = sorted(int(pid) for pid in seed.weights)
+    progress(60, f"Finding the {size:,} people most like them among {len(ids):,}")
     if x.shape[1] > embedding.DIMS:
         # With meaning the vectors are [behavior, meaning]; the HNSW index holds behavior alone, so the
         # ranking is an exact scan in numpy (the matrix is in memory already).
@@ -414,6 +431,7 @@ def lookalike_build(
     if not ranked:
         raise SegmentsError("seed", _EVERYONE_IN_SEED)
     key = key or f"ll-{secrets.token_hex(4)}"
+    progress(85, f"Saving {len(ranked):,} people")
     with transaction.atomic():
         if Segment.objects.filter(project=project, key=key).exists():
             raise SegmentsError("key", f"“{key}” is taken; choose another key")

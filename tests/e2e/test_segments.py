@@ -61,7 +61,8 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
         screenshot("segments-lookalike")
         page.get_by_label("Name").fill("Trail lookalike")
         page.get_by_role("button", name="Save lookalike").click()
-        expect(page.locator(".messages")).to_contain_text("Lookalike “Trail lookalike” saved")
+        # The worker builds it; the page polls its progress and reloads with the finished lookalike.
+        expect(page.locator(".messages")).to_contain_text("Lookalike “Trail lookalike” saved", timeout=120_000)
         lookalike = Segment.objects.get(kind=SegmentKind.LOOKALIKE, name="Trail lookalike")
         assert lookalike.size > 0
 

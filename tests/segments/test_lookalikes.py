@@ -7,7 +7,7 @@ import pytest
 from personalization.models import Profile, ProfileIdentity
 from personalization.people import selectors as people
 from segments import services
-from segments.models import SegmentKind, SegmentMembership
+from segments.models import Segment, SegmentKind, SegmentMembership
 from segments.services.lookalikes import Seed
 from tests import factories
 from tests.segments.conftest import DEMO_END
@@ -117,3 +117,59 @@ def test_lookalike__unknown_ids_and_bad_input__named(refitted):
     with pytest.raises(services.SegmentsError) as err:
         services.lookalike_build(project=refitted, seed=ok, size=0, name="x")
     assert err.value.field == "size"
+
+
+def test_lookalike_build__through_the_task__reports_progress_and_the_page_shows_it_then_the_lookalike(
+    refitted, client, django_capture_on_commit_callbacks
+):
+    from segments.models import LookalikeBuild, RunStatus
+    from segments.tasks import lookalike_build_task
+
+    client.force_login(factories.member_make(project=refitted, role="marketer"))
+    form = {"seed_source": "ids", "seed_ids": _ids_text(_intent_converters(refitted)), "action": "build"}
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        answer = client.post("/segments/lookalikes/new", {**form, "size": "200", "name": "Trail via worker"})
+    build = LookalikeBuild.objects.get(name="Trail via worker")
+    assert answer.status_code == 302 and answer["Location"] == f"/segments/lookalikes/builds/{build.pk}/"
+    assert len(queued) == 1 and build.status == RunStatus.QUEUED and build.seed_weights
+    waiting = client.get(answer["Location"]).content.decode()
+    assert 'role="progressbar"' in waiting and "Waiting for a worker" in waiting
+    assert not Segment.objects.filter(kind=SegmentKind.LOOKALIKE, name="Trail via worker").exists()
+
+    labels = []
+    original = LookalikeBuild.objects.filter
+
+    def recording_filter(*args, **kwargs):
+        # Each write of the build goes through filter(); reading the row there sees the previous step, so
+        # every step the worker wrote is read back from the database by the next write.
+        result = original(*args, **kwargs)
+        labels.append(LookalikeBuild.objects.values_list("progress", flat=True).get(pk=build.pk))
+        return result
+
+    LookalikeBuild.objects.filter = recording_filter
+    try:
+        assert lookalike_build_task.run(build.pk) == RunStatus.DONE
+    finally:
+        del LookalikeBuild.objects.filter
+    assert {10, 40, 60, 85} <= set(labels), labels
+    build.refresh_from_db()
+    assert build.progress == 100 and build.seed_weights == {} and build.segment is not None
+    assert build.segment.size == SegmentMembership.objects.filter(segment=build.segment).count() == 200
+    polled = client.get(f"/segments/lookalikes/builds/{build.pk}/", HTTP_HX_REQUEST="true")
+    assert polled["HX-Refresh"] == "true"
+    page = client.get(f"/segments/lookalikes/builds/{build.pk}/").content.decode()
+    assert "Lookalike “Trail via worker” saved with 200 people" in page and build.segment.key in page
+    assert lookalike_build_task.run(build.pk) == RunStatus.DONE, "a duplicate delivery changes nothing"
+    assert Segment.objects.filter(name="Trail via worker").count() == 1
+
+
+def test_lookalike_build__bad_name_refused_before_queueing__a_seed_that_fails_says_why(refitted, client):
+    from segments.models import LookalikeBuild, RunStatus
+
+    with pytest.raises(services.SegmentsError) as err:
+        services.lookalike_build_request(project=refitted, seed=Seed({1: 1.0}, {}), size=10, name=" ")
+    assert err.value.field == "name" and not LookalikeBuild.objects.exists()
+    nobody = Seed({10**9: 1.0}, {"kind": "test"})  # an id with no vector: found out by the worker
+    build = services.lookalike_build_request(project=refitted, seed=nobody, size=10, name="Nobody")
+    build = services.lookalike_build_execute(build_id=build.pk)
+    assert build.status == RunStatus.FAILED and build.error.startswith("seed: ") and build.seed_weights == {}
