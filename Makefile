@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 export DJANGO_SETTINGS_MODULE ?= config.settings
 
-.PHONY: run test test-fast stop services migrate demo bench bench-quick lint format up down chromium clean
+.PHONY: run test test-fast stop services migrate demo bench bench-quick lint format up down chromium haproxy clean
 
 # uv installs the locked wheels in parallel and without byte-compiling them: about 15 s where pip took 75 s
 # on a fresh machine. If uv cannot be had or fails, pip installs the same lock.
@@ -31,11 +31,15 @@ run: demo
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's HAProxy: tests/test_load_balancer.py runs deploy/haproxy.cfg (compose's load balancer) with it.
+haproxy:
+	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
+
 # Both cores: pytest-xdist workers, a file per worker at a time (module fixtures are built once), each with
 # its own PostgreSQL and Redis database. `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 2
 
-test: services chromium
+test: services chromium haproxy
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # Day-to-day: everything but the real-browser tests and those marked slow (real workers killed, big imports).

@@ -3,7 +3,7 @@
 from urllib.parse import urlparse
 
 from config import embedded
-from config.env import ConfigError, env_int, env_str
+from config.env import ConfigError, env_bool, env_int, env_str
 
 DATABASE_URL = env_str("DATABASE_URL", embedded.database_url())
 REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
@@ -28,6 +28,17 @@ def _database_from_url(url: str) -> dict:
 
 
 DATABASES = {"default": _database_from_url(DATABASE_URL)}
+
+# Behind PgBouncer in transaction pooling (docker compose), consecutive transactions of one Django
+# connection can run on different PostgreSQL sessions. Two things then break: server-side cursors
+# (`.iterator()` declares a cursor in one transaction and fetches from it in the next) and psycopg 3's
+# automatic prepared statements (prepared on one session after 5 runs, executed on another). The code
+# uses nothing else that outlives a transaction: advisory locks are pg_advisory_xact_lock, settings are
+# SET LOCAL, the drain's temp table is created and emptied inside its transaction (ON COMMIT DELETE ROWS).
+KAIROS_PGBOUNCER = env_bool("KAIROS_PGBOUNCER", default=False)
+if KAIROS_PGBOUNCER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": None}
 
 CACHES = {
     "default": {

@@ -48,19 +48,17 @@ def own_redis(tmp_path, settings):
     redis_client.reset()
 
 
-def _granian_server(role_env: dict, workers: int):
-    """config.runner's granian command line on a free port, on the tests' PostgreSQL and Redis
-    databases; yields its base URL and stops it after."""
+def server_env(role_env: dict) -> dict:
+    """The environment of a Kairos process started by a test: the tests' PostgreSQL and Redis
+    databases, throttling off unless `role_env` sets a limit."""
     from django.conf import settings
     from django.db import connection
 
     from bench import _common
-    from config import runner
 
     db = connection.settings_dict
     user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    port = free_port()
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"postgres://{user}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -69,6 +67,18 @@ def _granian_server(role_env: dict, workers: int):
         **_common.THROTTLE_ENV,
         **role_env,
     }
+
+
+def _granian_server(role_env: dict, workers: int):
+    """config.runner's granian command line on a free port, on the tests' PostgreSQL and Redis
+    databases; yields its base URL and stops it after."""
+    from django.conf import settings
+
+    from bench import _common
+    from config import runner
+
+    port = free_port()
+    env = server_env(role_env)
     command = runner._granian("config.wsgi:application", port, workers)
     server = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
     try:

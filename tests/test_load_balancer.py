@@ -1,0 +1,226 @@
+"""Two decide and two web processes behind a real HAProxy, run with deploy/haproxy.cfg (the compose
+file's load balancer; `make test` installs Debian's haproxy), two event drains, one PostgreSQL and
+one Redis: what a visitor and an operator see must not depend on which replica answers."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from bench import _common
+from personalization import redis_client, rkeys, services
+from personalization.decide.runtime import decide_snapshot_settle_seconds
+from personalization.models import Event
+from personalization.tasks import worker_heartbeat_task
+from tests import factories
+from tests.personalization.conftest import _granian_server, free_port, server_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+HAPROXY_CFG = Path(settings.BASE_DIR) / "deploy" / "haproxy.cfg"
+EVENTS_PER_KEY = 30  # events requests per key and second, counted in Redis by every decide replica
+
+
+def haproxy_config(*, port: int, decide: list[str], web: list[str]) -> str:
+    """deploy/haproxy.cfg with the replicas listed instead of found through Docker's DNS, and bound to
+    `port`: routing, health checks and headers are the file compose runs."""
+    text = HAPROXY_CFG.read_text()
+    text = re.sub(r"\nresolvers docker\n(?:    .*\n)+", "\n", text)
+    text = text.replace("bind :8000", f"bind 127.0.0.1:{port}")
+    for name, urls in (("decide", decide), ("web", web)):
+        servers = "\n".join(f"    server {name}{n} {url.removeprefix('http://')}" for n, url in enumerate(urls, 1))
+        text, count = re.subn(rf"    server-template {name} .*", servers, text)
+        assert count == 1, f"deploy/haproxy.cfg has no server-template line for {name}"
+    return text
+
+
+def replicas_seen(lb: subprocess.Popen, url: str, path: str, want: set[str]) -> None:
+    """Ask through the LB until each replica of `want` answered (HAProxy marks them up after a check)."""
+    seen, deadline = set(), time.monotonic() + 30
+    while seen != want:
+        assert lb.poll() is None, "haproxy exited: see lb.log in the test's tmp folder"
+        assert time.monotonic() < deadline, f"only {seen} of {want} answered through the load balancer"
+        try:
+            response = requests.get(url + path, timeout=5)
+        except requests.ConnectionError:  # HAProxy is not listening yet
+            time.sleep(0.05)
+            continue
+        seen.add(response.headers.get("X-Kairos-Replica"))
+        seen &= want
+
+
+@contextmanager
+def process(command: list[str], env: dict, log: Path):
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=out, stderr=out, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            _common.process_stop(proc)
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory):
+    assert shutil.which("haproxy"), "haproxy is not installed: `make test` installs it (make haproxy)"
+    tmp = tmp_path_factory.mktemp("lb")
+    decide_env = {"KAIROS_ROLE": "decide", "KAIROS_DECIDE_CPU_PINNING": "0"}
+    # One proxy hop (HAProxy) appends to X-Forwarded-For; one low per-key limit to see shared counts.
+    shared = {"KAIROS_TRUSTED_PROXIES": "1", "KAIROS_EVENTS_PER_KEY_PER_SECOND": str(EVENTS_PER_KEY)}
+    with ExitStack() as stack:
+        start = contextmanager(_granian_server)
+        decide = [stack.enter_context(start({**decide_env, **shared}, 1)) for _ in range(2)]
+        web = [stack.enter_context(start(shared, 1)) for _ in range(2)]
+        drain = [sys.executable, "manage.py", "events_drain", "--claim-idle-ms", "2000"]
+        drains = [stack.enter_context(process(drain, server_env({}), tmp / f"drain{n}.log")) for n in range(2)]
+        port = free_port()
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(haproxy_config(port=port, decide=decide, web=web))
+        haproxy = stack.enter_context(process(["haproxy", "-db", "-f", str(cfg)], dict(os.environ), tmp / "lb.log"))
+        lb = f"http://127.0.0.1:{port}"
+        worker_heartbeat_task()  # web's /readyz wants a worker's heartbeat; this test runs no Celery
+        replicas_seen(haproxy, lb, "/api/v1/ping", {"decide1", "decide2"})
+        replicas_seen(haproxy, lb, "/readyz", {"web1", "web2"})
+        yield {"lb": lb, "decide": decide, "web": web, "drains": drains}
+
+
+@pytest.fixture(autouse=True)
+def heartbeat(clean_redis):
+    """clean_redis empties Redis before each test: the heartbeat goes back at once, so web's /readyz
+    (the LB's health check, every 5 s) keeps both web replicas in rotation."""
+    worker_heartbeat_task()
+
+
+def experience_make(project, key: str = "hero"):
+    variants = [{"key": f"v{i}", "payload": {"n": i}, "is_control": i == 0} for i in range(3)]
+    experience = services.experience_create(
+        project=project, key=key, name=key.title(), touchpoint="home", variants=variants, policy="fixed"
+    )
+    services.experience_start(experience=experience)
+    services.snapshot_publish(project_id=project.pk)
+    return experience
+
+
+def decide(url: str, key: str, unit: str, **headers) -> requests.Response:
+    response = requests.post(
+        f"{url}/api/v1/decide",
+        json={"anonymous_id": unit},
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_same_unit__same_variant_from_every_decide_replica(cluster):
+    project = factories.project_make(name="Sticky")
+    key = factories.key_make(project=project)
+    experience_make(project)
+    for n in range(20):
+        answers: dict[str, dict] = {}
+        for _ in range(2):  # round robin: the second request goes to the other replica
+            response = decide(cluster["lb"], key, f"visitor-{n}")
+            answers[response.headers["X-Kairos-Replica"]] = response.json()["assignments"]["hero"]
+        assert set(answers) == {"decide1", "decide2"}
+        first, second = answers.values()
+        assert first["variant"] == second["variant"] and first["variant"] in {"v0", "v1", "v2"}
+        assert first["payload"] == second["payload"]
+
+
+def test_events_limit__counted_once_for_all_replicas(cluster):
+    project = factories.project_make(name="Limited")
+    key = factories.key_make(project=project)
+
+    def send(n: int) -> tuple[int, str]:
+        response = requests.post(
+            f"{cluster['lb']}/api/v1/events",
+            json={"events": [factories.event_make(n)]},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        return response.status_code, response.headers.get("X-Kairos-Replica")
+
+    started = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8 * EVENTS_PER_KEY)))
+    windows = int(time.time()) - int(started) + 1
+    accepted = [replica for status, replica in answers if status == 200]
+    limited = [replica for status, replica in answers if status == 429]
+    assert len(accepted) + len(limited) == len(answers)
+    # Counted per process, two replicas would let up to twice the limit through in each second.
+    assert len(accepted) <= EVENTS_PER_KEY * windows, (len(accepted), windows)
+    assert set(accepted) == set(limited) == {"decide1", "decide2"}
+
+
+def test_experience_edit__seen_by_every_decide_replica(cluster):
+    project = factories.project_make(name="Edited")
+    key, secret = factories.key_make(project=project), factories.key_make(project=project, kind="secret")
+    experience_make(project)
+    before = decide(cluster["lb"], key, "visitor-1").json()["assignments"]["hero"]["version"]
+    # The edit goes through the load balancer to a web replica, as from the dashboard or the REST API.
+    edit = requests.patch(
+        f"{cluster['lb']}/api/v1/experiences/hero/",
+        json={"name": "Hero, edited"},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    )
+    assert edit.status_code == 200, edit.text
+    assert edit.headers["X-Kairos-Replica"] in {"web1", "web2"}
+    edited = time.monotonic()
+    # Each replica checks the published version at most a second after its last check.
+    deadline = edited + decide_snapshot_settle_seconds()
+    waiting = set(cluster["decide"])
+    while waiting:
+        assert time.monotonic() < deadline, f"{waiting} still answer version {before}"
+        for url in list(waiting):
+            if decide(url, key, "visitor-1").json()["assignments"]["hero"]["version"] != before:
+                waiting.discard(url)
+
+
+def test_events__through_the_lb__stored_once_by_two_drains(cluster):
+    project = factories.project_make(name="Drained")
+    key = factories.key_make(project=project)
+    events = [factories.event_make(n, anonymous_id=f"anon-{n}") for n in range(240)]
+    batches = [events[start : start + 40] for start in range(0, 240, 40)]
+    replicas = set()
+    for batch in [*batches, batches[2]]:  # the snippet sends a batch again when it saw no answer
+        response = requests.post(
+            f"{cluster['lb']}/api/v1/events",
+            json={"events": batch},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        replicas.add(response.headers["X-Kairos-Replica"])
+    assert replicas == {"decide1", "decide2"}
+    stream = redis_client.worker()
+    deadline = time.monotonic() + 30
+    while (
+        Event.objects.filter(project=project).count() < 240
+        or stream.xpending(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP)["pending"]
+    ):
+        assert time.monotonic() < deadline, "the drains did not store the events"
+        time.sleep(0.05)
+    ids = list(Event.objects.filter(project=project).values_list("event_id", flat=True))
+    assert sorted(ids) == sorted(f"ev-{n}" for n in range(240))
+    # Both drains ran through it (which one took which batch is up to the consumer group).
+    assert [drain.poll() for drain in cluster["drains"]] == [None, None]
+
+
+def test_client_ip__the_callers_not_one_it_claims(cluster):
+    """Behind the LB the replicas rate-limit by the address HAProxy saw; an X-Forwarded-For the
+    client sends is kept but not believed (KAIROS_TRUSTED_PROXIES=1 takes the LB's entry)."""
+    project = factories.project_make(name="Addresses")
+    key = factories.key_make(project=project)
+    experience_make(project)
+    decide(cluster["lb"], key, "visitor-1", **{"X-Forwarded-For": "203.0.113.9"})
+    counters = [name.decode() for name in redis_client.worker().scan_iter("kr:rl:d:ip:*")]
+    assert counters and all(name.startswith("kr:rl:d:ip:127.0.0.1:") for name in counters), counters
