@@ -18,6 +18,7 @@ PURE = [
     "experiments.simulation",
     "experiments.survival",
     "personalization.decide.engine",
+    "personalization.decide.live",  # the server SDK runs it too (sdk/python)
     "personalization.decide.ofrep",
     "personalization.decide.batch_csv",
     "personalization.experiences.limits",
