@@ -24,7 +24,7 @@ from django.db import transaction
 from config.embedded import VAR
 from demo import world as demo
 from demo.world import PLANTED_ATTRIBUTE
-from experiments import metric_services
+from experiments import services as experiments_services
 from personalization import selectors, services
 from personalization.decide import engine
 from personalization.services import HistoryExposure, HistoryProfile
@@ -218,10 +218,10 @@ def _experiences_create(project, owner, end: datetime, seed: int, specs) -> dict
         started_at = end - timedelta(days=spec.started_days_ago)
         created[spec.key] = services.experience_started_at_set(experience=experience, started_at=started_at, by=owner)
     if any(spec in demo.LONG_TERM_EXPERIENCES for spec in specs):
-        metric_services.metric_defaults_ensure(project=project)
+        experiments_services.metric_defaults_ensure(project=project)
     for spec in demo.LONG_TERM_EXPERIENCES:
         if spec.key in created:  # conversion first, and return on days 8–30 watched as a guardrail
-            metric_services.experience_metrics_set(
+            experiments_services.experience_metrics_set(
                 project=project, experience_key=spec.key, primary="conversion", secondary=[], guardrails=["return-30d"]
             )
     return created

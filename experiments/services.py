@@ -14,6 +14,9 @@ from django.utils import timezone
 from experiments import metric_report, selectors, sentences, stats
 from experiments.breakdown import Breakdown
 from experiments.errors import LiftInputError
+
+# experience_metrics_set is re-exported: other apps (the demo) reach metrics through this module.
+from experiments.metric_services import experience_metrics_set as experience_metrics_set
 from experiments.metric_services import metric_defaults_ensure
 from experiments.models import LiftReport, ReportStatus
 from personalization import selectors as personalization_selectors

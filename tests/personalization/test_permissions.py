@@ -16,14 +16,16 @@ from tests import factories
 
 # URL prefixes that are not part of the permission map: public-key endpoints, sign-in, the Django
 # admin (staff only), the API schema and docs, health checks, the demo shop (a stand-in for a
-# customer's site), the history import (a secret key's own check) and the new-project page (anyone
-# logged in, also before they have a project).
+# customer's site), the history import, the SDK snapshot and OFREP (an API key's own check) and the
+# new-project page (anyone logged in, also before they have a project).
 UNMAPPED_PREFIXES = (
     "api/v1/events/import",
     "projects/new",
     "api/v1/events",
     "api/v1/decide",
     "api/v1/ping",
+    "api/v1/sdk/",
+    "ofrep/",
     "accounts/",
     "admin/",
     "api/schema/",
