@@ -1,5 +1,4 @@
-"""Named intents, pure: the scoring rule on the labelled queries (chosen on half the intents, reported on
-all), the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
+"""Named intents, pure: the scoring rule on the labelled queries (reported on the whole set and on halves), the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -53,24 +52,40 @@ def _token_only(data) -> float:
     return placed / sum(len(d["queries"]) for d in data)
 
 
-def test_intents__labelled_paraphrases__placed_by_the_rule_chosen_on_half(labelled):
+def test_intents__labelled_paraphrases__placed_by_the_two_readings_rule__on_both_halves(labelled):
     data, models, queries = labelled
     assert len(data) >= 10 and all(len(q) >= 12 for q in queries)
 
     def assign(vectors):
         return intents.intents_assign(models, vectors)
 
-    chosen_on = range(0, len(data), 2)  # the rule (context, one scale) was chosen on these six intents
-    held_out = range(1, len(data), 2)
-    dev, held, every = (_accuracy(assign, queries, w) for w in (chosen_on, held_out, range(len(data))))
+    every = _accuracy(assign, queries, range(len(data)))
+    # Two halves each way, so a rule that only suits some intents or some queries shows: intents at even and
+    # odd positions, and each intent's first and last six queries.
+    even, odd = (_accuracy(assign, queries, range(start, len(data), 2)) for start in (0, 1))
+    first, last = (_accuracy(assign, [q[part] for q in queries], range(len(data))) for part in (slice(0, 6), slice(6, None)))
     print(
-        f"intents: {every:.1%} of {sum(map(len, queries))} queries placed (chosen-on half {dev:.1%},"
-        f" held-out half {held:.1%}); token-only embedder {_token_only(data):.1%}"
+        f"intents: {every:.1%} of {sum(map(len, queries))} queries placed (even intents {even:.1%}, odd {odd:.1%};"
+        f" first six queries {first:.1%}, last six {last:.1%}); token-only embedder {_token_only(data):.1%}"
     )
-    # Measured: 84.0 % on all (86.1 % on the half the rule was chosen on, 81.9 % held out). The issue's
-    # bar is 85 %; not reached honestly on the held-out half with this encoder and three examples
-    # (reported, not hidden). This floor catches a rule that got worse than the encoder's own baseline.
-    assert every >= 0.83 and held >= 0.80
+    # Measured: 86.1 % (even 83.3 %, odd 88.9 %; first six 84.7 %, last six 87.5 %). The contextual reading
+    # alone placed 84.0 % (86.1 / 81.9). The halves differ by 3 to 5 points either way: the set is small
+    # (72 queries a half, one query is 1.4 points), so the bar is on the whole set with a floor for each half.
+    assert every >= 0.85
+    assert min(even, odd, first, last) >= 0.80
+
+
+def test_intent_scale__pairs_the_measurement_it_names(labelled, encoder):
+    # SCALE is what its comment says: the median of the other intents' examples and of the intent's own
+    # examples, on the even intents, re-measured here so a change of rule cannot leave a stale scale behind.
+    data, models, _ = labelled
+    examples = [encoder.encode(d["examples"]) for d in data]
+    chosen = range(0, len(data), 2)
+    low = np.median([e @ models[i].prototype for i in chosen for j, e in enumerate(examples) if j != i])
+    high = np.median(np.concatenate([examples[i] @ models[i].prototype for i in chosen]))
+    assert intents.SCALE[encoder.name] == pytest.approx((low, high), abs=0.01)
+    everyday = encoder.encode(list(intents.SCALE_EVERYDAY))
+    assert max(float(np.median(m.scores(everyday))) for m in models) == 0.0, "everyday words score 0"
 
 
 def test_intents__prototype_from_the_name_alone__places_fewer(labelled, encoder):
@@ -97,7 +112,7 @@ def test_intent_scale__examples_near_1__everyday_words_near_0(labelled, encoder)
     assert data[0]["name"] == "planning a trip"
     examples = trip.scores(encoder.encode(data[0]["examples"]))
     # The scale's top is the median example of the six intents it was measured on, so one of three
-    # examples may sit lower ("hotel near the central station" 0.56); each is above the default threshold.
+    # examples may sit lower ("hotel near the central station" 0.60); each is above the default threshold.
     assert examples.min() >= 0.5 and examples.mean() >= 0.75
     everyday = trip.scores(encoder.encode(["order status", "reset password", "gift card balance"]))
     assert everyday.max() <= 0.3
