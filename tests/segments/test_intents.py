@@ -1,4 +1,5 @@
-"""Named intents, pure: the scoring rule on the labelled queries (reported on the whole set and on halves), the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
+"""Named intents, pure: the scoring rule on the labelled queries (reported on the whole set and on halves),
+the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -63,12 +64,14 @@ def test_intents__labelled_paraphrases__placed_by_the_two_readings_rule__on_both
     # Two halves each way, so a rule that only suits some intents or some queries shows: intents at even and
     # odd positions, and each intent's first and last six queries.
     even, odd = (_accuracy(assign, queries, range(start, len(data), 2)) for start in (0, 1))
-    first, last = (_accuracy(assign, [q[part] for q in queries], range(len(data))) for part in (slice(0, 6), slice(6, None)))
+    first, last = (
+        _accuracy(assign, [q[part] for q in queries], range(len(data))) for part in (slice(0, 6), slice(6, None))
+    )
     print(
         f"intents: {every:.1%} of {sum(map(len, queries))} queries placed (even intents {even:.1%}, odd {odd:.1%};"
         f" first six queries {first:.1%}, last six {last:.1%}); token-only embedder {_token_only(data):.1%}"
     )
-    # Measured: 86.1 % (even 83.3 %, odd 88.9 %; first six 84.7 %, last six 87.5 %). The contextual reading
+    # Measured: 86.1 % (even 83.3 %, odd 88.9 %; first six 87.5 %, last six 84.7 %). The contextual reading
     # alone placed 84.0 % (86.1 / 81.9). The halves differ by 3 to 5 points either way: the set is small
     # (72 queries a half, one query is 1.4 points), so the bar is on the whole set with a floor for each half.
     assert every >= 0.85
@@ -116,6 +119,11 @@ def test_intent_scale__examples_near_1__everyday_words_near_0(labelled, encoder)
     assert examples.min() >= 0.5 and examples.mean() >= 0.75
     everyday = trip.scores(encoder.encode(["order status", "reset password", "gift card balance"]))
     assert everyday.max() <= 0.3
+    # Everyday words the bare reading was not centered on (not in SCALE_EVERYDAY) score low all the same,
+    # well under the default threshold: the centering is not a list of exceptions.
+    unseen = ["forgot my password", "where is my refund", "update billing info", "unsubscribe from newsletter"]
+    assert not set(unseen) & set(intents.SCALE_EVERYDAY)
+    assert trip.scores(encoder.encode(unseen)).max() <= 0.1
     assert trip.scores(np.zeros((1, encoder.dims), dtype=np.float32)).tolist() == [0.0]
 
 
@@ -138,6 +146,13 @@ def test_profile_scores__recent_search__drives_the_score_and_is_named(labelled, 
     older = intents.recent_texts([BehaviorEvent("search", NOW - timedelta(days=7), events[0].properties)], now=NOW)
     assert intents.profile_scores(older, vectors, models)["0"][0] == pytest.approx(trip / 2, abs=0.01)
     assert intents.profile_scores([], vectors, models)["0"] == (0.0, [])
+
+
+def test_default_threshold__the_cut_of_intent_segments_and_lift_is_the_same():
+    from personalization.segment_keys import INTENT_SOURCE_THRESHOLD
+
+    assert intents.DEFAULT_THRESHOLD == INTENT_SOURCE_THRESHOLD == 0.35
+    assert intents.PHRASES_FROM < intents.DEFAULT_THRESHOLD, "phrases are kept for everyone above the threshold"
 
 
 def test_key_from_name__slug_conditions_can_name():
