@@ -21,7 +21,9 @@ cross-domain local scaling against hub intents, and expanding each intent with i
 A text's score is its cosine to the prototype on a 0-to-1 scale: 0 where other needs' examples sit (and
 everyday shop words, "order status", below), 1 where an intent's own examples sit (SCALE, one pair per encoder).
 On this scale clearly on-intent searches of the tests sit at 0.37-0.39 ("passport renewal how long" for a trip),
-so the default threshold is 0.35 (it was 0.4 when 0 was where everyday words sat). The scale is the
+so the default threshold is 0.35 (it was 0.4 when 0 was where everyday words sat). On the labelled set 61 % of
+the queries reach 0.35 on their own intent and 18 of 1,584 query-other intent pairs do (highest 0.55); the
+contextual rule at 0.4 let through 70 % and 32 (0.32 here would match its 32). The scale is the
 same for every intent on purpose: calibrating each intent to its own examples and background placed
 fewer queries on the half the rule was chosen on (83.3 % against 86.1 %), because an intent with tight
 examples then inflates everything near it. So a person's best intent is also the nearest prototype.
