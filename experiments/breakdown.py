@@ -10,7 +10,7 @@ breakdown (behavior clusters, rule segments) plug in here and there as one more 
     "segment:<key>"      in one (rule or lookalike) segment at exposure, or not
     "live:<field>"       what decide knew of the visitor's live state at exposure (LIVE_FIELDS):
                          the journey stage, the first-touch channel, the tenure cohort
-    "intent:<key>"       whether the visitor's score on a named intent was 0.4 or more at exposure
+    "intent:<key>"       whether the visitor's score on a named intent was 0.35 or more at exposure
 
 People with no value fall into MISSING_LABEL, which `exclude_missing` leaves out of the report
 (its totals and its multiple-testing family). For the behavior breakdowns that is an exposure

@@ -14,7 +14,7 @@ from experiments.metrics_stats import Moments
 from experiments.models import ExperienceMetrics, LiftReport, Metric
 from experiments.stats import ArmStats, SegmentStats
 from personalization import selectors as personalization_selectors
-from personalization.segment_keys import run_prefix, run_source
+from personalization.segment_keys import INTENT_SOURCE_THRESHOLD, run_prefix, run_source
 from segments import selectors as segments_selectors
 
 
@@ -172,8 +172,8 @@ def lift_segment_labels(*, project_id: int, breakdown: Breakdown) -> dict[str, s
         return {NO_SEGMENT: "Not known at exposure", MISSING_LABEL: "Recorded before live state was kept"}
     if breakdown.kind == "intent":
         return {
-            "yes": f"{breakdown.name}: score 0.4 or more",
-            "no": f"{breakdown.name}: below 0.4",
+            "yes": f"{breakdown.name}: score {INTENT_SOURCE_THRESHOLD:g} or more",
+            "no": f"{breakdown.name}: below {INTENT_SOURCE_THRESHOLD:g}",
             NO_SEGMENT: "Not scored at exposure",
             MISSING_LABEL: "Recorded before live state was kept",
         }
@@ -293,7 +293,7 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
         for s in segments_selectors.segments_rule_and_lookalike(project_id=project_id)
     ]
     intents = [
-        (f"intent:{i.key}", f"Intent: {i.name} (0.4 or more)")
+        (f"intent:{i.key}", f"Intent: {i.name} ({INTENT_SOURCE_THRESHOLD:g} or more)")
         for i in segments_selectors.intents_for_project(project_id=project_id)
     ]
     names = personalization_selectors.profile_attribute_names(project_id=project_id)

@@ -23,7 +23,7 @@ import re
 from urllib.parse import quote, unquote
 
 UNIT_INTENTS_FIELD = "pi"
-INTENT_FACT = "intent"  # conditions: intent planning-a-trip >= 0.4, read as facts["intent[]"][key]
+INTENT_FACT = "intent"  # conditions: intent planning-a-trip >= 0.35, read as facts["intent[]"][key]
 INTENT_KEY = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?")
 WHY_PREFIX = "why:"
 WHY_MAX = 3  # intents whose reason is kept, the highest scores first

@@ -165,7 +165,7 @@ class IntentSerializer(serializers.ModelSerializer):
 class IntentViewSet(viewsets.ViewSet):
     """Named intents of your project: a need in plain words with 3 to 20 example phrases. Everyone is
     scored 0 to 1 on each from their recent searches, titles and product names; experiences target
-    them with `intent <key> >= 0.4`. Intents on health, religion, politics, sexuality or ethnic origin
+    them with `intent <key> >= 0.35`. Intents on health, religion, politics, sexuality or ethnic origin
     are refused (400)."""
 
     required_action = "segments"

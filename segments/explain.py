@@ -181,7 +181,7 @@ def behavior_summary(events: Sequence, *, max_searches: int = MAX_SEARCHES) -> s
 def intent_sentence(
     *, name: str, score: float, threshold: float, phrases: Sequence[str], nearest_example: str | None
 ) -> str:
-    """ "Scores 0.72 on “planning a trip” (at or above its threshold 0.4): “visa rules for japan”, …;
+    """ "Scores 0.72 on “planning a trip” (at or above its threshold 0.35): “visa rules for japan”, …;
     nearest example phrase: “visa rules”." """
     side = "at or above" if score >= threshold else "below"
     head = f"Scores {score:.2f} on “{name}” ({side} its threshold {threshold:g})"

@@ -313,15 +313,18 @@ class ProfileScore(models.Model):
 
 class Intent(models.Model):
     """A named intent: a need in plain words with example phrases, scored for every profile from its texts.
-    The prototype is encoded when the intent is saved (segments/intents.py)."""
+    The prototype is encoded when the intent is saved (segments/intents.py), by the rule named in `rule`: one
+    saved under an older rule is encoded again before the next scoring (segments/services/intents.py)."""
 
     project = models.ForeignKey("personalization.Project", on_delete=models.CASCADE, related_name="+")
-    key = models.SlugField(max_length=48, help_text="the name conditions use: intent planning-a-trip >= 0.4")
+    key = models.SlugField(max_length=48, help_text="the name conditions use: intent planning-a-trip >= 0.35")
     name = models.CharField(max_length=80)
     examples = ArrayField(models.CharField(max_length=200))
-    threshold = models.FloatField(default=0.4)
+    threshold = models.FloatField(default=0.35)
     encoder = models.CharField(max_length=40)
     prototype = VectorField(dimensions=TEXT_DIMS)
+    # segments/intents.py RULE at the time the prototype was made; "" for intents saved before rules had names.
+    rule = models.CharField(max_length=40, default="", blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from personalization import selectors as people
 from personalization.workspace.web import is_partial, render_page, workspace_view
-from segments import embedding, selectors, services
+from segments import embedding, intents, selectors, services
 from segments.models import ClusteringRun, Intent, LookalikeBuild, RunStatus, ScoreRun, SegmentKind
 from segments.services.embeddings import WINDOW_DAYS
 
@@ -370,7 +370,8 @@ def _intent_fields(post) -> dict:
 def intents_page(request):
     """The project's named intents, and the editor: save with "Save", see what it finds with "Preview"."""
     project = request.workspace.project
-    context = {"values": request.POST if request.method == "POST" else {"threshold": "0.4"}}
+    default = f"{intents.DEFAULT_THRESHOLD:g}"
+    context = {"values": request.POST if request.method == "POST" else {"threshold": default}, "default": default}
     status = 200
     if request.method == "POST":
         try:

@@ -6,7 +6,7 @@
     session.category_views[trail-shoes] >= 2
     local_hour between 18 and 23
     days_since_last_session >= 7 or (device = tablet and not referrer = paid)
-    intent planning-a-trip >= 0.4
+    intent planning-a-trip >= 0.35
 
 `condition_parse(text)` validates when the experience is saved (ConditionError says where and how
 to fix it) and returns the compiled form the snapshot carries: nested JSON lists,
@@ -219,7 +219,7 @@ class _Parser:
         key = str(key_token.value).strip().lower() if key_token else ""
         if key_token is None or not INTENT_KEY.fullmatch(key):
             self.fail(
-                "intent needs the key of one of the project's intents, as in intent planning-a-trip >= 0.4"
+                "intent needs the key of one of the project's intents, as in intent planning-a-trip >= 0.35"
                 " (Segments → Intents lists them)",
                 key_token or token,
             )
@@ -235,7 +235,7 @@ class _Parser:
             if abs(token.value) > MAX_NUMBER:
                 self.fail(f"numbers must be between -{MAX_NUMBER:.0f} and {MAX_NUMBER:.0f}", token)
             if name == INTENT_FACT and not 0 <= token.value <= 1:
-                self.fail("an intent's score runs from 0 to 1; write e.g. intent planning-a-trip >= 0.4", token)
+                self.fail("an intent's score runs from 0 to 1; write e.g. intent planning-a-trip >= 0.35", token)
             if name in PROBABILITIES and not 0 <= token.value <= 1:
                 self.fail(
                     f"{name} is a chance from 0 to 1; write e.g. {name} >= 0.8, or {name} top 10% for the top tenth",

@@ -173,7 +173,7 @@ def _intents_check(
         raise ExperienceError(
             "targeting.conditions",
             f"no intent {names} in this project: use the key of an intent listed under Segments → Intents,"
-            " as in intent planning-a-trip >= 0.4",
+            " as in intent planning-a-trip >= 0.35",
         )
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 from django.db import transaction
+from django.utils import timezone
 
 from personalization import selectors as people
 from personalization import services as personalization_services
@@ -88,7 +89,9 @@ def _clean(fields: dict, *, project_id: int, current: Intent | None) -> dict:
             except ValueError:
                 threshold = None
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
-            raise SegmentsError("threshold", "give a score between 0 and 1, e.g. 0.4 (the default)")
+            raise SegmentsError(
+                "threshold", f"give a score between 0 and 1, e.g. {intents.DEFAULT_THRESHOLD:g} (the default)"
+            )
         out["threshold"] = round(float(threshold), 2)
     return out
 
@@ -112,7 +115,12 @@ def intent_create(*, project_id: int, by=None, **fields) -> Intent:
     )
     with transaction.atomic():
         intent = Intent.objects.create(
-            project_id=project_id, encoder=encoder.name, prototype=model.prototype, created_by=by, **clean
+            project_id=project_id,
+            encoder=encoder.name,
+            prototype=model.prototype,
+            rule=intents.RULE,
+            created_by=by,
+            **clean,
         )
         personalization_services.audit_record(
             project_id=project_id, actor=by, action="create", object_type="intent", object_key=intent.key, changes=clean
@@ -136,7 +144,7 @@ def intent_update(*, intent: Intent, by=None, **fields) -> Intent:
         model = intents.intent_model(
             key=intent.key, name=name, examples=examples, encode=encoder.encode, encoder=encoder.name
         )
-        intent.prototype, intent.encoder = model.prototype, encoder.name
+        intent.prototype, intent.encoder, intent.rule = model.prototype, encoder.name, intents.RULE
     with transaction.atomic():
         for field, value in changed.items():
             setattr(intent, field, value)
@@ -182,6 +190,37 @@ def _models_cached(project_id: int, stamp: tuple) -> tuple[intents.IntentModel, 
     return tuple(out)
 
 
+def intents_reencode(*, project_id: int) -> int:
+    """Encode again the project's intents whose prototype was made by another rule or encoder than the
+    current ones (saved before an upgrade), so one project's scores never mix old and new prototypes.
+    Returns how many were encoded; the caller scores everyone again when it is not already doing so."""
+    current = text_encoder.DEFAULT_ENCODER
+    stale = list(Intent.objects.filter(project_id=project_id).exclude(rule=intents.RULE, encoder=current))
+    if not stale:
+        return 0  # the usual case, after each drain: one query, no encoder loaded
+    encoder, count = text_encoder.encoder_load(current), 0
+    for intent in stale:
+        model = intents.intent_model(
+            key=intent.key, name=intent.name, examples=intent.examples, encode=encoder.encode, encoder=encoder.name
+        )
+        # Only if still stale: a save in between (an edit, another worker) already made it by this rule.
+        updated = Intent.objects.filter(pk=intent.pk, rule=intent.rule, encoder=intent.encoder).update(
+            prototype=model.prototype, encoder=encoder.name, rule=intents.RULE, updated_at=timezone.now()
+        )
+        count += updated
+        if not updated:
+            continue
+        personalization_services.audit_record(
+            project_id=project_id,
+            actor=None,
+            action="update",
+            object_type="intent",
+            object_key=intent.key,
+            changes={"prototype": f"encoded again by rule “{intents.RULE}” ({encoder.name})"},
+        )
+    return count
+
+
 def intent_models(*, project_id: int) -> tuple[intents.IntentModel, ...]:
     """The project's intents ready to score, read again only when one changed (a count and newest edit)."""
     rows = Intent.objects.filter(project_id=project_id)
@@ -194,6 +233,9 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
     with the phrases that drove them and publish field "pi" to decide. Profiles that may not be profiled
     (or have no recent event) lose their scores. Returns {"scored", "removed"}."""
     wanted = sorted(set(profile_ids))
+    if intents_reencode(project_id=project_id):
+        # Everyone else still holds a score from the old prototypes: score them all again.
+        transaction.on_commit(lambda: _rescore_later(project_id))
     models = intent_models(project_id=project_id)
     if not wanted or not models:
         return {"scored": 0, "removed": 0}
@@ -236,7 +278,9 @@ def intents_score(*, project_id: int, profile_ids: Iterable[int], now: datetime 
 
 
 def intents_rescore(*, project_id: int) -> int:
-    """Score everyone with a recent event again (after an intent was saved or deleted), in chunks."""
+    """Score everyone with a recent event again (after an intent was saved or deleted, nightly), in chunks,
+    with intents saved under an older rule encoded again first."""
+    intents_reencode(project_id=project_id)
     now = people.behavior_clock(project_id=project_id)
     since = now - timedelta(days=intents.HALF_LIFE_DAYS * intents.MAX_AGE_HALF_LIVES)
     if not intent_models(project_id=project_id):

@@ -1,5 +1,5 @@
 """Lift broken down by a named intent at exposure: each exposure keeps the visitor's intent scores (in
-its live record), and "intent:<key>" splits people at 0.4 into yes / no / not scored."""
+its live record), and "intent:<key>" splits people at 0.35 (the default threshold) into yes / no / not scored."""
 
 from datetime import UTC, datetime
 
@@ -30,7 +30,7 @@ def _expected(live: dict | None) -> str:
     if live is None:
         return MISSING_LABEL
     score = live["intents"].get("planning-a-trip")
-    return NO_SEGMENT if score is None else ("yes" if score >= 0.4 else "no")
+    return NO_SEGMENT if score is None else ("yes" if score >= 0.35 else "no")
 
 
 @pytest.mark.django_db
@@ -54,7 +54,7 @@ def test_lift_by_intent__counts_match_the_database_and_the_planted_sign(project)
         held = sum(1 for r in rows if _expected(r.live) == name and r.arm != "variant")
         assert (conversion["users_treatment"], conversion["users_holdout"]) == (treated, held), name
     assert segments["yes"]["absolute_lift"]["value"] > 0.05
-    assert result["segment_labels"]["yes"] == "planning-a-trip: score 0.4 or more"
+    assert result["segment_labels"]["yes"] == "planning-a-trip: score 0.35 or more"
 
 
 def test_facts_record__scored_visitor__keeps_intent_scores_others_keep_their_shape():
@@ -74,4 +74,4 @@ def test_lift_choices__project_with_an_intent__offers_it(project):
     examples = ["visa rules", "travel insurance", "hotel near the station"]
     segments_services.intent_create(project_id=project.pk, name="planning a trip", examples=examples)
     groups = dict(selectors.lift_segmentation_choices(project_id=project.pk))
-    assert groups["Intents at exposure"] == [("intent:planning-a-trip", "Intent: planning a trip (0.4 or more)")]
+    assert groups["Intents at exposure"] == [("intent:planning-a-trip", "Intent: planning a trip (0.35 or more)")]

@@ -92,8 +92,9 @@ def test_decide__intent_condition__matches_from_the_unit_hash_in_its_one_round_t
 
 def test_unit_segment__intent_source__yes_no_or_unknown_from_the_hash():
     source = {"segment_field": "intent:planning-a-trip"}
-    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.4"}, {}) == "yes"
-    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.39 other=0.9"}, {}) == "no"
+    # The cut is the intents' default threshold, 0.35: at it "yes", just under "no".
+    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.35"}, {}) == "yes"
+    assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "planning-a-trip=0.34 other=0.9"}, {}) == "no"
     assert engine.unit_segment(source, {UNIT_INTENTS_FIELD: "other=0.9"}, {}) == ""
     assert engine.unit_segment(source, {}, {}) == ""
 

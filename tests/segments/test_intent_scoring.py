@@ -3,6 +3,7 @@ drain with the phrases that drove it, published to decide's hash, and never kept
 
 import zipfile
 
+import numpy as np
 import orjson
 import pytest
 
@@ -14,7 +15,7 @@ from personalization.models import ProfileIdentity
 from personalization.people.personal_data import locations
 from personalization.people.subjects import profiles_personalization_set
 from privacy import services as privacy_services
-from segments import services
+from segments import intents, services
 from segments.models import Intent, ProfileIntent
 from tests import factories
 
@@ -48,7 +49,7 @@ def test_intent__drained_search__scored_named_published_and_targeted(
     client, project, public_key, secret_key, django_capture_on_commit_callbacks
 ):
     status, body = _post(client, secret_key, "/api/v1/intents/", TRIP)
-    assert status == 201 and body["key"] == "planning-a-trip" and body["threshold"] == 0.4
+    assert status == 201 and body["key"] == "planning-a-trip" and body["threshold"] == intents.DEFAULT_THRESHOLD == 0.35
     _searches(client, public_key, "traveller", ["visa and travel insurance for thailand", "gift card balance"])
     _searches(client, public_key, "shopper", ["order status", "gift card balance"])
     queued = redis_client.worker().llen("celery")
@@ -62,7 +63,7 @@ def test_intent__drained_search__scored_named_published_and_targeted(
     }
     rows = {r.profile_id: r for r in ProfileIntent.objects.filter(project=project)}
     # A score of 0 keeps no row (nothing of the intent in their words); the field says 0 all the same.
-    assert rows[traveller].score >= 0.4 > (rows[shopper].score if shopper in rows else 0.0)
+    assert rows[traveller].score >= intents.DEFAULT_THRESHOLD > (rows[shopper].score if shopper in rows else 0.0)
     assert rows[traveller].phrases[0] == "visa and travel insurance for thailand"
     # The scores, then the text that drove the intent (for decide's explain), percent-encoded.
     score = f"planning-a-trip={rows[traveller].score:.2f}".replace(".00", "")
@@ -71,11 +72,11 @@ def test_intent__drained_search__scored_named_published_and_targeted(
     )
     # The count the API reports is the database's.
     listed = client.get("/api/v1/intents/", HTTP_AUTHORIZATION=f"Bearer {secret_key}").json()
-    above = ProfileIntent.objects.filter(intent__key="planning-a-trip", score__gte=0.4).count()
+    above = ProfileIntent.objects.filter(intent__key="planning-a-trip", score__gte=intents.DEFAULT_THRESHOLD).count()
     assert [i["people_above"] for i in listed] == [above] == [1]
 
     personalization_services.project_holdout_set(project=project, share=0)
-    factories.targeted_experience_start(project=project, key="trip-banner", conditions="intent planning-a-trip >= 0.4")
+    factories.targeted_experience_start(project=project, key="trip-banner", conditions="intent planning-a-trip >= 0.35")
     personalization_services.snapshot_publish(project_id=project.pk)
 
     def reason(unit: str) -> str:
@@ -145,7 +146,11 @@ def test_intent_preview__nearest_real_queries_and_people_above(client, project, 
     assert status == 200 and answer["texts_searched"] == 5
     nearest = [row["text"] for row in answer["nearest"]]
     assert set(nearest[:2]) == {"cheap flights to lisbon in may", "passport renewal how long"}
-    assert answer["people_above"] == 1
+    # Person a (on-intent searches) at or above the default threshold, b (everyday words) and c not.
+    assert answer["threshold"] == intents.DEFAULT_THRESHOLD and answer["people_above"] == 1
+    by_text = {row["text"]: row["score"] for row in answer["nearest"]}
+    assert by_text["passport renewal how long"] >= intents.DEFAULT_THRESHOLD
+    assert max(by_text["order status"], by_text["reset password"], by_text["kettlebell swing form"]) == 0.0
     assert not Intent.objects.exists(), "a preview saves nothing"
     status, answer = _post(client, secret_key, "/api/v1/intents/preview/", {**TRIP, "examples": ["visa"]})
     assert status == 400 and answer["error"]["field"] == "examples"
@@ -179,14 +184,16 @@ def test_intents__registered_as_profiling_data_in_postgresql_and_redis():
 
 def test_intents_page__preview_partial_save_refusal_and_delete(client, project, public_key):
     client.force_login(factories.member_make(project=project, role="marketer"))
+    empty = client.get("/segments/intents/").content.decode()
+    assert 'name="threshold" value="0.35"' in empty and "0.35 by default" in empty
     _searches(client, public_key, "a", ["passport renewal how long", "order status"])
     personalization_services.events_drain()
-    form = {"name": TRIP["name"], "examples": "\n".join(TRIP["examples"]), "threshold": "0.4"}
+    form = {"name": TRIP["name"], "examples": "\n".join(TRIP["examples"]), "threshold": "0.35"}
     partial = client.post("/segments/intents/", {**form, "action": "preview"}, HTTP_HX_REQUEST="true")
     body = partial.content.decode()
     assert partial.status_code == 200 and 'id="intent-preview-result"' in body and "<html" not in body
     assert body.index("passport renewal how long") < body.index("order status")
-    assert "<strong>1</strong> people would score 0.4 or more" in body
+    assert "<strong>1</strong> people would score 0.35 or more" in body
     refused = client.post("/segments/intents/", {**form, "name": "church events", "action": "save"})
     assert refused.status_code == 400 and "name: “church events” is about religion" in refused.content.decode()
     saved = client.post("/segments/intents/", {**form, "action": "save"}, follow=True)
@@ -256,3 +263,47 @@ def test_intents_privacy__export_holds_them_objection_and_erasure_remove_them(cl
     assert ProfileIntent.objects.filter(profile_id=ids["other"]).exists()
     privacy_services.subject_erase(request=request("erasure"))
     assert not ProfileIntent.objects.filter(profile_id=ids["traveller"]).exists()
+
+
+def test_intent_saved_under_the_old_rule__encoded_again_before_scoring_and_everyone_rescored(
+    client, project, public_key, django_capture_on_commit_callbacks
+):
+    from personalization.models import AuditEntry
+    from segments import text_encoder
+
+    intent = services.intent_create(project_id=project.pk, **TRIP)
+    encoder = text_encoder.encoder_load()
+    fresh = intents.intent_model(key="x", name=TRIP["name"], examples=TRIP["examples"], encode=encoder.encode,
+                                 encoder=encoder.name).prototype  # fmt: skip
+    # As an intent saved before this rule stands in the database: the contextual reading alone, no rule.
+    old = text_encoder.prototype(encoder.encode([f"{e} ({TRIP['name']})" for e in TRIP["examples"]]))
+    Intent.objects.filter(pk=intent.pk).update(rule="", prototype=old)
+    _searches(client, public_key, "traveller", ["passport renewal how long"])
+    _searches(client, public_key, "shopper", ["order status"])
+    personalization_services.events_drain()
+    traveller = _profile(project, "traveller")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        services.intents_score(project_id=project.pk, profile_ids=[traveller])
+    intent.refresh_from_db()
+    assert intent.rule == intents.RULE and np.allclose(np.asarray(intent.prototype), fresh, atol=1e-5)
+    assert len(queued) == 1, "everyone scored with the old prototype is scored again"
+    # The score stored is the new prototype's, not the old one's (they differ for this search).
+    vector = encoder.encode(["passport renewal how long"])
+    new_score, old_score = (
+        float(intents.IntentModel("x", p, *intents.SCALE[encoder.name]).scores(vector)[0]) for p in (fresh, old)
+    )
+    assert abs(new_score - old_score) > 0.03
+    assert ProfileIntent.objects.get(profile_id=traveller).score == pytest.approx(new_score, abs=0.005)
+    entry = AuditEntry.objects.get(project=project, object_type="intent", action="update")
+    assert entry.actor is None and intents.RULE in entry.changes["prototype"]
+    with django_capture_on_commit_callbacks(execute=False) as again:
+        services.intents_score(project_id=project.pk, profile_ids=[traveller])
+    assert not again and AuditEntry.objects.filter(object_type="intent", action="update").count() == 1
+
+    # The rescore path (after a save, nightly) encodes a stale intent first and needs no second rescore.
+    Intent.objects.filter(pk=intent.pk).update(rule="", prototype=old)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert services.intents_rescore(project_id=project.pk) == 2
+    intent.refresh_from_db()
+    assert intent.rule == intents.RULE and not queued
+    assert ProfileIntent.objects.get(profile_id=traveller).score == pytest.approx(new_score, abs=0.005)

@@ -1,5 +1,5 @@
-"""Named intents, pure: the scoring rule on the labelled queries (chosen on half the intents, reported on
-all), the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
+"""Named intents, pure: the scoring rule on the labelled queries (reported on the whole set and on halves),
+the 0-to-1 scale, a person's score from recent texts, and refusals of sensitive categories."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -53,24 +53,49 @@ def _token_only(data) -> float:
     return placed / sum(len(d["queries"]) for d in data)
 
 
-def test_intents__labelled_paraphrases__placed_by_the_rule_chosen_on_half(labelled):
+def test_intents__labelled_paraphrases__placed_by_the_two_readings_rule__on_both_halves(labelled, encoder):
     data, models, queries = labelled
     assert len(data) >= 10 and all(len(q) >= 12 for q in queries)
 
     def assign(vectors):
         return intents.intents_assign(models, vectors)
 
-    chosen_on = range(0, len(data), 2)  # the rule (context, one scale) was chosen on these six intents
-    held_out = range(1, len(data), 2)
-    dev, held, every = (_accuracy(assign, queries, w) for w in (chosen_on, held_out, range(len(data))))
-    print(
-        f"intents: {every:.1%} of {sum(map(len, queries))} queries placed (chosen-on half {dev:.1%},"
-        f" held-out half {held:.1%}); token-only embedder {_token_only(data):.1%}"
+    every = _accuracy(assign, queries, range(len(data)))
+    # Two halves each way, so a rule that only suits some intents or some queries shows: intents at even and
+    # odd positions, and each intent's first and last six queries.
+    even, odd = (_accuracy(assign, queries, range(start, len(data), 2)) for start in (0, 1))
+    first, last = (
+        _accuracy(assign, [q[part] for q in queries], range(len(data))) for part in (slice(0, 6), slice(6, None))
     )
-    # Measured: 84.0 % on all (86.1 % on the half the rule was chosen on, 81.9 % held out). The issue's
-    # bar is 85 %; not reached honestly on the held-out half with this encoder and three examples
-    # (reported, not hidden). This floor catches a rule that got worse than the encoder's own baseline.
-    assert every >= 0.83 and held >= 0.80
+    # The previous rule, beside it: each example read in the context of the name only.
+    contextual = np.stack(
+        [text_encoder.prototype(encoder.encode([f"{e} ({d['name']})" for e in d["examples"]])) for d in data]
+    )
+    before = _accuracy(lambda v: np.argmax(v @ contextual.T, axis=1), queries, range(len(data)))
+    print(
+        f"intents: {every:.1%} of {sum(map(len, queries))} queries placed (even intents {even:.1%}, odd {odd:.1%};"
+        f" first six queries {first:.1%}, last six {last:.1%}); contextual reading alone {before:.1%};"
+        f" token-only embedder {_token_only(data):.1%}"
+    )
+    assert every > before
+    # Measured: 86.1 % (even 83.3 %, odd 88.9 %; first six 87.5 %, last six 84.7 %). The contextual reading
+    # alone placed 84.0 % (86.1 / 81.9). The halves differ by 3 to 5 points either way: the set is small
+    # (72 queries a half, one query is 1.4 points), so the bar is on the whole set with a floor for each half.
+    assert every >= 0.85
+    assert min(even, odd, first, last) >= 0.80
+
+
+def test_intent_scale__pairs_the_measurement_it_names(labelled, encoder):
+    # SCALE is what its comment says: the median of the other intents' examples and of the intent's own
+    # examples, on the even intents, re-measured here so a change of rule cannot leave a stale scale behind.
+    data, models, _ = labelled
+    examples = [encoder.encode(d["examples"]) for d in data]
+    chosen = range(0, len(data), 2)
+    low = np.median([e @ models[i].prototype for i in chosen for j, e in enumerate(examples) if j != i])
+    high = np.median(np.concatenate([examples[i] @ models[i].prototype for i in chosen]))
+    assert intents.SCALE[encoder.name] == pytest.approx((low, high), abs=0.01)
+    everyday = encoder.encode(list(intents.SCALE_EVERYDAY))
+    assert max(float(np.median(m.scores(everyday))) for m in models) == 0.0, "everyday words score 0"
 
 
 def test_intents__prototype_from_the_name_alone__places_fewer(labelled, encoder):
@@ -97,10 +122,15 @@ def test_intent_scale__examples_near_1__everyday_words_near_0(labelled, encoder)
     assert data[0]["name"] == "planning a trip"
     examples = trip.scores(encoder.encode(data[0]["examples"]))
     # The scale's top is the median example of the six intents it was measured on, so one of three
-    # examples may sit lower ("hotel near the central station" 0.56); each is above the default threshold.
+    # examples may sit lower ("hotel near the central station" 0.60); each is above the default threshold.
     assert examples.min() >= 0.5 and examples.mean() >= 0.75
     everyday = trip.scores(encoder.encode(["order status", "reset password", "gift card balance"]))
     assert everyday.max() <= 0.3
+    # Everyday words the bare reading was not centered on (not in SCALE_EVERYDAY) score low all the same,
+    # well under the default threshold: the centering is not a list of exceptions.
+    unseen = ["forgot my password", "where is my refund", "update billing info", "unsubscribe from newsletter"]
+    assert not set(unseen) & set(intents.SCALE_EVERYDAY)
+    assert trip.scores(encoder.encode(unseen)).max() <= 0.1
     assert trip.scores(np.zeros((1, encoder.dims), dtype=np.float32)).tolist() == [0.0]
 
 
@@ -123,6 +153,33 @@ def test_profile_scores__recent_search__drives_the_score_and_is_named(labelled, 
     older = intents.recent_texts([BehaviorEvent("search", NOW - timedelta(days=7), events[0].properties)], now=NOW)
     assert intents.profile_scores(older, vectors, models)["0"][0] == pytest.approx(trip / 2, abs=0.01)
     assert intents.profile_scores([], vectors, models)["0"] == (0.0, [])
+
+
+def test_default_threshold__labelled_set__most_own_intent_queries_pass_it_few_others_do(labelled):
+    _, models, queries = labelled
+    threshold = intents.DEFAULT_THRESHOLD
+    own, other = [], []
+    for i, vectors in enumerate(queries):
+        table = np.stack([m.scores(vectors) for m in models], axis=1)
+        own.append(table[:, i])
+        other.append(np.delete(table, i, axis=1).ravel())
+    own, other = np.concatenate(own), np.concatenate(other)
+    print(
+        f"default threshold {threshold}: {(own >= threshold).mean():.1%} of queries reach it on their own intent"
+        f" (lowest {own.min():.2f}), {(other >= threshold).mean():.1%} of query-other intent pairs"
+        f" ({int((other >= threshold).sum())} of {other.size}, highest {other.max():.2f})"
+    )
+    # Measured: 61.1 % own (lowest 0.00), 1.1 % others (18 of 1,584, highest 0.55). No threshold separates
+    # all of them; this holds the cut where few other needs pass it and most of an intent's own queries do.
+    assert (other >= threshold).mean() <= 0.02
+    assert (own >= threshold).mean() >= 0.55
+
+
+def test_default_threshold__the_cut_of_intent_segments_and_lift_is_the_same():
+    from personalization.segment_keys import INTENT_SOURCE_THRESHOLD
+
+    assert intents.DEFAULT_THRESHOLD == INTENT_SOURCE_THRESHOLD == 0.35
+    assert intents.PHRASES_FROM < intents.DEFAULT_THRESHOLD, "phrases are kept for everyone above the threshold"
 
 
 def test_key_from_name__slug_conditions_can_name():
