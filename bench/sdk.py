@@ -1,7 +1,7 @@
 """The server SDK: local evaluation cost per call (10 experiences, decide's engine in process) and how
 long a snapshot publish takes to reach a KairosClient over server-sent events.
 
-    python -m bench.sdk --quick
+    python bench/sdk.py --quick
 
 Prints the figures and one final JSON line. Targets: local p50 <= 20 us per call, publish -> SDK p95 <= 1 s.
 """
@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from bench import _common
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "python"))
-from kairos_sdk import KairosClient
-from kairos_sdk._engine import engine
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "sdk" / "python")]  # run as a script, like the other benches
+from bench import _common  # noqa: E402, I001
+from kairos_sdk import KairosClient  # noqa: E402
+from kairos_sdk._engine import engine  # noqa: E402
 
 
 def _snapshot(experiences: int) -> dict:
