@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import metric_report, selectors, sentences, stats
+from experiments import metric_report, selectors, sentences, sequential, stats
 from experiments.breakdown import Breakdown
 from experiments.errors import LiftInputError
 from experiments.metric_services import metric_defaults_ensure
@@ -20,6 +20,7 @@ from personalization import selectors as personalization_selectors
 
 CORRECTIONS = ("bh", "holm")
 COMPARISONS = ("holdout", "control")
+SRM_THRESHOLD = 0.001  # the fixed-horizon check's default in stats.lift_report, so the two badges agree on "how sure"
 
 
 def _expected_split(*, project, experience_key: str, comparison: str) -> tuple[float | None, str]:
@@ -160,6 +161,7 @@ def lift_compute(
     )
     cumulative = []
     running_t = running_h = None
+    sequential_srm = _sequential_sample_ratio(daily=daily, holdout_share=share)
     for day, treatment, holdout in daily:
         running_t = treatment if running_t is None else running_t + treatment
         running_h = holdout if running_h is None else running_h + holdout
@@ -204,6 +206,35 @@ def lift_compute(
         "missing": missing,
         "metrics": metrics,
         "guardrails_worse": [m["key"] for m in metrics if m["role"] == "guardrail" and m["worse"]],
+        "sequential_srm": sequential_srm,
+    }
+
+
+def _sequential_sample_ratio(*, daily, holdout_share: float | None) -> dict | None:
+    """The always-valid sample ratio check read after every day of first exposure (None without a split).
+
+    The fixed-horizon chi-square in the report is exact only when read once; this page is read daily,
+    so the running check is the one that keeps its false alarms under the threshold however often.
+    """
+    if holdout_share is None or not daily:
+        return None
+    counts, treated, held = [], 0, 0
+    for _, treatment, holdout in daily:
+        treated, held = treated + treatment.n, held + holdout.n
+        counts.append((treated, held))
+    check = sequential.sequential_sample_ratio_looks(
+        counts_per_look=counts, expected_shares=(1 - holdout_share, holdout_share), threshold=SRM_THRESHOLD
+    )
+    first_day = daily[check.first_mismatch_look][0].date().isoformat() if check.mismatch else None
+    return {
+        "p_value": check.p_value,
+        "mismatch": check.mismatch,
+        "looks": check.looks,
+        "first_mismatch_day": first_day,
+        "threshold": SRM_THRESHOLD,
+        "sentence": sentences.sequential_srm_sentence(
+            mismatch=check.mismatch, p_value=check.p_value, looks=check.looks, first_day=first_day
+        ),
     }
 
 
