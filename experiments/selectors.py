@@ -13,6 +13,7 @@ from experiments.breakdown import LIVE_FIELDS, MISSING_LABEL, NO_SEGMENT, Breakd
 from experiments.metrics_stats import Moments
 from experiments.models import ExperienceMetrics, LiftReport, Metric
 from experiments.stats import ArmStats, SegmentStats
+from experiments.survival import SurvivalCurve, kaplan_meier
 from personalization import selectors as personalization_selectors
 from personalization.segment_keys import run_prefix, run_source
 from segments import selectors as segments_selectors
@@ -132,6 +133,31 @@ def lift_report_cells(
         cells.append((seg, int(day), bool(treated), _outcomes_arm(outcomes)))
         metric_cells.append((seg, int(day), bool(treated), moments))
     return cells, metric_cells
+
+
+def lift_conversion_curves(
+    *, population: Population, spec: dict, as_of: datetime
+) -> dict[bool, tuple[SurvivalCurve, int]]:
+    """Per arm (treated or not): the Kaplan-Meier curve of a time-to-conversion metric and its users,
+    from hourly counts aggregated in PostgreSQL (people not converted yet count for the time watched)."""
+    rows = personalization_selectors.exposure_conversion_times(
+        project_id=population.project_id,
+        experience_key=population.experience_key,
+        comparison=population.comparison,
+        start=population.start,
+        end=population.end,
+        control_key=population.control_key,
+        metric=spec,
+        as_of=as_of,
+    )
+    curves = {}
+    for arm in (True, False):
+        mine = [row for row in rows if row[0] is arm]
+        curve = kaplan_meier(
+            times=[row[1] for row in mine], events=[row[2] for row in mine], censored=[row[3] for row in mine]
+        )
+        curves[arm] = (curve, sum(row[2] + row[3] for row in mine))
+    return curves
 
 
 def lift_cells(

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import metric_report, selectors, sentences, sequential, stats
+from experiments import metric_report, selectors, sentences, sequential, stats, survival
 from experiments.breakdown import Breakdown
 from experiments.errors import LiftInputError
 from experiments.metric_services import metric_defaults_ensure
@@ -131,8 +131,9 @@ def lift_compute(
     specs = _metric_specs(project=project, experience_key=experience_key)
     progress(10, "Aggregating exposures, outcomes and every metric in PostgreSQL")
     # One scan serves the conversion report and every metric (its cells carry both).
+    as_of = timezone.now()
     cells, metric_cells = selectors.lift_report_cells(
-        population=population, breakdown=breakdown, specs=specs, as_of=timezone.now()
+        population=population, breakdown=breakdown, specs=specs, as_of=as_of
     )
     # Said, never silently dropped: how many people the breakdown has no value for (for behavior
     # segments: exposures recorded before exposures kept them).
@@ -184,6 +185,14 @@ def lift_compute(
         labels=segment_labels,
         treatment_label=labels.get("treatment_label", "Personalization"),
     )
+    for section in metrics:
+        if section["kind"] == "time_to_conversion":
+            spec = next(s for s in specs if s["key"] == section["key"])
+            curves = selectors.lift_conversion_curves(population=population, spec=spec, as_of=as_of)
+            section["survival"] = {
+                arm: survival.survival_summary(curve, users=users)
+                for arm, (curve, users) in (("treatment", curves[True]), ("holdout", curves[False]))
+            }
     progress(95, "Writing the report")
     # Segment names say what they are; other values read as "plan = pro".
     # Live values are plain words ("comparing"), so they keep the breakdown's name beside them.
@@ -207,6 +216,7 @@ def lift_compute(
         "metrics": metrics,
         "guardrails_worse": [m["key"] for m in metrics if m["role"] == "guardrail" and m["worse"]],
         "sequential_srm": sequential_srm,
+        "as_of": as_of.isoformat(),  # the time the windows, retention and the waiting are measured to
     }
 
 

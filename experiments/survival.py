@@ -101,3 +101,26 @@ def median_interval(curve: SurvivalCurve, *, alpha: float = 0.05) -> tuple[float
         return NAN, NAN
     high = curve.times[inside[-1] + 1] if inside[-1] + 1 < len(curve.times) else math.inf
     return curve.times[inside[0]], high
+
+
+def survival_summary(curve: SurvivalCurve, *, users: int, alpha: float = 0.05) -> dict:
+    """The curve as the Lift page draws it (JSON-able; nan and inf become None): S(t) with its
+    pointwise Greenwood band (clipped to [0, 1]) and the median with its interval."""
+    critical = float(special.ndtri(1 - alpha / 2))
+    s = np.asarray(curve.survival, dtype=float)
+    half = critical * np.sqrt(np.asarray(curve.greenwood_variance, dtype=float))
+    low, high = median_interval(curve, alpha=alpha)
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {
+        "users": users,
+        "times": list(curve.times),
+        "survival": s.tolist(),
+        "band_low": [finite(v) for v in np.clip(s - half, 0, 1).tolist()],
+        "band_high": [finite(v) for v in np.clip(s + half, 0, 1).tolist()],
+        "median": finite(curve.median),
+        "median_low": finite(low),
+        "median_high": finite(high),
+    }
