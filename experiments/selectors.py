@@ -29,6 +29,7 @@ class Population:
     start: datetime
     end: datetime
     control_key: str = ""
+    time_zone: str = "UTC"  # the project's: days of exposure are its calendar days
 
 
 def lift_population(
@@ -39,8 +40,9 @@ def lift_population(
     start: datetime,
     end: datetime,
     control_key: str = "",
+    time_zone: str = "UTC",
 ) -> Population:
-    return Population(project_id, experience_key, comparison, start, end, control_key)
+    return Population(project_id, experience_key, comparison, start, end, control_key, time_zone)
 
 
 def _arm(row) -> ArmStats:
@@ -67,6 +69,8 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
         kind, name = "segs_prefix", run_prefix(_run_of(population.project_id, breakdown).pk)
     elif kind == "segment":
         kind = "segs_key"
+    elif kind == "exposure" and name == "day":
+        kind, name = "exposure_day", population.time_zone
     return {
         "project_id": population.project_id,
         "experience_key": population.experience_key,
@@ -308,7 +312,7 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
     """The breakdowns that make sense for this project's data, in groups: (group label, [(value,
     label)]); the first group has no label. Behavior segments: one choice per kept clustering run,
     one per rule or lookalike segment (people may be in several, so each is "in it or not")."""
-    general = [("exposure:segment", "Segment at exposure")]
+    general = [("exposure:segment", "Segment at exposure"), ("exposure:day", "Day of first exposure")]
     live = [(f"live:{name}", label[0].upper() + label[1:]) for name, label in LIVE_FIELDS.items()]
     runs = [
         (run_source(run.pk), f"Behavior segments — run #{run.pk} (k={run.k})")

@@ -126,6 +126,7 @@ def lift_compute(
         start=start,
         end=end,
         control_key=control_key,
+        time_zone=project.time_zone,
     )
     segment_labels = selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)
     specs = _metric_specs(project=project, experience_key=experience_key)
@@ -197,7 +198,8 @@ def lift_compute(
     # Segment names say what they are; other values read as "plan = pro".
     # Live values are plain words ("comparing"), so they keep the breakdown's name beside them.
     named_values = segment_labels and breakdown.kind != "live"
-    labels["breakdown_label"] = "" if breakdown.kind == "exposure" or named_values else breakdown.label
+    by_segment = str(breakdown) == "exposure:segment"
+    labels["breakdown_label"] = "" if by_segment or named_values else breakdown.label
     unchecked = [] if share is not None else [_no_split_sentence(experience_key, comparison)]
     named = {"labels": segment_labels, **labels}
     return {
