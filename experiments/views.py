@@ -51,7 +51,13 @@ def _metrics_context(result: dict, picked: str, comparison: str) -> dict:
     section = {**section, "segments": [{**r, "label": labels.get(r["name"], r["name"])} for r in section["segments"]]}
     figures = {"metric-forest": charts.metric_forest(result, section)}
     if section.get("survival"):
-        figures["metric-survival"] = charts.conversion_curve(section, **_arm_labels(comparison))
+        arms = _arm_labels(comparison)
+        figures["metric-survival"] = charts.conversion_curve(section, **arms)
+        # Treated first: the stored JSON (jsonb) keeps keys in its own order, not the report's.
+        section["survival_rows"] = [
+            (arms["treatment_label"], section["survival"]["treatment"]),
+            (arms["holdout_label"], section["survival"]["holdout"]),
+        ]
     waterfall = charts.metric_waterfall(result, section)
     if waterfall:
         figures["metric-waterfall"] = waterfall

@@ -306,3 +306,4 @@ def test_lift_compute__time_to_conversion__kaplan_meier_from_the_database_and_dr
     page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=ttc").content.decode()
     assert '"metric-survival"' in page and 'id="lift-survival-table"' in page
     assert "Median hours to convert" in page
+    assert page.index("<tr><td>Treated</td>") < page.index("<tr><td>Held out</td>")
