@@ -84,8 +84,9 @@ class LiftReportView(viewsets.ViewSet):
             OpenApiParameter(
                 "segment_by",
                 str,
-                description="exposure:segment (default), attribute:<name>, run:<clustering run id> (its behavior"
-                " segments) or segment:<segment key> (in it or not)",
+                description="exposure:segment (default), exposure:day (day of first exposure, project time zone),"
+                " attribute:<name>, run:<clustering run id> (its behavior segments), segment:<segment key> (in it"
+                " or not), live:stage, live:first_touch, live:tenure, live:device or intent:<intent key>",
             ),
             OpenApiParameter(
                 "days",

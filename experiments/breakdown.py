@@ -5,11 +5,12 @@ the SQL that groups the exposures lives with them in `personalization.selectors`
 breakdown (behavior clusters, rule segments) plug in here and there as one more kind.
 
     "exposure:segment"   the segment recorded at exposure, in every arm (per-segment bandits)
+    "exposure:day"       the day of (first) exposure, in the project's time zone
     "attribute:<name>"   a profile attribute (device, channel, plan …)
     "run:<id>"           the behavior segment of a clustering run the person was in at exposure
     "segment:<key>"      in one (rule or lookalike) segment at exposure, or not
     "live:<field>"       what decide knew of the visitor's live state at exposure (LIVE_FIELDS):
-                         the journey stage, the first-touch channel, the tenure cohort
+                         the journey stage, the first-touch channel, the tenure cohort, the device class
     "intent:<key>"       whether the visitor's score on a named intent was 0.35 or more at exposure
 
 People with no value fall into MISSING_LABEL, which `exclude_missing` leaves out of the report
@@ -36,6 +37,7 @@ LIVE_FIELDS = {
     "stage": "journey stage at exposure",
     "first_touch": "first-touch channel",
     "tenure": "tenure cohort",
+    "device": "device class at exposure",
 }
 
 
@@ -52,8 +54,8 @@ class Breakdown:
     @classmethod
     def parse(cls, raw: str, *, exclude_missing: bool = False) -> "Breakdown":
         kind, _, name = (raw or "").partition(":")
-        if kind == "exposure" and name == "segment":
-            return cls("exposure", "segment", exclude_missing)
+        if kind == "exposure" and name in ("segment", "day"):
+            return cls("exposure", name, exclude_missing)
         if kind == "attribute" and _NAME.match(name):
             return cls("attribute", name, exclude_missing)
         if kind == "run" and _RUN.match(name):
@@ -65,9 +67,10 @@ class Breakdown:
         if kind == "intent" and INTENT_KEY.fullmatch(name):
             return cls("intent", name, exclude_missing)
         raise BreakdownError(
-            f"segment_by={raw!r} is not supported; use exposure:segment, attribute:<name>, run:<clustering run id>,"
-            " segment:<segment key> (names and keys: letters, digits and _.- only), or the live state at exposure:"
-            " live:stage, live:first_touch or live:tenure, or a named intent: intent:<intent key>"
+            f"segment_by={raw!r} is not supported; use exposure:segment, exposure:day, attribute:<name>,"
+            " run:<clustering run id>, segment:<segment key> (names and keys: letters, digits and _.- only),"
+            " or the live state at exposure:"
+            " live:stage, live:first_touch, live:tenure or live:device, or a named intent: intent:<intent key>"
         )
 
     def __str__(self) -> str:
@@ -83,4 +86,6 @@ class Breakdown:
             return LIVE_FIELDS[self.name]
         if self.kind == "intent":
             return f"intent {self.name} at exposure"
-        return "segment at exposure" if self.kind == "exposure" else self.name
+        if self.kind == "exposure":
+            return "day of first exposure" if self.name == "day" else "segment at exposure"
+        return self.name

@@ -278,3 +278,51 @@ _METRIC_UNITS = {
     "retention": (" points", 100.0),
     "time_to_conversion": (" hours", 1.0),
 }
+
+
+def conversion_curve(section: dict, *, treatment_label: str = "Treated", holdout_label: str = "Held out") -> str:
+    """Kaplan-Meier share converted by each hour since exposure, per arm, with its 95 % band (a
+    time-to-conversion section's "survival"); drawn as 1 - S(t) because "converted by" reads easier."""
+    fig = go.Figure()
+    for arm, label, color in (("treatment", treatment_label, GOOD), ("holdout", holdout_label, NEUTRAL)):
+        curve = section["survival"][arm]
+        times = [0, *curve["times"]]
+
+        def converted(values: list) -> list:
+            return [0.0, *(None if v is None else 1 - v for v in values)]
+
+        # The band: its upper edge invisibly, then the lower edge filled up to it (plotly's "tonexty").
+        for edge, fill in (("band_high", "none"), ("band_low", "tonexty")):
+            band = {"width": 0, "shape": "hv"}
+            fig.add_trace(
+                go.Scatter(
+                    x=times,
+                    y=converted(curve[edge]),
+                    mode="lines",
+                    line=band,
+                    fill=fill,
+                    legendgroup=arm,
+                    fillcolor="rgba(107,114,128,0.15)",
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=converted(curve["survival"]),
+                mode="lines",
+                name=f"{label} ({curve['users']:,})",
+                line={"color": color, "width": 2, "shape": "hv"},
+                legendgroup=arm,
+                hovertemplate="hour %{x}: %{y:.1%} converted<extra>" + escape(label) + "</extra>",
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        height=320,
+        xaxis_title="hours since first exposure",
+        yaxis={"title": "share converted (Kaplan–Meier)", "tickformat": ".0%", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": 1.15},
+    )
+    return fig.to_json()

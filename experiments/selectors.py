@@ -13,6 +13,7 @@ from experiments.breakdown import LIVE_FIELDS, MISSING_LABEL, NO_SEGMENT, Breakd
 from experiments.metrics_stats import Moments
 from experiments.models import ExperienceMetrics, LiftReport, Metric
 from experiments.stats import ArmStats, SegmentStats
+from experiments.survival import SurvivalCurve, kaplan_meier
 from personalization import selectors as personalization_selectors
 from personalization.segment_keys import INTENT_SOURCE_THRESHOLD, run_prefix, run_source
 from segments import selectors as segments_selectors
@@ -28,6 +29,7 @@ class Population:
     start: datetime
     end: datetime
     control_key: str = ""
+    time_zone: str = "UTC"  # the project's: days of exposure are its calendar days
 
 
 def lift_population(
@@ -38,8 +40,9 @@ def lift_population(
     start: datetime,
     end: datetime,
     control_key: str = "",
+    time_zone: str = "UTC",
 ) -> Population:
-    return Population(project_id, experience_key, comparison, start, end, control_key)
+    return Population(project_id, experience_key, comparison, start, end, control_key, time_zone)
 
 
 def _arm(row) -> ArmStats:
@@ -66,6 +69,8 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
         kind, name = "segs_prefix", run_prefix(_run_of(population.project_id, breakdown).pk)
     elif kind == "segment":
         kind = "segs_key"
+    elif kind == "exposure" and name == "day":
+        kind, name = "exposure_day", population.time_zone
     return {
         "project_id": population.project_id,
         "experience_key": population.experience_key,
@@ -132,6 +137,31 @@ def lift_report_cells(
         cells.append((seg, int(day), bool(treated), _outcomes_arm(outcomes)))
         metric_cells.append((seg, int(day), bool(treated), moments))
     return cells, metric_cells
+
+
+def lift_conversion_curves(
+    *, population: Population, spec: dict, as_of: datetime
+) -> dict[bool, tuple[SurvivalCurve, int]]:
+    """Per arm (treated or not): the Kaplan-Meier curve of a time-to-conversion metric and its users,
+    from hourly counts aggregated in PostgreSQL (people not converted yet count for the time watched)."""
+    rows = personalization_selectors.exposure_conversion_times(
+        project_id=population.project_id,
+        experience_key=population.experience_key,
+        comparison=population.comparison,
+        start=population.start,
+        end=population.end,
+        control_key=population.control_key,
+        metric=spec,
+        as_of=as_of,
+    )
+    curves = {}
+    for arm in (True, False):
+        mine = [row for row in rows if row[0] is arm]
+        curve = kaplan_meier(
+            times=[row[1] for row in mine], events=[row[2] for row in mine], censored=[row[3] for row in mine]
+        )
+        curves[arm] = (curve, sum(row[2] + row[3] for row in mine))
+    return curves
 
 
 def lift_cells(
@@ -282,7 +312,7 @@ def lift_segmentation_choices(*, project_id: int) -> list[tuple[str, list[tuple[
     """The breakdowns that make sense for this project's data, in groups: (group label, [(value,
     label)]); the first group has no label. Behavior segments: one choice per kept clustering run,
     one per rule or lookalike segment (people may be in several, so each is "in it or not")."""
-    general = [("exposure:segment", "Segment at exposure")]
+    general = [("exposure:segment", "Segment at exposure"), ("exposure:day", "Day of first exposure")]
     live = [(f"live:{name}", label[0].upper() + label[1:]) for name, label in LIVE_FIELDS.items()]
     runs = [
         (run_source(run.pk), f"Behavior segments — run #{run.pk} (k={run.k})")

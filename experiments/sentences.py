@@ -150,3 +150,23 @@ def summary_sentences(
             f"less variance."
         )
     return sentences
+
+
+def sequential_srm_sentence(*, mismatch: bool, p_value: float, looks: int, first_day: str | None) -> str:
+    """What the always-valid sample ratio check found, and when to trust it over the one-off check."""
+    days = f"{looks} daily look{'s' if looks != 1 else ''}"
+    if mismatch:
+        found = (
+            f"Read after every day, the sample ratio check (always valid) flags a mismatch from {first_day} on "
+            f"(p {p_value_text(p_value)} over {days}): this holds however often the report was opened."
+        )
+    else:
+        found = (
+            f"Read after every day, the sample ratio check (always valid) finds no mismatch over {days} "
+            f"(p {p_value_text(p_value)})."
+        )
+    return (
+        f"{found} Trust it over the one-off chi-square check whenever you look before the planned end: "
+        "the chi-square is exact only when read once, and read daily it raises false alarms about five times "
+        "as often as its threshold."
+    )

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special
@@ -66,6 +66,8 @@ class SequentialSampleRatio:
     log_bayes_factor: float
     p_value: float  # running minimum
     mismatch: bool
+    looks: int = 1
+    first_mismatch_look: int | None = None  # 0-based index of the first look with p < threshold
 
 
 def mixture_variance_for_horizon(*, variance_at_horizon: float, alpha: float = 0.05) -> float:
@@ -168,3 +170,31 @@ def sequential_sample_ratio(
     return SequentialSampleRatio(
         tuple(int(c) for c in counts), tuple(shares.tolist()), log_bf, p_value, p_value < threshold
     )
+
+
+def sequential_sample_ratio_looks(
+    *,
+    counts_per_look: Sequence[Sequence[int]],
+    expected_shares: Sequence[float],
+    threshold: float = 0.001,
+    concentration: float = 1000.0,
+) -> SequentialSampleRatio:
+    """The sequential check read at every look in turn (cumulative counts per look, e.g. one per day).
+
+    Rebuilds the running minimum a reader would have seen had they opened the report after each look,
+    so a mismatch once flagged stays flagged and `first_mismatch_look` says when it first showed.
+    """
+    result, first = None, None
+    for look, counts in enumerate(counts_per_look):
+        result = sequential_sample_ratio(
+            counts=counts,
+            expected_shares=expected_shares,
+            threshold=threshold,
+            concentration=concentration,
+            previous_p_value=result.p_value if result else 1.0,
+        )
+        if result.mismatch and first is None:
+            first = look
+    if result is None:
+        raise ValueError("counts_per_look must hold at least one look's arm counts.")
+    return replace(result, looks=len(counts_per_look), first_mismatch_look=first)

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import metric_report, selectors, sentences, stats
+from experiments import metric_report, selectors, sentences, sequential, stats, survival
 from experiments.breakdown import Breakdown
 from experiments.errors import LiftInputError
 
@@ -23,6 +23,7 @@ from personalization import selectors as personalization_selectors
 
 CORRECTIONS = ("bh", "holm")
 COMPARISONS = ("holdout", "control")
+SRM_THRESHOLD = 0.001  # the fixed-horizon check's default in stats.lift_report, so the two badges agree on "how sure"
 
 
 def _expected_split(*, project, experience_key: str, comparison: str) -> tuple[float | None, str]:
@@ -128,13 +129,15 @@ def lift_compute(
         start=start,
         end=end,
         control_key=control_key,
+        time_zone=project.time_zone,
     )
     segment_labels = selectors.lift_segment_labels(project_id=project.pk, breakdown=breakdown)
     specs = _metric_specs(project=project, experience_key=experience_key)
     progress(10, "Aggregating exposures, outcomes and every metric in PostgreSQL")
     # One scan serves the conversion report and every metric (its cells carry both).
+    as_of = timezone.now()
     cells, metric_cells = selectors.lift_report_cells(
-        population=population, breakdown=breakdown, specs=specs, as_of=timezone.now()
+        population=population, breakdown=breakdown, specs=specs, as_of=as_of
     )
     # Said, never silently dropped: how many people the breakdown has no value for (for behavior
     # segments: exposures recorded before exposures kept them).
@@ -163,6 +166,7 @@ def lift_compute(
     )
     cumulative = []
     running_t = running_h = None
+    sequential_srm = _sequential_sample_ratio(daily=daily, holdout_share=share)
     for day, treatment, holdout in daily:
         running_t = treatment if running_t is None else running_t + treatment
         running_h = holdout if running_h is None else running_h + holdout
@@ -185,11 +189,20 @@ def lift_compute(
         labels=segment_labels,
         treatment_label=labels.get("treatment_label", "Personalization"),
     )
+    for section in metrics:
+        if section["kind"] == "time_to_conversion":
+            spec = next(s for s in specs if s["key"] == section["key"])
+            curves = selectors.lift_conversion_curves(population=population, spec=spec, as_of=as_of)
+            section["survival"] = {
+                arm: survival.survival_summary(curve, users=users)
+                for arm, (curve, users) in (("treatment", curves[True]), ("holdout", curves[False]))
+            }
     progress(95, "Writing the report")
     # Segment names say what they are; other values read as "plan = pro".
     # Live values are plain words ("comparing"), so they keep the breakdown's name beside them.
     named_values = segment_labels and breakdown.kind != "live"
-    labels["breakdown_label"] = "" if breakdown.kind == "exposure" or named_values else breakdown.label
+    by_segment = str(breakdown) == "exposure:segment"
+    labels["breakdown_label"] = "" if by_segment or named_values else breakdown.label
     unchecked = [] if share is not None else [_no_split_sentence(experience_key, comparison)]
     named = {"labels": segment_labels, **labels}
     return {
@@ -207,6 +220,36 @@ def lift_compute(
         "missing": missing,
         "metrics": metrics,
         "guardrails_worse": [m["key"] for m in metrics if m["role"] == "guardrail" and m["worse"]],
+        "sequential_srm": sequential_srm,
+        "as_of": as_of.isoformat(),  # the time the windows, retention and the waiting are measured to
+    }
+
+
+def _sequential_sample_ratio(*, daily, holdout_share: float | None) -> dict | None:
+    """The always-valid sample ratio check read after every day of first exposure (None without a split).
+
+    The fixed-horizon chi-square in the report is exact only when read once; this page is read daily,
+    so the running check is the one that keeps its false alarms under the threshold however often.
+    """
+    if holdout_share is None or not daily:
+        return None
+    counts, treated, held = [], 0, 0
+    for _, treatment, holdout in daily:
+        treated, held = treated + treatment.n, held + holdout.n
+        counts.append((treated, held))
+    check = sequential.sequential_sample_ratio_looks(
+        counts_per_look=counts, expected_shares=(1 - holdout_share, holdout_share), threshold=SRM_THRESHOLD
+    )
+    first_day = daily[check.first_mismatch_look][0].date().isoformat() if check.mismatch else None
+    return {
+        "p_value": check.p_value,
+        "mismatch": check.mismatch,
+        "looks": check.looks,
+        "first_mismatch_day": first_day,
+        "threshold": SRM_THRESHOLD,
+        "sentence": sentences.sequential_srm_sentence(
+            mismatch=check.mismatch, p_value=check.p_value, looks=check.looks, first_day=first_day
+        ),
     }
 
 

@@ -20,10 +20,12 @@ steps at times with a conversion. Pure numpy, no Django import.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from experiments.stats_types import NAN
 
@@ -81,3 +83,44 @@ def kaplan_meier(*, times: Sequence[float], events: Sequence[int], censored: Seq
         tuple(variance.tolist()),
         median,
     )
+
+
+def median_interval(curve: SurvivalCurve, *, alpha: float = 0.05) -> tuple[float, float]:
+    """(low, high) confidence interval of the median time, by inverting z-tests of S(t) = 0.5 on the
+    complementary log-log scale with Greenwood's variance (Brookmeyer-Crowley; statsmodels'
+    SurvfuncRight.quantile_ci default and SAS's). The limits are observed conversion times; high is
+    inf while the curve's band has not passed below 0.5 yet (wait for more people), both nan when no
+    time is consistent with a median (too few conversions)."""
+    s = np.asarray(curve.survival, dtype=float)
+    se = np.sqrt(np.asarray(curve.greenwood_variance, dtype=float))
+    critical = float(special.ndtri(1 - alpha / 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (np.log(-np.log(s)) - np.log(-np.log(0.5))) * (-s * np.log(s)) / se
+    inside = np.flatnonzero(np.abs(z) <= critical)  # nan (S = 0 or 1, se = 0) is never inside
+    if not inside.size:
+        return NAN, NAN
+    high = curve.times[inside[-1] + 1] if inside[-1] + 1 < len(curve.times) else math.inf
+    return curve.times[inside[0]], high
+
+
+def survival_summary(curve: SurvivalCurve, *, users: int, alpha: float = 0.05) -> dict:
+    """The curve as the Lift page draws it (JSON-able; nan and inf become None): S(t) with its
+    pointwise Greenwood band (clipped to [0, 1]) and the median with its interval."""
+    critical = float(special.ndtri(1 - alpha / 2))
+    s = np.asarray(curve.survival, dtype=float)
+    half = critical * np.sqrt(np.asarray(curve.greenwood_variance, dtype=float))
+    low, high = median_interval(curve, alpha=alpha)
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {
+        "users": users,
+        "times": list(curve.times),
+        "survival": s.tolist(),
+        "band_low": [finite(v) for v in np.clip(s - half, 0, 1).tolist()],
+        "band_high": [finite(v) for v in np.clip(s + half, 0, 1).tolist()],
+        "median": finite(curve.median),
+        "median_low": finite(low),
+        "median_high": finite(high),
+    }

@@ -35,7 +35,13 @@ def _params(source) -> dict:
     return params
 
 
-def _metrics_context(result: dict, picked: str) -> dict:
+def _arm_labels(comparison: str) -> dict:
+    if comparison == "control":
+        return {"treatment_label": "Variants", "holdout_label": "Control"}
+    return {"treatment_label": "Treated", "holdout_label": "Held out"}
+
+
+def _metrics_context(result: dict, picked: str, comparison: str) -> dict:
     """The metrics panel: every metric's overall line, guardrail warnings, and the picked metric's charts."""
     sections = result.get("metrics") or []
     if not sections:
@@ -44,6 +50,14 @@ def _metrics_context(result: dict, picked: str) -> dict:
     labels = result.get("segment_labels") or {}  # its per-segment table names segments as the marketer does
     section = {**section, "segments": [{**r, "label": labels.get(r["name"], r["name"])} for r in section["segments"]]}
     figures = {"metric-forest": charts.metric_forest(result, section)}
+    if section.get("survival"):
+        arms = _arm_labels(comparison)
+        figures["metric-survival"] = charts.conversion_curve(section, **arms)
+        # Treated first: the stored JSON (jsonb) keeps keys in its own order, not the report's.
+        section["survival_rows"] = [
+            (arms["treatment_label"], section["survival"]["treatment"]),
+            (arms["holdout_label"], section["survival"]["holdout"]),
+        ]
     waterfall = charts.metric_waterfall(result, section)
     if waterfall:
         figures["metric-waterfall"] = waterfall
@@ -74,7 +88,7 @@ def _report_context(report: LiftReport | None, picked: str = "") -> dict:
         total = overall["users_treatment"] + overall["users_holdout"] + (missing["users"] if missing["excluded"] else 0)
         row = result["segment_labels"].get(MISSING_LABEL) or "Recorded before segments were kept"
         context["missing"] = {**missing, "total": total, "percent": 100 * missing["users"] / total, "row": row}
-    metrics = _metrics_context(result, picked)
+    metrics = _metrics_context(result, picked, report.comparison)
     return (
         context
         | metrics

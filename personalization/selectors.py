@@ -9,7 +9,11 @@ from personalization.experiences.exposures import (
     exposure_range,
     stored_version_for_report,
 )
-from personalization.experiences.metric_cells import exposure_metric_cells, exposure_metric_cells_sql
+from personalization.experiences.metric_cells import (
+    exposure_conversion_times,
+    exposure_metric_cells,
+    exposure_metric_cells_sql,
+)
 from personalization.experiences.selectors import (
     experience_arm_outcomes,
     experience_audit,
@@ -78,6 +82,7 @@ __all__ = [
     "experience_weight_segments",
     "experiences_by_run",
     "experiences_for_project",
+    "exposure_conversion_times",
     "exposure_experience_keys",
     "exposure_metric_cells",
     "exposure_metric_cells_sql",

@@ -479,6 +479,7 @@ def facts_record(facts: Facts, fields) -> dict | None:
         "visitor": facts.get("visitor"),
         "first_touch": facts.get("first_touch_class"),
         "tenure_days": None if tenure is None else int(tenure),
+        "device": facts.get("device"),  # the device class (mobile, desktop, ...), for the lift breakdown
     }
     for name in fields:
         value = _fact_value(facts, name)

@@ -70,7 +70,8 @@ def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **
     "segs_prefix" (the key starting with `breakdown_name`, a clustering run's prefix: a person is
     in one segment of a run) and "segs_key" (in the segment keyed `breakdown_name`, or not); and
     "live", over the live state recorded at exposure (`breakdown_name`: stage, first_touch, tenure);
-    and "intent", yes or no by the visitor's score on the intent `breakdown_name` at exposure."""
+    and "intent", yes or no by the visitor's score on the intent `breakdown_name` at exposure; and
+    "exposure_day", the day of exposure in the time zone `breakdown_name`."""
     join, join_params, expr, expr_params, extra = breakdown_sql(
         breakdown_kind=breakdown_kind, breakdown_name=breakdown_name
     )
@@ -100,6 +101,9 @@ def breakdown_sql(*, breakdown_kind: str, breakdown_name: str) -> tuple[str, lis
         expr, expr_params = _behavior_expr("m.s"), []
     elif breakdown_kind == "segs_key":
         expr, expr_params = _behavior_expr("CASE WHEN %s = ANY(x.behavior_segments) THEN %s END"), [breakdown_name] * 2
+    elif breakdown_kind == "exposure_day":
+        # The calendar day of the (first) exposure in the project's time zone, `breakdown_name`.
+        expr, expr_params = "to_char(x.exposed_at AT TIME ZONE %s, 'YYYY-MM-DD')", [breakdown_name]
     elif breakdown_kind == "live" and breakdown_name in _LIVE_EXPRESSIONS:
         expr, expr_params = _LIVE_EXPRESSIONS[breakdown_name], []
     elif breakdown_kind == "intent":
@@ -142,6 +146,12 @@ _LIVE_EXPRESSIONS = {
     "stage": _live_expr("nullif(x.live ->> 'stage', '')"),
     "first_touch": _live_expr("nullif(x.live ->> 'first_touch', '')"),
     "tenure": _live_expr(_TENURE),
+    # Exposures recorded before decide kept the device have live state without the key: they are the
+    # "recorded before" row too, not "not known" (a JSON null is decide not knowing it).
+    "device": (
+        f"CASE WHEN x.live -> 'device' IS NULL THEN '{MISSING_SEGMENT}'"
+        f" ELSE coalesce(nullif(x.live ->> 'device', ''), '{NO_SEGMENT}') END"
+    ),
 }
 
 

@@ -198,3 +198,34 @@ def exposure_metric_cells(**kwargs) -> tuple[list[tuple], list[int]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall(), widths
+
+
+def exposure_conversion_times(*, metric: dict, as_of, **population) -> list[tuple[bool, int, int, int]]:
+    """(treated, whole hours since exposure, converted, still waiting) per arm and hour: the counts a
+    Kaplan-Meier curve of a time-to-conversion metric needs (experiments.survival). `population`:
+    project_id, experience_key, comparison, start, end, control_key, as exposure_metric_cells takes them.
+
+    A person who converted within the metric's window counts at the hour of their first conversion;
+    one who has not counts as still waiting at the hours watched so far (up to `as_of`, at most the
+    window), so people exposed recently count for the time they have had instead of being dropped."""
+    window = int(metric["window_days"])
+    _, (source, params, treated, treated_params) = cells_source(
+        **population, breakdown_kind="exposure", breakdown_name="segment", also="goal"
+    )
+    types = list(metric["event_types"])
+    test = "e.type = ANY(%s)" if types else "e.type = x.goal"
+    watched = f"least(date_part('epoch', %s::timestamptz - x.exposed_at), {window * 86400})"
+    sql = (
+        "SELECT u.treated, u.hours, count(*) FILTER (WHERE u.first IS NOT NULL),"
+        " count(*) FILTER (WHERE u.first IS NULL) FROM ("
+        f"SELECT {treated} AS treated, ev.first,"
+        f" floor(coalesce(date_part('epoch', ev.first - x.exposed_at), {watched}) / 3600)::int AS hours"
+        f" FROM {source} LEFT JOIN LATERAL (SELECT min(e.ts) AS first FROM personalization_event e"
+        f" WHERE e.profile_id = x.profile_id AND {test} AND e.ts >= x.exposed_at"
+        f" AND e.ts < x.exposed_at + make_interval(days => {window}) AND e.ts < %s) ev ON true"
+        ") u GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    values = [*treated_params, as_of, *params, *([types] if types else []), as_of]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        return [(bool(t), int(h), int(c), int(w)) for t, h, c, w in cursor.fetchall()]

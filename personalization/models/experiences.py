@@ -117,7 +117,7 @@ class Exposure(models.Model):
     behavior_segments = ArrayField(models.CharField(max_length=64), null=True, blank=True)
     exposed_at = models.DateTimeField()
     # What decide knew of the visitor's live state at exposure, in every arm: {"stage", "visitor",
-    # "first_touch", "tenure_days", and each fact the experience's conditions read}. NULL: not known
+    # "first_touch", "tenure_days", "device", and each fact the experience's conditions read}. NULL: not known
     # (recorded before live state was kept, sent from outside, or decide answered without Redis).
     live = models.JSONField(null=True, blank=True)
     source = models.CharField(max_length=8, default="decide")

@@ -202,7 +202,7 @@ def test_segmentation_choices__kept_runs_and_rule_segments_grouped(project, beha
     run, other, _, _ = behavior
     ClusteringRun.objects.create(project=project, status=RunStatus.RUNNING)  # not finished: not offered
     groups = dict(selectors.lift_segmentation_choices(project_id=project.pk))
-    assert groups[""] == [("exposure:segment", "Segment at exposure")]
+    assert groups[""] == [("exposure:segment", "Segment at exposure"), ("exposure:day", "Day of first exposure")]
     assert groups["Behavior segments"] == [
         (f"run:{other.pk}", f"Behavior segments — run #{other.pk} (k=2)"),
         (f"run:{run.pk}", f"Behavior segments — run #{run.pk} (k=3)"),

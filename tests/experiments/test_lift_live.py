@@ -1,17 +1,23 @@
 """Lift broken down by the live state every exposure records (`Exposure.live`): the journey stage at
-exposure, the first-touch channel and the tenure cohort. Exposures without live state form their own
-row. The statistics are the existing per-segment decomposition's: the report equals the one by a
-profile attribute holding the same values, and its counts equal a direct count in the database."""
+exposure, the first-touch channel, the tenure cohort and the device class; and by the day of first
+exposure in the project's time zone. Exposures without live state (or without the device, recorded
+before it was kept) form their own row. The statistics are the existing per-segment decomposition's:
+the report equals the one by a profile attribute holding the same values, and its counts equal a
+direct count in the database."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 
 from experiments import selectors, services
 from experiments.breakdown import MISSING_LABEL, NO_SEGMENT, Breakdown, BreakdownError
 from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
+from personalization.experiences.conditions import facts_record
 from personalization.models import Exposure, Profile
 from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent
 
@@ -19,6 +25,8 @@ NOW = datetime.now(UTC)
 STAGES = ["exploring", "comparing", "deciding"]
 EFFECTS = {"exploring": -0.03, "comparing": 0.06, "deciding": 0.0}  # planted lift per stage
 CHANNELS = ["search", "social", "email", "direct"]
+DEVICES = ["mobile", "desktop", "tablet"]
+FIELDS = ("stage", "first_touch", "tenure", "device")
 TENURES = [0, 1, 7, 8, 30, 31, 400, None]  # every cohort's edges; None: the state did not know
 COHORT = {0: "0 days", 1: "1–7 days", 7: "1–7 days", 8: "8–30 days", 30: "8–30 days", 31: "31+ days", 400: "31+ days"}
 
@@ -27,18 +35,21 @@ def _person(i: int) -> dict | None:
     """The live state recorded at person i's exposure; None (1 in 10) when it was not kept."""
     if i % 10 == 7:
         return None
-    return {
+    live = {
         "stage": STAGES[i % 3],
         "visitor": "returning" if i % 2 else "new",
         "first_touch": CHANNELS[i % 4],
         "tenure_days": TENURES[i % 8],
         "session.cart_adds": i % 2,  # a fact some targeting read
     }
+    if i % 10 != 3:  # 1 in 10 recorded before exposures kept the device
+        live["device"] = DEVICES[i % 3]
+    return live
 
 
 def _value(live: dict | None, field: str) -> str:
     """What each live breakdown should find for this exposure, computed here without SQL."""
-    if live is None:
+    if live is None or (field == "device" and "device" not in live):
         return MISSING_LABEL
     if field == "tenure":
         return NO_SEGMENT if live["tenure_days"] is None else COHORT[live["tenure_days"]]
@@ -58,9 +69,8 @@ def exposed(project):
                 project=project,
                 first_seen=NOW,
                 last_seen=NOW,
-                attributes={f"live_{f}": _value(live, f) for f in ("stage", "first_touch", "tenure")}
-                if live is not None
-                else {},  # no attribute: the attribute breakdown's "(none)" row, as the live one's
+                # no attribute: the attribute breakdown's "(none)" row, as the live one's
+                attributes={f"live_{f}": _value(live, f) for f in FIELDS if _value(live, f) != MISSING_LABEL},
             )
             for live in lives
         )
@@ -85,7 +95,8 @@ def _db_counts(project, field: str, value: str) -> tuple[int, int]:
     """(treated, held out) exposures with this value, counted by the ORM straight from the table."""
     rows = Exposure.objects.filter(project=project, experience_key="hero")
     if value == MISSING_LABEL:
-        rows = rows.filter(live__isnull=True)
+        before = ~Q(live__has_key="device") if field == "device" else Q(pk__in=[])  # kept live state, not the device
+        rows = rows.filter(Q(live__isnull=True) | before)
     elif field == "tenure":
         bounds = {"0 days": (None, 1), "1–7 days": (1, 8), "8–30 days": (8, 31), "31+ days": (31, None)}
         if value == NO_SEGMENT:
@@ -101,7 +112,7 @@ def _db_counts(project, field: str, value: str) -> tuple[int, int]:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("field", ["stage", "first_touch", "tenure"])
+@pytest.mark.parametrize("field", FIELDS)
 def test_lift_by_live_state__counts_match_the_database_and_statistics_the_attribute_breakdown(project, exposed, field):
     rows = exposed(held_arm="holdout_experience")
     result = _compute(project, f"live:{field}")
@@ -117,7 +128,8 @@ def test_lift_by_live_state__counts_match_the_database_and_statistics_the_attrib
     by_attribute = _compute(project, f"attribute:live_{field}")
     assert_same_report(result["report"], by_attribute["report"])
     assert_same_report(result["daily"], by_attribute["daily"])
-    assert result["missing"] == {"users": sum(row.live is None for row in rows), "excluded": False}
+    missing = sum(_value(row.live, field) == MISSING_LABEL for row in rows)
+    assert result["missing"] == {"users": missing, "excluded": False}
     assert result["segment_labels"] == {
         MISSING_LABEL: "Recorded before live state was kept",
         NO_SEGMENT: "Not known at exposure",
@@ -150,7 +162,9 @@ def test_lift_by_stage__exclude_missing__leaves_out_exposures_without_live_state
 def test_breakdown_parse__live_fields__named_and_unknown_ones_refused():
     assert Breakdown.parse("live:stage").label == "journey stage at exposure"
     assert Breakdown.parse("live:tenure").label == "tenure cohort"
-    with pytest.raises(BreakdownError, match="live:stage, live:first_touch or live:tenure"):
+    assert Breakdown.parse("live:device").label == "device class at exposure"
+    assert Breakdown.parse("exposure:day").label == "day of first exposure"
+    with pytest.raises(BreakdownError, match="live:stage, live:first_touch, live:tenure or live:device"):
         Breakdown.parse("live:cart")
 
 
@@ -161,7 +175,9 @@ def test_segmentation_choices__offer_the_live_breakdowns(project):
         ("live:stage", "Journey stage at exposure"),
         ("live:first_touch", "First-touch channel"),
         ("live:tenure", "Tenure cohort"),
+        ("live:device", "Device class at exposure"),
     ]
+    assert groups[""] == [("exposure:segment", "Segment at exposure"), ("exposure:day", "Day of first exposure")]
 
 
 @pytest.mark.django_db
@@ -196,3 +212,37 @@ def test_lift_page__by_stage__offers_it_and_names_the_row_without_live_state(cli
     assert '<option value="live:stage" selected>Journey stage at exposure</option>' in body
     assert "300 of 3,000 exposures (10.0 %) were recorded before live state was kept" in body
     assert "they are the row “Recorded before live state was kept”" in body
+
+
+@pytest.mark.django_db
+def test_lift_by_exposure_day__rows_are_the_projects_calendar_days_counted_in_the_database(project, exposed):
+    project.time_zone = "America/Los_Angeles"
+    project.save(update_fields=["time_zone"])
+    rows = exposed(held_arm="holdout_experience")
+    rng = np.random.default_rng(4)
+    for row in rows:  # spread over the hours of the day, so UTC and Los Angeles days differ for many
+        row.exposed_at -= timedelta(hours=int(rng.integers(0, 24)))
+    Exposure.objects.bulk_update(rows, ["exposed_at"], batch_size=1000)
+    result = _compute(project, "exposure:day")
+
+    by_day = (
+        Exposure.objects.filter(project=project, experience_key="hero")
+        .annotate(day=TruncDate("exposed_at", tzinfo=ZoneInfo("America/Los_Angeles")))
+        .values("day")
+        .annotate(treated=Count("pk", filter=Q(arm="variant")), held=Count("pk", filter=~Q(arm="variant")))
+    )
+    expected = {str(r["day"]): (r["treated"], r["held"]) for r in by_day}
+    found = {
+        s["name"]: (s["conversion"]["users_treatment"], s["conversion"]["users_holdout"])
+        for s in result["report"]["segments"]
+    }
+    assert found == expected and len(found) >= 6
+    utc_days = [str(r.exposed_at.astimezone(UTC).date()) for r in rows]
+    assert {day: n for day, (t, h) in found.items() if (n := t + h)} != {d: utc_days.count(d) for d in set(utc_days)}
+    assert result["missing"]["users"] == 0  # every exposure has a day
+    assert "day of first exposure = " in " ".join(result["sentences"])
+
+
+def test_facts_record__keeps_the_device_class_the_device_breakdown_reads():
+    assert facts_record({"stage": "comparing", "device": "tablet"}, [])["device"] == "tablet"
+    assert facts_record({"stage": "comparing"}, [])["device"] is None  # kept, as "not known at exposure"

@@ -172,6 +172,7 @@ def test_lift_compute__no_expected_split__srm_not_checked_and_said(project):
     assert all(c["sample_ratio"]["p_value"] is None and not c["sample_ratio"]["mismatch"] for c in checks)
     assert result["holdout_share"] is None
     assert result["sentences"][0].startswith("No expected split is configured for hero")
+    assert result["sequential_srm"] is None
 
 
 @pytest.mark.django_db
@@ -184,6 +185,10 @@ def test_lift_compute__registered_split__srm_checked_against_it(project):
     overall = result["report"]["overall"]["sample_ratio"]
     assert overall["expected_holdout_share"] == 0.5 and overall["mismatch"]
     assert "Sample ratio mismatch" in result["sentences"][0]
+    daily = result["sequential_srm"]  # read after every day of first exposure, counted in the database
+    days = Exposure.objects.filter(project=project).dates("exposed_at", "day")
+    assert daily["mismatch"] and daily["looks"] == len(days) and daily["first_mismatch_day"] == str(days[0])
+    assert "flags a mismatch from" in daily["sentence"] and "Trust it over the one-off" in daily["sentence"]
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@ import pytest
 
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
+from tests import factories
 from tests.experiments.test_lift_report import _population, hero_report_done
 
 
@@ -25,6 +26,18 @@ def test_lift_page__done_report__shows_charts_table_and_csv(client, project, mar
     csv_response = client.get(f"/lift/reports/{report.pk}.csv")
     lines = csv_response.content.decode().strip().splitlines()
     assert lines[0].startswith("segment,users_treatment") and len(lines) == 4  # header, 2 segments, all users
+
+
+@pytest.mark.django_db
+def test_lift_page__registered_split__both_sample_ratio_checks_side_by_side(client, project, marketer):
+    factories.external_experience_make(project=project, key="hero", variants=("a", "b"), holdout_share=0.2)
+    _population(project, n=1000)  # about 20 % held out, as registered
+    report = hero_report_done(project)
+    LiftReport.objects.filter(pk=report.pk).update(span="days:14")
+    body = client.get("/lift/?experience=hero&segment_by=attribute:intent&days=14").content.decode()
+    assert "Sample ratio OK" in body
+    assert 'id="lift-srm-sequential" class="badge good"' in body and "Daily check (always valid)" in body
+    assert "Trust it over the one-off chi-square check" in body
 
 
 @pytest.mark.django_db

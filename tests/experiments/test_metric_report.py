@@ -1,6 +1,7 @@
 """Multi-metric lift reports: the one SQL scan equals a per-person computation in Python, and the
 report carries every chosen metric with its corrections, CUPED and guardrail warning."""
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -10,9 +11,10 @@ from django.db.models import Case, F, When
 
 from experiments import metric_report, selectors, services
 from experiments.breakdown import Breakdown
-from experiments.metric_services import metric_create, metric_defaults_ensure
+from experiments.metric_services import experience_metrics_set, metric_create, metric_defaults_ensure
 from experiments.metrics_stats import Moments
 from experiments.models import LiftReport, Metric
+from experiments.survival import kaplan_meier
 from personalization.models import Event, Exposure, Profile
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -63,6 +65,19 @@ def _world(project, *, n=300, seed=11, retention_drop=0.0):
     Exposure.objects.bulk_create(exposures)
     Event.objects.bulk_create(events)
     return exposures, events
+
+
+def _hero_by_plan_run(project) -> LiftReport:
+    """The "hero" report by plan over every exposure, computed as a worker would."""
+    report = LiftReport.objects.create(
+        project=project,
+        experience_key="hero",
+        segment_by="attribute:plan",
+        span="exposures",
+        start=NOW - 90 * DAY,
+        end=NOW + DAY,
+    )
+    return services.lift_report_run(report=report)
 
 
 def _per_person(spec, exposure, events, as_of):
@@ -240,18 +255,55 @@ def test_metric_section__one_segment__q_equals_p_and_decomposition_adds_up():
 @pytest.mark.django_db
 def test_lift_page__guardrail_worse__badge_and_sentence_shown(client, project, marketer):
     _world(project, n=1500, seed=5, retention_drop=0.8)
-    report = LiftReport.objects.create(
-        project=project,
-        experience_key="hero",
-        segment_by="attribute:plan",
-        span="exposures",
-        start=NOW - 90 * DAY,
-        end=NOW + DAY,
-    )
-    services.lift_report_run(report=report)
+    _hero_by_plan_run(project)
     page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=return-30d").content.decode()
     assert 'class="badge bad lift-guardrail"' in page
     assert "Guardrail worse: Came back on days 8–30" in page
     assert "Guardrail Came back on days 8–30 got worse: -" in page
     assert 'id="lift-metrics-table"' in page and "Always-valid interval:" in page
     assert '"metric-forest"' in page and '"metric-waterfall"' in page  # the picked metric's charts
+
+
+@pytest.mark.django_db
+def test_lift_compute__time_to_conversion__kaplan_meier_from_the_database_and_drawn(client, project, marketer):
+    exposures, events = _world(project, n=300, seed=7)
+    metric_defaults_ensure(project=project)
+    metric_create(
+        project=project,
+        key="ttc",
+        data={"name": "Time to buy", "kind": "time_to_conversion", "window_days": 10, "event_types": ["purchase"]},
+    )
+    experience_metrics_set(
+        project=project, experience_key="hero", primary="conversion", secondary=["ttc"], guardrails=[]
+    )
+    report = _hero_by_plan_run(project)
+    section = next(m for m in report.result["metrics"] if m["key"] == "ttc")
+    # By hand: hours to the first purchase within 10 days, else the hours watched (as of the report).
+    as_of = datetime.fromisoformat(report.result["as_of"])
+    for arm, treated in (("treatment", True), ("holdout", False)):
+        times, converted = [], []
+        for x in (x for x in exposures if (x.arm == "variant") == treated):
+            bought = [
+                e.ts
+                for e in events
+                if e.profile_id == x.profile_id
+                and e.type == "purchase"
+                and x.exposed_at <= e.ts < min(x.exposed_at + 10 * DAY, as_of)
+            ]
+            seconds = (min(bought) - x.exposed_at if bought else min(as_of - x.exposed_at, 10 * DAY)).total_seconds()
+            times.append(seconds // 3600)
+            converted.append(bool(bought))
+        time, hit = np.array(times), np.array(converted)
+        expected = kaplan_meier(
+            times=np.unique(time).tolist(),
+            events=[int(hit[time == t].sum()) for t in np.unique(time)],
+            censored=[int((~hit[time == t]).sum()) for t in np.unique(time)],
+        )
+        curve = section["survival"][arm]
+        assert curve["users"] == len(times) and hit.sum() >= 10, arm  # enough conversions to draw
+        assert curve["times"] == list(expected.times) and curve["survival"] == pytest.approx(expected.survival)
+        assert curve["median"] == (expected.median if math.isfinite(expected.median) else None)
+    page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=ttc").content.decode()
+    assert '"metric-survival"' in page and 'id="lift-survival-table"' in page
+    assert "Median hours to convert" in page
+    assert page.index("<tr><td>Treated</td>") < page.index("<tr><td>Held out</td>")

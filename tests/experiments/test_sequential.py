@@ -17,6 +17,7 @@ from experiments.sequential import (
     mixture_variance_for_horizon,
     sequential_compare,
     sequential_sample_ratio,
+    sequential_sample_ratio_looks,
 )
 
 TOL = 1e-9
@@ -148,3 +149,20 @@ def test_sequential_srm__broken_split_is_flagged_and_a_fair_one_is_not():
 def test_sequential_srm__bad_input__raises_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         sequential_sample_ratio(**{"counts": (10, 12), "expected_shares": (0.5, 0.5), **kwargs})
+
+
+def test_sequential_srm_looks__running_minimum_of_each_looks_p_and_the_first_flagged_look():
+    looks = [(540, 460), (1_130, 870), (1_560, 1_440), (2_000, 2_000)]  # drifts off 50/50, then back
+    shares = (0.5, 0.5)
+    one_look = [sequential_sample_ratio(counts=c, expected_shares=shares) for c in looks]
+    by_hand = [min(1.0, math.exp(-r.log_bayes_factor)) for r in one_look]
+    result = sequential_sample_ratio_looks(counts_per_look=looks, expected_shares=shares, threshold=0.05)
+    assert result.p_value == min(by_hand) and result.p_value < by_hand[-1]  # the last look alone looks fine
+    assert result.looks == 4
+    assert result.first_mismatch_look == next(i for i, p in enumerate(by_hand) if p < 0.05)
+    assert result.mismatch and result.counts == (2_000, 2_000)
+
+
+def test_sequential_srm_looks__no_looks__raises_naming_the_field():
+    with pytest.raises(ValueError, match="counts_per_look"):
+        sequential_sample_ratio_looks(counts_per_look=[], expected_shares=(0.5, 0.5))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from statsmodels.duration.survfunc import SurvfuncRight
 
-from experiments.survival import kaplan_meier
+from experiments.survival import kaplan_meier, median_interval
 
 TOL = 1e-9
 
@@ -85,3 +85,22 @@ def test_kaplan_meier__fewer_than_half_converted__median_not_reached_is_nan():
 def test_kaplan_meier__malformed_counts__raise_naming_the_fix(counts, message):
     with pytest.raises(ValueError, match=message):
         kaplan_meier(**counts)
+
+
+@pytest.mark.parametrize(("seed", "n"), [(1, 3000), (4, 300), (5, 60)])
+def test_median_interval__matches_survfunc_right_quantile_ci(seed, n):
+    time, converted = conversion_data(seed, n)
+    curve = kaplan_meier(**counts_per_time(time, converted))
+    expected = SurvfuncRight(time, converted.astype(int)).quantile_ci(0.5)
+    assert median_interval(curve) == pytest.approx(expected, nan_ok=True)
+    assert median_interval(curve)[0] <= curve.median <= median_interval(curve)[1]
+
+
+def test_median_interval__band_not_below_half_yet__upper_limit_is_inf():
+    # 40 people, 5 convert on each of days 1-4 and 1 on day 5, 19 still waiting: S ends at 0.475.
+    curve = kaplan_meier(times=[1, 2, 3, 4, 5], events=[5, 5, 5, 5, 1], censored=[0, 0, 0, 0, 19])
+    time = np.repeat([1.0, 2, 3, 4, 5, 5], [5, 5, 5, 5, 1, 19])
+    expected = SurvfuncRight(time, (np.arange(40) < 21).astype(int)).quantile_ci(0.5)
+    low, high = median_interval(curve)
+    assert curve.median == 4 and math.isfinite(low) and high == math.inf
+    assert (low, high) == pytest.approx(expected)

@@ -150,6 +150,7 @@ def test_every_exposure_records_stage_and_the_facts_used__holdouts_too__stored_b
         live = row["live"]
         assert live["stage"] == "deciding" and live["visitor"] == "new" and live["first_touch"] == "direct"
         assert live["session.cart_adds"] == 1 and live["session.purchases"] == 0 and live["tenure_days"] == 0
+        assert live["device"] in ("mobile", "tablet", "desktop")  # for the Lift page's device breakdown
 
 
 @pytest.mark.django_db
