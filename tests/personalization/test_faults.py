@@ -13,8 +13,8 @@ test's own (PgProxy). "PostgreSQL stops" is the proxy closing its listening sock
 connection; "PostgreSQL is back" is the proxy listening again. To the server and the drains that is
 what a stopped server looks like (the open connections end, new ones are refused), and it costs no
 cluster of its own (an initdb and a migrate took a minute and a half of the suite). A real
-PostgreSQL stopped and started again is covered by tests/test_runner.py, where the runner brings a
-stopped cluster back.
+PostgreSQL killed and started again is covered by tests/test_runner.py, where the runner brings the
+killed cluster back.
 """
 
 import contextlib
