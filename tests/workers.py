@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+import redis
 from django.conf import settings
 
 
@@ -54,6 +55,25 @@ def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
                     worker.wait()
+
+
+def _broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def unacked_visible_again(visibility_seconds: float) -> bool:
+    """Whether every message a killed worker left unacknowledged has been so for the visibility timeout:
+    a worker started from then on hands it out again in its first scan (kombu scans when it starts).
+    False while there is none (kombu's `unacked_index`: delivery tag -> time delivered)."""
+    delivered = _broker().zrange("unacked_index", 0, -1, withscores=True)
+    return bool(delivered) and all(at <= time.time() - visibility_seconds for _, at in delivered)
+
+
+def broker_settled() -> bool:
+    """No task waits in the queue and none is unacknowledged: with acks_late, nothing runs any more and
+    nothing more will (no message is left to deliver twice)."""
+    broker = _broker()
+    return broker.llen("celery") == 0 and broker.hlen("unacked") == 0
 
 
 def db_connect() -> psycopg.Connection:

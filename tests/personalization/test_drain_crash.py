@@ -7,6 +7,7 @@ against the test database and the test Redis, sees what the test accepted.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,11 +25,14 @@ from personalization import redis_client, rkeys, services
 from personalization.ingest import drain as events_service
 from personalization.models import Event, Profile
 from tests.factories import event_make, events_post
+from tests.workers import DbLock
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine may be small and busy. No assertion depends on how fast anything is.
 START_SECONDS = 180
 FINISH_SECONDS = 600
+# A dead drain's entries are claimed once idle this long; short, so the test waits little for it.
+CLAIM_IDLE_MS = 200
 
 
 def post_batches(client: Client, key: str, *, batches: int, size: int, people: int, tag: str) -> set[str]:
@@ -54,6 +58,18 @@ def stored(project) -> tuple[int, int]:
 
 def pending_count() -> int:
     return redis_client.worker().xpending(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP)["pending"]
+
+
+def pending_consumers() -> list[str]:
+    """The consumers holding entries read and not yet acknowledged."""
+    summary = redis_client.worker().xpending(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP)
+    return [c["name"] for c in summary["consumers"] if c["pending"]]
+
+
+def pending_idle_at_least(ms: int) -> bool:
+    """Every entry read and not acknowledged has been idle `ms` or longer (so a drain may claim it)."""
+    entries = redis_client.worker().xpending_range(rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, "-", "+", 100)
+    return all(e["time_since_delivered"] >= ms for e in entries)
 
 
 def stream_length() -> int:
@@ -100,15 +116,16 @@ def process_kill(proc: subprocess.Popen | None) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_drain__sigkilled_mid_batch_then_restarted__every_event_stored_once(project, public_key, tmp_path):
-    batches, size = 30, 1000
-    accepted = post_batches(Client(), public_key, batches=batches, size=size, people=2000, tag="k")
+    # Ten entries of 500 events: the drain takes one per step (--entries 1), so the kill, sent as
+    # soon as the first step is committed, lands with most of the stream still to go.
+    batches, size, people = 10, 500, 1000
+    accepted = post_batches(Client(), public_key, batches=batches, size=size, people=people, tag="k")
     total = len(accepted)
     assert total == batches * size and stream_length() == batches
 
     drain = None
     try:
-        # One entry (1,000 events) per step, so the kill lands between steps or inside one.
-        drain = drain_start(tmp_path / "drain-1.log", "--entries", "1", "--claim-idle-ms", "500")
+        drain = drain_start(tmp_path / "drain-1.log", "--entries", "1", "--claim-idle-ms", str(CLAIM_IDLE_MS))
         deadline = time.monotonic() + START_SECONDS
         while stored(project)[0] == 0:
             assert drain.poll() is None, f"the drain exited early:\n{(tmp_path / 'drain-1.log').read_text()}"
@@ -128,10 +145,14 @@ def test_drain__sigkilled_mid_batch_then_restarted__every_event_stored_once(proj
     # stream has all its events stored.
     assert rows_at_kill >= (batches - left) * size
 
-    time.sleep(1.5)  # past --claim-idle-ms, so the dead consumer's entry can be claimed
+    # The dead consumer's entries can be claimed once idle for --claim-idle-ms: wait for that, in Redis.
+    deadline = time.monotonic() + START_SECONDS
+    while not pending_idle_at_least(CLAIM_IDLE_MS):
+        assert time.monotonic() < deadline, "the dead drain's entries never went idle"
+        time.sleep(0.05)
     restart = None
     try:
-        restart = drain_start(tmp_path / "drain-2.log", "--once", "--claim-idle-ms", "500")
+        restart = drain_start(tmp_path / "drain-2.log", "--once", "--claim-idle-ms", str(CLAIM_IDLE_MS))
         code = restart.wait(timeout=FINISH_SECONDS)
     finally:
         process_kill(restart)
@@ -139,44 +160,60 @@ def test_drain__sigkilled_mid_batch_then_restarted__every_event_stored_once(proj
 
     assert stored(project) == (total, total)
     assert set(Event.objects.filter(project=project).values_list("event_id", flat=True)) == accepted
-    assert Profile.objects.filter(project=project).count() == 2000, "re-drained events create no new profiles"
+    assert Profile.objects.filter(project=project).count() == people, "re-drained events create no new profiles"
     assert stream_length() == 0 and pending_count() == 0
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_drain__two_drains_side_by_side__every_event_stored_once(project, public_key, tmp_path):
-    # Batches share people and log some of them in, so both drains create and stitch the same
-    # profiles at the same time.
+    # Batches share people (each person is in three batches) and log some of them in, so both drains
+    # create and stitch the same profiles at the same time.
     client, accepted, identified = Client(), set(), set()
-    for b in range(40):
-        people = [(b * 250 + i) % 3000 for i in range(250)]
+    batches, size, people = 12, 100, 400
+    for b in range(batches):
+        members = [(b * size + i) % people for i in range(size)]
         events = [
-            event_make(b * 250 + i, event_id=f"p-{b}-{i}", anonymous_id=f"anon-{n}") for i, n in enumerate(people)
+            event_make(b * size + i, event_id=f"p-{b}-{i}", anonymous_id=f"anon-{n}") for i, n in enumerate(members)
         ]
         events += [
             {"event_id": f"id-{b}-{n}", "type": "identify", "anonymous_id": f"anon-{n}", "user_id": f"user-{n}"}
-            for n in people[::25]
+            for n in members[::25]
         ]
         response = events_post(client, public_key, events)
         assert response.json()["accepted"] == len(events)
         accepted.update(e["event_id"] for e in events)
-        identified.update(people[::25])
+        identified.update(members[::25])
 
-    drains = []
+    # Side by side for sure, whatever the machine's speed: the events table is locked until both drains
+    # hold entries of their own (a drain reads its entries before it writes, and claims no other's
+    # with --claim-idle-ms 60000), so each has events to store while the other runs.
+    services.stream_ensure_group(redis_client.worker())  # so the test can watch the group from the start
+    drains, lock = [], DbLock.table("personalization_event")
     try:
         for n in range(2):
             log = tmp_path / f"drain-{n}.log"
             drains.append(drain_start(log, "--once", "--entries", "2", "--claim-idle-ms", "60000"))
+        deadline = time.monotonic() + START_SECONDS
+        while len(pending_consumers()) < 2:
+            assert all(drain.poll() is None for drain in drains), "a drain exited before reading"
+            assert time.monotonic() < deadline, "the two drains did not both read entries in time"
+            time.sleep(0.05)
+        lock.release(orphans=[])
         codes = [drain.wait(timeout=FINISH_SECONDS) for drain in drains]
     finally:
+        if not lock.conn.closed:  # a failed wait above: let the drains go before stopping them
+            lock.release(orphans=[])
         for drain in drains:
             process_kill(drain)
-    logs = "\n".join((tmp_path / f"drain-{n}.log").read_text() for n in range(2))
-    assert codes == [0, 0], logs
+    logs = [(tmp_path / f"drain-{n}.log").read_text() for n in range(2)]
+    assert codes == [0, 0], "\n".join(logs)
+    # Each drain says how many events it moved: both moved some, so they did overlap.
+    moved = [int(re.search(r"drained (\d+) events", log).group(1)) for log in logs]
+    assert all(m > 0 for m in moved) and sum(moved) == len(accepted), logs
 
     assert stored(project) == (len(accepted), len(accepted))
-    assert Profile.objects.filter(project=project).count() == 3000
+    assert Profile.objects.filter(project=project).count() == people
     assert Profile.objects.filter(project=project, external_id__isnull=False).count() == len(identified)
     assert stream_length() == 0 and pending_count() == 0
 

@@ -8,28 +8,35 @@
   stored exactly once.
 - The real server (granian, as production runs it) reads chunked bodies and answers 413 as JSON.
 
-The PostgreSQL test runs its own cluster (a data folder under var/, a free port), started and
-stopped with config.embedded, and its own decide server and drain processes.
+The PostgreSQL test's decide server and drains reach the test database through a TCP proxy of the
+test's own (PgProxy). "PostgreSQL stops" is the proxy closing its listening socket and every open
+connection; "PostgreSQL is back" is the proxy listening again. To the server and the drains that is
+what a stopped server looks like (the open connections end, new ones are refused), and it costs no
+cluster of its own (an initdb and a migrate took a minute and a half of the suite). A real
+PostgreSQL killed and started again is covered by tests/test_runner.py, where the runner brings the
+killed cluster back.
 """
 
+import contextlib
 import http.client
-import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
-from django.conf import settings
+from django.db import connection
+from django.db.models import Count
 
-from personalization import redis_client, rkeys
+from personalization import redis_client, rkeys, services
 from personalization.decide import runtime as decide_runtime
-from tests.factories import event_make, events_post
-from tests.personalization.conftest import free_port
+from personalization.models import Event
+from tests.factories import event_make, events_post, key_make
+from tests.personalization.conftest import free_port, server_env
 from tests.personalization.test_decide import make_experience, post_decide
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,55 +85,96 @@ def test_redis_stopped__decide_falls_back_events_503__both_recover_nothing_half_
 # --- PostgreSQL stopped, against a stack of real processes ---------------------------------------
 
 
-class Stack:
-    """Its own PostgreSQL cluster, a decide server (granian) and drains, on the test Redis database."""
+class PgProxy:
+    """A TCP proxy on a port of its own in front of the test's PostgreSQL: threads of the test process
+    copy the bytes both ways. `stop()` makes it look like a stopped server, `start()` like a started one."""
 
-    def __init__(self, var: Path):
-        self.var, self.pg_port, self.http_port = var, free_port(), free_port()
-        self.database_url = f"postgres://postgres@127.0.0.1:{self.pg_port}/kairos"
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.open: set[socket.socket] = set()
+
+    def start(self) -> None:
+        # create_server sets SO_REUSEADDR: the port is free again at once after stop().
+        listener = socket.create_server(("127.0.0.1", self.port))
+        with self.lock:
+            self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def start_if_stopped(self) -> None:
+        if self.listener is None:
+            self.start()
+
+    def stop(self) -> None:
+        """New connections are refused (nothing listens) and the open ones end, as when PostgreSQL stops."""
+        with self.lock:
+            listener, self.listener = self.listener, None
+            ends, self.open = self.open, set()
+        if listener is not None:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            listener.close()
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)  # wakes the copying threads, which close both ends
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if self.listener is not listener:  # stopped meanwhile
+                    client.close()
+                    server.close()
+                    continue
+                self.open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._copy, args=(source, sink), daemon=True).start()
+
+    def _copy(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # One side ended: so does the other (a half-open PostgreSQL connection is of no use).
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+            with self.lock:
+                self.open.difference_update((source, sink))
+
+
+class Stack:
+    """A decide server (granian) and drains, on the test database through a PgProxy and the test Redis."""
+
+    def __init__(self, proxy: PgProxy):
+        self.proxy, self.key, self.http_port = proxy, "", free_port()
+        db = connection.settings_dict
+        user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
         self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "KAIROS_VAR_DIR": str(var),
-            "KAIROS_PG_PORT": str(self.pg_port),
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": settings.REDIS_URL,  # the tests' Redis database, emptied by every test
-            "KAIROS_LOG_LEVEL": "WARNING",
+            **server_env({}),
+            "DATABASE_URL": f"postgres://{user}@127.0.0.1:{proxy.port}/{db['NAME']}",
             "KAIROS_DECIDE_CPU_PINNING": "0",
             # The server's key cache lasts 1 s, not 10: the test waits past it with PostgreSQL away.
             "KAIROS_KEY_CACHE_MS": str(int(KEY_CACHE_SECONDS * 1000)),
         }
         self.server: subprocess.Popen | None = None
-        self.key = ""
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=check, timeout=600
         )
-
-    def pg(self, action: str) -> None:
-        # Without DATABASE_URL config.embedded manages the cluster; REDIS_URL keeps it off Redis.
-        env = {k: v for k, v in self.env.items() if k != "DATABASE_URL"}
-        subprocess.run([sys.executable, "-m", "config.embedded", action], cwd=ROOT, env=env, check=True, timeout=300)
-
-    def cluster_up(self) -> None:
-        self.pg("start")
-        self.run("manage.py", "migrate", "--noinput", "-v", "0")
-
-    def serve(self) -> None:
-        """A key (published to the test Redis database, which every test starts empty) and the server."""
-        self.key = self.shell(
-            "from personalization import services\n"
-            "from personalization.models import Project\n"
-            "p = Project.objects.filter(slug='faults').first()\n"
-            "p = p or services.project_create(name='Faults', slug='faults')\n"
-            "_, raw = services.api_key_create(project=p, kind='public', name='site')\n"
-            "print(raw)"
-        )
-        self.server = _common.server_start(self.http_port, 1, 2, env=self.env)
-
-    def shell(self, code: str) -> str:
-        return self.run("manage.py", "shell", "-c", code).stdout.strip().splitlines()[-1]
 
     def post(self, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
@@ -144,38 +192,41 @@ class Stack:
         events = [event_make(i, event_id=f"{tag}-{i}") for i in ids]
         return self.post("/api/v1/events", orjson.dumps({"events": events}))[0]
 
-    def stored(self) -> tuple[int, int]:
-        with psycopg.connect(self.database_url.replace("postgres://", "postgresql://")) as conn:
-            row = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM personalization_event").fetchone()
-        return row[0], row[1]
 
-    def cluster_down(self) -> None:
-        self.pg("stop")
-        shutil.rmtree(self.var, ignore_errors=True)
+def stored(project) -> tuple[int, int]:
+    """(rows, distinct event ids) stored, read by the test directly (not through the proxy)."""
+    counts = Event.objects.filter(project=project).aggregate(rows=Count("id"), ids=Count("event_id", distinct=True))
+    return counts["rows"], counts["ids"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """The module's own PostgreSQL cluster, migrated once (an initdb and a migrate take tens of seconds)."""
-    s = Stack(ROOT / "var" / f"test-faults-{os.getpid()}")
+def stack_server(django_db_setup):
+    """The proxy and a decide server behind it, for the module (a server takes seconds to start)."""
+    db = connection.settings_dict
+    proxy = PgProxy(db["HOST"], int(db["PORT"]))
+    proxy.start()
+    s = Stack(proxy)
     try:
-        s.cluster_up()
+        s.server = _common.server_start(s.http_port, 1, 2, env=s.env)
         yield s
     finally:
-        s.cluster_down()
+        _common.process_stop(s.server)
+        proxy.stop()
 
 
 @pytest.fixture
-def stack(cluster):
-    """The module's cluster, with a key and a decide server of this test's own."""
-    cluster.serve()
+def stack(stack_server, project):
+    """The module's stack with a key of this test's own (committed, and published to the test Redis
+    database). Tests that use it need `django_db(transaction=True)`, so the server sees the key."""
+    stack_server.key = key_make(project=project, kind="public")
     try:
-        yield cluster
+        yield stack_server
     finally:
-        _common.process_stop(cluster.server)
+        stack_server.proxy.start_if_stopped()  # a failed test must not leave the next one without PostgreSQL
 
 
 @pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_real_server__chunked_body_read__oversized_bodies_413_json_with_cors(stack):
     events = orjson.dumps({"events": [event_make(i) for i in range(40)]})
 
@@ -203,38 +254,33 @@ def test_real_server__chunked_body_read__oversized_bodies_413_json_with_cors(sta
 
 
 @pytest.mark.slow
-def test_postgres_stopped__decide_answers_events_wait__drained_exactly_once_when_back(stack):
-    stack.shell(
-        "from personalization import services\n"
-        "from personalization.models import Project\n"
-        "p = Project.objects.get(slug='faults')\n"
-        "v = [{'key': f'v{i}', 'name': f'V{i}', 'payload': {'n': i}, 'is_control': i == 0} for i in range(2)]\n"
-        "e = services.experience_create(project=p, key='hero', name='Hero', touchpoint='hero', variants=v)\n"
-        "services.experience_start(experience=e)\n"
-        "services.snapshot_publish(project_id=p.pk)\n"
-        "print('ok')"
-    )
+@pytest.mark.django_db(transaction=True)
+def test_postgres_stopped__decide_answers_events_wait__drained_exactly_once_when_back(project, stack):
+    make_experience(project)  # committed and published to Redis before the server first asks
     status, answer = stack.decide("before")
-    assert status == 200 and answer["assignments"]["hero"]["variant"] in {"v0", "v1"}
+    assert status == 200 and answer["assignments"]["hero"]["variant"] in {"v0", "v1", "v2"}
     assert stack.events(range(0, 25), "before") == 200
 
-    stack.pg("stop")
+    stack.proxy.stop()
     time.sleep(KEY_CACHE_SECONDS + 0.5)  # past the key cache: the key is checked again, in Redis (published there)
     for n in range(5):
         status, answer = stack.decide(f"during-{n}")
         assert status == 200, answer
-        assert answer["assignments"]["hero"]["variant"] in {"v0", "v1"}
+        assert answer["assignments"]["hero"]["variant"] in {"v0", "v1", "v2"}
     assert stack.events(range(0, 25), "during") == 200, "accepted into the stream while PostgreSQL is away"
     failed = stack.run("manage.py", "events_drain", "--once", "--claim-idle-ms", "0", check=False)
     assert failed.returncode != 0, "the drain cannot write and says so"
+    assert "connect" in failed.stderr.lower(), failed.stderr[-2000:]
     stream = redis_client.worker()
     assert stream.xlen(rkeys.EVENTS_STREAM) >= 2, "nothing was acknowledged"
+    assert stored(project) == (0, 0)
 
-    stack.pg("start")
+    stack.proxy.start()
     drained = stack.run("manage.py", "events_drain", "--once", "--claim-idle-ms", "0")
     assert "drained" in drained.stdout
-    assert stack.stored() == (50, 50)
-    again = stack.run("manage.py", "events_drain", "--once", "--claim-idle-ms", "0")
-    assert again.stdout.strip() == "drained 0 events"
-    assert stack.stored() == (50, 50), "exactly once"
+    assert stored(project) == (50, 50)
+    # Another drain finds nothing left (in this process: Django starts in seconds, and the drain
+    # subprocesses above already showed the command's part).
+    assert services.events_drain(claim_idle_ms=0) == 0
+    assert stored(project) == (50, 50), "exactly once"
     assert stream.xlen(rkeys.EVENTS_STREAM) == 0

@@ -11,7 +11,6 @@ pool process running the task killed (reject_on_worker_lost puts it straight bac
 import json
 import os
 import signal
-import time
 from datetime import timedelta
 
 import psutil
@@ -27,11 +26,15 @@ from personalization.workspace import auth
 from tests.experiments.test_lift_report import _population, hero_report_done
 from tests.factories import key_make
 from tests.personalization.test_experience_views import experience_make
-from tests.workers import DbLock, celery_worker, until
+from tests.workers import DbLock, broker_settled, celery_worker, unacked_visible_again, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-VISIBILITY_SECONDS = 3
+# A whole worker killed leaves its message unacknowledged; the next worker hands it out again once it
+# has been so for this long. 1 s is safe here: only one worker is alive at a time, a solo pool runs its
+# task inside the event loop (so the worker cannot scan, and requeue, its own running task's message)
+# and acknowledges it right after, and with prefetch 1 it holds no second message that could go stale.
+VISIBILITY_SECONDS = 1
 
 
 def _rounded(value):
@@ -78,13 +81,12 @@ def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_w
     assert not BanditWeights.objects.filter(experience=experience).exists()  # killed before any write
     lock.release(orphans=blocked)
     # Past the visibility timeout before the next worker starts: its first scan then finds the message.
-    time.sleep(VISIBILITY_SECONDS + 1)
+    until(lambda: unacked_visible_again(VISIBILITY_SECONDS), "the killed update's message to be due again")
 
     with celery_worker(log_path, env=env):
-        rows = until(
-            lambda: list(BanditWeights.objects.filter(experience=experience)), "the redelivered update", log_path
-        )
-        time.sleep(1)  # a second, duplicate run would have written by now
+        until(lambda: BanditWeights.objects.filter(experience=experience).exists(), "the redelivered update", log_path)
+        # Once no message is queued or unacknowledged, a second, duplicate run would have written.
+        until(broker_settled, "the worker to finish every task", log_path)
         rows = list(BanditWeights.objects.filter(experience=experience))
 
     # One whole update: the global bandit and both segments, written together, once.
@@ -98,7 +100,7 @@ def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_w
 
 
 def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_the_full_result(project, tmp_path):
-    _population(project, n=1500)
+    _population(project, n=400)  # enough for a report of both segments; the point is the kill
     end = timezone.now() + timedelta(days=1)
     report = LiftReport.objects.create(
         project=project, experience_key="hero", segment_by="attribute:intent", start=end - timedelta(days=30), end=end
@@ -149,7 +151,8 @@ def test_api_keys_publish__worker_sigkilled_mid_task__redelivered_run_publishes_
         first.wait()
     assert client.hgetall(rkeys.PUBLIC_KEYS) == before  # killed before any write
     lock.release(orphans=blocked)
-    time.sleep(VISIBILITY_SECONDS + 1)  # past the visibility timeout: the next worker's first scan finds it
+    # Past the visibility timeout before the next worker starts: its first scan then finds the message.
+    until(lambda: unacked_visible_again(VISIBILITY_SECONDS), "the killed publish's message to be due again")
 
     with celery_worker(log_path, env=env):
         until(lambda: client.hexists(rkeys.PUBLIC_KEYS, lost), "the redelivered publish", log_path)
