@@ -58,8 +58,10 @@ def test_templates__no_inline_script_or_event_handler():
 
 
 def _settings_with(env: dict) -> dict:
+    # Settings as Django reads them, without django.setup(): importing every app (numpy, sklearn, ...)
+    # took ten seconds per process on a busy machine and has no say in what the settings are.
     code = (
-        "import json, django; django.setup(); from django.conf import settings as s; "
+        "import json; from django.conf import settings as s; "
         "print(json.dumps([s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS]))"
     )
     environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env}

@@ -18,6 +18,8 @@ KAIROS_ROLE = env_str("KAIROS_ROLE", "web")
 
 # How often an open experience page redraws its charts (seconds).
 KAIROS_LIVE_CHARTS_SECONDS = env_int("KAIROS_LIVE_CHARTS_SECONDS", 10)
+# How often the Overview refreshes its live counters (seconds).
+KAIROS_OVERVIEW_LIVE_SECONDS = env_int("KAIROS_OVERVIEW_LIVE_SECONDS", 5)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

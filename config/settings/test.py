@@ -25,3 +25,5 @@ KAIROS_DECIDE_PER_KEY_PER_SECOND = KAIROS_DECIDE_PER_IP_PER_SECOND = 1_000_000
 KAIROS_EVENTS_PER_KEY_PER_SECOND = KAIROS_EVENTS_PER_IP_PER_SECOND = 1_000_000
 # The experience page's charts redraw every second, so a browser test sees the next redraw without waiting 10 s.
 KAIROS_LIVE_CHARTS_SECONDS = 1
+# Likewise the Overview's counters: a test sees new traffic a second later, not five.
+KAIROS_OVERVIEW_LIVE_SECONDS = 1

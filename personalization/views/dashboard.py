@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import plotly.graph_objects as go
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.http import HttpResponseBadRequest
@@ -58,6 +59,7 @@ def overview(request):
     live = _live_numbers(project.pk)
     context = {
         "live": live,
+        "live_seconds": settings.KAIROS_OVERVIEW_LIVE_SECONDS,
         "chart_json": _chart_json(live["series"]),
         "counts": selectors.project_counts(project=project),
         "running_experiences": Experience.objects.filter(project=project, status=ExperienceStatus.RUNNING).count(),

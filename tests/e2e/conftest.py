@@ -9,12 +9,16 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from personalization.models import Project
+from tests.seeded import demo_seed_cached
 
 # Playwright's sync API runs an asyncio event loop in a greenlet of this same thread, so from the
 # first browser call to the end of the session `asyncio.get_running_loop()` finds a running loop and
@@ -41,6 +45,16 @@ PASSWORD = "secret-pass-123"  # tests.factories.user_make's default
 # server can take several seconds to send plotly.min.js (4.8 MB).
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
+# Today at midnight: a fixed end, so that every browser test asking for the demo gets the same one (seeded
+# once per process, replayed in a second after), recent enough for the Lift page's 14 days.
+DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def demo_shop(tmp_path: Path) -> Project:
+    """The demo shop with 1,500 visitors over 14 days (tests/segments' demo_small): enough for the flows
+    these tests follow (segments found, a report with its charts), not for statistics. Call it before
+    starting a Celery worker, so that what the seed queued is in the replayed state, not half taken."""
+    return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
 def page_until(page: Page, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:

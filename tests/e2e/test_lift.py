@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 from demo import seed as demo_services
 from experiments import charts
 from experiments.models import LiftReport, ReportStatus
+from tests.e2e.conftest import demo_shop
 from tests.workers import celery_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -22,8 +23,8 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
     page: Page, browser_log, log_in, screenshot, tmp_path
 ):
     worker_log = tmp_path / "worker.log"
+    project = demo_shop(tmp_path)
     with celery_worker(worker_log) as worker:
-        project = demo_services.demo_seed(profiles=3000, days=5, seed=11, keys_path=tmp_path / "keys.json")
         log_in("demo", demo_services.DEMO_PASSWORD)
 
         page.goto(LIFT_URL)
@@ -91,8 +92,8 @@ def test_lift__fresh_demo__default_view_and_overview_have_no_srm_alarm(
     from experiments import services as experiments_services
 
     worker_log = tmp_path / "worker.log"
+    project = demo_shop(tmp_path)
     with celery_worker(worker_log) as worker:
-        project = demo_services.demo_seed(profiles=4000, days=5, seed=11, keys_path=tmp_path / "keys.json")
         experiments_services.lift_reports_precompute()  # what `make run` queues after seeding
         log_in("demo", demo_services.DEMO_PASSWORD)
 

@@ -41,7 +41,7 @@ def test_overview__logged_in_with_traffic__shows_counters_and_chart(page: Page, 
     expect(page.locator("#events-chart .legend")).to_contain_text("events")
     screenshot("overview")
 
-    # htmx polls the counters every 5 s: new traffic shows without a reload.
+    # htmx polls the counters (every 5 s, every second in tests): new traffic shows without a reload.
     metrics_put(project_id=project.pk, name="events", per_minute={0: 2000, 1: 2000})
     expect(page.locator("#events-per-min")).to_have_text("2,000")
 

@@ -12,6 +12,7 @@ from demo import seed as demo_services
 from personalization.models import ProfileIdentity
 from segments.models import Segment, SegmentKind, SegmentMembership
 from tests import factories
+from tests.e2e.conftest import demo_shop
 from tests.segments.test_hostile_data import HOSTILE_WORDS, _event, _ingest, _run
 from tests.workers import celery_worker
 
@@ -32,8 +33,8 @@ def _decide(client, key: str, unit: str) -> dict:
 def test_segments__cluster_from_ui__map__lookalike__targets_experience(
     page: Page, browser_log, log_in, screenshot, tmp_path, client
 ):
+    demo_shop(tmp_path)
     with celery_worker(tmp_path / "worker.log"):
-        demo_services.demo_seed(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json")
         keys = orjson.loads((tmp_path / "keys.json").read_bytes())
         log_in("demo", demo_services.DEMO_PASSWORD)
 

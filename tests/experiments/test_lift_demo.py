@@ -12,6 +12,7 @@ from demo import seed as demo_services
 from demo import world as demo
 from experiments import services
 from experiments.breakdown import Breakdown
+from tests.seeded import demo_seed_cached
 
 DATA_END = datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
 
@@ -21,9 +22,10 @@ DATA_END = datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
 def test_lift__demo_by_planted_intent__finds_planted_signs(tmp_path):
     # A fixed seed and end: the same data every run. (Salts follow the seed; visit times are drawn
     # in the window before `end`, so with a moving end every run had other data, and intents with a
-    # weaker planted response came out with the wrong sign in about one run in ten.)
+    # weaker planted response came out with the wrong sign in about one run in ten.) The next test reads
+    # the very same demo: seeded once per process, replayed there in a second.
     end = DATA_END
-    project = demo_services.demo_seed(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json", end=end)
+    project = demo_seed_cached(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json", end=end)
     end += timedelta(minutes=1)
     result = services.lift_compute(
         project=project,
@@ -49,7 +51,7 @@ def test_lift__demo_compare_guide_by_stage_at_exposure__finds_planted_signs(tmp_
     # The compare guide targets "stage in comparing, deciding" and was built to help a visitor still
     # comparing and to distract one with a cart: Lift by the stage decide recorded at exposure shows both.
     end = DATA_END
-    project = demo_services.demo_seed(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json", end=end)
+    project = demo_seed_cached(profiles=12_000, days=7, seed=11, keys_path=tmp_path / "keys.json", end=end)
     end += timedelta(minutes=1)
     result = services.lift_compute(
         project=project,

@@ -10,8 +10,9 @@ from django.db import connection
 from experiments import selectors, services
 from experiments.breakdown import Breakdown, BreakdownError
 from experiments.models import LiftReport
-from personalization.models import Exposure, Profile
+from personalization.models import Exposure, Profile, Project
 from tests import factories
+from tests.seeded import state_cached
 
 NOW = datetime.now(UTC)
 
@@ -51,6 +52,19 @@ def _population(project, n=2000, seed=3):
         )
     Exposure.objects.bulk_create(rows)
     return rows
+
+
+@pytest.fixture
+def hero_12k(db) -> Project:
+    """A project with _population(n=12000): the two tests of lift_compute's findings read the same one,
+    built once per process (a few seconds of inserts) and replayed in a fraction of a second after."""
+
+    def build() -> int:
+        project = factories.project_make(name="Shop A")
+        _population(project, n=12000)
+        return project.pk
+
+    return state_cached(("lift-hero-population", 12000, 3, NOW), build, lambda pk: Project.objects.get(pk=pk))
 
 
 def hero_report_done(project, *, start="2020-01-01T00:00Z", end="2030-01-01T00:00Z") -> LiftReport:
@@ -93,8 +107,8 @@ def test_lift_segment_stats__sql_sums__match_per_user_python(project):
 
 @pytest.mark.django_db
 @pytest.mark.slow
-def test_lift_compute__planted_effects__found_with_the_right_signs(project):
-    _population(project, n=12000)
+def test_lift_compute__planted_effects__found_with_the_right_signs(hero_12k):
+    project = hero_12k
     result = services.lift_compute(
         project=project,
         experience_key="hero",
@@ -222,8 +236,8 @@ def test_lift_compute__exclude_missing__none_left_out_of_totals_and_family(proje
 
 @pytest.mark.django_db
 @pytest.mark.slow
-def test_lift_compute__attribute_breakdown__sentences_name_it(project):
-    _population(project, n=12000)
+def test_lift_compute__attribute_breakdown__sentences_name_it(hero_12k):
+    project = hero_12k
     result = services.lift_compute(
         project=project, experience_key="hero", breakdown=Breakdown.parse("attribute:intent"), **_window()
     )
