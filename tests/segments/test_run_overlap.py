@@ -4,11 +4,12 @@ proposal maps each old segment to the new segment holding the same people."""
 import statistics
 
 from segments import selectors, services
-from tests.segments.conftest import DEMO_END
 
 
-def test_overlap__two_real_runs_of_the_demo__each_segment_finds_its_counterpart(demo_project):
-    services.embeddings_refit(project_id=demo_project.pk, now=DEMO_END)
+def test_overlap__two_real_runs_of_the_demo__each_segment_finds_its_counterpart(refitted):
+    # The refitted demo of tests/segments/conftest.py: the same refit as test_clustering.py's, replayed
+    # (tests/seeded.py) when that file ran in this process first, instead of fitted again.
+    demo_project = refitted
     first = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo_project, k=8).pk)
     second = services.clustering_run_execute(
         run_id=services.clustering_run_request(project=demo_project, k=8).pk, seed=7

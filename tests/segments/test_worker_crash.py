@@ -5,7 +5,7 @@ lock, or one row's), waits until the worker's query is blocked on it, and kills 
 process group. Two points per job where it matters: inside the job's write transaction (it must roll
 back, leaving the old embedder / memberships / no lookalike in force) and after the commit, in the
 middle of publishing segment keys to decide (the outbox row left behind is finished by the reaper).
-Jobs run on a real Celery worker (tests/workers.py) with a 3 s visibility timeout, so the message of
+Jobs run on a real Celery worker (tests/workers.py) with a 1 s visibility timeout, so the message of
 the killed worker is redelivered to the next one; the lookalike build, which runs in the web request,
 runs in a killed subprocess and is retried as a marketer would, by building again.
 """
@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -47,7 +48,12 @@ from tests.workers import DbLock, celery_worker, database_url, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-VISIBILITY_SECONDS = 3
+# Short enough to cost the tests nothing, and safe with the solo pool: kombu's Redis transport hands back a
+# message unacknowledged for longer than this only when a worker scans (at its start, then on a 10 s timer
+# of its event loop), a solo worker runs its task inside that loop so it never scans while a task runs, and
+# with a prefetch of one and late acks the running task's message is the only one it holds (acknowledged
+# before the loop resumes). So a slow task is never handed out twice; only a dead worker's message is.
+VISIBILITY_SECONDS = 1
 WORKER_ENV = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
 LATER = timedelta(minutes=5)  # the reaper's view of "a publish nobody is finishing any more"
 
@@ -96,8 +102,18 @@ def _kill_at(lock: DbLock, start, log_path) -> None:
             worker.wait()
     finally:
         lock.release(orphans=blocked)
-    # Past the visibility timeout before the next worker starts: its first scan finds the message.
-    time.sleep(VISIBILITY_SECONDS + 1)
+    _until_visible(log_path)
+
+
+def _until_visible(log_path) -> None:
+    """Until no unacknowledged message is younger than the visibility timeout: the scan the next worker
+    makes as it starts finds the dead worker's message (kombu scores each by when it was delivered)."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    until(
+        lambda: broker.zcount("unacked_index", time.time() - VISIBILITY_SECONDS, "+inf") == 0,
+        "the killed worker's message to pass the visibility timeout",
+        log_path,
+    )
 
 
 def test_refit__worker_killed_mid_write__old_embedder_in_force_and_retry_refits(clustered, tmp_path):
