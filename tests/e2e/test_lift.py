@@ -104,7 +104,9 @@ def test_lift__fresh_demo__default_view_and_overview_have_no_srm_alarm(
         assert report.status == ReportStatus.DONE, f"{report.status}: {report.error}\n{worker_log.read_text()}"
         segments = {s["name"] for s in report.result["report"]["segments"]}
         assert len(segments) >= 3, segments  # the stated intents (and "(none)" for the fixed-split experiences)
-        expect(page.locator(".badge", has_text="Sample ratio OK")).to_be_visible()
+        # Both checks say OK: the one-off chi-square and the daily always-valid one beside it.
+        expect(page.locator(".badge").get_by_text("Sample ratio OK", exact=True)).to_be_visible()
+        expect(page.locator("#lift-srm-sequential")).to_have_text("Daily check (always valid): sample ratio OK")
         expect(page.get_by_text(re.compile("Sample ratio mismatch"))).to_have_count(0)
         screenshot("lift-default")
 
