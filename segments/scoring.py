@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from threadpoolctl import threadpool_limits
 
 DAY = 86400.0
@@ -197,6 +196,11 @@ def model_fit(score: str, X: np.ndarray, y: np.ndarray, *, spec: dict, horizon_d
 
 
 def _model_fit(score: str, X: np.ndarray, y: np.ndarray, *, spec: dict, horizon_days: float) -> dict:
+    # Imported here, not at the top: scikit-learn (with the scipy and pandas it loads) takes ~1.5 s to
+    # import, and this module is imported at start-up by every process (through the privacy registry's
+    # explanations), while only a retrain fits a model. Scoring reads the stored coefficients with numpy.
+    from sklearn.linear_model import LogisticRegression, PoissonRegressor
+
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale == 0] = 1.0

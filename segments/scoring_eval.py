@@ -21,9 +21,19 @@ the pooled AUC of a one-feature model averages 0.46; tests/segments/test_scoring
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 Z95 = 1.959963984540054
+
+
+def _stats():
+    """scipy.stats, imported when a retrain is judged rather than when the module loads: it takes about a
+    second, and every process imports this module at start-up (the privacy registry's explanations)."""
+    # Imported here, not at the top: see the docstring.
+    from scipy import stats
+
+    return stats
+
+
 BOOTSTRAP = 300
 MIN_OUTCOMES = 15  # people on each side (converted / not) in the holdout, below which nothing is judged
 AUC_MARGIN = 0.55  # the point AUC a probability score must reach (0.5 is random)
@@ -46,9 +56,9 @@ def auc_delong(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None) -
     m, n = len(pos), len(neg)
     if m == 0 or n == 0:
         return float("nan"), float("nan")
-    ranks = stats.rankdata(np.concatenate([pos, neg]))
-    v10 = (ranks[:m] - stats.rankdata(pos)) / n
-    v01 = 1.0 - (ranks[m:] - stats.rankdata(neg)) / m
+    ranks = _stats().rankdata(np.concatenate([pos, neg]))
+    v10 = (ranks[:m] - _stats().rankdata(pos)) / n
+    v01 = 1.0 - (ranks[m:] - _stats().rankdata(neg)) / m
     auc = float(v10.mean())
     var = (v10.var(ddof=1) if m > 1 else 0.0) / m + (v01.var(ddof=1) if n > 1 else 0.0) / n
     return auc, float(np.sqrt(var))
@@ -122,7 +132,7 @@ def evaluate_probability(y: np.ndarray, p: np.ndarray, *, seed: int = 0, groups:
 def _spearman(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None) -> float:
     if len(y) < 3 or np.all(y == y[0]) or np.all(p == p[0]):
         return float("nan")
-    return float(stats.spearmanr(p, y).statistic)
+    return float(_stats().spearmanr(p, y).statistic)
 
 
 def evaluate_amount(y: np.ndarray, p: np.ndarray, *, seed: int = 0, groups: np.ndarray | None = None) -> dict:
@@ -150,7 +160,7 @@ def _auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None) -> float:
         m = float((yg == 1).sum())
         n = len(yg) - m
         if m and n:
-            total += stats.rankdata(pg)[yg == 1].sum() - m * (m + 1) / 2
+            total += _stats().rankdata(pg)[yg == 1].sum() - m * (m + 1) / 2
             pairs += m * n
     return total / pairs if pairs else float("nan")
 
