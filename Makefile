@@ -18,7 +18,10 @@ UV_VERSION := 0.13.8
 		|| $(PIP) install -q --disable-pip-version-check -r requirements.lock
 	touch $@
 
+# Kairos's own modules are byte-compiled here for the same reason as the wheels (PYTHONDONTWRITEBYTECODE); an
+# unchanged module is skipped, so this takes a second after the first time.
 services: .venv/.installed
+	$(PY) -m compileall -q -j 0 config personalization segments experiments privacy demo >/dev/null
 	$(PY) -m config.embedded start
 
 migrate: services

@@ -1,12 +1,19 @@
 from django.apps import AppConfig
 
 
+def _lift_headline(**kwargs):
+    # Imported when the Overview first asks, not at start-up: the selectors load scipy.special (~0.3 s), which
+    # decide and most workers never use.
+    from experiments.selectors import lift_headline
+
+    return lift_headline(**kwargs)
+
+
 class ExperimentsConfig(AppConfig):
     name = "experiments"
 
     def ready(self) -> None:
         # Imported here, not at the top: app modules load models, which Django allows only once apps are ready.
-        from experiments.selectors import lift_headline
         from personalization import hooks
 
-        hooks.lift_headline.provide(lift_headline)
+        hooks.lift_headline.provide(_lift_headline)

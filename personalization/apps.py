@@ -7,5 +7,5 @@ class PersonalizationConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, not at the top: these modules load models, which Django allows only once apps are ready.
-        from personalization import hooks, openapi  # noqa: F401 -- the hooks' startup check; the secret-key scheme
+        from personalization import hooks  # noqa: F401 -- the hooks' startup check
         from personalization.people import personal_locations  # noqa: F401 -- registers personalization's locations

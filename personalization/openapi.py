@@ -1,7 +1,7 @@
 """The OpenAPI schema's parts drf-spectacular cannot see: the secret-key Bearer scheme, the public-key
 endpoints (events, decide: plain Django views) and the error answers every endpoint can give.
 
-Loaded by PersonalizationConfig.ready() (the auth extension registers itself on import) and named in
+Loaded by config/urls.py (the auth extension registers itself on import) and named in
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]. tests/personalization/test_openapi.py runs schemathesis
 against the result.
 """
