@@ -9,6 +9,7 @@ from personalization import selectors as people
 from personalization.people.personal_data import ORDER_ROWS, Location, Subject, register, table
 from segments import meaning, text_encoder, why
 from segments.models import (
+    LookalikeBuild,
     MapPoint,
     MembershipPublish,
     ProfileEmbedding,
@@ -143,6 +144,62 @@ register(
         verify=lambda subject: _publish_outbox_rows(subject).count(),
         order=_ORDER,
         model=MembershipPublish._meta.label,
+    )
+)
+
+
+def _lookalike_seed_rows(subject: Subject):
+    """Builds still queued or running whose seed names one of the person's profiles (a finished or
+    failed build has already dropped its seed)."""
+    rows = LookalikeBuild.objects.filter(project_id=subject.project_id).exclude(seed_weights={})
+    return [row for row in rows if any(str(pid) in row.seed_weights for pid in subject.profile_ids)]
+
+
+def _lookalike_seed_export(subject: Subject) -> Iterator[dict]:
+    for row in _lookalike_seed_rows(subject):
+        yield {"lookalike": row.name, "since": row.created_at.isoformat()}
+
+
+def _lookalike_seed_erase(subject: Subject, progress: Callable[[int], None]) -> int:
+    """Take the person's profiles out of the seeds of builds in flight (the build goes on without them)."""
+    gone, removed = {str(pid) for pid in subject.profile_ids}, 0
+    with transaction.atomic():
+        for row in _lookalike_seed_rows(subject):
+            row = LookalikeBuild.objects.select_for_update().get(pk=row.pk)
+            row.seed_weights = {pid: w for pid, w in row.seed_weights.items() if pid not in gone}
+            row.save(update_fields=["seed_weights"])
+            removed += 1
+    progress(removed)
+    return removed
+
+
+def _lookalike_seed_merge(source: int, target: int) -> None:
+    """A merged person stays in the seed under the profile that remains."""
+    with transaction.atomic():
+        for row in LookalikeBuild.objects.exclude(seed_weights={}).select_for_update():
+            if str(source) in row.seed_weights:
+                weights = dict(row.seed_weights)
+                weights[str(target)] = max(weights.pop(str(source)), weights.get(str(target), 0.0))
+                row.seed_weights = weights
+                row.save(update_fields=["seed_weights"])
+
+
+register(
+    Location(
+        name="lookalike_build_seeds",
+        store="PostgreSQL",
+        category="the person's profile number in the seed of a lookalike audience being built",
+        purpose="building the lookalike audience a marketer asked for (profiling)",
+        retention="minutes: the seed is dropped when the build finishes or fails",
+        mechanism="the profile numbers removed from the seeds of builds in flight",
+        columns=("lookalike", "since"),
+        export=_lookalike_seed_export,
+        erase=_lookalike_seed_erase,
+        verify=lambda subject: len(_lookalike_seed_rows(subject)),
+        order=_ORDER,
+        merge=_lookalike_seed_merge,
+        model=LookalikeBuild._meta.label,
+        profiling=True,
     )
 )
 

@@ -91,3 +91,24 @@ def test_registry__publish_outbox__erasure_takes_the_person_out_and_keeps_the_po
     assert location.erase(subject, lambda n: None) == 1
     row.refresh_from_db()
     assert row.profile_ids == [1, 2, 3] and row.done == 2 and location.verify(subject) == 0
+
+
+def test_registry__lookalike_build_in_flight__seed_exported_erased_and_merged(project):
+    from segments.models import LookalikeBuild
+
+    build = LookalikeBuild.objects.create(
+        project=project, name="Like the buyers", size=100, seed_weights={"7": 1.0, "8": 0.5, "9": 0.25}
+    )
+    done = LookalikeBuild.objects.create(project=project, name="Done", size=100, seed_weights={})
+    subject = registry.Subject(project_id=project.pk, profile_ids=(7,), unit_ids=())
+    location = registry.location("lookalike_build_seeds")
+    assert location.verify(subject) == 1
+    assert [row["lookalike"] for row in location.export(subject)] == ["Like the buyers"]
+    assert location.erase(subject, lambda n: None) == 1
+    build.refresh_from_db()
+    assert build.seed_weights == {"8": 0.5, "9": 0.25} and location.verify(subject) == 0
+
+    location.merge(8, 9)  # the merged person stays in the seed once, under the profile that remains
+    build.refresh_from_db()
+    done.refresh_from_db()
+    assert build.seed_weights == {"9": 0.5} and done.seed_weights == {}
