@@ -26,6 +26,7 @@ services: .venv/.installed
 
 migrate: services
 	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py redis_keys_migrate
 
 demo: migrate
 	$(PY) manage.py demo_seed --if-empty

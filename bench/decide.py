@@ -309,7 +309,7 @@ def seed() -> int:
 
 
 def _published_marker(project_id: int) -> str:
-    return f"kr:{project_id}:bench:published"
+    return f"kr:{{{project_id}}}:bench:published"
 
 
 def redis_publish(project_id: int) -> None:

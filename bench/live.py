@@ -205,13 +205,13 @@ def queued_forget(project_ids: list[int]) -> None:
 
 
 def project_keys_delete(project_ids: list[int]) -> None:
-    from personalization import redis_client
+    from personalization import redis_client, rkeys
 
     client = redis_client.worker()
     queued_forget(project_ids)
     for project_id in project_ids:
         batch = []
-        for key in client.scan_iter(match=f"kr:{project_id}:*", count=5_000):
+        for key in client.scan_iter(match=rkeys.project_keys(project_id), count=5_000):
             batch.append(key)
             if len(batch) >= 5_000:
                 client.delete(*batch)

@@ -3,16 +3,29 @@
 Keys holding data about a person are marked PERSONAL (in the docstring of their builder, or in the
 comment of a constant); the privacy registry walks them on export and erasure, and
 tests/privacy/test_registry.py fails while a PERSONAL key has no location there.
+
+Every name carries a Redis Cluster hash tag (the part in braces decides the slot), so the keys one
+command, pipeline-transaction or Lua script touches together sit in one slot
+(tests/test_redis_cluster.py checks every builder here and in throttle.py):
+- `{<project id>}`: everything of one project, its visitors' unit hashes included. Decide's one
+  round trip (the unit hash, the snapshot version, the suppression set, the per-IP counter) and the
+  live-state script (unit hashes, suppression set, active index) touch a project's keys together,
+  so a project is one slot: a cluster spreads projects over its nodes, not one project's visitors.
+- `{events}`: the stream of accepted events and its per-project counts, with the events
+  endpoint's rate counters (one ingest script counts, checks the cap and appends).
+- `{keys}`: API key lookups; `{worker}`: the heartbeat; `{rl}`: decide's per-key rate counters.
+Names before the tags (`kr:<project>:...`, `kr:events`) are renamed once at start-up
+(personalization/redis_migrate.py, `manage.py redis_keys_migrate`).
 """
 
-EVENTS_STREAM = "kr:events"  # PERSONAL. accepted event batches waiting for the drain
+EVENTS_STREAM = "kr:{events}"  # PERSONAL. accepted event batches waiting for the drain
 EVENTS_GROUP = "drain"
-EVENTS_QUEUED = "kr:events:queued"  # project id -> events waiting in the stream (the per-project cap)
+EVENTS_QUEUED = "kr:{events}:queued"  # project id -> events waiting in the stream (the per-project cap)
 # sha256 of each public key -> "project:key", or "-" once revoked; decide and events check keys here.
 # Hashes of random keys, no personal data; secret keys are never written here.
-PUBLIC_KEYS = "kr:keys:public"
-KEY_LAST_USED = "kr:keys:last_used"  # api key id -> unix time of last use
-WORKER_HEARTBEAT = "kr:worker:heartbeat"  # unix time a worker last ran the beat's heartbeat task
+PUBLIC_KEYS = "kr:{keys}:public"
+KEY_LAST_USED = "kr:{keys}:last_used"  # api key id -> unix time of last use
+WORKER_HEARTBEAT = "kr:{worker}:heartbeat"  # unix time a worker last ran the beat's heartbeat task
 # Older than this, /readyz calls the workers gone (beat sends the heartbeat task every 15 s) and the
 # runner of `make run` restarts a worker and beat that stay so (config/runner.py).
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
@@ -28,42 +41,52 @@ UNIT_TTL_SECONDS = 180 * 24 * 3600
 
 def unit(project_id: int, unit_id: str) -> str:
     """PERSONAL. Hash of one decide unit: flags, segment ids, sticky assignments, live session state."""
-    return f"kr:{project_id}:u:{unit_id}"
+    return f"kr:{{{project_id}}}:u:{unit_id}"
+
+
+def project_keys(project_id: int) -> str:
+    """The SCAN pattern of every key of a project (deleting the project)."""
+    return f"kr:{{{project_id}}}:*"
 
 
 def live_active(project_id: int) -> str:
     """PERSONAL. Sorted set of the project's unit ids scored by the unix second of their last event,
     trimmed to the last hour by every live update: what the live preview and the Sessions panel walk
     instead of scanning every unit hash."""
-    return f"kr:{project_id}:live:active"
+    return f"kr:{{{project_id}}}:live:active"
 
 
 def snapshot(project_id: int) -> str:
     """The compiled decide snapshot (JSON) of a project's running experiences."""
-    return f"kr:{project_id}:snapshot"
+    return f"kr:{{{project_id}}}:snapshot"
 
 
 def snapshot_version(project_id: int) -> str:
     """The version of the published snapshot; decide processes poll it about once a second."""
-    return f"kr:{project_id}:snapshot:v"
+    return f"kr:{{{project_id}}}:snapshot:v"
 
 
 def snapshot_counter(project_id: int) -> str:
     """The counter that numbers a project's snapshot versions."""
-    return f"kr:{project_id}:snapshot:n"
+    return f"kr:{{{project_id}}}:snapshot:n"
 
 
 def metric(project_id: int, name: str, minute: int) -> str:
     """Per-minute counters for the live dashboard (no personal data)."""
-    return f"kr:{project_id}:m:{name}:{minute}"
+    return f"kr:{{{project_id}}}:m:{name}:{minute}"
 
 
 def suppressed(project_id: int) -> str:
     """Set of erased subjects' keyed digests (no identifier), checked by decide."""
-    return f"kr:{project_id}:suppressed"
+    return f"kr:{{{project_id}}}:suppressed"
 
 
 def stored(project_id: int) -> str:
     """What the drain last stored for a project, as change counters (no personal data): field `n` the
     counter, `epoch` when it started, `all`, `x:<experience key>` (exposures), `e:<event type>`."""
-    return f"kr:{project_id}:stored"
+    return f"kr:{{{project_id}}}:stored"
+
+
+def project_tag(project_id: int) -> str:
+    """The hash tag of a project's keys: on Redis Cluster every key with it lives in one slot."""
+    return f"{{{project_id}}}"

@@ -24,13 +24,21 @@ def window_of(now: float | None = None) -> int:
     return int((now or time.time()) // WINDOW_SECONDS)
 
 
+# The Redis Cluster hash tag of each scope's counters (personalization/rkeys.py): the events
+# endpoint counts inside its ingest script, so its counters share the stream's slot; decide's per-key
+# counts go with its write-behind flush, anywhere. Decide's per-IP counter is given its project's tag
+# by the caller: it rides in the request's one round trip, which reads only that project's slot.
+_SCOPE_TAGS = {"e": "events", "d": "rl"}
+
+
 def key_counter(scope: str, key_id: int, window: int) -> str:
     """The counter of one API key in one window, e.g. for scope "d" (decide) or "e" (events)."""
-    return f"kr:rl:{scope}:k:{key_id}:{window}"
+    return f"kr:{{{_SCOPE_TAGS.get(scope, 'rl')}}}:rl:{scope}:k:{key_id}:{window}"
 
 
-def ip_counter(scope: str, ip: str, window: int) -> str:
-    return f"kr:rl:{scope}:ip:{ip}:{window}"
+def ip_counter(scope: str, ip: str, window: int, tag: str | int | None = None) -> str:
+    """The counter of one client IP in one window; `tag` the hash tag of the slot it must share."""
+    return f"kr:{{{_SCOPE_TAGS.get(scope, 'rl') if tag is None else tag}}}:rl:{scope}:ip:{ip}:{window}"
 
 
 def rate_keys(scope: str, key_id: int, ip: str, now: float | None = None) -> tuple[str, str]:

@@ -222,5 +222,5 @@ def test_client_ip__the_callers_not_one_it_claims(cluster):
     key = factories.key_make(project=project)
     experience_make(project)
     decide(cluster["lb"], key, "visitor-1", **{"X-Forwarded-For": "203.0.113.9"})
-    counters = [name.decode() for name in redis_client.worker().scan_iter("kr:rl:d:ip:*")]
-    assert counters and all(name.startswith("kr:rl:d:ip:127.0.0.1:") for name in counters), counters
+    counters = [name.decode() for name in redis_client.worker().scan_iter("kr:*:rl:d:ip:*")]
+    assert counters and all(":rl:d:ip:127.0.0.1:" in name for name in counters), counters

@@ -7,6 +7,18 @@ from config.env import ConfigError, env_bool, env_int, env_str
 
 DATABASE_URL = env_str("DATABASE_URL", embedded.database_url())
 REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
+# Redis Cluster for Kairos's own keys (decide, events, live state): KAIROS_REDIS_CLUSTER=1, or a
+# REDIS_URL of the form redis+cluster://host:port naming any node (the client finds the others).
+# Celery's broker and Django's cache stay on one plain Redis (kombu has no cluster transport):
+# CELERY_BROKER_URL must then be set, and the cache uses it too unless KAIROS_CACHE_URL says otherwise.
+KAIROS_REDIS_CLUSTER = env_bool("KAIROS_REDIS_CLUSTER", default=False) or REDIS_URL.startswith("redis+cluster://")
+REDIS_URL = REDIS_URL.replace("redis+cluster://", "redis://", 1)
+if KAIROS_REDIS_CLUSTER and not env_str("CELERY_BROKER_URL"):
+    raise ConfigError(
+        "KAIROS_REDIS_CLUSTER: set CELERY_BROKER_URL to a plain (non-cluster) Redis, e.g. redis://broker:6379/0; "
+        "Celery cannot use Redis Cluster as its broker"
+    )
+CACHE_REDIS_URL = env_str("KAIROS_CACHE_URL", env_str("CELERY_BROKER_URL") if KAIROS_REDIS_CLUSTER else REDIS_URL)
 
 
 def _database_from_url(url: str) -> dict:
@@ -43,7 +55,7 @@ if KAIROS_PGBOUNCER:
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": "kr-cache",
     }
 }

@@ -139,10 +139,10 @@ def _chunk_read(project_id, chunk, now, rate) -> tuple[list[dict], list[bool]]:
     per_key = settings.KAIROS_DECIDE_PER_KEY_PER_SECOND if key_id is not None else 0
     per_ip = settings.KAIROS_DECIDE_PER_IP_PER_SECOND if key_id is not None else 0
     window = throttle.window_of()
-    ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
+    ip_counter = throttle.ip_counter("d", ip, window, project_id) if per_ip else ""
     if per_ip:
         commands.append(("INCR", ip_counter))
-    results = runtime.unit_reads.execute(*commands)
+    results = runtime.unit_reads.execute(*commands, slot_key=rkeys.snapshot_version(project_id))
     users = [runtime.hash_as_dict(reply) for reply in results[: len(chunk)]]
     if check:
         runtime.snapshots.refresh(redis_client.fast(), project_id, results[len(chunk)], now)

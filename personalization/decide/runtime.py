@@ -192,7 +192,7 @@ class _Buffer:
             commands.append(("HSET", rkeys.KEY_LAST_USED, *chain.from_iterable((k, now) for k in keys_used)))
         commands += rate_commands
         try:
-            replies = self._connection().execute(*commands)
+            replies = self._execute(commands)
             rate_learn(replies[len(commands) - len(rate_commands) :])
         except redis.RedisError:
             with self.lock:  # put it back in front, to be retried when Redis returns
@@ -205,11 +205,13 @@ class _Buffer:
                 self.size += sum(len(e) for e in exposures.values()) + len(sticky)
             raise
 
-    def _connection(self) -> redis_wire.Connection:
-        """The patient worker client's settings (a flush may wait for Redis; requests never do)."""
+    def _execute(self, commands: list[tuple]) -> list:
+        """With the patient worker client's settings (a flush may wait for Redis; requests never do)."""
         client = redis_client.worker()
+        if redis_client.is_cluster(client):
+            return redis_client.commands_run(client, commands)  # sticky fields, stream, counters: many slots
         self.held = _held_connection(self.held, client)
-        return self.held[2]
+        return self.held[2].execute(*commands)
 
 
 class _KeyRates:
@@ -261,23 +263,44 @@ class _KeyRates:
 class _UnitReads:
     """The request's one round trip, on a bare connection (redis_wire) each request thread keeps to
     itself: redis-py's pooled path costs several times the round trip's own CPU, and decide's
-    throughput is CPU-bound. `client` gives the settings (timeouts) of the connection."""
+    throughput is CPU-bound. `client` gives the settings (timeouts) of the connection.
+
+    On Redis Cluster a round trip names `slot_key`, a key of the slot all its commands share (one
+    project's: rkeys), and goes on a bare connection to the node serving that slot; commands of many
+    slots (the write-behind flush, batch writes) go through redis-py's cluster pipeline instead,
+    which sends each node its share."""
 
     def __init__(self, client=redis_client.fast):
         self.local = threading.local()
         self.client = client
 
-    def _connection(self) -> redis_wire.Connection:
-        client = self.client()
-        self.local.held = _held_connection(getattr(self.local, "held", None), client)
-        return self.local.held[2]
+    def _connection(self, client, node=None) -> redis_wire.Connection:
+        if node is None:
+            self.local.held = _held_connection(getattr(self.local, "held", None), client)
+            return self.local.held[2]
+        nodes = self.local.__dict__.setdefault("nodes", {})
+        nodes[node.name] = _held_connection(nodes.get(node.name), node.redis_connection)
+        return nodes[node.name][2]
 
-    def execute(self, *commands: tuple) -> list:
-        conn = self._connection()
+    def execute(self, *commands: tuple, slot_key: str | None = None) -> list:
+        client = self.client()
+        if not redis_client.is_cluster(client):
+            conn = self._connection(client)
+        elif slot_key is None:
+            return redis_client.commands_run(client, commands)
+        else:
+            conn = self._connection(client, client.get_node_from_key(slot_key))
         try:
             return conn.execute(*commands)
         except redis.ConnectionError:
-            return conn.execute(*commands)  # a stale socket (Redis restarted): once more on a fresh one
+            pass  # a stale socket (Redis restarted): once more on a fresh one
+        except redis.ResponseError as exc:
+            if slot_key is None or not str(exc).startswith(("MOVED", "ASK")):
+                raise
+            client.nodes_manager.initialize()  # the cluster moved the slot: learn where it went
+        if slot_key is not None and redis_client.is_cluster(client):
+            conn = self._connection(client, client.get_node_from_key(slot_key))
+        return conn.execute(*commands)
 
 
 def hash_as_dict(reply) -> dict:
@@ -396,7 +419,7 @@ def decide(
         window = throttle.window_of()
         # The per-IP limit costs one INCR in the same round trip, the per-key limit none (_KeyRates);
         # with Redis away nothing is limited.
-        ip_counter = throttle.ip_counter("d", ip, window) if per_ip else ""
+        ip_counter = throttle.ip_counter("d", ip, window, project_id) if per_ip else ""
         try:
             check = snapshots.due(project_id, now)
             suppression = suppression_check(project_id, unit, check)
@@ -408,7 +431,7 @@ def decide(
                 suppressed_at = len(commands) - 1
             if per_ip:
                 commands.append(("INCR", ip_counter))
-            results = unit_reads.execute(*commands)
+            results = unit_reads.execute(*commands, slot_key=unit_key)
             user = hash_as_dict(results[0])
             erased = suppression is not None and results[suppressed_at] == 1
             if check:

@@ -184,7 +184,10 @@ def _live_states_stitch(client, states: list[tuple[str, dict, dict]], *, require
         pipe = client.pipeline(transaction=False)
         for key, _, user, merged in writes:
             written = [x for pair in live_session.live_state_fields(merged).items() for x in pair]
-            pipe.eval(live_session.LIVE_STITCH_LUA, 1, key, int(require_consent), user.get(fields[0], ""), *written)
+            # EVAL as a raw command: redis-py's Redis Cluster pipeline has no eval().
+            pipe.execute_command(
+                "EVAL", live_session.LIVE_STITCH_LUA, 1, key, int(require_consent), user.get(fields[0], ""), *written
+            )
         raced = [write for write, reply in zip(writes, pipe.execute(), strict=True) if reply == -1]
         if not raced:
             return

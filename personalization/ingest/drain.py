@@ -361,7 +361,8 @@ def _entries_ack(client: redis.Redis, ids: list, counts: dict[int, int] | None =
     pipe.xdel(rkeys.EVENTS_STREAM, *ids)
     for project_id, count in (counts or {}).items():
         pipe.hincrby(rkeys.EVENTS_QUEUED, str(project_id), -count)
-    pipe.eval(_QUEUED_RESET_LUA, 2, rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED)
+    # EVAL as a raw command: redis-py's Redis Cluster pipeline has no eval().
+    pipe.execute_command("EVAL", _QUEUED_RESET_LUA, 2, rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED)
     pipe.execute()
 
 

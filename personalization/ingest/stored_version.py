@@ -43,7 +43,8 @@ def stored_version_bump(*, client: redis.Redis, stored: dict[int, list[dict]]) -
     pipe = client.pipeline(transaction=False)
     for project_id, events in stored.items():
         if events:
-            pipe.eval(_BUMP_LUA, 1, rkeys.stored(project_id), *stored_fields(events))
+            # EVAL as a raw command: redis-py's Redis Cluster pipeline has no eval().
+            pipe.execute_command("EVAL", _BUMP_LUA, 1, rkeys.stored(project_id), *stored_fields(events))
     pipe.execute()
 
 

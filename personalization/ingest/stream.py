@@ -39,20 +39,23 @@ _METRIC_TTL_SECONDS = 2 * 3600
 # appended with its counters all at once or not at all; then, for an appended batch, the live state
 # update (live_session.live_fold) in the same call. Its fault is caught (pcall) and answered beside
 # the verdict: the batch is in the stream already, only the live state misses it.
-# KEYS: stream, queued hash, metric[, key counter, IP counter], then the live update's keys.
+# KEYS: stream, queued hash[, key counter, IP counter] (the script's own keys, all in the `{events}`
+#       slot), then, on one Redis, the project's events metric and the live update's keys.
 # ARGV: project, events JSON, received, event count, metric ttl, cap, per-key limit, per-IP limit,
-#       the number of the ingest's own keys (3|5), then the live update's arguments.
+#       the number of the ingest's own keys (2|4), then the live update's arguments.
+# On Redis Cluster the project's keys live in another slot than the stream, so the script gets only
+# its own keys, and the metric and the live update follow in a second round trip (_project_writes).
 # Returns {0, queued[, the live update's replies or its error text]} when appended, {1|2, count}
 # over the key|IP limit, {3, queued} at the cap.
 _INGEST_LUA = (
     live_session.LIVE_FUNCTION_LUA
     + """
 local count, own = tonumber(ARGV[4]), tonumber(ARGV[9])
-if own == 5 then
+if own == 4 then
   local limits = {tonumber(ARGV[7]), tonumber(ARGV[8])}
   for i = 1, 2 do
-    local n = redis.call('INCR', KEYS[3 + i])
-    if n == 1 then redis.call('EXPIRE', KEYS[3 + i], 2) end
+    local n = redis.call('INCR', KEYS[2 + i])
+    if n == 1 then redis.call('EXPIRE', KEYS[2 + i], 2) end
     if limits[i] > 0 and n > limits[i] then return {i, n} end
   end
 end
@@ -61,10 +64,11 @@ local queued = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if cap > 0 and queued >= cap then return {3, queued} end
 redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 'd', ARGV[2], 'r', ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[1], count)
-redis.call('INCRBY', KEYS[3], count)
-redis.call('EXPIRE', KEYS[3], ARGV[5])
 if #KEYS == own then return {0, queued} end
-local ok, units = pcall(live_fold, own, 9)
+redis.call('INCRBY', KEYS[own + 1], count)
+redis.call('EXPIRE', KEYS[own + 1], ARGV[5])
+if #KEYS == own + 1 then return {0, queued} end
+local ok, units = pcall(live_fold, own + 1, 9)
 if not ok then units = tostring(units) end
 return {0, queued, units}
 """
@@ -104,10 +108,15 @@ def events_ingest(
     # the index of active visitors. Without a snapshot in this process yet, it takes a second round trip.
     snapshot = decide_runtime.snapshots.get(project_id) if live else None
     now = time.time()
-    keys = [rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED, rkeys.metric(project_id, "events", int(now // 60))]
+    keys = [rkeys.EVENTS_STREAM, rkeys.EVENTS_QUEUED]
     if key_id is not None and (per_key or per_ip):
         keys += throttle.rate_keys("e", key_id, ip)
     own = len(keys)
+    metric = rkeys.metric(project_id, "events", int(now // 60))
+    client = redis_client.fast()
+    cluster = redis_client.is_cluster(client)
+    if not cluster:
+        keys.append(metric)
     args = [
         project_id,
         orjson.dumps(result.accepted),
@@ -129,11 +138,11 @@ def events_ingest(
             digest=live_digest(project_id),
             settings=_live_settings(snapshot, gpc),
         )
-        if parts is not None:
+        if parts is not None and not cluster:
             keys += parts[0]
             args += parts[1]
     command = ("EVALSHA", _INGEST_SHA, len(keys), *keys, *args)
-    pipe = redis_client.fast().pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False)
     pipe.execute_command(*command)
     # The live state needs the project's settings from the decide snapshot; its version check rides
     # along here (about once a second per project and process), so it costs no round trip of its own.
@@ -145,7 +154,6 @@ def events_ingest(
     replies = pipe.execute(raise_on_error=False)
     if isinstance(replies[0], NoScriptError):
         # Redis did not know the script yet (a restart, a new server): it ran nothing, so send it again.
-        client = redis_client.fast()
         client.script_load(_INGEST_LUA)
         replies[0] = client.execute_command(*command)
     for reply in replies:
@@ -158,7 +166,9 @@ def events_ingest(
         raise throttle.ip_over(per_ip)
     if verdict == 3:
         raise throttle.queue_full(cap)
-    if parts is not None:
+    if cluster:
+        _project_writes(client, metric, len(result.accepted), parts)
+    elif parts is not None:
         _live_settle(replies[0][2])
     if check:
         _snapshot_refresh(project_id, replies[1])
@@ -193,6 +203,27 @@ def _live_settle(units) -> None:
         log.warning("events: live state not updated (%s); the events are stored", _text(units))
     elif -1 in units:
         log.warning("events: live state not updated for %d unit(s) whose key is not a hash", units.count(-1))
+
+
+def _project_writes(client, metric: str, count: int, parts) -> None:
+    """Redis Cluster: the events metric and the live update, in the project's slot, once the ingest
+    script appended the batch (so a refused batch still never counts). One more round trip than on
+    one Redis; a fault here degrades like the live update's: the events are in the stream already."""
+    command = live_session.live_command(parts)
+    pipe = client.pipeline(transaction=False)
+    pipe.incrby(metric, count)
+    pipe.expire(metric, _METRIC_TTL_SECONDS)
+    if command is not None:
+        pipe.execute_command(*command)
+    try:
+        replies = pipe.execute(raise_on_error=False)
+        if command is not None and isinstance(replies[2], NoScriptError):
+            replies[2] = live_session.live_apply(client, command)  # loads the script, sends it again
+    except redis.RedisError as exc:
+        log.warning("events: counters and live state not updated (%s); the events are stored", exc)
+        return
+    if command is not None:
+        _live_settle(replies[2])
 
 
 def _text(reply) -> str:

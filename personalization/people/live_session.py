@@ -594,8 +594,7 @@ def live_parts(
     batch_validate gives them (BatchResult.seconds), else each event's "ts" is parsed.
 
     One call for the whole batch, not one per unit: a call's fixed cost (dispatch, arguments, the
-    reply) is paid once. The trade-off: its keys span Redis Cluster slots, so a cluster would need
-    the batch split per slot (the ingest script spans slots already)."""
+    reply) is paid once. Its keys are all the project's (one Redis Cluster slot: rkeys)."""
     by_unit: dict[str, tuple[list[dict], list[int | None]]] = {}
     for event, ts in zip(events, seconds or repeat(None), strict=False):  # repeat is endless
         unit = event.get("user_id") or event.get("anonymous_id")

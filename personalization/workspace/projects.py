@@ -142,7 +142,7 @@ def project_delete(*, project: Project, confirm: str, by: AbstractBaseUser | Non
     log.warning("project %s (%s) deleted by %s", project.slug, project.pk, by)
     client = redis_client.worker()
     batch = []
-    for key in client.scan_iter(match=f"kr:{project.pk}:*", count=5000):
+    for key in client.scan_iter(match=rkeys.project_keys(project.pk), count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             client.delete(*batch)

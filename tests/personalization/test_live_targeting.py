@@ -113,9 +113,9 @@ def test_decide_reads_the_live_state_in_its_one_round_trip_and_no_sql(client, pr
     sent = []
     execute = decide_runtime.unit_reads.execute
 
-    def counting(*commands):
+    def counting(*commands, **where):
         sent.append(commands)
-        return execute(*commands)
+        return execute(*commands, **where)
 
     decide_runtime.unit_reads.execute = counting
     try:

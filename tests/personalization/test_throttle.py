@@ -80,9 +80,9 @@ def test_decide__limits_cost_one_command_in_the_same_round_trip(client, project,
     trips: list[tuple] = []
     plain = decide_runtime.unit_reads.execute
 
-    def counted(*commands):
+    def counted(*commands, **where):
         trips.append(commands)
-        return plain(*commands)
+        return plain(*commands, **where)
 
     monkeypatch.setattr(decide_runtime.unit_reads, "execute", counted)
     assert decide_post(client, public_key, unit="b").status_code == 200
