@@ -443,6 +443,12 @@ def _item_key(value: str) -> str:
     return item_hash(item) if item else ""
 
 
+@lru_cache(maxsize=8192)  # a shop's page URLs recur: one cached call per page view, not four string scans
+def _checkout(url: str) -> bool:
+    url = url.lower()
+    return "/checkout" in url or "/cart" in url or "/basket" in url
+
+
 def _seconds(ts, now: float) -> int:
     try:
         return int(min(datetime.fromisoformat(ts).timestamp(), now))
@@ -494,10 +500,8 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             props = event.get("properties") or {}
             pv += 1
             url = props.get("url")
-            if url.__class__ is str:
-                url = url.lower()
-                if "/checkout" in url or "/cart" in url or "/basket" in url:
-                    ck += 1
+            if url.__class__ is str and _checkout(url):
+                ck += 1
             dwell = props.get("dwell_ms")
             if dwell is not None and isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
                 ld += 1
@@ -559,23 +563,27 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
     return out
 
 
+# The 15 numbers of a segment record in one formatting call (str() and a join cost a call per number).
+_RECORD_FORMAT = " ".join(["%d"] * 15)
+
+
+def _recent(entries: dict, limit: int) -> Iterable:
+    """The last `limit` keys (or items) of an insertion-ordered dict view, most recent first: most
+    segments hold fewer, and then no list is built."""
+    return reversed(entries) if len(entries) <= limit else reversed(list(entries)[-limit:])
+
+
 def _segment_args(numbers: tuple, types: dict, items: dict, categories: dict) -> list:
-    hashes = list(items)[-MAX_ITEMS:]
-    hashes.reverse()
-    kept = list(categories.items())[-MAX_CATEGORIES:]
-    kept.reverse()
     return [
-        " ".join(map(str, numbers)),
-        " ".join(f"{t}={c}" for t, c in types.items()),
-        "".join(hashes),
-        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in kept),
+        _RECORD_FORMAT % numbers,
+        " ".join(f"{t}={c}" for t, c in types.items()) if types else "",
+        "".join(_recent(items, MAX_ITEMS)),
+        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in _recent(categories.items(), MAX_CATEGORIES)),
     ]
 
 
 def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: str, removed: list) -> list:
-    recent = list(queries)[-MAX_QUERIES:]
-    recent.reverse()
-    return [RS.join(recent), first_query, channel, op, item, RS.join(removed)]
+    return [RS.join(_recent(queries, MAX_QUERIES)), first_query, channel, op, item, RS.join(removed)]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
