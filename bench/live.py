@@ -367,14 +367,17 @@ def events_phase(
             servers[name] = (port, _common.server_start(port, env={"KAIROS_LIVE_STATE": flag}))
         auth = {"BENCH_KEY": key}
         urls = {name: f"http://127.0.0.1:{port}/api/v1/events" for name, (port, _) in servers.items()}
-        for name, url in urls.items():  # warm-up
-            mark = decide_bench.stream_last_id()
-            _common.wrk_run(wrk, url, script, 2, 8, ["w" + name, str(bodies["batch"])], auth)
-            decide_bench.stream_take(project_id, mark)
-            queued_forget([project_id])
+        for name, url in urls.items():  # warm-up, with every kind of body the timed runs send
+            for shape, path in bodies.items():
+                mark = decide_bench.stream_last_id()
+                _common.wrk_run(wrk, url, script, 1, 8, [f"w{shape[0]}{name}", str(path)], auth)
+                decide_bench.stream_take(project_id, mark)
+                queued_forget([project_id])
         for shape, path in bodies.items():
             for r in range(rounds):
-                for name, url in urls.items():
+                # Which server goes first alternates by round: a drift in the machine's other load (or in
+                # Redis, whose live state grows as the run goes) then falls on both alike.
+                for name, url in sorted(urls.items(), reverse=r % 2 == 1):
                     pgid = servers[name][1].pid
                     mark = decide_bench.stream_last_id()
                     cpu, redis_cpu = _common.process_group_cpu_seconds(pgid), _redis_cpu_seconds()

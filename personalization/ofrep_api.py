@@ -46,7 +46,7 @@ def _decide(request: HttpRequest, experiences: list[str] | None) -> dict:
 
 
 @_api_key_header
-@public_key_required(body_error=_body_refused)
+@public_key_required(body_error=_body_refused, example=ofrep.EXAMPLE)
 def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
     try:
         return json_response(ofrep.single(key, _decide(request, [key])))
@@ -57,7 +57,7 @@ def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
 
 
 @_api_key_header
-@public_key_required(body_error=_body_refused)
+@public_key_required(body_error=_body_refused, example=ofrep.EXAMPLE)
 def evaluate_flags(request: HttpRequest) -> HttpResponse:
     try:
         body, etag = ofrep.bulk(_decide(request, None))

@@ -100,15 +100,18 @@ def _discard(stream, length: int) -> None:
         left -= len(chunk)
 
 
-def body_json(request: HttpRequest, limit: int = MAX_BODY_BYTES):
-    """The request body as JSON, whatever the content type (sendBeacon sends text/plain)."""
+def body_json(request: HttpRequest, limit: int = MAX_BODY_BYTES, example: str = '{"events": [...]}'):
+    """The request body as JSON, whatever the content type (sendBeacon sends text/plain). `example`:
+    the shape the endpoint takes, shown in the message refusing a body that is not JSON."""
     raw = body_read(request, limit)
     if not raw:
-        raise BodyError(400, "body", 'is empty; send a JSON object like {"events": [...]}')
+        raise BodyError(400, "body", f"is empty; send a JSON object like {example}")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BodyError(400, "body", f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        raise BodyError(
+            400, "body", f"is not valid UTF-8 JSON ({exc.msg} at position {exc.pos}); send a JSON object like {example}"
+        ) from None
 
 
 def _key_check(raw: str) -> HttpResponse | auth.KeyInfo:
@@ -135,7 +138,9 @@ def _key_refused(raw: str, info: auth.KeyInfo | None) -> HttpResponse | None:
     return None
 
 
-def public_key_required(view=None, *, max_body: int = MAX_BODY_BYTES, body=None, body_error=error):
+def public_key_required(
+    view=None, *, max_body: int = MAX_BODY_BYTES, body=None, body_error=error, example: str = '{"events": [...]}'
+):
     """Answers CORS preflights, reads the body (request.json), and resolves the public key — from the
     Authorization header, or from a "key" field in the body (sendBeacon cannot set headers) — into
     request.key_info. Keys in the URL are refused: URLs end up in logs and browser history.
@@ -144,8 +149,10 @@ def public_key_required(view=None, *, max_body: int = MAX_BODY_BYTES, body=None,
     shapes a refused body (OFREP has its own error body; it gets the view's URL arguments too);
     `max_body` is the body's size limit."""
     if view is None:
-        return lambda view: public_key_required(view, max_body=max_body, body=body, body_error=body_error)
-    read = body or (lambda request: body_json(request, max_body))
+        return lambda view: public_key_required(
+            view, max_body=max_body, body=body, body_error=body_error, example=example
+        )
+    read = body or (lambda request: body_json(request, max_body, example))
 
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method == "OPTIONS":
@@ -227,7 +234,7 @@ def events(request: HttpRequest) -> HttpResponse:
     return json_response(body, status=status)
 
 
-@public_key_required
+@public_key_required(example='{"anonymous_id": "…", "context": {…}}')
 def decide(request: HttpRequest) -> HttpResponse:
     info = request.key_info
     try:
@@ -240,13 +247,18 @@ def decide(request: HttpRequest) -> HttpResponse:
     return json_response(answer)
 
 
-def _batch_start(request: HttpRequest, body) -> HttpResponse | object:
-    """Batch decide's answers chunk by chunk, or the answer refusing the call (nothing decided)."""
+_BATCH_EXAMPLE = '{"units": ["u1", {"anonymous_id": "b2"}]}'
+_EXPORT_EXAMPLE = _BATCH_EXAMPLE + " (or a CSV of ids, one a line, sent as Content-Type: text/csv)"
+
+
+def _batch_start(request: HttpRequest, body, lines: list[int] | None = None) -> HttpResponse | object:
+    """Batch decide's answers chunk by chunk, or the answer refusing the call (nothing decided).
+    `lines`: the CSV line of each unit, so a refused unit is named by its line."""
     info = request.key_info
     try:
         chunks = decide_batch_runtime.decide_batch(info.project_id, body, **caller_of(request))
     except decide_runtime.DecideInputError as exc:
-        return error(400, exc.field, exc.message)
+        return error(400, exc.field if lines is None else batch_csv.field_on_line(exc.field, lines), exc.message)
     except throttle.Throttled as exc:
         return error(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
     decide_runtime.buffer.note_key(info.key_id)
@@ -259,7 +271,7 @@ def _streamed(lines, content_type: str) -> StreamingHttpResponse:
     return response
 
 
-@public_key_required(max_body=decide_batch_runtime.MAX_BODY_BYTES)
+@public_key_required(max_body=decide_batch_runtime.MAX_BODY_BYTES, example=_BATCH_EXAMPLE)
 def decide_batch(request: HttpRequest) -> HttpResponse:
     """NDJSON: one line per unit, in the order given, each a single decide's answer with its unit."""
     chunks = _batch_start(request, request.json)
@@ -272,15 +284,16 @@ def decide_batch(request: HttpRequest) -> HttpResponse:
 def _export_body(request: HttpRequest):
     """A JSON body as batch decide's, or a CSV of ids (text/csv; experiences in `?experiences=a,b`)."""
     if request.content_type != "text/csv":
-        return body_json(request, decide_batch_runtime.MAX_BODY_BYTES)
+        return body_json(request, decide_batch_runtime.MAX_BODY_BYTES, example=_EXPORT_EXAMPLE)
     try:
         text = body_read(request, decide_batch_runtime.MAX_BODY_BYTES).decode()
     except UnicodeDecodeError:
         raise BodyError(400, "body", "is not UTF-8 text; save the CSV of ids as UTF-8") from None
     try:
-        body: dict = {"units": batch_csv.ids_parse(text)}
+        units, request.csv_lines = batch_csv.ids_read(text)
     except batch_csv.IdsError as exc:
         raise BodyError(400, exc.field, exc.message) from None
+    body: dict = {"units": units}
     if experiences := request.GET.get("experiences"):
         body["experiences"] = [key.strip() for key in experiences.split(",") if key.strip()]
     return body
@@ -289,7 +302,7 @@ def _export_body(request: HttpRequest):
 @public_key_required(body=_export_body)
 def decide_export(request: HttpRequest) -> HttpResponse:
     """CSV: one row per unit and experience (batch_csv.EXPORT_HEADER), from a batch decide."""
-    chunks = _batch_start(request, request.json)
+    chunks = _batch_start(request, request.json, getattr(request, "csv_lines", None))
     if isinstance(chunks, HttpResponse):
         return chunks
     parts = chain([[batch_csv.EXPORT_HEADER]], (batch_csv.export_rows(chunk) for chunk in chunks))

@@ -41,6 +41,12 @@ def batch_parse(body) -> tuple[list[tuple[str, str, dict]], list[str] | None]:
         raise DecideInputError("units", f"must be a non-empty list; each entry {_ENTRY_HINT}")
     if len(units) > MAX_UNITS:
         raise DecideInputError("units", f"has {len(units):,} entries; send at most {MAX_UNITS:,} a call")
+    if body.get("explain", False) is not False:
+        # Taken silently, it would leave the caller waiting for explanations that never come.
+        raise DecideInputError(
+            "explain",
+            'batch decide answers without explanations; leave it out, or ask POST /api/v1/decide with "explain": true',
+        )
     # The shared context and the experience list get single decide's checks, once for the batch (the
     # unit id here is a stand-in: request_parse checks a unit too).
     _, _, shared, requested = runtime.request_parse(

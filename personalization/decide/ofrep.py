@@ -31,7 +31,8 @@ REASONS = {
     "not_personalized": "DISABLED",
     "fallback": "UNKNOWN",
 }
-_CONTEXT_HINT = 'send {"context": {"targetingKey": "user-123", "plan": "pro"}}'
+EXAMPLE = '{"context": {"targetingKey": "user-123", "plan": "pro"}}'
+_CONTEXT_HINT = f"send {EXAMPLE}"
 
 
 class OfrepError(Exception):

@@ -107,13 +107,13 @@ LONG_DWELL_MS = 30_000
 HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
-US, RS = "\x1f", "\x1e"
+US, RS, GS = "\x1f", "\x1e", "\x1d"  # GS ends each of the script's per-unit values
 # "start end n pv q qr ca cr pu ck ld ni cart-time clicks scrolls" (the numbers as one text: a script argument
 # costs Python encoding and Redis parsing whatever its size, and one match splits them), custom types,
 # items, categories, queries, first query, channel, cart op, cart item, items removed from the
 # stored cart
 SEGMENT_ARGS = 10
-_SEPARATORS = str.maketrans("", "", US + RS)
+_SEPARATORS = str.maketrans("", "", US + RS + GS)
 
 _LUA_CONSTANTS = (
     f"local CAP, MAXC, MAXI, MAXQ, MAXT, MAXD, HW = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}, {MAX_QUERIES},"
@@ -130,8 +130,8 @@ LIVE_FUNCTION_LUA = (
 -- One function, so the ingest script (ingest/stream.py) can run it in its own call, right after it
 -- appends the batch: KB keys and AB arguments of the caller's come first.
 -- KEYS: the project's suppression set, its index of active units, the units' hashes.
--- ARGV: now, idle, ttl, consent required (1|0), index window, length of the unit key prefix, then
--- per unit: the digest of its id, its segment count, SEG values per segment.
+-- ARGV: now, idle, ttl, consent required (1|0), index window, length of the unit key prefix, and
+-- the units' values in one text (V below).
 local function live_fold(KB, AB)
 -- now and ttl stay texts where they only go back to Redis: a number costs a conversion there.
 local now, idle, ttl = tonumber(ARGV[AB + 1]), tonumber(ARGV[AB + 2]), ARGV[AB + 3]
@@ -140,6 +140,7 @@ local consent_required = ARGV[AB + 4] == '1'
 local window, prefix = tonumber(ARGV[AB + 5]), tonumber(ARGV[AB + 6])
 local suppressed, active = KEYS[KB + 1], KEYS[KB + 2]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
+local V = {}  -- per unit: the digest of its id, its segment count, SEG values per segment
 
 local function cap(x) if x > CAP then return CAP end; return x end
 
@@ -276,7 +277,7 @@ local function fold(key, b, segments)
   local ss, sl, fs = tonumber(x[1]), tonumber(x[2]), tonumber(x[4])
   for s = 0, segments - 1 do
     local a = b + s * SEG
-    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = string.match(ARGV[a], RECORD)
+    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = string.match(V[a], RECORD)
     start, stop = tonumber(start), tonumber(stop)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
@@ -292,7 +293,7 @@ local function fold(key, b, segments)
     sl = stop; x[2] = stop
     x[5] = cap(x[5] + n)
     if pv ~= '0' then x[6] = cap(x[6] + pv) end
-    local first_query = ARGV[a + 5]
+    local first_query = V[a + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
@@ -306,25 +307,25 @@ local function fold(key, b, segments)
     if dwell ~= '0' then x[14] = cap(x[14] + dwell) end
     if cl ~= '0' then x[15] = cap(x[15] + cl) end
     if sc ~= '0' then x[16] = cap(x[16] + sc) end
-    lt = merge_types(ARGV[a + 1], lt)
+    lt = merge_types(V[a + 1], lt)
     local found
-    li, found = merge_items(ARGV[a + 2], li)
+    li, found = merge_items(V[a + 2], li)
     if ni ~= '0' then x[7] = cap(x[7] + ni - found) end
-    lc = merge_categories(ARGV[a + 3], lc)
-    lq = merge_list(ARGV[a + 4], lq, MAXQ)
-    local channel = ARGV[a + 6]
+    lc = merge_categories(V[a + 3], lc)
+    lq = merge_list(V[a + 4], lq, MAXQ)
+    local channel = V[a + 6]
     if lh == '' then lh = channel end
     if lf == '' then lf = channel end
-    local op = ARGV[a + 7]
+    local op = V[a + 7]
     if op == 's' then
       local at = tonumber(cart_at)
       if prior and at < prior then at = prior end
-      la = at .. '\31' .. ARGV[a + 8]
+      la = at .. '\31' .. V[a + 8]
     elseif op == 'x' then
       la = ''
-    elseif la ~= '' and ARGV[a + 9] ~= '' then
+    elseif la ~= '' and V[a + 9] ~= '' then
       local item = string.match(la, '\31(.*)$')
-      if string.find('\30' .. ARGV[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
+      if string.find('\30' .. V[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
   -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
@@ -338,17 +339,20 @@ local function fold(key, b, segments)
 end
 
 local out, written, dropped = {}, {}, {}
+-- The units' values come as one argument, each ended by a GS: each argument costs Python its
+-- encoding and Redis its parsing, and a batch of 100 events has ~150 values (see live_parts).
+for v in string.gmatch(ARGV[AB + 7], '([^\29]*)\29') do V[#V + 1] = v end
 -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
 -- One SMISMEMBER for the batch: a command from the script costs about as much as a small fold.
-local digests, b = {}, AB + 7
+local digests, b = {}, 1
 for k = KB + 3, #KEYS do
-  digests[#digests + 1] = ARGV[b]
-  b = b + 2 + tonumber(ARGV[b + 1]) * SEG
+  digests[#digests + 1] = V[b]
+  b = b + 2 + tonumber(V[b + 1]) * SEG
 end
 local erased = redis.call('SMISMEMBER', suppressed, unpack(digests))
-b = AB + 7
+b = 1
 for k = KB + 3, #KEYS do
-  local n = tonumber(ARGV[b + 1])
+  local n = tonumber(V[b + 1])
   local unit = string.sub(KEYS[k], prefix + 1)
   local result = 0
   if erased[k - KB - 2] == 0 then result = fold(KEYS[k], b + 2, n) end
@@ -439,6 +443,12 @@ def _item_key(value: str) -> str:
     return item_hash(item) if item else ""
 
 
+@lru_cache(maxsize=8192)  # a shop's page URLs recur: one cached call per page view, not four string scans
+def _checkout(url: str) -> bool:
+    url = url.lower()
+    return "/checkout" in url or "/cart" in url or "/basket" in url
+
+
 def _seconds(ts, now: float) -> int:
     try:
         return int(min(datetime.fromisoformat(ts).timestamp(), now))
@@ -490,10 +500,8 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             props = event.get("properties") or {}
             pv += 1
             url = props.get("url")
-            if url.__class__ is str:
-                url = url.lower()
-                if "/checkout" in url or "/cart" in url or "/basket" in url:
-                    ck += 1
+            if url.__class__ is str and _checkout(url):
+                ck += 1
             dwell = props.get("dwell_ms")
             if dwell is not None and isinstance(dwell, int | float) and math.isfinite(dwell) and dwell >= LONG_DWELL_MS:
                 ld += 1
@@ -551,26 +559,31 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
         numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at, cl, sc)
         out += _segment_args(numbers, types, items, categories)
         out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
+    out[0] = str(out[0])  # every value is text: live_parts joins them into one argument
     return out
 
 
+# The 15 numbers of a segment record in one formatting call (str() and a join cost a call per number).
+_RECORD_FORMAT = " ".join(["%d"] * 15)
+
+
+def _recent(entries: dict, limit: int) -> Iterable:
+    """The last `limit` keys (or items) of an insertion-ordered dict view, most recent first: most
+    segments hold fewer, and then no list is built."""
+    return reversed(entries) if len(entries) <= limit else reversed(list(entries)[-limit:])
+
+
 def _segment_args(numbers: tuple, types: dict, items: dict, categories: dict) -> list:
-    hashes = list(items)[-MAX_ITEMS:]
-    hashes.reverse()
-    kept = list(categories.items())[-MAX_CATEGORIES:]
-    kept.reverse()
     return [
-        " ".join(map(str, numbers)),
-        " ".join(f"{t}={c}" for t, c in types.items()),
-        "".join(hashes),
-        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in kept),
+        _RECORD_FORMAT % numbers,
+        " ".join(f"{t}={c}" for t, c in types.items()) if types else "",
+        "".join(_recent(items, MAX_ITEMS)),
+        RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in _recent(categories.items(), MAX_CATEGORIES)),
     ]
 
 
 def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: str, removed: list) -> list:
-    recent = list(queries)[-MAX_QUERIES:]
-    recent.reverse()
-    return [RS.join(recent), first_query, channel, op, item, RS.join(removed)]
+    return [RS.join(_recent(queries, MAX_QUERIES)), first_query, channel, op, item, RS.join(removed)]
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -613,9 +626,12 @@ def live_parts(
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
     args = [int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
+    values: list[str] = []
     for unit, (unit_events, times) in by_unit.items():
-        args.append(digest(unit))
-        args += _unit_args(unit_events, times, now, idle)
+        values.append(digest(unit))
+        values += _unit_args(unit_events, times, now, idle)
+    values.append("")  # so the join ends every value with a GS, as the script's split expects
+    args.append(GS.join(values))
     return keys, args
 
 

@@ -10,6 +10,7 @@ import time
 import orjson
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from personalization import redis_client, rkeys, services
 from personalization.decide import batch, batch_csv
@@ -159,3 +160,24 @@ def test_ids_parse__header_names_the_kind__blank_lines_skipped():
     assert batch_csv.ids_parse("u1\r\nu2\r\n") == [{"user_id": "u1"}, {"user_id": "u2"}]
     with pytest.raises(batch_csv.IdsError):
         batch_csv.ids_parse("user_id\n\n")
+
+
+def test_ids_read__the_line_of_each_id__a_refused_unit_and_an_unreadable_line_named_by_line():
+    units, lines = batch_csv.ids_read("user_id\nu1\n\nu2,extra\n")
+    assert units == [{"user_id": "u1"}, {"user_id": "u2"}] and lines == [2, 4]
+    assert batch_csv.field_on_line("units[1].user_id", lines) == "line 4"
+    assert batch_csv.field_on_line("units", lines) == "ids"
+    assert batch_csv.field_on_line("experiences", lines) == "experiences"
+    with pytest.raises(batch_csv.IdsError) as caught:  # past the csv module's cell limit: csv.Error, was a 500
+        batch_csv.ids_read("u1\n" + "x" * 200_000 + "\nu3\n")
+    assert caught.value.field == "line 2" and "128 characters" in caught.value.message
+
+
+@pytest.mark.django_db
+def test_decide_export_command__a_refused_id__named_by_its_line_nothing_written(project, tmp_path):
+    flag_experiences_start(project=project)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\nok-1\n\nbad\x00id\n")
+    with pytest.raises(CommandError, match="line 4: contains a character"):
+        call_command("decide_export", "--project", project.slug, "--ids", str(ids), "--out", str(tmp_path / "o.csv"))
+    assert stream_exposures(project.pk) == []

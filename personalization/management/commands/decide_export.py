@@ -33,7 +33,7 @@ class Command(BaseCommand):
         if target is None:
             raise CommandError(f"--project {project!r}: no project with that slug or id; see manage.py project_create")
         try:
-            units = batch_csv.ids_parse(ids.read_text())
+            units, lines = batch_csv.ids_read(ids.read_text())
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"--ids {ids}: cannot be read as UTF-8 text ({exc})") from None
         except batch_csv.IdsError as exc:
@@ -48,14 +48,10 @@ class Command(BaseCommand):
                 try:
                     chunks = batch.decide_batch(target.pk, body)
                 except DecideInputError as exc:
-                    raise CommandError(f"--ids {ids}, id {start + _index(exc.field) + 1}: {exc}") from None
+                    field = batch_csv.field_on_line(exc.field, lines[start : start + batch.MAX_UNITS])
+                    raise CommandError(f"--ids {ids}, {field}: {exc.message}") from None
                 for chunk in chunks:
                     for row in batch_csv.export_rows(chunk):
                         writer.writerow(row)
                         rows += 1
         self.stdout.write(self.style.SUCCESS(f"{len(units):,} ids decided, {rows:,} assignments written to {out}"))
-
-
-def _index(field: str) -> int:
-    """The position in the call of `units[17].user_id` (0 for a field of the whole call)."""
-    return int(field[6 : field.index("]")]) if field.startswith("units[") else 0
