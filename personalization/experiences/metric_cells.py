@@ -2,17 +2,18 @@
 metric asked for, from exposures joined to the events around them.
 
 The experiments app defines metrics (experiments.models.Metric.spec gives plain dicts); this module
-turns them into SQL because only this app names its tables. Per exposure, one lateral index scan of
-the person's events (event_profile_ts) from PRE_DAYS before exposure to the end of the longest
-window computes every metric's per-person columns at once; the outer GROUP BY then sums them and
-their pairwise products (experiments.metrics_stats.Moments). A metric's columns are
-[value, pre-exposure value] (mean metrics) or [numerator, denominator, pre numerator, pre
+turns them into SQL because only this app names its tables. The population is hash-joined to the
+events in its time range (PRE_DAYS before exposure to the end of the longest window) and grouped by
+person (_per_person), which computes every metric's per-person columns at once; the outer GROUP BY
+then sums them and their pairwise products (experiments.metrics_stats.Moments). A metric's columns
+are [value, pre-exposure value] (mean metrics) or [numerator, denominator, pre numerator, pre
 denominator] (ratios); the pre-exposure values are the CUPED covariates.
 
 The same scan also carries the exposure's own outcomes (OUTCOMES: converted, revenue and the
 pre_activity covariate the drain keeps), so a lift report reads the exposures once for its
-conversion and revenue figures and every metric. Parts a report does not need are left out of the
-SQL: without event metrics there is no lateral join, without a capped metric no materialized pass,
+conversion and revenue figures and every metric (the per-person pass reads the population a second
+time, narrowly: person, exposure time, goal). Parts a report does not need are left out of the SQL:
+without event metrics there is no join to the events, without a capped metric no materialized pass,
 and the query is the plain parallel GROUP BY of the exposures.
 """
 
