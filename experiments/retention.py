@@ -8,9 +8,8 @@ recently growing arm down. The rule is one pure helper, `retention_eligible`, th
     [e + first days, e + (last + 1) days). A person is eligible at `as_of` when
     e + (last + 1) days <= as_of, i.e. in SQL
         first_exposure <= :as_of - make_interval(days => last + 1)
-    and returned when an event (any, or the chosen type) has
-        ts >= first_exposure + make_interval(days => first)
-        AND ts < first_exposure + make_interval(days => last + 1).
+    and returned when an event (any, or the chosen type) has, with d = ts - first_exposure,
+        d >= interval 'first days' AND d < interval 'last + 1 days' (a day is 24 hours).
 
 Day 0 (the exposure day itself) belongs to no window. Pure Python, no Django import.
 """

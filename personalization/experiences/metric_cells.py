@@ -2,28 +2,32 @@
 metric asked for, from exposures joined to the events around them.
 
 The experiments app defines metrics (experiments.models.Metric.spec gives plain dicts); this module
-turns them into SQL because only this app names its tables. Per exposure, one lateral index scan of
-the person's events (event_profile_ts) from PRE_DAYS before exposure to the end of the longest
-window computes every metric's per-person columns at once; the outer GROUP BY then sums them and
-their pairwise products (experiments.metrics_stats.Moments). A metric's columns are
-[value, pre-exposure value] (mean metrics) or [numerator, denominator, pre numerator, pre
+turns them into SQL because only this app names its tables. The population is hash-joined to the
+events in its time range (PRE_DAYS before exposure to the end of the longest window) and grouped by
+person (_per_person), which computes every metric's per-person columns at once; the outer GROUP BY
+then sums them and their pairwise products (experiments.metrics_stats.Moments). A metric's columns
+are [value, pre-exposure value] (mean metrics) or [numerator, denominator, pre numerator, pre
 denominator] (ratios); the pre-exposure values are the CUPED covariates.
 
 The same scan also carries the exposure's own outcomes (OUTCOMES: converted, revenue and the
 pre_activity covariate the drain keeps), so a lift report reads the exposures once for its
-conversion and revenue figures and every metric. Parts a report does not need are left out of the
-SQL: without event metrics there is no lateral join, without a capped metric no materialized pass,
+conversion and revenue figures and every metric (the per-person pass reads the population a second
+time, narrowly: person, exposure time, goal). Parts a report does not need are left out of the SQL:
+without event metrics there is no join to the events, without a capped metric no materialized pass,
 and the query is the plain parallel GROUP BY of the exposures.
 """
 
-from django.db import connection
+from django.db import connection, transaction
 
 from personalization.experiences.exposures import _EXPOSURE_DAY, cells_source
 
 # The pre-exposure period of every metric's CUPED covariate (the same 14 days as pre_activity).
 PRE_DAYS = 14
-_POST = "e.ts >= x.exposed_at AND e.ts < x.exposed_at + make_interval(days => {days})"
-_PRE = f"e.ts >= x.exposed_at - interval '{PRE_DAYS} days' AND e.ts < x.exposed_at"
+# Conditions over an event row of _per_person: e.d is the time from exposure to the event. Comparing
+# it with constant intervals (a day is 24 hours) costs a fraction of adding an interval to the
+# exposure time for every event and every condition (a calendar computation each time).
+_POST = "e.d >= interval '0' AND e.d < interval '{days} days'"
+_PRE = f"e.d >= interval '-{PRE_DAYS} days' AND e.d < interval '0'"
 
 
 def _types(types: list[str], empty: str, params: dict) -> str:
@@ -35,61 +39,57 @@ def _types(types: list[str], empty: str, params: dict) -> str:
     return f"e.type = ANY(%({name})s)"
 
 
-def _part(part: str, where: str) -> str:
-    if part == "sum":
-        return f"coalesce(sum(e.value::float8) FILTER (WHERE {where}), 0)"
-    if part == "sessions":
-        return f"count(DISTINCT nullif(e.session_id, '')) FILTER (WHERE {where})"
-    return f"count(*) FILTER (WHERE {where})"
-
-
-def _metric_columns(index: int, metric: dict, lateral: list[str], lateral_params: dict) -> tuple[list[str], str]:
-    """(per-person SQL of the metric's columns over x and the lateral row ev, eligibility SQL); adds
-    the lateral aggregates it needs to `lateral`. Window lengths are validated integers."""
+def _metric_columns(
+    index: int, metric: dict, aggregates: list[tuple[str, str]], lateral_params: dict
+) -> tuple[list[str], str]:
+    """(per-person SQL of the metric's columns over x and the per-person row ev, eligibility SQL);
+    adds the (part, condition) aggregates over the person's events it needs to `aggregates`
+    (_per_person renders them). Window lengths are validated integers."""
     kind, window = metric["kind"], int(metric["window_days"])
     post = _POST.format(days=window)
 
-    def agg(sql: str) -> str:
-        lateral.append(f"{sql} AS m{index}_{len(lateral)}")
-        return f"ev.m{index}_{len(lateral) - 1}"
+    def agg(part: str, where: str) -> str:
+        aggregates.append((part, where))
+        # A person without events in reach has no ev row: what the aggregate is over no events.
+        return f"coalesce(ev.a{len(aggregates) - 1}, {_NONE[part]})"
 
     if kind == "ratio":
         columns = []
         for when in (post, _PRE):
             for part in ("numerator", "denominator"):
                 test = _types(metric[f"{part}_event_types"], "true", lateral_params)
-                columns.append(agg(_part(metric[f"{part}_part"], f"{test} AND {when}")))
+                columns.append(agg(metric[f"{part}_part"], f"{test} AND {when}"))
         return columns, "true"
     if kind == "conversion" and not metric["event_types"]:
         # The experience's goal in its attribution window: what the drain keeps on the exposure.
-        pre = agg(f"count(*) FILTER (WHERE e.type = x.goal AND {_PRE})")
+        pre = agg("count", f"e.type = e.goal AND {_PRE}")
         return ["x.converted::int", f"({pre} > 0)::int"], "true"
-    empty = {"revenue": "e.value IS NOT NULL", "conversion": "e.type = x.goal", "time_to_conversion": "e.type = x.goal"}
+    empty = {"revenue": "e.value IS NOT NULL", "conversion": "e.type = e.goal", "time_to_conversion": "e.type = e.goal"}
     test = _types(metric["event_types"], empty.get(kind, "true"), lateral_params)
     if kind == "conversion":
-        post_count = agg(f"count(*) FILTER (WHERE {test} AND {post})")
-        pre_count = agg(f"count(*) FILTER (WHERE {test} AND {_PRE})")
+        post_count = agg("count", f"{test} AND {post}")
+        pre_count = agg("count", f"{test} AND {_PRE}")
         return [f"({post_count} > 0)::int", f"({pre_count} > 0)::int"], "true"
     if kind == "revenue":
-        return [agg(_part("sum", f"{test} AND {post}")), agg(_part("sum", f"{test} AND {_PRE}"))], "true"
+        return [agg("sum", f"{test} AND {post}"), agg("sum", f"{test} AND {_PRE}")], "true"
     if kind == "count":
-        return [agg(_part("count", f"{test} AND {post}")), agg(_part("count", f"{test} AND {_PRE}"))], "true"
+        return [agg("count", f"{test} AND {post}"), agg("count", f"{test} AND {_PRE}")], "true"
     if kind == "retention":
         first, last = int(metric["return_from_day"]), int(metric["return_to_day"])
         returned = agg(
-            f"count(*) FILTER (WHERE {test} AND e.ts >= x.exposed_at + make_interval(days => {first})"
-            f" AND e.ts < x.exposed_at + make_interval(days => {last + 1}))"
+            "count",
+            f"{test} AND e.d >= interval '{first} days' AND e.d < interval '{last + 1} days'",
         )
-        pre = agg(f"count(*) FILTER (WHERE {test} AND {_PRE})")
+        pre = agg("count", f"{test} AND {_PRE}")
         # Only people whose window has closed (experiments.retention): the as-of time is the last parameter.
         eligible = f"x.exposed_at <= %(as_of)s - make_interval(days => {last + 1})"
         return [f"({returned} > 0)::int", f"({pre} > 0)::int"], eligible
     if kind == "time_to_conversion":
         # Hours to the first conversion, capped at the window (a restricted mean: people who did not
         # convert count the whole window), among people whose window has closed.
-        first = agg(f"min(e.ts) FILTER (WHERE {test} AND {post})")
-        pre = agg(f"count(*) FILTER (WHERE {test} AND {_PRE})")
-        hours = f"coalesce(least(date_part('epoch', {first} - x.exposed_at) / 3600, {window * 24}), {window * 24})"
+        first = agg("first", f"{test} AND {post}")
+        pre = agg("count", f"{test} AND {_PRE}")
+        hours = f"coalesce(least(date_part('epoch', {first}) / 3600, {window * 24}), {window * 24})"
         return [hours, f"({pre} > 0)::int"], f"x.exposed_at <= %(as_of)s - make_interval(days => {window})"
     raise ValueError(f"unknown metric kind {kind!r}")
 
@@ -99,6 +99,51 @@ def _metric_columns(index: int, metric: dict, lateral: list[str], lateral_params
 # as float8: summing numeric is several times slower, and cents survive float8 exactly far beyond
 # any realistic revenue total.
 OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
+
+
+# What an aggregate of _per_person is over none of a person's events.
+_NONE = {"count": "0", "sessions": "0", "sum": "0", "first": "NULL"}
+
+
+def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> str:
+    """SQL of one row per person with events in reach (ev: profile_id, a0, a1, ...), each aN the
+    aggregate (count, sum of value, first time, distinct sessions) of the events meeting its condition.
+
+    One hash join of the population to the events in its time range, grouped by person, instead of
+    an index probe of each person's events (13.6 s of 20 s per 1M exposures, bench/lift.py): every
+    population has one exposure per person, so the person is the exposure. Distinct sessions would
+    force a sort of every joined row (a DISTINCT aggregate cannot be hashed), so with a sessions part
+    the events are first grouped per person and session: a session counts when any of its events
+    meets the condition, and counts, sums and first times add up over sessions."""
+    joined = (
+        " FROM (SELECT x.profile_id, x.goal, e.type, e.value, e.session_id, e.ts - x.exposed_at AS d"
+        f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id"
+        # The population's own time range bounds the events too: month partitions and ts indexes prune.
+        f" WHERE e.project_id = %(project)s AND e.ts >= %(events_from)s::timestamptz - interval '{PRE_DAYS} days'"
+        f" AND e.ts < %(events_to)s::timestamptz + interval '{reach} days') e"
+        f" WHERE e.d >= interval '-{PRE_DAYS} days' AND e.d < interval '{reach} days'"
+    )
+    one = {
+        "count": "count(*) FILTER (WHERE {})",
+        "sum": "sum(e.value::float8) FILTER (WHERE {})",
+        "first": "min(e.d) FILTER (WHERE {})",
+    }
+    if not any(part == "sessions" for part, _ in aggregates):
+        columns = ", ".join(f"{one[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
+        return f"SELECT e.profile_id, {columns}{joined} GROUP BY e.profile_id"
+    inner = {**one, "count": "(count(*) FILTER (WHERE {}))::int", "sessions": "bool_or({})"}
+    outer = {
+        "count": "sum(s.a{i})",
+        "sum": "sum(s.a{i})",
+        "first": "min(s.a{i})",
+        "sessions": "count(*) FILTER (WHERE s.a{i} AND s.session_id <> '')",
+    }
+    per_session = ", ".join(f"{inner[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
+    columns = ", ".join(f"{outer[part].format(i=i)} AS a{i}" for i, (part, _) in enumerate(aggregates))
+    return (
+        f"SELECT s.profile_id, {columns} FROM (SELECT e.profile_id, e.session_id, {per_session}{joined}"
+        " GROUP BY e.profile_id, e.session_id) s GROUP BY s.profile_id"
+    )
 
 
 def _reach_days(metric: dict) -> int:
@@ -136,11 +181,11 @@ def exposure_metric_cells_sql(
         breakdown_name=breakdown_name,
         also="goal",
     )
-    lateral: list[str] = []
+    aggregates: list[tuple[str, str]] = []
     lateral_params: dict = {}
     blocks = [(list(OUTCOMES), "true", None)] if outcomes else []
     for index, metric in enumerate(metrics, start=len(blocks)):
-        blocks.append((*_metric_columns(index, metric, lateral, lateral_params), metric.get("winsorize_percentile")))
+        blocks.append((*_metric_columns(index, metric, aggregates, lateral_params), metric.get("winsorize_percentile")))
     person, eligibility, widths = [], [], []
     for index, (columns, eligible, _) in enumerate(blocks):
         widths.append(len(columns))
@@ -161,15 +206,13 @@ def exposure_metric_cells_sql(
         sums += [f"coalesce(sum({names[a]} * {names[b]}) {only}, 0)" for a in range(width) for b in range(a, width)]
     # Named parameters: the as-of time and the event types are used in several places of the text.
     numbered = [*expr_params, *treated_params, *params, *join_params]
-    positional = iter(range(len(numbered)))
     events = ""
-    if lateral:
+    if aggregates:
         reach = max(_reach_days(m) for m in metrics)
-        events = (
-            f" LEFT JOIN LATERAL (SELECT {', '.join(lateral)} FROM personalization_event e"
-            f" WHERE e.profile_id = x.profile_id AND e.ts >= x.exposed_at - interval '{PRE_DAYS} days'"
-            f" AND e.ts < x.exposed_at + make_interval(days => {reach})) ev ON true"
-        )
+        events = f" LEFT JOIN ({_per_person(aggregates, source, reach)}) ev ON ev.profile_id = x.profile_id"
+        numbered += params
+        lateral_params.update(project=project_id, events_from=start, events_to=end)
+    positional = iter(range(len(numbered)))
     rows = (
         f"SELECT {expr} AS seg, {_EXPOSURE_DAY} AS day, {treated} AS treated,"
         f" {', '.join(person)}, {', '.join(eligibility)} FROM {source} {join}{events}"
@@ -192,12 +235,27 @@ def exposure_metric_cells_sql(
     return named, values, widths
 
 
+# Planner settings for a report joined to the events, for that one query. Nested loops off: on tables
+# whose statistics are stale or empty (a fresh project, the tests) the planner takes the population
+# for one row and recomputes the per-person aggregate for every exposure, quadratic (1,500 people ran
+# for minutes); hash joins cost little more when the tables are small. More memory per hash: the
+# per-person aggregates of 1M exposures take ~250 MB, which at the default 4 MB spill to disk and
+# sort instead (bench/lift.py); beyond that PostgreSQL spills in batches rather than failing.
+_JOINED_SETTINGS = {"enable_nestloop": "off", "work_mem": "256MB"}
+
+
 def exposure_metric_cells(**kwargs) -> tuple[list[tuple], list[int]]:
     """(rows, columns per metric) of exposure_metric_cells_sql, from ONE scan of the exposures."""
     sql, params, widths = exposure_metric_cells_sql(**kwargs)
-    with connection.cursor() as cursor:
+    settings = _JOINED_SETTINGS if " JOIN personalization_event " in sql else {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        for name, value in settings.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
         cursor.execute(sql, params)
-        return cursor.fetchall(), widths
+        rows = cursor.fetchall()
+        for name in settings:  # back to what they were: the caller's transaction may go on
+            cursor.execute(f"SET LOCAL {name} TO DEFAULT")
+        return rows, widths
 
 
 def exposure_conversion_times(*, metric: dict, as_of, **population) -> list[tuple[bool, int, int, int]]:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.db.models import Case, F, When
 
 from experiments import metric_report, selectors, services
@@ -210,6 +211,44 @@ def test_lift_report_cells__with_every_metric__conversion_cells_equal_the_plain_
     assert [c[:3] for c in metric_cells] == [c[:3] for c in cells] and all(
         len(c[3]) == len(specs) for c in metric_cells
     )
+
+
+@pytest.mark.django_db
+def test_lift_metric_cells__without_a_sessions_part__same_moments_and_planner_settings_restored(project):
+    # Without a distinct-sessions part the events are grouped once per person, with one per person
+    # and session; both must give the same moments (the per-person test above checks the latter).
+    # The planner settings of that one query must not outlive it: the caller's transaction goes on.
+    _world(project, n=120, seed=3)
+    metric_defaults_ensure(project=project)
+    metric_create(project=project, key="ttc", data={"name": "Time to buy", "kind": "time_to_conversion"})
+    plain = [m.spec() for m in Metric.objects.filter(project=project).order_by("pk")]
+    ratio = metric_create(
+        project=project,
+        key="per-session",
+        data={"name": "Revenue per session", "kind": "ratio", "numerator_event_types": ["purchase"]},
+    ).spec()
+    population = selectors.lift_population(
+        project_id=project.pk, experience_key="hero", comparison="holdout", start=NOW - 90 * DAY, end=NOW + DAY
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        work_mem = cursor.fetchone()[0]
+    found = {}
+    for specs in (plain, [*plain, ratio]):
+        cells = selectors.lift_metric_cells(
+            population=population, breakdown=Breakdown.parse("attribute:plan"), specs=specs, as_of=NOW
+        )
+        found[len(specs)] = {c[:3]: c[3][: len(plain)] for c in cells}
+    assert found[len(plain)].keys() == found[len(plain) + 1].keys()
+    for key, moments in found[len(plain)].items():
+        for one, two in zip(moments, found[len(plain) + 1][key], strict=True):
+            assert one.n == two.n
+            np.testing.assert_allclose(one.sums, two.sums, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(one.products, two.products, rtol=1e-12, atol=1e-9)
+    assert sum(m.sums[0] for moments in found[len(plain)].values() for m in moments) > 0  # not all zeros
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_nestloop'), current_setting('work_mem')")
+        assert cursor.fetchone() == ("on", work_mem)
 
 
 @pytest.mark.django_db
