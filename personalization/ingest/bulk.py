@@ -6,7 +6,8 @@ worked out as conversions arrive. That is right for a file from outside and take
 million events. This loader is for a history that is already what the drain would have stored: one
 generated (the demo shop), moved from another Kairos, or rebuilt from a warehouse by a script that
 computed the outcomes itself. It writes half a million events in seconds, because it checks nothing
-PostgreSQL does not: the caller answers for event ids unique in the project, identities not already
+PostgreSQL does not (the claims tables hold the unique keys the partitioned tables cannot): the
+caller answers for event ids unique in the project, identities not already
 taken, and exposures whose outcomes (converted, conversions, revenue, pre_activity) follow the
 drain's rules. A row PostgreSQL refuses (a duplicate, a NUL in a text) rolls the whole load back:
 nothing is half written.
@@ -31,7 +32,9 @@ from personalization.people.profiles import references_lock, row_checks_skip
 
 _TABLES = (
     "personalization_event",
+    "personalization_eventclaim",
     "personalization_exposure",
+    "personalization_exposureclaim",
     "personalization_profile",
     "personalization_profileidentity",
 )
@@ -150,6 +153,10 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
     last: list[datetime | None] = [None] * count
     written = 0
     dumps = orjson.dumps
+    # The events' claims on their ids (EventClaim: the unique key of the partitioned events table),
+    # COPYed once the events are: one COPY at a time per connection. A duplicate id fails the load.
+    claims: list[tuple[str, datetime]] = []
+    claim = claims.append
     with cursor.cursor.copy(
         "COPY personalization_event"
         " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
@@ -166,6 +173,7 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
             seen = last[position]
             if seen is None or ts > seen:
                 last[position] = ts
+            claim((event_id, ts))
             write(
                 (
                     project_id,
@@ -179,6 +187,10 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
                     received_at or ts,
                 )
             )
+    with cursor.cursor.copy("COPY personalization_eventclaim (project_id, event_id, ts) FROM STDIN") as copy:
+        write = copy.write_row
+        for event_id, ts in claims:
+            write((project_id, event_id, ts))
     return first, last, written
 
 
@@ -223,7 +235,9 @@ def _profiles_copy(cursor, project_id: int, ids: list[int], profiles, first: lis
 
 
 def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable[HistoryExposure]) -> int:
+    """COPY the exposures, then their claims (ExposureClaim: one per person and experience)."""
     written = 0
+    claims: list[tuple[int, str]] = []
     with cursor.cursor.copy(
         "COPY personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
         " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity, live)"
@@ -252,4 +266,10 @@ def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable
                     None if row.live is None else orjson.dumps(row.live).decode(),
                 )
             )
+            claims.append((ids[row.profile], row.experience_key))
+    with cursor.cursor.copy(
+        "COPY personalization_exposureclaim (project_id, profile_id, experience_key) FROM STDIN"
+    ) as copy:
+        for profile_id, key in claims:
+            copy.write_row((project_id, profile_id, key))
     return written
