@@ -29,7 +29,12 @@ from personalization.experiences.services import (
 from personalization.ingest.bulk import HistoryEvent, HistoryExposure, HistoryLoaded, HistoryProfile, history_bulk_load
 from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.ingest.drain import events_drain, events_drain_backlog
-from personalization.ingest.partitions import RetentionDone, events_retention_apply, partitions_ensure
+from personalization.ingest.partitions import (
+    RetentionDone,
+    event_claims_expire,
+    events_retention_apply,
+    partitions_ensure,
+)
 from personalization.ingest.stream import events_ingest, stream_ensure_group
 from personalization.people.subjects import (
     events_delete_before,
@@ -69,6 +74,7 @@ __all__ = [
     "bandit_update",
     "dead_letters_delete",
     "dead_letters_retry",
+    "event_claims_expire",
     "events_delete_before",
     "events_drain",
     "events_drain_backlog",

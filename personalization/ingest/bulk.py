@@ -6,8 +6,8 @@ worked out as conversions arrive. That is right for a file from outside and take
 million events. This loader is for a history that is already what the drain would have stored: one
 generated (the demo shop), moved from another Kairos, or rebuilt from a warehouse by a script that
 computed the outcomes itself. It writes half a million events in seconds, because it checks nothing
-PostgreSQL does not (the claims tables hold the unique keys the partitioned tables cannot): the
-caller answers for event ids unique in the project, identities not already
+PostgreSQL does not (the claims tables hold the unique keys the partitioned tables cannot; the
+events' trigger writes theirs): the caller answers for event ids unique in the project, identities not already
 taken, and exposures whose outcomes (converted, conversions, revenue, pre_activity) follow the
 drain's rules. A row PostgreSQL refuses (a duplicate, a NUL in a text) rolls the whole load back:
 nothing is half written.
@@ -153,10 +153,6 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
     last: list[datetime | None] = [None] * count
     written = 0
     dumps = orjson.dumps
-    # The events' claims on their ids (EventClaim: the unique key of the partitioned events table),
-    # COPYed once the events are: one COPY at a time per connection. A duplicate id fails the load.
-    claims: list[tuple[str, datetime]] = []
-    claim = claims.append
     with cursor.cursor.copy(
         "COPY personalization_event"
         " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at) FROM STDIN"
@@ -173,7 +169,6 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
             seen = last[position]
             if seen is None or ts > seen:
                 last[position] = ts
-            claim((event_id, ts))
             write(
                 (
                     project_id,
@@ -187,10 +182,6 @@ def _events_copy(cursor, project_id: int, ids: list[int], events: Iterable[Histo
                     received_at or ts,
                 )
             )
-    with cursor.cursor.copy("COPY personalization_eventclaim (project_id, event_id, ts) FROM STDIN") as copy:
-        write = copy.write_row
-        for event_id, ts in claims:
-            write((project_id, event_id, ts))
     return first, last, written
 
 

@@ -1,10 +1,10 @@
 """The drain: the events stream → PostgreSQL.
 
 The stream holds one entry per accepted batch (personalization.ingest.stream). The drain reads
-entries through a consumer group, writes their events in one transaction (each event's claim on
-its (project, event_id) COPYed into the claims table, then the events COPYed into the partitioned
-events table; when a claim is already there, INSERT … ON CONFLICT DO NOTHING on the claims picks
-the events still to store), and only then acknowledges and deletes the entries. A drain killed
+entries through a consumer group, writes their events in one transaction (COPY straight into the
+partitioned events table, whose trigger claims each (project, event_id) in the claims table; when
+an event is already claimed, the batch is copied again without it), and only then acknowledges and
+deletes the entries. A drain killed
 between reading and acknowledging leaves its entries pending; the next drain claims them once they
 have been idle for KAIROS_DRAIN_CLAIM_IDLE_MS and writes them again, which the claims' unique key
 makes harmless. So every accepted event is stored exactly once, whatever its timestamp.
@@ -392,27 +392,21 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
 
 _EVENT_COLUMNS = "(project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
 _EVENTS_COPY = f"COPY personalization_event {_EVENT_COLUMNS} FROM STDIN"
-_CLAIMS_COPY = "COPY personalization_eventclaim (project_id, event_id, ts) FROM STDIN"
 _CLAIMS_UNIQUE = "personalization_eventclaim_pkey"
-_CLAIMS_INSERT_SQL = """
-INSERT INTO personalization_eventclaim (project_id, event_id, ts)
-SELECT %s, event_id, ts FROM unnest(%s::text[], %s::timestamptz[]) AS c(event_id, ts)
-ON CONFLICT (project_id, event_id) DO NOTHING
-RETURNING event_id
-"""
 
 
 def _events_insert(cursor, project_id: int, events: list[dict], profile_of: dict[str, int]) -> list[tuple]:
     """Store a batch's events once per (project, event_id); returns the rows this call stored.
 
-    The events table is partitioned by month, so it cannot hold the unique (project, event_id): the
-    claims table (EventClaim) does. Each event's claim is COPYed straight in, in a savepoint, then
-    the events straight into their table: PostgreSQL inserts each chunk while the next one is
-    formatted, and no staging table is written and read again. A client's retry inside the batch is
-    dropped here, the first copy kept, as ON CONFLICT would. When an event is already claimed (a
-    batch drained again after a crash, a retry that arrived in another batch, maybe a month later
-    with the server's time on it), the claims' COPY fails on their key, the savepoint rolls it back,
-    and the claims go in by INSERT … ON CONFLICT DO NOTHING, which names the events still to store.
+    Straight COPY into the (partitioned) table, in a savepoint: PostgreSQL inserts each chunk while
+    the next one is formatted, and no staging table is written and read again. The table cannot
+    hold the unique (project, event_id); the claims table (EventClaim) does, and the statement's
+    trigger writes the batch's claims from the rows copied (migration 0013). A client's retry inside
+    the batch is dropped here, the first copy kept. When an event is already claimed (a batch
+    drained again after a crash, a retry that arrived in another batch, maybe a month later with the
+    server's time on it), the claims' key fails the COPY, the savepoint rolls it back, and the
+    batch is copied again without the events already claimed. A drain claiming the same id at the
+    same moment fails this transaction on the key, and _events_write retries it.
     """
     rows, seen = [], set()
     dumps = orjson.dumps
@@ -434,24 +428,32 @@ def _events_insert(cursor, project_id: int, events: list[dict], profile_of: dict
                 event["received_at"],
             )
         )
-    # Errors as Django's, like every other statement of the write: a deadlock with another drain
-    # (OperationalError 40P01) is then retried by _events_write, a bad value narrowed down.
     try:
-        with transaction.atomic(), connection.wrap_database_errors, cursor.cursor.copy(_CLAIMS_COPY) as copy:
-            write = copy.write_row
-            for row in rows:
-                write((project_id, row[2], row[4]))
+        # Errors as Django's, like every other statement of the write: a deadlock with another drain
+        # (OperationalError 40P01) is then retried by _events_write, a bad value narrowed down.
+        with transaction.atomic():
+            _events_copy(cursor, rows)
+        return rows
     except IntegrityError as error:
         if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _CLAIMS_UNIQUE:
             raise
-        cursor.execute(_CLAIMS_INSERT_SQL, [project_id, [row[2] for row in rows], [row[4] for row in rows]])
-        claimed = {event_id for (event_id,) in cursor.fetchall()}
-        rows = [row for row in rows if row[2] in claimed]
+    cursor.execute(
+        "SELECT event_id FROM personalization_eventclaim WHERE project_id = %s AND event_id = ANY(%s::text[])",
+        [project_id, [row[2] for row in rows]],
+    )
+    claimed = {event_id for (event_id,) in cursor.fetchall()}
+    rows = [row for row in rows if row[2] not in claimed]
+    _events_copy(cursor, rows)
+    return rows
+
+
+def _events_copy(cursor, rows: list[tuple]) -> None:
+    if not rows:
+        return
     with connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
         write = copy.write_row
         for row in rows:
             write(row)
-    return rows
 
 
 def _outcomes_add(cursor, inserted: list[tuple]) -> None:

@@ -16,7 +16,9 @@ never fails on what the DEFAULT holds.
 Retention (`events_retention_apply`) drops a whole month when every project that has rows in it
 keeps events for less than the month's age: a catalog change, milliseconds whatever the month holds.
 What remains past a project's cut-off (the newest expired month, projects that keep longer sharing a
-month with ones that keep less) is deleted row by row, as before. A month is dropped under a short
+month with ones that keep less) is deleted row by row, as before, and so are the claims of the
+events deleted (`event_claims_expire`: the claims table holds the unique key across months, so it
+cannot be partitioned by month). A month is dropped under a short
 lock_timeout: when a long read holds the table, the month waits for the next run rather than making
 every drain wait behind the drop.
 """
@@ -55,7 +57,6 @@ class RetentionDone:
 
     dropped: list[str] = field(default_factory=list)
     deleted: dict[int, int] = field(default_factory=dict)
-    claims_deleted: int = 0
 
 
 def month_floor(moment: datetime) -> datetime:
@@ -137,7 +138,7 @@ def partitions_ensure(*, now: datetime | None = None, ahead: int = MONTHS_AHEAD)
 def events_retention_apply(*, cutoffs: dict[int, datetime], lock_timeout_ms: int = 5_000) -> RetentionDone:
     """Delete every project's events older than its cut-off (`cutoffs`: project -> cut-off; a project
     not in it keeps its events): whole months dropped where no project still keeps rows of them, the
-    rest row by row, then the claims of what went."""
+    rest row by row. The claims of what went are event_claims_expire's."""
     done = RetentionDone()
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM personalization_project")
@@ -151,8 +152,24 @@ def events_retention_apply(*, cutoffs: dict[int, datetime], lock_timeout_ms: int
     for project_id, cutoff in sorted(cutoffs.items()):
         rows = events_delete_before(project_id=project_id, before=cutoff)
         done.deleted[project_id] = done.deleted.get(project_id, 0) + rows
-        done.claims_deleted += _claims_delete_before(project_id, cutoff)
     return done
+
+
+def event_claims_expire(*, cutoffs: dict[int, datetime]) -> int:
+    """The claims of events retention deleted (older than their project's cut-off), in committed
+    chunks; returns how many. Row by row, unlike the months: the claims table is not partitioned
+    (it holds the unique key across months), so this is the part of retention that takes time
+    (bench/partitions.py). The events are gone, so an id sent again is a new event (and past
+    retention itself, gone again at the next run)."""
+    deleted = 0
+    for project_id, cutoff in sorted(cutoffs.items()):
+        deleted += rows_delete_chunked(
+            sql=f"DELETE FROM {EVENT_CLAIMS} WHERE (project_id, event_id) IN"
+            f" (SELECT project_id, event_id FROM {EVENT_CLAIMS} WHERE project_id = %s AND ts < %s LIMIT %s)",
+            params=[project_id, cutoff, _CLAIMS_CHUNK],
+            chunk=_CLAIMS_CHUNK,
+        )
+    return deleted
 
 
 def _month_drop(month: Month, keepers: list[int], done: RetentionDone, lock_timeout_ms: int) -> bool | None:
@@ -177,14 +194,3 @@ def _month_drop(month: Month, keepers: list[int], done: RetentionDone, lock_time
         done.deleted[project_id] = done.deleted.get(project_id, 0) + rows
     done.dropped.append(month.name)
     return True
-
-
-def _claims_delete_before(project_id: int, before: datetime) -> int:
-    """The claims of a project's events older than `before`: the events are gone, so an id sent
-    again is a new event (and past retention itself, gone again at the next run)."""
-    return rows_delete_chunked(
-        sql=f"DELETE FROM {EVENT_CLAIMS} WHERE (project_id, event_id) IN"
-        f" (SELECT project_id, event_id FROM {EVENT_CLAIMS} WHERE project_id = %s AND ts < %s LIMIT %s)",
-        params=[project_id, before, _CLAIMS_CHUNK],
-        chunk=_CLAIMS_CHUNK,
-    )

@@ -4,7 +4,8 @@ Each table is rebuilt: a partitioned copy is made LIKE the old one, with a parti
 that holds rows (ten years back at most; older or far-future rows go to the DEFAULT partition) and
 for the coming months, the rows are copied, the old table dropped and the new one takes its name,
 sequence, primary key (now with the partition key), indexes and foreign keys. The unique keys a
-partitioned table cannot have move to the claims tables, filled from the rows. Reversible: going
+partitioned table cannot have move to the claims tables, filled from the rows (and, for events, by a
+trigger from then on). Reversible: going
 back rebuilds plain tables with their unique keys.
 
 The copy takes as long as writing both tables once more; on a large installation run it in a
@@ -53,6 +54,26 @@ _TABLES = {
         ),
     },
 }
+
+
+# Every insert into the events also claims its (project, event_id), in the same statement: COPY fills a
+# transition table and one set-based INSERT writes the claims from it, so a writer cannot forget them
+# and the drain pays no second round of rows from Python. ENABLE ALWAYS: the drain and the bulk load
+# skip ordinary triggers (session_replication_role = replica) to skip the per-row foreign key checks.
+_CLAIM_FUNCTION = """
+CREATE FUNCTION personalization_event_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO personalization_eventclaim (project_id, event_id, ts)
+    SELECT project_id, event_id, ts FROM claimed_events;
+    RETURN NULL;
+END
+$$
+"""
+_CLAIM_TRIGGER = (
+    "CREATE TRIGGER event_claim AFTER INSERT ON personalization_event REFERENCING NEW TABLE AS claimed_events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION personalization_event_claim()",
+    "ALTER TABLE personalization_event ENABLE ALWAYS TRIGGER event_claim",
+)
 
 
 def _months(cursor, table: str, key: str) -> list[str]:
@@ -110,10 +131,16 @@ def _rebuild(schema_editor, *, partitioned: bool) -> None:
 
 def _partition(apps, schema_editor) -> None:
     _rebuild(schema_editor, partitioned=True)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(_CLAIM_FUNCTION)
+        for statement in _CLAIM_TRIGGER:
+            cursor.execute(statement)
 
 
 def _unpartition(apps, schema_editor) -> None:
-    _rebuild(schema_editor, partitioned=False)
+    _rebuild(schema_editor, partitioned=False)  # the trigger goes with the partitioned table
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("DROP FUNCTION IF EXISTS personalization_event_claim()")
 
 
 class Migration(migrations.Migration):

@@ -58,7 +58,9 @@ def retention_apply(*, now=None) -> dict[int, int]:
         current.project_id: now - timedelta(days=current.event_retention_days)
         for current in PrivacySettings.objects.filter(event_retention_days__gt=0)
     }
-    return subject_data.events_retention_apply(cutoffs=cutoffs).deleted
+    deleted = subject_data.events_retention_apply(cutoffs=cutoffs).deleted
+    subject_data.event_claims_expire(cutoffs=cutoffs)
+    return deleted
 
 
 def exports_expire(*, now=None) -> int:

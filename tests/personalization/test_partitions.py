@@ -170,7 +170,30 @@ def test_retention__months_every_project_is_done_with_dropped__the_rest_deleted_
     assert done.deleted == {project.pk: 4}
     assert partition_name(EVENTS, old) not in {month.name for month in partitions_list(table=EVENTS)}
     assert set(Event.objects.values_list("event_id", flat=True)) == {"now", "kept"}
+    assert services.event_claims_expire(cutoffs={project.pk: cutoff}) == 4
     assert set(EventClaim.objects.values_list("event_id", flat=True)) == {"now", "kept"}
     # A second run finds nothing left to do.
     again = services.events_retention_apply(cutoffs={project.pk: cutoff})
-    assert (again.dropped, again.deleted, again.claims_deleted) == ([], {project.pk: 0}, 0)
+    assert (again.dropped, again.deleted, services.event_claims_expire(cutoffs={project.pk: cutoff})) == (
+        [],
+        {project.pk: 0},
+        0,
+    )
+
+
+@pytest.mark.django_db
+def test_bulk_load_then_the_drain__same_event_id_a_month_later__stored_once(project):
+    loaded = services.history_bulk_load(
+        project_id=project.pk,
+        profiles=[services.HistoryProfile("v1")],
+        events=[services.HistoryEvent(0, "h1", "page_view", NOW - timedelta(days=40), properties={"url": "/old"})],
+    )
+    assert loaded.events == 1
+    # The loader wrote no claim itself: the events table's trigger did, for every way in.
+    assert list(EventClaim.objects.filter(project=project).values_list("event_id", flat=True)) == ["h1"]
+
+    history_send(project.pk, [page_view("h1", "v1", NOW - timedelta(hours=1), "/new"), page_view("h2", "v1", NOW)])
+    assert drain_all() == 2
+
+    stored = dict(Event.objects.filter(project=project).values_list("event_id", "properties__url"))
+    assert stored == {"h1": "/old", "h2": "/"}
