@@ -29,6 +29,12 @@ from personalization.experiences.services import (
 from personalization.ingest.bulk import HistoryEvent, HistoryExposure, HistoryLoaded, HistoryProfile, history_bulk_load
 from personalization.ingest.dead_letters import dead_letters_delete, dead_letters_retry
 from personalization.ingest.drain import events_drain, events_drain_backlog
+from personalization.ingest.partitions import (
+    RetentionDone,
+    event_claims_expire,
+    events_retention_apply,
+    partitions_ensure,
+)
 from personalization.ingest.stream import events_ingest, stream_ensure_group
 from personalization.people.subjects import (
     events_delete_before,
@@ -57,6 +63,7 @@ __all__ = [
     "HistoryLoaded",
     "HistoryProfile",
     "ProjectError",
+    "RetentionDone",
     "api_key_create",
     "api_key_last_used_flush",
     "api_key_revoke",
@@ -67,10 +74,12 @@ __all__ = [
     "bandit_update",
     "dead_letters_delete",
     "dead_letters_retry",
+    "event_claims_expire",
     "events_delete_before",
     "events_drain",
     "events_drain_backlog",
     "events_ingest",
+    "events_retention_apply",
     "experience_compile_problem",
     "experience_complete",
     "experience_create",
@@ -84,6 +93,7 @@ __all__ = [
     "experience_update",
     "history_bulk_load",
     "membership_set",
+    "partitions_ensure",
     "profiles_personalization_set",
     "profiles_publish",
     "project_create",

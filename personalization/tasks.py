@@ -28,6 +28,12 @@ def api_key_last_used_flush_task() -> int:
     return services.api_key_last_used_flush()
 
 
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, acks_late=True)
+def partitions_ensure_task() -> list[str]:
+    """Daily: the coming months' partitions of events and exposures (idempotent: a second run creates none)."""
+    return services.partitions_ensure()
+
+
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def api_keys_publish_task() -> int:
     return services.api_keys_publish()

@@ -111,6 +111,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 30},
     },
+    # Events and exposures are partitioned by month: the coming months exist before their rows arrive.
+    "partitions-ensure-daily": {
+        "task": "personalization.tasks.partitions_ensure_task",
+        "schedule": crontab(hour=2, minute=30),
+        "options": {"expires": 3600},
+    },
     "privacy-housekeeping": {
         "task": "privacy.tasks.privacy_housekeeping_task",
         "schedule": float(env_int("KAIROS_PRIVACY_HOUSEKEEPING_SECONDS", 3600)),

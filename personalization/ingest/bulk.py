@@ -6,7 +6,8 @@ worked out as conversions arrive. That is right for a file from outside and take
 million events. This loader is for a history that is already what the drain would have stored: one
 generated (the demo shop), moved from another Kairos, or rebuilt from a warehouse by a script that
 computed the outcomes itself. It writes half a million events in seconds, because it checks nothing
-PostgreSQL does not: the caller answers for event ids unique in the project, identities not already
+PostgreSQL does not (the claims tables hold the unique keys the partitioned tables cannot; the
+events' trigger writes theirs): the caller answers for event ids unique in the project, identities not already
 taken, and exposures whose outcomes (converted, conversions, revenue, pre_activity) follow the
 drain's rules. A row PostgreSQL refuses (a duplicate, a NUL in a text) rolls the whole load back:
 nothing is half written.
@@ -31,7 +32,9 @@ from personalization.people.profiles import references_lock, row_checks_skip
 
 _TABLES = (
     "personalization_event",
+    "personalization_eventclaim",
     "personalization_exposure",
+    "personalization_exposureclaim",
     "personalization_profile",
     "personalization_profileidentity",
 )
@@ -223,7 +226,9 @@ def _profiles_copy(cursor, project_id: int, ids: list[int], profiles, first: lis
 
 
 def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable[HistoryExposure]) -> int:
+    """COPY the exposures, then their claims (ExposureClaim: one per person and experience)."""
     written = 0
+    claims: list[tuple[int, str]] = []
     with cursor.cursor.copy(
         "COPY personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
         " segment, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity, live)"
@@ -252,4 +257,10 @@ def _exposures_copy(cursor, project_id: int, ids: list[int], exposures: Iterable
                     None if row.live is None else orjson.dumps(row.live).decode(),
                 )
             )
+            claims.append((ids[row.profile], row.experience_key))
+    with cursor.cursor.copy(
+        "COPY personalization_exposureclaim (project_id, profile_id, experience_key) FROM STDIN"
+    ) as copy:
+        for profile_id, key in claims:
+            copy.write_row((project_id, profile_id, key))
     return written

@@ -2,11 +2,12 @@
 
 The stream holds one entry per accepted batch (personalization.ingest.stream). The drain reads
 entries through a consumer group, writes their events in one transaction (COPY straight into the
-events table; when an event is already there, INSERT … ON CONFLICT DO NOTHING on (project, event_id)
-instead), and only then acknowledges and deletes the entries. A drain killed between reading and
-acknowledging leaves its entries pending; the next drain claims them once they have been idle for
-KAIROS_DRAIN_CLAIM_IDLE_MS and writes them again, which the unique key makes harmless. So every
-accepted event is stored exactly once.
+partitioned events table, whose trigger claims each (project, event_id) in the claims table; when
+an event is already claimed, the batch is copied again without it), and only then acknowledges and
+deletes the entries. A drain killed
+between reading and acknowledging leaves its entries pending; the next drain claims them once they
+have been idle for KAIROS_DRAIN_CLAIM_IDLE_MS and writes them again, which the claims' unique key
+makes harmless. So every accepted event is stored exactly once, whatever its timestamp.
 
 The profiles and identities those events need are resolved in bulk (personalization.people.profiles)
 and committed just before, in a transaction of their own under a per-project lock, so several
@@ -392,19 +393,21 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
 
 _EVENT_COLUMNS = "(project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
 _EVENTS_COPY = f"COPY personalization_event {_EVENT_COLUMNS} FROM STDIN"
-_EVENTS_UNIQUE = "event_unique_client_id"
+_CLAIMS_UNIQUE = "personalization_eventclaim_pkey"
 
 
 def _events_insert(cursor, project_id: int, events: list[dict], profile_of: dict[str, int]) -> list[tuple]:
     """Store a batch's events once per (project, event_id); returns the rows this call stored.
 
-    Straight COPY into the table, in a savepoint: PostgreSQL inserts each chunk while the next one
-    is formatted, and no staging table is written and read again (together about a third less time
-    per event than COPY into a temporary table and INSERT … ON CONFLICT from it). A client's retry
-    inside the batch is dropped here, the first copy kept, as ON CONFLICT would. When an event is
-    already stored (a batch drained again after a crash, a retry that arrived in another batch),
-    the COPY fails on the unique key, the savepoint rolls it back, and the batch goes the slow way,
-    which skips what is stored.
+    Straight COPY into the (partitioned) table, in a savepoint: PostgreSQL inserts each chunk while
+    the next one is formatted, and no staging table is written and read again. The table cannot
+    hold the unique (project, event_id); the claims table (EventClaim) does, and the statement's
+    trigger writes the batch's claims from the rows copied (migration 0013). A client's retry inside
+    the batch is dropped here, the first copy kept. When an event is already claimed (a batch
+    drained again after a crash, a retry that arrived in another batch, maybe a month later with the
+    server's time on it), the claims' key fails the COPY, the savepoint rolls it back, and the
+    batch is copied again without the events already claimed. A drain claiming the same id at the
+    same moment fails this transaction on the key, and _events_write retries it.
     """
     rows, seen = [], set()
     dumps = orjson.dumps
@@ -429,37 +432,29 @@ def _events_insert(cursor, project_id: int, events: list[dict], profile_of: dict
     try:
         # Errors as Django's, like every other statement of the write: a deadlock with another drain
         # (OperationalError 40P01) is then retried by _events_write, a bad value narrowed down.
-        with transaction.atomic(), connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        with transaction.atomic():
+            _events_copy(cursor, rows)
         return rows
     except IntegrityError as error:
-        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _EVENTS_UNIQUE:
+        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _CLAIMS_UNIQUE:
             raise
-    cursor.execute(_DRAIN_TABLE)
-    with cursor.cursor.copy(f"COPY drain_event {_EVENT_COLUMNS} FROM STDIN") as copy:
+    cursor.execute(
+        "SELECT event_id FROM personalization_eventclaim WHERE project_id = %s AND event_id = ANY(%s::text[])",
+        [project_id, [row[2] for row in rows]],
+    )
+    claimed = {event_id for (event_id,) in cursor.fetchall()}
+    rows = [row for row in rows if row[2] not in claimed]
+    _events_copy(cursor, rows)
+    return rows
+
+
+def _events_copy(cursor, rows: list[tuple]) -> None:
+    if not rows:
+        return
+    with connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
+        write = copy.write_row
         for row in rows:
-            copy.write_row(row)
-    cursor.execute(_EVENTS_INSERT_SQL)
-    stored = {event_id for (event_id,) in cursor.fetchall()}
-    cursor.execute("TRUNCATE drain_event")
-    return [row for row in rows if row[2] in stored]
-
-
-_DRAIN_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS drain_event ("
-    " project_id bigint, profile_id bigint, event_id varchar(64), type varchar(64), ts timestamptz,"
-    " session_id varchar(64), value numeric(14,2), properties jsonb, received_at timestamptz"
-    ") ON COMMIT DELETE ROWS"
-)
-
-_EVENTS_INSERT_SQL = f"""
-INSERT INTO personalization_event {_EVENT_COLUMNS}
-SELECT project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at FROM drain_event
-ON CONFLICT (project_id, event_id) DO NOTHING
-RETURNING event_id
-"""
+            write(row)
 
 
 def _outcomes_add(cursor, inserted: list[tuple]) -> None:
@@ -593,14 +588,7 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
             )
         )
     with connection.cursor() as cursor:
-        cursor.cursor.executemany(
-            "INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason,"
-            " segment, behavior_segments, live, exposed_at, source, goal, window_hours, converted, conversions,"
-            " revenue, pre_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, false, 0, 0, 0)"
-            " ON CONFLICT (project_id, experience_key, profile_id) DO NOTHING RETURNING id",
-            rows,
-            returning=True,
-        )
+        cursor.cursor.executemany(_EXPOSURE_INSERT_SQL, [(*row[:3], *row) for row in rows], returning=True)
         new_ids = []
         while True:
             new_ids.extend(row[0] for row in cursor.cursor.fetchall())
@@ -609,6 +597,22 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
         if new_ids:
             cursor.execute(_EXPOSURES_BACKFILL_SQL, [new_ids])
 
+
+# The exposures table is partitioned by month and cannot hold the unique (project, experience,
+# profile): the exposure is written only when its claim (ExposureClaim) is, in one statement.
+_EXPOSURE_INSERT_SQL = """
+WITH claimed AS (
+    INSERT INTO personalization_exposureclaim (project_id, profile_id, experience_key) VALUES (%s, %s, %s)
+    ON CONFLICT (project_id, profile_id, experience_key) DO NOTHING
+    RETURNING 1
+)
+INSERT INTO personalization_exposure (project_id, profile_id, experience_key, variant_key, arm, reason, segment,
+    behavior_segments, live, exposed_at, source, goal, window_hours, converted, conversions, revenue, pre_activity)
+SELECT %s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s::varchar(64)[], %s::jsonb, %s::timestamptz, %s, %s,
+    %s::integer, false, 0, 0, 0
+FROM claimed
+RETURNING id
+"""
 
 _LIVE_MAX_CHARS = 2048
 

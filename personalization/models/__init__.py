@@ -6,11 +6,12 @@ from personalization.models.experiences import (
     Experience,
     ExperienceStatus,
     Exposure,
+    ExposureClaim,
     Policy,
     Variant,
 )
 from personalization.models.ingest import DeadLetter
-from personalization.models.people import Event, IdentityKind, Profile, ProfileIdentity
+from personalization.models.people import Event, EventClaim, IdentityKind, Profile, ProfileIdentity
 from personalization.models.workspace import ApiKey, AuditEntry, KeyKind, Membership, Project, Role, new_salt
 
 # Migrations 0001 and 0002 name the salt default by this path.
@@ -23,9 +24,11 @@ __all__ = [
     "BanditWeights",
     "DeadLetter",
     "Event",
+    "EventClaim",
     "Experience",
     "ExperienceStatus",
     "Exposure",
+    "ExposureClaim",
     "IdentityKind",
     "KeyKind",
     "Membership",

@@ -100,9 +100,13 @@ class Arm(models.TextChoices):
 
 
 class Exposure(models.Model):
-    """A person's first exposure to an experience: from decide, or an `exposure` event sent from outside."""
+    """A person's first exposure to an experience: from decide, or an `exposure` event sent from outside.
 
-    # No single-column indexes: exposure_unique_first leads with project, exposure_profile covers profile.
+    Partitioned by month on `exposed_at` (migration 0013), primary key (id, exposed_at) in SQL; one
+    row per (project, experience, person) is kept by ExposureClaim.
+    """
+
+    # No single-column indexes: exposure_experience_time leads with project, exposure_profile covers profile.
     project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, db_index=False)
     # A key, not a foreign key: campaigns assigned outside Kairos are analysed the same way.
@@ -134,9 +138,6 @@ class Exposure(models.Model):
     pre_activity = models.PositiveIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "experience_key", "profile"], name="exposure_unique_first")
-        ]
         indexes = [
             models.Index(fields=["project", "experience_key", "exposed_at"], name="exposure_experience_time"),
             models.Index(fields=["profile"], name="exposure_profile"),
@@ -144,3 +145,19 @@ class Exposure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experience_key}:{self.variant_key or self.arm}"
+
+
+class ExposureClaim(models.Model):
+    """That a person has their (first) exposure to an experience stored: the unique key the
+    partitioned exposures table cannot have. Written with the exposure, in its transaction.
+
+    Keyed (project, profile, experience): the same set of columns the exposures' old unique key had,
+    ordered so a person's claims are one range of the key (erasure, merges)."""
+
+    pk = models.CompositePrimaryKey("project_id", "profile_id", "experience_key")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, db_index=False)
+    experience_key = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}:{self.experience_key}"

@@ -59,7 +59,13 @@ class ProfileIdentity(models.Model):
 
 
 class Event(models.Model):
-    """A behavior event, stored once per (project, client event_id) by the stream drain."""
+    """A behavior event, stored once per (project, client event_id) by the stream drain.
+
+    Partitioned by month on `ts` (migration 0013; personalization/ingest/partitions.py): in SQL the
+    primary key is (id, ts), as PostgreSQL wants the partition key in every unique key; `id` alone
+    still comes from one sequence, so Django keeps it as the primary key. Once per (project,
+    event_id) is kept by EventClaim, which a partitioned table cannot hold as a unique index.
+    """
 
     id = models.BigAutoField(primary_key=True)
     # No single-column indexes: the composite ones below lead with these columns, and at tens of
@@ -75,7 +81,6 @@ class Event(models.Model):
     received_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "event_id"], name="event_unique_client_id")]
         indexes = [
             # per-profile reads and erasure
             models.Index(fields=["profile", "ts"], name="event_profile_ts"),
@@ -87,3 +92,25 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class EventClaim(models.Model):
+    """That a project stored a client event id: the unique key the partitioned events table cannot have.
+
+    Written by the events table's statement trigger from the rows each insert writes (migration
+    0013), so no writer can store an event without its claim, and an id already claimed fails the
+    insert (the drain then stores the batch without it). Not partitioned, so one event id sent again a month later (a retry
+    stamped with the server's time, a history import run twice) meets its claim whatever its `ts`.
+    `ts` is the stored event's, so retention can forget the claims of the months it drops.
+    """
+
+    pk = models.CompositePrimaryKey("project_id", "event_id")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, db_index=False)
+    event_id = models.CharField(max_length=64)
+    ts = models.DateTimeField()
+
+    class Meta:
+        indexes = [BrinIndex(fields=["ts"], name="event_claim_ts_brin")]
+
+    def __str__(self) -> str:
+        return self.event_id

@@ -7,9 +7,9 @@ Segments and privacy register their own tables from their own apps; nothing here
 from collections.abc import Callable
 from dataclasses import replace
 
-from django.db import connection
+from django.db import connection, transaction
 
-from personalization.models import DeadLetter, Event, Exposure, Profile, ProfileIdentity
+from personalization.models import DeadLetter, Event, EventClaim, Exposure, ExposureClaim, Profile, ProfileIdentity
 from personalization.people import live_activity
 from personalization.people import subjects as subject_data
 from personalization.people.personal_data import (
@@ -40,6 +40,16 @@ def _exposures_merge(source: int, target: int) -> None:
             [source, target, source, target],
         )
     Exposure.objects.filter(profile_id=source).update(profile_id=target)
+    # The claims (one per person and experience) follow: the target's are those of its exposures now.
+    claims = ExposureClaim._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {claims} WHERE profile_id = %s", [source])
+        cursor.execute(
+            f"INSERT INTO {claims} (project_id, profile_id, experience_key)"
+            f" SELECT project_id, profile_id, experience_key FROM {table_name} WHERE profile_id = %s"
+            " ON CONFLICT DO NOTHING",
+            [target],
+        )
 
 
 def _profile_merge(source: int, target: int) -> None:
@@ -83,6 +93,77 @@ register(
         category="behavior events: pages viewed, clicks, searches, purchases, identify and consent calls",
         purpose="personalization, behavior segments and measuring experiences",
         retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
+    )
+)
+
+
+# The claims tables hold the unique keys the partitioned events and exposures tables cannot
+# (migration 0013). Event ids are chosen by the client's code and may carry anything, so a claim is
+# personal data. An event's claim is found through the person's events, so it is erased before them.
+def _claims_location(*, name: str, model, rows: str, columns: tuple[str, ...], **described) -> Location:
+    """A claims table's location: `rows` is the FROM … WHERE of the subject's claims (alias c),
+    taking the project and the profile ids."""
+
+    def fetch(statement: str, subject: Subject) -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, [subject.project_id, list(subject.profile_ids)])
+            return cursor.fetchall()
+
+    def export(subject: Subject):
+        listed = ", ".join(f"c.{column}" for column in columns)
+        for row in fetch(f"SELECT {listed} {rows} ORDER BY {listed}", subject):
+            yield dict(zip(columns, row, strict=True))
+
+    def erase(subject: Subject, progress: Callable[[int], None]) -> int:
+        keys = [field.column for field in model._meta.pk_fields]
+        key, aliased = ", ".join(keys), ", ".join(f"c.{k}" for k in keys)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {model._meta.db_table} WHERE ({key}) IN (SELECT {aliased} {rows})",
+                [subject.project_id, list(subject.profile_ids)],
+            )
+            removed = cursor.rowcount
+        progress(removed)
+        return removed
+
+    return Location(
+        name=name,
+        store="PostgreSQL",
+        columns=columns,
+        export=export,
+        erase=erase,
+        verify=lambda subject: fetch(f"SELECT count(*) {rows}", subject)[0][0],
+        model=model._meta.label,
+        **described,
+    )
+
+
+register(
+    _claims_location(
+        name="event_claims",
+        model=EventClaim,
+        rows=f"FROM {EventClaim._meta.db_table} c JOIN {Event._meta.db_table} e"
+        " ON e.project_id = c.project_id AND e.event_id = c.event_id"
+        " WHERE c.project_id = %s AND e.profile_id = ANY(%s::bigint[])",
+        columns=("event_id", "ts"),
+        category="the ids of the person's stored events (client-chosen), so each is stored once",
+        purpose="storing each event once (a retry or a second import is recognised)",
+        retention="as long as the event (deleted with it by the event retention)",
+        mechanism="DELETE of the claims of the person's events, before the events",
+        order=ORDER_ROWS - 10,  # before "events": the claims are found through them
+    )
+)
+register(
+    _claims_location(
+        name="exposure_claims",
+        model=ExposureClaim,
+        rows=f"FROM {ExposureClaim._meta.db_table} c WHERE c.project_id = %s AND c.profile_id = ANY(%s::bigint[])",
+        columns=("experience_key",),
+        category="which experiences the person has been shown (one row per experience)",
+        purpose="keeping one exposure per person and experience",
+        retention="as long as the profile",
+        mechanism="DELETE of the person's claims",
+        order=ORDER_ROWS + 25,  # merges: "exposures" moves them with the exposures (_exposures_merge)
     )
 )
 _exposure_segments = table(

@@ -51,12 +51,15 @@ def privacy_settings_set(
 
 
 def retention_apply(*, now=None) -> dict[int, int]:
-    """Delete every project's raw events older than its retention, in chunks; returns project → events deleted."""
+    """Delete every project's raw events older than its retention: whole months dropped where every
+    project is done with them, the rest in chunks; returns project → events deleted."""
     now = now or timezone.now()
-    deleted = {}
-    for current in PrivacySettings.objects.filter(event_retention_days__gt=0):
-        before = now - timedelta(days=current.event_retention_days)
-        deleted[current.project_id] = subject_data.events_delete_before(project_id=current.project_id, before=before)
+    cutoffs = {
+        current.project_id: now - timedelta(days=current.event_retention_days)
+        for current in PrivacySettings.objects.filter(event_retention_days__gt=0)
+    }
+    deleted = subject_data.events_retention_apply(cutoffs=cutoffs).deleted
+    subject_data.event_claims_expire(cutoffs=cutoffs)
     return deleted
 
 

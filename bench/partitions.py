@@ -1,0 +1,340 @@
+"""Monthly partitions against the plain tables, in one run: the lift report, the drain's write, retention.
+
+    python bench/partitions.py [--quick]
+
+Builds its own database (kairos_bench_partitions, made afresh each run): the migrated, partitioned
+events and exposures tables, and in a schema `flat` the same tables as they were before migration
+0013 (plain, with the unique keys (project, event_id) and (project, experience, profile)), holding
+the same rows. Each layout is read and written by the same code, Kairos' own where it can be: the
+search_path picks the layout ("flat, public" or "public"), so the lift report is
+experiments.services.lift_compute itself, over the lift bench's data (bench/lift.py's builders:
+200,000 exposures and 800,000 events around them; --quick: 50,000 and 200,000).
+
+  (a) lift: the single-metric report by the segment column and the five-metric report by a profile
+      attribute, layouts alternated, median of the runs.
+  (b) the drain's write of new events, batches of 5,000 (a drain step) in a transaction each,
+      layouts alternated, foreign key checks skipped as the drain skips them: for the partitioned
+      tables the drain's own _events_insert (COPY, the claims written by the table's trigger); for
+      the plain table the COPY it did before 0013.
+  (c) retention of a year of data (12 months × 100,000 events; --quick 25,000): the partitioned
+      layout by services.events_retention_apply (months dropped), then services.event_claims_expire
+      (the claims of those events, row by row: timed apart), the plain table by the chunked DELETE
+      retention did before.
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common
+from bench import lift as lift_bench  # its builders; imports no Django at module level
+
+DATABASE = "kairos_bench_partitions"
+BATCH = 5_000
+TABLES = ("personalization_event", "personalization_exposure")
+
+
+def database_fresh(database_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_common.with_path(database_url, "/postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def layout(cursor, name: str) -> None:
+    cursor.execute("SET search_path TO flat, public" if name == "flat" else "SET search_path TO public")
+
+
+def flat_copy(cursor) -> None:
+    """The plain tables of before 0013 in schema `flat`, holding the partitioned tables' rows."""
+    cursor.execute("CREATE SCHEMA flat")
+    for table in TABLES:
+        cursor.execute(
+            f"CREATE TABLE flat.{table}"
+            f" (LIKE public.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"
+        )
+        cursor.execute(f"INSERT INTO flat.{table} SELECT * FROM public.{table}")
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence('flat.{table}', 'id'), 1_000_000_000)")
+    cursor.execute(
+        "ALTER TABLE flat.personalization_event ADD PRIMARY KEY (id),"
+        " ADD CONSTRAINT flat_event_unique UNIQUE (project_id, event_id)"
+    )
+    cursor.execute("CREATE INDEX ON flat.personalization_event (profile_id, ts)")
+    cursor.execute("CREATE INDEX ON flat.personalization_event (project_id, type, ts)")
+    cursor.execute("CREATE INDEX ON flat.personalization_event USING brin (ts)")
+    cursor.execute(
+        "ALTER TABLE flat.personalization_exposure ADD PRIMARY KEY (id),"
+        " ADD CONSTRAINT flat_exposure_unique UNIQUE (project_id, experience_key, profile_id)"
+    )
+    cursor.execute("CREATE INDEX ON flat.personalization_exposure (project_id, experience_key, exposed_at)")
+    cursor.execute("CREATE INDEX ON flat.personalization_exposure (profile_id)")
+    cursor.execute(
+        "CREATE STATISTICS flat.exposure_day_stats ON (floor(date_part('epoch', exposed_at) / 86400))"
+        " FROM flat.personalization_exposure"
+    )
+    for table in TABLES:
+        cursor.execute(f"VACUUM ANALYZE flat.{table}")
+        cursor.execute(f"VACUUM ANALYZE public.{table}")
+
+
+def lift_build(project, n: int) -> None:
+    from django.db import connection, transaction
+
+    from personalization import services
+
+    run = lift_bench.behavior_run(project)
+    with transaction.atomic():
+        lift_bench.build(project, n, run.key_prefix)
+        lift_bench.events_build(project)
+    services.partitions_ensure()  # last month's rows out of the DEFAULT partition, as the daily task does
+    with connection.cursor() as cursor:
+        # (the events' claims were written by their insert's trigger)
+        cursor.execute(
+            "INSERT INTO personalization_exposureclaim (project_id, profile_id, experience_key)"
+            " SELECT project_id, profile_id, experience_key FROM personalization_exposure WHERE project_id = %s",
+            [project.pk],
+        )
+
+
+def lift_measure(project, runs: int) -> dict:
+    from django.db import connection
+
+    from experiments import services
+    from experiments.breakdown import Breakdown
+
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    start = end - timedelta(days=14)
+
+    def report(segment_by: str) -> float:
+        began = time.perf_counter()
+        services.lift_compute(
+            project=project,
+            experience_key=lift_bench.EXPERIENCE,
+            breakdown=Breakdown.parse(segment_by),
+            start=start,
+            end=end,
+        )
+        return time.perf_counter() - began
+
+    times: dict[str, list[float]] = {}
+    for five, segment_by in ((False, "exposure:segment"), (True, "attribute:seg")):
+        lift_bench.metrics_choose(project, five=five)
+        kind = "metrics5" if five else "single"
+        with connection.cursor() as cursor:
+            for name in ("flat", "partitioned"):  # warm both alike
+                layout(cursor, name)
+                report(segment_by)
+            for _ in range(runs):
+                for name in ("flat", "partitioned"):
+                    layout(cursor, name)
+                    times.setdefault(f"{kind}_{name}", []).append(report(segment_by))
+            layout(cursor, "partitioned")
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def drain_measure(project, events: int) -> dict:
+    """Events per second written by the drain's insert step, new events in batches of BATCH."""
+    import orjson
+    from django.db import connection, transaction
+
+    from personalization.ingest import drain
+    from personalization.people.profiles import row_checks_skip
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM personalization_profile WHERE project_id = %s LIMIT 10000", [project.pk])
+        profiles = [pid for (pid,) in cursor.fetchall()]
+    now = datetime.now(UTC)
+    batches = []
+    for b in range(events // BATCH):
+        batch = []
+        for i in range(BATCH):
+            n = b * BATCH + i
+            batch.append(
+                {
+                    "event_id": f"d-{uuid.uuid4().hex[:20]}",
+                    "type": "purchase" if n % 30 == 0 else "page_view",
+                    "ts": (now - timedelta(minutes=(n * 7) % (20 * 24 * 60))).isoformat(),  # 20 days: two months
+                    "session_id": f"s{n % 997}",
+                    "value": "42.50" if n % 30 == 0 else None,
+                    "properties": {"url": f"/p/{n % 500}", "ref": "bench"},
+                    "received_at": now.isoformat(),
+                }
+            )
+        batches.append(batch)
+    spent = {"flat": 0.0, "partitioned": 0.0}
+    copy_flat = f"COPY personalization_event {drain._EVENT_COLUMNS} FROM STDIN"
+    dumps = orjson.dumps
+    with connection.cursor() as cursor:
+        for number, batch in enumerate(batches):
+            for name in ("flat", "partitioned") if number % 2 else ("partitioned", "flat"):
+                layout(cursor, name)
+                rows = [{**event, "event_id": f"{event['event_id']}-{name}"} for event in batch]
+                profile_of = {event["event_id"]: profiles[k % len(profiles)] for k, event in enumerate(rows)}
+                began = time.perf_counter()
+                with transaction.atomic():
+                    row_checks_skip(cursor)  # as the drain does, in both layouts
+                    if name == "partitioned":
+                        drain._events_insert(cursor, project.pk, rows, profile_of)
+                    else:  # the drain's write before 0013: straight COPY under the unique (project, event_id)
+                        with cursor.cursor.copy(copy_flat) as copy:
+                            for e in rows:
+                                copy.write_row(
+                                    (project.pk, profile_of[e["event_id"]], e["event_id"], e["type"], e["ts"],
+                                     e["session_id"], e["value"], dumps(e["properties"]).decode(), e["received_at"])
+                                )  # fmt: skip
+                spent[name] += time.perf_counter() - began
+        layout(cursor, "partitioned")
+    total = len(batches) * BATCH
+    return {name: total / seconds for name, seconds in spent.items()} | {"events": total}
+
+
+def retention_build(per_month: int) -> tuple[int, datetime]:
+    """A project with a year of events, 13 to 24 months old; returns it and its cut-off (a year)."""
+    from django.db import connection, transaction
+
+    from personalization.ingest.partitions import month_add, month_floor, partition_month_create
+    from personalization.models import Profile, Project
+
+    project = Project.objects.create(slug="retention-bench", name="Retention bench")
+    now = datetime.now(UTC)
+    profile = Profile.objects.create(project=project, first_seen=now, last_seen=now)
+    first = month_add(month_floor(now), -24)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for m in range(12):
+            month = month_add(first, m)
+            partition_month_create(cursor, table="personalization_event", month=month)
+            cursor.execute(
+                "INSERT INTO personalization_event"
+                " (project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
+                " SELECT %s, %s, 'r-' || %s || '-' || g, 'page_view', %s + g * (interval '27 days' / %s), '', NULL,"
+                ' \'{"url": "/"}\', now() FROM generate_series(1, %s) g',
+                [project.pk, profile.pk, m, month, per_month, per_month],
+            )
+        cursor.execute(
+            "INSERT INTO flat.personalization_event SELECT * FROM public.personalization_event WHERE project_id = %s",
+            [project.pk],
+        )
+    with connection.cursor() as cursor:
+        for table in ("public.personalization_event", "flat.personalization_event", "personalization_eventclaim"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    return project.pk, month_add(first, 12)
+
+
+def retention_measure(project_id: int, cutoff: datetime) -> dict:
+    from django.db import connection
+
+    from personalization import services
+
+    with connection.cursor() as cursor:
+        layout(cursor, "flat")
+        began = time.perf_counter()
+        flat_rows = services.events_delete_before(project_id=project_id, before=cutoff)
+        flat_s = time.perf_counter() - began
+        layout(cursor, "partitioned")
+    began = time.perf_counter()
+    done = services.events_retention_apply(cutoffs={project_id: cutoff})
+    parts_s = time.perf_counter() - began
+    began = time.perf_counter()
+    claims = services.event_claims_expire(cutoffs={project_id: cutoff})
+    claims_s = time.perf_counter() - began
+    assert done.deleted[project_id] == flat_rows == claims, (done.deleted, flat_rows, claims)
+    return {
+        "rows": flat_rows,
+        "months_dropped": len(done.dropped),
+        "flat_s": flat_s,
+        "partitioned_s": parts_s,
+        "claims_s": claims_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the data, 2 timed runs")
+    args = parser.parse_args()
+    exposures = 50_000 if args.quick else 200_000
+    drained = 50_000 if args.quick else 200_000
+    per_month = 25_000 if args.quick else 100_000
+    runs = 3 if args.quick else 5
+
+    database_url, _ = _common.bench_environment(database=DATABASE)
+    database_fresh(database_url)
+    _common.django_setup(migrate=True)
+
+    from django.db import connection
+
+    from personalization.models import Project
+
+    began = time.perf_counter()
+    project = Project.objects.create(slug="lift-bench", name="Lift bench")
+    lift_build(project, exposures)
+    with connection.cursor() as cursor:
+        flat_copy(cursor)
+        layout(cursor, "partitioned")
+    retention_project, cutoff = retention_build(per_month)
+    print(f"built both layouts in {time.perf_counter() - began:.0f} s", flush=True)
+
+    lift = lift_measure(project, runs)
+    drain = drain_measure(project, drained)
+    retention = retention_measure(retention_project, cutoff)
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 3)
+
+    print(f"\n{exposures:,} exposures, {4 * exposures:,} events; median of {runs} runs, layouts alternated")
+    print("                                        plain table   partitioned   partitioned / plain")
+    for kind, label in (("single", "lift report, 1 metric by segment"), ("metrics5", "lift report, 5 metrics by attr")):
+        a, b = lift[f"{kind}_flat"], lift[f"{kind}_partitioned"]
+        print(f"  {label:36s}  {a:9.3f} s   {b:9.3f} s   {b / a:6.2f}")
+    a, b = drain["flat"], drain["partitioned"]
+    print(f"  {'drain write, events/s':36s}  {a:11,.0f}   {b:11,.0f}   {b / a:6.2f}  ({drain['events']:,} events)")
+    a, b = retention["flat_s"], retention["partitioned_s"]
+    print(
+        f"  {'retention of a year':36s}  {a:9.2f} s   {b:9.2f} s   {b / a:6.3f}  ({retention['rows']:,} events,"
+        f" {retention['months_dropped']} months dropped)"
+    )
+    print(
+        f"  {'  then their claims (row deletes)':36s}  {'':11s}   {retention['claims_s']:9.2f} s"
+        f"   {(b + retention['claims_s']) / a:6.3f}  (events and claims together / plain)"
+    )
+    print(
+        json.dumps(
+            {
+                "exposures": exposures,
+                "lift_single_flat_s": round(lift["single_flat"], 3),
+                "lift_single_partitioned_s": round(lift["single_partitioned"], 3),
+                "lift_single_ratio": ratio(lift["single_partitioned"], lift["single_flat"]),
+                "lift_metrics5_flat_s": round(lift["metrics5_flat"], 3),
+                "lift_metrics5_partitioned_s": round(lift["metrics5_partitioned"], 3),
+                "lift_metrics5_ratio": ratio(lift["metrics5_partitioned"], lift["metrics5_flat"]),
+                "drain_events": drain["events"],
+                "drain_flat_events_per_s": round(drain["flat"]),
+                "drain_partitioned_events_per_s": round(drain["partitioned"]),
+                "drain_ratio": ratio(drain["partitioned"], drain["flat"]),
+                "retention_events": retention["rows"],
+                "retention_months_dropped": retention["months_dropped"],
+                "retention_flat_s": round(retention["flat_s"], 3),
+                "retention_partitioned_s": round(retention["partitioned_s"], 3),
+                "retention_ratio": ratio(retention["partitioned_s"], retention["flat_s"]),
+                "retention_claims_s": round(retention["claims_s"], 3),
+                "retention_with_claims_ratio": ratio(
+                    retention["partitioned_s"] + retention["claims_s"], retention["flat_s"]
+                ),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
