@@ -14,8 +14,12 @@ from redis.cluster import RedisCluster
 
 from personalization import redis_client, rkeys, services, throttle
 from personalization.decide import runtime
+from personalization.models import ProfileIdentity
+from personalization.score_fields import UNIT_SCORES_FIELD
 from privacy import services as privacy_services
+from segments.services import memberships
 from tests import factories
+from tests.factories import behavior_event_make as behavior_event
 from tests.factories import event_make, events_post, privacy_request_make
 from tests.redis_cluster import project_off_the_stream_node, redis_cluster_flush
 
@@ -136,6 +140,54 @@ def test_export_and_erasure_of_a_visitor_on_a_cluster(on_cluster, client):
     _decide(client, key, "anon-lena")
     runtime.buffer.flush()
     assert not cluster.exists(rkeys.unit(project.pk, "anon-lena"))
+
+
+@pytest.mark.django_db
+def test_dashboard_live_pages_and_profile_publishes_on_a_cluster(on_cluster, client):
+    """What the dashboard reads from Redis (the Overview's live counters and Sessions panel, an
+    experience's "who would match right now") and what the segments and scores tasks write to decide's
+    unit hashes, on the cluster: each page's counts are the events sent, each publish lands on the
+    node of the project's slot."""
+    cluster = on_cluster
+    project = project_off_the_stream_node(cluster)
+    key = factories.key_make(project=project)
+    services.project_holdout_set(project=project, share=0)
+    services.experience_create(
+        project=project,
+        key="returns",
+        name="Returns",
+        touchpoint="banner",
+        variants=[{"key": "off", "payload": {}, "is_control": True}, {"key": "on", "payload": {"b": 1}}],
+        targeting={"conditions": "session.cart_adds >= 1 and session.purchases = 0"},
+    )
+    services.snapshot_publish(project_id=project.pk)
+    events = [behavior_event("add_to_cart", "cart", item="tent"), behavior_event("page_view", "look", url="/")]
+    events += [behavior_event("add_to_cart", "bought", item="tent"), behavior_event("purchase", "bought", item="tent")]
+    response = events_post(client, key, events)
+    assert response.status_code == 200 and response.json()["accepted"] == 4, response.content
+    client.force_login(factories.member_make(project=project, role="developer"))
+
+    counters = client.get("/overview/live").content.decode()
+    assert re.search(r">4 in the last hour<", counters), counters
+    sessions = client.get("/overview/sessions").content.decode()
+    stages = dict(re.findall(r'data-stage="(\w+)">(\d+)<', sessions))
+    assert stages["bought"] == "1" and sum(map(int, stages.values())) == 3, stages
+    preview = client.get("/experiences/returns/preview").content.decode()
+    assert re.search(r'id="preview-matching">1<', preview) and "of 3 visitors" in preview, preview
+
+    while services.events_drain(claim_idle_ms=0):  # profiles and their identities, for the publishes
+        pass
+    identities = dict(ProfileIdentity.objects.filter(project=project).values_list("value", "profile_id"))
+    assert set(identities) == {"cart", "look", "bought"}
+    members = [[identities["cart"], identities["bought"]], [identities["look"]]]
+    factories.clustering_run_make(project=project, members=members)
+    assert memberships.memberships_publish(project_id=project.pk, profile_ids=identities.values()) == 3
+    scores = {identities["cart"]: "churn=0.8", identities["look"]: None}
+    assert services.unit_scores_publish(project_id=project.pk, scores=scores) == 1
+    segs = {unit: cluster.hget(rkeys.unit(project.pk, unit), "segs") for unit in identities}
+    assert segs["cart"] == segs["bought"] != segs["look"] and all(segs.values()), segs
+    assert cluster.hget(rkeys.unit(project.pk, "cart"), UNIT_SCORES_FIELD) == b"churn=0.8"
+    assert not cluster.hexists(rkeys.unit(project.pk, "look"), UNIT_SCORES_FIELD)
 
 
 def _sample(parameter: inspect.Parameter):
