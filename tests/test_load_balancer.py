@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
+from django.core.management import call_command
 from django.test import override_settings
 from redis.cluster import RedisCluster
 
@@ -31,7 +32,7 @@ from tests import factories
 from tests.personalization.conftest import _granian_server, free_port, server_env
 from tests.redis_cluster import node_of, project_off_the_stream_node
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.slow
 
 HAPROXY_CFG = Path(settings.BASE_DIR) / "deploy" / "haproxy.cfg"
 EVENTS_PER_KEY = 30  # events requests per key and second, counted in Redis by every decide replica
@@ -76,6 +77,18 @@ def process(command: list[str], env: dict, log: Path):
 
 
 @pytest.fixture(scope="module")
+def committed(django_db_setup, django_db_blocker):
+    """What the tests write is committed at once, for the replicas to see (as `transaction=True`
+    would), and the test database emptied once, after the stack has stopped, rather than after each
+    test: a TRUNCATE at a test's end could meet a drain still storing that test's events (a deadlock),
+    and takes one to three seconds on this machine. The tests make projects of their own, so what an
+    earlier one left does not count in a later one's answers."""
+    with django_db_blocker.unblock():
+        yield
+        call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
 def data_on_cluster(redis_cluster):
     """Kairos's keys on the three-node cluster for the whole module, in this process and in every
     process it starts; the environment those processes get. No `/0` in the URL: clean_redis refuses
@@ -92,7 +105,7 @@ def data_on_cluster(redis_cluster):
 
 
 @pytest.fixture(scope="module")
-def stack(django_db_setup, data_on_cluster, tmp_path_factory):
+def stack(committed, data_on_cluster, tmp_path_factory):
     assert shutil.which("haproxy"), "haproxy is not installed: `make test` installs it (make haproxy)"
     tmp = tmp_path_factory.mktemp("lb")
     decide_env = {"KAIROS_ROLE": "decide", "KAIROS_DECIDE_CPU_PINNING": "0"}
@@ -102,13 +115,16 @@ def stack(django_db_setup, data_on_cluster, tmp_path_factory):
         "KAIROS_TRUSTED_PROXIES": "1",
         "KAIROS_EVENTS_PER_KEY_PER_SECOND": str(EVENTS_PER_KEY),
     }
-    with ExitStack() as stack:
-        start = contextmanager(_granian_server)
-        decide = [stack.enter_context(start({**decide_env, **shared}, 1)) for _ in range(2)]
-        web = [stack.enter_context(start(shared, 1)) for _ in range(2)]
+    with ExitStack() as stack, ThreadPoolExecutor(4) as pool:
         drain = [sys.executable, "manage.py", "events_drain", "--claim-idle-ms", "2000"]
         drain_env = server_env(data_on_cluster)
         drains = [stack.enter_context(process(drain, drain_env, tmp / f"drain{n}.log")) for n in range(2)]
+        # The four servers boot side by side (importing Django is most of a boot): each is on the
+        # stack, stopped on the way out, as soon as it answers.
+        start = contextmanager(_granian_server)
+        envs = [{**decide_env, **shared}] * 2 + [shared] * 2
+        decide1, decide2, web1, web2 = pool.map(lambda env: stack.enter_context(start(env, 1)), envs)
+        decide, web = [decide1, decide2], [web1, web2]
         port = free_port()
         cfg = tmp / "haproxy.cfg"
         cfg.write_text(haproxy_config(port=port, decide=decide, web=web))
