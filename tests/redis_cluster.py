@@ -63,11 +63,12 @@ def _node(port: int, folder: Path, stack: ExitStack) -> subprocess.Popen:
 
 @contextmanager
 def redis_cluster_run(folder: Path, nodes: int = 3):
-    """Yields the nodes' ports once every node serves every slot; stops them after.
+    """Yields the nodes' ports once every node knows the others and serves every slot (a client may
+    then start from any of them); stops them after.
 
-    Slots are assigned and nodes introduced with CLUSTER ADDSLOTS and CLUSTER MEET rather than
-    `redis-cli --cluster create`, which waits in whole seconds between its checks (about 2 s of a
-    3 s start); the cluster then agrees within a few gossip rounds (100 ms each)."""
+    About 2 s, whichever way the slots are handed out (this or `redis-cli --cluster create`, timed
+    alike): a master that has just started waits 2 s before it calls the cluster ok
+    (CLUSTER_WRITABLE_DELAY in Redis's cluster.c). Hence one cluster per module, not per test."""
     ports = _free_ports(nodes)
     with ExitStack() as stack:
         for port in ports:
