@@ -5,6 +5,7 @@ from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
 from tests import factories
+from tests.redis_cluster import redis_cluster_run
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-django's own reordering (transactional tests last)
@@ -39,6 +40,13 @@ def clean_redis():
     decide_runtime._redis_down_until = 0.0
     yield
     redis_client.reset()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """The ports of a real three-node Redis Cluster, one per test module that asks (tests/redis_cluster.py)."""
+    with redis_cluster_run(tmp_path_factory.mktemp("redis-cluster")) as ports:
+        yield ports
 
 
 @pytest.fixture

@@ -5,120 +5,32 @@ nodes. Plus a pure check that every Redis key name carries a hash tag (personali
 
 import inspect
 import re
-import socket
-import subprocess
 import time
 import zipfile
 
 import orjson
 import pytest
-import redis
 from redis.cluster import RedisCluster
 
-from config import embedded
 from personalization import redis_client, rkeys, services, throttle
 from personalization.decide import runtime
+from personalization.models import ProfileIdentity
+from personalization.score_fields import UNIT_SCORES_FIELD
 from privacy import services as privacy_services
+from segments.services import memberships
 from tests import factories
+from tests.factories import behavior_event_make as behavior_event
 from tests.factories import event_make, events_post, privacy_request_make
+from tests.redis_cluster import project_off_the_stream_node, redis_cluster_flush
 
 _TAGGED = re.compile(r"kr:(\{[^{}]+\})")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free now, and their cluster bus ports (port + 10000) too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + 10000 < 65536 and not embedded.port_open(port + 10000) and port not in ports:
-            ports.append(port)
-    return ports
-
-
-def _poll(condition, what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {seconds:.0f} s"
-        time.sleep(0.02)
-
-
-def _cluster_ok(port: int) -> bool:
-    try:
-        info = redis.Redis(port=port, socket_timeout=1).cluster("info")
-    except redis.RedisError:
-        return False
-    return info.get("cluster_state") == "ok"
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    """Three masters, no replicas, all 16384 slots spread by `redis-cli --cluster create`."""
-    folder = tmp_path_factory.mktemp("redis-cluster")
-    server = embedded._redis_bin()
-    ports = _free_ports(3)
-    nodes = []
-    try:
-        for port in ports:
-            log = open(folder / f"{port}.log", "wb")  # noqa: SIM115 (kept open while the node runs)
-            nodes.append(
-                subprocess.Popen(
-                    [
-                        str(server),
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        f"nodes-{port}.conf",
-                        "--dir",
-                        str(folder),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        for port in ports:
-            _poll(lambda port=port: embedded.port_open(port), f"redis-server on port {port} listening")
-        subprocess.run(
-            [
-                str(server.parent / "redis-cli"),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for port in ports:
-            _poll(lambda port=port: _cluster_ok(port), f"cluster state ok on port {port}")
-        yield ports
-    finally:
-        for node in nodes:
-            node.terminate()
-        for node in nodes:
-            node.wait(timeout=10)
 
 
 @pytest.fixture
 def on_cluster(redis_cluster, settings):
     """Kairos's Redis keys on the cluster (Celery's broker stays on the test's plain Redis); every
     node emptied first."""
-    for port in redis_cluster:
-        redis.Redis(port=port).flushall()
+    redis_cluster_flush(redis_cluster)
     runtime.buffer.flush()
     settings.REDIS_URL = f"redis://127.0.0.1:{redis_cluster[0]}/0"
     settings.KAIROS_REDIS_CLUSTER = True
@@ -129,20 +41,6 @@ def on_cluster(redis_cluster, settings):
     yield client
     runtime.buffer.flush()  # what decide buffered goes to the cluster, not the next test's Redis
     redis_client.reset()
-
-
-def _node(client: RedisCluster, key: str) -> str:
-    return client.get_node_from_key(key).name
-
-
-def _project_off_the_stream_node(client: RedisCluster):
-    """A project whose slot is on another node than the events stream, so one request's keys span
-    two nodes (project ids come in order; a few tries find one)."""
-    for n in range(8):
-        project = factories.project_make(name=f"Cluster {n}")
-        if _node(client, rkeys.unit(project.pk, "x")) != _node(client, rkeys.EVENTS_STREAM):
-            return project
-    raise AssertionError("eight projects in a row share the stream's node")
 
 
 def _experience_start(project) -> None:
@@ -166,13 +64,13 @@ def _decide(client, key: str, unit: str) -> dict:
     return response.json()["assignments"]["hero"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_decide_and_events_on_a_three_node_cluster(on_cluster, client):
     """Decide's round trip (unit hash, snapshot version, per-IP counter) on the project's node, its
     sticky write landing there, the ingest script on the stream's node and the live update on the
     project's: what each wrote is read back from the node that holds it."""
     cluster = on_cluster
-    project = _project_off_the_stream_node(cluster)
+    project = project_off_the_stream_node(cluster)
     key = factories.key_make(project=project)
     _experience_start(project)
 
@@ -209,12 +107,12 @@ def test_decide_and_events_on_a_three_node_cluster(on_cluster, client):
     assert cluster.xlen(rkeys.EVENTS_STREAM) == 0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_export_and_erasure_of_a_visitor_on_a_cluster(on_cluster, client):
     """The privacy registry's Redis locations (unit hashes, live index, stream) found and emptied on
     the cluster; a later decide for the erased visitor leaves no trace there."""
     cluster = on_cluster
-    project = _project_off_the_stream_node(cluster)
+    project = project_off_the_stream_node(cluster)
     key = factories.key_make(project=project)
     _experience_start(project)
     for unit in ("anon-lena", "anon-otto"):
@@ -242,6 +140,54 @@ def test_export_and_erasure_of_a_visitor_on_a_cluster(on_cluster, client):
     _decide(client, key, "anon-lena")
     runtime.buffer.flush()
     assert not cluster.exists(rkeys.unit(project.pk, "anon-lena"))
+
+
+@pytest.mark.django_db
+def test_dashboard_live_pages_and_profile_publishes_on_a_cluster(on_cluster, client):
+    """What the dashboard reads from Redis (the Overview's live counters and Sessions panel, an
+    experience's "who would match right now") and what the segments and scores tasks write to decide's
+    unit hashes, on the cluster: each page's counts are the events sent, each publish lands on the
+    node of the project's slot."""
+    cluster = on_cluster
+    project = project_off_the_stream_node(cluster)
+    key = factories.key_make(project=project)
+    services.project_holdout_set(project=project, share=0)
+    services.experience_create(
+        project=project,
+        key="returns",
+        name="Returns",
+        touchpoint="banner",
+        variants=[{"key": "off", "payload": {}, "is_control": True}, {"key": "on", "payload": {"b": 1}}],
+        targeting={"conditions": "session.cart_adds >= 1 and session.purchases = 0"},
+    )
+    services.snapshot_publish(project_id=project.pk)
+    events = [behavior_event("add_to_cart", "cart", item="tent"), behavior_event("page_view", "look", url="/")]
+    events += [behavior_event("add_to_cart", "bought", item="tent"), behavior_event("purchase", "bought", item="tent")]
+    response = events_post(client, key, events)
+    assert response.status_code == 200 and response.json()["accepted"] == 4, response.content
+    client.force_login(factories.member_make(project=project, role="developer"))
+
+    counters = client.get("/overview/live").content.decode()
+    assert re.search(r">4 in the last hour<", counters), counters
+    sessions = client.get("/overview/sessions").content.decode()
+    stages = dict(re.findall(r'data-stage="(\w+)">(\d+)<', sessions))
+    assert stages["bought"] == "1" and sum(map(int, stages.values())) == 3, stages
+    preview = client.get("/experiences/returns/preview").content.decode()
+    assert re.search(r'id="preview-matching">1<', preview) and "of 3 visitors" in preview, preview
+
+    while services.events_drain(claim_idle_ms=0):  # profiles and their identities, for the publishes
+        pass
+    identities = dict(ProfileIdentity.objects.filter(project=project).values_list("value", "profile_id"))
+    assert set(identities) == {"cart", "look", "bought"}
+    members = [[identities["cart"], identities["bought"]], [identities["look"]]]
+    factories.clustering_run_make(project=project, members=members)
+    assert memberships.memberships_publish(project_id=project.pk, profile_ids=identities.values()) == 3
+    scores = {identities["cart"]: "churn=0.8", identities["look"]: None}
+    assert services.unit_scores_publish(project_id=project.pk, scores=scores) == 1
+    segs = {unit: cluster.hget(rkeys.unit(project.pk, unit), "segs") for unit in identities}
+    assert segs["cart"] == segs["bought"] != segs["look"] and all(segs.values()), segs
+    assert cluster.hget(rkeys.unit(project.pk, "cart"), UNIT_SCORES_FIELD) == b"churn=0.8"
+    assert not cluster.hexists(rkeys.unit(project.pk, "look"), UNIT_SCORES_FIELD)
 
 
 def _sample(parameter: inspect.Parameter):

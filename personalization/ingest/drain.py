@@ -76,13 +76,22 @@ def _read_entries(
 ) -> list:
     """Entries abandoned by a dead consumer first, then new ones. `in_flight`: entries this drain is
     writing right now, which a short claim_idle_ms would otherwise hand back to it a second time."""
-    claimed = client.xautoclaim(
-        rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
-    )
-    entries = [entry for entry in claimed[1] if entry[0] not in in_flight]
-    if entries:
-        return entries
-    fresh = client.xreadgroup(rkeys.EVENTS_GROUP, consumer, {rkeys.EVENTS_STREAM: ">"}, count=count)
+    try:
+        claimed = client.xautoclaim(
+            rkeys.EVENTS_STREAM, rkeys.EVENTS_GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
+        )
+        entries = [entry for entry in claimed[1] if entry[0] not in in_flight]
+        if entries:
+            return entries
+        fresh = client.xreadgroup(rkeys.EVENTS_GROUP, consumer, {rkeys.EVENTS_STREAM: ">"}, count=count)
+    except redis.ResponseError as error:
+        if not str(error).startswith("NOGROUP"):
+            raise
+        # The stream went away under the drain (a Redis, or a cluster node, back without its data; an
+        # emptied database): nothing to read from it. The group is made again for the next step, and
+        # the drain goes on instead of exiting.
+        stream_ensure_group(client)
+        return []
     return fresh[0][1] if fresh else []
 
 

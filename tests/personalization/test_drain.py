@@ -171,3 +171,19 @@ def test_drain_backlog__budget_spent__the_step_under_way_finished_nothing_read_a
     assert stream_state() == (2, 0), "the rest waits in the stream, none of it held by this drain"
     assert services.events_drain_backlog(max_entries=1) == 20
     assert stream_state() == (0, 0)
+
+
+@pytest.mark.django_db
+def test_drain__stream_gone_under_a_running_drain__group_made_again_and_drains_on(client, project, public_key):
+    """Redis emptied, or a node back without its data, between a drain's steps: its next read finds
+    no group. The step reads nothing, the group is there again, and the next events are drained (the
+    events_drain process used to exit on the NOGROUP error)."""
+    from personalization.ingest import drain
+
+    worker = redis_client.worker()
+    assert drain_all() == 0  # the group exists, as after any drain step
+    worker.delete(rkeys.EVENTS_STREAM)
+    assert drain._read_entries(worker, "drain-a", 10, 0) == []
+    assert [g["name"] for g in worker.xinfo_groups(rkeys.EVENTS_STREAM)] == [rkeys.EVENTS_GROUP.encode()]
+    post(client, public_key, [page_view("after", "anon-1", 0.1)])
+    assert drain_all() == 1 and list(stored_urls(project)) == ["after"]
