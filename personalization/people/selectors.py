@@ -73,6 +73,19 @@ def profiles_behavior(
         yield current, events
 
 
+def profiles_behavior_ids(*, project_id: int, since: datetime, min_events: int = 1) -> list[int]:
+    """Ids of the profilable profiles with at least `min_events` behavior events since `since`, in
+    order: what a refit samples its fitting set from before it streams everyone's events."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT e.profile_id FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
+            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+            " GROUP BY e.profile_id HAVING count(*) >= %s ORDER BY e.profile_id",
+            [project_id, since, list(_NOT_BEHAVIOR), min_events],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def behavior_first(*, project_id: int) -> datetime | None:
     """When the project's earliest behavior event happened (imported history may go back years)."""
     with connection.cursor() as cursor:
