@@ -8,6 +8,7 @@ heartbeat, `clustering_runs_resume` queues it again, and the retry starts from s
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -135,7 +136,10 @@ def _map_points(
     ]
 
 
-def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | None:
+def clustering_run_execute(
+    *, run_id: int, seed: int = 0, observe: Callable[[int, str], None] | None = None
+) -> ClusteringRun | None:
+    """Run a queued clustering run; `observe` also receives each progress step (bench/segments.py times them)."""
     run = ClusteringRun.objects.filter(pk=run_id).first()
     if run is None or run.status == RunStatus.DONE:
         return run  # deleted, or a duplicate delivery after it finished
@@ -146,6 +150,8 @@ def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | Non
 
     def progress(pct: int, label: str) -> None:
         ClusteringRun.objects.filter(pk=run_id).update(progress=pct, progress_label=label, heartbeat_at=timezone.now())
+        if observe:
+            observe(pct, label)
 
     try:
         return _execute(run, progress, seed, started)
@@ -241,6 +247,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
         silhouette = scores.get(k)
     taken: Counter = Counter()
     map_points = _map_points(run.pk, ids, z, labels, seed, rows)
+    progress(90, "Writing segments and publishing them to decide")
     with transaction.atomic():
         Segment.objects.filter(run=run).delete()  # a retry after a crash between here and commit
         MapPoint.objects.filter(run=run).delete()
