@@ -108,8 +108,11 @@ class RefitStage:
                 [self.project_id, encoder, updated_at],
             )
             if definition:
-                # The graph is built in memory when it fits (1M × 64 dims: ~600 MB), with the parallel
-                # workers pgvector uses for a build; SET LOCAL ends with the transaction.
+                # The foreign keys are checked at commit (Django makes them deferred), and PostgreSQL builds
+                # no index on a table with checks pending: run them now. The graph is built in memory when
+                # it fits (1M × 64 dims: ~600 MB), with the parallel workers pgvector uses for a build;
+                # SET LOCAL ends with the transaction.
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
                 cursor.execute("SET LOCAL max_parallel_maintenance_workers = 2")
                 cursor.execute(definition)
