@@ -40,6 +40,7 @@ from personalization.people.selectors import (
     profile_events,
     profiles_behavior,
     profiles_behavior_counts,
+    profiles_behavior_ids,
     profiles_by_external_ids,
     profiles_converters,
     profiles_for_project,
@@ -47,6 +48,7 @@ from personalization.people.selectors import (
     profiles_not_profilable,
     profiles_outcomes,
     profiles_planted_intent,
+    profiles_recent_sample,
     projects_ids,
 )
 from personalization.people.subjects import subject_resolve
@@ -93,6 +95,7 @@ __all__ = [
     "profile_events",
     "profiles_behavior",
     "profiles_behavior_counts",
+    "profiles_behavior_ids",
     "profiles_by_external_ids",
     "profiles_converters",
     "profiles_for_project",
@@ -100,6 +103,7 @@ __all__ = [
     "profiles_not_profilable",
     "profiles_outcomes",
     "profiles_planted_intent",
+    "profiles_recent_sample",
     "project_by_id",
     "project_by_id_or_none",
     "project_by_slug_or_id",

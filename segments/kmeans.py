@@ -15,6 +15,11 @@ import numpy as np
 
 SAMPLE_FOR_INIT = 50_000
 SAMPLE_FOR_K = 8_000
+# The silhouette compares every pair of its rows: 8,000 rows × 576 dimensions was ~25 CPU s per k
+# (all of a clustering run's time at 100k people); on 3,000 of them it is a seventh of that.
+SAMPLE_FOR_SILHOUETTE = 3_000
+# Above this many rows, Lloyd's iterations run on a sample of this size (see kmeans_fit).
+SAMPLE_FOR_LLOYD = 200_000
 INIT_STARTS = 4
 FULL_ITERATIONS = 20
 
@@ -42,9 +47,17 @@ def kmeans_fit(x: np.ndarray, k: int, *, seed: int = 0, full_iterations: int = F
     sample = _sample(x, SAMPLE_FOR_INIT, rng)
     starts = KMeans(n_clusters=k, n_init=INIT_STARTS, random_state=seed, max_iter=100).fit(sample)
     model = KMeans(n_clusters=k, init=starts.cluster_centers_, n_init=1, max_iter=full_iterations, tol=1e-4)
-    model.fit(x)
-    used, labels = np.unique(model.labels_, return_inverse=True)
-    centers = model.cluster_centers_
+    if len(x) <= SAMPLE_FOR_LLOYD:
+        model.fit(x)
+        raw_labels, centers, inertia = model.labels_, model.cluster_centers_, float(model.inertia_)
+    else:
+        # Lloyd's iterations on a large sample, then everyone to the nearest center batch by batch:
+        # at 1M people × 576 dimensions a full-data fit holds a second copy of the data (sklearn
+        # centres it), over 2 GB, for an inertia within a fraction of a percent (bench/segments.py).
+        model.fit(_sample(x, SAMPLE_FOR_LLOYD, rng))
+        raw_labels, inertia = _nearest(x, model.cluster_centers_)
+        centers = label_means(x, raw_labels, k)
+    used, labels = np.unique(raw_labels, return_inverse=True)
     if len(used) < k:
         # Fewer distinct behaviors than k (identical people, k above the number of people): drop the
         # clusters nobody is in, so every segment a marketer sees has people. sklearn's centers are then
@@ -52,21 +65,42 @@ def kmeans_fit(x: np.ndarray, k: int, *, seed: int = 0, full_iterations: int = F
         # Spare centers relocated onto one point split identical people between them (a rounding
         # difference in the distance sums, not their behavior, picked which): clusters whose means
         # coincide are one.
-        centers = _label_means(x, labels, len(used))
+        centers = label_means(x, labels, len(used))
         used, labels = np.unique(_coincident(centers)[labels], return_inverse=True)
-        centers = _label_means(x, labels, len(used))
+        centers = label_means(x, labels, len(used))
     return KMeansResult(
         centers=centers.astype(np.float32),
         labels=labels.astype(np.int32),
-        inertia=float(model.inertia_),
+        inertia=inertia,
     )
 
 
-def _label_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
+def _nearest(x: np.ndarray, centers: np.ndarray, batch: int = 65_536) -> tuple[np.ndarray, float]:
+    """Each row's nearest center (squared Euclidean) and the summed squared distances, batch by batch."""
+    centers = centers.astype(np.float32)
+    squared = (centers**2).sum(axis=1)
+    labels = np.empty(len(x), dtype=np.int32)
+    inertia = 0.0
+    for start in range(0, len(x), batch):
+        rows = x[start : start + batch]
+        distances = squared[None, :] - 2 * rows @ centers.T
+        labels[start : start + batch] = nearest = np.argmin(distances, axis=1)
+        own = distances[np.arange(len(rows)), nearest] + (rows**2).sum(axis=1)
+        inertia += float(np.maximum(own, 0.0).sum(dtype=np.float64))
+    return labels, inertia
+
+
+def label_means(x: np.ndarray, labels: np.ndarray, k: int, batch: int = 65_536) -> np.ndarray:
+    """Each label's mean row (float64 sums), as one sparse product per batch: np.add.at takes seconds
+    at 1M rows."""
+    from scipy import sparse
+
     sums = np.zeros((k, x.shape[1]))
-    np.add.at(sums, labels, x)
-    return sums / counts[:, None]
+    for start in range(0, len(x), batch):
+        part = labels[start : start + batch]
+        onehot = sparse.csr_matrix((np.ones(len(part)), (part, np.arange(len(part)))), shape=(k, len(part)))
+        sums += onehot @ x[start : start + batch].astype(np.float64)
+    return sums / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
 
 
 def _coincident(centers: np.ndarray, tolerance: float = 1e-5) -> np.ndarray:
@@ -98,7 +132,13 @@ def k_choose(
     candidates = list(range(k_min, k_max + 1))
     for i, k in enumerate(candidates):
         labels = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(sample)
-        scores[k] = float(silhouette_score(sample, labels)) if len(set(labels)) > 1 else -1.0
+        scores[k] = (
+            float(
+                silhouette_score(sample, labels, sample_size=min(SAMPLE_FOR_SILHOUETTE, len(sample)), random_state=seed)
+            )
+            if len(set(labels)) > 1
+            else -1.0
+        )
         if progress:
             progress(i + 1, len(candidates))
     if not scores:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -91,15 +91,27 @@ def profile_texts(events: Iterable[BehaviorEvent], *, half_life_days: float) -> 
     return dict(heaviest)
 
 
-def meaning_vector(weights: Mapping[str, float], vectors: Mapping[str, np.ndarray], dims: int) -> np.ndarray:
-    """The unit weighted mean of the texts' vectors (zeros when none of the texts has one)."""
-    total = np.zeros(dims, dtype=np.float64)
-    for text, weight in weights.items():
-        vector = vectors.get(text)
-        if vector is not None:
-            total += weight * vector
-    norm = float(np.linalg.norm(total))
-    return (total / norm).astype(np.float32) if norm > 0 else total.astype(np.float32)
+def meaning_matrix(weights: Sequence[Mapping[str, float]], vectors: Mapping[str, np.ndarray], dims: int) -> np.ndarray:
+    """Each profile's unit weighted mean of its texts' vectors (zeros when none of its texts has one),
+    all profiles in one sparse product."""
+    columns: dict[str, int] = {}
+    rows, cols, values = [], [], []
+    for row, profile in enumerate(weights):
+        for text, weight in profile.items():
+            if text in vectors:
+                rows.append(row)
+                cols.append(columns.setdefault(text, len(columns)))
+                values.append(weight)
+    if not columns:
+        return np.zeros((len(weights), dims), dtype=np.float32)
+    basis = np.asarray([vectors[text] for text in columns], dtype=np.float64)
+    from scipy import sparse  # imported here: ~0.2 s at the start of every process that loads segments
+
+    mix = sparse.csr_matrix((values, (rows, cols)), shape=(len(weights), len(columns)), dtype=np.float64)
+    total = np.asarray(mix @ basis)
+    norms = np.linalg.norm(total, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (total / norms).astype(np.float32)
 
 
 def combine(behavior: np.ndarray, meaning: np.ndarray, weight: float) -> np.ndarray:
@@ -117,6 +129,21 @@ def combine(behavior: np.ndarray, meaning: np.ndarray, weight: float) -> np.ndar
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return out / norms
+
+
+def combine_in_place(z: np.ndarray, behavior_dims: int, weight: float, batch: int = 65_536) -> np.ndarray:
+    """`combine` for rows already laid out as [behavior, meaning] in `z`, without a second copy (a
+    clustering run's 1M × 576 floats are 2.3 GB). Same values as `combine`."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"meaning weight must be between 0 and 1, got {weight}")
+    for start in range(0, len(z), batch):
+        rows = z[start : start + batch]
+        rows[:, :behavior_dims] *= math.sqrt(1.0 - weight)
+        rows[:, behavior_dims:] *= math.sqrt(weight)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        rows /= norms
+    return z
 
 
 def split_center(center: np.ndarray, behavior_dims: int) -> tuple[np.ndarray, np.ndarray, float]:

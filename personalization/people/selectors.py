@@ -73,6 +73,32 @@ def profiles_behavior(
         yield current, events
 
 
+def profiles_behavior_ids(*, project_id: int, since: datetime, min_events: int = 1) -> list[int]:
+    """Ids of the profilable profiles with at least `min_events` behavior events since `since`, in
+    order: what a refit samples its fitting set from before it streams everyone's events."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT e.profile_id FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
+            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+            " GROUP BY e.profile_id HAVING count(*) >= %s ORDER BY e.profile_id",
+            [project_id, since, list(_NOT_BEHAVIOR), min_events],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def profiles_recent_sample(*, project_id: int, since: datetime, size: int) -> tuple[list[int], int]:
+    """(up to `size` profilable profiles seen since `since`, in a fixed pseudo-random order; how many
+    there are in all): a preview estimates over the sample what the whole would take minutes to read."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.id, count(*) OVER () FROM personalization_profile p WHERE p.project_id = %s"
+            f" AND p.last_seen >= %s AND {_PROFILABLE} ORDER BY hashtext(p.id::text), p.id LIMIT %s",
+            [project_id, since, size],
+        )
+        rows = cursor.fetchall()
+    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+
+
 def behavior_first(*, project_id: int) -> datetime | None:
     """When the project's earliest behavior event happened (imported history may go back years)."""
     with connection.cursor() as cursor:

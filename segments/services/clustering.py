@@ -8,6 +8,7 @@ heartbeat, `clustering_runs_resume` queues it again, and the retry starts from s
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -20,7 +21,7 @@ from django.utils import timezone
 from personalization import selectors as people
 from personalization.segment_keys import behavior_key
 from segments import embedding, kmeans, meaning
-from segments.models import ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
+from segments.models import TEXT_DIMS, ClusteringRun, MapPoint, RunStatus, Segment, SegmentKind, SegmentMembership
 from segments.services import embeddings as embeddings_service
 from segments.services import meaning as meaning_service
 from segments.services.memberships import memberships_publish_on_commit
@@ -114,20 +115,17 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
 
 
-def _label_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """The mean behavior vector of each segment's people (its behavior center, whatever was clustered)."""
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, x)
-    return (sums / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]).astype(np.float32)
-
-
-def _map_points(run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int) -> list[MapPoint]:
-    """A principal-component projection of a sample of the run's people, one row per person."""
-    if not len(x):
+def _map_points(
+    run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int, rows: np.ndarray
+) -> list[MapPoint]:
+    """A principal-component projection of a sample of the run's people, one row per person; person i's
+    vector is x[rows[i]]."""
+    if not len(ids):
         return []
     rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(x), size=min(MAP_POINTS, len(x)), replace=False))
-    sample = x[take] - x[take].mean(axis=0)
+    take = np.sort(rng.choice(len(ids), size=min(MAP_POINTS, len(ids)), replace=False))
+    picked = x[rows[take]]
+    sample = picked - picked.mean(axis=0)
     _, _, vt = np.linalg.svd(sample, full_matrices=False)
     xy = sample @ vt[:2].T
     if xy.shape[1] < 2:  # a sample of one person: a single dot at the origin
@@ -138,7 +136,10 @@ def _map_points(run_id: int, ids: np.ndarray, x: np.ndarray, labels: np.ndarray,
     ]
 
 
-def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | None:
+def clustering_run_execute(
+    *, run_id: int, seed: int = 0, observe: Callable[[int, str], None] | None = None
+) -> ClusteringRun | None:
+    """Run a queued clustering run; `observe` also receives each progress step (bench/segments.py times them)."""
     run = ClusteringRun.objects.filter(pk=run_id).first()
     if run is None or run.status == RunStatus.DONE:
         return run  # deleted, or a duplicate delivery after it finished
@@ -149,6 +150,8 @@ def clustering_run_execute(*, run_id: int, seed: int = 0) -> ClusteringRun | Non
 
     def progress(pct: int, label: str) -> None:
         ClusteringRun.objects.filter(pk=run_id).update(progress=pct, progress_label=label, heartbeat_at=timezone.now())
+        if observe:
+            observe(pct, label)
 
     try:
         return _execute(run, progress, seed, started)
@@ -190,11 +193,14 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     # the behavior part, which comes first.
     weight, z = meaning_service.meaning_weight(), x
     if weight > 0:
-        meanings = meaning_service.meanings_matrix(project_id=project_id, profile_ids=ids)
-        if meanings.any():
-            z = meaning.combine(x, meanings, weight)
+        # Combined in place in one array: at 1M people a second copy of the meanings would be 2 GB more.
+        z = np.zeros((len(ids), x.shape[1] + TEXT_DIMS), dtype=np.float32)
+        meaning_service.meanings_matrix(project_id=project_id, profile_ids=ids, out=z[:, x.shape[1] :])
+        if z.any():
+            z[:, : x.shape[1]] = x
+            meaning.combine_in_place(z, x.shape[1], weight)
         else:
-            weight = 0.0  # nobody's events carry text: behavior alone
+            weight, z = 0.0, x  # nobody's events carry text: behavior alone
     if run.k_requested:
         k, scores = min(run.k_requested, len(ids)), {}
     else:
@@ -207,7 +213,7 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     k = len(result.centers)  # fewer when people's behavior has fewer distinct groups than asked for
     parts = [meaning.split_center(center, x.shape[1]) for center in result.centers]
     centroids = np.array([p[0] for p in parts]) if weight > 0 else _unit(result.centers)
-    behavior_centers = _label_means(x, result.labels, k)
+    behavior_centers = kmeans.label_means(x, result.labels, k).astype(np.float32)
     progress(85, "Describing segments")
     embedder = embeddings_service.embedder_load(project_id=project_id, version=latest.version)
     names = embedder.feature_names()
@@ -221,23 +227,27 @@ def _execute(run: ClusteringRun, progress, seed: int, started: float) -> Cluster
     blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids.tolist())
     if blocked:
         keep = ~np.isin(ids, np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
-        ids, z, labels = ids[keep], z[keep], result.labels[keep]
+        ids, labels, rows = ids[keep], result.labels[keep], np.flatnonzero(keep)  # z stays whole: 2 GB at 1M
     else:
-        labels = result.labels
+        labels, rows = result.labels, np.arange(len(ids))
     clock = people.behavior_clock(project_id=project_id)
     outcomes = people.profiles_outcomes(project_id=project_id, since=clock - timedelta(days=30))
     sizes = np.bincount(labels, minlength=k)
-    converted = np.zeros(k)
-    revenue = np.zeros(k)
-    for profile_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
-        goals, value = outcomes.get(profile_id, (0, 0.0))
-        converted[label] += goals > 0
-        revenue[label] += value
+    converted, revenue = np.zeros(k), np.zeros(k)
+    if outcomes:
+        who = np.fromiter(outcomes, dtype=np.int64, count=len(outcomes))
+        goals = np.array([outcomes[int(p)][0] > 0 for p in who], dtype=np.float64)
+        values = np.array([outcomes[int(p)][1] for p in who], dtype=np.float64)
+        at = np.minimum(np.searchsorted(ids, who), len(ids) - 1)
+        member = ids[at] == who  # ids are in order (embeddings_matrix)
+        np.add.at(converted, labels[at[member]], goals[member])
+        np.add.at(revenue, labels[at[member]], values[member])
     silhouette = None
     if scores:
         silhouette = scores.get(k)
     taken: Counter = Counter()
-    map_points = _map_points(run.pk, ids, z, labels, seed)
+    map_points = _map_points(run.pk, ids, z, labels, seed, rows)
+    progress(90, "Writing segments and publishing them to decide")
     with transaction.atomic():
         Segment.objects.filter(run=run).delete()  # a retry after a crash between here and commit
         MapPoint.objects.filter(run=run).delete()

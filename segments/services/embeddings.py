@@ -6,7 +6,7 @@ be profiled; such a profile's vector and memberships are deleted the next time i
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -15,9 +15,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from personalization import selectors as people
-from segments import embedding, meaning
-from segments.models import EmbedderVersion, ProfileEmbedding
+from segments import embedding, meaning, text_encoder
+from segments.models import TEXT_DIMS, EmbedderVersion, ProfileEmbedding
 from segments.services import meaning as meaning_service
+from segments.services import vector_io
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ MIN_EVENTS_FLOOR = 3
 # Each person's latest events, whatever the window: a long history is not a heavier vector.
 LAST_EVENTS = 500
 MIN_PROFILES_TO_FIT = 20
+# The basis (vocabulary, idf, SVD) is fitted on this many people at most: at 50,000 the tokens that
+# matter are all seen, and the fit's memory does not grow with the project.
+FIT_SAMPLE = 50_000
+# People read, projected and staged per step of a refit.
+REFIT_BATCH = 10_000
 
 
 def _eligible(counts: dict[int, int], min_events: int) -> int:
@@ -103,10 +109,34 @@ def embedder_load(*, project_id: int, version: int) -> embedding.Embedder | None
     return _embedder_loaded(row) if row else None
 
 
+def _docs_read(rows: Iterable[tuple[int, list[tuple]]]) -> tuple[list[int], list[list[embedding.BehaviorEvent]]]:
+    ids, docs = [], []
+    for profile_id, events in rows:
+        ids.append(profile_id)
+        docs.append(_behavior_events(events))
+    return ids, docs
+
+
+def _batches(rows: Iterable[tuple[int, list[tuple]]], size: int) -> Iterator[tuple[list[int], list]]:
+    batch: list[tuple[int, list[tuple]]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield _docs_read(batch)
+            batch = []
+    if batch:
+        yield _docs_read(batch)
+
+
 def embeddings_refit(
     *, project_id: int, now: datetime | None = None, progress: Callable[[int, str], None] | None = None
 ) -> EmbedderVersion | None:
     """Fit a new embedder on the project's recent behavior and re-embed everyone with it.
+
+    Streams: the basis is fitted on a sample of FIT_SAMPLE people (everyone in a smaller project), then
+    everyone's events are read REFIT_BATCH people at a time, projected, given their meaning and staged
+    (segments/services/vector_io.py); the new version and its vectors replace the old in one short
+    transaction at the end. Memory is the sample's plus one batch's, whatever the number of people.
 
     Returns None when fewer than MIN_PROFILES_TO_FIT people have enough behavior.
     """
@@ -114,45 +144,67 @@ def embeddings_refit(
     progress = progress or (lambda pct, label: None)
     progress(2, "Reading recent behavior")
     coverage = embedding_window(project_id=project_id, now=now)
-    ids, docs = [], []
-    for profile_id, rows in people.profiles_behavior(
-        project_id=project_id,
-        since=now - timedelta(days=coverage["window_days"]),
-        min_events=coverage["min_events"],
-        last_events=coverage["last_events"],
-    ):
-        ids.append(profile_id)
-        docs.append(_behavior_events(rows))
-    if len(ids) < MIN_PROFILES_TO_FIT:
+    read = {
+        "project_id": project_id,
+        "since": now - timedelta(days=coverage["window_days"]),
+        "min_events": coverage["min_events"],
+        "last_events": coverage["last_events"],
+    }
+    eligible = people.profiles_behavior_ids(project_id=project_id, since=read["since"], min_events=read["min_events"])
+    if len(eligible) < MIN_PROFILES_TO_FIT:
         return None
-    progress(15, f"Fitting the embedder on {len(ids):,} people")
+    everyone = len(eligible) <= FIT_SAMPLE
+    if not everyone:
+        eligible = np.random.default_rng(0).choice(np.array(eligible), size=FIT_SAMPLE, replace=False).tolist()
+    progress(10, f"Fitting the embedder on {len(eligible):,} people")
+    sample_ids, sample_docs = _docs_read(people.profiles_behavior(**read, profile_ids=eligible))
+    if len(sample_ids) < MIN_PROFILES_TO_FIT:
+        return None  # people opted out between the two reads
     embedder = embedding.TfidfSvdEmbedder(half_life_days=coverage["half_life_days"])
-    vectors = embedder.fit(docs, now=now)
-    progress(20, "Reading the meaning of people's searches and pages")
-    meanings, texts, encoder = meaning_service.meanings_compute(docs=docs, half_life_days=coverage["half_life_days"])
-    progress(25, "Storing vectors")
-    with transaction.atomic():
-        latest = embedder_latest(project_id=project_id)
-        row = EmbedderVersion.objects.create(
-            project_id=project_id,
-            kind=embedder.kind,
-            version=(latest.version + 1) if latest else 1,
-            state=embedder.to_bytes(),
-            dims=embedder.dims,
-            profiles=len(ids),
-            features=len(embedder.vocabulary),
-            fitted_at=now,
-            coverage=coverage | {"eligible": len(ids)},
-        )
-        ProfileEmbedding.objects.filter(project_id=project_id).delete()
-        embeddings_write(
-            project_id=project_id, version=row.version, profile_ids=ids, vectors=vectors, events=[len(d) for d in docs]
-        )
-        # Everyone's meaning is rewritten with their behavior: people no longer eligible lose both.
-        meaning_service.meanings_delete(project_id=project_id)
-        meaning_service.meanings_write(
-            project_id=project_id, profile_ids=ids, vectors=meanings, texts=texts, encoder=encoder
-        )
+    sample_vectors = embedder.fit(sample_docs, now=now)
+    half_life = coverage["half_life_days"]
+    known: dict[str, np.ndarray] = {}  # texts' vectors looked up so far: queries repeat across people
+    stage = vector_io.RefitStage(project_id=project_id, behavior_dims=embedder.dims, meaning_dims=TEXT_DIMS)
+    try:
+        if everyone:
+            batches = iter([(sample_ids, sample_docs)])
+        else:
+            del sample_docs, sample_vectors
+            batches = _batches(people.profiles_behavior(**read), REFIT_BATCH)
+        written, encoder = [], text_encoder.DEFAULT_ENCODER
+        for batch_no, (ids, docs) in enumerate(batches, start=1):
+            vectors = sample_vectors if everyone else embedder.transform(docs, now=now)
+            meanings, texts, encoder = meaning_service.meanings_compute(
+                docs=docs, half_life_days=half_life, known=known
+            )
+            stage.append(
+                profile_ids=np.array(ids, dtype=np.int64),
+                vectors=vectors,
+                events=np.array([len(d) for d in docs], dtype=np.int32),
+                meanings=meanings,
+                texts=np.array(texts, dtype=np.int32),
+            )
+            written.extend(ids)
+            progress(min(12 + batch_no, 24), f"Embedded {len(written):,} people")
+        progress(25, "Storing vectors")
+        blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=written)
+        with transaction.atomic():
+            latest = embedder_latest(project_id=project_id)
+            row = EmbedderVersion.objects.create(
+                project_id=project_id,
+                kind=embedder.kind,
+                version=(latest.version + 1) if latest else 1,
+                state=embedder.to_bytes(),
+                dims=embedder.dims,
+                profiles=len(written) - len(blocked),
+                features=len(embedder.vocabulary),
+                fitted_at=now,
+                coverage=coverage | {"eligible": len(written) - len(blocked), "fitted_on": len(sample_ids)},
+            )
+            # Everyone's meaning is rewritten with their behavior: people no longer eligible lose both.
+            stage.swap(version=row.version, encoder=encoder, blocked=blocked, updated_at=timezone.now())
+    finally:
+        stage.drop()
     return row
 
 
@@ -204,22 +256,23 @@ def embeddings_fold_in(*, project_id: int, profile_ids: Iterable[int], now: date
 
 
 def embeddings_matrix(*, project_id: int, version: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(profile ids, vectors) of every embedded, profilable profile of the project."""
-    rows = ProfileEmbedding.objects.filter(project_id=project_id)
+    """(profile ids in order, vectors) of every embedded, profilable profile of the project."""
+    where, params = "project_id = %s", [project_id]
     if version is not None:
-        rows = rows.filter(embedder_version=version)
-    ids, vectors = [], []
-    for profile_id, vector in rows.values_list("profile_id", "vector").iterator(chunk_size=20_000):
-        ids.append(profile_id)
-        vectors.append(vector)
-    if not ids:
+        where, params = where + " AND embedder_version = %s", [project_id, version]
+    table = ProfileEmbedding._meta.db_table
+    pages = list(vector_io.vector_pages(table=table, where=where, params=params, dims=embedding.DIMS))
+    if not pages:
         return np.zeros(0, dtype=np.int64), np.zeros((0, embedding.DIMS), dtype=np.float32)
-    ids_array = np.array(ids, dtype=np.int64)
-    matrix = np.asarray(vectors, dtype=np.float32)
-    blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids)
+    ids_array = np.concatenate([p[0] for p in pages])
+    matrix = np.concatenate([p[1] for p in pages])
+    del pages
+    blocked = people.profiles_not_profilable(project_id=project_id, profile_ids=ids_array.tolist())
     if blocked:
         keep = ~np.isin(ids_array, np.fromiter(blocked, dtype=np.int64))
         ids_array, matrix = ids_array[keep], matrix[keep]
     # A stitched profile may briefly have two rows; keep one.
     _, first = np.unique(ids_array, return_index=True)
-    return ids_array[first], matrix[first]
+    if len(first) < len(ids_array):
+        ids_array, matrix = ids_array[first], matrix[first]
+    return ids_array, matrix

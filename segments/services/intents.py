@@ -29,6 +29,8 @@ MAX_INTENTS = 50
 CHUNK = 2_000
 PREVIEW_EVENTS = 20_000
 PREVIEW_NEAREST = 10
+# The editor's count of people above the threshold reads at most this many people (a sample above it).
+PREVIEW_PEOPLE = 1_000
 _FIELDS = ("name", "key", "examples", "threshold")
 
 
@@ -345,17 +347,30 @@ def intent_preview(*, project_id: int, name: object, examples: object, threshold
     scores = model.scores(np.stack([vectors[t] for t in texts])) if texts else np.zeros(0)
     order = np.argsort(-scores, kind="stable")[:PREVIEW_NEAREST]
     nearest = [{"text": texts[i], "score": round(float(scores[i]), 2)} for i in order]
-    above = _people_above(project_id=project_id, model=model, threshold=limit)
-    return {"nearest": nearest, "texts_searched": len(texts), "people_above": above, "threshold": limit}
+    above, sampled, population = _people_above(project_id=project_id, model=model, threshold=limit)
+    return {
+        "nearest": nearest,
+        "texts_searched": len(texts),
+        "people_above": above,
+        "people_sampled": sampled,
+        "people_estimated": sampled < population,
+        "threshold": limit,
+    }
 
 
-def _people_above(*, project_id: int, model: intents.IntentModel, threshold: float) -> int:
-    """People whose recent texts give this draft intent a score at or above the threshold."""
+def _people_above(*, project_id: int, model: intents.IntentModel, threshold: float) -> tuple[int, int, int]:
+    """(people whose recent texts give this draft intent a score at or above the threshold, people read,
+    people in all). Over PREVIEW_PEOPLE a sample is read and the count scaled to everyone: reading
+    everyone's events took ~1.3 CPU s per 1,000 people, minutes at a million, in a web request."""
     now = people.behavior_clock(project_id=project_id)
     since = now - timedelta(days=intents.HALF_LIFE_DAYS * intents.MAX_AGE_HALF_LIVES)
+    sample, population = people.profiles_recent_sample(project_id=project_id, since=since, size=PREVIEW_PEOPLE)
     people_texts = []
-    for _, rows in people.profiles_behavior(project_id=project_id, since=since):
+    for _, rows in people.profiles_behavior(project_id=project_id, since=since, profile_ids=sample):
         events = [BehaviorEvent(etype, ts, properties or {}) for etype, ts, properties, _ in rows]
         people_texts.append(intents.recent_texts(events, now=now))
     vectors = text_vectors(texts=[t.text for person in people_texts for t in person])
-    return int((intents.profiles_scores(people_texts, vectors, [model]).best[:, 0] >= threshold).sum())
+    above = int((intents.profiles_scores(people_texts, vectors, [model]).best[:, 0] >= threshold).sum())
+    if len(sample) < population:
+        above = round(above * population / len(sample))
+    return above, len(sample), population

@@ -17,6 +17,7 @@ from django.utils import timezone
 from segments import meaning, text_encoder
 from segments.embedding import BehaviorEvent
 from segments.models import TEXT_DIMS, ProfileMeaning, TextEmbedding
+from segments.services import vector_io
 
 ENCODE_BATCH = 256
 LOOKUP_BATCH = 5_000
@@ -32,12 +33,20 @@ def lookalike_meaning_weight() -> float:
     return float(settings.SEGMENTS_LOOKALIKE_MEANING_WEIGHT)
 
 
-def text_vectors(*, texts: Sequence[str], encoder: text_encoder.TextEncoder | None = None) -> dict[str, np.ndarray]:
+def text_vectors(
+    *,
+    texts: Sequence[str],
+    encoder: text_encoder.TextEncoder | None = None,
+    known: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Normalised text → its vector: from the cache where it is there, else encoded in batches and
-    stored (a concurrent worker storing the same text first is harmless: same vector, conflict ignored)."""
+    stored (a concurrent worker storing the same text first is harmless: same vector, conflict ignored).
+    `known`, when given, holds vectors already looked up (a refit's earlier batches: queries repeat
+    across people) and receives the ones found here."""
     encoder = encoder or text_encoder.encoder_load()
-    by_digest = {text_encoder.text_digest(t): t for t in dict.fromkeys(texts)}
-    found: dict[str, np.ndarray] = {}
+    known = {} if known is None else known
+    found: dict[str, np.ndarray] = {t: known[t] for t in dict.fromkeys(texts) if t in known}
+    by_digest = {text_encoder.text_digest(t): t for t in dict.fromkeys(texts) if t not in found}
     digests = list(by_digest)
     for start in range(0, len(digests), LOOKUP_BATCH):
         rows = TextEmbedding.objects.filter(encoder=encoder.name, digest__in=digests[start : start + LOOKUP_BATCH])
@@ -56,21 +65,20 @@ def text_vectors(*, texts: Sequence[str], encoder: text_encoder.TextEncoder | No
             ignore_conflicts=True,
         )
         found.update({by_digest[d]: v for d, v in zip(batch, vectors, strict=True)})
+    known.update(found)
     return found
 
 
 def meanings_compute(
-    *, docs: Sequence[Sequence[BehaviorEvent]], half_life_days: float
+    *, docs: Sequence[Sequence[BehaviorEvent]], half_life_days: float, known: dict[str, np.ndarray] | None = None
 ) -> tuple[np.ndarray, list[int], str]:
     """(meaning vectors, texts per profile, encoder name) of these profiles' events; rows of zeros for
-    profiles whose events carry no text. Call outside a transaction: encoding new texts takes time."""
+    profiles whose events carry no text. Call outside a transaction: encoding new texts takes time.
+    `known`: see text_vectors."""
     weights = [meaning.profile_texts(doc, half_life_days=half_life_days) for doc in docs]
     encoder = text_encoder.encoder_load()
-    vectors = text_vectors(texts=[t for w in weights for t in w], encoder=encoder)
-    out = np.zeros((len(docs), encoder.dims), dtype=np.float32)
-    for row, w in enumerate(weights):
-        out[row] = meaning.meaning_vector(w, vectors, encoder.dims)
-    return out, [len(w) for w in weights], encoder.name
+    vectors = text_vectors(texts=[t for w in weights for t in w], encoder=encoder, known=known)
+    return meaning.meaning_matrix(weights, vectors, encoder.dims), [len(w) for w in weights], encoder.name
 
 
 def meanings_write(
@@ -101,14 +109,25 @@ def meanings_delete(*, project_id: int, profile_ids: Sequence[int] | None = None
     rows.delete()
 
 
-def meanings_matrix(*, project_id: int, profile_ids: np.ndarray) -> np.ndarray:
-    """The meaning vectors of these profiles, in their order; zeros for a profile without one."""
-    out = np.zeros((len(profile_ids), TEXT_DIMS), dtype=np.float32)
+# Up to this many profiles, their meaning rows are read by id; more, the project's rows page by page.
+BY_ID_AT_MOST = 10_000
+
+
+def meanings_matrix(*, project_id: int, profile_ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The meaning vectors of these profiles, in their order; zeros for a profile without one. Written
+    into `out` when given (a view into a larger array: a clustering run's combined vectors)."""
+    if out is None:
+        out = np.zeros((len(profile_ids), TEXT_DIMS), dtype=np.float32)
     if not len(profile_ids):
         return out
-    position = {int(pid): row for row, pid in enumerate(profile_ids.tolist())}
-    encoder = text_encoder.DEFAULT_ENCODER
-    rows = ProfileMeaning.objects.filter(project_id=project_id, encoder=encoder, profile_id__in=list(position))
-    for profile_id, vector in rows.values_list("profile_id", "vector").iterator(chunk_size=20_000):
-        out[position[profile_id]] = vector
+    order = np.argsort(profile_ids, kind="stable")
+    ordered = profile_ids[order]
+    where, params = "project_id = %s AND encoder = %s", [project_id, text_encoder.DEFAULT_ENCODER]
+    if len(profile_ids) <= BY_ID_AT_MOST:
+        where, params = where + " AND profile_id = ANY(%s)", [*params, profile_ids.tolist()]
+    table = ProfileMeaning._meta.db_table
+    for ids, vectors in vector_io.vector_pages(table=table, where=where, params=params, dims=TEXT_DIMS):
+        at = np.minimum(np.searchsorted(ordered, ids), len(ordered) - 1)
+        wanted = ordered[at] == ids
+        out[order[at[wanted]]] = vectors[wanted]
     return out

@@ -2,12 +2,15 @@
 drain with the phrases that drove it, published to decide's hash, and never kept for the opted out."""
 
 import zipfile
+from datetime import timedelta
 
 import numpy as np
 import orjson
 import pytest
+from django.utils import timezone
 
 from personalization import redis_client, rkeys
+from personalization import selectors as people_selectors
 from personalization import services as personalization_services
 from personalization.decide import runtime as decide_runtime
 from personalization.intent_fields import UNIT_INTENTS_FIELD
@@ -17,6 +20,7 @@ from personalization.people.subjects import profiles_personalization_set
 from privacy import services as privacy_services
 from segments import intents, services
 from segments.models import Intent, ProfileIntent
+from segments.services import intents as intents_service
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -154,6 +158,28 @@ def test_intent_preview__nearest_real_queries_and_people_above(client, project, 
     assert not Intent.objects.exists(), "a preview saves nothing"
     status, answer = _post(client, secret_key, "/api/v1/intents/preview/", {**TRIP, "examples": ["visa"]})
     assert status == 400 and answer["error"]["field"] == "examples"
+
+
+def test_intent_preview__more_people_than_it_reads__estimates_from_a_sample(
+    client, project, public_key, secret_key, monkeypatch
+):
+    # Six people search for travel, six for everyday things; the preview may read only four of them.
+    for n in range(12):
+        _searches(client, public_key, f"p{n}", ["passport renewal how long"] if n % 2 else ["order status"])
+    personalization_services.events_drain()
+    travellers = {_profile(project, f"p{n}") for n in range(1, 12, 2)}
+    monkeypatch.setattr(intents_service, "PREVIEW_PEOPLE", 4)
+    status, answer = _post(client, secret_key, "/api/v1/intents/preview/", TRIP)
+    assert status == 200 and answer["people_estimated"] is True and answer["people_sampled"] == 4
+    sample, everyone = people_selectors.profiles_recent_sample(
+        project_id=project.pk, since=timezone.now() - timedelta(days=365), size=4
+    )
+    assert everyone == 12
+    # The travellers among the four read, scaled to the twelve.
+    assert answer["people_above"] == 3 * len(travellers & set(sample))
+    monkeypatch.setattr(intents_service, "PREVIEW_PEOPLE", 100)
+    status, answer = _post(client, secret_key, "/api/v1/intents/preview/", TRIP)
+    assert answer["people_estimated"] is False and answer["people_sampled"] == 12 and answer["people_above"] == 6
 
 
 def test_intents__opted_out__scores_gone_and_never_computed_again(
