@@ -80,6 +80,7 @@ bench: migrate
 	$(PY) bench/sdk.py
 	$(PY) bench/meaning.py
 	$(PY) bench/encoders.py
+	$(PY) bench/partitions.py
 
 bench-quick: migrate
 	$(PY) bench/ingest.py --quick
@@ -96,6 +97,7 @@ bench-quick: migrate
 	$(PY) bench/sdk.py --quick
 	$(PY) bench/meaning.py --quick
 	$(PY) bench/encoders.py --quick
+	$(PY) bench/partitions.py --quick
 
 lint: .venv/.installed
 	.venv/bin/ruff check .
