@@ -99,8 +99,9 @@ class EventClaim(models.Model):
 
     Written by the events table's statement trigger from the rows each insert writes (migration
     0013), so no writer can store an event without its claim, and an id already claimed fails the
-    insert (the drain then stores the batch without it). Not partitioned, so one event id sent again a month later (a retry
-    stamped with the server's time, a history import run twice) meets its claim whatever its `ts`.
+    insert (the drain then stores the batch without it). Not partitioned, so one event id sent again a
+    month later (a retry stamped with the server's time, a history import run twice) meets its claim
+    whatever its `ts`.
     `ts` is the stored event's, so retention can forget the claims of the months it drops.
     """
 

@@ -102,11 +102,11 @@ register(
 # personal data. An event's claim is found through the person's events, so it is erased before them.
 def _claims_location(*, name: str, model, rows: str, columns: tuple[str, ...], **described) -> Location:
     """A claims table's location: `rows` is the FROM … WHERE of the subject's claims (alias c),
-    taking the project and the profile ids."""
+    taking %(project)s and %(profiles)s."""
 
     def fetch(statement: str, subject: Subject) -> list[tuple]:
         with connection.cursor() as cursor:
-            cursor.execute(statement, [subject.project_id, list(subject.profile_ids)])
+            cursor.execute(statement, _claims_params(subject))
             return cursor.fetchall()
 
     def export(subject: Subject):
@@ -120,7 +120,7 @@ def _claims_location(*, name: str, model, rows: str, columns: tuple[str, ...], *
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"DELETE FROM {model._meta.db_table} WHERE ({key}) IN (SELECT {aliased} {rows})",
-                [subject.project_id, list(subject.profile_ids)],
+                _claims_params(subject),
             )
             removed = cursor.rowcount
         progress(removed)
@@ -138,13 +138,21 @@ def _claims_location(*, name: str, model, rows: str, columns: tuple[str, ...], *
     )
 
 
+def _claims_params(subject: Subject) -> dict:
+    return {"project": subject.project_id, "profiles": list(subject.profile_ids)}
+
+
 register(
     _claims_location(
         name="event_claims",
         model=EventClaim,
-        rows=f"FROM {EventClaim._meta.db_table} c JOIN {Event._meta.db_table} e"
-        " ON e.project_id = c.project_id AND e.event_id = c.event_id"
-        " WHERE c.project_id = %s AND e.profile_id = ANY(%s::bigint[])",
+        # The person's event ids first (their events by the profile index), then their claims by the
+        # claims' key. Not a join: the events table has no index on event_id, and a planner without
+        # statistics (a fresh or just-loaded table) walked every claim of the project and scanned the
+        # events for each, minutes at 20,000 people.
+        rows=f"FROM {EventClaim._meta.db_table} c WHERE c.project_id = %(project)s AND c.event_id = ANY(ARRAY("
+        f"SELECT e.event_id FROM {Event._meta.db_table} e"
+        " WHERE e.project_id = %(project)s AND e.profile_id = ANY(%(profiles)s::bigint[])))",
         columns=("event_id", "ts"),
         category="the ids of the person's stored events (client-chosen), so each is stored once",
         purpose="storing each event once (a retry or a second import is recognised)",
@@ -157,7 +165,8 @@ register(
     _claims_location(
         name="exposure_claims",
         model=ExposureClaim,
-        rows=f"FROM {ExposureClaim._meta.db_table} c WHERE c.project_id = %s AND c.profile_id = ANY(%s::bigint[])",
+        rows=f"FROM {ExposureClaim._meta.db_table} c"
+        " WHERE c.project_id = %(project)s AND c.profile_id = ANY(%(profiles)s::bigint[])",
         columns=("experience_key",),
         category="which experiences the person has been shown (one row per experience)",
         purpose="keeping one exposure per person and experience",
