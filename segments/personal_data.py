@@ -19,6 +19,7 @@ from segments.models import (
     SegmentMembership,
     TextEmbedding,
 )
+from segments.services import vector_io
 
 _ORDER = ORDER_ROWS + 100  # rows pointing at a profile: before the profile goes
 
@@ -199,6 +200,40 @@ register(
         order=_ORDER,
         merge=_lookalike_seed_merge,
         model=LookalikeBuild._meta.label,
+        profiling=True,
+    )
+)
+
+
+def _staging_export(subject: Subject) -> Iterator[dict]:
+    count = vector_io.staging_rows_count(project_id=subject.project_id, profile_ids=list(subject.profile_ids))
+    if count:
+        yield {"rows": count}
+
+
+def _staging_erase(subject: Subject, progress: Callable[[int], None]) -> int:
+    removed = vector_io.staging_rows_delete(project_id=subject.project_id, profile_ids=list(subject.profile_ids))
+    progress(removed)
+    return removed
+
+
+# A refit writes everyone's new vectors to two unlogged staging tables before it swaps them in; a worker
+# killed mid-refit leaves them until the project's next refit (segments/services/vector_io.py).
+register(
+    Location(
+        name="refit_staging",
+        store="PostgreSQL",
+        category="the person's new behavior and meaning vectors while a refit runs (or after one was killed)",
+        purpose="behavior segments and lookalike audiences (profiling)",
+        retention="minutes: swapped into place or dropped when the refit ends; a killed refit's until the next",
+        mechanism="DELETE of the person's rows from each staging table of the project",
+        columns=("rows",),
+        export=_staging_export,
+        erase=_staging_erase,
+        verify=lambda subject: vector_io.staging_rows_count(
+            project_id=subject.project_id, profile_ids=list(subject.profile_ids)
+        ),
+        order=_ORDER,
         profiling=True,
     )
 )

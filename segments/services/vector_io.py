@@ -36,11 +36,35 @@ MATRIX_PAGE = 50_000
 _NAME = re.compile(r"^segments_refit_p(\d+)_(\d+)_(embedding|meaning)$")
 
 
+def staging_tables(*, project_id: int) -> list[str]:
+    """The project's refit staging tables: a running refit's, or those a killed worker left."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", [f"segments_refit_p{project_id}_%"])
+        return [name for (name,) in cursor.fetchall() if _NAME.match(name)]
+
+
+def staging_rows_delete(*, project_id: int, profile_ids: list[int]) -> int:
+    """Take profiles out of the project's staging tables (erasure during a refit, or after a killed one)."""
+    removed = 0
+    with connection.cursor() as cursor:
+        for name in staging_tables(project_id=project_id):
+            cursor.execute(f'DELETE FROM "{name}" WHERE profile_id = ANY(%s::bigint[])', [profile_ids])
+            removed += cursor.rowcount
+    return removed
+
+
+def staging_rows_count(*, project_id: int, profile_ids: list[int]) -> int:
+    total = 0
+    with connection.cursor() as cursor:
+        for name in staging_tables(project_id=project_id):
+            cursor.execute(f'SELECT count(*) FROM "{name}" WHERE profile_id = ANY(%s::bigint[])', [profile_ids])
+            total += cursor.fetchone()[0]
+    return total
+
+
 def _stale_drop(cursor, project_id: int, now: int) -> None:
-    cursor.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", [f"segments_refit_p{project_id}_%"])
-    for (name,) in cursor.fetchall():
-        match = _NAME.match(name)
-        if match and now - int(match.group(2)) > STALE_SECONDS:
+    for name in staging_tables(project_id=project_id):
+        if now - int(_NAME.match(name).group(2)) > STALE_SECONDS:
             cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 

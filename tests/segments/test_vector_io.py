@@ -70,9 +70,25 @@ def test_refit__sampled_fit_in_batches__every_person_once_with_the_projection_of
     }
     expected = embedder.transform([docs[int(pid)] for pid in ids], now=people.behavior_clock(project_id=project.pk))
     assert np.allclose(x, expected, atol=1e-5)
-    # Everyone searched, so everyone has a meaning vector; the staging tables are gone.
+    # Everyone searched, so everyone has a meaning vector; the project's staging tables are gone (another
+    # test's killed worker may have left its own project's).
     assert ProfileMeaning.objects.filter(project=project).count() == 45
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'segments_refit_%%'")
-        assert cursor.fetchone()[0] == 0
+    assert vector_io.staging_tables(project_id=project.pk) == []
     assert _index_definition() == before
+
+
+def test_refit_staging__left_by_a_killed_refit__found_exported_and_erased_by_privacy(project):
+    from personalization.people.personal_data import Subject, location
+
+    stage = vector_io.RefitStage(project_id=project.pk, behavior_dims=2, meaning_dims=2)
+    with connection.cursor() as cursor:
+        for table in (stage.embedding, stage.meaning):
+            cursor.execute(f'INSERT INTO "{table}" VALUES (7, %s, 1), (8, %s, 1)', ["[1,0]", "[0,1]"])
+    subject = Subject(project_id=project.pk, profile_ids=(7,), unit_ids=())
+    staging = location("refit_staging")
+    assert staging.verify(subject) == 2 and list(staging.export(subject)) == [{"rows": 2}]
+    assert staging.erase(subject, lambda n: None) == 2
+    assert staging.verify(subject) == 0
+    assert vector_io.staging_rows_count(project_id=project.pk, profile_ids=[8]) == 2  # the others stay
+    stage.drop()
+    assert vector_io.staging_tables(project_id=project.pk) == []
