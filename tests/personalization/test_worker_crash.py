@@ -15,13 +15,15 @@ from datetime import timedelta
 
 import psutil
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from experiments.models import LiftReport, ReportStatus
 from experiments.tasks import lift_report_task
 from personalization import redis_client, rkeys, services
+from personalization.ingest import partitions
 from personalization.models import ApiKey, BanditWeights, Exposure, Profile
-from personalization.tasks import api_keys_publish_task, bandits_update_task
+from personalization.tasks import api_keys_publish_task, bandits_update_task, partitions_ensure_task
 from personalization.workspace import auth
 from tests.experiments.test_lift_report import _population, hero_report_done
 from tests.factories import key_make
@@ -164,3 +166,36 @@ def test_api_keys_publish__worker_sigkilled_mid_task__redelivered_run_publishes_
         for k in keys
     }
     assert published[revoked.key_hash] == "-"
+
+
+def _partition_exists(name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+        return cursor.fetchone()[0]
+
+
+def test_partitions_ensure__worker_sigkilled_mid_task__no_month_half_made_and_the_redelivered_run_makes_both(
+    tmp_path,
+):
+    """The events' month is made, then the task waits on the exposures' DEFAULT partition and is killed
+    there: neither month exists (one transaction); the redelivered run makes both."""
+    month = partitions.month_add(partitions.month_floor(timezone.now()), partitions.MONTHS_AHEAD)
+    names = [partitions.partition_name(table, month) for table in partitions.PARTITIONED]
+    with connection.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
+    log_path = tmp_path / "worker.log"
+    env = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
+    lock = DbLock.table(partitions.default_name("personalization_exposure"))
+    with celery_worker(log_path, env=env) as first:
+        partitions_ensure_task.delay()
+        blocked = until(lock.blocked_backends, "the task to reach the exposures", log_path)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    lock.release(orphans=blocked)
+    assert not any(_partition_exists(name) for name in names)  # the events' month rolled back with it
+    until(lambda: unacked_visible_again(VISIBILITY_SECONDS), "the killed task's message to be due again")
+
+    with celery_worker(log_path, env=env):
+        until(lambda: all(_partition_exists(name) for name in names), "the redelivered run", log_path)
+    assert partitions.partitions_ensure() == []  # whole: a further run has nothing to make
