@@ -174,6 +174,22 @@ def process_group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
+def backend_cpu_seconds() -> float | None:
+    """CPU time of this process's PostgreSQL backend so far; None when the server is not on this machine
+    (or its /proc entry is not readable)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def process_stop(proc: subprocess.Popen | None) -> None:
     """Stop a process started with start_new_session=True, and its children."""
     if proc is None or proc.poll() is not None:

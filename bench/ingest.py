@@ -149,34 +149,16 @@ def stream_trim(events: int) -> dict:
     return {"before": before, "after": count()}
 
 
-def backend_cpu_seconds() -> float | None:
-    """CPU time of this process's PostgreSQL backend so far; None when the server is not on this machine
-    (or its /proc entry is not readable)."""
-    import os
-
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def drain_loop() -> tuple[int, float, dict]:
     """Drain until the stream is empty: events moved, seconds, and the CPU seconds spent by this process
     and by its PostgreSQL backend (less sensitive than the rate to other work on the machine)."""
     from personalization import services
 
-    backend, process = backend_cpu_seconds(), time.process_time()
+    backend, process = _common.backend_cpu_seconds(), time.process_time()
     started = time.perf_counter()
     moved = services.events_drain_backlog()
     seconds = time.perf_counter() - started
-    backend_after = backend_cpu_seconds()
+    backend_after = _common.backend_cpu_seconds()
     cpu = {"drain": time.process_time() - process, "postgres": None if backend is None else backend_after - backend}
     return moved, seconds, cpu
 
