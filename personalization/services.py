@@ -31,13 +31,12 @@ from personalization.ingest.dead_letters import dead_letters_delete, dead_letter
 from personalization.ingest.drain import events_drain, events_drain_backlog
 from personalization.ingest.partitions import (
     RetentionDone,
-    event_claims_expire,
     events_retention_apply,
+    exposures_retention_apply,
     partitions_ensure,
 )
 from personalization.ingest.stream import events_ingest, stream_ensure_group
 from personalization.people.subjects import (
-    events_delete_before,
     profiles_personalization_set,
     suppression_publish,
     unit_hashes_unprofile,
@@ -74,8 +73,6 @@ __all__ = [
     "bandit_update",
     "dead_letters_delete",
     "dead_letters_retry",
-    "event_claims_expire",
-    "events_delete_before",
     "events_drain",
     "events_drain_backlog",
     "events_ingest",
@@ -91,6 +88,7 @@ __all__ = [
     "experience_start",
     "experience_started_at_set",
     "experience_update",
+    "exposures_retention_apply",
     "history_bulk_load",
     "membership_set",
     "partitions_ensure",

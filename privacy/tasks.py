@@ -17,10 +17,11 @@ def dsr_run_task(request_id: int) -> str:
 
 @shared_task(autoretry_for=(redis.ConnectionError, OperationalError), retry_backoff=True, acks_late=True)
 def privacy_housekeeping_task() -> dict:
-    """Hourly: raw events past their retention, expired export files, the suppression list in Redis."""
+    """Hourly: raw events and exposures past their retention, expired export files, the suppression list in Redis."""
     deleted = services.retention_apply()
     return {
-        "events_deleted": sum(deleted.values()),
+        "events_deleted": sum(deleted["events"].values()),
+        "exposures_deleted": sum(deleted["exposures"].values()),
         "exports_deleted": services.exports_expire(),
         "suppressed": services.suppression_republish(),
     }

@@ -13,14 +13,16 @@ rows outside them (a clock years off, a history older than the migration). `part
 DEFAULT partition is split out of it (rows moved, then attached), so ensuring is idempotent and
 never fails on what the DEFAULT holds.
 
-Retention (`events_retention_apply`) drops a whole month when every project that has rows in it
-keeps events for less than the month's age: a catalog change, milliseconds whatever the month holds.
-What remains past a project's cut-off (the newest expired month, projects that keep longer sharing a
-month with ones that keep less) is deleted row by row, as before, and so are the claims of the
-events deleted (`event_claims_expire`: the claims table holds the unique key across months, so it
-cannot be partitioned by month). A month is dropped under a short
-lock_timeout: when a long read holds the table, the month waits for the next run rather than making
-every drain wait behind the drop.
+Retention (`events_retention_apply`, `exposures_retention_apply`: one project setting, one horizon
+for both, since an exposure is personal data measured against the events of the same time) drops a
+whole month when every project that has rows in it keeps them for less than the month's age: a
+catalog change, milliseconds whatever the month holds. The claims of the month's rows go in the same
+transaction, by one DELETE joined with the month before it is dropped (the claims tables hold the
+unique keys across months, so they cannot be partitioned by month). What remains past a project's
+cut-off (the newest expired month, projects that keep longer sharing a month with ones that keep
+less) is deleted in chunks, each chunk's rows and claims in one statement. A month is dropped under
+a short lock_timeout: when a long read holds the table, the month waits for the next run rather than
+making every drain wait behind the drop.
 """
 
 from dataclasses import dataclass, field
@@ -29,17 +31,23 @@ from datetime import UTC, datetime
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from personalization.people.subjects import events_delete_before, rows_delete_chunked
+from personalization.people.subjects import rows_delete_chunked
 
 # table -> its partition key. The claims tables (EventClaim, ExposureClaim) are not partitioned.
 PARTITIONED = {"personalization_event": "ts", "personalization_exposure": "exposed_at"}
-EVENTS = "personalization_event"
-EVENT_CLAIMS = "personalization_eventclaim"
+EVENTS, EXPOSURES = "personalization_event", "personalization_exposure"
+# table -> its claims table and the key a row and its claim share. Retention deletes a row's claim in
+# the statement (a month: the transaction) that deletes the row: a claim left behind would refuse a
+# row that is not stored, a row left without its claim would let a second one in.
+CLAIMS = {
+    EVENTS: ("personalization_eventclaim", ("project_id", "event_id")),
+    EXPOSURES: ("personalization_exposureclaim", ("project_id", "profile_id", "experience_key")),
+}
 # Months created ahead of the current one: the daily task can miss two months of runs before a
 # month's rows fall into the DEFAULT partition (and even then they are split out at the next run).
 MONTHS_AHEAD = 3
 _LOCK = 0x6B61_7070  # pg_advisory_xact_lock key: one maintainer at a time
-_CLAIMS_CHUNK = 50_000
+_ROWS_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -137,57 +145,79 @@ def partitions_ensure(*, now: datetime | None = None, ahead: int = MONTHS_AHEAD)
 
 def events_retention_apply(*, cutoffs: dict[int, datetime], lock_timeout_ms: int = 5_000) -> RetentionDone:
     """Delete every project's events older than its cut-off (`cutoffs`: project -> cut-off; a project
-    not in it keeps its events): whole months dropped where no project still keeps rows of them, the
-    rest row by row. The claims of what went are event_claims_expire's."""
+    not in it keeps its events), with their claims: whole months dropped where no project still
+    keeps rows of them, the rest row by row."""
+    return _retention_apply(EVENTS, cutoffs, lock_timeout_ms)
+
+
+def exposures_retention_apply(*, cutoffs: dict[int, datetime], lock_timeout_ms: int = 5_000) -> RetentionDone:
+    """As events_retention_apply, for the exposures (by `exposed_at`) and their claims: an exposure
+    is personal data kept under the same promise as the events it is measured with."""
+    return _retention_apply(EXPOSURES, cutoffs, lock_timeout_ms)
+
+
+def _retention_apply(table: str, cutoffs: dict[int, datetime], lock_timeout_ms: int) -> RetentionDone:
     done = RetentionDone()
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM personalization_project")
         projects = [project_id for (project_id,) in cursor.fetchall()]
-    for month in partitions_list(table=EVENTS):
+    for month in partitions_list(table=table):
         keepers = [p for p in projects if p not in cutoffs or cutoffs[p] < month.upper]
         if len(keepers) == len(projects):
             break  # months are in order: no later month can be dropped either
-        if _month_drop(month, keepers, done, lock_timeout_ms) is False:
+        if _month_drop(table, month, keepers, done, lock_timeout_ms) is False:
             break
     for project_id, cutoff in sorted(cutoffs.items()):
-        rows = events_delete_before(project_id=project_id, before=cutoff)
+        rows = _rows_delete_before(table, project_id=project_id, before=cutoff)
         done.deleted[project_id] = done.deleted.get(project_id, 0) + rows
     return done
 
 
-def event_claims_expire(*, cutoffs: dict[int, datetime]) -> int:
-    """The claims of events retention deleted (older than their project's cut-off), in committed
-    chunks; returns how many. Row by row, unlike the months: the claims table is not partitioned
-    (it holds the unique key across months), so this is the part of retention that takes time
-    (bench/partitions.py). The events are gone, so an id sent again is a new event (and past
-    retention itself, gone again at the next run)."""
-    deleted = 0
-    for project_id, cutoff in sorted(cutoffs.items()):
-        deleted += rows_delete_chunked(
-            sql=f"DELETE FROM {EVENT_CLAIMS} WHERE (project_id, event_id) IN"
-            f" (SELECT project_id, event_id FROM {EVENT_CLAIMS} WHERE project_id = %s AND ts < %s LIMIT %s)",
-            params=[project_id, cutoff, _CLAIMS_CHUNK],
-            chunk=_CLAIMS_CHUNK,
-        )
-    return deleted
+def _rows_delete_before(table: str, *, project_id: int, before: datetime) -> int:
+    """A project's rows older than `before` and their claims, in committed chunks: each chunk's rows
+    and claims go in one statement, so a stop between chunks leaves no row without its claim."""
+    claims, key = CLAIMS[table]
+    column = PARTITIONED[table]
+    same = " AND ".join(f"c.{name} = gone.{name}" for name in key)
+    # The time column twice: both halves read only the months before the cut-off.
+    return rows_delete_chunked(
+        sql=f"WITH gone AS (DELETE FROM {table} WHERE {column} < %s AND (id, {column}) IN"
+        f" (SELECT id, {column} FROM {table} WHERE project_id = %s AND {column} < %s LIMIT %s)"
+        f" RETURNING {', '.join(key)}),"
+        f" claims AS (DELETE FROM {claims} c USING gone WHERE {same})"
+        " SELECT count(*) FROM gone",
+        params=[before, project_id, before, _ROWS_CHUNK],
+        chunk=_ROWS_CHUNK,
+    )
 
 
-def _month_drop(month: Month, keepers: list[int], done: RetentionDone, lock_timeout_ms: int) -> bool | None:
-    """Drop `month` unless one of `keepers` has rows in it (None: kept). False when the table was
-    too busy to drop it now."""
+def _month_drop(table: str, month: Month, keepers: list[int], done: RetentionDone, lock_timeout_ms: int) -> bool | None:
+    """Drop `month` and its rows' claims unless one of `keepers` has rows in it (None: kept). False
+    when the table was too busy to drop it now."""
+    claims, key = CLAIMS[table]
+    same = " AND ".join(f"c.{name} = m.{name}" for name in key)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE project_id = ANY(%s::bigint[]))", [keepers])
-        if cursor.fetchone()[0]:
-            return None
-        cursor.execute(f"SELECT project_id, count(*) FROM {month.name} GROUP BY project_id")
-        counts = dict(cursor.fetchall())
         cursor.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
         try:
             with transaction.atomic():
+                # SHARE first: no row enters or leaves the month from here to its drop (reads go on), so
+                # the claims deleted are exactly those of the rows dropped, in one statement joined on
+                # the claims' key; an id claimed meanwhile by another month waits for this commit.
+                cursor.execute(f"LOCK TABLE {month.name} IN SHARE MODE")
+                cursor.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE project_id = ANY(%s::bigint[]))", [keepers]
+                )
+                if cursor.fetchone()[0]:
+                    return None
+                cursor.execute(f"SELECT project_id, count(*) FROM {month.name} GROUP BY project_id")
+                counts = dict(cursor.fetchall())
+                cursor.execute(f"DELETE FROM {claims} c USING {month.name} m WHERE {same}")
                 cursor.execute(f"DROP TABLE {month.name}")
-        except OperationalError as error:  # lock_not_available: try again at the next run
-            if getattr(error.__cause__, "sqlstate", "") != "55P03":
+        except OperationalError as error:
+            # lock_not_available, or deadlock_detected (a writer into this old month meanwhile, which
+            # waited on the SHARE lock while the drop waited on its table): try again at the next run.
+            if getattr(error.__cause__, "sqlstate", "") not in ("55P03", "40P01"):
                 raise
             return False
     for project_id, rows in counts.items():

@@ -170,7 +170,7 @@ register(
         columns=("experience_key",),
         category="which experiences the person has been shown (one row per experience)",
         purpose="keeping one exposure per person and experience",
-        retention="as long as the profile",
+        retention="as long as the exposure (deleted with it by the retention)",
         mechanism="DELETE of the person's claims",
         order=ORDER_ROWS + 25,  # merges: "exposures" moves them with the exposures (_exposures_merge)
     )
@@ -202,7 +202,7 @@ register(
         columns=("experience_key", "variant_key", "arm", "reason", "segment", "exposed_at", "source", "converted"),
         category="experiences and variants shown, why (reason code), and their outcome",
         purpose="measuring experiences; bandit allocation",
-        retention="as long as the profile",
+        retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
         merge=_exposures_merge,
     )
 )

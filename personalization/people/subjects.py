@@ -14,7 +14,7 @@ from django.db.models import Q
 from personalization import redis_client, rkeys
 from personalization.decide.units import profiles_publish
 from personalization.intent_fields import INTENT_FACT, UNIT_INTENTS_FIELD, intents_parse
-from personalization.models import Event, Profile, ProfileIdentity
+from personalization.models import Profile, ProfileIdentity
 from personalization.score_fields import UNIT_SCORES_FIELD, scores_parse
 from personalization.signals import profiles_opted_out
 
@@ -207,26 +207,15 @@ def suppression_publish(*, project_id: int, digests: list[str]) -> None:
         redis_client.worker().sadd(rkeys.suppressed(project_id), *digests)
 
 
-def events_delete_before(*, project_id: int, before, chunk: int = 20_000) -> int:
-    """Retention: delete a project's events older than `before`, one committed chunk at a time."""
-    table = Event._meta.db_table
-    # ts twice: the table is partitioned on it, so both halves read only the months before the cut-off.
-    return rows_delete_chunked(
-        sql=f"DELETE FROM {table} WHERE ts < %s AND (id, ts) IN"
-        f" (SELECT id, ts FROM {table} WHERE project_id = %s AND ts < %s LIMIT %s)",
-        params=[before, project_id, before, chunk],
-        chunk=chunk,
-    )
-
-
 def rows_delete_chunked(*, sql: str, params: list, chunk: int) -> int:
     """Run a DELETE of at most `chunk` rows (its LIMIT) again until it deletes fewer, each in a
-    transaction of its own: a big delete holds no lock for long and keeps what it did if stopped."""
+    transaction of its own: a big delete holds no lock for long and keeps what it did if stopped. A
+    statement that answers a row (a DELETE in a WITH, and the rows it deleted counted) is counted by it."""
     deleted = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
-            step = cursor.rowcount
+            step = cursor.fetchone()[0] if cursor.description else cursor.rowcount
         deleted += step
         if step < chunk:
             return deleted

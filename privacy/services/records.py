@@ -50,17 +50,19 @@ def privacy_settings_set(
     return current
 
 
-def retention_apply(*, now=None) -> dict[int, int]:
-    """Delete every project's raw events older than its retention: whole months dropped where every
-    project is done with them, the rest in chunks; returns project → events deleted."""
+def retention_apply(*, now=None) -> dict[str, dict[int, int]]:
+    """Delete every project's raw events and exposures older than its retention, with their claims:
+    whole months dropped where every project is done with them, the rest in chunks; returns
+    {"events": project → rows deleted, "exposures": project → rows deleted}."""
     now = now or timezone.now()
     cutoffs = {
         current.project_id: now - timedelta(days=current.event_retention_days)
         for current in PrivacySettings.objects.filter(event_retention_days__gt=0)
     }
-    deleted = subject_data.events_retention_apply(cutoffs=cutoffs).deleted
-    subject_data.event_claims_expire(cutoffs=cutoffs)
-    return deleted
+    return {
+        "events": subject_data.events_retention_apply(cutoffs=cutoffs).deleted,
+        "exposures": subject_data.exposures_retention_apply(cutoffs=cutoffs).deleted,
+    }
 
 
 def exports_expire(*, now=None) -> int:
@@ -102,7 +104,7 @@ def processing_record(*, project_id: int, project_name: str) -> str:
         "Categories of data subjects: visitors and customers of the site or app, anonymous or logged in.",
         "Recipients: none outside the controller; Kairos is self-hosted.",
         "Transfers to third countries: none by Kairos.",
-        f"Raw event retention: {retention}.",
+        f"Raw event and exposure retention: {retention}.",
         f"Consent required for personalization: {'yes' if current.require_consent else 'no'}; "
         f"Global Privacy Control honoured: {'yes' if current.honor_gpc else 'no'}.",
         "Security: API keys stored hashed; erased subjects kept only as keyed HMAC digests; role-based access.",

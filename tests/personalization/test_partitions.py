@@ -9,7 +9,7 @@ from django.db import connection
 
 from personalization import services
 from personalization.ingest.partitions import month_add, month_floor, partition_name, partitions_list
-from personalization.models import Event, EventClaim, Exposure, ExposureClaim, Profile
+from personalization.models import Event, EventClaim, Exposure, ExposureClaim, Profile, ProfileIdentity
 from personalization.people.personal_data import Subject, location, subject_merge
 from tests.factories import events_post, external_experience_make, project_make
 
@@ -170,15 +170,51 @@ def test_retention__months_every_project_is_done_with_dropped__the_rest_deleted_
     assert done.deleted == {project.pk: 4}
     assert partition_name(EVENTS, old) not in {month.name for month in partitions_list(table=EVENTS)}
     assert set(Event.objects.values_list("event_id", flat=True)) == {"now", "kept"}
-    assert services.event_claims_expire(cutoffs={project.pk: cutoff}) == 4
+    # The claims went with their events, the dropped month's and the row-deleted one's alike.
     assert set(EventClaim.objects.values_list("event_id", flat=True)) == {"now", "kept"}
     # A second run finds nothing left to do.
     again = services.events_retention_apply(cutoffs={project.pk: cutoff})
-    assert (again.dropped, again.deleted, services.event_claims_expire(cutoffs={project.pk: cutoff})) == (
-        [],
-        {project.pk: 0},
-        0,
-    )
+    assert (again.dropped, again.deleted) == ([], {project.pk: 0})
+    # Still once per id for the events that remain; an id whose event retention deleted is new again.
+    history_send(project.pk, [page_view("now", "a", NOW - timedelta(days=1)), page_view("old-1", "a", NOW)])
+    assert drain_all() == 2
+    stored = set(Event.objects.filter(project=project).values_list("event_id", "ts"))
+    assert stored == {("now", NOW), ("old-1", NOW)}
+
+
+@pytest.mark.django_db
+def test_exposure_retention__old_months_dropped_with_their_claims__a_person_shown_again_counts_anew(project):
+    keeper = project_make(name="keeps everything")
+    for owner in (project, keeper):
+        external_experience_make(project=owner, key="hero")
+    this_month = month_floor(NOW)
+    old, middle = month_add(this_month, -13), month_add(this_month, -5)
+
+    def shown(visitor: str, at: datetime) -> dict:
+        return {"event_id": f"x-{visitor}-{at:%Y%m%d%H}", "type": "exposure", "anonymous_id": visitor,
+                "timestamp": at.isoformat(), "properties": {"experience": "hero", "variant": "b"}}  # fmt: skip
+
+    history_send(project.pk, [shown(f"old-{n}", old + timedelta(days=n)) for n in range(3)])
+    history_send(project.pk, [shown("middle", middle + timedelta(days=1)), shown("recent", NOW)])
+    history_send(keeper.pk, [shown("kept", middle + timedelta(days=2))])
+    assert drain_all() == 6
+    services.partitions_ensure()
+    cutoff = NOW - timedelta(days=60)
+
+    done = services.exposures_retention_apply(cutoffs={project.pk: cutoff})
+
+    assert done.dropped == [partition_name(EXPOSURES, old)]
+    assert done.deleted == {project.pk: 4}
+    left = {"recent", "kept"}
+    people = dict(ProfileIdentity.objects.filter(value__in=left).values_list("profile_id", "value"))
+    assert {people.get(pid) for pid in Exposure.objects.values_list("profile_id", flat=True)} == left
+    assert {people.get(pid) for pid in ExposureClaim.objects.values_list("profile_id", flat=True)} == left
+    assert services.exposures_retention_apply(cutoffs={project.pk: cutoff}).deleted == {project.pk: 0}
+    # "recent" keeps its first exposure; "old-0", whose exposure retention deleted, is exposed anew.
+    history_send(project.pk, [shown("recent", NOW - timedelta(hours=1)), shown("old-0", NOW)])
+    assert drain_all() == 2
+    assert Exposure.objects.filter(project=project).count() == 2
+    assert set(Exposure.objects.filter(project=project).values_list("exposed_at", flat=True)) == {NOW}
 
 
 @pytest.mark.django_db

@@ -220,7 +220,7 @@ def test_retention__old_events_deleted_recent_kept(client, project, public_key):
     privacy_services.privacy_settings_set(
         project_id=project.pk, require_consent=False, honor_gpc=True, event_retention_days=30, by=None
     )
-    assert privacy_services.retention_apply() == {project.pk: 1}
+    assert privacy_services.retention_apply() == {"events": {project.pk: 1}, "exposures": {project.pk: 0}}
     assert not Event.objects.filter(event_id="old").exists()
     assert Event.objects.filter(project=project).count() == 4
 
