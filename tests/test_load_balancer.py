@@ -25,7 +25,6 @@ from redis.cluster import RedisCluster
 from bench import _common
 from personalization import redis_client, rkeys, services
 from personalization.decide import runtime
-from personalization.decide.runtime import decide_snapshot_settle_seconds
 from personalization.models import Event
 from personalization.tasks import worker_heartbeat_task
 from tests import factories
@@ -36,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 HAPROXY_CFG = Path(settings.BASE_DIR) / "deploy" / "haproxy.cfg"
 EVENTS_PER_KEY = 30  # events requests per key and second, counted in Redis by every decide replica
+EDIT_SEEN_WITHIN = 1.0  # seconds from an edit's answer to every decide replica answering with it (issue 21)
 
 
 def haproxy_config(*, port: int, decide: list[str], web: list[str]) -> str:
@@ -235,8 +235,9 @@ def test_experience_edit__seen_by_every_decide_replica(stack):
     assert edit.status_code == 200, edit.text
     assert edit.headers["X-Kairos-Replica"] in {"web1", "web2"}
     edited = time.monotonic()
-    # Each replica checks the published version at most a second after its last check.
-    deadline = edited + decide_snapshot_settle_seconds()
+    # The issue's promise, not the product's own figure: a replica reads the published version a
+    # quarter second after its last read (runtime.SNAPSHOT_CHECK_SECONDS), well inside it.
+    deadline = edited + EDIT_SEEN_WITHIN
     waiting = set(stack["decide"])
     while waiting:
         assert time.monotonic() < deadline, f"{waiting} still answer version {before}"

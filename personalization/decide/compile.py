@@ -119,7 +119,8 @@ def snapshot_compile(*, project_id: int) -> dict:
 
 
 def snapshot_publish(*, project_id: int) -> int:
-    """Compile and hand the snapshot to every decide process (they poll its version about once a second)."""
+    """Compile and hand the snapshot to every decide process (each reads its version a quarter second
+    after its last read: runtime.SNAPSHOT_CHECK_SECONDS)."""
     snapshot = snapshot_compile(project_id=project_id)
     client = redis_client.worker()
     version = client.incr(rkeys.snapshot_counter(project_id))

@@ -36,12 +36,13 @@ from personalization.people.subjects import rows_delete_chunked
 # table -> its partition key. The claims tables (EventClaim, ExposureClaim) are not partitioned.
 PARTITIONED = {"personalization_event": "ts", "personalization_exposure": "exposed_at"}
 EVENTS, EXPOSURES = "personalization_event", "personalization_exposure"
-# table -> its claims table and the key a row and its claim share. Retention deletes a row's claim in
-# the statement (a month: the transaction) that deletes the row: a claim left behind would refuse a
-# row that is not stored, a row left without its claim would let a second one in.
+# table -> its claims table, the key a row and its claim share, and the claim's copy of the row's
+# time if it has one. Retention deletes a row's claim in the statement (a month: the transaction) that
+# deletes the row: a claim left behind would refuse a row that is not stored, a row left without its
+# claim would let a second one in.
 CLAIMS = {
-    EVENTS: ("personalization_eventclaim", ("project_id", "event_id")),
-    EXPOSURES: ("personalization_exposureclaim", ("project_id", "profile_id", "experience_key")),
+    EVENTS: ("personalization_eventclaim", ("project_id", "event_id"), "ts"),
+    EXPOSURES: ("personalization_exposureclaim", ("project_id", "profile_id", "experience_key"), None),
 }
 # Months created ahead of the current one: the daily task can miss two months of runs before a
 # month's rows fall into the DEFAULT partition (and even then they are split out at the next run).
@@ -176,7 +177,7 @@ def _retention_apply(table: str, cutoffs: dict[int, datetime], lock_timeout_ms: 
 def _rows_delete_before(table: str, *, project_id: int, before: datetime) -> int:
     """A project's rows older than `before` and their claims, in committed chunks: each chunk's rows
     and claims go in one statement, so a stop between chunks leaves no row without its claim."""
-    claims, key = CLAIMS[table]
+    claims, key, _ = CLAIMS[table]
     column = PARTITIONED[table]
     same = " AND ".join(f"c.{name} = gone.{name}" for name in key)
     # The time column twice: both halves read only the months before the cut-off.
@@ -194,8 +195,15 @@ def _rows_delete_before(table: str, *, project_id: int, before: datetime) -> int
 def _month_drop(table: str, month: Month, keepers: list[int], done: RetentionDone, lock_timeout_ms: int) -> bool | None:
     """Drop `month` and its rows' claims unless one of `keepers` has rows in it (None: kept). False
     when the table was too busy to drop it now."""
-    claims, key = CLAIMS[table]
+    claims, key, claimed_at = CLAIMS[table]
     same = " AND ".join(f"c.{name} = m.{name}" for name in key)
+    params = []
+    if claimed_at:
+        # Only the month's claims (by the claims' BRIN index) are joined with it: 4 to 5 times less
+        # work than probing or hashing the whole claims table (bench/partitions.py). The join, not the
+        # range alone, decides which claims go.
+        same += f" AND c.{claimed_at} >= %s AND c.{claimed_at} < %s"
+        params = [month.lower, month.upper]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
         cursor.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
@@ -212,7 +220,7 @@ def _month_drop(table: str, month: Month, keepers: list[int], done: RetentionDon
                     return None
                 cursor.execute(f"SELECT project_id, count(*) FROM {month.name} GROUP BY project_id")
                 counts = dict(cursor.fetchall())
-                cursor.execute(f"DELETE FROM {claims} c USING {month.name} m WHERE {same}")
+                cursor.execute(f"DELETE FROM {claims} c USING {month.name} m WHERE {same}", params)
                 cursor.execute(f"DROP TABLE {month.name}")
         except OperationalError as error:
             # lock_not_available, or deadlock_detected (a writer into this old month meanwhile, which
