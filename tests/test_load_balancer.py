@@ -19,7 +19,9 @@ import pytest
 import requests
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import setup_databases, teardown_databases
 from redis.cluster import RedisCluster
 
 from bench import _common
@@ -82,8 +84,15 @@ def committed(django_db_setup, django_db_blocker):
     would), and the test database emptied once, after the stack has stopped, rather than after each
     test: a TRUNCATE at a test's end could meet a drain still storing that test's events (a deadlock),
     and takes one to three seconds on this machine. The tests make projects of their own, so what an
-    earlier one left does not count in a later one's answers."""
-    with django_db_blocker.unblock():
+    earlier one left does not count in a later one's answers.
+
+    pytest-django sets up only the databases that the session's marked tests use, and these tests
+    carry no `django_db` mark: run alone (`pytest tests/test_load_balancer.py`), the module sets up the
+    test database itself rather than writing to the development one."""
+    with django_db_blocker.unblock(), ExitStack() as own:
+        if not connection.settings_dict["NAME"].startswith("test_"):
+            made = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+            own.callback(teardown_databases, made, verbosity=0)
         yield
         call_command("flush", interactive=False, verbosity=0)
 
