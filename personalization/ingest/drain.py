@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -449,35 +449,21 @@ def _events_insert(
     batch is copied again without the events already claimed. A drain claiming the same id at the
     same moment fails this transaction on the key, and _events_write retries it.
     """
-    rows, seen = [], set()
-    dumps = orjson.dumps
-    for event in events:
-        event_id = event["event_id"]
-        if event_id in seen:
-            continue
-        seen.add(event_id)
-        rows.append(
-            (
-                project_id,
-                profile_of[event_id],
-                event_id,
-                event["type"],
-                event["ts"],
-                event["session_id"],
-                event["value"],
-                dumps(event["properties"]).decode(),
-                event["received_at"],
-            )
-        )
+    if not events:
+        return []
+    rows: list[tuple] = []
+    # Each row is made as the COPY takes it, so making them overlaps PostgreSQL's inserting too.
+    produce = _event_rows(project_id, events, profile_of, rows)
     try:
         # Errors as Django's, like every other statement of the write: a deadlock with another drain
         # (OperationalError 40P01) is then retried by _events_write, a bad value narrowed down.
         with transaction.atomic():
-            _events_copy(cursor, rows, meanwhile)
+            _events_copy(cursor, produce, meanwhile)
         return rows
     except IntegrityError as error:
         if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _CLAIMS_UNIQUE:
             raise
+    rows.extend(produce)  # none left, usually: the claims' key fails at the end of the statement
     cursor.execute(
         "SELECT event_id FROM personalization_eventclaim WHERE project_id = %s AND event_id = ANY(%s::text[])",
         [project_id, [row[2] for row in rows]],
@@ -488,8 +474,33 @@ def _events_insert(
     return rows
 
 
-def _events_copy(cursor, rows: list[tuple], meanwhile: Callable | None = None) -> None:
-    if not rows:
+def _event_rows(project_id: int, events: list[dict], profile_of: dict[str, int], made: list[tuple]) -> Iterator[tuple]:
+    """The COPY rows of `events`, each also appended to `made`; a client's retry inside the batch
+    is left out (the first copy kept)."""
+    seen: set[str] = set()
+    dumps, append = orjson.dumps, made.append
+    for event in events:
+        event_id = event["event_id"]
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        row = (
+            project_id,
+            profile_of[event_id],
+            event_id,
+            event["type"],
+            event["ts"],
+            event["session_id"],
+            event["value"],
+            dumps(event["properties"]).decode(),
+            event["received_at"],
+        )
+        append(row)
+        yield row
+
+
+def _events_copy(cursor, rows: Iterable[tuple], meanwhile: Callable | None = None) -> None:
+    if isinstance(rows, list) and not rows:
         return
     with connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
         write = copy.write_row
