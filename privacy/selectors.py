@@ -36,6 +36,12 @@ def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:
     """Those of `identifiers` that belong to an erased subject (one query for a whole batch)."""
     if not identifiers:
         return set()
+    with connection.cursor() as cursor:
+        # Most projects have erased nobody: one indexed probe spares the drain an HMAC per identifier
+        # (about a millisecond per 1,000 events, on the drain's critical path).
+        cursor.execute(f"SELECT EXISTS (SELECT FROM {Suppression._meta.db_table} WHERE project_id = %s)", [project_id])
+        if not cursor.fetchone()[0]:
+            return set()
     by_digest = {digest_of(project_id=project_id, identifier=i): i for i in identifiers}
     # One array parameter: a drain batch names thousands of ids, and an IN list of that many
     # placeholders cost more to build and parse than the lookup itself.

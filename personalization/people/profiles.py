@@ -17,6 +17,9 @@ from personalization.models import IdentityKind, Profile
 from personalization.people import personal_data
 
 _PROFILES_LOCK = 0x4B5250  # advisory lock class: profile creation in one project ("KRP")
+# The kinds as plain strings: reading a member off the enum class costs about three dictionary
+# lookups, and the plan makes several per event (equal and hashed alike, so keys match either way).
+_USER, _ANONYMOUS = IdentityKind.USER.value, IdentityKind.ANONYMOUS.value
 
 
 def _identities_load(project_id: int, events: list[dict]) -> tuple[dict[tuple[str, str], int], dict[int, bool]]:
@@ -83,8 +86,8 @@ def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user
 
     for event in events:
         user_id, anon_id = event["user_id"], event["anonymous_id"]
-        by_user = ids.get((IdentityKind.USER, user_id)) if user_id else None
-        by_anon = ids.get((IdentityKind.ANONYMOUS, anon_id)) if anon_id else None
+        by_user = ids.get((_USER, user_id)) if user_id else None
+        by_anon = ids.get((_ANONYMOUS, anon_id)) if anon_id else None
         if user_id and by_user is None:
             if by_anon is not None and not has_user.get(by_anon):
                 if by_anon < 0:
@@ -94,11 +97,11 @@ def _profiles_plan(events: list[dict], ids: dict[tuple[str, str], int], has_user
                 by_user = by_anon
             else:
                 by_user = new(event, user_id)
-            ids[(IdentityKind.USER, user_id)] = plan.identities[(IdentityKind.USER, user_id)] = by_user
+            ids[(_USER, user_id)] = plan.identities[(_USER, user_id)] = by_user
             has_user[by_user] = True
         if anon_id and by_anon is None:
             by_anon = by_user if by_user is not None else new(event, None)
-            ids[(IdentityKind.ANONYMOUS, anon_id)] = plan.identities[(IdentityKind.ANONYMOUS, anon_id)] = by_anon
+            ids[(_ANONYMOUS, anon_id)] = plan.identities[(_ANONYMOUS, anon_id)] = by_anon
             has_user.setdefault(by_anon, False)
         elif by_user is not None and by_anon is not None and by_anon != by_user and not has_user.get(by_anon):
             if by_anon < 0:

@@ -162,6 +162,23 @@ def test_drain_backlog__steps_read_ahead_with_claims_at_once__every_event_once_c
 
 
 @pytest.mark.django_db
+def test_drain_backlog__a_step_with_nothing_to_copy__the_steps_after_it_drained_in_the_same_call(
+    client, project, public_key
+):
+    """The next step is read once the step's COPY is under way; a step that copies no event (an
+    exposure alone here) must still read the next, or the backlog would stop early."""
+    external_experience_make(project=project, key="hero", attribution_hours=24)
+    post(client, public_key, [exposure_make("x1", "v0", 1, "hero")])
+    for b in range(2):
+        post(client, public_key, [page_view(f"b{b}-{i}", f"v{i}", 1) for i in range(5)])
+
+    assert services.events_drain_backlog(max_entries=1) == 11
+    assert Event.objects.filter(project=project).count() == 10
+    assert Exposure.objects.filter(project=project).count() == 1
+    assert stream_state() == (0, 0)
+
+
+@pytest.mark.django_db
 def test_drain_backlog__budget_spent__the_step_under_way_finished_nothing_read_ahead(client, project, public_key):
     for b in range(3):
         post(client, public_key, [page_view(f"b{b}-{i}", f"v{i}", 1) for i in range(10)])
