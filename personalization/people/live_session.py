@@ -130,6 +130,7 @@ _LUA_CONSTANTS = (
     # The pattern of field "ls" and the formats of the argument's records, constants of the script.
     f"local STATE = '^{STATE_VERSION} {'(%S+) ' * (len(STATE_NUMBERS) - 1)}(%S+)$'\n"
     f"local UNIT, SEGMENT, TEXT1 = '{_UNIT_LUA}', '{_SEGMENT_LUA}', 15\n"
+    f"local HASH = '{'.' * HASH_CHARS}'\n"  # one item hash: the items list holds them back to back
 )
 
 LIVE_FUNCTION_LUA = (
@@ -150,6 +151,10 @@ local suppressed, active = KEYS[KB + 1], KEYS[KB + 2]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
 
 local function cap(x) if x > CAP then return CAP end; return x end
+-- Numbers go back to text with format's %d, not a concat or table.concat of the number: those format
+-- it as a float ('%.14g'), about twice the cost, and the script writes ~15 numbers per visitor.
+local fmt = string.format
+local function capd(x) if x > CAP then x = CAP end; return fmt('%d', x) end
 
 -- fresh entries (most recent first) ahead of the old ones they do not repeat, at most `limit`
 local function merge_list(fresh, old, limit)
@@ -191,21 +196,18 @@ end
 local function merge_items(fresh, old)
   if fresh == '' then return old, 0 end
   -- The common case, no fresh item among the old ones, costs a few searches in C (a hit not on a
-  -- hash boundary is a false alarm that only sends the merge the slow way).
-  local hit = false
+  -- hash boundary is a false alarm: the gsub below then finds nothing to drop).
+  local set, hit = {}, false
   for i = 1, #fresh, HW do
-    if string.find(old, string.sub(fresh, i, i + HW - 1), 1, true) then hit = true; break end
+    local h = string.sub(fresh, i, i + HW - 1)
+    set[h] = ''
+    if not hit and string.find(old, h, 1, true) then hit = true end
   end
   if not hit then return string.sub(fresh .. old, 1, MAXI * HW), 0 end
-  local set, found, out = {}, 0, {fresh}
-  for i = 1, #fresh, HW do set[string.sub(fresh, i, i + HW - 1)] = true end
-  local kept = #fresh / HW
-  for i = 1, #old, HW do
-    local h = string.sub(old, i, i + HW - 1)
-    if set[h] then found = found + 1
-    elseif kept < MAXI then out[#out + 1] = h; kept = kept + 1 end
-  end
-  return table.concat(out), found
+  -- A returning visitor's batch often repeats an item: one gsub drops the old hashes a fresh one
+  -- repeats (in C, a table lookup per hash), not a loop of string.sub and a table in the script.
+  local rest = string.gsub(old, HASH, set)
+  return string.sub(fresh .. rest, 1, MAXI * HW), (#old - #rest) / HW
 end
 
 -- Fresh entries (old counts added) ahead of the old ones they do not repeat, at most MAXC. The old
@@ -220,7 +222,7 @@ local function merge_categories(fresh, old)
     if i then
       local ov, oiv, k = string.match(rest, '^(%d+)\31(%d+)()', j + 1)
       rest = string.sub(rest, 1, i) .. string.sub(rest, k + 1)
-      entry = name .. '\31' .. cap(v + ov) .. '\31' .. cap(iv + oiv)
+      entry = fmt('%s\31%d\31%d', name, cap(v + ov), cap(iv + oiv))
     end
     out[#out + 1] = entry
   end
@@ -244,10 +246,10 @@ local function days_bump(raw, ts)
     if d > day - MAXD then
       c = tonumber(c)
       if d == day then c = cap(c + 1); counted = true end
-      out[#out + 1] = d .. ':' .. c
+      out[#out + 1] = fmt('%d:%d', d, c)
     end
   end
-  if not counted then out[#out + 1] = day .. ':1' end
+  if not counted then out[#out + 1] = fmt('%d:1', day) end
   while #out > MAXD do table.remove(out, 1) end
   return table.concat(out, ' ')
 end
@@ -267,9 +269,10 @@ local function fold(key, u)
     if f[3] then redis.call('HDEL', key, unpack(FIELDS)) end
     return 0
   end
-  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc, as the texts read: a field becomes a number only
-  -- where a segment changes it (a number costs a conversion each way, and most segments change five
-  -- or six of the sixteen). The times the merge compares are numbers in ss, sl and fs (nil: unknown).
+  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc, as the texts read: a field is converted only
+  -- where a segment changes it, and written back as text at once (a number costs a conversion each
+  -- way, and most segments change five or six of the sixteen). The times the merge compares are
+  -- numbers in ss, sl and fs (nil: unknown).
   local x = {}
   if f[3] then x = {string.match(f[3], STATE)} end
   local lt, li, lc, lq, la, lh, lf, ld
@@ -287,36 +290,36 @@ local function fold(key, u)
     local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = unpack(g, 1, TEXT1)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
-    if not fs then fs = start; x[4] = start end
+    if not fs then fs = start; x[4] = fmt('%d', start) end
     if not sl or start - sl > idle then
-      if ss then x[3] = sl or '-' end
-      ss = start; x[1] = start
+      if ss then x[3] = sl and fmt('%d', sl) or '-' end
+      ss = start; x[1] = fmt('%d', start)
       for i = 5, NUMBERS do x[i] = '0' end
       lt, li, lc, lq, lh = '', '', '', '', ''
       ld = days_bump(ld, start)
     end
     local prior = sl  -- the state's last event before this segment
-    sl = stop; x[2] = stop
-    x[5] = cap(x[5] + n)
-    if pv ~= 0 then x[6] = cap(x[6] + pv) end
+    sl = stop; x[2] = fmt('%d', stop)
+    x[5] = capd(x[5] + n)
+    if pv ~= 0 then x[6] = capd(x[6] + pv) end
     local first_query = g[TEXT1 + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
-    if q ~= 0 then x[8] = cap(x[8] + q) end
-    if qr ~= 0 then x[9] = cap(x[9] + qr) end
-    if ca ~= 0 then x[10] = cap(x[10] + ca) end
-    if cr ~= 0 then x[11] = cap(x[11] + cr) end
-    if pu ~= 0 then x[12] = cap(x[12] + pu) end
-    if ck ~= 0 then x[13] = cap(x[13] + ck) end
-    if dwell ~= 0 then x[14] = cap(x[14] + dwell) end
-    if cl ~= 0 then x[15] = cap(x[15] + cl) end
-    if sc ~= 0 then x[16] = cap(x[16] + sc) end
+    if q ~= 0 then x[8] = capd(x[8] + q) end
+    if qr ~= 0 then x[9] = capd(x[9] + qr) end
+    if ca ~= 0 then x[10] = capd(x[10] + ca) end
+    if cr ~= 0 then x[11] = capd(x[11] + cr) end
+    if pu ~= 0 then x[12] = capd(x[12] + pu) end
+    if ck ~= 0 then x[13] = capd(x[13] + ck) end
+    if dwell ~= 0 then x[14] = capd(x[14] + dwell) end
+    if cl ~= 0 then x[15] = capd(x[15] + cl) end
+    if sc ~= 0 then x[16] = capd(x[16] + sc) end
     lt = merge_types(g[TEXT1 + 1], lt)
     local found
     li, found = merge_items(g[TEXT1 + 2], li)
-    if ni ~= 0 then x[7] = cap(x[7] + ni - found) end
+    if ni ~= 0 then x[7] = capd(x[7] + ni - found) end
     lc = merge_categories(g[TEXT1 + 3], lc)
     lq = merge_list(g[TEXT1 + 4], lq, MAXQ)
     local channel = g[TEXT1 + 6]
@@ -326,7 +329,7 @@ local function fold(key, u)
     if op == 's' then
       local at = cart_at
       if prior and at < prior then at = prior end
-      la = at .. '\31' .. g[TEXT1 + 8]
+      la = fmt('%d\31%s', at, g[TEXT1 + 8])
     elseif op == 'x' then
       la = ''
     elseif la ~= '' and g[TEXT1 + 9] ~= '' then
@@ -377,7 +380,7 @@ for k = KB + 3, #KEYS do
 end
 if #written > 0 then redis.call('ZADD', active, unpack(written)) end
 if #dropped > 0 then redis.call('ZREM', active, unpack(dropped)) end
-redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. (now - window))
+redis.call('ZREMRANGEBYSCORE', active, '-inf', fmt('(%d', now - window))
 redis.call('EXPIRE', active, window + 60)
 return out
 end
