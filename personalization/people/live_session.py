@@ -61,6 +61,7 @@ state as of now: a session idle past the boundary reads as ended, the next event
 
 import hashlib
 import math
+import struct
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -107,21 +108,29 @@ LONG_DWELL_MS = 30_000
 HASH_CHARS = 8
 # The index of recently active units (rkeys.live_active) keeps this long; the preview's "last hour".
 ACTIVE_WINDOW_SECONDS = 3600
-US, RS, GS = "\x1f", "\x1e", "\x1d"  # GS ends each of the script's per-unit values
-# "start end n pv q qr ca cr pu ck ld ni cart-time clicks scrolls" (the numbers as one text: a script argument
-# costs Python encoding and Redis parsing whatever its size, and one match splits them), custom types,
-# items, categories, queries, first query, channel, cart op, cart item, items removed from the
-# stored cart
-SEGMENT_ARGS = 10
+US, RS, GS = "\x1f", "\x1e", "\x1d"  # GS: kept out of names too (it ended the script's values once)
 _SEPARATORS = str.maketrans("", "", US + RS + GS)
+# What live_parts sends the script, all units in one binary argument that `struct.unpack` (built into
+# Redis's Lua) reads in C: per unit its id's digest and segment count (_UNIT), per segment (_SEGMENT)
+# the numbers "start end n pv q qr ca cr pu ck ld ni cart-time clicks scrolls" as binary integers, then
+# nine texts each after its byte length: custom types, items, categories, queries, first query,
+# channel, cart op, cart item, items removed from the stored cart. As one text (values ended by a GS,
+# the numbers as decimals) the script split it into ~12 strings per unit, matched 15 captures per
+# segment and converted each number from text: about a fifth of its instructions on 100-event batches.
+_LENGTH = struct.Struct(">H")
+_SEGMENT_NUMBERS = struct.Struct(">qq10Iq2I")
+_SEGMENT_TEXTS = 9
+_UNIT_LUA = ">I2c0I2"
+_SEGMENT_LUA = ">i8i8" + "I4" * 10 + "i8I4I4" + "I2c0" * _SEGMENT_TEXTS
 
 _LUA_CONSTANTS = (
     f"local CAP, MAXC, MAXI, MAXQ, MAXT, MAXD, HW = {COUNT_CAP}, {MAX_CATEGORIES}, {MAX_ITEMS}, {MAX_QUERIES},"
     f" {MAX_CUSTOM_TYPES}, {MAX_DAYS}, {HASH_CHARS}\n"
-    f"local VERSION, SEG, NUMBERS = '{STATE_VERSION}', {SEGMENT_ARGS}, {len(STATE_NUMBERS)}\n"
-    # The patterns as constants of the script, not built by every call: field "ls", a segment record.
+    f"local VERSION, NUMBERS = '{STATE_VERSION}', {len(STATE_NUMBERS)}\n"
+    # The pattern of field "ls" and the formats of the argument's records, constants of the script.
     f"local STATE = '^{STATE_VERSION} {'(%S+) ' * (len(STATE_NUMBERS) - 1)}(%S+)$'\n"
-    f"local RECORD = '^(-?%d+) (-?%d+) {'(%d+) ' * 10}(-?%d+) (%d+) (%d+)$'\n"
+    f"local UNIT, SEGMENT, TEXT1 = '{_UNIT_LUA}', '{_SEGMENT_LUA}', 15\n"
+    f"local HASH = '{'.' * HASH_CHARS}'\n"  # one item hash: the items list holds them back to back
 )
 
 LIVE_FUNCTION_LUA = (
@@ -140,9 +149,12 @@ local consent_required = ARGV[AB + 4] == '1'
 local window, prefix = tonumber(ARGV[AB + 5]), tonumber(ARGV[AB + 6])
 local suppressed, active = KEYS[KB + 1], KEYS[KB + 2]
 local FIELDS = {'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld'}
-local V = {}  -- per unit: the digest of its id, its segment count, SEG values per segment
 
 local function cap(x) if x > CAP then return CAP end; return x end
+-- Numbers go back to text with format's %d, not a concat or table.concat of the number: those format
+-- it as a float ('%.14g'), about twice the cost, and the script writes ~15 numbers per visitor.
+local fmt = string.format
+local function capd(x) if x > CAP then x = CAP end; return fmt('%d', x) end
 
 -- fresh entries (most recent first) ahead of the old ones they do not repeat, at most `limit`
 local function merge_list(fresh, old, limit)
@@ -184,21 +196,18 @@ end
 local function merge_items(fresh, old)
   if fresh == '' then return old, 0 end
   -- The common case, no fresh item among the old ones, costs a few searches in C (a hit not on a
-  -- hash boundary is a false alarm that only sends the merge the slow way).
-  local hit = false
+  -- hash boundary is a false alarm: the gsub below then finds nothing to drop).
+  local set, hit = {}, false
   for i = 1, #fresh, HW do
-    if string.find(old, string.sub(fresh, i, i + HW - 1), 1, true) then hit = true; break end
+    local h = string.sub(fresh, i, i + HW - 1)
+    set[h] = ''
+    if not hit and string.find(old, h, 1, true) then hit = true end
   end
   if not hit then return string.sub(fresh .. old, 1, MAXI * HW), 0 end
-  local set, found, out = {}, 0, {fresh}
-  for i = 1, #fresh, HW do set[string.sub(fresh, i, i + HW - 1)] = true end
-  local kept = #fresh / HW
-  for i = 1, #old, HW do
-    local h = string.sub(old, i, i + HW - 1)
-    if set[h] then found = found + 1
-    elseif kept < MAXI then out[#out + 1] = h; kept = kept + 1 end
-  end
-  return table.concat(out), found
+  -- A returning visitor's batch often repeats an item: one gsub drops the old hashes a fresh one
+  -- repeats (in C, a table lookup per hash), not a loop of string.sub and a table in the script.
+  local rest = string.gsub(old, HASH, set)
+  return string.sub(fresh .. rest, 1, MAXI * HW), (#old - #rest) / HW
 end
 
 -- Fresh entries (old counts added) ahead of the old ones they do not repeat, at most MAXC. The old
@@ -213,7 +222,7 @@ local function merge_categories(fresh, old)
     if i then
       local ov, oiv, k = string.match(rest, '^(%d+)\31(%d+)()', j + 1)
       rest = string.sub(rest, 1, i) .. string.sub(rest, k + 1)
-      entry = name .. '\31' .. cap(v + ov) .. '\31' .. cap(iv + oiv)
+      entry = fmt('%s\31%d\31%d', name, cap(v + ov), cap(iv + oiv))
     end
     out[#out + 1] = entry
   end
@@ -237,10 +246,10 @@ local function days_bump(raw, ts)
     if d > day - MAXD then
       c = tonumber(c)
       if d == day then c = cap(c + 1); counted = true end
-      out[#out + 1] = d .. ':' .. c
+      out[#out + 1] = fmt('%d:%d', d, c)
     end
   end
-  if not counted then out[#out + 1] = day .. ':1' end
+  if not counted then out[#out + 1] = fmt('%d:1', day) end
   while #out > MAXD do table.remove(out, 1) end
   return table.concat(out, ' ')
 end
@@ -253,16 +262,17 @@ local function refines(query, previous)
 end
 
 -- One unit: 1 written, 0 opted out (state dropped), -1 its key is not a hash (the other units go on).
-local function fold(key, b, segments)
+local function fold(key, u)
   local f = redis.pcall('HMGET', key, 'dnp', 'consent', 'ls', 'lt', 'li', 'lc', 'lq', 'la', 'lh', 'lf', 'ld')
   if f.err then return -1 end
   if f[1] == '1' or (consent_required and f[2] ~= '1') then
     if f[3] then redis.call('HDEL', key, unpack(FIELDS)) end
     return 0
   end
-  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc, as the texts read: a field becomes a number only
-  -- where a segment changes it (a number costs a conversion each way, and most segments change five
-  -- or six of the sixteen). The times the merge compares are numbers in ss, sl and fs (nil: unknown).
+  -- ss sl ps fs n pv ni q qr ca cr pu ck ld cl sc, as the texts read: a field is converted only
+  -- where a segment changes it, and written back as text at once (a number costs a conversion each
+  -- way, and most segments change five or six of the sixteen). The times the merge compares are
+  -- numbers in ss, sl and fs (nil: unknown).
   local x = {}
   if f[3] then x = {string.match(f[3], STATE)} end
   local lt, li, lc, lq, la, lh, lf, ld
@@ -275,57 +285,56 @@ local function fold(key, b, segments)
     lt, li, lc, lq, la, lh, lf, ld = '', '', '', '', '', '', '', ''
   end
   local ss, sl, fs = tonumber(x[1]), tonumber(x[2]), tonumber(x[4])
-  for s = 0, segments - 1 do
-    local a = b + s * SEG
-    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = string.match(V[a], RECORD)
-    start, stop = tonumber(start), tonumber(stop)
+  for s = 2, #u do
+    local g = u[s]  -- the segment's 15 numbers (numbers already), then its texts from g[TEXT1 + 1]
+    local start, stop, n, pv, q, qr, ca, cr, pu, ck, dwell, ni, cart_at, cl, sc = unpack(g, 1, TEXT1)
     if sl and start < sl then start = sl end
     if sl and stop < sl then stop = sl end
-    if not fs then fs = start; x[4] = start end
+    if not fs then fs = start; x[4] = fmt('%d', start) end
     if not sl or start - sl > idle then
-      if ss then x[3] = sl or '-' end
-      ss = start; x[1] = start
+      if ss then x[3] = sl and fmt('%d', sl) or '-' end
+      ss = start; x[1] = fmt('%d', start)
       for i = 5, NUMBERS do x[i] = '0' end
       lt, li, lc, lq, lh = '', '', '', '', ''
       ld = days_bump(ld, start)
     end
     local prior = sl  -- the state's last event before this segment
-    sl = stop; x[2] = stop
-    x[5] = cap(x[5] + n)
-    if pv ~= '0' then x[6] = cap(x[6] + pv) end
-    local first_query = V[a + 5]
+    sl = stop; x[2] = fmt('%d', stop)
+    x[5] = capd(x[5] + n)
+    if pv ~= 0 then x[6] = capd(x[6] + pv) end
+    local first_query = g[TEXT1 + 5]
     if first_query ~= '' and lq ~= '' then
       local previous = string.match(lq, '^[^\30]+')
       if previous ~= first_query and refines(first_query, previous) then qr = qr + 1 end
     end
-    if q ~= '0' then x[8] = cap(x[8] + q) end
-    if qr ~= '0' then x[9] = cap(x[9] + qr) end
-    if ca ~= '0' then x[10] = cap(x[10] + ca) end
-    if cr ~= '0' then x[11] = cap(x[11] + cr) end
-    if pu ~= '0' then x[12] = cap(x[12] + pu) end
-    if ck ~= '0' then x[13] = cap(x[13] + ck) end
-    if dwell ~= '0' then x[14] = cap(x[14] + dwell) end
-    if cl ~= '0' then x[15] = cap(x[15] + cl) end
-    if sc ~= '0' then x[16] = cap(x[16] + sc) end
-    lt = merge_types(V[a + 1], lt)
+    if q ~= 0 then x[8] = capd(x[8] + q) end
+    if qr ~= 0 then x[9] = capd(x[9] + qr) end
+    if ca ~= 0 then x[10] = capd(x[10] + ca) end
+    if cr ~= 0 then x[11] = capd(x[11] + cr) end
+    if pu ~= 0 then x[12] = capd(x[12] + pu) end
+    if ck ~= 0 then x[13] = capd(x[13] + ck) end
+    if dwell ~= 0 then x[14] = capd(x[14] + dwell) end
+    if cl ~= 0 then x[15] = capd(x[15] + cl) end
+    if sc ~= 0 then x[16] = capd(x[16] + sc) end
+    lt = merge_types(g[TEXT1 + 1], lt)
     local found
-    li, found = merge_items(V[a + 2], li)
-    if ni ~= '0' then x[7] = cap(x[7] + ni - found) end
-    lc = merge_categories(V[a + 3], lc)
-    lq = merge_list(V[a + 4], lq, MAXQ)
-    local channel = V[a + 6]
+    li, found = merge_items(g[TEXT1 + 2], li)
+    if ni ~= 0 then x[7] = capd(x[7] + ni - found) end
+    lc = merge_categories(g[TEXT1 + 3], lc)
+    lq = merge_list(g[TEXT1 + 4], lq, MAXQ)
+    local channel = g[TEXT1 + 6]
     if lh == '' then lh = channel end
     if lf == '' then lf = channel end
-    local op = V[a + 7]
+    local op = g[TEXT1 + 7]
     if op == 's' then
-      local at = tonumber(cart_at)
+      local at = cart_at
       if prior and at < prior then at = prior end
-      la = at .. '\31' .. V[a + 8]
+      la = fmt('%d\31%s', at, g[TEXT1 + 8])
     elseif op == 'x' then
       la = ''
-    elseif la ~= '' and V[a + 9] ~= '' then
+    elseif la ~= '' and g[TEXT1 + 9] ~= '' then
       local item = string.match(la, '\31(.*)$')
-      if string.find('\30' .. V[a + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
+      if string.find('\30' .. g[TEXT1 + 9] .. '\30', '\30' .. item .. '\30', 1, true) then la = '' end
     end
   end
   -- Only the fields that changed (strings compare by reference in Lua): most segments touch a few.
@@ -339,34 +348,39 @@ local function fold(key, b, segments)
 end
 
 local out, written, dropped = {}, {}, {}
--- The units' values come as one argument, each ended by a GS: each argument costs Python its
--- encoding and Redis its parsing, and a batch of 100 events has ~150 values (see live_parts).
-for v in string.gmatch(ARGV[AB + 7], '([^\29]*)\29') do V[#V + 1] = v end
+-- The units' records come as one binary argument (see live_parts): per unit {digest, segment, ...},
+-- each segment the values of one struct.unpack (its numbers as numbers, its texts, the next position).
+local blob, pos, units, digests = ARGV[AB + 7], 1, {}, {}
+for k = KB + 3, #KEYS do
+  local digest, n
+  digest, n, pos = struct.unpack(UNIT, blob, pos)
+  local u = {digest}
+  for s = 2, n + 1 do
+    local g = {struct.unpack(SEGMENT, blob, pos)}
+    pos = g[#g]
+    u[s] = g
+  end
+  units[#units + 1] = u
+  digests[#digests + 1] = digest
+end
 -- An erased person's late event must not bring their state back, whatever snapshot the sender had.
 -- One SMISMEMBER for the batch: a command from the script costs about as much as a small fold.
-local digests, b = {}, 1
-for k = KB + 3, #KEYS do
-  digests[#digests + 1] = V[b]
-  b = b + 2 + tonumber(V[b + 1]) * SEG
-end
 local erased = redis.call('SMISMEMBER', suppressed, unpack(digests))
-b = 1
 for k = KB + 3, #KEYS do
-  local n = tonumber(V[b + 1])
+  local i = k - KB - 2
   local unit = string.sub(KEYS[k], prefix + 1)
   local result = 0
-  if erased[k - KB - 2] == 0 then result = fold(KEYS[k], b + 2, n) end
+  if erased[i] == 0 then result = fold(KEYS[k], units[i]) end
   out[#out + 1] = result
   if result == 1 then
     written[#written + 1] = now_text; written[#written + 1] = unit
   elseif result == 0 then
     dropped[#dropped + 1] = unit
   end
-  b = b + 2 + n * SEG
 end
 if #written > 0 then redis.call('ZADD', active, unpack(written)) end
 if #dropped > 0 then redis.call('ZREM', active, unpack(dropped)) end
-redis.call('ZREMRANGEBYSCORE', active, '-inf', '(' .. (now - window))
+redis.call('ZREMRANGEBYSCORE', active, '-inf', fmt('(%d', now - window))
 redis.call('EXPIRE', active, window + 60)
 return out
 end
@@ -457,14 +471,14 @@ def _seconds(ts, now: float) -> int:
 
 
 def _unit_args(events: list[dict], times: list[int | None], now: float, idle: int) -> list:
-    """A unit's events (in batch order) as the script's segment records: its segment count, then
-    SEGMENT_ARGS values per segment. A segment is a run of events with no idle gap inside: what the
+    """A unit's events (in batch order) as the script's segment records (_SEGMENT, one bytes each). A
+    segment is a run of events with no idle gap inside: what the
     script merges at once (which of them opens a session it decides: it knows the state's last event).
 
     One loop with the segment in local variables, no object per segment or method call per event:
     this runs for every accepted event in the events request (the live update's share of its cost)."""
-    out: list = [0]
-    last = 0
+    out: list[bytes] = []
+    segments = last = 0
     types: dict[str, int] = {}
     items: dict[str, None] = {}  # insertion order is recency: an item seen again moves last
     categories: dict[str, list[int]] = {}
@@ -480,14 +494,15 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             ts = _seconds(event.get("ts"), now)
         elif ts > latest:
             ts = latest
-        if out[0] and ts < last:
+        if segments and ts < last:
             ts = last
-        if not out[0] or ts - last > idle:
-            if out[0]:
+        if not segments or ts - last > idle:
+            if segments:
                 numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at, cl, sc)
-                out += _segment_args(numbers, types, items, categories)
-                out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
-            out[0] += 1
+                out.append(
+                    _segment(numbers, types, items, categories, queries, first_query, channel, op, cart_item, removed)
+                )
+            segments += 1
             start = ts
             types, items, categories, queries, removed = {}, {}, {}, {}, []
             n = pv = q = qr = ca = cr = pu = ck = ld = cl = sc = 0
@@ -555,16 +570,10 @@ def _unit_args(events: list[dict], times: list[int | None], now: float, idle: in
             types[etype] = 1
         else:  # the script keeps MAX_CUSTOM_TYPES - 1 by name anyway
             types["other"] = types.get("other", 0) + 1
-    if out[0]:
+    if segments:
         numbers = (start, last, n, pv, q, qr, ca, cr, pu, ck, ld, len(items), cart_at, cl, sc)
-        out += _segment_args(numbers, types, items, categories)
-        out += _segment_tail(queries, first_query, channel, op, cart_item, removed)
-    out[0] = str(out[0])  # every value is text: live_parts joins them into one argument
+        out.append(_segment(numbers, types, items, categories, queries, first_query, channel, op, cart_item, removed))
     return out
-
-
-# The 15 numbers of a segment record in one formatting call (str() and a join cost a call per number).
-_RECORD_FORMAT = " ".join(["%d"] * 15)
 
 
 def _recent(entries: dict, limit: int) -> Iterable:
@@ -573,17 +582,41 @@ def _recent(entries: dict, limit: int) -> Iterable:
     return reversed(entries) if len(entries) <= limit else reversed(list(entries)[-limit:])
 
 
-def _segment_args(numbers: tuple, types: dict, items: dict, categories: dict) -> list:
-    return [
-        _RECORD_FORMAT % numbers,
+def _segment(
+    numbers: tuple,
+    types: dict,
+    items: dict,
+    categories: dict,
+    queries: dict,
+    first_query: str,
+    channel: str,
+    op: str,
+    item: str,
+    removed: list,
+) -> bytes:
+    """One segment record: its numbers, then its texts each after its byte length (most are empty)."""
+    texts = (
         " ".join(f"{t}={c}" for t, c in types.items()) if types else "",
         "".join(_recent(items, MAX_ITEMS)),
         RS.join(f"{name}{US}{v}{US}{iv}" for name, (v, iv) in _recent(categories.items(), MAX_CATEGORIES)),
-    ]
+        RS.join(_recent(queries, MAX_QUERIES)),
+        first_query,
+        channel,
+        op,
+        item,
+        RS.join(removed),
+    )
+    out = [_SEGMENT_NUMBERS.pack(*numbers)]
+    for text in texts:
+        if text:
+            data = text.encode()
+            out += (_LENGTH.pack(len(data)), data)
+        else:
+            out.append(_EMPTY)
+    return b"".join(out)
 
 
-def _segment_tail(queries: dict, first_query: str, channel: str, op: str, item: str, removed: list) -> list:
-    return [RS.join(_recent(queries, MAX_QUERIES)), first_query, channel, op, item, RS.join(removed)]
+_EMPTY = _LENGTH.pack(0)
 
 
 # Events that say nothing about the visitor's intent: exposures are decide's own echo, identify and
@@ -626,12 +659,12 @@ def live_parts(
     keys += [rkeys.unit(project_id, unit) for unit in by_unit]
     args = [int(now), idle, UNIT_TTL_SECONDS, int(settings.require_consent)]
     args += [ACTIVE_WINDOW_SECONDS, len(rkeys.unit(project_id, ""))]
-    values: list[str] = []
+    values: list[bytes] = []
     for unit, (unit_events, times) in by_unit.items():
-        values.append(digest(unit))
-        values += _unit_args(unit_events, times, now, idle)
-    values.append("")  # so the join ends every value with a GS, as the script's split expects
-    args.append(GS.join(values))
+        records = _unit_args(unit_events, times, now, idle)
+        key = digest(unit).encode()
+        values += (_LENGTH.pack(len(key)), key, _LENGTH.pack(len(records)), *records)
+    args.append(b"".join(values))
     return keys, args
 
 
