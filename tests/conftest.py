@@ -1,3 +1,7 @@
+import os
+import shutil
+import tempfile
+
 import pytest
 from django.conf import settings
 
@@ -6,6 +10,22 @@ from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
 from tests import factories
 from tests.redis_cluster import redis_cluster_run
+
+
+def pytest_configure(config):
+    """The run's directory of built states (tests/seeded.py), made by the main process before the xdist
+    workers start, so that they inherit it and share what they build; removed when the run ends."""
+    if hasattr(config, "workerinput") or os.environ.get("KAIROS_TEST_STATES_DIR"):
+        return
+    config.kairos_states_dir = tempfile.mkdtemp(prefix="kairos-test-states-")
+    os.environ["KAIROS_TEST_STATES_DIR"] = config.kairos_states_dir
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "kairos_states_dir", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("KAIROS_TEST_STATES_DIR", None)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-django's own reordering (transactional tests last)

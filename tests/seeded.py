@@ -8,14 +8,24 @@ and every Redis key of the test's database (DUMP with its TTL). The next time, i
 test framework has emptied again, it COPYs the rows back, RESTOREs the keys and returns what `build`
 returned, read again from the database by `reload`.
 
+The two xdist workers share what they build: a built state is also written to a directory of the test
+run (KAIROS_TEST_STATES_DIR, made by tests/conftest.py for the run and removed after it), under a file
+lock, so the worker that asks second waits for the first one's build and replays it instead of building
+the same demo again (and a state this process had to let go of comes back from disk, not from a build).
+
 It only replays into an empty database: if a test has already written rows (its own users, a project),
 `build()` runs for real. The key includes whether the test runs in a transaction that rolls back
 (on-commit hooks never run there, so what the build leaves differs), and the state is keyed by the
 arguments of the build, so a test never receives a state it did not ask for.
 """
 
+import fcntl
+import hashlib
+import os
+import pickle
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +63,50 @@ def state_cached(key: Hashable, build: Callable[[], Any], reload: Callable[[Any]
         return reload(build())
     state = _states.get(full_key)
     if state is None:
-        value = build()
-        if not _has_rows(_REFUSE_IF_USED & set(tables)):
-            _states[full_key] = _copy(tables, value)
-            while len(_states) > _KEEP:
-                _states.popitem(last=False)
-        return reload(value)
-    _states.move_to_end(full_key)
+        with _shared(full_key) as (stored, store):
+            state = stored()
+            if state is None:
+                value = build()
+                if _has_rows(_REFUSE_IF_USED & set(tables)):
+                    return reload(value)
+                _keep(full_key, store(_copy(tables, value)))
+                return reload(value)
+        _keep(full_key, state)
+    else:
+        _states.move_to_end(full_key)
     _replay(state)
     return reload(state.value)
+
+
+def _keep(full_key: Hashable, state: _State) -> None:
+    _states[full_key] = state
+    while len(_states) > _KEEP:
+        _states.popitem(last=False)
+
+
+@contextmanager
+def _shared(full_key: Hashable) -> Iterator[tuple[Callable[[], "_State | None"], Callable[["_State"], "_State"]]]:
+    """(read the run's stored state for the key or None, store one), under an exclusive lock on the key:
+    a second worker asking for a state being built waits here for it. Without a run directory (a plain
+    pytest of one file), nothing is shared."""
+    root = os.environ.get("KAIROS_TEST_STATES_DIR")
+    if not root:
+        yield (lambda: None), (lambda state: state)
+        return
+    path = Path(root) / hashlib.sha256(repr(full_key).encode()).hexdigest()
+    with open(f"{path}.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def stored() -> "_State | None":
+            return pickle.loads(path.read_bytes()) if path.exists() else None  # noqa: S301 (this run's own file)
+
+        def store(state: _State) -> _State:
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            partial.rename(path)
+            return state
+
+        yield stored, store
 
 
 def _tables() -> list[str]:

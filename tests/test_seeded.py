@@ -29,6 +29,14 @@ def _redis() -> dict[bytes, bytes]:
     return {key: client.dump(key) for key in client.scan_iter()}
 
 
+@pytest.fixture(autouse=True)
+def states_dir(tmp_path, monkeypatch):
+    """A run directory of this test's own: what other tests built is not what this one checks."""
+    monkeypatch.setenv("KAIROS_TEST_STATES_DIR", str(tmp_path / "states"))
+    (tmp_path / "states").mkdir()
+    return tmp_path / "states"
+
+
 def _flush() -> None:
     call_command("flush", interactive=False, verbosity=0)
     redis_client.worker().flushdb()
@@ -55,6 +63,25 @@ def test_demo_seed_cached__replayed_after_a_flush__same_rows_keys_and_file(tmp_p
     # Ids handed out after the replay do not collide with replayed ones.
     assert project_make(name="After").pk > replayed.pk
     assert Profile.objects.filter(project=replayed).count() == SMALL["profiles"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_seed_cached__built_by_another_worker__replayed_from_the_run_directory(tmp_path, states_dir, monkeypatch):
+    _flush()
+    seeded._states.clear()
+    built = seeded.demo_seed_cached(keys_path=tmp_path / "a.json", **SMALL)
+    rows, keys = _rows(), _redis()
+    assert len(list(states_dir.glob("*.lock"))) == 1 and len(list(states_dir.iterdir())) == 2
+
+    # Another worker: nothing in its memory, an empty database of its own; the build is not run again.
+    _flush()
+    seeded._states.clear()
+    builds = []
+    monkeypatch.setattr(seeded, "_demo_build", lambda *args: builds.append(args))
+    replayed = seeded.demo_seed_cached(keys_path=tmp_path / "b.json", **SMALL)
+    assert builds == []
+    assert replayed.pk == built.pk and _rows() == rows and _redis() == keys
+    assert (tmp_path / "b.json").read_text() == (tmp_path / "a.json").read_text()
 
 
 @pytest.mark.django_db(transaction=True)

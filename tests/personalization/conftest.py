@@ -88,14 +88,16 @@ def _granian_server(role_env: dict, workers: int):
         _common.process_stop(server)
 
 
-@pytest.fixture(scope="module")
+# One server of each kind per test process, shared by every file that asks (started when first asked):
+# each start costs a Django start in granian's main process and in its worker, and nine files use them.
+@pytest.fixture(scope="session")
 def web_server(django_db_setup):
     """The web service as `make run` starts it, on a free port; yields its base URL. Tests that use
     it need `django_db(transaction=True)`, so the server sees what they write."""
     yield from _granian_server({}, 1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def decide_server(django_db_setup):
     """The decide service as `make run` starts it (KAIROS_ROLE=decide: the public endpoints only, no
     middleware), with one worker and no CPU pinning (the test machine's cores are shared)."""

@@ -147,7 +147,10 @@ def test_clustering__with_meaning__recovers_planted_intents_better_than_behavior
 def test_lookalike__with_meaning__built_by_exact_scan_without_the_seed(refitted, settings):
     settings.SEGMENTS_MEANING_WEIGHT = settings.SEGMENTS_LOOKALIKE_MEANING_WEIGHT = 0.4
     run = services.clustering_run_execute(run_id=services.clustering_run_request(project=refitted, k=8).pk)
-    segment = next(s for s in run.segments.all() if "yoga" in s.name.lower())
+    # The segment most made of yoga fans, found by who is in it rather than by its suggested name: which
+    # words name a segment moves with the data of the day (the demo ends today).
+    segment = max(run.segments.all(), key=lambda s: _planted_share(refitted, s, "yoga_fan"))
+    assert _planted_share(refitted, segment, "yoga_fan") > 0.5
     seed = services.seed_from_segment(project_id=refitted.pk, segment_key=segment.key)
     built = services.lookalike_build(project=refitted, seed=seed, size=100, name="Like yoga fans")
     members = dict(SegmentMembership.objects.filter(segment=built).values_list("profile_id", "score"))
@@ -161,3 +164,9 @@ def test_lookalike__with_meaning__built_by_exact_scan_without_the_seed(refitted,
     found = sum(truth[p] == "yoga_fan" for p in members) / len(members)
     print(f"\nlookalike of the yoga segment with meaning: {found:.0%} yoga fans in 100, {base:.1%} among the rest")
     assert found > 3 * base
+
+
+def _planted_share(project, segment, intent: str) -> float:
+    members = list(SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True))
+    truth = people.profiles_planted_intent(project_id=project.pk, profile_ids=members)
+    return sum(truth[p] == intent for p in members) / max(len(members), 1)
