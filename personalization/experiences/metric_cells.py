@@ -30,6 +30,20 @@ _POST = "e.d >= interval '0' AND e.d < interval '{days} days'"
 _PRE = f"e.d >= interval '-{PRE_DAYS} days' AND e.d < interval '0'"
 
 
+# Positions of a metric's kept aggregates in the exposure's metric_values (1-based, as SQL arrays are):
+# slot s holds up to SLOT_WIDTH of them (a ratio has four: numerator and denominator, after and before).
+SLOT_WIDTH = 4
+
+
+def stored_position(slot: int, k: int) -> int:
+    return int(slot) * SLOT_WIDTH + k + 1
+
+
+def kept(metric: dict) -> bool:
+    """Whether the report reads this metric's values from the exposures (complete for its definition)."""
+    return bool(metric.get("values_ready")) and metric.get("values_slot") is not None
+
+
 def _types(types: list[str], empty: str, params: dict) -> str:
     """The event-type test of a metric: its types (a named parameter), or `empty` (SQL) when it names none."""
     if not types:
@@ -44,11 +58,20 @@ def _metric_columns(
 ) -> tuple[list[str], str]:
     """(per-person SQL of the metric's columns over x and the per-person row ev, eligibility SQL);
     adds the (part, condition) aggregates over the person's events it needs to `aggregates`
-    (_per_person renders them). Window lengths are validated integers."""
+    (_per_person renders them). Window lengths are validated integers.
+
+    A metric whose values the drain keeps (metric_values: "values_ready" and its "values_slot")
+    reads its aggregates from the exposure row instead, in the same order: the same columns, no
+    events."""
     kind, window = metric["kind"], int(metric["window_days"])
     post = _POST.format(days=window)
+    stored = [0] if kept(metric) else None
 
     def agg(part: str, where: str) -> str:
+        if stored is not None:
+            position = stored_position(metric["values_slot"], stored[0])
+            stored[0] += 1
+            return f"coalesce(x.metric_values[{position}], {_NONE[part]})"
         aggregates.append((part, where))
         # A person without events in reach has no ev row: what the aggregate is over no events.
         return f"coalesce(ev.a{len(aggregates) - 1}, {_NONE[part]})"
@@ -89,7 +112,7 @@ def _metric_columns(
         # convert count the whole window), among people whose window has closed.
         first = agg("first", f"{test} AND {post}")
         pre = agg("count", f"{test} AND {_PRE}")
-        hours = f"coalesce(least(date_part('epoch', {first}) / 3600, {window * 24}), {window * 24})"
+        hours = f"coalesce(least({first} / 3600, {window * 24}), {window * 24})"
         return [hours, f"({pre} > 0)::int"], f"x.exposed_at <= %(as_of)s - make_interval(days => {window})"
     raise ValueError(f"unknown metric kind {kind!r}")
 
@@ -105,9 +128,10 @@ OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
 _NONE = {"count": "0", "sessions": "0", "sum": "0", "first": "NULL"}
 
 
-def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> str:
-    """SQL of one row per person with events in reach (ev: profile_id, a0, a1, ...), each aN the
-    aggregate (count, sum of value, first time, distinct sessions) of the events meeting its condition.
+def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, key: str = "profile_id") -> str:
+    """SQL of one row per person with events in reach (ev: k, the `key` column of x, then a0, a1, ...),
+    each aN the aggregate (count, sum of value, seconds from exposure to the first, distinct sessions)
+    of the events meeting its condition. The drain's kept values (metric_values) group by exposure id.
 
     One hash join of the population to the events in its time range, grouped by person, instead of
     an index probe of each person's events (13.6 s of 20 s per 1M exposures, bench/lift.py): every
@@ -116,7 +140,7 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> s
     the events are first grouped per person and session: a session counts when any of its events
     meets the condition, and counts, sums and first times add up over sessions."""
     joined = (
-        " FROM (SELECT x.profile_id, x.goal, e.type, e.value, e.session_id, e.ts - x.exposed_at AS d"
+        f" FROM (SELECT x.{key} AS k, x.goal, e.type, e.value, e.session_id, e.ts - x.exposed_at AS d"
         f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id"
         # The population's own time range bounds the events too: month partitions and ts indexes prune.
         f" WHERE e.project_id = %(project)s AND e.ts >= %(events_from)s::timestamptz - interval '{PRE_DAYS} days'"
@@ -126,23 +150,28 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> s
     one = {
         "count": "count(*) FILTER (WHERE {})",
         "sum": "sum(e.value::float8) FILTER (WHERE {})",
-        "first": "min(e.d) FILTER (WHERE {})",
+        "first": "date_part('epoch', min(e.d) FILTER (WHERE {}))",
     }
     if not any(part == "sessions" for part, _ in aggregates):
         columns = ", ".join(f"{one[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
-        return f"SELECT e.profile_id, {columns}{joined} GROUP BY e.profile_id"
-    inner = {**one, "count": "(count(*) FILTER (WHERE {}))::int", "sessions": "bool_or({})"}
+        return f"SELECT e.k, {columns}{joined} GROUP BY e.k"
+    inner = {
+        **one,
+        "count": "(count(*) FILTER (WHERE {}))::int",
+        "first": "min(e.d) FILTER (WHERE {})",
+        "sessions": "bool_or({})",
+    }
     outer = {
         "count": "sum(s.a{i})",
         "sum": "sum(s.a{i})",
-        "first": "min(s.a{i})",
+        "first": "date_part('epoch', min(s.a{i}))",
         "sessions": "count(*) FILTER (WHERE s.a{i} AND s.session_id <> '')",
     }
     per_session = ", ".join(f"{inner[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
     columns = ", ".join(f"{outer[part].format(i=i)} AS a{i}" for i, (part, _) in enumerate(aggregates))
     return (
-        f"SELECT s.profile_id, {columns} FROM (SELECT e.profile_id, e.session_id, {per_session}{joined}"
-        " GROUP BY e.profile_id, e.session_id) s GROUP BY s.profile_id"
+        f"SELECT s.k, {columns} FROM (SELECT e.k, e.session_id, {per_session}{joined}"
+        " GROUP BY e.k, e.session_id) s GROUP BY s.k"
     )
 
 
@@ -179,7 +208,7 @@ def exposure_metric_cells_sql(
         end=end,
         breakdown_kind=breakdown_kind,
         breakdown_name=breakdown_name,
-        also="goal",
+        also="goal, metric_values" if any(kept(m) for m in metrics) else "goal",
     )
     aggregates: list[tuple[str, str]] = []
     lateral_params: dict = {}
@@ -208,8 +237,8 @@ def exposure_metric_cells_sql(
     numbered = [*expr_params, *treated_params, *params, *join_params]
     events = ""
     if aggregates:
-        reach = max(_reach_days(m) for m in metrics)
-        events = f" LEFT JOIN ({_per_person(aggregates, source, reach)}) ev ON ev.profile_id = x.profile_id"
+        reach = max(_reach_days(m) for m in metrics if not kept(m))
+        events = f" LEFT JOIN ({_per_person(aggregates, source, reach)}) ev ON ev.k = x.profile_id"
         numbered += params
         lateral_params.update(project=project_id, events_from=start, events_to=end)
     positional = iter(range(len(numbered)))
