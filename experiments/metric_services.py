@@ -194,31 +194,36 @@ def metric_update(*, metric: Metric, data: dict) -> Metric:
 FILL_CHUNK = 5_000
 
 
-def metric_values_fill(*, metric_id: int, chunk: int = FILL_CHUNK) -> str:
-    """The backfill job: the metric's kept values over every exposure of its project, a chunk per
-    transaction, its progress on the metric; then the values are marked complete for the definition
-    the job started with, unless it changed meanwhile (that edit queued another job)."""
-    metric = Metric.objects.filter(pk=metric_id).first()
-    if metric is None or metric.values_slot is None:
+def metric_values_fill(*, metric_ids: list[int], chunk: int = FILL_CHUNK) -> str:
+    """The backfill job: the metrics' kept values over every exposure of their project (one pass for
+    several metrics of one project), a chunk per transaction, the progress on the metrics; then each
+    metric's values are marked complete for the definition the job started with, unless it changed
+    meanwhile (that edit queued another job)."""
+    metrics = [m for m in Metric.objects.filter(pk__in=metric_ids) if m.values_slot is not None]
+    if not metrics:
         return "gone"
-    definition, spec = metric.values_definition(), metric.spec()
-    total = max(personalization_selectors.exposures_count(project_id=metric.project_id), 1)
+    project_id = metrics[0].project_id
+    if any(m.project_id != project_id for m in metrics):
+        raise ValueError("metric_ids: give metrics of one project")
+    started = {m.pk: (m.values_definition(), m.values_slot) for m in metrics}
+    specs = [m.spec() for m in metrics]
+    total = max(personalization_selectors.exposures_count(project_id=project_id), 1)
     after, done = 0, 0
     while True:
         with transaction.atomic():
             after, count = personalization_services.exposure_metric_values_fill(
-                project_id=metric.project_id, metric=spec, after_id=after, limit=chunk
+                project_id=project_id, metrics=specs, after_id=after, limit=chunk
             )
         if not count:
             break
         done += count
-        Metric.objects.filter(pk=metric_id).update(values_progress=min(99, done * 100 // total))
+        Metric.objects.filter(pk__in=list(started)).update(values_progress=min(99, done * 100 // total))
     with transaction.atomic():
-        current = Metric.objects.select_for_update().filter(pk=metric_id).first()
-        if current is None or current.values_definition() != definition or current.values_slot != metric.values_slot:
-            return "changed meanwhile"
-        current.values_for, current.values_progress = definition, None
-        current.save(update_fields=["values_for", "values_progress"])
+        for current in Metric.objects.select_for_update().filter(pk__in=list(started)):
+            if (current.values_definition(), current.values_slot) != started[current.pk]:
+                continue  # changed meanwhile: the job that edit queued computes it
+            current.values_for, current.values_progress = started[current.pk][0], None
+            current.save(update_fields=["values_for", "values_progress"])
     return "done"
 
 

@@ -25,4 +25,4 @@ def lift_reports_precompute_task() -> int:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, retry_jitter=True, acks_late=True)
 def metric_values_fill_task(metric_id: int) -> str:
     """A metric's kept values over every exposure (created or its definition edited)."""
-    return metric_services.metric_values_fill(metric_id=metric_id)
+    return metric_services.metric_values_fill(metric_ids=[metric_id])

@@ -128,10 +128,12 @@ OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
 _NONE = {"count": "0", "sessions": "0", "sum": "0", "first": "NULL"}
 
 
-def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, key: str = "profile_id") -> str:
-    """SQL of one row per person with events in reach (ev: k, the `key` column of x, then a0, a1, ...),
-    each aN the aggregate (count, sum of value, seconds from exposure to the first, distinct sessions)
-    of the events meeting its condition. The drain's kept values (metric_values) group by exposure id.
+def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, *, per_exposure: bool = False) -> str:
+    """SQL of one row per person with events in reach (ev: k, the person, then a0, a1, ...), each aN
+    the aggregate (count, sum of value, seconds from exposure to the first, distinct sessions) of the
+    events meeting its condition. `per_exposure` (the kept values, metric_values): one row per
+    exposure with events in reach (k its id, at its time), each exposure's events found by an index
+    probe of its own time range (a few exposures among millions: no scan of the events).
 
     One hash join of the population to the events in its time range, grouped by person, instead of
     an index probe of each person's events (13.6 s of 20 s per 1M exposures, bench/lift.py): every
@@ -139,9 +141,16 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, key:
     force a sort of every joined row (a DISTINCT aggregate cannot be hashed), so with a sessions part
     the events are first grouped per person and session: a session counts when any of its events
     meets the condition, and counts, sums and first times add up over sessions."""
+    keys, bound = "k", ""
+    if per_exposure:
+        keys = "k, at"
+        bound = (
+            f" AND e.ts >= x.exposed_at - interval '{PRE_DAYS} days' AND e.ts < x.exposed_at + interval '{reach} days'"
+        )
     joined = (
-        f" FROM (SELECT x.{key} AS k, x.goal, e.type, e.value, e.session_id, e.ts - x.exposed_at AS d"
-        f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id"
+        f" FROM (SELECT {'x.id AS k, x.exposed_at AS at' if per_exposure else 'x.profile_id AS k'}, x.goal, e.type,"
+        " e.value, e.session_id, e.ts - x.exposed_at AS d"
+        f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id{bound}"
         # The population's own time range bounds the events too: month partitions and ts indexes prune.
         f" WHERE e.project_id = %(project)s AND e.ts >= %(events_from)s::timestamptz - interval '{PRE_DAYS} days'"
         f" AND e.ts < %(events_to)s::timestamptz + interval '{reach} days') e"
@@ -154,7 +163,8 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, key:
     }
     if not any(part == "sessions" for part, _ in aggregates):
         columns = ", ".join(f"{one[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
-        return f"SELECT e.k, {columns}{joined} GROUP BY e.k"
+        listed = ", ".join(f"e.{k}" for k in keys.split(", "))
+        return f"SELECT {listed}, {columns}{joined} GROUP BY {listed}"
     inner = {
         **one,
         "count": "(count(*) FILTER (WHERE {}))::int",
@@ -169,9 +179,11 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, key:
     }
     per_session = ", ".join(f"{inner[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
     columns = ", ".join(f"{outer[part].format(i=i)} AS a{i}" for i, (part, _) in enumerate(aggregates))
+    inner_keys = ", ".join(f"e.{k}" for k in keys.split(", "))
+    outer_keys = ", ".join(f"s.{k}" for k in keys.split(", "))
     return (
-        f"SELECT s.k, {columns} FROM (SELECT e.k, e.session_id, {per_session}{joined}"
-        " GROUP BY e.k, e.session_id) s GROUP BY s.k"
+        f"SELECT {outer_keys}, {columns} FROM (SELECT {inner_keys}, e.session_id, {per_session}{joined}"
+        f" GROUP BY {inner_keys}, e.session_id) s GROUP BY {outer_keys}"
     )
 
 

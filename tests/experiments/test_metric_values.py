@@ -95,7 +95,7 @@ def test_metric_values__backfilled_for_every_kind__report_equals_the_scan_and_an
     assert sorted(m.values_slot for m in metrics) == list(range(len(metrics)))
     assert not any(m.spec()["values_ready"] for m in metrics)  # the report scans until the backfill is done
     for metric in metrics:
-        assert metric_values_fill(metric_id=metric.pk, chunk=40) == "done"  # several chunks
+        assert metric_values_fill(metric_ids=[metric.pk], chunk=40) == "done"  # several chunks
     assert not Metric.objects.filter(project=project, values_progress__isnull=False).exists()
     _assert_kept_equal_the_scan(project, "hero")
 
@@ -106,7 +106,7 @@ def test_metric_values__backfilled_for_every_kind__report_equals_the_scan_and_an
     assert (pages.spec()["values_ready"], pages.values_progress) == (False, 0)
     metric_update(metric=Metric.objects.get(project=project, key="revenue"), data={"name": "Spend"})
     assert Metric.objects.get(project=project, key="revenue").spec()["values_ready"]  # a name is no definition
-    assert metric_values_fill(metric_id=pages.pk) == "done"
+    assert metric_values_fill(metric_ids=[pages.pk]) == "done"
     _assert_kept_equal_the_scan(project, "hero")
 
 
@@ -121,8 +121,8 @@ def test_metric_values__a_slot_freed_by_a_deleted_metric__reused_by_the_next(pro
 @pytest.mark.django_db
 def test_metric_values__events_and_exposures_through_the_drain__kept_equal_to_the_scan(client, project, public_key):
     external_experience_make(project=project, key="spring", attribution_hours=48)
-    for metric in _metrics(project):  # no exposures yet: done at once, the drain keeps them from here
-        assert metric_values_fill(metric_id=metric.pk) == "done"
+    # No exposures yet: done at once, the drain keeps them from here.
+    assert metric_values_fill(metric_ids=[m.pk for m in _metrics(project)]) == "done"
     hours = {"page": 0, "purchase": 0, "refund": 0}
 
     def batch(visitor: int, start: float, kinds: str, session: str) -> list[dict]:
