@@ -122,7 +122,7 @@ def metric_values_events_add(cursor, *, project_id: int, inserted: list[tuple]) 
     _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics)
 
 
-def _refresh_those(cursor, *, project_id: int, column: str, ids: list[int]) -> None:
+def _refresh_those(cursor, *, project_id: int, column: str, ids: list[int], reset: bool = False) -> None:
     """Every kept metric of the project's exposures whose `column` (id, profile_id) is one of `ids`."""
     metrics = _metrics(project_id)
     if not metrics or not ids:
@@ -131,7 +131,7 @@ def _refresh_those(cursor, *, project_id: int, column: str, ids: list[int]) -> N
         f"SELECT id, exposed_at FROM personalization_exposure WHERE project_id = %s AND {column} = ANY(%s::bigint[])",
         [project_id, id_array(ids)],
     )
-    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics)
+    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics, reset=reset)
 
 
 def metric_values_exposures_fill(cursor, *, project_id: int, exposure_ids: list[int]) -> None:
@@ -162,7 +162,7 @@ def metric_values_fill_chunk(
 
 def metric_values_profiles_refresh(cursor, *, project_id: int, profile_ids: list[int]) -> None:
     """Every kept metric of these people's exposures (a merge moved events and exposures between them)."""
-    _refresh_those(cursor, project_id=project_id, column="profile_id", ids=profile_ids)
+    _refresh_those(cursor, project_id=project_id, column="profile_id", ids=profile_ids, reset=True)
 
 
 def exposure_metric_values_fill(*, project_id: int, metrics: list[dict], after_id: int, limit: int) -> tuple[int, int]:

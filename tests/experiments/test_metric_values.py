@@ -16,7 +16,7 @@ from experiments.metric_services import (
     metric_values_fill,
 )
 from experiments.models import Metric
-from personalization.models import Exposure
+from personalization.models import Exposure, Profile
 from tests.experiments.test_metric_report import DAY, NOW, _world
 from tests.factories import external_experience_make
 from tests.personalization.test_drain import drain_all, event, post
@@ -183,3 +183,37 @@ def test_metric_values__window_reach__covers_every_kind():
     assert _reach_days({"kind": "retention", "return_to_day": 30, "window_days": 7}) == 31
     assert _reach_days({"kind": "count", "window_days": 5}) == 5
     assert timedelta(days=_reach_days({"kind": "ttc", "window_days": 10})) == 10 * DAY
+
+
+@pytest.mark.django_db
+def test_metric_values__anonymous_profile_merged_into_a_user__measured_over_both_and_erased(
+    client, project, public_key
+):
+    from personalization.people.personal_data import Subject, locations
+
+    external_experience_make(project=project, key="spring")
+    assert metric_values_fill(metric_ids=[m.pk for m in _metrics(project)]) == "done"
+    user = {"user_id": "u-1", "anonymous_id": None}
+    # The user is exposed on their laptop; their phone (anonymous) buys twice after that.
+    post(
+        client,
+        public_key,
+        [event("x", "exposure", None, 24 * 11, properties={"experience": "spring", "variant": "b"}, **user)],
+    )
+    post(client, public_key, [event("pv", "page", None, 24 * 9, session_id="l", **user)])
+    phone = [event(f"b{k}", "purchase", "phone", 24 * (9 - k), value=20.0 + k, session_id=f"p{k}") for k in range(2)]
+    post(client, public_key, phone)
+    assert drain_all() == 4
+    post(client, public_key, [event("id", "identify", "phone", 24 * 5, user_id="u-1")])
+    drain_all()
+    (exposure,) = Exposure.objects.filter(project=project)
+    assert Profile.objects.filter(project=project).count() == 1  # merged
+    _assert_kept_equal_the_scan(project, "spring", unmeasured=("return-30d", "conversion", "refund"))
+    revenue = Metric.objects.get(project=project, key="revenue").values_slot
+    assert exposure.metric_values[revenue * 4] == 41.0  # the phone's purchases count for the user
+
+    location = next(loc for loc in locations() if loc.name == "exposure_metric_values")
+    subject = Subject(project_id=project.pk, profile_ids=(exposure.profile_id,), unit_ids=("u-1", "phone"))
+    (exported,) = list(location.export(subject))
+    assert exported["metric_values"] == exposure.metric_values
+    assert location.erase(subject, lambda n: None) == 1 and location.verify(subject) == 0
