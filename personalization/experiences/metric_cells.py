@@ -236,7 +236,7 @@ def exposure_metric_cells_sql(
         person += [f"({column})::float8 AS c{index}_{k}" for k, column in enumerate(columns)]
         eligibility.append(f"({eligible}) AS ok{index}")
     caps, sums = [], []
-    for index, ((_, _, percentile), width) in enumerate(zip(blocks, widths, strict=True)):
+    for index, ((_, eligible, percentile), width) in enumerate(zip(blocks, widths, strict=True)):
         names = [f"u.c{index}_{k}" for k in range(width)]
         if percentile:
             caps += [
@@ -245,7 +245,8 @@ def exposure_metric_cells_sql(
             ]
             cap = "%(cap{}_{})s::float8" if cap_values is not None else "caps.cap{}_{}"
             names = [f"least({name}, {cap.format(index, k)})" for k, name in enumerate(names)]
-        only = f"FILTER (WHERE u.ok{index})"
+        # Everyone counts for most blocks: no filter to evaluate for each of their aggregates and rows.
+        only = "" if eligible == "true" else f"FILTER (WHERE u.ok{index})"
         sums.append(f"count(*) {only}")
         sums += [f"coalesce(sum({name}) {only}, 0)" for name in names]
         sums += [f"coalesce(sum({names[a]} * {names[b]}) {only}, 0)" for a in range(width) for b in range(a, width)]
@@ -264,7 +265,11 @@ def exposure_metric_cells_sql(
     )
     grouped = f"SELECT u.seg, u.day, u.treated, {', '.join(sums)} FROM"
     if caps_only:
-        sql = f"SELECT {', '.join(caps)} FROM ({rows}) u"
+        # Over the population alone: a breakdown's join neither adds nor drops rows (an exposure's one
+        # profile; at most one segment of a run), so the caps are those of the rows above.
+        numbered = [*params, *(params if aggregates else [])]
+        positional = iter(range(len(numbered)))
+        sql = f"SELECT {', '.join(caps)} FROM (SELECT {', '.join(person)} FROM {source}{events}) u"
     elif caps and cap_values is None:
         # The caps are percentiles over every row, so the rows are computed once and read twice; the
         # caps are materialized too, else a nested loop may recompute them for every row (quadratic).
