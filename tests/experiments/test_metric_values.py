@@ -217,3 +217,43 @@ def test_metric_values__anonymous_profile_merged_into_a_user__measured_over_both
     (exported,) = list(location.export(subject))
     assert exported["metric_values"] == exposure.metric_values
     assert location.erase(subject, lambda n: None) == 1 and location.verify(subject) == 0
+
+
+@pytest.mark.django_db
+def test_metric_values__history_loaded_in_bulk__kept_as_the_drain_would(project):
+    from personalization import services
+    from personalization.services import HistoryEvent, HistoryExposure, HistoryProfile
+
+    assert metric_values_fill(metric_ids=[m.pk for m in _metrics(project)]) == "done"
+    people = range(20)
+    events = [
+        HistoryEvent(
+            profile=v,
+            event_id=f"h{v}-{k}",
+            type=("purchase", "page", "refund")[(v + k) % 3],
+            ts=NOW - (40 - v - 3 * k) * DAY,
+            session_id=f"s{v}-{k % 2}",
+            value=12.5 + k if (v + k) % 3 == 0 else None,
+        )
+        for v in people
+        for k in range(6)
+    ]
+    exposures = [
+        HistoryExposure(
+            profile=v,
+            experience_key="hero",
+            variant_key="" if v % 2 else "b",
+            arm="holdout_experience" if v % 2 else "variant",
+            exposed_at=NOW - (38 - v) * DAY,
+            converted=v % 3 == 0,
+        )
+        for v in people
+    ]
+    services.history_bulk_load(
+        project_id=project.pk,
+        profiles=[HistoryProfile(anonymous_id=f"h{v}") for v in people],
+        events=events,
+        exposures=exposures,
+    )
+    assert Exposure.objects.filter(project=project, metric_values__isnull=False).count() == len(people)
+    _assert_kept_equal_the_scan(project, "hero")
