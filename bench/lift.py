@@ -10,10 +10,13 @@ ratio says how much the report costs beyond reading the rows once.
 
 Every person also has 4 events (page views, carts, purchases with a value) from 14 days before to
 31 days after exposure, so the report with five metrics (conversion, revenue, events per user, return
-within a week and revenue per session, by 20 segments: one scan joined to the events) is timed against the
+within a week and revenue per session, by 20 segments: one scan of the exposures) is timed against the
 single-metric report (the exposures' own conversion and revenue, the plain GROUP BY) in the same run:
-`metrics5_vs_single_ratio`, which the issue wants at 3 or less. The other figures are the
-single-metric report's.
+`metrics5_vs_single_ratio`, which the issue wants at 3 or less, and CPU seconds per report (this
+process, PostgreSQL and its parallel workers), steadier than wall time on a shared machine. The metrics
+are read from the values each exposure keeps (personalization/experiences/metric_values.py): when
+they are not complete (the first run after the events are built), their backfill runs first, timed.
+The other figures are the single-metric report's.
 
 Every exposure also records behavior segments (a key of the benched clustering run among keys of
 other runs and rule segments, 7,280 different sets; 5 % recorded before segments were kept, 10 % in
@@ -23,6 +26,7 @@ segment column.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -179,6 +183,66 @@ def metrics_choose(project, *, five: bool) -> None:
     )
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU time of the whole PostgreSQL server so far (the postmaster, its live processes and the ones it
+    reaped: a report's parallel workers are processes of their own, gone when it ends); None when the
+    server is not on this machine. The bench database's server serves only the bench."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def stat(pid: int) -> list[str]:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+
+    try:
+        postmaster = int(stat(backend)[1])
+        fields = stat(postmaster)
+        ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, and of reaped children
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    child = stat(int(entry))
+                except OSError:
+                    continue
+                if int(child[1]) == postmaster:
+                    ticks += int(child[11]) + int(child[12])
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def metric_values_complete(project) -> None:
+    """The bench's metrics' kept values over every exposure (the backfill job a metric's creation
+    starts, run here in process), timed; the report reads them once complete."""
+    try:
+        from experiments.metric_services import metric_values_fill
+    except ImportError:  # before metric values were kept: the report scans the events
+        return
+    from experiments.models import Metric
+
+    waiting = [
+        m for m in Metric.objects.filter(project=project) if m.values_slot is not None and not m.spec()["values_ready"]
+    ]
+    if not waiting:
+        return
+    began, cpu, server = time.perf_counter(), time.process_time(), server_cpu_seconds()
+    metric_values_fill(metric_ids=[m.pk for m in waiting])
+    server_cpu = (server_cpu_seconds() or 0) - (server or 0)
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # as autovacuum soon would: the backfill left a dead copy of every row
+        cursor.execute("VACUUM ANALYZE personalization_exposure")
+    print(
+        f"  {len(waiting)} metrics' values backfilled over every exposure in one pass:"
+        f" {time.perf_counter() - began:.1f} s"
+        f" (CPU {time.process_time() - cpu:.1f} s process + {server_cpu:.1f} s PostgreSQL)",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000,000 exposures and 2 timed runs")
@@ -199,6 +263,7 @@ def main() -> None:
     project, _ = Project.objects.get_or_create(slug="lift-bench", defaults={"name": "Lift bench"})
     run = behavior_run(project)
     have = Exposure.objects.filter(project=project, experience_key=EXPERIENCE).count()
+    built = have != n
     if have != n:
         print(f"building {n:,} exposures over {SEGMENTS} segments (once; later runs reuse them)…", flush=True)
         with transaction.atomic():
@@ -212,9 +277,14 @@ def main() -> None:
     from personalization.models import Event
 
     if not Event.objects.filter(project=project, event_id__startswith=EVENTS_MARK).exists():
+        built = True
         print("building the events around the exposures (once)…", flush=True)
         with transaction.atomic():
             events_build(project)
+    from experiments.models import Metric
+
+    if built and hasattr(Metric, "values_for"):  # values kept for data the bench replaced are not complete
+        Metric.objects.filter(project=project).update(values_for=None, values_progress=None)
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(days=14)
 
@@ -229,8 +299,10 @@ def main() -> None:
             cursor.fetchone()
         return time.perf_counter() - began
 
-    def report(segment_by: str) -> tuple[float, dict]:
-        began = time.perf_counter()
+    cpu_runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+
+    def report(segment_by: str, five: bool | None = None) -> tuple[float, dict]:
+        began, cpu, server = time.perf_counter(), time.process_time(), server_cpu_seconds()
         result = services.lift_compute(
             project=project,
             experience_key=EXPERIENCE,
@@ -238,6 +310,9 @@ def main() -> None:
             start=start,
             end=end,
         )
+        if five is not None:
+            server_after = server_cpu_seconds()
+            cpu_runs[five].append((time.process_time() - cpu, (server_after or 0) - (server or 0)))
         return time.perf_counter() - began, result
 
     metrics_choose(project, five=False)  # the figures below are the single-metric report's
@@ -258,11 +333,13 @@ def main() -> None:
 
     # The same breakdown (20 segments by a profile attribute), alternated so load changes hit both alike.
     t_single_runs, t_multi_runs = [], []
+    metrics_choose(project, five=True)
+    metric_values_complete(project)
     for _ in range(runs):
         metrics_choose(project, five=False)
-        t_single_runs.append(report("attribute:seg")[0])
+        t_single_runs.append(report("attribute:seg", five=False)[0])
         metrics_choose(project, five=True)
-        t, multi = report("attribute:seg")
+        t, multi = report("attribute:seg", five=True)
         t_multi_runs.append(t)
     assert {m["key"] for m in multi["metrics"]} == {
         "conversion",
@@ -277,6 +354,12 @@ def main() -> None:
     print(
         f"  full report, 1 metric (conversion):  {t_single:6.2f} s; 5 metrics x {SEGMENTS} segments, joined to"
         f" {events:,} events: {t_multi:6.2f} s ({t_multi / t_single:.1f}x; the issue asks for at most 3x)"
+    )
+    cpu = {five: [statistics.median(c[i] for c in cpu_runs[five]) for i in (0, 1)] for five in (False, True)}
+    print(
+        f"  CPU per report (process + PostgreSQL, parallel workers included): 1 metric {cpu[False][0]:.2f} +"
+        f" {cpu[False][1]:.2f} s; 5 metrics {cpu[True][0]:.2f} + {cpu[True][1]:.2f} s"
+        f" ({sum(cpu[True]) / sum(cpu[False]):.1f}x)"
     )
     print(f"  baseline count(*) scan:              {scan:6.2f} s")
     print(f"  full report, segment at exposure:    {t_exposure:6.2f} s  ({t_exposure / scan:.1f}× the scan)")
@@ -302,6 +385,8 @@ def main() -> None:
                 "report_single_metric_s": round(t_single, 3),
                 "report_5_metrics_s": round(t_multi, 3),
                 "metrics5_vs_single_ratio": round(t_multi / t_single, 2),
+                "report_single_metric_cpu_s": round(sum(cpu[False]), 3),
+                "report_5_metrics_cpu_s": round(sum(cpu[True]), 3),
             }
         )
     )

@@ -146,7 +146,7 @@ class LiftReportView(viewsets.ViewSet):
 
 
 def _metric_body(metric: Metric) -> dict:
-    return {**metric.spec(), "created_at": metric.created_at}
+    return {**metric.spec(), "values_progress": metric.values_progress, "created_at": metric.created_at}
 
 
 class MetricView(viewsets.ViewSet):

@@ -9,6 +9,12 @@ def _lift_headline(**kwargs):
     return lift_headline(**kwargs)
 
 
+def _metric_definitions(*, project_id: int) -> list[dict]:
+    from experiments.metric_services import metric_value_specs
+
+    return metric_value_specs(project_id=project_id)
+
+
 class ExperimentsConfig(AppConfig):
     name = "experiments"
 
@@ -17,3 +23,4 @@ class ExperimentsConfig(AppConfig):
         from personalization import hooks
 
         hooks.lift_headline.provide(_lift_headline)
+        hooks.metric_definitions.provide(_metric_definitions)

@@ -11,6 +11,8 @@ from django.db import IntegrityError, transaction
 
 from experiments.errors import LiftInputError
 from experiments.models import ExperienceMetrics, Metric, MetricKind, RatioPart
+from personalization import selectors as personalization_selectors
+from personalization import services as personalization_services
 
 # Today's conversion first: it is what every report showed before metrics existed, and stays the
 # default primary metric.
@@ -53,6 +55,30 @@ FIELDS = (
 )
 
 
+def _slot_free(project) -> int:
+    """The smallest values slot no metric of the project holds (a deleted metric's slot is reused: its
+    old values are overwritten by the new metric's backfill before any report reads them)."""
+    taken = set(Metric.objects.filter(project=project, values_slot__isnull=False).values_list("values_slot", flat=True))
+    return next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def _metric_make(*, project, **fields) -> Metric:
+    """A new metric with a values slot, its values computed by a backfill job once this commits."""
+    metric = Metric.objects.create(project=project, values_slot=_slot_free(project), **fields)
+    metric_values_queue(metric=metric)
+    return metric
+
+
+def metric_values_queue(*, metric: Metric) -> None:
+    """Compute the metric's kept values over every exposure, in a Celery job started once the caller's
+    transaction commits (the report computes it from the events until the job is done)."""
+    from experiments.tasks import metric_values_fill_task
+
+    Metric.objects.filter(pk=metric.pk).update(values_progress=0)
+    metric.values_progress = 0
+    transaction.on_commit(lambda: metric_values_fill_task.delay(metric.pk))
+
+
 def metric_defaults_ensure(*, project) -> None:
     """Create the default metrics this project lacks (idempotent: a default the marketer deleted
     under its key comes back, one they changed is left as they made it)."""
@@ -61,9 +87,9 @@ def metric_defaults_ensure(*, project) -> None:
         if definition["key"] not in have:
             try:
                 with transaction.atomic():
-                    Metric.objects.create(project=project, **definition)
+                    _metric_make(project=project, **definition)
             except IntegrityError:
-                pass  # created by a concurrent request: what we wanted
+                pass  # created by a concurrent request (its key or its slot): what we wanted, or done next time
 
 
 def _event_types(field: str, value) -> list[str]:
@@ -148,17 +174,62 @@ def metric_create(*, project, key, data: dict) -> Metric:
     clean = metric_validate(data=data)
     if Metric.objects.filter(project=project, key=key).exists():
         raise LiftInputError("key", f"this project already has a metric {key!r}; pick another key or change that one")
-    return Metric.objects.create(project=project, key=key, **clean)
+    return _metric_make(project=project, key=key, **clean)
 
 
 def metric_update(*, metric: Metric, data: dict) -> Metric:
     if "key" in data and data["key"] != metric.key:
         raise LiftInputError("key", "a metric's key cannot change (reports name it); create a new metric instead")
     clean = metric_validate(data={k: v for k, v in data.items() if k != "key"}, current=metric)
+    before = metric.values_definition()
     for name, value in clean.items():
         setattr(metric, name, value)
     metric.save(update_fields=list(clean))
+    if metric.values_definition() != before:
+        metric_values_queue(metric=metric)
     return metric
+
+
+# Exposures per backfill transaction: their people are locked meanwhile (the drain waits on them).
+FILL_CHUNK = 5_000
+
+
+def metric_values_fill(*, metric_ids: list[int], chunk: int = FILL_CHUNK) -> str:
+    """The backfill job: the metrics' kept values over every exposure of their project (one pass for
+    several metrics of one project), a chunk per transaction, the progress on the metrics; then each
+    metric's values are marked complete for the definition the job started with, unless it changed
+    meanwhile (that edit queued another job)."""
+    metrics = [m for m in Metric.objects.filter(pk__in=metric_ids) if m.values_slot is not None]
+    if not metrics:
+        return "gone"
+    project_id = metrics[0].project_id
+    if any(m.project_id != project_id for m in metrics):
+        raise ValueError("metric_ids: give metrics of one project")
+    started = {m.pk: (m.values_definition(), m.values_slot) for m in metrics}
+    specs = [m.spec() for m in metrics]
+    total = max(personalization_selectors.exposures_count(project_id=project_id), 1)
+    after, done = 0, 0
+    while True:
+        with transaction.atomic():
+            after, count = personalization_services.exposure_metric_values_fill(
+                project_id=project_id, metrics=specs, after_id=after, limit=chunk
+            )
+        if not count:
+            break
+        done += count
+        Metric.objects.filter(pk__in=list(started)).update(values_progress=min(99, done * 100 // total))
+    with transaction.atomic():
+        for current in Metric.objects.select_for_update().filter(pk__in=list(started)):
+            if (current.values_definition(), current.values_slot) != started[current.pk]:
+                continue  # changed meanwhile: the job that edit queued computes it
+            current.values_for, current.values_progress = started[current.pk][0], None
+            current.save(update_fields=["values_for", "values_progress"])
+    return "done"
+
+
+def metric_value_specs(*, project_id: int) -> list[dict]:
+    """The metrics whose values the drain keeps (hooks.metric_definitions): every one with a slot."""
+    return [m.spec() for m in Metric.objects.filter(project_id=project_id, values_slot__isnull=False)]
 
 
 def metric_delete(*, metric: Metric) -> None:

@@ -96,9 +96,20 @@ class Metric(models.Model):
     # "gets worse" in the direction this says is bad.
     higher_is_better = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Where the drain keeps this metric's per-exposure values (personalization's Exposure.metric_values),
+    # a small number unique in the project; free slots are reused by new metrics.
+    values_slot = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The definition (values_definition) the kept values are complete for: set by the backfill job when
+    # it has gone over every exposure. Until then, reports compute the metric from the events.
+    values_for = models.JSONField(null=True, blank=True)
+    # The running backfill's progress in percent; null when none is running.
+    values_progress = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "key"], name="metric_unique_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="metric_unique_key"),
+            models.UniqueConstraint(fields=["project", "values_slot"], name="metric_unique_values_slot"),
+        ]
         ordering = ["pk"]
 
     def __str__(self) -> str:
@@ -120,6 +131,23 @@ class Metric(models.Model):
             "denominator_event_types": list(self.denominator_event_types),
             "denominator_part": self.denominator_part,
             "higher_is_better": self.higher_is_better,
+            "values_slot": self.values_slot,
+            "values_ready": self.values_slot is not None and self.values_for == self.values_definition(),
+        }
+
+    def values_definition(self) -> dict:
+        """The fields the kept per-exposure values depend on (the cap, name and direction are read by
+        the report itself): when they change, the values are computed again."""
+        return {
+            "kind": self.kind,
+            "event_types": sorted(self.event_types),
+            "window_days": self.window_days,
+            "return_from_day": self.return_from_day,
+            "return_to_day": self.return_to_day,
+            "numerator_event_types": sorted(self.numerator_event_types),
+            "numerator_part": self.numerator_part,
+            "denominator_event_types": sorted(self.denominator_event_types),
+            "denominator_part": self.denominator_part,
         }
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from experiments import services
+from experiments import metric_services, services
 from experiments.models import LiftReport, ReportStatus
 
 
@@ -20,3 +20,9 @@ def lift_report_task(report_id: int) -> str:
 def lift_reports_precompute_task() -> int:
     """Keep a fresh report for the global holdout and every running experience of every project."""
     return services.lift_reports_precompute()
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, retry_jitter=True, acks_late=True)
+def metric_values_fill_task(metric_id: int) -> str:
+    """A metric's kept values over every exposure (created or its definition edited)."""
+    return metric_services.metric_values_fill(metric_ids=[metric_id])

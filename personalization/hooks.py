@@ -9,6 +9,8 @@ provider here, and the higher app fills the slot in its `AppConfig.ready()`:
 - `segment_catalog` (segments): the saved segments and clustering runs experiences target and migrate.
 - `lift_headline` (experiments): the first sentence of the newest global-holdout lift report (Overview).
 - `person_why` (segments): why a visitor is in each segment, intent and score band (the visitor page's Why panel).
+- `metric_definitions` (experiments): a project's metrics with their slots in the exposures' kept metric
+  values (personalization/experiences/metric_values.py; the drain keeps them up to date).
 
 Signals (personalization/signals.py) are for "this happened, whoever cares"; a provider here is for
 "personalization needs an answer", so each slot takes exactly one provider and says in `when_missing`
@@ -108,7 +110,14 @@ person_why: Provider[Callable[..., dict]] = Provider(
     when_missing="the visitor page shows no Why panel",
 )
 
-HOOKS = (suppression, decide_privacy, segment_catalog, lift_headline, person_why)
+metric_definitions: Provider[Callable[..., list[dict]]] = Provider(
+    "metric_definitions",
+    owner="experiments",
+    required=False,
+    when_missing="no metric values are kept on exposures; lift reports compute every metric from the events",
+)
+
+HOOKS = (suppression, decide_privacy, segment_catalog, lift_headline, person_why, metric_definitions)
 
 
 def suppressed_among(*, project_id: int, identifiers: set[str]) -> set[str]:

@@ -14,6 +14,7 @@ from personalization.experiences.metric_cells import (
     exposure_metric_cells,
     exposure_metric_cells_sql,
 )
+from personalization.experiences.metric_values import exposures_count
 from personalization.experiences.selectors import (
     experience_arm_outcomes,
     experience_audit,
@@ -89,6 +90,7 @@ __all__ = [
     "exposure_metric_cells",
     "exposure_metric_cells_sql",
     "exposure_range",
+    "exposures_count",
     "member_role",
     "metric_per_minute",
     "profile_attribute_names",

@@ -9,6 +9,7 @@ from personalization.decide.units import (
     unit_segments_publish,
 )
 from personalization.experiences.bandits import bandit_counts, bandit_experiences_running, bandit_update
+from personalization.experiences.metric_values import exposure_metric_values_fill
 from personalization.experiences.segment_migration import (
     experience_migration_due,
     experience_segment_use,
@@ -88,6 +89,7 @@ __all__ = [
     "experience_start",
     "experience_started_at_set",
     "experience_update",
+    "exposure_metric_values_fill",
     "exposures_retention_apply",
     "history_bulk_load",
     "membership_set",

@@ -30,6 +30,20 @@ _POST = "e.d >= interval '0' AND e.d < interval '{days} days'"
 _PRE = f"e.d >= interval '-{PRE_DAYS} days' AND e.d < interval '0'"
 
 
+# Positions of a metric's kept aggregates in the exposure's metric_values (1-based, as SQL arrays are):
+# slot s holds up to SLOT_WIDTH of them (a ratio has four: numerator and denominator, after and before).
+SLOT_WIDTH = 4
+
+
+def stored_position(slot: int, k: int) -> int:
+    return int(slot) * SLOT_WIDTH + k + 1
+
+
+def kept(metric: dict) -> bool:
+    """Whether the report reads this metric's values from the exposures (complete for its definition)."""
+    return bool(metric.get("values_ready")) and metric.get("values_slot") is not None
+
+
 def _types(types: list[str], empty: str, params: dict) -> str:
     """The event-type test of a metric: its types (a named parameter), or `empty` (SQL) when it names none."""
     if not types:
@@ -44,11 +58,20 @@ def _metric_columns(
 ) -> tuple[list[str], str]:
     """(per-person SQL of the metric's columns over x and the per-person row ev, eligibility SQL);
     adds the (part, condition) aggregates over the person's events it needs to `aggregates`
-    (_per_person renders them). Window lengths are validated integers."""
+    (_per_person renders them). Window lengths are validated integers.
+
+    A metric whose values the drain keeps (metric_values: "values_ready" and its "values_slot")
+    reads its aggregates from the exposure row instead, in the same order: the same columns, no
+    events."""
     kind, window = metric["kind"], int(metric["window_days"])
     post = _POST.format(days=window)
+    stored = [0] if kept(metric) else None
 
     def agg(part: str, where: str) -> str:
+        if stored is not None:
+            position = stored_position(metric["values_slot"], stored[0])
+            stored[0] += 1
+            return f"coalesce(x.metric_values[{position}], {_NONE[part]})"
         aggregates.append((part, where))
         # A person without events in reach has no ev row: what the aggregate is over no events.
         return f"coalesce(ev.a{len(aggregates) - 1}, {_NONE[part]})"
@@ -89,7 +112,7 @@ def _metric_columns(
         # convert count the whole window), among people whose window has closed.
         first = agg("first", f"{test} AND {post}")
         pre = agg("count", f"{test} AND {_PRE}")
-        hours = f"coalesce(least(date_part('epoch', {first}) / 3600, {window * 24}), {window * 24})"
+        hours = f"coalesce(least({first} / 3600, {window * 24}), {window * 24})"
         return [hours, f"({pre} > 0)::int"], f"x.exposed_at <= %(as_of)s - make_interval(days => {window})"
     raise ValueError(f"unknown metric kind {kind!r}")
 
@@ -105,9 +128,12 @@ OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
 _NONE = {"count": "0", "sessions": "0", "sum": "0", "first": "NULL"}
 
 
-def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> str:
-    """SQL of one row per person with events in reach (ev: profile_id, a0, a1, ...), each aN the
-    aggregate (count, sum of value, first time, distinct sessions) of the events meeting its condition.
+def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, *, per_exposure: bool = False) -> str:
+    """SQL of one row per person with events in reach (ev: k, the person, then a0, a1, ...), each aN
+    the aggregate (count, sum of value, seconds from exposure to the first, distinct sessions) of the
+    events meeting its condition. `per_exposure` (the kept values, metric_values): one row per
+    exposure with events in reach (k its id, at its time), each exposure's events found by an index
+    probe of its own time range (a few exposures among millions: no scan of the events).
 
     One hash join of the population to the events in its time range, grouped by person, instead of
     an index probe of each person's events (13.6 s of 20 s per 1M exposures, bench/lift.py): every
@@ -115,9 +141,16 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> s
     force a sort of every joined row (a DISTINCT aggregate cannot be hashed), so with a sessions part
     the events are first grouped per person and session: a session counts when any of its events
     meets the condition, and counts, sums and first times add up over sessions."""
+    keys, bound = "k", ""
+    if per_exposure:
+        keys = "k, at"
+        bound = (
+            f" AND e.ts >= x.exposed_at - interval '{PRE_DAYS} days' AND e.ts < x.exposed_at + interval '{reach} days'"
+        )
     joined = (
-        " FROM (SELECT x.profile_id, x.goal, e.type, e.value, e.session_id, e.ts - x.exposed_at AS d"
-        f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id"
+        f" FROM (SELECT {'x.id AS k, x.exposed_at AS at' if per_exposure else 'x.profile_id AS k'}, x.goal, e.type,"
+        " e.value, e.session_id, e.ts - x.exposed_at AS d"
+        f" FROM {source} JOIN personalization_event e ON e.profile_id = x.profile_id{bound}"
         # The population's own time range bounds the events too: month partitions and ts indexes prune.
         f" WHERE e.project_id = %(project)s AND e.ts >= %(events_from)s::timestamptz - interval '{PRE_DAYS} days'"
         f" AND e.ts < %(events_to)s::timestamptz + interval '{reach} days') e"
@@ -126,23 +159,31 @@ def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int) -> s
     one = {
         "count": "count(*) FILTER (WHERE {})",
         "sum": "sum(e.value::float8) FILTER (WHERE {})",
-        "first": "min(e.d) FILTER (WHERE {})",
+        "first": "date_part('epoch', min(e.d) FILTER (WHERE {}))",
     }
     if not any(part == "sessions" for part, _ in aggregates):
         columns = ", ".join(f"{one[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
-        return f"SELECT e.profile_id, {columns}{joined} GROUP BY e.profile_id"
-    inner = {**one, "count": "(count(*) FILTER (WHERE {}))::int", "sessions": "bool_or({})"}
+        listed = ", ".join(f"e.{k}" for k in keys.split(", "))
+        return f"SELECT {listed}, {columns}{joined} GROUP BY {listed}"
+    inner = {
+        **one,
+        "count": "(count(*) FILTER (WHERE {}))::int",
+        "first": "min(e.d) FILTER (WHERE {})",
+        "sessions": "bool_or({})",
+    }
     outer = {
         "count": "sum(s.a{i})",
         "sum": "sum(s.a{i})",
-        "first": "min(s.a{i})",
+        "first": "date_part('epoch', min(s.a{i}))",
         "sessions": "count(*) FILTER (WHERE s.a{i} AND s.session_id <> '')",
     }
     per_session = ", ".join(f"{inner[part].format(where)} AS a{i}" for i, (part, where) in enumerate(aggregates))
     columns = ", ".join(f"{outer[part].format(i=i)} AS a{i}" for i, (part, _) in enumerate(aggregates))
+    inner_keys = ", ".join(f"e.{k}" for k in keys.split(", "))
+    outer_keys = ", ".join(f"s.{k}" for k in keys.split(", "))
     return (
-        f"SELECT s.profile_id, {columns} FROM (SELECT e.profile_id, e.session_id, {per_session}{joined}"
-        " GROUP BY e.profile_id, e.session_id) s GROUP BY s.profile_id"
+        f"SELECT {outer_keys}, {columns} FROM (SELECT {inner_keys}, e.session_id, {per_session}{joined}"
+        f" GROUP BY {inner_keys}, e.session_id) s GROUP BY {outer_keys}"
     )
 
 
@@ -163,11 +204,14 @@ def exposure_metric_cells_sql(
     breakdown_kind: str = "exposure",
     breakdown_name: str = "segment",
     outcomes: bool = False,
-) -> tuple[str, dict, list[int]]:
+    cap_values: dict | None = None,
+    caps_only: bool = False,
+) -> tuple[str, dict, list]:
     """(SQL, parameters, columns per block): rows (segment, day, treated, then per block n, Σ column
     a, and Σ column a x column b for a <= b). The blocks are OUTCOMES first when `outcomes`, then one
     per metric. Capped metrics (winsorize_percentile) cap each column at that percentile of every
-    exposed person's value (percentile_cont, zeros included)."""
+    exposed person's value (percentile_cont, zeros included): computed in the same query, or given
+    as `cap_values` (by name, as the `caps_only` query returns them: SQL, parameters, names)."""
     if not metrics and not outcomes:
         raise ValueError("metrics must name at least one metric, or outcomes be asked for")
     (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
@@ -179,7 +223,7 @@ def exposure_metric_cells_sql(
         end=end,
         breakdown_kind=breakdown_kind,
         breakdown_name=breakdown_name,
-        also="goal",
+        also="goal, metric_values" if any(kept(m) for m in metrics) else "goal",
     )
     aggregates: list[tuple[str, str]] = []
     lateral_params: dict = {}
@@ -192,15 +236,17 @@ def exposure_metric_cells_sql(
         person += [f"({column})::float8 AS c{index}_{k}" for k, column in enumerate(columns)]
         eligibility.append(f"({eligible}) AS ok{index}")
     caps, sums = [], []
-    for index, ((_, _, percentile), width) in enumerate(zip(blocks, widths, strict=True)):
+    for index, ((_, eligible, percentile), width) in enumerate(zip(blocks, widths, strict=True)):
         names = [f"u.c{index}_{k}" for k in range(width)]
         if percentile:
             caps += [
                 f"percentile_cont({float(percentile)!r}) WITHIN GROUP (ORDER BY u.c{index}_{k}) AS cap{index}_{k}"
                 for k in range(width)
             ]
-            names = [f"least({name}, caps.cap{index}_{k})" for k, name in enumerate(names)]
-        only = f"FILTER (WHERE u.ok{index})"
+            cap = "%(cap{}_{})s::float8" if cap_values is not None else "caps.cap{}_{}"
+            names = [f"least({name}, {cap.format(index, k)})" for k, name in enumerate(names)]
+        # Everyone counts for most blocks: no filter to evaluate for each of their aggregates and rows.
+        only = "" if eligible == "true" else f"FILTER (WHERE u.ok{index})"
         sums.append(f"count(*) {only}")
         sums += [f"coalesce(sum({name}) {only}, 0)" for name in names]
         sums += [f"coalesce(sum({names[a]} * {names[b]}) {only}, 0)" for a in range(width) for b in range(a, width)]
@@ -208,8 +254,8 @@ def exposure_metric_cells_sql(
     numbered = [*expr_params, *treated_params, *params, *join_params]
     events = ""
     if aggregates:
-        reach = max(_reach_days(m) for m in metrics)
-        events = f" LEFT JOIN ({_per_person(aggregates, source, reach)}) ev ON ev.profile_id = x.profile_id"
+        reach = max(_reach_days(m) for m in metrics if not kept(m))
+        events = f" LEFT JOIN ({_per_person(aggregates, source, reach)}) ev ON ev.k = x.profile_id"
         numbered += params
         lateral_params.update(project=project_id, events_from=start, events_to=end)
     positional = iter(range(len(numbered)))
@@ -218,7 +264,13 @@ def exposure_metric_cells_sql(
         f" {', '.join(person)}, {', '.join(eligibility)} FROM {source} {join}{events}"
     )
     grouped = f"SELECT u.seg, u.day, u.treated, {', '.join(sums)} FROM"
-    if caps:
+    if caps_only:
+        # Over the population alone: a breakdown's join neither adds nor drops rows (an exposure's one
+        # profile; at most one segment of a run), so the caps are those of the rows above.
+        numbered = [*params, *(params if aggregates else [])]
+        positional = iter(range(len(numbered)))
+        sql = f"SELECT {', '.join(caps)} FROM (SELECT {', '.join(person)} FROM {source}{events}) u"
+    elif caps and cap_values is None:
         # The caps are percentiles over every row, so the rows are computed once and read twice; the
         # caps are materialized too, else a nested loop may recompute them for every row (quadratic).
         sql = (
@@ -232,6 +284,9 @@ def exposure_metric_cells_sql(
     named = parts[0] + "".join(f"%(p{next(positional)})s{part}" for part in parts[1:])
     values = {f"p{i}": value for i, value in enumerate(numbered)}
     values.update(lateral_params, as_of=as_of)
+    if caps_only:
+        return named, values, [cap.rsplit(" AS ", 1)[1] for cap in caps]
+    values.update(cap_values or {})
     return named, values, widths
 
 
@@ -244,18 +299,36 @@ def exposure_metric_cells_sql(
 _JOINED_SETTINGS = {"enable_nestloop": "off", "work_mem": "256MB"}
 
 
+# The caps query sorts each capped column of every exposure: in memory, not in files on disk.
+_CAPS_SETTINGS = {"work_mem": "256MB"}
+
+
+def _fetch(cursor, sql: str, params: dict, settings: dict) -> list[tuple]:
+    for name, value in settings.items():
+        cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+    cursor.execute(sql, params)
+    rows = cursor.fetchall()
+    for name in settings:  # back to what they were: the caller's transaction may go on
+        cursor.execute(f"SET LOCAL {name} TO DEFAULT")
+    return rows
+
+
 def exposure_metric_cells(**kwargs) -> tuple[list[tuple], list[int]]:
-    """(rows, columns per metric) of exposure_metric_cells_sql, from ONE scan of the exposures."""
+    """(rows, columns per metric) of exposure_metric_cells_sql, from ONE scan of the exposures.
+
+    When every metric is read from the exposures (no events joined) and some are capped, the caps
+    come first, from a query of their own, and the cells from the plain parallel GROUP BY with the
+    caps as constants: materializing every row to read it twice ran in one process and spilled to
+    disk (5 metrics: 18.6 s wall for 5.5 s CPU, bench/lift.py). Joined to the events, the rows are
+    worth computing once, so the caps stay in the one query."""
     sql, params, widths = exposure_metric_cells_sql(**kwargs)
-    settings = _JOINED_SETTINGS if " JOIN personalization_event " in sql else {}
+    joined = " JOIN personalization_event " in sql
     with transaction.atomic(), connection.cursor() as cursor:
-        for name, value in settings.items():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-        for name in settings:  # back to what they were: the caller's transaction may go on
-            cursor.execute(f"SET LOCAL {name} TO DEFAULT")
-        return rows, widths
+        if not joined and " caps AS MATERIALIZED " in sql:
+            caps_sql, caps_params, names = exposure_metric_cells_sql(**kwargs, caps_only=True)
+            (found,) = _fetch(cursor, caps_sql, caps_params, _CAPS_SETTINGS)
+            sql, params, widths = exposure_metric_cells_sql(**kwargs, cap_values=dict(zip(names, found, strict=True)))
+        return _fetch(cursor, sql, params, _JOINED_SETTINGS if joined else {}), widths
 
 
 def exposure_conversion_times(*, metric: dict, as_of, **population) -> list[tuple[bool, int, int, int]]:

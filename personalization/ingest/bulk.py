@@ -27,6 +27,7 @@ from typing import NamedTuple
 import orjson
 from django.db import connection, transaction
 
+from personalization.experiences.metric_values import metric_values_profiles_refresh
 from personalization.models import IdentityKind
 from personalization.people.profiles import references_lock, row_checks_skip
 
@@ -135,6 +136,9 @@ def history_bulk_load(
         # Inside the transaction ANALYZE counts its own rows; about a second for all four tables.
         for table in _TABLES:
             cursor.execute(f"ANALYZE {table}")
+        # What the drain keeps on each exposure for the project's metrics, from the events just loaded
+        # (a report reads them instead of the events once a metric's values are complete).
+        metric_values_profiles_refresh(cursor, project_id=project_id, profile_ids=ids)
     return HistoryLoaded(profile_ids=ids, identities=identities, events=written, exposures=exposed)
 
 

@@ -36,6 +36,7 @@ from django.db import DataError, IntegrityError, OperationalError, connection, t
 
 from personalization import hooks, redis_client, rkeys
 from personalization.decide.units import profiles_publish, units_stitch
+from personalization.experiences.metric_values import metric_values_events_add, metric_values_exposures_fill
 from personalization.ingest.dead_letters import dead_letters_write, text_storable
 from personalization.ingest.stored_version import stored_version_bump
 from personalization.ingest.stream import stream_ensure_group
@@ -450,6 +451,7 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
             [id_array(profile_ids)],
         )
         _outcomes_add(cursor, inserted)
+        metric_values_events_add(cursor, project_id=project_id, inserted=inserted)
         _last_seen_advance(cursor, latest[0])
     if exposures:
         _exposures_write(project_id, exposures, profile_of)
@@ -680,6 +682,7 @@ def _exposures_write(project_id: int, exposures: list[dict], profile_of: dict[st
                 break
         if new_ids:
             cursor.execute(_EXPOSURES_BACKFILL_SQL, [new_ids])
+            metric_values_exposures_fill(cursor, project_id=project_id, exposure_ids=new_ids)
 
 
 # The exposures table is partitioned by month and cannot hold the unique (project, experience,

@@ -136,6 +136,9 @@ class Exposure(models.Model):
     revenue = models.FloatField(default=0)
     # CUPED covariate: the person's activity (events) in the 14 days before exposure.
     pre_activity = models.PositiveIntegerField(default=0)
+    # Every metric's per-exposure aggregates, kept by the drain so reports need not scan events
+    # (personalization/experiences/metric_values.py); a metric's slot is experiments' Metric.values_slot.
+    metric_values = ArrayField(models.FloatField(null=True), null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from django.db import connection, transaction
 
+from personalization.experiences.metric_values import metric_values_profiles_refresh
 from personalization.models import DeadLetter, Event, EventClaim, Exposure, ExposureClaim, Profile, ProfileIdentity
 from personalization.people import live_activity
 from personalization.people import subjects as subject_data
@@ -204,6 +205,50 @@ register(
         purpose="measuring experiences; bandit allocation",
         retention="the project's event retention (Privacy → Processing record & settings), then deleted hourly",
         merge=_exposures_merge,
+    )
+)
+
+
+def _metric_values_rows(subject: Subject):
+    return Exposure.objects.filter(profile_id__in=subject.profile_ids, metric_values__isnull=False)
+
+
+def _metric_values_clear(subject: Subject, progress: Callable[[int], None]) -> int:
+    cleared = _metric_values_rows(subject).update(metric_values=None)
+    progress(cleared)
+    return cleared
+
+
+def _metric_values_merge(source: int, target: int) -> None:
+    """After "events" and "exposures" moved the source's rows: the target's exposures measured again
+    over the events they now have (the kept values of each metric, as a report's scan would find them)."""
+    project_id = Profile.objects.filter(pk=target).values_list("project_id", flat=True).first()
+    if project_id is None:
+        return
+    with connection.cursor() as cursor:
+        # As the drain does while it writes this person's events: it waits, nothing is missed.
+        cursor.execute("SELECT 1 FROM personalization_profile WHERE id = %s FOR NO KEY UPDATE", [target])
+        metric_values_profiles_refresh(cursor, project_id=project_id, profile_ids=[target])
+
+
+_exposure_metric_values = table(
+    name="exposure_metric_values",
+    model=Exposure,
+    order=ORDER_ROWS + 22,  # merges: after "events" and "exposures" have moved the rows it is computed from
+    columns=("experience_key", "exposed_at", "metric_values"),
+    category="measurements of the person's behavior before and after being shown an experience (events counted,"
+    " revenue, time to a purchase, sessions), one number per metric",
+    purpose="measuring experiences with every metric of a lift report",
+    retention="as long as the exposure (deleted with it)",
+)
+register(
+    replace(
+        _exposure_metric_values,
+        mechanism="UPDATE of the person's exposures setting metric_values to NULL (the exposures themselves are"
+        ' deleted by "exposures")',
+        erase=_metric_values_clear,
+        verify=lambda subject: _metric_values_rows(subject).count(),
+        merge=_metric_values_merge,
     )
 )
 register(

@@ -39,6 +39,7 @@ def test_hooks__at_startup__each_registered_by_its_owner_and_the_check_is_clean(
         "segment_catalog": "segments.selectors",
         "lift_headline": "experiments.apps",  # a wrapper that imports the selectors when first asked
         "person_why": "segments.why",
+        "metric_definitions": "experiments.apps",  # a wrapper: metric_services loads personalization's services
     }
     assert hooks.hooks_check() == []
 
