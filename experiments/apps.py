@@ -10,6 +10,8 @@ def _lift_headline(**kwargs):
 
 
 def _metric_definitions(*, project_id: int) -> list[dict]:
+    # Imported when the drain first asks: metric_services loads the models, which an AppConfig module may
+    # not import at its top (apps are not ready yet).
     from experiments.metric_services import metric_value_specs
 
     return metric_value_specs(project_id=project_id)

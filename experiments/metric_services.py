@@ -72,6 +72,7 @@ def _metric_make(*, project, **fields) -> Metric:
 def metric_values_queue(*, metric: Metric) -> None:
     """Compute the metric's kept values over every exposure, in a Celery job started once the caller's
     transaction commits (the report computes it from the events until the job is done)."""
+    # Here, not at the top: tasks imports this module (a cycle at import time).
     from experiments.tasks import metric_values_fill_task
 
     Metric.objects.filter(pk=metric.pk).update(values_progress=0)
