@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from experiments.models import LiftReport, ReportStatus
+from experiments.models import LiftReport, Metric, ReportStatus
 from experiments.tasks import lift_report_task
 from personalization import redis_client, rkeys, services
 from personalization.ingest import partitions
@@ -26,6 +26,8 @@ from personalization.models import ApiKey, BanditWeights, Exposure, Profile
 from personalization.tasks import api_keys_publish_task, bandits_update_task, partitions_ensure_task
 from personalization.workspace import auth
 from tests.experiments.test_lift_report import _population, hero_report_done
+from tests.experiments.test_metric_report import _world
+from tests.experiments.test_metric_values import _assert_kept_equal_the_scan, _metrics
 from tests.factories import key_make
 from tests.personalization.test_experience_views import experience_make
 from tests.workers import DbLock, broker_settled, celery_worker, unacked_visible_again, until
@@ -130,6 +132,36 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
     reference = hero_report_done(project, start=report.start, end=report.end)
     # Equal up to float summation order: PostgreSQL's parallel workers may add in another order.
     assert _rounded(report.result["report"]) == _rounded(reference.result["report"])
+
+
+def test_metric_values_fill__worker_sigkilled_mid_chunk__nothing_half_kept_and_the_redelivered_jobs_finish(
+    project, tmp_path
+):
+    _world(project, n=90, seed=5)
+    last = Exposure.objects.filter(project=project).order_by("-id").values_list("id", flat=True).first()
+    lock = DbLock.row("personalization_exposure", last, query_like="UPDATE personalization_exposure%")
+    log_path = tmp_path / "worker.log"
+    env = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
+    with celery_worker(log_path, env=env) as first:
+        metrics = _metrics(project)  # each one queues its backfill job as it is made
+        blocked = until(lock.blocked_backends, "the first backfill to write its chunk", log_path)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    lock.release(orphans=blocked)
+    # Killed inside the chunk's transaction: no exposure keeps a value, no metric reads as ready.
+    assert not Exposure.objects.filter(project=project, metric_values__isnull=False).exists()
+    assert not any(m.spec()["values_ready"] for m in Metric.objects.filter(project=project))
+    until(lambda: unacked_visible_again(VISIBILITY_SECONDS), "the killed job's message to be due again")
+
+    with celery_worker(log_path, env=env):
+        until(
+            lambda: all(m.spec()["values_ready"] for m in Metric.objects.filter(project=project)),
+            "every metric's backfill, the killed one's redelivered",
+            log_path,
+        )
+        until(broker_settled, "the worker to finish every task", log_path)
+    assert len(metrics) == Metric.objects.filter(project=project, values_progress__isnull=True).count()
+    _assert_kept_equal_the_scan(project, "hero")
 
 
 def test_api_keys_publish__worker_sigkilled_mid_task__redelivered_run_publishes_every_key(project, tmp_path):
