@@ -43,7 +43,7 @@ from segments.services.embeddings import embedder_latest
 from segments.services.lookalikes import Seed
 from segments.tasks import clustering_run_task, embeddings_refit_nightly_task, rule_segments_refresh_task
 from tests.seeded import demo_seed_cached, state_cached
-from tests.segments.conftest import DEMO_END, yoga_events_ingest
+from tests.segments.conftest import DEMO_END, FLOW_PROFILES, yoga_events_ingest
 from tests.workers import DbLock, celery_worker, database_url, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -56,11 +56,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 VISIBILITY_SECONDS = 1
 WORKER_ENV = {"KAIROS_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}
 LATER = timedelta(minutes=5)  # the reaper's view of "a publish nobody is finishing any more"
-# These tests prove what a crash leaves behind, not how well segments or scores are found: each job runs twice
-# (killed, then redelivered), so its cost is paid twice, and 400 visitors cost a third of the 1,500-person demo.
-# At this size the demo still has the walking, yoga and trail segments at k=8, plus-plan members, people with
-# an intent, and a score model promoted (likely to buy), which is all the tests below need.
-PROFILES = 400
+# Each job runs twice (killed, then redelivered), so the demo's size is paid twice: see FLOW_PROFILES.
+PROFILES = FLOW_PROFILES
 LOOKALIKE_SIZE = 150
 
 
