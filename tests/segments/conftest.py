@@ -32,6 +32,12 @@ def demo_small(db, tmp_path):
     return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
+@pytest.fixture
+def demo_flow(db, tmp_path):
+    """The demo shop with FLOW_PROFILES visitors (see there), for tests of who is taken out or moved."""
+    return demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+
+
 @pytest.fixture(scope="module")
 def demo_refitted_module(django_db_setup, django_db_blocker, tmp_path_factory):
     """demo_project with its embedder fitted, seeded and committed once for a module whose tests only
