@@ -12,10 +12,11 @@ from tests.seeded import demo_seed_cached, state_cached
 
 # Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.
 DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-# Visitors of the demo for tests that prove what a killed job leaves behind, not how well segments or scores
-# are found: at 400 the demo still has the walking, yoga and trail segments at k=8, plus-plan members, people
-# with an intent, and a promoted score (likely to buy), at about a third of the cost of 1,500 per job. One
-# size for all of them, so they share one cached state (tests/seeded.py).
+# Visitors of the demo for tests of a flow (what a killed job leaves behind, who is taken out or moved), not of
+# how well segments or scores are found: at 400 the demo still has the walking, yoga and trail segments at k=8,
+# plus-plan members and people with an intent, at about a third of the cost of 1,500 for every refit, run or
+# job. Not for scores: whether a model is promoted there depends on the run's id (bootstrap seed). One size for
+# all of them, so they share cached states (tests/seeded.py).
 FLOW_PROFILES = 400
 
 

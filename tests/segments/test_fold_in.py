@@ -133,7 +133,7 @@ def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tm
     # for sure, whatever the demo's size, where the run starts writing: after the refit and the choice of k,
     # inside its write transaction (its first statement waits on the lock the test holds).
     project = demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
-    run = services.clustering_run_request(project=project)  # automatic k: the slow path
+    run = services.clustering_run_request(project=project)  # automatic k: the longest path, done twice
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
     code = (
         "import django; django.setup(); from segments import services;"

@@ -67,6 +67,14 @@ def demo(tmp_path):
 
 
 @pytest.fixture
+def demo_for_scores(tmp_path):
+    """The 1,500-person demo: a score is kept only when its model is promoted, on bootstrap intervals seeded
+    by the run's id; at 400 people likely-to-buy's lower bound sits near random, so whether anyone is scored
+    at all would depend on the id the run happens to get."""
+    return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+
+
+@pytest.fixture
 def clustered(tmp_path):
     def build() -> tuple[int, int]:
         demo = demo_seed_cached(profiles=PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
@@ -273,7 +281,10 @@ def test_clustering__worker_killed_mid_publish__run_whole_and_decide_catches_up(
     assert all(_segs(demo, pid) == {labels[pid]} for pid in sample)
 
 
-def test_score_run__worker_killed_mid_write__no_half_scores_and_the_redelivered_retrain_finishes(demo, tmp_path):
+def test_score_run__worker_killed_mid_write__no_half_scores_and_the_redelivered_retrain_finishes(
+    demo_for_scores, tmp_path
+):
+    demo = demo_for_scores
     log_path = tmp_path / "worker.log"
     holder = {}
 
@@ -293,7 +304,7 @@ def test_score_run__worker_killed_mid_write__no_half_scores_and_the_redelivered_
             timeout=300,
         )
     rows = ProfileScore.objects.filter(project=demo)
-    assert rows.count() == run.scored > PROFILES // 2
+    assert rows.count() == run.scored > 500
     assert set(rows.values_list("run_id", flat=True)) == {run.pk}
 
 
