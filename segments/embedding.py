@@ -142,10 +142,12 @@ def _page(value: object) -> str | None:
     return "/" + "/".join(parts)
 
 
-def _category_levels(value: str) -> list[str]:
-    """ "electronics.smartphone" → ["electronics", "electronics.smartphone"] (also "/", ">" and "|")."""
+@lru_cache(maxsize=16384)
+def _category_levels(value: str) -> tuple[str, ...]:
+    """ "electronics.smartphone" → ("electronics", "electronics.smartphone") (also "/", ">" and "|").
+    Cached, as _norm_key: a project has a few hundred categories, seen again in every event."""
     parts = [p.strip() for p in re.split(r"\s*[./>|]\s*", value) if p.strip()]
-    return [value] if len(parts) < 2 else [".".join(parts[: i + 1]) for i in range(len(parts))]
+    return (value,) if len(parts) < 2 else tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
 
 
 def behavior_tokens(

@@ -12,6 +12,12 @@ from tests.seeded import demo_seed_cached, state_cached
 
 # Today at midnight: recent enough for the 30-day behavior window, fixed within a test session.
 DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Visitors of the demo for tests of a flow (what a killed job leaves behind, who is taken out or moved), not of
+# how well segments or scores are found: at 400 the demo still has the walking, yoga and trail segments at k=8,
+# plus-plan members and people with an intent, at about a third of the cost of 1,500 for every refit, run or
+# job. Not for scores: whether a model is promoted there depends on the run's id (bootstrap seed). One size for
+# all of them, so they share cached states (tests/seeded.py).
+FLOW_PROFILES = 400
 
 
 @pytest.fixture
@@ -25,6 +31,12 @@ def demo_small(db, tmp_path):
     """The demo shop with 1,500 visitors, for tests of a flow (who is taken out, who moves), not of how
     well segments are found: the walking, yoga and trail segments are there at k=8 all the same."""
     return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+
+
+@pytest.fixture
+def demo_flow(db, tmp_path):
+    """The demo shop with FLOW_PROFILES visitors (see there), for tests of who is taken out or moved."""
+    return demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -28,14 +27,17 @@ from segments.models import (
     TextEmbedding,
 )
 from tests.seeded import demo_seed_cached, state_cached
-from tests.segments.conftest import DEMO_END, profile_events_ingest, yoga_events_ingest
-from tests.workers import database_url
+from tests.segments.conftest import DEMO_END, FLOW_PROFILES, profile_events_ingest, yoga_events_ingest
+from tests.workers import DbLock, database_url, until
 
 
 @pytest.fixture
 def clustered(db, tmp_path, django_capture_on_commit_callbacks):
+    """The small demo (FLOW_PROFILES) refitted and clustered at k=8: these tests follow people through
+    fold-in, opt-out and erasure, which the walking and yoga segments show as well at 400 as at 1,500."""
+
     def build() -> tuple[int, int]:
-        demo = demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+        demo = demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
         services.embeddings_refit(project_id=demo.pk, now=DEMO_END)
         with django_capture_on_commit_callbacks(execute=True):
             run = services.clustering_run_execute(run_id=services.clustering_run_request(project=demo, k=8).pk)
@@ -44,7 +46,7 @@ def clustered(db, tmp_path, django_capture_on_commit_callbacks):
     def reload(pks: tuple[int, int]):
         return Project.objects.get(pk=pks[0]), ClusteringRun.objects.get(pk=pks[1])
 
-    return state_cached(("clustered", 1500, 14, 11, DEMO_END, 8), build, reload)
+    return state_cached(("clustered", FLOW_PROFILES, 14, 11, DEMO_END, 8), build, reload)
 
 
 def _segs(project, profile_id) -> list[str]:
@@ -127,22 +129,25 @@ def test_rule_segment__purchases_and_plan__members_and_field_errors(demo_small, 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tmp_path):
-    project = demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
-    run = services.clustering_run_request(project=project)  # automatic k: the slow path
+    # A flow, not a recovery figure: the crash tests' small demo (the same cached state); the kill lands
+    # for sure, whatever the demo's size, where the run starts writing: after the refit and the choice of k,
+    # inside its write transaction (its first statement waits on the lock the test holds).
+    project = demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
+    run = services.clustering_run_request(project=project)  # automatic k: the longest path, done twice
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
     code = (
         "import django; django.setup(); from segments import services;"
         f" services.clustering_run_execute(run_id={run.pk})"
     )
+    lock = DbLock.table("segments_segment")  # nothing before the write reads it
     worker = subprocess.Popen([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.progress >= 40:
-            break
-        time.sleep(0.1)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
+    blocked: list[int] = []
+    try:
+        blocked = until(lock.blocked_backends, "the run to reach its write", timeout=120)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        lock.release(orphans=blocked)
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and 40 <= run.progress < 100
     assert not Segment.objects.filter(run=run).exists()
@@ -160,10 +165,9 @@ def _meaning(profile_id: int) -> np.ndarray:
 
 
 def test_fold_in__new_searches__move_the_meaning_vector_and_opted_out_lose_it(
-    demo_small, django_capture_on_commit_callbacks
+    clustered, django_capture_on_commit_callbacks
 ):
-    project = demo_small
-    services.embeddings_refit(project_id=project.pk, now=DEMO_END)
+    project, _ = clustered  # refitted: everyone with text has a meaning vector
     mover, leaver = (
         ProfileMeaning.objects.filter(project=project).order_by("pk").values_list("profile_id", flat=True)[:2]
     )

@@ -85,9 +85,11 @@ def _take(pool: list[int], n: int) -> list[int]:
 
 @pytest.mark.slow
 def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_decide_hash(
-    demo_small, django_capture_on_commit_callbacks
+    demo_flow, django_capture_on_commit_callbacks
 ):
-    project, committed = demo_small, django_capture_on_commit_callbacks
+    # Who is taken out, at each stage: the small demo has all the stages (a trail segment to seed a
+    # lookalike from, people on and off the map) at a fraction of the refits' and runs' cost.
+    project, committed = demo_flow, django_capture_on_commit_callbacks
     gone = People(project, committed)
     pool = list(Profile.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))[::3]
 
@@ -138,7 +140,7 @@ def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_deci
     assert set(seed.weights) <= set(seed_ids) | set(gone.units) and "nobody-1" in seed.missing
     preview = services.lookalike_preview(project_id=project.pk, seed=seed)
     with committed(execute=True):
-        probe = services.lookalike_build(project=project, seed=seed, size=400, name="Probe")
+        probe = services.lookalike_build(project=project, seed=seed, size=150, name="Probe")
     likely = [pid for pid in sorted(_members(probe)) if pid in pool]
     gone.opt_out(likely[:30])
     gone.erase(likely[30:32])
@@ -176,16 +178,16 @@ def test_opted_out_or_erased_at_every_stage__in_no_segment_map_lookalike_or_deci
 
 @pytest.mark.parametrize("how", ["do_not_personalize", "consent"])
 def test_opt_out__rule_segment_member__taken_out_of_it_and_decide_at_once(
-    demo_small, django_capture_on_commit_callbacks, how
+    demo_flow, django_capture_on_commit_callbacks, how
 ):
-    people = People(demo_small, django_capture_on_commit_callbacks)
+    people = People(demo_flow, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         rule = services.rule_segment_save(
-            project=demo_small, key="viewers", name="Viewers", definition={"events": [{"type": "page_view"}]}
+            project=demo_flow, key="viewers", name="Viewers", definition={"events": [{"type": "page_view"}]}
         )
     member = min(_members(rule))
     people.remember([member])
-    assert redis_client.worker().hget(rkeys.unit(demo_small.pk, people.units[member][0]), "segs") == b"viewers"
+    assert redis_client.worker().hget(rkeys.unit(demo_flow.pk, people.units[member][0]), "segs") == b"viewers"
     size = Segment.objects.get(pk=rule.pk).size
     people.opt_out([member], how=how)
     people.assert_nowhere()
