@@ -133,6 +133,22 @@ def browser_profile(playwright: Playwright, live_server, tmp_path_factory, djang
 
 
 @pytest.fixture
+def polls_every_second() -> None:
+    """Asked for by a test that watches a page update by itself: its live parts poll every second, as
+    config/settings/test.py has them, so the test sees the next update without waiting 5 or 10 s."""
+
+
+@pytest.fixture(autouse=True)
+def polls_at_production_pace(request, settings) -> None:
+    """Every other test keeps the production pace (counters every 5 s, an experience's charts every 10 s):
+    a page left open while a test seeds or waits for a worker redrew its plotly charts every second,
+    costing Chromium and the live server CPU for nothing the test looks at."""
+    if "polls_every_second" not in request.fixturenames:
+        settings.KAIROS_OVERVIEW_LIVE_SECONDS = 5
+        settings.KAIROS_LIVE_CHARTS_SECONDS = 10
+
+
+@pytest.fixture
 def browser_log() -> BrowserLog:
     return BrowserLog()
 

@@ -65,7 +65,9 @@ def bandit_simulate(experience: Experience, rates: dict[str, float], *, steps: i
     )
 
 
-def test_experiences__create_start_and_watch_live_charts(page: Page, browser_log, log_in, screenshot):
+def test_experiences__create_start_and_watch_live_charts(
+    page: Page, browser_log, log_in, screenshot, polls_every_second
+):
     user = factories.user_make()
     factories.project_make(name="Shop A", owner=user)
     log_in(user.username)

@@ -21,7 +21,9 @@ def metrics_put(*, project_id: int, name: str, per_minute: dict[int, int]) -> No
         client.set(rkeys.metric(project_id, name, now_minute - minutes_ago), value, ex=3600)
 
 
-def test_overview__logged_in_with_traffic__shows_counters_and_chart(page: Page, browser_log, log_in, screenshot):
+def test_overview__logged_in_with_traffic__shows_counters_and_chart(
+    page: Page, browser_log, log_in, screenshot, polls_every_second
+):
     user = factories.user_make()
     project = factories.project_make(name="Shop A", owner=user)
     # The page shows the last complete minute; the same value now and a minute ago keeps the number
