@@ -1,11 +1,13 @@
 """Browser tests: Debian's Chromium driven by Playwright against pytest-django's live server.
 
-Every test gets a fresh browser context whose `BrowserLog` records console errors, uncaught page
-errors and any request that tries to leave the machine (those are aborted): the dashboard must work
-offline, with htmx and plotly.js served from /static/vendor/.
+Every test gets a fresh page in the session's browser profile, with no cookies or storage left by an
+earlier test, and a `BrowserLog` that records console errors, uncaught page errors and any request
+that tries to leave the machine (those fail): the dashboard must work offline, with htmx and plotly.js
+served from /static/vendor/.
 """
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from personalization.models import Project
 from tests.seeded import demo_seed_cached
@@ -38,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-VENDOR_URL = f"{settings.STATIC_URL}vendor/"
+VIEWPORT = {"width": 1280, "height": 900}
 SCREENSHOTS = settings.BASE_DIR / "var" / "screenshots"
 PASSWORD = "secret-pass-123"  # tests.factories.user_make's default
 # Generous waits: a passing test never waits for them, and on a busy two-core machine the live
@@ -73,7 +75,8 @@ class BrowserLog:
 
     console_errors: list[str] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
-    static_responses: dict[str, int] = field(default_factory=dict)  # path -> HTTP status
+    # path -> HTTP status; 304 when the server confirmed the copy the browser had from an earlier test
+    static_responses: dict[str, int] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
@@ -84,22 +87,65 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="session")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make chromium`)")
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    """A plain browser for the tests that need a context of their own (another user agent, touch)."""
+    browser = playwright.chromium.launch(executable_path=str(_chromium()), headless=True, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
 
 
-@pytest.fixture(scope="session")
-def vendor_answers() -> dict[str, tuple[int, dict[str, str], bytes]]:
-    """/static/vendor/ path -> the live server's answer (status, headers, body), kept for the session.
+def _chromium() -> Path:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make chromium`)")
+    return CHROMIUM
 
-    plotly.min.js is 4.8 MB, sent by the live server in Python on every page of every test (seconds on
-    a busy two-core machine). The first request of a session goes to the live server for real; later
-    ones, in fresh browser contexts with empty caches, get that same answer replayed, as a browser's
-    own cache would give it."""
-    return {}
+
+@pytest.fixture(scope="session")
+def browser_profile(playwright: Playwright, live_server, tmp_path_factory, django_db_setup) -> Iterator[BrowserContext]:
+    """One Chromium profile for the session's pages, as a returning user's browser: the static files it
+    fetched stay in its HTTP cache, with V8's code cache beside them. A fresh context per test parsed
+    and compiled plotly.min.js (4.8 MB) again on every page that draws a chart, ~2.5 s of CPU each, and
+    routing every request through Python (which also turns Chromium's cache off) cost more on top.
+    What a test can leave behind (cookies, storage) is cleared between tests by `page`.
+
+    Requests that try to leave the machine go to a proxy that is not there (the loopback hosts bypass
+    it), so they fail offline as they would with no network; `page` records them."""
+    context = playwright.chromium.launch_persistent_context(
+        tmp_path_factory.mktemp("chromium-profile"),
+        executable_path=str(_chromium()),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        proxy={"server": "http://127.0.0.1:9", "bypass": ",".join(LOCAL_HOSTS)},
+        viewport=VIEWPORT,
+        base_url=live_server.url,
+        accept_downloads=True,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context
+    context.close()
+    # The profile kept its connections to the live server open from test to test, each with a server
+    # thread that holds a database connection until it sees the socket close. Wait for them, or the
+    # test database cannot be dropped at the end of the session ("being accessed by other users"):
+    # hence also django_db_setup above, so that the database outlives this fixture.
+    deadline = time.monotonic() + 10
+    while any(t.name.endswith("(process_request_thread)") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "live server threads still serving after the browser closed"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def polls_every_second() -> None:
+    """Asked for by a test that watches a page update by itself: its live parts poll every second, as
+    config/settings/test.py has them, so the test sees the next update without waiting 5 or 10 s."""
+
+
+@pytest.fixture(autouse=True)
+def polls_at_production_pace(request, settings) -> None:
+    """Every other test keeps the production pace (counters every 5 s, an experience's charts every 10 s):
+    a page left open while a test seeds or waits for a worker redrew its plotly charts every second,
+    costing Chromium and the live server CPU for nothing the test looks at."""
+    if "polls_every_second" not in request.fixturenames:
+        settings.KAIROS_OVERVIEW_LIVE_SECONDS = 5
+        settings.KAIROS_LIVE_CHARTS_SECONDS = 10
 
 
 @pytest.fixture
@@ -108,40 +154,50 @@ def browser_log() -> BrowserLog:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server, browser_log: BrowserLog, vendor_answers) -> Iterator[Page]:
+def page(browser_profile: BrowserContext, live_server, browser_log: BrowserLog) -> Iterator[Page]:
     # Depends on live_server so the page closes before pytest-django flushes the database: an htmx
     # poll still in flight must not race the flush.
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-    context.set_default_timeout(TIMEOUT_MS)
+    context = browser_profile
 
-    def only_local(route):
-        url = urlsplit(route.request.url)
-        if url.hostname in LOCAL_HOSTS and url.path.startswith(VENDOR_URL) and route.request.method == "GET":
-            if url.path not in vendor_answers:
-                answer = route.fetch()
-                # The body comes decoded: drop what described its encoding on the wire.
-                headers = {k: v for k, v in answer.headers.items() if k not in ("content-encoding", "content-length")}
-                vendor_answers[url.path] = (answer.status, headers, answer.body())
-            status, headers, body = vendor_answers[url.path]
-            route.fulfill(status=status, headers=headers, body=body)
-        elif url.hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            browser_log.external_requests.append(route.request.url)
-            route.abort()
+    def on_request(request):
+        if urlsplit(request.url).hostname not in LOCAL_HOSTS | {None}:
+            browser_log.external_requests.append(request.url)
 
     def on_response(response):
         path = urlsplit(response.url).path
         if path.startswith(settings.STATIC_URL):
             browser_log.static_responses[path] = response.status
 
-    context.route("**/*", only_local)
+    context.on("request", on_request)
     page = context.new_page()
-    page.on("console", lambda msg: msg.type == "error" and browser_log.console_errors.append(msg.text))
+    page.on("console", lambda msg: _console_error(msg) and browser_log.console_errors.append(msg.text))
     page.on("pageerror", lambda exc: browser_log.console_errors.append(f"uncaught: {exc}"))
     page.on("response", on_response)
     yield page
-    context.close()
+    context.remove_listener("request", on_request)
+    for each in context.pages:  # the test's pages and any it opened: no poll outlives the test
+        each.close()
+    _profile_forget(context, live_server.url)
+
+
+def _console_error(msg: ConsoleMessage) -> bool:
+    """An error the page caused. A profile on disk (unlike a throwaway context) asks every site for
+    /favicon.ico by itself; neither the dashboard nor the demo shop has one, and the 404 is the browser's."""
+    return msg.type == "error" and urlsplit(msg.location.get("url", "")).path != "/favicon.ico"
+
+
+def _profile_forget(context: BrowserContext, url: str) -> None:
+    """What a test could leave for the next one: cookies (the session, the snippet's) and the storage of
+    the dashboard's and the shop's origins (localhost and 127.0.0.1). The HTTP and code caches stay."""
+    context.clear_cookies()
+    blank = context.new_page()
+    cdp = context.new_cdp_session(blank)
+    storage = "local_storage,indexeddb,websql,service_workers,cache_storage,file_systems,shared_storage,storage_buckets"
+    for host in ("localhost", "127.0.0.1"):
+        origin = url.replace("localhost", host)
+        cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": storage})
+    cdp.detach()
+    blank.close()
 
 
 @pytest.fixture

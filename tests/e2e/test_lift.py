@@ -79,7 +79,7 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
         assert len(lines) == 1 + len(intents) + 1
         assert lines[-1].startswith("All users,")
 
-    assert browser_log.static_responses.get("/static/vendor/plotly.min.js") == 200
+    assert browser_log.static_responses.get("/static/vendor/plotly.min.js") in (200, 304)
     assert browser_log.external_requests == []
     assert browser_log.console_errors == []
 

@@ -98,7 +98,7 @@ def test_snippet__demo_shop__hero_from_decide_and_behavior_events_stored(
 ):
     project = shop.project
     api_calls: list[tuple[str, str]] = []
-    page.context.on("request", lambda r: "/api/v1/" in r.url and api_calls.append((r.method, r.url)))
+    page.on("request", lambda r: "/api/v1/" in r.url and api_calls.append((r.method, r.url)))
 
     page.goto(shop.url)
     _decided(page)
