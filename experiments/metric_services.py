@@ -6,6 +6,7 @@ DEFAULT_METRICS, created the first time anything asks for its metrics.
 """
 
 import re
+from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
@@ -62,35 +63,42 @@ def _slot_free(project) -> int:
     return next(slot for slot in range(len(taken) + 1) if slot not in taken)
 
 
-def _metric_make(*, project, **fields) -> Metric:
-    """A new metric with a values slot, its values computed by a backfill job once this commits."""
+def _metric_make(*, project, queue: bool = True, **fields) -> Metric:
+    """A new metric with a values slot, its values computed by a backfill job once this commits
+    (`queue=False`: the caller queues one job for several)."""
     metric = Metric.objects.create(project=project, values_slot=_slot_free(project), **fields)
-    metric_values_queue(metric=metric)
+    if queue:
+        metric_values_queue(metric=metric)
     return metric
 
 
-def metric_values_queue(*, metric: Metric) -> None:
+def metric_values_queue(*, metric: Metric, also: Sequence[Metric] = ()) -> None:
     """Compute the metric's kept values over every exposure, in a Celery job started once the caller's
-    transaction commits (the report computes it from the events until the job is done)."""
+    transaction commits (the report computes it from the events until the job is done). `also`: more
+    metrics of the same project, computed in the same pass over the exposures."""
     # Here, not at the top: tasks imports this module (a cycle at import time).
     from experiments.tasks import metric_values_fill_task
 
-    Metric.objects.filter(pk=metric.pk).update(values_progress=0)
+    ids = [metric.pk, *(m.pk for m in also)]
+    Metric.objects.filter(pk__in=ids).update(values_progress=0)
     metric.values_progress = 0
-    transaction.on_commit(lambda: metric_values_fill_task.delay(metric.pk))
+    transaction.on_commit(lambda: metric_values_fill_task.delay(*ids))
 
 
 def metric_defaults_ensure(*, project) -> None:
     """Create the default metrics this project lacks (idempotent: a default the marketer deleted
     under its key comes back, one they changed is left as they made it)."""
     have = set(Metric.objects.filter(project=project).values_list("key", flat=True))
+    made = []
     for definition in DEFAULT_METRICS:
         if definition["key"] not in have:
             try:
                 with transaction.atomic():
-                    _metric_make(project=project, **definition)
+                    made.append(_metric_make(project=project, queue=False, **definition))
             except IntegrityError:
                 pass  # created by a concurrent request (its key or its slot): what we wanted, or done next time
+    if made:  # one backfill for them all: a pass over a big project's exposures per metric took minutes
+        metric_values_queue(metric=made[0], also=made[1:])
 
 
 def _event_types(field: str, value) -> list[str]:

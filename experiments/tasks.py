@@ -23,6 +23,6 @@ def lift_reports_precompute_task() -> int:
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, retry_jitter=True, acks_late=True)
-def metric_values_fill_task(metric_id: int) -> str:
-    """A metric's kept values over every exposure (created or its definition edited)."""
-    return metric_services.metric_values_fill(metric_ids=[metric_id])
+def metric_values_fill_task(metric_id: int, *more_ids: int) -> str:
+    """Metrics' kept values over every exposure (created or their definition edited), in one pass."""
+    return metric_services.metric_values_fill(metric_ids=[metric_id, *more_ids])

@@ -257,3 +257,14 @@ def test_metric_values__history_loaded_in_bulk__kept_as_the_drain_would(project)
     )
     assert Exposure.objects.filter(project=project, metric_values__isnull=False).count() == len(people)
     _assert_kept_equal_the_scan(project, "hero")
+
+
+@pytest.mark.django_db
+def test_metric_defaults__made_together__one_backfill_pass_queued(project, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as queued:
+        metric_defaults_ensure(project=project)
+    defaults = list(Metric.objects.filter(project=project))
+    assert len(defaults) >= 3 and len(queued) == 1  # one job, not one pass over the exposures per metric
+    assert {m.values_progress for m in defaults} == {0}
+    assert metric_values_fill(metric_ids=[m.pk for m in defaults]) == "done"
+    assert all(m.spec()["values_ready"] for m in Metric.objects.filter(project=project))
