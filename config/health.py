@@ -1,5 +1,5 @@
 """Health checks. /healthz: the process answers (liveness). /readyz: it can do its work — PostgreSQL
-and Redis answer, and a worker ran the heartbeat task beat sends every 5 s within the last minute.
+and Redis answer, and the worker and beat each wrote their heartbeat within the last minute.
 docker-compose's health checks call /readyz; each check is reported by name, without personal data."""
 
 import time
@@ -9,7 +9,6 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 
 from personalization import redis_client, rkeys
-from personalization.tasks import HEARTBEAT_MAX_AGE_SECONDS
 
 
 def _database() -> str:
@@ -21,22 +20,30 @@ def _database() -> str:
     return "ok"
 
 
-def _redis_and_worker() -> tuple[str, str]:
-    try:
-        beat = redis_client.fast().get(rkeys.WORKER_HEARTBEAT)
-    except redis.RedisError as exc:
-        return f"unreachable ({type(exc).__name__})", "unknown: Redis is unreachable"
+def _heartbeat(beats: dict, key: str, name: str, command: str) -> str:
+    beat = beats[key]
     if beat is None:
-        return "ok", "no heartbeat: start a worker and beat (celery -A config worker / beat)"
+        return f"no heartbeat: start {name} ({command})"
     age = time.time() - int(beat)
-    if age > HEARTBEAT_MAX_AGE_SECONDS:
-        return "ok", f"last heartbeat {age:.0f} s ago: are the worker and beat running?"
-    return "ok", "ok"
+    if age > rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS:
+        return f"last heartbeat {age:.0f} s ago: is {name} running?"
+    return "ok"
+
+
+def _redis_worker_beat() -> tuple[str, str, str]:
+    keys = (rkeys.WORKER_HEARTBEAT, rkeys.BEAT_HEARTBEAT)
+    try:
+        beats = dict(zip(keys, redis_client.fast().mget(keys), strict=True))
+    except redis.RedisError as exc:
+        return f"unreachable ({type(exc).__name__})", "unknown: Redis is unreachable", "unknown: Redis is unreachable"
+    worker = _heartbeat(beats, rkeys.WORKER_HEARTBEAT, "a worker", "celery -A config worker")
+    beat = _heartbeat(beats, rkeys.BEAT_HEARTBEAT, "beat", "celery -A config beat")
+    return "ok", worker, beat
 
 
 def readyz(request):
     checks = {"database": _database()}
-    checks["redis"], checks["worker"] = _redis_and_worker()
+    checks["redis"], checks["worker"], checks["beat"] = _redis_worker_beat()
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 
 import redis
 
@@ -18,10 +19,9 @@ from config.supervisor import Backoff, Child, Daemon, Supervisor
 from personalization import rkeys
 
 REDIS_URL = env_str("REDIS_URL", embedded.redis_url(0))
-# A worker busy with two long tasks (a lift report on a big project takes minutes) runs no heartbeat
-# either; past this it is taken for hung. Killing a busy worker only delays its tasks (they run again
-# after the visibility timeout, and are idempotent); a hung one would never drain events again.
-HUNG_AFTER_SECONDS = 300.0
+# The worker and beat write their heartbeats from their main loops (config/heartbeat.py), busy or not;
+# one that has not for this long is stuck (a worker that lost the broker for good, a frozen beat).
+HUNG_AFTER_SECONDS = 120.0
 
 # How soon a process that stopped is started again (doubling per crash in a row, up to the cap). The
 # defaults suit a person watching the console; the fault tests shorten them so that recovery is not
@@ -81,16 +81,19 @@ def embedded_daemons() -> list[Daemon]:
     return daemons
 
 
-def worker_heartbeat_fresh() -> bool:
-    """Beat sends a heartbeat task every 15 s and a worker runs it (personalization.tasks): a heartbeat
-    older than a minute, while Redis answers, means the worker or beat no longer works. With Redis
-    away nobody can work, and restarting them would not help, so that counts as healthy."""
+def heartbeat_fresh(key: str) -> bool:
+    """The worker and beat each write a heartbeat key every 5 s: one older than a minute, while Redis
+    answers, means that process no longer works. With Redis away nobody can work, and restarting them
+    would not help, so that counts as healthy."""
     try:
         with redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2) as client:
-            beat = client.get(rkeys.WORKER_HEARTBEAT)
+            beat = client.get(key)
     except redis.RedisError:
         return True
     return beat is not None and time.time() - int(beat) <= rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+
+
+HEARTBEATS = {"worker": rkeys.WORKER_HEARTBEAT, "beat": rkeys.BEAT_HEARTBEAT}
 
 
 def main() -> int:
@@ -99,7 +102,7 @@ def main() -> int:
             name,
             command,
             {**os.environ, **extra_env},
-            healthy=worker_heartbeat_fresh if name in ("worker", "beat") else None,
+            healthy=partial(heartbeat_fresh, HEARTBEATS[name]) if name in HEARTBEATS else None,
         )
         for name, (command, extra_env) in processes().items()
     ]

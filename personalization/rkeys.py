@@ -13,7 +13,7 @@ command, pipeline-transaction or Lua script touches together sit in one slot
   so a project is one slot: a cluster spreads projects over its nodes, not one project's visitors.
 - `{events}`: the stream of accepted events and its per-project counts, with the events
   endpoint's rate counters (one ingest script counts, checks the cap and appends).
-- `{keys}`: API key lookups; `{worker}`: the heartbeat; `{rl}`: decide's per-key rate counters.
+- `{keys}`: API key lookups; `{worker}`: the worker's and beat's heartbeats; `{rl}`: decide's per-key rate counters.
 Names before the tags (`kr:<project>:...`, `kr:events`) are renamed once at start-up
 (personalization/redis_migrate.py, `manage.py redis_keys_migrate`).
 """
@@ -25,9 +25,11 @@ EVENTS_QUEUED = "kr:{events}:queued"  # project id -> events waiting in the stre
 # Hashes of random keys, no personal data; secret keys are never written here.
 PUBLIC_KEYS = "kr:{keys}:public"
 KEY_LAST_USED = "kr:{keys}:last_used"  # api key id -> unix time of last use
-WORKER_HEARTBEAT = "kr:{worker}:heartbeat"  # unix time a worker last ran the beat's heartbeat task
-# Older than this, /readyz calls the workers gone (beat sends the heartbeat task every 15 s) and the
-# runner of `make run` restarts a worker and beat that stay so (config/runner.py).
+# Unix times the worker's main process and beat last wrote their heartbeat (every 5 s, config/heartbeat.py).
+# Older than this, /readyz calls them gone and the runner of `make run` restarts the one that stays so
+# (config/runner.py).
+WORKER_HEARTBEAT = "kr:{worker}:heartbeat"
+BEAT_HEARTBEAT = "kr:{worker}:beat"
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 

@@ -1,18 +1,15 @@
 """Celery tasks of the personalization app: thin wrappers around services."""
 
-import time
-
 import redis
 from celery import shared_task
 from django.db import OperationalError
 
-from personalization import redis_client, rkeys, services
+from personalization import services
 from personalization.models import Project
 
 # Short, so drains (started every second by beat) never crowd bandit updates and reports out of the
 # worker; a backlog is worked off by consecutive runs.
 _DRAIN_BUDGET_SECONDS = 3.0
-HEARTBEAT_MAX_AGE_SECONDS = rkeys.WORKER_HEARTBEAT_MAX_AGE_SECONDS
 
 
 @shared_task(
@@ -57,10 +54,3 @@ def snapshots_publish_task() -> int:
     for project_id in project_ids:
         services.snapshot_publish(project_id=project_id)
     return len(project_ids)
-
-
-@shared_task(ignore_result=True)
-def worker_heartbeat_task() -> None:
-    """Beat sends it, a worker runs it: the key's age tells /readyz that beat, broker and workers all
-    work. It expires by itself, so a dead worker shows as a missing heartbeat."""
-    redis_client.worker().set(rkeys.WORKER_HEARTBEAT, int(time.time()), ex=HEARTBEAT_MAX_AGE_SECONDS * 4)

@@ -25,10 +25,10 @@ from django.test.utils import setup_databases, teardown_databases
 from redis.cluster import RedisCluster
 
 from bench import _common
+from config.heartbeat import heartbeat_write
 from personalization import redis_client, rkeys, services
 from personalization.decide import runtime
 from personalization.models import Event
-from personalization.tasks import worker_heartbeat_task
 from tests import factories
 from tests.personalization.conftest import _granian_server, free_port, server_env
 from tests.redis_cluster import node_of, project_off_the_stream_node
@@ -139,10 +139,15 @@ def stack(committed, data_on_cluster, tmp_path_factory):
         cfg.write_text(haproxy_config(port=port, decide=decide, web=web))
         haproxy = stack.enter_context(process(["haproxy", "-db", "-f", str(cfg)], dict(os.environ), tmp / "lb.log"))
         lb = f"http://127.0.0.1:{port}"
-        worker_heartbeat_task()  # web's /readyz wants a worker's heartbeat; this test runs no Celery
+        heartbeats_write()  # web's /readyz wants the worker's and beat's heartbeats; this test runs no Celery
         replicas_seen(haproxy, lb, "/api/v1/ping", {"decide1", "decide2"})
         replicas_seen(haproxy, lb, "/readyz", {"web1", "web2"})
         yield {"lb": lb, "decide": decide, "web": web, "drains": drains, "redis": redis_client.worker()}
+
+
+def heartbeats_write() -> None:
+    for key in (rkeys.WORKER_HEARTBEAT, rkeys.BEAT_HEARTBEAT):
+        heartbeat_write(key)
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +155,7 @@ def heartbeat(clean_redis, data_on_cluster):
     """clean_redis empties Redis (here every node of the cluster) before each test: the heartbeat
     goes back at once, so web's /readyz (the LB's health check, every 5 s) keeps both web replicas in
     rotation."""
-    worker_heartbeat_task()
+    heartbeats_write()
 
 
 def experience_make(project, key: str = "hero"):

@@ -31,6 +31,11 @@ CELERY_RESULT_EXPIRES = 3600
 # then stopped taking tasks for minutes after a Redis restart under `make run`.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat and the worker write their own heartbeats (config/heartbeat.py), so a worker whose every slot is
+# busy no longer looks dead; a task stuck for good (a lock never released, a hung socket) is ended
+# instead by this limit, and fails. An hour is far above the longest job measured (bench/lift.py).
+CELERY_TASK_TIME_LIMIT = env_int("KAIROS_TASK_TIME_LIMIT_SECONDS", 3600)
+CELERY_BEAT_SCHEDULER = "config.beat:HeartbeatScheduler"
 
 # Drain: how many stream entries (each one accepted batch of events) one step moves, and how
 # long an entry may sit unacknowledged with a dead consumer before another one claims it.
@@ -58,13 +63,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "personalization.tasks.snapshots_publish_task",
         "schedule": 60.0,
         "options": {"expires": 60},
-    },
-    # Every 5 s: a Redis killed hard can lose the last heartbeat written, and /readyz then waits for the
-    # next one (15 s between them made ready come up to 30 s after a Redis restart).
-    "worker-heartbeat": {
-        "task": "personalization.tasks.worker_heartbeat_task",
-        "schedule": 5.0,
-        "options": {"expires": 5},
     },
     "embeddings-refit-nightly": {
         "task": "segments.tasks.embeddings_refit_nightly_task",

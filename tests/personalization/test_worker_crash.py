@@ -103,7 +103,7 @@ def test_bandit_update__worker_sigkilled_mid_task__another_worker_completes_it_w
     assert served == {row.segment: [row.weights["control"], row.weights["b"]] for row in rows}
 
 
-def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_the_full_result(project, tmp_path):
+def test_lift_report__pool_process_sigkilled_mid_report__heartbeat_goes_on__retried_and_done_whole(project, tmp_path):
     _population(project, n=400)  # enough for a report of both segments; the point is the kill
     end = timezone.now() + timedelta(days=1)
     report = LiftReport.objects.create(
@@ -111,11 +111,15 @@ def test_lift_report__pool_process_sigkilled_mid_report__retried_and_done_with_t
     )
     log_path = tmp_path / "worker.log"
     lock = DbLock.table("personalization_exposure")
-    with celery_worker(log_path, pool="prefork") as worker:
+    with celery_worker(log_path, pool="prefork", env={"KAIROS_HEARTBEAT_MS": "200"}) as worker:
         lift_report_task.delay(report.pk)
         blocked = until(lock.blocked_backends, "the report to read exposures", log_path)
         report.refresh_from_db()
         assert report.status == ReportStatus.RUNNING and report.result is None  # mid-report: progress only
+        # Its only pool slot is busy, yet the worker's main process keeps writing its heartbeat: a busy
+        # worker is not taken for a dead one (config/heartbeat.py).
+        redis_client.worker().delete(rkeys.WORKER_HEARTBEAT)
+        until(lambda: redis_client.worker().exists(rkeys.WORKER_HEARTBEAT), "the busy worker's heartbeat", log_path)
         (child,) = psutil.Process(worker.pid).children()
         os.kill(child.pid, signal.SIGKILL)
         lock.release(orphans=blocked)
