@@ -7,8 +7,10 @@ DEFAULT_METRICS, created the first time anything asks for its metrics.
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from experiments.errors import LiftInputError
 from experiments.models import ExperienceMetrics, Metric, MetricKind, RatioPart
@@ -80,9 +82,42 @@ def metric_values_queue(*, metric: Metric, also: Sequence[Metric] = ()) -> None:
     from experiments.tasks import metric_values_fill_task
 
     ids = [metric.pk, *(m.pk for m in also)]
-    Metric.objects.filter(pk__in=ids).update(values_progress=0)
-    metric.values_progress = 0
+    now = timezone.now()
+    Metric.objects.filter(pk__in=ids).update(values_progress=0, values_progress_at=now)
+    for queued in (metric, *also):
+        queued.values_progress, queued.values_progress_at = 0, now
     transaction.on_commit(lambda: metric_values_fill_task.delay(*ids))
+
+
+# A backfill moves its progress at least once per chunk (seconds each): one that has not for this long
+# was lost, e.g. with a broker that restarted without its queue, and is queued again.
+VALUES_STALLED_AFTER = timedelta(minutes=10)
+
+
+def metric_values_state(metric: Metric, *, now=None) -> str:
+    """`ready` (the kept values are complete for this definition), `computing` (a backfill moves),
+    `stalled` (one stopped moving), `missing` (none queued: a metric made before values were kept) or
+    `unkept` (no values slot: reports always compute it from the events)."""
+    if metric.values_slot is None:
+        return "unkept"
+    if metric.values_for == metric.values_definition():
+        return "ready"
+    if metric.values_progress is None:
+        return "missing"
+    moved = metric.values_progress_at
+    if moved is None or moved < (now or timezone.now()) - VALUES_STALLED_AFTER:
+        return "stalled"
+    return "computing"
+
+
+def metric_values_resume(*, metrics: Sequence[Metric]) -> int:
+    """Queue one backfill for those of these metrics (of one project) whose values are neither ready nor
+    being computed; a report computes them from the events meanwhile. Returns how many were queued."""
+    now = timezone.now()
+    due = [m for m in metrics if metric_values_state(m, now=now) in ("missing", "stalled")]
+    if due:
+        metric_values_queue(metric=due[0], also=due[1:])
+    return len(due)
 
 
 def metric_defaults_ensure(*, project) -> None:
@@ -226,13 +261,15 @@ def metric_values_fill(*, metric_ids: list[int], chunk: int = FILL_CHUNK) -> str
         if not count:
             break
         done += count
-        Metric.objects.filter(pk__in=list(started)).update(values_progress=min(99, done * 100 // total))
+        Metric.objects.filter(pk__in=list(started)).update(
+            values_progress=min(99, done * 100 // total), values_progress_at=timezone.now()
+        )
     with transaction.atomic():
         for current in Metric.objects.select_for_update().filter(pk__in=list(started)):
             if (current.values_definition(), current.values_slot) != started[current.pk]:
                 continue  # changed meanwhile: the job that edit queued computes it
-            current.values_for, current.values_progress = started[current.pk][0], None
-            current.save(update_fields=["values_for", "values_progress"])
+            current.values_for, current.values_progress, current.values_progress_at = started[current.pk][0], None, None
+            current.save(update_fields=["values_for", "values_progress", "values_progress_at"])
     return "done"
 
 

@@ -102,8 +102,11 @@ class Metric(models.Model):
     # The definition (values_definition) the kept values are complete for: set by the backfill job when
     # it has gone over every exposure. Until then, reports compute the metric from the events.
     values_for = models.JSONField(null=True, blank=True)
-    # The running backfill's progress in percent; null when none is running.
+    # The running backfill's progress in percent; null when none is running. values_progress_at: when a
+    # job last moved it (queued, or a chunk done): a job that stopped moving was lost (a broker that lost
+    # its queue) and is queued again (metric_services.metric_values_resume).
     values_progress = models.PositiveSmallIntegerField(null=True, blank=True)
+    values_progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

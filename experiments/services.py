@@ -17,7 +17,7 @@ from experiments.errors import LiftInputError
 
 # experience_metrics_set is re-exported: other apps (the demo) reach metrics through this module.
 from experiments.metric_services import experience_metrics_set as experience_metrics_set
-from experiments.metric_services import metric_defaults_ensure, metric_values_queue
+from experiments.metric_services import metric_defaults_ensure, metric_values_resume
 from experiments.models import LiftReport, ReportStatus
 from personalization import selectors as personalization_selectors
 
@@ -264,12 +264,9 @@ def _metric_specs(*, project, experience_key: str) -> list[dict]:
         ("guardrail", choice["guardrails"]),
     ]
     specs = [{**by_key[key].spec(), "role": role} for role, keys in roles for key in keys]
-    for spec in specs:
-        metric = by_key[spec["key"]]
-        if not spec["values_ready"] and metric.values_slot is not None and metric.values_progress is None:
-            # Kept values not computed for this definition and no job at it (a metric made before
-            # values were kept, a job that gave up): start one; this report computes it from the events.
-            metric_values_queue(metric=metric)
+    # Kept values not computed for this definition and no job moving at it (a metric made before values
+    # were kept, a job that was lost): start one; this report computes them from the events.
+    metric_values_resume(metrics=[by_key[spec["key"]] for spec in specs])
     return specs
 
 

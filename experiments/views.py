@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from experiments import charts, metric_services, selectors, services
 from experiments.breakdown import MISSING_LABEL
 from experiments.models import LiftReport, MetricKind, ReportStatus
-from personalization.workspace.web import figures_json, workspace_view
+from personalization.workspace.web import figures_json, render_page, workspace_view
 
 _DEFAULTS = {
     "experience": "",
@@ -216,14 +216,19 @@ def lift_metrics(request):
     project = request.workspace.project
     metric_services.metric_defaults_ensure(project=project)
     experience = request.GET.get("experience", "")
+    metrics = selectors.metrics_for_project(project_id=project.pk)
+    metric_services.metric_values_resume(metrics=metrics)  # a lost backfill is queued again when seen
+    rows = [(m, metric_services.metric_values_state(m)) for m in metrics]
     context = {
-        "metrics": selectors.metrics_for_project(project_id=project.pk),
+        "metrics": metrics,
+        "rows": rows,
+        "computing": any(state == "computing" for _, state in rows),
         "kinds": MetricKind.choices,
         "experiences": selectors.lift_experience_keys(project_id=project.pk),
         "experience": experience,
         "choice": selectors.experience_metrics_choice(project_id=project.pk, experience_key=experience),
     }
-    return render(request, "experiments/metrics.html", context)
+    return render_page(request, "experiments/metrics.html", "experiments/partials/metrics_table.html", context)
 
 
 @require_POST

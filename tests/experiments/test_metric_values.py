@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from experiments import selectors
 from experiments.breakdown import Breakdown
@@ -14,6 +15,7 @@ from experiments.metric_services import (
     metric_defaults_ensure,
     metric_update,
     metric_values_fill,
+    metric_values_state,
 )
 from experiments.models import Metric
 from personalization.models import Exposure, Profile
@@ -268,3 +270,29 @@ def test_metric_defaults__made_together__one_backfill_pass_queued(project, djang
     assert {m.values_progress for m in defaults} == {0}
     assert metric_values_fill(metric_ids=[m.pk for m in defaults]) == "done"
     assert all(m.spec()["values_ready"] for m in Metric.objects.filter(project=project))
+
+
+@pytest.mark.django_db
+def test_metric_values__backfill_lost__queued_again_when_seen__the_page_shows_its_progress(
+    client, project, marketer, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as queued:
+        metric_defaults_ensure(project=project)
+    defaults = list(Metric.objects.filter(project=project))
+    assert len(queued) == 1
+    # The job's message was lost (a broker restarted without its queue): its progress stopped moving.
+    Metric.objects.filter(project=project).update(values_progress_at=timezone.now() - timedelta(minutes=11))
+    assert {metric_values_state(m) for m in Metric.objects.filter(project=project)} == {"stalled"}
+
+    with django_capture_on_commit_callbacks() as requeued:
+        page = client.get("/lift/metrics/", HTTP_HX_REQUEST="true").content.decode()
+    assert len(requeued) == 1, "one job again, for every stalled metric"
+    assert page.count("computing 0 %") == len(defaults) and 'hx-trigger="every 2s"' in page
+    assert "<html" not in page  # htmx polls the table alone
+    with django_capture_on_commit_callbacks() as again:
+        client.get("/lift/metrics/")
+    assert again == [], "a job that moves is left alone"
+
+    metric_values_fill(metric_ids=[m.pk for m in defaults])
+    page = client.get("/lift/metrics/").content.decode()
+    assert page.count('<td class="values-ready">ready</td>') == len(defaults) and "every 2s" not in page
