@@ -205,3 +205,23 @@ def _demo_reload(keys_path: Path) -> Callable[[tuple[int, str]], Project]:
         return Project.objects.get(pk=pk)
 
     return reload
+
+
+def demo_metrics_cached(*, keys_path: Path, **kwargs) -> Project:
+    """demo_seed_cached(...) with the project's default metrics made and their values kept, as the demo is
+    once the first report's backfill job has run. A browser test that asks a worker for reports would
+    otherwise have the worker run that job (3-6 s of CPU on the 1,500-person demo) after every first report."""
+    # Here, not at the top: the Celery app and experiments are only needed by the tests that ask for this.
+    from config.celery import app
+    from experiments import metric_services, selectors
+
+    def build() -> tuple[int, str]:
+        project = demo_seed_cached(keys_path=keys_path, **kwargs)
+        metric_services.metric_defaults_ensure(project=project)  # queues their backfill job...
+        metric_ids = [metric.pk for metric in selectors.metrics_for_project(project_id=project.pk)]
+        metric_services.metric_values_fill(metric_ids=metric_ids)  # ...which runs here
+        discarded = app.control.purge()
+        assert discarded == 1, f"the demo queued {discarded} jobs; expected only the metrics' backfill"
+        return project.pk, keys_path.read_text()
+
+    return state_cached(("demo-metrics", *sorted(kwargs.items())), build, _demo_reload(keys_path))

@@ -62,7 +62,7 @@ def _traffic(project, experience_key: str, renamed: Segment) -> None:
 def test_lift__by_behavior_segment__names_in_table_and_charts(page: Page, browser_log, log_in, screenshot, tmp_path):
     worker_log = tmp_path / "worker.log"
     project = demo_shop(tmp_path)
-    with celery_worker(worker_log) as worker:
+    with celery_worker(worker_log, kill=True) as worker:
         log_in("demo", demo_services.DEMO_PASSWORD)
 
         page.goto("/lift/")  # no clustering run yet: the page says how to get one

@@ -34,7 +34,7 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
     page: Page, browser_log, log_in, screenshot, tmp_path, client
 ):
     demo_shop(tmp_path)
-    with celery_worker(tmp_path / "worker.log"):
+    with celery_worker(tmp_path / "worker.log", kill=True):
         keys = orjson.loads((tmp_path / "keys.json").read_bytes())
         log_in("demo", demo_services.DEMO_PASSWORD)
 
