@@ -20,7 +20,7 @@ from django.conf import settings
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from personalization.models import Project
-from tests.seeded import demo_metrics_cached
+from tests.seeded import demo_settled_cached
 
 # Playwright's sync API runs an asyncio event loop in a greenlet of this same thread, so from the
 # first browser call to the end of the session `asyncio.get_running_loop()` finds a running loop and
@@ -56,8 +56,8 @@ def demo_shop(tmp_path: Path) -> Project:
     """The demo shop with 1,500 visitors over 14 days (tests/segments' demo_small): enough for the flows
     these tests follow (segments found, a report with its charts), not for statistics. Call it before
     starting a Celery worker, so that what the seed queued is in the replayed state, not half taken.
-    Its default metrics are there with their values kept, as once the first report's backfill has run."""
-    return demo_metrics_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+    As the demo is after its first day: default metrics backfilled, embedder fitted (demo_settled_cached)."""
+    return demo_settled_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
 def page_until(page: Page, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:
