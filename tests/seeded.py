@@ -205,3 +205,27 @@ def _demo_reload(keys_path: Path) -> Callable[[tuple[int, str]], Project]:
         return Project.objects.get(pk=pk)
 
     return reload
+
+
+def demo_settled_cached(*, keys_path: Path, **kwargs) -> Project:
+    """demo_seed_cached(...) as the demo is once its first day has run: the default metrics made with their
+    values kept (the backfill job the first report queues) and the behavior embedder fitted (the nightly
+    refit). For the browser tests that ask a worker for reports and clusterings: otherwise each of them
+    had the worker backfill the metrics (3-6 s of CPU on the 1,500-person demo) and load the text encoder
+    and refit before its first clustering (10 s), the same work in every test."""
+    # Here, not at the top: the Celery app, experiments and segments are only needed by the tests that ask.
+    from config.celery import app
+    from experiments import metric_services, selectors
+    from segments import services as segments_services
+
+    def build() -> tuple[int, str]:
+        project = demo_seed_cached(keys_path=keys_path, **kwargs)
+        metric_services.metric_defaults_ensure(project=project)  # queues their backfill job...
+        metric_ids = [metric.pk for metric in selectors.metrics_for_project(project_id=project.pk)]
+        metric_services.metric_values_fill(metric_ids=metric_ids)  # ...which runs here
+        discarded = app.control.purge()
+        assert discarded == 1, f"the demo queued {discarded} jobs; expected only the metrics' backfill"
+        assert segments_services.embeddings_refit(project_id=project.pk) is not None
+        return project.pk, keys_path.read_text()
+
+    return state_cached(("demo-settled", *sorted(kwargs.items())), build, _demo_reload(keys_path))

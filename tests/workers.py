@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,16 @@ def database_url() -> str:
 
 
 @contextmanager
-def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None) -> Iterator[subprocess.Popen]:
+def celery_worker(
+    log_path: Path, *, pool: str = "solo", env: dict | None = None, kill: bool = False
+) -> Iterator[subprocess.Popen]:
+    """A worker for the `with` block. On the way out it is asked to stop (SIGTERM: it finishes the task it
+    is running, up to 15 s), so that a test can assert on what the worker wrote after the block.
+    `kill`: for a test that asserts nothing of the worker's after the block (browser tests), SIGKILL and
+    end its database sessions at once. A warm stop waited for whatever the test's work had queued behind
+    it (a metric backfill the first report queues: 6 s, 15 s on a busy machine), and a worker killed after
+    15 s left its query running in PostgreSQL, where the database flush after the test waited for it."""
+    application_name = f"kairos-test-worker-{uuid.uuid4().hex[:12]}"
     environ = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -32,6 +42,11 @@ def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
+        "PGAPPNAME": application_name,  # libpq's: names its sessions in pg_stat_activity, for `kill`
+        # Celery runs Django's system checks as a worker starts: they import every URLconf and view (plotly,
+        # scipy), 1.5 s of CPU for each of the suite's ~30 workers, and check the configuration, nothing a test
+        # asks of its worker (workers started by `make run` or compose still run them).
+        "CELERY_SKIP_CHECKS": "1",
         **(env or {}),
     }
     # Without mingle: a starting worker asks the others for their revoked tasks and waits a second for
@@ -48,13 +63,28 @@ def celery_worker(log_path: Path, *, pool: str = "solo", env: dict | None = None
             yield worker
         finally:
             # Its own session: the signal reaches the worker and nothing else.
-            if worker.poll() is None:
+            if kill:
+                _kill(worker, application_name)
+            elif worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGTERM)
                 try:
                     worker.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
                     worker.wait()
+
+
+def _kill(worker: subprocess.Popen, application_name: str) -> None:
+    """SIGKILL the worker, then end its PostgreSQL sessions: a killed client's query runs on until the server
+    next talks to it, holding its locks (its open transaction rolls back). Its unacknowledged message stays
+    in the test's Redis database, which the next test starts by emptying."""
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    with db_connect() as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [application_name]
+        )
 
 
 def _broker() -> redis.Redis:

@@ -20,7 +20,7 @@ from django.conf import settings
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from personalization.models import Project
-from tests.seeded import demo_seed_cached
+from tests.seeded import demo_settled_cached
 
 # Playwright's sync API runs an asyncio event loop in a greenlet of this same thread, so from the
 # first browser call to the end of the session `asyncio.get_running_loop()` finds a running loop and
@@ -55,8 +55,9 @@ DEMO_END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 def demo_shop(tmp_path: Path) -> Project:
     """The demo shop with 1,500 visitors over 14 days (tests/segments' demo_small): enough for the flows
     these tests follow (segments found, a report with its charts), not for statistics. Call it before
-    starting a Celery worker, so that what the seed queued is in the replayed state, not half taken."""
-    return demo_seed_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
+    starting a Celery worker, so that what the seed queued is in the replayed state, not half taken.
+    As the demo is after its first day: default metrics backfilled, embedder fitted (demo_settled_cached)."""
+    return demo_settled_cached(profiles=1500, days=14, seed=11, keys_path=tmp_path / "keys.json", end=DEMO_END)
 
 
 def page_until(page: Page, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:

@@ -24,7 +24,7 @@ def test_lift__demo_by_planted_intent__worker_computes_waterfall_and_forest(
 ):
     worker_log = tmp_path / "worker.log"
     project = demo_shop(tmp_path)
-    with celery_worker(worker_log) as worker:
+    with celery_worker(worker_log, kill=True) as worker:
         log_in("demo", demo_services.DEMO_PASSWORD)
 
         page.goto(LIFT_URL)
@@ -93,7 +93,7 @@ def test_lift__fresh_demo__default_view_and_overview_have_no_srm_alarm(
 
     worker_log = tmp_path / "worker.log"
     project = demo_shop(tmp_path)
-    with celery_worker(worker_log) as worker:
+    with celery_worker(worker_log, kill=True) as worker:
         experiments_services.lift_reports_precompute()  # what `make run` queues after seeding
         log_in("demo", demo_services.DEMO_PASSWORD)
 

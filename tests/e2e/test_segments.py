@@ -9,17 +9,19 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from demo import seed as demo_services
+from personalization import redis_client, rkeys
 from personalization.models import ProfileIdentity
 from segments.models import Segment, SegmentKind, SegmentMembership
 from tests import factories
 from tests.e2e.conftest import demo_shop
 from tests.segments.test_hostile_data import HOSTILE_WORDS, _event, _ingest, _run
-from tests.workers import celery_worker
+from tests.workers import celery_worker, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _decide(client, key: str, unit: str) -> dict:
+    """Decide's whole answer for signup-popup: its assignment, and the version of the config it used."""
     response = client.post(
         "/api/v1/decide",
         data=orjson.dumps({"anonymous_id": unit, "experiences": ["signup-popup"]}),
@@ -27,14 +29,14 @@ def _decide(client, key: str, unit: str) -> dict:
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 200, response.content
-    return response.json()["assignments"]["signup-popup"]
+    return response.json()
 
 
 def test_segments__cluster_from_ui__map__lookalike__targets_experience(
     page: Page, browser_log, log_in, screenshot, tmp_path, client
 ):
-    demo_shop(tmp_path)
-    with celery_worker(tmp_path / "worker.log"):
+    project = demo_shop(tmp_path)
+    with celery_worker(tmp_path / "worker.log", kill=True):
         keys = orjson.loads((tmp_path / "keys.json").read_bytes())
         log_in("demo", demo_services.DEMO_PASSWORD)
 
@@ -82,9 +84,12 @@ def test_segments__cluster_from_ui__map__lookalike__targets_experience(
             .values_list("value", flat=True)
             .first()
         )
-        page.wait_for_timeout(1500)
-        assert _decide(client, keys["public_key"], outside)["reason"] in {"targeting_miss", "holdout_global"}
-        assert _decide(client, keys["public_key"], inside)["reason"] != "targeting_miss"
+        # Decide serves the saved targeting once it has seen the published version (it looks every second).
+        published = redis_client.worker().get(rkeys.snapshot_version(project.pk)).decode()
+        until(lambda: str(_decide(client, keys["public_key"], outside)["version"]) == published, "the new config")
+        answer = _decide(client, keys["public_key"], outside)["assignments"]["signup-popup"]
+        assert answer["reason"] in {"targeting_miss", "holdout_global"}
+        assert _decide(client, keys["public_key"], inside)["assignments"]["signup-popup"]["reason"] != "targeting_miss"
     assert browser_log.console_errors == [] and browser_log.external_requests == []
 
 
