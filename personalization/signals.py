@@ -3,7 +3,7 @@
 from django.dispatch import Signal
 
 # Sent after a drain step has committed and acknowledged its events: project_id, profile_ids (the
-# profiles that got new events). Segments folds them into their behavior segments.
+# profiles that got new events other than exposures). Segments folds them into their behavior segments.
 events_drained = Signal()
 
 # Sent after a transaction that switched personalization off for profiles (do-not-personalize set,

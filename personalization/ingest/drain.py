@@ -212,9 +212,15 @@ def _entries_step(client: redis.Redis, entries: list, parsed: tuple) -> int:
     stored_version_bump(client=client, stored=stored)  # before the ack: a crash between them re-stores, re-bumps
     _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
     for project_id, events in stored.items():
-        _identities_publish(project_id, events, profiles[project_id])
-        _consents_apply(project_id, events, profiles[project_id])
-        events_drained.send(sender=None, project_id=project_id, profile_ids=sorted(set(profiles[project_id].values())))
+        profile_of = profiles[project_id]
+        _identities_publish(project_id, events, profile_of)
+        _consents_apply(project_id, events, profile_of)
+        # Exposures are what decide did, not what the person did: the behavior segments and intents read
+        # the events, and a profile whose only news is an exposure would be folded in again for nothing
+        # (every visitor decide served, re-embedded after every drain step).
+        behaved = sorted({profile_of[e["event_id"]] for e in events if e["type"] != "exposure"})
+        if behaved:
+            events_drained.send(sender=None, project_id=project_id, profile_ids=behaved)
     return sum(len(events) for events in stored.values()) + len(dead)
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from personalization import redis_client, rkeys
 from personalization import services as personalization_services
-from personalization.models import Profile, ProfileIdentity, Project
+from personalization.models import Exposure, Profile, ProfileIdentity, Project
 from personalization.people.subjects import profiles_personalization_set
 from segments import services, text_encoder
 from segments.models import (
@@ -59,7 +59,7 @@ def _segment(run, word):
     return next(s for s in Segment.objects.filter(run=run) if word in s.name.lower())
 
 
-def test_fold_in__new_behavior_after_drain__moves_the_person_and_decide_sees_it(
+def test_fold_in__new_behavior_after_drain__moves_the_person_and_decide_sees_it__an_exposure_does_not(
     clustered, django_capture_on_commit_callbacks
 ):
     project, run = clustered
@@ -75,6 +75,14 @@ def test_fold_in__new_behavior_after_drain__moves_the_person_and_decide_sees_it(
     assert result == {"embedded": 1, "removed": 0}
     segs = _segs(project, profile_id)
     assert yoga.key in segs and walking.key not in segs
+
+    # An exposure is what decide did, not what the person did: stored, and nothing to fold in again.
+    other = SegmentMembership.objects.filter(segment=walking).exclude(profile_id=profile_id).first().profile_id
+    profile_events_ingest(project, other, "exposure", [{"experience": "homepage-hero", "variant": "classic"}], "x")
+    queued_before = redis_client.worker().llen("celery")
+    assert personalization_services.events_drain() == 1
+    assert Exposure.objects.filter(profile_id=other, experience_key="homepage-hero").exists()
+    assert redis_client.worker().llen("celery") == queued_before, "no fold-in or intent scoring for an exposure"
 
 
 def test_opt_out_and_erasure__never_in_segments_maps_or_embeddings(clustered, django_capture_on_commit_callbacks):
