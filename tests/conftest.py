@@ -8,8 +8,11 @@ from django.conf import settings
 from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
-from tests import factories
+from tests import db_flush, factories
 from tests.redis_cluster import redis_cluster_run
+
+# After a transactional test, empty only the tables it wrote to (tests/db_flush.py).
+db_flush.install()
 
 
 def pytest_configure(config):
