@@ -8,8 +8,13 @@ from django.conf import settings
 from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
-from tests import factories
+from tests import db_flush, factories, static_scan
 from tests.redis_cluster import redis_cluster_run
+
+# After a transactional test, empty only the tables it wrote to (tests/db_flush.py).
+db_flush.install()
+# WhiteNoise's static file scan once per process, not once per test client (tests/static_scan.py).
+static_scan.install()
 
 
 def pytest_configure(config):
