@@ -14,6 +14,9 @@ _ROUND_SECONDS = 3.0
 
 class Command(BaseCommand):
     help = "Move accepted events from the Redis stream into PostgreSQL."
+    # No system checks at start: they import every view (scipy.stats, plotly: 1.2 of 2.6 CPU-s) for a loop that
+    # serves no URL; `migrate` runs them once per deployment, `manage.py check` on demand.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="stop when the stream is empty")
