@@ -43,10 +43,6 @@ def celery_worker(
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
         "PGAPPNAME": application_name,  # libpq's: names its sessions in pg_stat_activity, for `kill`
-        # Celery runs Django's system checks as a worker starts: they import every URLconf and view (plotly,
-        # scipy), 1.5 s of CPU for each of the suite's ~30 workers, and check the configuration, nothing a test
-        # asks of its worker (workers started by `make run` or compose still run them).
-        "CELERY_SKIP_CHECKS": "1",
         **(env or {}),
     }
     # Without mingle: a starting worker asks the others for their revoked tasks and waits a second for
