@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from experiments import services as experiments_services
 from experiments.breakdown import Breakdown
@@ -102,13 +103,47 @@ def privacy_request_make(*, project: Project, kind: str, processing: bool = True
     return request
 
 
+def rows_copy(model: type[models.Model], objs) -> list:
+    """Write unsaved `model` instances as `bulk_create` would, the same columns and values (Python
+    defaults, auto timestamps, JSON and arrays prepared by each field), with one COPY; their ids come
+    from the table's sequence first and are set on them, in order, as `bulk_create` does.
+
+    For thousands of rows `bulk_create` cost the test process more than the rows cost PostgreSQL:
+    Django compiles every field of every row into one multi-MB INSERT that psycopg then parses and
+    binds client-side. Like `bulk_create`: no signals, no save(); statement triggers fire."""
+    objs = list(objs)
+    meta = model._meta
+    assert isinstance(meta.pk, models.AutoField), f"{model.__name__}: rows_copy needs an auto id"
+    if not objs:
+        return objs
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per value
+    fields = [f for f in meta.concrete_fields if not f.generated]
+    prepare = [(f.pre_save, f.get_db_prep_save) for f in fields]
+    table = db.ops.quote_name(meta.db_table)
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, meta.pk.column, len(objs)],
+        )
+        ids = sorted(i for (i,) in cursor.fetchall())
+        columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for obj, pk in zip(objs, ids, strict=True):
+                obj._prepare_related_fields_for_save(operation_name="rows_copy")
+                obj.pk = pk
+                copy.write_row([prep(pre(obj, True), db) for pre, prep in prepare])
+                obj._state.adding, obj._state.db = False, db.alias
+    return objs
+
+
 def profiles_make(*, project: Project, count: int) -> list[int]:
     """`count` bare profiles; their ids in creation order."""
     from personalization.models import Profile
 
     now = datetime.now(UTC)
-    rows = Profile.objects.bulk_create(
-        Profile(project=project, external_id=f"p{next(_seq)}", first_seen=now, last_seen=now) for _ in range(count)
+    rows = rows_copy(
+        Profile,
+        (Profile(project=project, external_id=f"p{next(_seq)}", first_seen=now, last_seen=now) for _ in range(count)),
     )
     return [row.pk for row in rows]
 
@@ -215,7 +250,7 @@ def exposures_simulated(*, project: Project, people: list, rng, held_arm: str, e
                 **recorded(person),
             )
         )
-    return Exposure.objects.bulk_create(rows)
+    return rows_copy(Exposure, rows)
 
 
 def lift_compute_recent(*, project: Project, segment_by: str, experience_key: str = "hero", exclude_missing=False):

@@ -48,20 +48,23 @@ def bandit_simulate(experience: Experience, rates: dict[str, float], *, steps: i
         ("control", start, False, Arm.HOLDOUT_EXPERIENCE)
     ] * 90
     rows = [(key, at, converted, Arm.VARIANT) for key, at, converted in exposures] + held
-    profiles = Profile.objects.bulk_create(
-        Profile(project_id=experience.project_id, first_seen=at, last_seen=at) for _, at, _, _ in rows
+    profiles = factories.rows_copy(
+        Profile, (Profile(project_id=experience.project_id, first_seen=at, last_seen=at) for _, at, _, _ in rows)
     )
-    Exposure.objects.bulk_create(
-        Exposure(
-            project_id=experience.project_id,
-            profile=profile,
-            experience_key=experience.key,
-            variant_key=key,
-            arm=arm,
-            exposed_at=at,
-            converted=converted,
-        )
-        for profile, (key, at, converted, arm) in zip(profiles, rows, strict=True)
+    factories.rows_copy(
+        Exposure,
+        (
+            Exposure(
+                project_id=experience.project_id,
+                profile=profile,
+                experience_key=experience.key,
+                variant_key=key,
+                arm=arm,
+                exposed_at=at,
+                converted=converted,
+            )
+            for profile, (key, at, converted, arm) in zip(profiles, rows, strict=True)
+        ),
     )
 
 

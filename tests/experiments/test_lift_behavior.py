@@ -14,7 +14,7 @@ from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
 from personalization.models import Exposure, Profile
 from segments.models import ClusteringRun, RunStatus, Segment, SegmentKind
-from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent
+from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent, rows_copy
 from tests.personalization.test_decide import make_experience
 
 NOW = datetime.now(UTC)
@@ -58,9 +58,14 @@ def behavior(project):
         recorded = None if i % 10 == 8 else keys
         value = None if recorded is None else (keys[0] if i % 10 != 9 else NO_SEGMENT)
         people.append((cluster, recorded, value))
-    profiles = Profile.objects.bulk_create(
-        Profile(project=project, first_seen=NOW, last_seen=NOW, attributes={} if value is None else {"cluster": value})
-        for _, _, value in people
+    profiles = rows_copy(
+        Profile,
+        (
+            Profile(
+                project=project, first_seen=NOW, last_seen=NOW, attributes={} if value is None else {"cluster": value}
+            )
+            for _, _, value in people
+        ),
     )
     return run, other, rng, list(zip(profiles, people, strict=True))
 

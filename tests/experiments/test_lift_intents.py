@@ -12,7 +12,7 @@ from personalization.experiences.conditions import facts_record
 from personalization.intent_fields import intents_parse
 from personalization.models import Exposure, Profile
 from segments import services as segments_services
-from tests.factories import exposures_simulated, lift_compute_recent
+from tests.factories import exposures_simulated, lift_compute_recent, rows_copy
 
 NOW = datetime.now(UTC)
 
@@ -36,7 +36,7 @@ def _expected(live: dict | None) -> str:
 @pytest.mark.django_db
 def test_lift_by_intent__counts_match_the_database_and_the_planted_sign(project):
     lives = [_live(i) for i in range(3000)]
-    profiles = Profile.objects.bulk_create(Profile(project=project, first_seen=NOW, last_seen=NOW) for _ in lives)
+    profiles = rows_copy(Profile, (Profile(project=project, first_seen=NOW, last_seen=NOW) for _ in lives))
     exposures_simulated(
         project=project,
         people=list(zip(profiles, lives, strict=True)),

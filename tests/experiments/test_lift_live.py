@@ -19,7 +19,7 @@ from experiments.models import LiftReport
 from experiments.tasks import lift_report_task
 from personalization.experiences.conditions import facts_record
 from personalization.models import Exposure, Profile
-from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent
+from tests.factories import assert_same_report, exposures_simulated, lift_compute_recent, rows_copy
 
 NOW = datetime.now(UTC)
 STAGES = ["exploring", "comparing", "deciding"]
@@ -64,15 +64,18 @@ def exposed(project):
     def make(*, held_arm: str, key: str = "hero") -> list[Exposure]:
         rng = np.random.default_rng(11)
         lives = [_person(i) for i in range(3000)]
-        profiles = Profile.objects.bulk_create(
-            Profile(
-                project=project,
-                first_seen=NOW,
-                last_seen=NOW,
-                # no attribute: the attribute breakdown's "(none)" row, as the live one's
-                attributes={f"live_{f}": _value(live, f) for f in FIELDS if _value(live, f) != MISSING_LABEL},
-            )
-            for live in lives
+        profiles = rows_copy(
+            Profile,
+            (
+                Profile(
+                    project=project,
+                    first_seen=NOW,
+                    last_seen=NOW,
+                    # no attribute: the attribute breakdown's "(none)" row, as the live one's
+                    attributes={f"live_{f}": _value(live, f) for f in FIELDS if _value(live, f) != MISSING_LABEL},
+                )
+                for live in lives
+            ),
         )
         return exposures_simulated(
             project=project,

@@ -20,14 +20,20 @@ NOW = datetime.now(UTC)
 def _population(project, n=2000, seed=3):
     """Two planted segments: 'runners' respond +4 points to treatment, 'bargain' −2 points."""
     rng = np.random.default_rng(seed)
-    profiles = Profile.objects.bulk_create(
-        Profile(
-            project=project,
-            first_seen=NOW,
-            last_seen=NOW,
-            attributes={"device": str(rng.choice(["mobile", "desktop"])), "intent": "runners" if i % 2 else "bargain"},
-        )
-        for i in range(n)
+    profiles = factories.rows_copy(
+        Profile,
+        (
+            Profile(
+                project=project,
+                first_seen=NOW,
+                last_seen=NOW,
+                attributes={
+                    "device": str(rng.choice(["mobile", "desktop"])),
+                    "intent": "runners" if i % 2 else "bargain",
+                },
+            )
+            for i in range(n)
+        ),
     )
     rows = []
     for p in profiles:
@@ -50,7 +56,7 @@ def _population(project, n=2000, seed=3):
                 pre_activity=int(rng.poisson(3)),
             )
         )
-    Exposure.objects.bulk_create(rows)
+    factories.rows_copy(Exposure, rows)
     return rows
 
 
@@ -147,18 +153,23 @@ def test_breakdown__bad_value__names_the_accepted_forms():
 def test_lift_cells__planner__expects_a_few_groups_not_one_per_timestamp(project):
     # Without the exposure_day_stats statistics PostgreSQL plans one group per distinct timestamp
     # and sorts every row on disk: 13.5 s instead of 4 s at 10M exposures (bench/lift.py).
-    profiles = Profile.objects.bulk_create(Profile(project=project, first_seen=NOW, last_seen=NOW) for _ in range(5000))
-    Exposure.objects.bulk_create(
-        Exposure(
-            project=project,
-            profile=p,
-            experience_key="hero",
-            variant_key="b" if i % 5 else "",
-            arm="variant" if i % 5 else "holdout_experience",
-            segment=f"s{i % 4}",
-            exposed_at=NOW - timedelta(seconds=50 * i),
-        )
-        for i, p in enumerate(profiles)
+    profiles = factories.rows_copy(
+        Profile, (Profile(project=project, first_seen=NOW, last_seen=NOW) for _ in range(5000))
+    )
+    factories.rows_copy(
+        Exposure,
+        (
+            Exposure(
+                project=project,
+                profile=p,
+                experience_key="hero",
+                variant_key="b" if i % 5 else "",
+                arm="variant" if i % 5 else "holdout_experience",
+                segment=f"s{i % 4}",
+                exposed_at=NOW - timedelta(seconds=50 * i),
+            )
+            for i, p in enumerate(profiles)
+        ),
     )
     population = _hero_vs_holdout(project)
     sql, params, _ = selectors.lift_cells_sql(population=population, breakdown=Breakdown.parse("exposure:segment"))

@@ -17,6 +17,7 @@ from experiments.metrics_stats import Moments
 from experiments.models import LiftReport, Metric
 from experiments.survival import kaplan_meier
 from personalization.models import Event, Exposure, Profile
+from tests.factories import rows_copy
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
@@ -25,9 +26,12 @@ DAY = timedelta(days=1)
 def _world(project, *, n=300, seed=11, retention_drop=0.0):
     """People with exposures over the last 60 days and events from 20 days before to 45 after."""
     rng = np.random.default_rng(seed)
-    profiles = Profile.objects.bulk_create(
-        Profile(project=project, first_seen=NOW, last_seen=NOW, attributes={"plan": "pro" if i % 3 else "free"})
-        for i in range(n)
+    profiles = rows_copy(
+        Profile,
+        (
+            Profile(project=project, first_seen=NOW, last_seen=NOW, attributes={"plan": "pro" if i % 3 else "free"})
+            for i in range(n)
+        ),
     )
     exposures, events = [], []
     for i, p in enumerate(profiles):
@@ -63,8 +67,8 @@ def _world(project, *, n=300, seed=11, retention_drop=0.0):
                     received_at=NOW,
                 )
             )
-    Exposure.objects.bulk_create(exposures)
-    Event.objects.bulk_create(events)
+    rows_copy(Exposure, exposures)
+    rows_copy(Event, events)
     return exposures, events
 
 

@@ -109,7 +109,7 @@ def test_bandit_update__live_stage_source__weights_per_recorded_stage_follow_the
                 converted=bool(rng.random() < rate),
             )
         )
-    Exposure.objects.bulk_create(rows)
+    factories.rows_copy(Exposure, rows)
 
     weights = services.bandit_update(experience_id=experience.pk)
     assert set(weights) == {"", "comparing", "exploring"}

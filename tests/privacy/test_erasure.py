@@ -18,7 +18,7 @@ from privacy.models import DataSubjectRequest, RequestStatus, Suppression
 from segments import text_encoder
 from segments.embedding import DIMS
 from segments.models import TEXT_DIMS, ProfileEmbedding, ProfileMeaning, Segment, SegmentMembership, TextEmbedding
-from tests.factories import event_make, events_post, privacy_request_make
+from tests.factories import event_make, events_post, privacy_request_make, rows_copy
 from tests.personalization.test_decide import drain_all, make_experience, post_decide
 from tests.personalization.test_drain_crash import ROOT, drain_env, process_kill
 
@@ -197,17 +197,20 @@ def test_erase__sigkilled_midway_then_rerun__complete(client, project, public_ke
     drain_all()
     profile = Profile.objects.get(project=project, external_id="dave")
     start = datetime.now(UTC) - timedelta(days=1)
-    Event.objects.bulk_create(
-        Event(
-            project=project,
-            profile=profile,
-            event_id=f"bulk-{i}",
-            type="page_view",
-            ts=start + timedelta(seconds=i),
-            properties={"url": f"/x/{i}"},
-            received_at=start,
-        )
-        for i in range(6_000)
+    rows_copy(
+        Event,
+        (
+            Event(
+                project=project,
+                profile=profile,
+                event_id=f"bulk-{i}",
+                type="page_view",
+                ts=start + timedelta(seconds=i),
+                properties={"url": f"/x/{i}"},
+                received_at=start,
+            )
+            for i in range(6_000)
+        ),
     )
     total = Event.objects.filter(profile=profile).count()
     request = erasure_request(project, user_id="dave")
