@@ -16,6 +16,11 @@ Django runs the flush in:
 Content types and permissions are left in place: after a full flush Django's post_migrate handlers
 write the very same rows again (with new ids), and nothing in this project creates others.
 A flush that asks to reset sequences or to cascade (available_apps) is Django's own, unchanged.
+
+Before it, the sessions of the test's own subprocesses still open are ended (`orphans_end`): a worker,
+drain or job the test SIGKILLed leaves its query running in PostgreSQL until the server next talks to
+it, holding its locks; the flush waited on them (17-31 s), and so did the next test of the process that
+touched those tables (an erasure test waited 120 s and failed).
 """
 
 from django.db.backends.postgresql.operations import DatabaseOperations
@@ -41,7 +46,24 @@ def tables_with_rows(connection, tables) -> dict[str, int]:
     return {table: n for table, n in zip(tables, rows, strict=True) if n}
 
 
+# libpq's application_name of every process a test starts on the test database (tests/workers.py sets
+# PGAPPNAME): they live no longer than their test, so a session of theirs left after it is an orphan.
+TEST_PROCESS_PREFIX = "kairos-test-"
+
+
+def orphans_end(connection) -> int:
+    """End the test database's sessions of processes the test started (their transactions roll back)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE %s",
+            [TEST_PROCESS_PREFIX + "%"],
+        )
+        return cursor.fetchone()[0]
+
+
 def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+    orphans_end(self.connection)
     if reset_sequences or allow_cascade:
         return _django_sql_flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
     held = tables_with_rows(self.connection, sorted(set(tables) - KEPT))

@@ -3,6 +3,7 @@ test wrote: a few rows linked by foreign keys, or more than `MANY` rows that it 
 run in this order in one process (a file goes to one xdist worker), each checking what the one before
 it left."""
 
+import psycopg
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
@@ -10,7 +11,8 @@ from django.db import connection
 
 from segments.models import SegmentMembership
 from tests import factories
-from tests.db_flush import KEPT, MANY, tables_with_rows
+from tests.db_flush import KEPT, MANY, orphans_end, tables_with_rows
+from tests.workers import subprocess_app_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,3 +55,26 @@ def test_flush__after_a_few_rows__all_empty_then_many_rows_planted():
 
 def test_flush__after_many_rows__all_empty():
     assert_empty_but_migrated()
+
+
+def test_orphans_end__a_killed_job_holding_a_lock__ended_other_sessions_kept():
+    # As a SIGKILLed worker leaves it: its session still open in PostgreSQL, in a transaction, holding a lock.
+    orphan = psycopg.connect(**_params(), application_name=subprocess_app_name("worker"))
+    orphan.execute('LOCK TABLE "personalization_event" IN ACCESS EXCLUSIVE MODE')
+    server = psycopg.connect(**_params(), application_name="granian")  # a session-long server's: kept
+    try:
+        assert orphans_end(connection) == 1
+        with pytest.raises(psycopg.OperationalError):
+            orphan.execute("SELECT 1")
+        assert server.execute("SELECT 1").fetchone() == (1,)
+        with connection.cursor() as cursor:  # the lock went with it
+            cursor.execute("SET LOCAL lock_timeout = '2s'; SELECT count(*) FROM personalization_event")
+    finally:
+        orphan.close()
+        server.close()
+
+
+def _params() -> dict:
+    db = connection.settings_dict
+    return {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"] or None,
+            "dbname": db["NAME"]}  # fmt: skip

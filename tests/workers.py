@@ -16,6 +16,8 @@ import psycopg
 import redis
 from django.conf import settings
 
+from tests.db_flush import TEST_PROCESS_PREFIX
+
 
 def database_url() -> str:
     """The test database (pytest-django has renamed NAME by now), as the worker's DATABASE_URL."""
@@ -34,7 +36,7 @@ def celery_worker(
     end its database sessions at once. A warm stop waited for whatever the test's work had queued behind
     it (a metric backfill the first report queues: 6 s, 15 s on a busy machine), and a worker killed after
     15 s left its query running in PostgreSQL, where the database flush after the test waited for it."""
-    application_name = f"kairos-test-worker-{uuid.uuid4().hex[:12]}"
+    application_name = subprocess_app_name("worker")
     environ = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -68,6 +70,12 @@ def celery_worker(
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
                     worker.wait()
+
+
+def subprocess_app_name(kind: str) -> str:
+    """libpq's application_name (PGAPPNAME) for a process a test starts on the test database: its sessions
+    are ended after the test if they are still there (tests/db_flush.py), and can be found by name."""
+    return f"{TEST_PROCESS_PREFIX}{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def _kill(worker: subprocess.Popen, application_name: str) -> None:

@@ -25,7 +25,7 @@ from personalization import redis_client, rkeys, services
 from personalization.ingest import drain as events_service
 from personalization.models import Event, Profile
 from tests.factories import event_make, events_post
-from tests.workers import DbLock
+from tests.workers import DbLock, subprocess_app_name
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine may be small and busy. No assertion depends on how fast anything is.
@@ -93,6 +93,7 @@ def drain_env() -> dict[str, str]:
         "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "KAIROS_TEST_REDIS_URL": settings.REDIS_URL,
         "KAIROS_LOG_LEVEL": "WARNING",
+        "PGAPPNAME": subprocess_app_name("job"),
     }
 
 

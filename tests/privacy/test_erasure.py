@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from django.db import connection
 
 from personalization import redis_client, rkeys
 from personalization.ingest.dead_letters import dead_letters_write
@@ -228,7 +229,7 @@ def test_erase__sigkilled_midway_then_rerun__complete(client, project, public_ke
         deadline = time.monotonic() + 120
         while Event.objects.filter(profile=profile).count() > total - 300:
             assert job.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the erasure deleted nothing in time"
+            assert time.monotonic() < deadline, f"the erasure deleted nothing in time; sessions: {sessions_waiting()}"
             time.sleep(0.01)
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=30)
@@ -272,3 +273,14 @@ def test_merge__anonymous_profile_logs_in__registry_moves_every_row(client, proj
         "anon-m",
         "anon-u",
     }
+
+
+def sessions_waiting() -> list[tuple]:
+    """The test database's sessions that wait, with who blocks them: what a stuck job was waiting for."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, application_name, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 120)"
+            " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state <> 'idle'"
+        )
+        return cursor.fetchall()

@@ -28,7 +28,7 @@ from segments.models import (
 )
 from tests.seeded import demo_seed_cached, state_cached
 from tests.segments.conftest import DEMO_END, FLOW_PROFILES, profile_events_ingest, yoga_events_ingest
-from tests.workers import DbLock, database_url, until
+from tests.workers import DbLock, database_url, subprocess_app_name, until
 
 
 @pytest.fixture
@@ -143,6 +143,7 @@ def test_clustering__worker_killed_midway__no_partial_run_and_retry_completes(tm
     project = demo_seed_cached(profiles=FLOW_PROFILES, days=14, seed=11, keys_path=tmp_path / "k.json", end=DEMO_END)
     run = services.clustering_run_request(project=project)  # automatic k: the longest path, done twice
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
+    env["PGAPPNAME"] = subprocess_app_name("job")
     code = (
         "import django; django.setup(); from segments import services;"
         f" services.clustering_run_execute(run_id={run.pk})"

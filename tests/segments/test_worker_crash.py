@@ -44,7 +44,7 @@ from segments.services.lookalikes import Seed
 from segments.tasks import clustering_run_task, embeddings_refit_nightly_task, rule_segments_refresh_task
 from tests.seeded import demo_seed_cached, state_cached
 from tests.segments.conftest import DEMO_END, FLOW_PROFILES, yoga_events_ingest
-from tests.workers import DbLock, celery_worker, database_url, until
+from tests.workers import DbLock, celery_worker, database_url, subprocess_app_name, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -213,6 +213,7 @@ def test_rule_refresh__killed_mid_write_then_mid_publish__never_half_and_decide_
 
 def _build_in_subprocess(project, seed_ids: list[int], key: str, log_path) -> subprocess.Popen:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url()}
+    env["PGAPPNAME"] = subprocess_app_name("job")
     env.update(REDIS_URL=settings.REDIS_URL)
     code = (
         "import django; django.setup()\n"
