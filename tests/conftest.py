@@ -9,7 +9,6 @@ from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
 from tests import db_flush, factories, static_scan
-from tests.durations import durations_load
 from tests.redis_cluster import redis_cluster_run
 
 # After a transactional test, empty only the tables it wrote to (tests/db_flush.py).
@@ -36,23 +35,21 @@ def pytest_unconfigure(config):
 
 @pytest.hookimpl(trylast=True)  # after pytest-django's own reordering (transactional tests last)
 def pytest_collection_modifyitems(items):
-    """Whole files, the longest first, each file's tests together.
+    """The files with the most slow and browser tests first, each file's tests together.
 
     `make test` hands whole files to the two xdist workers, the next file to whichever is free
-    (`--dist loadfile --no-loadscope-reorder`). A long file handed out last leaves one worker busy with
-    it while the other has nothing left to do; handed out first, the many short files fill in around it.
-    How long a file takes is what the last measured run says (tests/durations.py); a file it does not
-    know is weighed by its marks (a slow test as about 10 s, a browser test 3 s)."""
-    measured = durations_load()
-    guess: dict[str, float] = {}
+    (`--dist loadfile --no-loadscope-reorder`). A long file handed out last leaves one worker busy
+    with it while the other has nothing left to do (the runner fault test, alone in its file, was
+    among the last); handed out first, the many short files fill in around it. A slow test weighs
+    as much as about three browser tests."""
+    weight: dict[str, int] = {}
     first: dict[str, int] = {}
     for n, item in enumerate(items):
         path = item.nodeid.split("::")[0]
         slow, e2e = (item.get_closest_marker(name) is not None for name in ("slow", "e2e"))
-        guess[path] = guess.get(path, 0.0) + 0.1 + 10 * slow + 3 * e2e
+        weight[path] = weight.get(path, 0) + 10 * slow + 3 * e2e
         first.setdefault(path, n)
-    expected = {path: measured.get(path, seconds) for path, seconds in guess.items()}
-    items.sort(key=lambda item: (-expected[path := item.nodeid.split("::")[0]], first[path]))
+    items.sort(key=lambda item: (-weight[path := item.nodeid.split("::")[0]], first[path]))
 
 
 @pytest.fixture(autouse=True)
