@@ -70,7 +70,8 @@ def _refresh_sql(metrics: list[dict], *, reset: bool) -> tuple[list[str], dict]:
     statements.append(
         f"UPDATE personalization_exposure t SET {', '.join(slices)}"
         f" FROM ({_per_person(aggregates, source, reach, per_exposure=True)}) v"
-        f" WHERE t.{mine.replace(' AND ', ' AND t.')} AND t.id = v.k AND t.exposed_at = v.at"
+        # Not the ids again: an index probe per row of v that carries the whole array is quadratic.
+        " WHERE t.project_id = %(project)s AND t.id = v.k AND t.exposed_at = v.at"
     )
     return statements, params
 
