@@ -17,6 +17,14 @@ from personalization.experiences.segment_migration import experience_segment_use
 from personalization.models import Event, Experience, ExperienceStatus, Profile, ProfileIdentity, Project
 
 _PROFILABLE = "NOT p.do_not_personalize AND coalesce(p.consent ->> 'personalization', 'true') <> 'false'"
+# The same test on an event's person, as an anti-join: whatever the statistics say, the events are read
+# once. A join let the planner drive them from the people when it took a just-imported project for a
+# handful of rows (no statistics for it yet): every person scanned the project's events, 37 s for
+# 100k MovieLens ratings instead of 0.3 s.
+_EVENT_PROFILABLE = (
+    "NOT EXISTS (SELECT 1 FROM personalization_profile p WHERE p.id = e.profile_id"
+    " AND (p.do_not_personalize OR coalesce(p.consent ->> 'personalization', 'true') = 'false'))"
+)
 # Events that describe behavior; exposures live in their own table, identify carries no behavior.
 _NOT_BEHAVIOR = ("identify", "exposure")
 
@@ -45,8 +53,8 @@ def profiles_behavior(
     sql = (
         "SELECT e.profile_id, e.type, e.ts, e.properties, e.value::float8"
         + (", row_number() OVER (PARTITION BY e.profile_id ORDER BY e.ts DESC) AS latest" if last_events else "")
-        + " FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
-        f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+        + " FROM personalization_event e"
+        f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_EVENT_PROFILABLE}"
     )
     params: list = [project_id, since, list(_NOT_BEHAVIOR)]
     if profile_ids is not None:
@@ -78,8 +86,8 @@ def profiles_behavior_ids(*, project_id: int, since: datetime, min_events: int =
     order: what a refit samples its fitting set from before it streams everyone's events."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT e.profile_id FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
-            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+            "SELECT e.profile_id FROM personalization_event e"
+            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_EVENT_PROFILABLE}"
             " GROUP BY e.profile_id HAVING count(*) >= %s ORDER BY e.profile_id",
             [project_id, since, list(_NOT_BEHAVIOR), min_events],
         )
@@ -114,8 +122,7 @@ def profiles_behavior_counts(*, project_id: int, since: datetime, cap: int = 50)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT least(n, %s), count(*) FROM (SELECT e.profile_id, count(*) AS n FROM personalization_event e"
-            " JOIN personalization_profile p ON p.id = e.profile_id"
-            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_PROFILABLE}"
+            f" WHERE e.project_id = %s AND e.ts >= %s AND e.type <> ALL(%s) AND {_EVENT_PROFILABLE}"
             " GROUP BY e.profile_id) AS per_person GROUP BY 1",
             [cap, project_id, since, list(_NOT_BEHAVIOR)],
         )
@@ -154,8 +161,8 @@ def profiles_converters(*, project_id: int, goal: str, start: datetime, end: dat
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT e.profile_id, coalesce(sum(e.value) FILTER (WHERE e.type = 'purchase'), 0)::float8"
-            " FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
-            f" WHERE e.project_id = %s AND e.ts >= %s AND e.ts < %s AND e.type IN (%s, 'purchase') AND {_PROFILABLE}"
+            " FROM personalization_event e WHERE e.project_id = %s AND e.ts >= %s AND e.ts < %s"
+            f" AND e.type IN (%s, 'purchase') AND {_EVENT_PROFILABLE}"
             " GROUP BY e.profile_id HAVING count(*) FILTER (WHERE e.type = %s) > 0",
             [project_id, start, end, goal, goal],
         )
@@ -269,8 +276,8 @@ def events_properties_recent(*, project_id: int, limit: int = 20_000) -> list[di
     first: where an editor finds the real words people use (intent preview)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT e.properties FROM personalization_event e JOIN personalization_profile p ON p.id = e.profile_id"
-            f" WHERE e.project_id = %s AND e.type <> ALL(%s) AND {_PROFILABLE} ORDER BY e.ts DESC LIMIT %s",
+            "SELECT e.properties FROM personalization_event e"
+            f" WHERE e.project_id = %s AND e.type <> ALL(%s) AND {_EVENT_PROFILABLE} ORDER BY e.ts DESC LIMIT %s",
             [project_id, list(_NOT_BEHAVIOR), limit],
         )
         return [orjson.loads(row[0]) if isinstance(row[0], str) else row[0] for row in cursor.fetchall()]
