@@ -8,6 +8,8 @@ from django.conf import settings
 from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
 from personalization.workspace import auth
+from segments.services import embeddings as segments_embeddings
+from segments.services import intents as segments_intents
 from tests import db_flush, factories, static_scan
 from tests.redis_cluster import redis_cluster_run
 
@@ -63,6 +65,10 @@ def clean_redis():
     decide_runtime.snapshots.by_project.clear()
     decide_runtime.key_rates.__init__()  # counts of an earlier test's keys
     decide_runtime._redis_down_until = 0.0
+    # Caches keyed by row ids, which a test database reuses (a replayed state's rows keep the ids of the database
+    # they were built in; a flush that resets sequences starts them again): a fitted embedder, intent models.
+    segments_embeddings._embedder_loaded.cache_clear()
+    segments_intents._models_cached.cache_clear()
     yield
     redis_client.reset()
 
