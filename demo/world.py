@@ -628,7 +628,7 @@ class VisitorState:
     def record(self, now: datetime) -> dict:
         """What decide's exposure would keep of the state at `now` (Exposure.live)."""
         view = self.view(now)
-        facts = conditions.facts_of(view, {}, journey.stage_of(view).stage)
+        facts = conditions.facts_of(view, {}, journey.stage_name(view))
         facts["first_touch_class"] = "direct"  # the demo's page views carry no referrer or utm
         return conditions.facts_record(facts, ())
 
@@ -704,7 +704,7 @@ def _session_play(
         for spec, assigned in staged:
             if spec.key in exposed:
                 continue
-            stage = journey.stage_of(state.view(events[-1]["ts"])).stage
+            stage = journey.stage_name(state.view(events[-1]["ts"]))
             if stage in spec.stages:
                 exposed[spec.key] = (events[-1]["ts"], state.record(events[-1]["ts"]))
                 variant_key = assigned.get("variant") if isinstance(assigned, dict) else assigned
