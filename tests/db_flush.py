@@ -17,6 +17,9 @@ Content types and permissions are left in place: after a full flush Django's pos
 write the very same rows again (with new ids), and nothing in this project creates others.
 A flush that asks to reset sequences or to cascade (available_apps) is Django's own, unchanged.
 
+Refit staging tables (segments' vector_io) that a worker the test killed mid-refit left are dropped too:
+they are tables, not rows, and a later test whose project got the same id took them for its own.
+
 Before it, the sessions of the test's own subprocesses still open are ended (`orphans_end`): a worker,
 drain or job the test SIGKILLed leaves its query running in PostgreSQL until the server next talks to
 it, holding its locks; the flush waited on them (17-31 s), and so did the next test of the process that
@@ -62,6 +65,14 @@ def orphans_end(connection) -> int:
         return cursor.fetchone()[0]
 
 
+def staging_tables(connection) -> list[str]:
+    """Tables a refit stages its vectors in (segments' vector_io): a worker the test killed mid-refit
+    leaves them, committed, and a later test whose project got the same id found them as its own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'segments\\_refit\\_p%'")
+        return [name for (name,) in cursor.fetchall()]
+
+
 def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
     orphans_end(self.connection)
     if reset_sequences or allow_cascade:
@@ -69,7 +80,7 @@ def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False
     held = tables_with_rows(self.connection, sorted(set(tables) - KEPT))
     many = [table for table, n in held.items() if n >= MANY]
     few = [table for table, n in held.items() if n < MANY]
-    sql = []
+    sql = [f"DROP TABLE IF EXISTS {self.quote_name(table)};" for table in staging_tables(self.connection)]
     if many:
         sql.append(f"TRUNCATE {', '.join(map(self.quote_name, many))} CASCADE;")
     sql.extend(f"DELETE FROM {self.quote_name(table)};" for table in few)

@@ -10,8 +10,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
 from segments.models import SegmentMembership
+from segments.services import vector_io
 from tests import factories
-from tests.db_flush import KEPT, MANY, orphans_end, tables_with_rows
+from tests.db_flush import KEPT, MANY, orphans_end, staging_tables, tables_with_rows
 from tests.workers import subprocess_app_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,7 +54,14 @@ def test_flush__after_a_few_rows__all_empty_then_many_rows_planted():
     assert left["personalization_project"] == 1
 
 
-def test_flush__after_many_rows__all_empty():
+def test_flush__after_many_rows__all_empty_then_refit_staging_left_as_a_killed_worker_leaves_it():
+    assert_empty_but_migrated()
+    stage = vector_io.RefitStage(project_id=1, behavior_dims=2, meaning_dims=2)
+    assert staging_tables(connection) == sorted([stage.embedding, stage.meaning])
+
+
+def test_flush__after_a_refit_staging_left__no_staging_table():
+    assert staging_tables(connection) == []
     assert_empty_but_migrated()
 
 
