@@ -7,6 +7,7 @@ from django.conf import settings
 
 from personalization import redis_client
 from personalization.decide import runtime as decide_runtime
+from personalization.ingest import stream
 from personalization.workspace import auth
 from segments.services import embeddings as segments_embeddings
 from segments.services import intents as segments_intents
@@ -66,9 +67,11 @@ def clean_redis():
     decide_runtime.key_rates.__init__()  # counts of an earlier test's keys
     decide_runtime._redis_down_until = 0.0
     # Caches keyed by row ids, which a test database reuses (a replayed state's rows keep the ids of the database
-    # they were built in; a flush that resets sequences starts them again): a fitted embedder, intent models.
+    # they were built in; a flush that resets sequences starts them again): a fitted embedder, intent models, and
+    # the experiences the events endpoint checks exposures against (kept 5 s per project id).
     segments_embeddings._embedder_loaded.cache_clear()
     segments_intents._models_cached.cache_clear()
+    stream._known.clear()
     yield
     redis_client.reset()
 
