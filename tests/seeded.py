@@ -36,8 +36,6 @@ from demo.seed import demo_seed
 from personalization import redis_client
 from personalization.models import Project
 from personalization.people.profiles import row_checks_skip
-from segments.services import embeddings as segments_embeddings
-from segments.services import intents as segments_intents
 
 # Filled by migrations, not by a build (and refilled with new ids after each flush): never copied. The
 # events' claims are written again by the events table's trigger as the events are replayed.
@@ -187,11 +185,6 @@ def _replay(state: _State) -> None:
     for key, ttl, dump in state.keys:
         pipe.restore(key, ttl, dump, replace=True)
     pipe.execute()
-    # The rows came back with the ids they had when built, maybe in the other worker's database: an id this
-    # process cached for other content must be read again (a fitted embedder is cached by its row's id, as a
-    # stored version never changes; a test then compared vectors with another test's embedder).
-    segments_embeddings._embedder_loaded.cache_clear()
-    segments_intents._models_cached.cache_clear()
 
 
 def demo_seed_cached(*, keys_path: Path, **kwargs) -> Project:

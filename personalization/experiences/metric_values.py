@@ -87,12 +87,7 @@ def _refresh(cursor, *, project_id: int, exposures: list[tuple[int, object]], me
     if not exposures or not metrics:
         return
     statements, params = _refresh_sql(metrics, reset=reset)
-    params.update(
-        project=project_id,
-        ids=id_array([row[0] for row in exposures]),
-        events_from=min(row[1] for row in exposures),
-        events_to=max(row[1] for row in exposures),
-    )
+    params.update(project=project_id, ids=id_array([row[0] for row in exposures]))
     for name in _PROBE_SETTINGS:
         cursor.execute("SELECT set_config(%s, 'off', true)", [name])
     try:
