@@ -177,17 +177,41 @@ def process_group_cpu_seconds(pgid: int) -> float:
 def backend_cpu_seconds() -> float | None:
     """CPU time of this process's PostgreSQL backend so far; None when the server is not on this machine
     (or its /proc entry is not readable)."""
+    fields = _proc_stat(_backend_pid())
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds() -> float | None:
+    """CPU time of the whole PostgreSQL server so far: every process of it (backends, WAL writer,
+    checkpointer...), those that ended included. For work that opens connections of its own and
+    closes them (the drain's reader thread). None when the server is not on this machine."""
+    backend = _proc_stat(_backend_pid())
+    postmaster = None if backend is None else _proc_stat(int(backend[1]))
+    if postmaster is None:
+        return None
+    ticks = sum(int(field) for field in postmaster[11:15])  # its own and its ended children's
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (child := _proc_stat(int(entry.name))) and child[1] == backend[1]:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pid() -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
+        return cursor.fetchone()[0]
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ... utime at 11, stime at 12,
+    cutime at 13, cstime at 14); None when it is not readable."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+            return stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def process_stop(proc: subprocess.Popen | None) -> None:

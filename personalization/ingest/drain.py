@@ -25,14 +25,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import orjson
 import psycopg
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, connections, transaction
+from psycopg.types.json import set_json_dumps
 
 from personalization import hooks, redis_client, rkeys
 from personalization.decide.units import profiles_publish, units_stitch
@@ -100,10 +103,58 @@ def _read_entries(
     return fresh[0][1] if fresh else []
 
 
-def _read_parsed(client: redis.Redis, consumer: str, count: int, idle: int, in_flight: frozenset = frozenset()):
-    """One step's entries and what _entries_parse makes of them (no database: it may run in a thread)."""
+@dataclass
+class _Step:
+    """One step's events, as _entries_parse reads them from the stream entries."""
+
+    by_project: dict[int, list[dict]]  # events per project
+    counts: dict[int, int]  # events per project, to take off the waiting counts
+    dead: list[tuple]  # dead letters for entries that are not even readable
+    screened: bool = False  # _step_screen has run
+    profiles: dict[int, dict[str, int]] = field(default_factory=dict)  # resolved ahead: project -> event id -> profile
+
+
+def _read_parsed(
+    client: redis.Redis,
+    consumer: str,
+    count: int,
+    idle: int,
+    in_flight: frozenset = frozenset(),
+    resolve: bool = False,
+) -> tuple[list, _Step]:
+    """One step's entries and their events; with `resolve` also screened and their people resolved
+    (_step_resolve), which needs the database: run in a thread, on that thread's own connection."""
     entries = _read_entries(client, consumer, count, idle, in_flight)
-    return entries, _entries_parse(entries)
+    step = _entries_parse(entries)
+    if resolve and step.by_project:
+        _step_screen(client, step)
+        _step_resolve(step)
+    return entries, step
+
+
+def _step_screen(client: redis.Redis, step: _Step) -> None:
+    """What is left out or added before anything is written: events of deleted projects and of erased
+    subjects, and the segments of exposures sent from outside."""
+    _drop_deleted_projects(step.by_project)
+    _drop_suppressed(step.by_project)
+    _exposures_segments_read(client, step.by_project)
+    step.screened = True
+
+
+def _step_resolve(step: _Step) -> None:
+    """The step's profiles, resolved (and the new ones committed) while the step before is still being
+    written. A batch that merges profiles is left to the step itself (its merge would move rows the
+    step before may still be writing), and so is one whose resolving fails here: it is resolved
+    again, in order, where a failure is handled (retried, narrowed down to the events at fault)."""
+    connection.close_if_unusable_or_obsolete()
+    for project_id, events in step.by_project.items():
+        try:
+            profile_of = profiles_resolve(project_id, events, merges=False)
+        except (DatabaseError, *_DATA_ERRORS) as error:
+            log.info("drain: resolving ahead failed (%s); the step resolves again", text_storable(str(error))[:200])
+            continue
+        if profile_of is not None:
+            step.profiles[project_id] = profile_of
 
 
 def _drain_options(max_entries: int | None, claim_idle_ms: int | None, consumer: str) -> tuple:
@@ -131,40 +182,48 @@ def events_drain_backlog(
     """Drain step after step until the stream is empty or `budget_seconds` have passed (the step under
     way is finished); returns what the steps moved.
 
-    Each next step's entries are read and decoded in a thread while PostgreSQL writes the current
-    step's (the thread touches only Redis and JSON; the database work stays in this thread, in
-    order). The read starts when the step's COPY does: from there until the COPY ends this thread
-    only waits for PostgreSQL, so the reader's Python does not compete with this thread's for the
+    Each next step's entries are read, decoded, screened and their people resolved in a thread while
+    PostgreSQL writes the current step's events. The thread has its own database connection: the
+    profiles and identities it creates are committed before the current step's events are, as they
+    would be in order, and its reads see everything the steps before committed. Called inside a
+    transaction (whose rows a second connection cannot see) the thread only reads and decodes.
+    The read starts when the step's COPY does: from there until the COPY ends this thread only
+    waits for PostgreSQL, so the reader's Python does not compete with this thread's for the
     interpreter lock (started with the step, it slowed the step's own planning). What that costs:
     if a step fails, or the process dies, the entries read ahead stay pending for this consumer and
     are claimed again once idle (KAIROS_DRAIN_CLAIM_IDLE_MS), as the failed step's own are; nothing
-    is lost or stored twice.
+    is lost or stored twice (their new profiles are kept, and found when the entries are drained).
     """
     client, consumer, count, idle = _drain_options(max_entries, claim_idle_ms, consumer)
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    resolve = not connection.in_atomic_block
     moved = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-read") as reader:
-        entries, parsed = _read_parsed(client, consumer, count, idle)
-        while entries:
-            ahead = []
-            if deadline is None or time.monotonic() < deadline:
-                in_flight = frozenset(entry_id for entry_id, _ in entries)
+        try:
+            entries, step = _read_parsed(client, consumer, count, idle)
+            while entries:
+                ahead = []
+                if deadline is None or time.monotonic() < deadline:
+                    in_flight = frozenset(entry_id for entry_id, _ in entries)
 
-                def read_ahead(in_flight=in_flight, ahead=ahead) -> None:
-                    if not ahead:
-                        ahead.append(reader.submit(_read_parsed, client, consumer, count, idle, in_flight))
+                    def read_ahead(in_flight=in_flight, ahead=ahead) -> None:
+                        if not ahead:
+                            work = reader.submit(_read_parsed, client, consumer, count, idle, in_flight, resolve)
+                            ahead.append(work)
 
-                token = _copy_started.set(read_ahead)
-                try:
-                    moved += _entries_drain(client, entries, parsed)
-                finally:
-                    _copy_started.reset(token)
-                read_ahead()  # a step that copied nothing (all duplicates, all dropped)
-            else:
-                moved += _entries_drain(client, entries, parsed)
-            if not ahead:
-                break
-            entries, parsed = ahead[0].result()
+                    token = _copy_started.set(read_ahead)
+                    try:
+                        moved += _entries_drain(client, entries, step)
+                    finally:
+                        _copy_started.reset(token)
+                    read_ahead()  # a step that copied nothing (all duplicates, all dropped)
+                else:
+                    moved += _entries_drain(client, entries, step)
+                if not ahead:
+                    break
+                entries, step = ahead[0].result()
+        finally:
+            reader.submit(connections.close_all).result()  # the thread's connection, if it opened one
     return moved
 
 
@@ -172,11 +231,11 @@ def events_drain_backlog(
 _copy_started: ContextVar[Callable[[], None] | None] = ContextVar("drain_copy_started", default=None)
 
 
-def _entries_drain(client: redis.Redis, entries: list, parsed: tuple) -> int:
+def _entries_drain(client: redis.Redis, entries: list, step: _Step) -> int:
     if not entries:
         return 0
     with _collector_paused():
-        return _entries_step(client, entries, parsed)
+        return _entries_step(client, entries, step)
 
 
 @contextmanager
@@ -200,17 +259,15 @@ def _collector_paused() -> Iterator[None]:
         gc.collect(0)
 
 
-def _entries_step(client: redis.Redis, entries: list, parsed: tuple) -> int:
-    by_project, counts, dead = parsed
-    _drop_deleted_projects(by_project)
-    _drop_suppressed(by_project)
-    _exposures_segments_read(client, by_project)
-    stored, profiles, refused = _events_store(by_project)
-    dead += refused
+def _entries_step(client: redis.Redis, entries: list, step: _Step) -> int:
+    if not step.screened:
+        _step_screen(client, step)
+    stored, profiles, refused = _events_store(step.by_project, step.profiles)
+    dead = step.dead + refused
     if dead:
         dead_letters_write(dead=dead)
     stored_version_bump(client=client, stored=stored)  # before the ack: a crash between them re-stores, re-bumps
-    _entries_ack(client, [entry_id for entry_id, _ in entries], counts)
+    _entries_ack(client, [entry_id for entry_id, _ in entries], step.counts)
     for project_id, events in stored.items():
         profile_of = profiles[project_id]
         _identities_publish(project_id, events, profile_of)
@@ -224,9 +281,8 @@ def _entries_step(client: redis.Redis, entries: list, parsed: tuple) -> int:
     return sum(len(events) for events in stored.values()) + len(dead)
 
 
-def _entries_parse(entries: list) -> tuple[dict[int, list[dict]], dict[int, int], list[tuple]]:
-    """Events per project, events per project (to take off the waiting counts), and dead letters
-    for entries that are not even readable."""
+def _entries_parse(entries: list) -> _Step:
+    """The events of stream entries, by project."""
     by_project: dict[int, list[dict]] = defaultdict(list)
     counts: dict[int, int] = defaultdict(int)
     dead: list[tuple] = []
@@ -244,15 +300,16 @@ def _entries_parse(entries: list) -> tuple[dict[int, list[dict]], dict[int, int]
             continue
         by_project[project_id].extend(events)
         counts[project_id] += len(events)
-    return by_project, counts, dead
+    return _Step(by_project, counts, dead)
 
 
-def _events_store(by_project: dict[int, list[dict]]) -> tuple[dict, dict, list[tuple]]:
+def _events_store(by_project: dict[int, list[dict]], resolved: dict) -> tuple[dict, dict, list[tuple]]:
     """Write every project's events; when that fails for a reason in the data, narrow it down to the
     events at fault (halving), store the rest and return those as dead letters. Returns the events
-    stored per project, their profiles, and the dead letters (project, event, error)."""
+    stored per project, their profiles, and the dead letters (project, event, error). `resolved`:
+    the profiles of projects resolved ahead (_step_resolve)."""
     try:
-        return by_project, _events_write(by_project), []
+        return by_project, _events_write(by_project, resolved), []
     except _DATA_ERRORS as error:
         log.warning("drain: a batch failed for a data reason (%s); narrowing it down", text_storable(str(error))[:200])
     stored: dict[int, list[dict]] = defaultdict(list)
@@ -276,12 +333,17 @@ def _events_store(by_project: dict[int, list[dict]]) -> tuple[dict, dict, list[t
     return stored, profiles, dead
 
 
-def _events_write(by_project: dict[int, list[dict]]) -> dict[int, dict[str, int]]:
+def _events_write(by_project: dict[int, list[dict]], resolved: dict | None = None) -> dict[int, dict[str, int]]:
     """Profiles, then events and exposures of every project in one transaction; retried when drains
-    running side by side collide. Returns each project's event id -> profile id."""
+    running side by side collide. Returns each project's event id -> profile id. `resolved`: profiles
+    already resolved for some projects, used by the first attempt only."""
     for attempt in range(_WRITE_ATTEMPTS):
         try:
-            profiles = {project_id: profiles_resolve(project_id, events) for project_id, events in by_project.items()}
+            ahead = (resolved or {}) if attempt == 0 else {}
+            profiles = {
+                project_id: ahead[project_id] if project_id in ahead else profiles_resolve(project_id, events)
+                for project_id, events in by_project.items()
+            }
             with transaction.atomic():
                 # In project order: the profile locks below are then always taken in one global order.
                 for project_id, events in sorted(by_project.items()):
@@ -464,7 +526,10 @@ def _write_project_events(project_id: int, events: list[dict], profile_of: dict[
 
 
 _EVENT_COLUMNS = "(project_id, profile_id, event_id, type, ts, session_id, value, properties, received_at)"
-_EVENTS_COPY = f"COPY personalization_event {_EVENT_COLUMNS} FROM STDIN"
+# Binary: PostgreSQL takes each value as it is stored instead of parsing text (times, numbers): a
+# tenth of its time in the COPY.
+_EVENTS_COPY = f"COPY personalization_event {_EVENT_COLUMNS} FROM STDIN (FORMAT BINARY)"
+_EVENTS_COPY_TYPES = ["int8", "int8", "text", "text", "timestamptz", "text", "numeric", "jsonb", "timestamptz"]
 _CLAIMS_UNIQUE = "personalization_eventclaim_pkey"
 
 
@@ -511,25 +576,30 @@ def _events_insert(
 
 
 def _event_rows(project_id: int, events: list[dict], profile_of: dict[str, int], made: list[tuple]) -> Iterator[tuple]:
-    """The COPY rows of `events`, each also appended to `made`; a client's retry inside the batch
-    is left out (the first copy kept)."""
+    """The COPY rows of `events` (values as the binary COPY takes them), each also appended to `made`;
+    a client's retry inside the batch is left out (the first copy kept)."""
     seen: set[str] = set()
-    dumps, append = orjson.dumps, made.append
+    append, parse = made.append, datetime.fromisoformat
+    received: dict[str, datetime] = {}  # one time per stream entry
     for event in events:
         event_id = event["event_id"]
         if event_id in seen:
             continue
         seen.add(event_id)
+        value, arrived = event["value"], event["received_at"]
+        if (received_at := received.get(arrived)) is None:
+            received_at = received[arrived] = parse(arrived)
         row = (
             project_id,
             profile_of[event_id],
             event_id,
             event["type"],
-            event["ts"],
+            parse(event["ts"]),
             event["session_id"],
-            event["value"],
-            dumps(event["properties"]).decode(),
-            event["received_at"],
+            # As the text of the number, the way it was sent: numeric(14,2) rounds it as it always has.
+            None if value is None else Decimal(str(value)),
+            event["properties"],
+            received_at,
         )
         append(row)
         yield row
@@ -538,7 +608,9 @@ def _event_rows(project_id: int, events: list[dict], profile_of: dict[str, int],
 def _events_copy(cursor, rows: Iterable[tuple], meanwhile: Callable | None = None) -> None:
     if isinstance(rows, list) and not rows:
         return
+    set_json_dumps(orjson.dumps, context=cursor.cursor)  # properties: dicts, serialized by orjson as everywhere
     with connection.wrap_database_errors, cursor.cursor.copy(_EVENTS_COPY) as copy:
+        copy.set_types(_EVENTS_COPY_TYPES)
         write = copy.write_row
         for row in rows:
             write(row)
@@ -573,8 +645,7 @@ def _outcomes_add(cursor, inserted: list[tuple]) -> None:
                 [row[1] for row in counted],
                 [row[3] for row in counted],
                 [row[4] for row in counted],
-                # As text, the way COPY sends it: numeric(14,2) rounds it as when it was stored.
-                [None if row[6] is None else str(row[6]) for row in counted],
+                [None if row[6] is None else str(row[6]) for row in counted],  # numeric(14,2) rounds it as stored
             ],
         )
 
@@ -604,22 +675,16 @@ FROM outcome o WHERE x.id = o.id
 def _last_seen_advance(cursor, latest: dict[int, str]) -> None:
     """Move each person's last_seen to their newest event of the batch (`latest`: profile -> time).
     Only rows that move forward are written (profiles this batch created already carry it:
-    people.profiles), locked in id order, so drains running side by side wait for each other
-    instead of deadlocking on the people they share."""
+    people.profiles). The rows are already locked, in id order, by the step (_write_project_events):
+    drains running side by side wait for each other there instead of deadlocking here."""
     if latest:
         cursor.execute(_LAST_SEEN_SQL, [id_array(latest), "{" + ",".join(latest.values()) + "}"])
 
 
 _LAST_SEEN_SQL = """
-WITH seen AS (
-    SELECT p.id, d.ts
-    FROM personalization_profile p
-    JOIN unnest(%s::bigint[], %s::timestamptz[]) AS d(profile_id, ts) ON d.profile_id = p.id
-    WHERE p.last_seen < d.ts
-    ORDER BY p.id
-    FOR NO KEY UPDATE OF p
-)
-UPDATE personalization_profile p SET last_seen = GREATEST(p.last_seen, seen.ts) FROM seen WHERE p.id = seen.id
+UPDATE personalization_profile p SET last_seen = d.ts
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS d(profile_id, ts)
+WHERE p.id = d.profile_id AND p.last_seen < d.ts
 """
 
 _EXPOSURES_BACKFILL_SQL = """

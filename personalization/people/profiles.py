@@ -262,13 +262,16 @@ def references_lock(cursor, *, project_id: int, profile_ids: list[int]) -> None:
         raise IntegrityError(message) from psycopg.errors.ForeignKeyViolation(message)
 
 
-def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
+def profiles_resolve(project_id: int, events: list[dict], *, merges: bool = True) -> dict[str, int] | None:
     """Profile id for every event (by event_id), committing the profiles and identities it creates.
 
     Most batches only name known people: one query, nothing written. Otherwise the plan is made again
     under a per-project lock, from identities read after any other drain's commit, and written in a
     transaction of its own before the events are. A drain that dies between the two leaves profiles
     whose events are stored when its entries are drained again; nothing is written twice.
+
+    `merges=False`: None, with nothing written, when the batch would merge a profile into another (the
+    drain resolving a step ahead, while its own transaction may still be writing the profile's rows).
     """
     known = _identities_load(project_id, events)
     plan = _profiles_plan(events, *known)
@@ -279,6 +282,8 @@ def profiles_resolve(project_id: int, events: list[dict]) -> dict[str, int]:
             locked = _identities_load(project_id, events)
             if locked != known:  # another drain wrote some of these people meanwhile
                 plan = _profiles_plan(events, *locked)
+            if plan.merges and not merges:
+                return None
             refs = _profiles_plan_apply(project_id, plan)
     else:
         refs = plan.profile_refs

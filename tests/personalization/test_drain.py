@@ -2,12 +2,13 @@
 way round an event already stored, outcomes counted from what a batch inserted, and the people's
 last_seen. Crashes and faults are in test_drain_crash.py and test_faults.py."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
 from personalization import redis_client, rkeys, services
-from personalization.models import DeadLetter, Event, Exposure, Profile
+from personalization.models import DeadLetter, Event, Exposure, Profile, ProfileIdentity
 from tests.factories import events_post, external_experience_make
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -204,3 +205,88 @@ def test_drain__stream_gone_under_a_running_drain__group_made_again_and_drains_o
     assert [g["name"] for g in worker.xinfo_groups(rkeys.EVENTS_STREAM)] == [rkeys.EVENTS_GROUP.encode()]
     post(client, public_key, [page_view("after", "anon-1", 0.1)])
     assert drain_all() == 1 and list(stored_urls(project)) == ["after"]
+
+
+def identify(event_id: str, visitor: str, user_id: str, hours_ago: float) -> dict:
+    return event(event_id, "identify", visitor, hours_ago, user_id=user_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drain_backlog__people_resolved_ahead_on_a_second_connection__merges_left_to_the_step_in_order(
+    client, project, public_key, monkeypatch
+):
+    """The next step's people are resolved by the reader thread, on its own connection, while the
+    current step is being written. A step that merges an anonymous profile into a user's is left to
+    the step itself: the merge moves rows the step before may still be writing."""
+    from django.db import connection
+
+    from personalization.ingest import drain
+
+    post(client, public_key, [identify("u-0", "phone", "user-1", 9)])
+    drain_all()
+    user = Profile.objects.get(project=project, external_id="user-1")
+
+    resolved_ahead: list[bool] = []
+    original = drain._step_resolve
+
+    def spy(step) -> None:
+        original(step)
+        resolved_ahead.append(project.pk in step.profiles)
+
+    monkeypatch.setattr(drain, "_step_resolve", spy)
+    post(client, public_key, [page_view("a-1", "laptop", 5), page_view("a-2", "laptop", 4)])  # a new anonymous person
+    post(client, public_key, [identify("a-3", "laptop", "user-1", 3)])  # ... who turns out to be user-1: a merge
+    post(client, public_key, [page_view(f"n-{i}", f"new-{i}", 2) for i in range(5)])  # five new people
+    post(client, public_key, [page_view("a-4", "laptop", 1), purchase("a-5", "phone", 1, 12.5)])
+
+    sessions_before = _sessions_count()
+    assert services.events_drain_backlog(max_entries=1) == 10
+    assert not connection.in_atomic_block
+    # The first step is read by the call itself; of the three read ahead, the merge was left to its step.
+    assert resolved_ahead == [False, True, True]
+    assert _sessions_count() == sessions_before, "the reader thread's connection is closed at the end"
+
+    owners = dict(Event.objects.filter(project=project).values_list("event_id", "profile_id"))
+    assert {owners[e] for e in ("u-0", "a-1", "a-2", "a-3", "a-4", "a-5")} == {user.pk}
+    assert len({owners[f"n-{i}"] for i in range(5)} - {user.pk}) == 5
+    assert Profile.objects.filter(project=project).count() == 6, "user-1 and the five new people; laptop merged"
+    values = sorted(ProfileIdentity.objects.filter(project=project).values_list("value", flat=True))
+    assert values == sorted(["phone", "user-1", "laptop", *(f"new-{i}" for i in range(5))])
+    assert stream_state() == (0, 0)
+
+
+def _sessions_count() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_drain__values_copied_in_binary__times_offsets_numbers_and_text_stored_as_sent(client, project, public_key):
+    """The COPY sends values in PostgreSQL's binary format: times with their offsets, numbers rounded
+    by numeric(14,2) as text would be, and text with every character that text COPY would escape."""
+    odd = {"note": 'tab\there\nnew line \\ back\\slash "quoted" ünïcödé 🛒 \\N', "nested": {"a": [1, 2.5, None, True]}}
+    india = timezone(timedelta(hours=5, minutes=30))
+    sent_at = (NOW - timedelta(hours=2)).replace(microsecond=250000)
+    sent = [
+        {
+            **page_view("t-1", "v1", 0),
+            "timestamp": sent_at.astimezone(india).isoformat(),
+            "properties": {"url": "/x", **odd},
+        },
+        {**purchase("t-2", "v1", 1, 10.005), "session_id": "s-1 é"},
+        purchase("t-3", "v1", 1, 999999999.99),
+    ]
+    post(client, public_key, sent)
+    assert drain_all() == 3
+
+    stored = {e.event_id: e for e in Event.objects.filter(project=project)}
+    assert stored["t-1"].ts == sent_at
+    assert stored["t-1"].properties == {"url": "/x", **odd}
+    assert stored["t-1"].value is None
+    assert (stored["t-2"].value, stored["t-2"].session_id) == (Decimal("10.01"), "s-1 é")
+    assert stored["t-3"].value == Decimal("999999999.99")
+    assert stored["t-2"].ts.isoformat() == at(1)
+    assert abs(stored["t-2"].received_at - datetime.now(UTC)) < timedelta(minutes=5)
