@@ -7,7 +7,8 @@ mean metric (conversion, revenue, count, retention, time to conversion) and [num
 denominator, pre numerator, pre denominator] for a ratio, as personalization's metric cells SQL
 produces them. Per segment: the difference with its delta-method interval (compare_metric),
 Benjamini-Hochberg or Holm across segments, CUPED with the metric's own pre-exposure value
-(cuped_compare) and the variance it removed. Overall, beside the fixed-horizon interval: the
+(cuped_compare) and the variance it removed, and CUPAC with the predictive score decide recorded at
+exposure when the cells carry it (a last column per metric). Overall, beside the fixed-horizon interval: the
 always-valid (mixture SPRT) interval. A guardrail is "worse" when its overall difference is
 significant in the direction its spec calls bad.
 """
@@ -43,6 +44,26 @@ def _columns(spec: Mapping) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return ((0, 1), (2, 3)) if spec["kind"] == "ratio" else ((0,), (1,))
 
 
+def _predicted(spec: Mapping, treatment: Moments, holdout: Moments) -> tuple[int] | None:
+    """The CUPAC covariate's column (the score decide recorded at exposure, after the metric's own
+    columns), or None when the cells carry none or no exposure recorded a score (all zeros)."""
+    column = 4 if spec["kind"] == "ratio" else 2
+    if len(holdout.sums) <= column:
+        return None
+    if not any(m.sums[column] or m.products[column][column] for m in (treatment, holdout)):
+        return None
+    return (column,)
+
+
+def _adjusted(result) -> dict:
+    return {
+        "difference": _estimate(result.difference),
+        "p_value": result.p_value,
+        "theta": result.theta,
+        "variance_reduction": result.variance_reduction,
+    }
+
+
 def _estimate(estimate) -> dict:
     return {
         "value": estimate.value,
@@ -56,6 +77,10 @@ def _compare(spec: Mapping, name: str, treatment: Moments, holdout: Moments, alp
     metric, covariate = _columns(spec)
     fixed = compare_metric(treatment=treatment, holdout=holdout, metric=metric, alpha=alpha)
     cuped = cuped_compare(treatment=treatment, holdout=holdout, metric=metric, covariate=covariate, alpha=alpha)
+    predicted = _predicted(spec, treatment, holdout)
+    cupac = None
+    if predicted is not None:
+        cupac = cuped_compare(treatment=treatment, holdout=holdout, metric=metric, covariate=predicted, alpha=alpha)
     return {
         "name": name,
         "users_treatment": treatment.n,
@@ -65,12 +90,9 @@ def _compare(spec: Mapping, name: str, treatment: Moments, holdout: Moments, alp
         "difference": _estimate(fixed.difference),
         "relative": _estimate(fixed.relative_lift),
         "p_value": fixed.p_value,
-        "cuped": {
-            "difference": _estimate(cuped.difference),
-            "p_value": cuped.p_value,
-            "theta": cuped.theta,
-            "variance_reduction": cuped.variance_reduction,
-        },
+        "cuped": _adjusted(cuped),
+        # CUPAC: the same adjustment with the predictive score recorded at exposure; None without scores.
+        "cupac": None if cupac is None else _adjusted(cupac),
     }
 
 
@@ -203,6 +225,14 @@ def metric_sentences(
             f"Adjusting for each person's {name} in the 14 days before exposure (CUPED) gives"
             f" {metric_amount(section, cuped['difference']['value'], signed=True)} with {reduction * 100:.0f} %"
             " less variance."
+        )
+    cupac = overall["cupac"]
+    cupac_reduction = cupac and cupac["variance_reduction"]
+    if cupac_reduction is not None and cupac_reduction >= 0.01 and cupac["difference"]["ci_low"] is not None:
+        sentences.append(
+            "Adjusting for each person's predicted score at exposure (CUPAC) gives"
+            f" {metric_amount(section, cupac['difference']['value'], signed=True)} with"
+            f" {cupac['variance_reduction'] * 100:.0f} % less variance."
         )
     segments = section["segments"]
     if len(segments) > 1:

@@ -86,7 +86,7 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
 def lift_cells_sql(*, population: Population, breakdown: Breakdown, specs: list[dict] = (), as_of=None):
     """(SQL, parameters, columns per block) of the one scan lift_report_cells runs."""
     return personalization_selectors.exposure_metric_cells_sql(
-        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True
+        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True, predicted=True
     )
 
 
@@ -129,7 +129,7 @@ def lift_report_cells(
     these cells (sufficient statistics add up), done in Python on a few hundred rows. People without
     a value for the breakdown stay in (MISSING_LABEL): the caller counts them, then may drop them."""
     rows, widths = personalization_selectors.exposure_metric_cells(
-        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True
+        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True, predicted=True
     )
     cells, metric_cells = [], []
     for seg, day, treated, *values in rows:

@@ -489,6 +489,11 @@ def facts_record(facts: Facts, fields) -> dict | None:
     intents = facts.get(INTENT_FACT + "[]")
     if intents:
         record["intents"] = {key: round(score, 2) for key, score in intents.items()}
+    # The predictive scores as decide read them (models trained on what came before): the covariate
+    # of CUPAC in the lift report, frozen at exposure so the variant shown cannot have moved it.
+    scores = {name: round(facts[name], 4) for name in SCORES if isinstance(facts.get(name), float)}
+    if scores:
+        record["scores"] = scores
     return record
 
 

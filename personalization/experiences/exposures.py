@@ -75,7 +75,8 @@ def cells_source(*, breakdown_kind: str, breakdown_name: str, also: str = "", **
     join, join_params, expr, expr_params, extra = breakdown_sql(
         breakdown_kind=breakdown_kind, breakdown_name=breakdown_name
     )
-    extra = ", ".join(column for column in (extra, also) if column)
+    columns = [column for part in (extra, also) for column in part.split(", ") if column]
+    extra = ", ".join(dict.fromkeys(columns))  # a column asked for twice is carried once
     return (join, join_params, expr, expr_params), _lift_population(**population, extra=extra)
 
 

@@ -53,6 +53,24 @@ def _types(types: list[str], empty: str, params: dict) -> str:
     return f"e.type = ANY(%({name})s)"
 
 
+# CUPAC's covariate for each kind of metric: the predictive score decide recorded at exposure that
+# forecasts it (personalization.score_fields), 0 for an exposure that recorded none. Any value fixed
+# before the variant was shown is a valid covariate; missing ones only make it a weaker one.
+PREDICTED_BY = {
+    "conversion": "likely_to_buy",
+    "time_to_conversion": "likely_to_buy",
+    "count": "likely_to_buy",
+    "ratio": "likely_to_buy",
+    "revenue": "expected_revenue",
+    "retention": "lapse_risk",
+}
+
+
+def predicted_column(kind: str) -> str:
+    """SQL of a metric's CUPAC covariate over the exposure row x (the score names are constants)."""
+    return f"coalesce((x.live -> 'scores' ->> '{PREDICTED_BY[kind]}')::float8, 0)"
+
+
 def _metric_columns(
     index: int, metric: dict, aggregates: list[tuple[str, str]], lateral_params: dict
 ) -> tuple[list[str], str]:
@@ -214,14 +232,18 @@ def exposure_metric_cells_sql(
     outcomes: bool = False,
     cap_values: dict | None = None,
     caps_only: bool = False,
+    predicted: bool = False,
 ) -> tuple[str, dict, list]:
     """(SQL, parameters, columns per block): rows (segment, day, treated, then per block n, Σ column
     a, and Σ column a x column b for a <= b). The blocks are OUTCOMES first when `outcomes`, then one
     per metric. Capped metrics (winsorize_percentile) cap each column at that percentile of every
     exposed person's value (percentile_cont, zeros included): computed in the same query, or given
-    as `cap_values` (by name, as the `caps_only` query returns them: SQL, parameters, names)."""
+    as `cap_values` (by name, as the `caps_only` query returns them: SQL, parameters, names).
+    `predicted`: each metric block ends with one more column, its CUPAC covariate (predicted_column;
+    never capped)."""
     if not metrics and not outcomes:
         raise ValueError("metrics must name at least one metric, or outcomes be asked for")
+    also = "goal, metric_values" if any(kept(m) for m in metrics) else "goal"
     (join, join_params, expr, expr_params), (source, params, treated, treated_params) = cells_source(
         project_id=project_id,
         experience_key=experience_key,
@@ -231,15 +253,19 @@ def exposure_metric_cells_sql(
         end=end,
         breakdown_kind=breakdown_kind,
         breakdown_name=breakdown_name,
-        also="goal, metric_values" if any(kept(m) for m in metrics) else "goal",
+        also=also + ", live" if predicted else also,
     )
     aggregates: list[tuple[str, str]] = []
     lateral_params: dict = {}
     blocks = [(list(OUTCOMES), "true", None)] if outcomes else []
     for index, metric in enumerate(metrics, start=len(blocks)):
-        blocks.append((*_metric_columns(index, metric, aggregates, lateral_params), metric.get("winsorize_percentile")))
-    person, eligibility, widths = [], [], []
+        columns, eligible = _metric_columns(index, metric, aggregates, lateral_params)
+        blocks.append((columns, eligible, metric.get("winsorize_percentile")))
+    person, eligibility, widths, capped = [], [], [], []
     for index, (columns, eligible, _) in enumerate(blocks):
+        capped.append(len(columns))
+        if predicted and index >= (1 if outcomes else 0):
+            columns = [*columns, predicted_column(metrics[index - (1 if outcomes else 0)]["kind"])]
         widths.append(len(columns))
         person += [f"({column})::float8 AS c{index}_{k}" for k, column in enumerate(columns)]
         eligibility.append(f"({eligible}) AS ok{index}")
@@ -249,10 +275,12 @@ def exposure_metric_cells_sql(
         if percentile:
             caps += [
                 f"percentile_cont({float(percentile)!r}) WITHIN GROUP (ORDER BY u.c{index}_{k}) AS cap{index}_{k}"
-                for k in range(width)
+                for k in range(capped[index])
             ]
             cap = "%(cap{}_{})s::float8" if cap_values is not None else "caps.cap{}_{}"
-            names = [f"least({name}, {cap.format(index, k)})" for k, name in enumerate(names)]
+            names = [
+                f"least({name}, {cap.format(index, k)})" if k < capped[index] else name for k, name in enumerate(names)
+            ]
         # Everyone counts for most blocks: no filter to evaluate for each of their aggregates and rows.
         only = "" if eligible == "true" else f"FILTER (WHERE u.ok{index})"
         sums.append(f"count(*) {only}")

@@ -23,9 +23,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
 
 
-def _world(project, *, n=300, seed=11, retention_drop=0.0):
-    """People with exposures over the last 60 days and events from 20 days before to 45 after."""
+def _world(project, *, n=300, seed=11, retention_drop=0.0, scores=False):
+    """People with exposures over the last 60 days and events from 20 days before to 45 after.
+    `scores`: most exposures record the predictive scores decide read (live["scores"]), the chance to
+    buy forecasting conversion; one in ten recorded none (from a generator of their own, so the
+    people and events are the same either way)."""
     rng = np.random.default_rng(seed)
+    scorer = np.random.default_rng(seed + 1000)
     profiles = rows_copy(
         Profile,
         (
@@ -37,6 +41,11 @@ def _world(project, *, n=300, seed=11, retention_drop=0.0):
     for i, p in enumerate(profiles):
         treated = rng.random() < 0.5
         exposed = NOW - timedelta(days=float(rng.uniform(0, 60)))
+        converted = bool(rng.random() < 0.3)
+        live = None
+        if scores and scorer.random() >= 0.1:
+            buy = float(np.clip(0.3 + 0.5 * (converted - 0.3) + scorer.normal(0, 0.15), 0, 1))
+            live = {"stage": "exploring", "scores": {"likely_to_buy": round(buy, 4), "expected_revenue": 12.5}}
         exposures.append(
             Exposure(
                 project=project,
@@ -45,8 +54,9 @@ def _world(project, *, n=300, seed=11, retention_drop=0.0):
                 variant_key="b" if treated else "",
                 arm="variant" if treated else "holdout_experience",
                 exposed_at=exposed,
-                converted=bool(rng.random() < 0.3),
+                converted=converted,
                 revenue=0,
+                live=live,
             )
         )
         for k in range(int(rng.poisson(6))):
@@ -85,8 +95,18 @@ def _hero_by_plan_run(project) -> LiftReport:
     return services.lift_report_run(report=report)
 
 
+PREDICTED_BY = {"revenue": "expected_revenue", "retention": "lapse_risk"}  # the rest: likely_to_buy
+
+
 def _per_person(spec, exposure, events, as_of):
-    """The metric's columns and eligibility for one person, straight from the definitions."""
+    """The metric's columns and eligibility for one person, straight from the definitions, then the
+    score recorded at exposure that forecasts it (CUPAC's covariate; 0 when none was recorded)."""
+    columns, eligible = _own_columns(spec, exposure, events, as_of)
+    score = ((exposure.live or {}).get("scores") or {}).get(PREDICTED_BY.get(spec["kind"], "likely_to_buy"), 0.0)
+    return [*columns, float(score)], eligible
+
+
+def _own_columns(spec, exposure, events, as_of):
     x = exposure.exposed_at
     pre = [e for e in events if x - 14 * DAY <= e.ts < x]
     post = [e for e in events if x <= e.ts < x + spec["window_days"] * DAY]
@@ -131,7 +151,7 @@ def _per_person(spec, exposure, events, as_of):
 
 @pytest.mark.django_db
 def test_lift_metric_cells__every_kind__equals_per_person_python(project):
-    exposures, events = _world(project)
+    exposures, events = _world(project, scores=True)
     metric_defaults_ensure(project=project)
     metric_create(
         project=project,
@@ -166,8 +186,9 @@ def test_lift_metric_cells__every_kind__equals_per_person_python(project):
     for index, spec in enumerate(specs):
         values = {x.profile_id: _per_person(spec, x, by_person.get(x.profile_id, []), NOW) for x in exposures}
         matrix = np.array([v for v, _ in values.values()], dtype=float)
-        if spec["winsorize_percentile"]:  # percentile_cont over everyone exposed, zeros included
-            matrix = np.minimum(matrix, np.quantile(matrix, spec["winsorize_percentile"], axis=0))
+        if spec["winsorize_percentile"]:  # percentile_cont over everyone exposed, zeros included; not the score
+            own = matrix[:, :-1]
+            matrix[:, :-1] = np.minimum(own, np.quantile(own, spec["winsorize_percentile"], axis=0))
         capped = dict(zip(values, matrix, strict=True))
         for plan in ("pro", "free"):
             for treated in (True, False):
@@ -279,6 +300,49 @@ def test_lift_compute__guardrail_worse__warned_with_its_sentence(project):
     assert {s["name"] for s in guardrail["segments"]} == {"pro", "free"}
     assert all(s["q_value"] is not None for s in guardrail["segments"])
     assert guardrail["overall"]["always_valid"]["ci_low"] < guardrail["overall"]["difference"]["ci_low"]
+
+
+@pytest.mark.django_db
+def test_lift_compute__scores_recorded_at_exposure__cupac_equals_ols_and_removes_variance(project):
+    exposures, _ = _world(project, n=1200, seed=9, scores=True)
+    result = services.lift_compute(
+        project=project,
+        experience_key="hero",
+        breakdown=Breakdown.parse("attribute:plan"),
+        start=NOW - 90 * DAY,
+        end=NOW + DAY,
+    )
+    conversion = next(m for m in result["metrics"] if m["key"] == "conversion")
+    cupac = conversion["overall"]["cupac"]
+
+    # Reference: OLS of converted on the arm and the score recorded at exposure (0 where none was).
+    y = np.array([float(x.converted) for x in exposures])
+    treat = np.array([float(x.arm == "variant") for x in exposures])
+    score = np.array([((x.live or {}).get("scores") or {}).get("likely_to_buy", 0.0) for x in exposures])
+    design = np.column_stack([np.ones_like(y), treat, score])
+    coefficients, *_ = np.linalg.lstsq(design, y, rcond=None)
+    assert cupac["difference"]["value"] == pytest.approx(coefficients[1], abs=1e-9)
+    assert cupac["variance_reduction"] > 0.3, "the score forecasts conversion: most of its variance goes"
+    assert cupac["variance_reduction"] > conversion["overall"]["cuped"]["variance_reduction"]
+    assert any("(CUPAC)" in sentence for sentence in conversion["sentences"])
+    assert all(row["cupac"] is not None for row in conversion["segments"])
+    revenue = next(m for m in result["metrics"] if m["key"] == "revenue")
+    # Everyone's expected revenue is the same (or missing): it forecasts nothing, and removes next to nothing.
+    assert 0 <= revenue["overall"]["cupac"]["variance_reduction"] < 0.01
+
+
+@pytest.mark.django_db
+def test_lift_compute__no_scores_recorded__no_cupac_and_the_page_says_so(client, project, marketer):
+    _world(project, n=300, seed=9)
+    result = services.lift_compute(
+        project=project,
+        experience_key="hero",
+        breakdown=Breakdown.parse("attribute:plan"),
+        start=NOW - 90 * DAY,
+        end=NOW + DAY,
+    )
+    assert all(m["overall"]["cupac"] is None for m in result["metrics"])
+    assert not any("CUPAC" in sentence for m in result["metrics"] for sentence in m["sentences"])
 
 
 def test_metric_section__one_segment__q_equals_p_and_decomposition_adds_up():

@@ -5,6 +5,7 @@ import pytest
 
 from personalization import redis_client, rkeys, services
 from personalization.decide import runtime as decide_runtime
+from personalization.models import Exposure
 from personalization.score_fields import UNIT_SCORES_FIELD, scores_pack
 from tests import factories
 
@@ -52,3 +53,22 @@ def test_experience_save__bad_score_condition__refused_naming_the_condition(proj
         _experience(project, "bad", conditions)
     assert caught.value.field == "targeting.conditions"
     assert message in caught.value.message
+
+
+@pytest.mark.django_db
+def test_decide__scored_visitor__exposure_keeps_the_scores_for_cupac(project):
+    """Decide records the scores it read with each exposure, in every arm: the lift report's CUPAC
+    covariate, frozen before the variant was shown. Someone not scored keeps no "scores"."""
+    services.project_holdout_set(project=project, share=0)
+    _experience(project, "hero", "")
+    services.snapshot_publish(project_id=project.pk)
+    _scores(project, "keen", buy=(0.9123, 3.0), lapse=(0.1, 90.0))
+
+    for unit in ("keen", "stranger"):
+        decide_runtime.decide(project.pk, {"anonymous_id": unit})
+    decide_runtime.buffer.flush()  # decide's write-behind: exposures go to the events stream
+    services.events_drain(claim_idle_ms=0)
+
+    recorded = {x.profile.identities.get().value: x.live for x in Exposure.objects.filter(project=project)}
+    assert recorded["keen"]["scores"] == {"likely_to_buy": 0.9123, "lapse_risk": 0.1}
+    assert recorded["stranger"] is not None and "scores" not in recorded["stranger"]
