@@ -98,6 +98,17 @@ def _hero_by_plan_run(project) -> LiftReport:
 PREDICTED_BY = {"revenue": "expected_revenue", "retention": "lapse_risk"}  # the rest: likely_to_buy
 
 
+def _hero_by_plan_compute(project) -> dict:
+    """The "hero" report by plan over every exposure, computed in process."""
+    return services.lift_compute(
+        project=project,
+        experience_key="hero",
+        breakdown=Breakdown.parse("attribute:plan"),
+        start=NOW - 90 * DAY,
+        end=NOW + DAY,
+    )
+
+
 def _per_person(spec, exposure, events, as_of):
     """The metric's columns and eligibility for one person, straight from the definitions, then the
     score recorded at exposure that forecasts it (CUPAC's covariate; 0 when none was recorded)."""
@@ -279,13 +290,7 @@ def test_lift_metric_cells__without_a_sessions_part__same_moments_and_planner_se
 @pytest.mark.django_db
 def test_lift_compute__guardrail_worse__warned_with_its_sentence(project):
     _world(project, n=1500, seed=5, retention_drop=0.8)
-    result = services.lift_compute(
-        project=project,
-        experience_key="hero",
-        breakdown=Breakdown.parse("attribute:plan"),
-        start=NOW - 90 * DAY,
-        end=NOW + DAY,
-    )
+    result = _hero_by_plan_compute(project)
     keys = [(m["key"], m["role"]) for m in result["metrics"]]
     assert keys == [
         ("conversion", "primary"),
@@ -305,13 +310,7 @@ def test_lift_compute__guardrail_worse__warned_with_its_sentence(project):
 @pytest.mark.django_db
 def test_lift_compute__scores_recorded_at_exposure__cupac_equals_ols_and_removes_variance(project):
     exposures, _ = _world(project, n=1200, seed=9, scores=True)
-    result = services.lift_compute(
-        project=project,
-        experience_key="hero",
-        breakdown=Breakdown.parse("attribute:plan"),
-        start=NOW - 90 * DAY,
-        end=NOW + DAY,
-    )
+    result = _hero_by_plan_compute(project)
     conversion = next(m for m in result["metrics"] if m["key"] == "conversion")
     cupac = conversion["overall"]["cupac"]
 
@@ -334,13 +333,7 @@ def test_lift_compute__scores_recorded_at_exposure__cupac_equals_ols_and_removes
 @pytest.mark.django_db
 def test_lift_compute__no_scores_recorded__no_cupac_and_the_page_says_so(client, project, marketer):
     _world(project, n=300, seed=9)
-    result = services.lift_compute(
-        project=project,
-        experience_key="hero",
-        breakdown=Breakdown.parse("attribute:plan"),
-        start=NOW - 90 * DAY,
-        end=NOW + DAY,
-    )
+    result = _hero_by_plan_compute(project)
     assert all(m["overall"]["cupac"] is None for m in result["metrics"])
     assert not any("CUPAC" in sentence for m in result["metrics"] for sentence in m["sentences"])
 
