@@ -267,3 +267,8 @@ def score_runs(*, project_id: int) -> list:
 def scores_count(*, project_id: int) -> int:
     """How many people have predictive scores now."""
     return ProfileScore.objects.filter(project_id=project_id).count()
+
+
+def scores_exist(*, project_id: int) -> bool:
+    """Whether anyone in the project has predictive scores (so decide may have recorded them at exposure)."""
+    return ProfileScore.objects.filter(project_id=project_id).exists()

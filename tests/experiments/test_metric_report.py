@@ -17,6 +17,7 @@ from experiments.metrics_stats import Moments
 from experiments.models import LiftReport, Metric
 from experiments.survival import kaplan_meier
 from personalization.models import Event, Exposure, Profile
+from segments.models import ProfileScore
 from tests.factories import rows_copy
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -79,6 +80,8 @@ def _world(project, *, n=300, seed=11, retention_drop=0.0, scores=False):
             )
     rows_copy(Exposure, exposures)
     rows_copy(Event, events)
+    if scores:  # the project has scored people now (segments' scores): the report carries CUPAC's column
+        ProfileScore.objects.create(project=project, profile=profiles[0], likely_to_buy=0.5, run_id=1, scored_at=NOW)
     return exposures, events
 
 
@@ -336,6 +339,20 @@ def test_lift_compute__no_scores_recorded__no_cupac_and_the_page_says_so(client,
     result = _hero_by_plan_compute(project)
     assert all(m["overall"]["cupac"] is None for m in result["metrics"])
     assert not any("CUPAC" in sentence for m in result["metrics"] for sentence in m["sentences"])
+    _hero_by_plan_run(project)
+    page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=conversion").content.decode()
+    assert "CUPAC variance reduction" in page and page.count("no scores at exposure") == len(result["metrics"])
+
+
+@pytest.mark.django_db
+def test_lift_page__scores_recorded__cupac_reduction_and_sentence_shown(client, project, marketer):
+    _world(project, n=600, seed=9, scores=True)
+    _hero_by_plan_run(project)
+    page = client.get("/lift/?experience=hero&segment_by=attribute:plan&metric=conversion").content.decode()
+    # Every metric but 30-day return, whose lapse risk no exposure recorded, has its CUPAC figure.
+    assert page.count("no scores at exposure") == 1
+    assert "Adjusting for each person&#x27;s predicted score at exposure (CUPAC) gives" in page
+    assert "Variance CUPAC removed" in page
 
 
 def test_metric_section__one_segment__q_equals_p_and_decomposition_adds_up():
