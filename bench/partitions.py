@@ -13,9 +13,9 @@ experiments.services.lift_compute itself, over the lift bench's data (bench/lift
   (a) lift: the single-metric report by the segment column and the five-metric report by a profile
       attribute, layouts alternated, median of the runs.
   (b) the drain's write of new events, batches of 5,000 (a drain step) in a transaction each,
-      layouts alternated, foreign key checks skipped as the drain skips them: for the partitioned
-      tables the drain's own _events_insert (COPY, the claims written by the table's trigger); for
-      the plain table the COPY it did before 0013.
+      layouts alternated, foreign key checks skipped as the drain skips them: the drain's own
+      _events_insert (binary COPY) in both, the claims written by the partitioned table's trigger,
+      the plain table under its unique (project, event_id) as before 0013.
   (c) retention of a year of data (12 months × 100,000 events; --quick 25,000): the partitioned
       layout by services.events_retention_apply (months dropped, each with its events' claims, deleted
       by one statement joined with the month before the drop), the plain table by the chunked DELETE
@@ -148,7 +148,6 @@ def lift_measure(project, runs: int) -> dict:
 
 def drain_measure(project, events: int) -> dict:
     """Events per second written by the drain's insert step, new events in batches of BATCH."""
-    import orjson
     from django.db import connection, transaction
 
     from personalization.ingest import drain
@@ -176,8 +175,6 @@ def drain_measure(project, events: int) -> dict:
             )
         batches.append(batch)
     spent = {"flat": 0.0, "partitioned": 0.0}
-    copy_flat = f"COPY personalization_event {drain._EVENT_COLUMNS} FROM STDIN"
-    dumps = orjson.dumps
     with connection.cursor() as cursor:
         for number, batch in enumerate(batches):
             for name in ("flat", "partitioned") if number % 2 else ("partitioned", "flat"):
@@ -187,15 +184,9 @@ def drain_measure(project, events: int) -> dict:
                 began = time.perf_counter()
                 with transaction.atomic():
                     row_checks_skip(cursor)  # as the drain does, in both layouts
-                    if name == "partitioned":
-                        drain._events_insert(cursor, project.pk, rows, profile_of)
-                    else:  # the drain's write before 0013: straight COPY under the unique (project, event_id)
-                        with cursor.cursor.copy(copy_flat) as copy:
-                            for e in rows:
-                                copy.write_row(
-                                    (project.pk, profile_of[e["event_id"]], e["event_id"], e["type"], e["ts"],
-                                     e["session_id"], e["value"], dumps(e["properties"]).decode(), e["received_at"])
-                                )  # fmt: skip
+                    # The drain's own write in both: its binary COPY, into the monthly partitions (claims
+                    # by their trigger) or into the plain table under its unique (project, event_id).
+                    drain._events_insert(cursor, project.pk, rows, profile_of)
                 spent[name] += time.perf_counter() - began
         layout(cursor, "partitioned")
     total = len(batches) * BATCH
