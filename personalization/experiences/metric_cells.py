@@ -89,6 +89,8 @@ def _metric_columns(
         if stored is not None:
             position = stored_position(metric["values_slot"], stored[0])
             stored[0] += 1
+            if part == "first":  # stored as NO_FIRST when there was no such event (NULL: not written yet)
+                return f"nullif(x.metric_values[{position}], {NO_FIRST})"
             return f"coalesce(x.metric_values[{position}], {_NONE[part]})"
         aggregates.append((part, where))
         # A person without events in reach has no ev row: what the aggregate is over no events.
@@ -144,6 +146,10 @@ OUTCOMES = ("x.converted::int", "x.revenue", "x.pre_activity")
 
 # What an aggregate of _per_person is over none of a person's events.
 _NONE = {"count": "0", "sessions": "0", "sum": "0", "first": "NULL"}
+# How metric_values stores "no such event" for a first time (no time from exposure is negative): the kept
+# arrays hold no NULL, since a subscript of an array with NULLs walks every position before it, and the
+# five-metric report reads each position once per sum and product it appears in (bench/lift.py).
+NO_FIRST = "-1"
 
 
 def _per_person(aggregates: list[tuple[str, str]], source: str, reach: int, *, per_exposure: bool = False) -> str:

@@ -26,7 +26,9 @@ from django.db import connection
 from personalization import hooks
 from personalization.experiences.metric_cells import (
     _NONE,
+    NO_FIRST,
     PRE_DAYS,
+    SLOT_WIDTH,
     _metric_columns,
     _per_person,
     _reach_days,
@@ -42,33 +44,64 @@ def _metrics(project_id: int) -> list[dict]:
     return [m for m in metrics if m.get("values_slot") is not None]
 
 
-def _refresh_sql(metrics: list[dict], *, reset: bool) -> tuple[list[str], dict]:
+def _stored_none(part: str) -> str:
+    """What a position holds for an aggregate over no events (never NULL: metric_cells.NO_FIRST)."""
+    return NO_FIRST if part == "first" else _NONE[part]
+
+
+def _parts(metric: dict) -> list[str]:
+    """The parts (count, sum, first, sessions) of a metric's kept aggregates, in slot order."""
+    aggregates: list[tuple[str, str]] = []
+    _metric_columns(0, {**metric, "values_ready": False}, aggregates, {})
+    return [part for part, _ in aggregates]
+
+
+def _refresh_sql(metrics: list[dict], *, reset: bool, kept: list[dict] | None = None) -> tuple[list[str], dict]:
     """(UPDATEs of the exposures named by %(ids)s, their parameters): every metric's slot set to the
     aggregates the report's scan computes. Exposures without events in reach get no row from the
-    aggregate: `reset` first empties their slots (NULL reads as what the aggregate is over no events),
-    for a backfill over slots that may hold an old definition's values; the drain's exposures all
-    have an event in reach, and new ones have no values yet."""
+    aggregate: `reset` first empties their slots (to what the aggregate is over no events), for a
+    backfill over slots that may hold an old definition's values; the drain's exposures all have an
+    event in reach, and new ones have no values yet (NULL reads as none).
+
+    The whole array is written, up to the last slot of the project's kept metrics (`kept`, which
+    includes `metrics`): the positions refreshed, the others as they were (what a NULL there meant,
+    written out), the unused ones 0. So a written array holds no NULL (metric_cells.NO_FIRST)."""
     aggregates: list[tuple[str, str]] = []
     params: dict = {}
-    slices, empty = [], []
+    fresh: dict[int, str] = {}  # position -> its new value over v
+    emptied: dict[int, str] = {}  # position -> its value over no events
     for metric in metrics:
         start = len(aggregates)
         # As the scan would compute it: forced off the kept values.
         _metric_columns(0, {**metric, "values_ready": False}, aggregates, params)
-        columns = [f"coalesce(v.a{i}, {_NONE[part]})" for i, (part, _) in enumerate(aggregates) if i >= start]
-        first = stored_position(metric["values_slot"], 0)
-        target = f"metric_values[{first}:{first + len(columns) - 1}]"
-        slices.append(f"{target} = ARRAY[{', '.join(columns)}]::float8[]")
-        empty.append(f"{target} = ARRAY[{', '.join(['NULL'] * len(columns))}]::float8[]")
+        for k, i in enumerate(range(start, len(aggregates))):
+            position, none = stored_position(metric["values_slot"], k), _stored_none(aggregates[i][0])
+            fresh[position], emptied[position] = f"coalesce(v.a{i}, {none})", none
+    kept_nones = {
+        stored_position(metric["values_slot"], k): _stored_none(part)
+        for metric in (kept or metrics)
+        for k, part in enumerate(_parts(metric))
+    }
+    last = max(stored_position(m["values_slot"], SLOT_WIDTH - 1) for m in [*metrics, *(kept or [])])
+
+    def array(new: dict[int, str]) -> str:
+        items = [
+            new[k] if k in new else f"coalesce(t.metric_values[{k}], {kept_nones[k]})" if k in kept_nones else "0"
+            for k in range(1, last + 1)
+        ]
+        return f"ARRAY[{', '.join(items)}]::float8[]"
+
     reach = max(_reach_days(m) for m in metrics)
     source = (
         "(SELECT id, profile_id, exposed_at, goal FROM personalization_exposure"
         " WHERE project_id = %(project)s AND id = ANY(%(ids)s::bigint[])) x"
     )
-    mine = "project_id = %(project)s AND id = ANY(%(ids)s::bigint[])"
-    statements = [f"UPDATE personalization_exposure SET {', '.join(empty)} WHERE {mine}"] if reset else []
+    mine = "t.project_id = %(project)s AND t.id = ANY(%(ids)s::bigint[])"
+    statements = (
+        [f"UPDATE personalization_exposure t SET metric_values = {array(emptied)} WHERE {mine}"] if reset else []
+    )
     statements.append(
-        f"UPDATE personalization_exposure t SET {', '.join(slices)}"
+        f"UPDATE personalization_exposure t SET metric_values = {array(fresh)}"
         f" FROM ({_per_person(aggregates, source, reach, per_exposure=True)}) v"
         # Not the ids again: an index probe per row of v that carries the whole array is quadratic.
         " WHERE t.project_id = %(project)s AND t.id = v.k AND t.exposed_at = v.at"
@@ -82,11 +115,20 @@ def _refresh_sql(metrics: list[dict], *, reset: bool) -> tuple[list[str], dict]:
 _PROBE_SETTINGS = ("enable_hashjoin", "enable_mergejoin")
 
 
-def _refresh(cursor, *, project_id: int, exposures: list[tuple[int, object]], metrics: list[dict], reset=False) -> None:
-    """Recompute `metrics` on `exposures` ((id, exposed_at) rows) from their people's stored events."""
+def _refresh(
+    cursor,
+    *,
+    project_id: int,
+    exposures: list[tuple[int, object]],
+    metrics: list[dict],
+    reset=False,
+    kept: list[dict] | None = None,
+) -> None:
+    """Recompute `metrics` on `exposures` ((id, exposed_at) rows) from their people's stored events.
+    `kept`: every kept metric of the project (read when not given), whose positions the array keeps."""
     if not exposures or not metrics:
         return
-    statements, params = _refresh_sql(metrics, reset=reset)
+    statements, params = _refresh_sql(metrics, reset=reset, kept=_metrics(project_id) if kept is None else kept)
     params.update(project=project_id, ids=id_array([row[0] for row in exposures]))
     for name in _PROBE_SETTINGS:
         cursor.execute("SELECT set_config(%s, 'off', true)", [name])
@@ -115,7 +157,7 @@ def metric_values_events_add(cursor, *, project_id: int, inserted: list[tuple]) 
         f" AND i.ts < x.exposed_at + interval '{reach} days'",
         [[row[1] for row in inserted], [row[4] for row in inserted], project_id],
     )
-    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics)
+    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics, kept=metrics)
 
 
 def _refresh_those(cursor, *, project_id: int, column: str, ids: list[int], reset: bool = False) -> None:
@@ -127,7 +169,7 @@ def _refresh_those(cursor, *, project_id: int, column: str, ids: list[int], rese
         f"SELECT id, exposed_at FROM personalization_exposure WHERE project_id = %s AND {column} = ANY(%s::bigint[])",
         [project_id, id_array(ids)],
     )
-    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics, reset=reset)
+    _refresh(cursor, project_id=project_id, exposures=cursor.fetchall(), metrics=metrics, reset=reset, kept=metrics)
 
 
 def metric_values_exposures_fill(cursor, *, project_id: int, exposure_ids: list[int]) -> None:

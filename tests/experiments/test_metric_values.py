@@ -88,6 +88,12 @@ def _assert_kept_equal_the_scan(project, experience_key: str, *, unmeasured: tup
     for index, spec in enumerate(specs):  # no metric is all zeros: the comparison could fail
         measured = any(moments[index].sums[0] for moments in reference.values())
         assert measured is (spec["key"] not in unmeasured), spec["key"]
+    # Written out whole, without NULLs (a subscript of an array holding NULLs walks the positions before
+    # it); "no first event" is stored as -1, and read back as none (the equality above).
+    written = Exposure.objects.filter(project=project, metric_values__isnull=False).values_list(
+        "metric_values", flat=True
+    )
+    assert written and all(None not in values for values in written)
 
 
 @pytest.mark.django_db
@@ -100,6 +106,8 @@ def test_metric_values__backfilled_for_every_kind__report_equals_the_scan_and_an
         assert metric_values_fill(metric_ids=[metric.pk], chunk=40) == "done"  # three chunks
     assert not Metric.objects.filter(project=project, values_progress__isnull=False).exists()
     _assert_kept_equal_the_scan(project, "hero")
+    stored = Exposure.objects.filter(project=project).values_list("metric_values", flat=True)
+    assert any(-1.0 in values for values in stored), "someone with no purchase in the window: time to buy kept as -1"
 
     # An edit of what the values depend on: the report scans again until the job has recomputed them.
     pages = Metric.objects.get(project=project, key="pages")
