@@ -57,17 +57,22 @@ def _profile_merge(source: int, target: int) -> None:
     Profile.objects.filter(pk=source).delete()
 
 
-def _exposure_segments_rows(subject: Subject):
-    exposures = Exposure.objects.filter(profile_id__in=subject.profile_ids)
-    return exposures.filter(behavior_segments__isnull=False)
+def _exposure_field_cleared(field: str) -> tuple[Callable, Callable]:
+    """(erase, verify) of one column of the person's exposures that a location clears (sets to NULL):
+    on objection and erasure, while the exposures stay for measurement until erasure deletes them."""
+
+    def rows(subject: Subject):
+        return Exposure.objects.filter(profile_id__in=subject.profile_ids, **{f"{field}__isnull": False})
+
+    def erase(subject: Subject, progress: Callable[[int], None]) -> int:
+        cleared = rows(subject).update(**{field: None})
+        progress(cleared)
+        return cleared
+
+    return erase, lambda subject: rows(subject).count()
 
 
-def _exposure_segments_clear(subject: Subject, progress: Callable[[int], None]) -> int:
-    """Objection and erasure: forget which segments the person was in when exposed (the exposures
-    stay for measurement until erasure deletes them)."""
-    cleared = _exposure_segments_rows(subject).update(behavior_segments=None)
-    progress(cleared)
-    return cleared
+_exposure_segments_erase, _exposure_segments_verify = _exposure_field_cleared("behavior_segments")
 
 
 register(
@@ -204,8 +209,28 @@ register(
     replace(
         _exposure_segments,
         mechanism="UPDATE of the person's exposures setting behavior_segments to NULL",
-        erase=_exposure_segments_clear,
-        verify=lambda subject: _exposure_segments_rows(subject).count(),
+        erase=_exposure_segments_erase,
+        verify=_exposure_segments_verify,
+        merge=None,  # the rows are the exposures', which "exposures" moves
+    )
+)
+_exposure_live_erase, _exposure_live_verify = _exposure_field_cleared("live")
+register(
+    replace(
+        table(
+            name="exposure_live",
+            model=Exposure,
+            order=ORDER_ROWS + 12,  # before "exposures", which deletes the rows this one clears
+            columns=("experience_key", "exposed_at", "live"),
+            category="what decide knew when it showed an experience: journey stage, device, new or returning,"
+            " first touch, tenure, the live facts its targeting read, intent and predictive scores",
+            purpose="lift by stage, device, intent and first touch at exposure; CUPAC (profiling)",
+            retention="as long as the exposure; cleared on objection",
+            profiling=True,
+        ),
+        mechanism="UPDATE of the person's exposures setting live to NULL",
+        erase=_exposure_live_erase,
+        verify=_exposure_live_verify,
         merge=None,  # the rows are the exposures', which "exposures" moves
     )
 )
@@ -223,14 +248,7 @@ register(
 )
 
 
-def _metric_values_rows(subject: Subject):
-    return Exposure.objects.filter(profile_id__in=subject.profile_ids, metric_values__isnull=False)
-
-
-def _metric_values_clear(subject: Subject, progress: Callable[[int], None]) -> int:
-    cleared = _metric_values_rows(subject).update(metric_values=None)
-    progress(cleared)
-    return cleared
+_metric_values_erase, _metric_values_verify = _exposure_field_cleared("metric_values")
 
 
 def _metric_values_merge(source: int, target: int) -> None:
@@ -260,8 +278,8 @@ register(
         _exposure_metric_values,
         mechanism="UPDATE of the person's exposures setting metric_values to NULL (the exposures themselves are"
         ' deleted by "exposures")',
-        erase=_metric_values_clear,
-        verify=lambda subject: _metric_values_rows(subject).count(),
+        erase=_metric_values_erase,
+        verify=_metric_values_verify,
         merge=_metric_values_merge,
     )
 )

@@ -9,6 +9,7 @@ import pytest
 
 from personalization import redis_client, rkeys
 from personalization.models import Event, Exposure, Profile
+from personalization.score_fields import UNIT_SCORES_FIELD, scores_pack
 from privacy import registry
 from privacy import services as privacy_services
 from privacy.models import RequestStatus
@@ -150,3 +151,35 @@ def test_export_objection_erasure__cover_the_behavior_segments_recorded_at_expos
     privacy_services.subject_erase(request=privacy_request_make(project=project, kind="erasure", user_id="jon"))
     assert not Exposure.objects.filter(behavior_segments__contains=["repeat-buyers"]).exists()
     assert Exposure.objects.filter(profile=ivy).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_objection_erasure__cover_the_live_facts_and_scores_recorded_at_exposure(client, project, public_key):
+    """What decide knew at exposure (stage, device, predictive scores: CUPAC's covariate) is profiling:
+    exported, cleared on objection while the exposure stays, gone with the exposure on erasure."""
+    make_experience(project)
+    for person in ("kim", "lou"):
+        scores = scores_pack({"likely_to_buy": (0.73, 12.0)})
+        redis_client.worker().hset(rkeys.unit(project.pk, person), UNIT_SCORES_FIELD, scores)
+        subject_everywhere(client, project, public_key, person, f"anon-{person}", person[0])
+    kim = Profile.objects.get(project=project, external_id="kim")
+    assert Exposure.objects.get(profile=kim).live["scores"] == {"likely_to_buy": 0.73}
+
+    path = privacy_services.subject_export(request=access_request(project, user_id="kim"))
+    with zipfile.ZipFile(path) as archive:
+        located = orjson.loads(archive.read("data.json"))["locations"]
+    assert [(r["experience_key"], r["live"]["scores"]) for r in located["exposure_live"]] == [
+        ("hero", {"likely_to_buy": 0.73})
+    ]
+
+    certificate = privacy_services.subject_object(
+        request=privacy_request_make(project=project, kind="objection", user_id="kim")
+    )
+    assert certificate["profiling_data_deleted"]["exposure_live"] == 1
+    assert list(Exposure.objects.filter(profile=kim).values_list("live", flat=True)) == [None]
+    lou = Profile.objects.get(project=project, external_id="lou")
+    assert Exposure.objects.get(profile=lou).live["scores"] == {"likely_to_buy": 0.73}
+
+    privacy_services.subject_erase(request=privacy_request_make(project=project, kind="erasure", user_id="lou"))
+    assert not Exposure.objects.filter(live__scores__likely_to_buy=0.73).exists()
+    assert Exposure.objects.filter(profile=kim).exists()
