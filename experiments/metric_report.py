@@ -50,7 +50,7 @@ def _predicted(spec: Mapping, treatment: Moments, holdout: Moments) -> tuple[int
     column = 4 if spec["kind"] == "ratio" else 2
     if len(holdout.sums) <= column:
         return None
-    if not any(m.sums[column] or m.products[column][column] for m in (treatment, holdout)):
+    if not (treatment.sums[column] or holdout.sums[column]):  # scores are never negative: all zeros
         return None
     return (column,)
 
@@ -226,13 +226,13 @@ def metric_sentences(
             f" {metric_amount(section, cuped['difference']['value'], signed=True)} with {reduction * 100:.0f} %"
             " less variance."
         )
-    cupac = overall["cupac"]
-    cupac_reduction = cupac and cupac["variance_reduction"]
-    if cupac_reduction is not None and cupac_reduction >= 0.01 and cupac["difference"]["ci_low"] is not None:
+    cupac = overall["cupac"] or {}
+    reduction = cupac.get("variance_reduction")
+    if reduction is not None and reduction >= 0.01 and cupac["difference"]["ci_low"] is not None:
         sentences.append(
             "Adjusting for each person's predicted score at exposure (CUPAC) gives"
-            f" {metric_amount(section, cupac['difference']['value'], signed=True)} with"
-            f" {cupac['variance_reduction'] * 100:.0f} % less variance."
+            f" {metric_amount(section, cupac['difference']['value'], signed=True)} with {reduction * 100:.0f} %"
+            " less variance."
         )
     segments = section["segments"]
     if len(segments) > 1:

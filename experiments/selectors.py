@@ -86,8 +86,16 @@ def _cells_arguments(population: Population, breakdown: Breakdown) -> dict:
 def lift_cells_sql(*, population: Population, breakdown: Breakdown, specs: list[dict] = (), as_of=None):
     """(SQL, parameters, columns per block) of the one scan lift_report_cells runs."""
     return personalization_selectors.exposure_metric_cells_sql(
-        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True, predicted=True
+        **_cells_arguments(population, breakdown), **_metrics_arguments(population, specs), as_of=as_of
     )
+
+
+def _metrics_arguments(population: Population, specs) -> dict:
+    """The metrics of a report's scan, with CUPAC's covariate only where decide can have recorded
+    scores: each metric's extra column costs the 5-metric report about a fifth more (bench/lift.py:
+    4.92 → 5.80 s at 1M exposures)."""
+    predicted = bool(specs) and segments_selectors.scores_exist(project_id=population.project_id)
+    return {"metrics": list(specs), "outcomes": True, "predicted": predicted}
 
 
 def _moments(values, widths: list[int]) -> list[Moments]:
@@ -128,11 +136,8 @@ def lift_report_cells(
     own outcomes as ArmStats, and one Moments per metric of `specs`. Segments and days are roll-ups of
     these cells (sufficient statistics add up), done in Python on a few hundred rows. People without
     a value for the breakdown stay in (MISSING_LABEL): the caller counts them, then may drop them."""
-    # CUPAC's covariate only where decide can have recorded scores: each metric's extra column costs
-    # the 5-metric report about a fifth more (bench/lift.py: 4.92 → 5.80 s at 1M exposures).
-    predicted = bool(specs) and segments_selectors.scores_exist(project_id=population.project_id)
     rows, widths = personalization_selectors.exposure_metric_cells(
-        **_cells_arguments(population, breakdown), metrics=list(specs), as_of=as_of, outcomes=True, predicted=predicted
+        **_cells_arguments(population, breakdown), **_metrics_arguments(population, specs), as_of=as_of
     )
     cells, metric_cells = [], []
     for seg, day, treated, *values in rows:

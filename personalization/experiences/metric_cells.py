@@ -268,10 +268,11 @@ def exposure_metric_cells_sql(
         columns, eligible = _metric_columns(index, metric, aggregates, lateral_params)
         blocks.append((columns, eligible, metric.get("winsorize_percentile")))
     person, eligibility, widths, capped = [], [], [], []
+    first_metric = 1 if outcomes else 0
     for index, (columns, eligible, _) in enumerate(blocks):
         capped.append(len(columns))
-        if predicted and index >= (1 if outcomes else 0):
-            columns = [*columns, predicted_column(metrics[index - (1 if outcomes else 0)]["kind"])]
+        if predicted and index >= first_metric:
+            columns = [*columns, predicted_column(metrics[index - first_metric]["kind"])]
         widths.append(len(columns))
         person += [f"({column})::float8 AS c{index}_{k}" for k, column in enumerate(columns)]
         eligibility.append(f"({eligible}) AS ok{index}")

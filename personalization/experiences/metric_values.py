@@ -66,27 +66,28 @@ def _refresh_sql(metrics: list[dict], *, reset: bool, kept: list[dict] | None = 
     The whole array is written, up to the last slot of the project's kept metrics (`kept`, which
     includes `metrics`): the positions refreshed, the others as they were (what a NULL there meant,
     written out), the unused ones 0. So a written array holds no NULL (metric_cells.NO_FIRST)."""
+    everyone = [*(kept or []), *metrics]
+    nones = {  # position -> its value over no events, for every kept metric's aggregates
+        stored_position(metric["values_slot"], k): _stored_none(part)
+        for metric in everyone
+        for k, part in enumerate(_parts(metric))
+    }
+    last = max(stored_position(metric["values_slot"], SLOT_WIDTH - 1) for metric in everyone)
     aggregates: list[tuple[str, str]] = []
     params: dict = {}
     fresh: dict[int, str] = {}  # position -> its new value over v
-    emptied: dict[int, str] = {}  # position -> its value over no events
     for metric in metrics:
         start = len(aggregates)
         # As the scan would compute it: forced off the kept values.
         _metric_columns(0, {**metric, "values_ready": False}, aggregates, params)
         for k, i in enumerate(range(start, len(aggregates))):
-            position, none = stored_position(metric["values_slot"], k), _stored_none(aggregates[i][0])
-            fresh[position], emptied[position] = f"coalesce(v.a{i}, {none})", none
-    kept_nones = {
-        stored_position(metric["values_slot"], k): _stored_none(part)
-        for metric in (kept or metrics)
-        for k, part in enumerate(_parts(metric))
-    }
-    last = max(stored_position(m["values_slot"], SLOT_WIDTH - 1) for m in [*metrics, *(kept or [])])
+            position = stored_position(metric["values_slot"], k)
+            fresh[position] = f"coalesce(v.a{i}, {nones[position]})"
 
     def array(new: dict[int, str]) -> str:
+        """The whole array: `new` where given, a kept position as it was (NULL as its none), else 0."""
         items = [
-            new[k] if k in new else f"coalesce(t.metric_values[{k}], {kept_nones[k]})" if k in kept_nones else "0"
+            new.get(k) or (f"coalesce(t.metric_values[{k}], {nones[k]})" if k in nones else "0")
             for k in range(1, last + 1)
         ]
         return f"ARRAY[{', '.join(items)}]::float8[]"
@@ -98,7 +99,9 @@ def _refresh_sql(metrics: list[dict], *, reset: bool, kept: list[dict] | None = 
     )
     mine = "t.project_id = %(project)s AND t.id = ANY(%(ids)s::bigint[])"
     statements = (
-        [f"UPDATE personalization_exposure t SET metric_values = {array(emptied)} WHERE {mine}"] if reset else []
+        [f"UPDATE personalization_exposure t SET metric_values = {array({k: nones[k] for k in fresh})} WHERE {mine}"]
+        if reset
+        else []
     )
     statements.append(
         f"UPDATE personalization_exposure t SET metric_values = {array(fresh)}"
