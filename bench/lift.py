@@ -26,7 +26,6 @@ segment column.
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -183,37 +182,6 @@ def metrics_choose(project, *, five: bool) -> None:
     )
 
 
-def server_cpu_seconds() -> float | None:
-    """CPU time of the whole PostgreSQL server so far (the postmaster, its live processes and the ones it
-    reaped: a report's parallel workers are processes of their own, gone when it ends); None when the
-    server is not on this machine. The bench database's server serves only the bench."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
-
-    def stat(pid: int) -> list[str]:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-
-    try:
-        postmaster = int(stat(backend)[1])
-        fields = stat(postmaster)
-        ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, and of reaped children
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    child = stat(int(entry))
-                except OSError:
-                    continue
-                if int(child[1]) == postmaster:
-                    ticks += int(child[11]) + int(child[12])
-    except OSError:
-        return None
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def metric_values_complete(project) -> None:
     """The bench's metrics' kept values over every exposure (the backfill job a metric's creation
     starts, run here in process), timed; the report reads them once complete."""
@@ -228,9 +196,9 @@ def metric_values_complete(project) -> None:
     ]
     if not waiting:
         return
-    began, cpu, server = time.perf_counter(), time.process_time(), server_cpu_seconds()
+    began, cpu, server = time.perf_counter(), time.process_time(), _common.server_cpu_seconds()
     metric_values_fill(metric_ids=[m.pk for m in waiting])
-    server_cpu = (server_cpu_seconds() or 0) - (server or 0)
+    server_cpu = (_common.server_cpu_seconds() or 0) - (server or 0)
     from django.db import connection
 
     with connection.cursor() as cursor:  # as autovacuum soon would: the backfill left a dead copy of every row
@@ -302,7 +270,7 @@ def main() -> None:
     cpu_runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
 
     def report(segment_by: str, five: bool | None = None) -> tuple[float, dict]:
-        began, cpu, server = time.perf_counter(), time.process_time(), server_cpu_seconds()
+        began, cpu, server = time.perf_counter(), time.process_time(), _common.server_cpu_seconds()
         result = services.lift_compute(
             project=project,
             experience_key=EXPERIENCE,
@@ -311,7 +279,7 @@ def main() -> None:
             end=end,
         )
         if five is not None:
-            server_after = server_cpu_seconds()
+            server_after = _common.server_cpu_seconds()
             cpu_runs[five].append((time.process_time() - cpu, (server_after or 0) - (server or 0)))
         return time.perf_counter() - began, result
 
